@@ -1,0 +1,267 @@
+"""Data containers, the dataset registry and the transformations shared by every dataset.
+
+Every dataset is loaded into memory as tensors (a :class:`Split` per train/val/test). Images are stored as
+``uint8`` ``[N, C, H, W]`` and normalised batch by batch on the training device; tabular data is stored as
+``float32`` ``[N, F]``. Keeping whole splits as tensors lets the training loop keep them resident on the GPU and
+augment whole batches at once (see :mod:`ballot_lib.training`).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..registry import Registry
+
+
+class DatasetError(RuntimeError):
+    """A dataset is missing or malformed. The message says which files were expected where."""
+
+
+@dataclass
+class Split:
+    """One split of a dataset: inputs ``x``, labels ``y`` and (optionally) sensitive groups ``g``."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    g: Optional[torch.Tensor] = None
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y) or (self.g is not None and len(self.g) != len(self.y)):
+            raise ValueError(
+                f"split tensors disagree in length: x {len(self.x)}, y {len(self.y)}, "
+                f"g {None if self.g is None else len(self.g)}"
+            )
+        self.y = self.y.long()
+        if self.g is not None:
+            self.g = self.g.long()
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, index: torch.Tensor | np.ndarray | Sequence[int]) -> "Split":
+        """Return the rows ``index`` (a new Split sharing no storage with this one)."""
+        idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        return Split(self.x[idx], self.y[idx], None if self.g is None else self.g[idx])
+
+    def class_counts(self, num_classes: int) -> np.ndarray:
+        return np.bincount(self.y.numpy(), minlength=num_classes)
+
+
+@dataclass
+class DataBundle:
+    """A loaded dataset: three splits plus what the model and metrics need to know about it.
+
+    ``mean``/``std`` (per channel) are applied on the device to ``uint8`` images after division by 255; they are
+    ``None`` for tabular data, which loaders standardise themselves. ``augment`` turns on random crop (padding
+    ``crop_padding``) and horizontal flip for the training split.
+    """
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    class_names: list[str]
+    group_names: Optional[list[str]] = None
+    group_attribute: Optional[str] = None
+    mean: Optional[tuple[float, ...]] = None
+    std: Optional[tuple[float, ...]] = None
+    augment: bool = False
+    crop_padding: int = 4
+    flip: bool = True
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])
+
+    @property
+    def is_image(self) -> bool:
+        return self.train.x.dim() == 4
+
+    @property
+    def num_groups(self) -> int:
+        return 0 if self.group_names is None else len(self.group_names)
+
+    def summary(self) -> "pandas.DataFrame":  # noqa: F821
+        """Per-split, per-class sample counts (and per-group counts where the dataset has groups)."""
+        import pandas as pd
+
+        rows = []
+        for split_name in ("train", "val", "test"):
+            split = getattr(self, split_name)
+            groups = [None] if split.g is None else list(range(self.num_groups))
+            for c in range(self.num_classes):
+                for gi in groups:
+                    sel = split.y == c
+                    if gi is not None:
+                        sel &= split.g == gi
+                    rows.append(
+                        {
+                            "split": split_name,
+                            "class": self.class_names[c],
+                            "group": None if gi is None else self.group_names[gi],
+                            "count": int(sel.sum()),
+                        }
+                    )
+        return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset to load and how to split and skew it.
+
+    Fields whose default switches a feature off (``long_tail="none"``, ``max_train=None``) keep old result hashes
+    valid when new options are added. ``root`` is where the files are and is not part of a run's identity.
+    """
+
+    name: str = "digits_lt"  # dataset name, one of ballot_lib.data.DATASETS.names()
+    root: Optional[str] = None  # data root for real datasets (default: $BALLOT_DATA_ROOT or ~/ballot_data)
+    split_seed: int = 0  # seed of the train/val(/test) carving, fixed across runs so splits are shared
+    val_fraction: float = 0.1  # fraction of train carved out as val where the dataset has no official val split
+    long_tail: str = "none"  # train-split imbalance: "none", "exp" (ratio lt_ratio) or "step" (keep lt_keep of lt_classes)
+    lt_ratio: float = 10.0  # exp profile: n_max / n_min over classes (CIFAR-10-LT convention), >= 1
+    lt_keep: float = 0.1  # step profile: fraction of train images kept in each class of lt_classes
+    lt_classes: tuple[int, ...] = ()  # step profile: minority classes (default: the upper half of class indices)
+    skew: float = 0.95  # *_s datasets: share of a class's train images in its majority domain
+    target: Optional[str] = None  # target attribute (celeba, utkface); None = dataset default
+    sensitive: Optional[str] = None  # sensitive attribute g (adult: sex/race, celeba: Male, utkface: gender/race)
+    image_size: Optional[int] = None  # resize images to this size (celeba, utkface); None = dataset default
+    max_train: Optional[int] = None  # keep at most this many train samples (stratified), for quick runs
+    verify: bool = True  # check torchvision md5 sums of real files (test fixtures turn this off)
+
+    def identity(self) -> dict:
+        """The fields that define what data a run saw (``root`` and ``verify`` excluded)."""
+        d = asdict(self)
+        d.pop("root")
+        d.pop("verify")
+        d["lt_classes"] = list(self.lt_classes)
+        return d
+
+    def validate(self) -> "DataConfig":
+        DATASETS.get(self.name)
+        if self.long_tail not in ("none", "exp", "step"):
+            raise ValueError(f"long_tail must be one of 'none', 'exp', 'step', got {self.long_tail!r}")
+        if not self.lt_ratio >= 1.0:
+            raise ValueError(f"lt_ratio must be >= 1 (n_max / n_min), got {self.lt_ratio}")
+        if not 0.0 < self.lt_keep <= 1.0:
+            raise ValueError(f"lt_keep must be in (0, 1], got {self.lt_keep}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0.5 <= self.skew <= 1.0:
+            raise ValueError(f"skew must be in [0.5, 1], got {self.skew}")
+        if self.max_train is not None and self.max_train < 1:
+            raise ValueError(f"max_train must be a positive integer or None, got {self.max_train}")
+        return self
+
+
+#: name -> loader(cfg: DataConfig) -> DataBundle
+DATASETS: Registry[Callable[[DataConfig], DataBundle]] = Registry("dataset")
+
+
+def stratified_split(
+    y: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (rest, carved) with ``fraction`` of every class carved out, reproducibly.
+
+    Every class with at least two samples keeps at least one sample on each side.
+    """
+    rng = np.random.default_rng(seed)
+    rest, carved = [], []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        idx = idx[rng.permutation(len(idx))]
+        n = int(round(fraction * len(idx)))
+        if len(idx) >= 2:
+            n = min(max(n, 1), len(idx) - 1)
+        carved.append(idx[:n])
+        rest.append(idx[n:])
+    return np.sort(np.concatenate(rest)), np.sort(np.concatenate(carved))
+
+
+def long_tail_counts(
+    counts: np.ndarray, profile: str, ratio: float = 10.0, keep: float = 0.1, classes: Sequence[int] = ()
+) -> np.ndarray:
+    """Per-class sample counts after applying a long-tail profile to ``counts``.
+
+    ``exp``: class c keeps ``n_max * ratio**(-c / (C - 1))`` samples (capped at what it has), so class 0 is the
+    head and class C-1 has ``n_max / ratio``. ``step``: classes in ``classes`` (default: upper half of indices)
+    keep ``round(keep * n_c)``; others keep all. Every class keeps at least one sample.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    C = len(counts)
+    if profile == "none":
+        return counts.copy()
+    if profile == "exp":
+        n_max = counts.max()
+        target = np.array([n_max * ratio ** (-c / max(C - 1, 1)) for c in range(C)])
+        out = np.minimum(counts, np.floor(target + 1e-9).astype(np.int64))
+    elif profile == "step":
+        minority = list(classes) if len(classes) else list(range(C // 2, C))
+        bad = [c for c in minority if not 0 <= c < C]
+        if bad:
+            raise ValueError(f"lt_classes {bad} out of range for {C} classes")
+        out = counts.copy()
+        for c in minority:
+            out[c] = int(round(keep * counts[c]))
+    else:
+        raise ValueError(f"unknown long-tail profile {profile!r}; valid: 'none', 'exp', 'step'")
+    return np.maximum(np.minimum(out, counts), np.minimum(counts, 1))
+
+
+def apply_long_tail(split: Split, num_classes: int, cfg: DataConfig, profile: Optional[str] = None) -> Split:
+    """Subsample a *train* split per class following ``profile`` (default ``cfg.long_tail``).
+
+    Only the train split is ever subsampled: val and test keep their class balance.
+    """
+    profile = cfg.long_tail if profile is None else profile
+    if profile == "none":
+        return split
+    y = split.y.numpy()
+    counts = np.bincount(y, minlength=num_classes)
+    keep = long_tail_counts(counts, profile, cfg.lt_ratio, cfg.lt_keep, cfg.lt_classes)
+    rng = np.random.default_rng(cfg.split_seed + 1)
+    idx = []
+    for c in range(num_classes):
+        members = np.flatnonzero(y == c)
+        idx.append(np.sort(rng.choice(members, size=keep[c], replace=False)) if keep[c] < len(members) else members)
+    return split.subset(np.sort(np.concatenate(idx)))
+
+
+def cap_train(split: Split, max_train: Optional[int], seed: int) -> Split:
+    """Keep at most ``max_train`` samples, stratified by class, reproducibly."""
+    if max_train is None or len(split) <= max_train:
+        return split
+    _, idx = stratified_split(split.y.numpy(), max_train / len(split), seed + 2)
+    return split.subset(idx)
+
+
+def finalize(bundle: DataBundle, cfg: DataConfig) -> DataBundle:
+    """Apply the options shared by every dataset (long tail, train cap) and record them in ``notes``."""
+    # A dataset such as ``digits_lt`` declares a default profile that applies when the config names none.
+    profile = cfg.long_tail if cfg.long_tail != "none" else bundle.notes.get("default_long_tail", "none")
+    train = apply_long_tail(bundle.train, bundle.num_classes, cfg, profile)
+    bundle.notes["long_tail"] = profile
+    train = cap_train(train, cfg.max_train, cfg.split_seed)
+    bundle = replace(bundle, train=train)
+    bundle.notes.setdefault("train_class_counts", bundle.train.class_counts(bundle.num_classes).tolist())
+    return bundle
+
+
+def get_dataset(name_or_cfg: str | DataConfig, **overrides) -> DataBundle:
+    """Load a dataset by name (or :class:`DataConfig`), applying the long-tail and train-cap options.
+
+    Example:
+        >>> bundle = get_dataset("digits_lt")
+        >>> bundle.num_classes
+        10
+    """
+    cfg = name_or_cfg if isinstance(name_or_cfg, DataConfig) else DataConfig(name=name_or_cfg)
+    if overrides:
+        cfg = replace(cfg, **overrides)
+    cfg.validate()
+    loader = DATASETS.get(cfg.name)
+    return finalize(loader(cfg), cfg)

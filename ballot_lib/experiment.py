@@ -1,0 +1,171 @@
+"""Experiments: one dataset, one model, one training recipe, run under several seeds by several methods.
+
+An :class:`Experiment` owns what every method shares (SPEC §6): the data, the model architecture, the training
+loop and, per seed, the dense run. The dense run of a seed stores θ0, the early θk (rewind points) and θT once;
+every method under that seed starts from that θ0 and sees the same data order, so comparisons are paired.
+
+Example:
+    >>> exp = Experiment(DataConfig("digits_lt"), ModelConfig("mlp"), TrainConfig(epochs=5), results_dir="results")
+    >>> dense = exp.dense(seed=0)            # trains once, then loads from the results store
+    >>> dense.metrics["test"]["mcd"]         # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Optional
+
+import torch
+from torch import nn
+
+from .data import DataBundle, DataConfig, get_dataset
+from .models import ModelConfig, build_model
+from .pruning import load_mask
+from .results import ResultsStore, Run
+from .training import TrainConfig, TrainResult, resolve_device, state_dict_cpu, train
+
+#: Epochs after which the dense run keeps its weights as rewind points θk (other k are replayed on demand).
+DENSE_KEEP_EPOCHS = (1, 2, 3, 5)
+CONFIG_VERSION = 1
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_dataset(cfg: DataConfig) -> DataBundle:
+    return get_dataset(cfg)
+
+
+@dataclass
+class RunResult:
+    """What a method returns: the stored run, its final metrics per split, the mask and the history."""
+
+    run: Run
+    metrics: dict[str, dict[str, float]]
+    summary: dict[str, Any]
+    mask: Optional[dict[str, torch.Tensor]] = None
+
+    @property
+    def id(self) -> str:
+        return self.run.id
+
+    def history(self) -> list[dict]:
+        f = self.run.file("history.json")
+        return self.run.read_json("history.json") if f.exists() else []
+
+
+@dataclass
+class Experiment:
+    """Shared set-up of a comparison. ``device``, ``results_dir`` and ``progress`` do not affect run identity."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    device: str = "auto"
+    results_dir: Optional[str] = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        # Validate everything up front, before any data is loaded or any training starts.
+        self.data.validate()
+        self.model.validate()
+        self.train.validate()
+        self.device_ = resolve_device(self.device)
+        self.store = ResultsStore(self.results_dir)
+
+    # -- shared pieces ---------------------------------------------------------------------------------------
+    @property
+    def bundle(self) -> DataBundle:
+        """The loaded dataset (cached per data config)."""
+        return _cached_dataset(self.data)
+
+    def new_model(self) -> nn.Module:
+        """A model of this experiment's architecture (initialisation not yet fixed: load θ0 into it)."""
+        b = self.bundle
+        return build_model(self.model, b.input_shape, b.num_classes)
+
+    def run_config(self, method: str, method_cfg: Mapping[str, Any], seed: int) -> dict:
+        """The full configuration of a run: what its hash (and so its folder name) is computed from."""
+        return {
+            "version": CONFIG_VERSION,
+            "method": method,
+            "method_cfg": dict(method_cfg),
+            "data": self.data.identity(),
+            "model": self.model.identity(),
+            "train": self.train.identity(),
+            "seed": int(seed),
+        }
+
+    def train_net(self, net: nn.Module, run: Run, seed: int, **kwargs) -> TrainResult:
+        """Train with this experiment's data, device and progress settings (see :func:`ballot_lib.training.train`)."""
+        kwargs.setdefault("checkpoint", run.file(kwargs.pop("checkpoint_name", "checkpoint.pt")))
+        return train(net, self.bundle, kwargs.pop("cfg", self.train), seed=seed, device=self.device_,
+                     progress=self.progress, **kwargs)
+
+    # -- the dense run ---------------------------------------------------------------------------------------
+    def dense(self, seed: int) -> RunResult:
+        """Train (or load) the dense network of ``seed``; stores θ0, early θk and θT."""
+        run = self.store.run(self.run_config("dense", {}, seed))
+        if not run.complete:
+            run.start()
+            torch.manual_seed(seed)
+            net = self.new_model()
+            if not run.file("theta0.pt").exists():
+                run.save_tensor("theta0.pt", state_dict_cpu(net))
+            net.load_state_dict(run.load_tensor("theta0.pt"))
+
+            def keep(net_: nn.Module, epoch: int, row: dict) -> None:
+                if epoch in DENSE_KEEP_EPOCHS and epoch < self.train.epochs:
+                    run.save_tensor(f"theta_e{epoch}.pt", state_dict_cpu(net_))
+
+            res = self.train_net(net, run, seed, hooks=[keep], desc=f"dense s{seed}")
+            run.save_tensor("thetaT.pt", state_dict_cpu(net))
+            finish_run(run, res, density=1.0, train_epochs=self.train.epochs, compute_epochs=self.train.epochs)
+        return load_run(run)
+
+    def dense_weights(self, seed: int, epoch: int) -> dict[str, torch.Tensor]:
+        """Dense weights of ``seed`` after ``epoch`` epochs (0 = θ0, ``train.epochs`` = θT).
+
+        Rewind points not kept by the dense run are replayed from θ0 with the same seed (same data order), and
+        then kept, so asking for them again is free.
+        """
+        T = self.train.epochs
+        if not 0 <= epoch <= T:
+            raise ValueError(f"rewind epoch must be in [0, {T}] (train.epochs), got {epoch}")
+        run = self.dense(seed).run
+        name = "theta0.pt" if epoch == 0 else "thetaT.pt" if epoch == T else f"theta_e{epoch}.pt"
+        if not run.file(name).exists():
+            net = self.new_model()
+            net.load_state_dict(run.load_tensor("theta0.pt"))
+            self.train_net(net, run, seed, end_epoch=epoch, eval_splits=(), checkpoint=None,
+                           desc=f"replay θ{epoch}")
+            run.save_tensor(name, state_dict_cpu(net))
+        return run.load_tensor(name)
+
+    def model_from(self, state: Mapping[str, torch.Tensor]) -> nn.Module:
+        net = self.new_model()
+        net.load_state_dict(state)
+        return net
+
+
+def finish_run(run: Run, res: TrainResult, **summary: Any) -> None:
+    """Store history and final metrics, then mark the run complete."""
+    run.write_json("history.json", res.history)
+    run.write_json("metrics.json", res.final)
+    summary.setdefault("seconds", res.seconds)
+    run.finish(summary)
+
+
+def load_run(run: Run) -> RunResult:
+    """Load a complete run's metrics, summary and (if present) mask."""
+    mask = load_mask(run.file("mask.pt")) if run.file("mask.pt").exists() else None
+    return RunResult(run, run.read_json("metrics.json"), run.read_json("summary.json"), mask)
+
+
+def scaled_recipe(cfg: TrainConfig, epochs: Optional[int], lr: Optional[float] = None) -> TrainConfig:
+    """The recipe stretched to ``epochs`` (multistep milestones and warm-up scaled proportionally)."""
+    if epochs is None and lr is None:
+        return cfg
+    e = cfg.epochs if epochs is None else epochs
+    f = e / cfg.epochs
+    return replace(cfg, epochs=e, lr=cfg.lr if lr is None else lr,
+                   milestones=tuple(int(round(m * f)) for m in cfg.milestones),
+                   warmup_epochs=int(round(cfg.warmup_epochs * f)))

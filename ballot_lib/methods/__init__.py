@@ -1,0 +1,10 @@
+"""Methods by name (``METHODS.names()``); run one with :func:`run_method`.
+
+Every method shares the experiment's data, model, θ0, dense θT and training loop, and is compared at equal
+density. Registered here: ``dense``, ``mp`` (magnitude pruning), ``lth`` (IMP with rewinding), ``random``
+(random control), ``ballot``.
+"""
+from .base import METHODS, MethodSpec, make_config, run_method
+from . import dense, magnitude, lth, random_control  # noqa: F401  (registration)
+
+__all__ = ["METHODS", "MethodSpec", "make_config", "run_method"]

@@ -1,0 +1,80 @@
+"""Standard Lottery Ticket Hypothesis: iterative magnitude pruning (IMP) with rewinding to θk.
+
+Level l prunes the trained weights of level l-1 (level 0 = the dense θT) by magnitude down to density d_l
+(:func:`ballot_lib.pruning.imp_densities`; pruned weights are never revived), rewinds the kept weights to θk
+(k = 0 is the original LTH, a small k is "late rewinding") and retrains the schedule from epoch k to the end.
+``levels=1`` is one-shot LTH.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from ..experiment import Experiment, RunResult, load_run
+from ..pruning import SCOPES, imp_densities, load_mask, magnitude_mask, save_mask
+from ..training import state_dict_cpu
+from .base import SparseConfig, check_rewind, config_dict, finish_masked, register, train_masked
+
+
+@dataclass(frozen=True)
+class LTHConfig(SparseConfig):
+    rewind_epoch: int = 0  # k: rewind the kept weights to θk (0 = original LTH)
+    levels: int = 1  # IMP levels (1 = one-shot); each prunes the same fraction of the remaining weights
+    rate: Optional[float] = None  # if set (e.g. 0.2), prune this fraction per level instead (levels ignored)
+    scope: str = "global"  # "global" or "layer" magnitude ranking
+
+    def validate(self) -> "LTHConfig":
+        super().validate()
+        if self.levels < 1:
+            raise ValueError(f"levels must be >= 1, got {self.levels}")
+        if self.rate is not None and not 0 < self.rate < 1:
+            raise ValueError(f"rate must be in (0, 1), got {self.rate}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"unknown scope {self.scope!r}; valid choices: {', '.join(SCOPES)}")
+        return self
+
+    def validate_for(self, exp: Experiment) -> None:
+        check_rewind(exp, self.rewind_epoch)
+
+    def schedule(self) -> list[float]:
+        return imp_densities(self.density, None if self.rate else self.levels, self.rate or 0.2)
+
+
+@register("lth", LTHConfig)
+def run_lth(exp: Experiment, cfg: LTHConfig, seed: int) -> RunResult:
+    """IMP with rewinding to θk, retraining the schedule from epoch k at every level."""
+    run = exp.store.run(exp.run_config("lth", config_dict(cfg), seed))
+    if run.complete:
+        return load_run(run)
+    k, T = cfg.rewind_epoch, exp.train.epochs
+    trained = exp.dense_weights(seed, T)
+    theta_k = exp.dense_weights(seed, k)
+    run.start()
+    mask = None
+    levels = []
+    schedule = cfg.schedule()
+    for level, d in enumerate(schedule, start=1):
+        # Each finished level is kept in the run folder, so an interrupted IMP run resumes at its level.
+        done_w, done_m = run.file(f"level{level}_weights.pt"), run.file(f"level{level}_mask.pt")
+        if done_w.exists() and done_m.exists():
+            trained, mask = run.load_tensor(done_w.name), load_mask(done_m)
+            levels.append(run.read_json(f"level{level}.json"))
+            continue
+        mask = magnitude_mask(exp.model_from(trained), d, cfg.scope, current=mask)
+        res = train_masked(exp, run, seed, theta_k, mask, start_epoch=k, checkpoint_name=f"checkpoint_l{level}.pt",
+                           desc=f"lth L{level}/{len(schedule)} d={d:.3g} s{seed}")
+        trained = state_dict_cpu(res.net)
+        info = {"level": level, "density": d, **{f"{s}_{m}": v for s, vals in res.final.items()
+                                                  for m, v in vals.items() if m in ("acc", "cwv", "mcd")}}
+        levels.append(info)
+        if level < len(schedule):
+            run.write_json(f"level{level}.json", info)
+            save_mask(mask, done_m)
+            run.save_tensor(done_w.name, trained)
+    out = finish_masked(run, res, mask, train_epochs=T - k, compute_epochs=T + len(schedule) * (T - k),
+                        levels=levels)
+    for level in range(1, len(schedule)):
+        for name in (f"level{level}_weights.pt",):
+            if run.file(name).exists():
+                run.file(name).unlink()
+    return out

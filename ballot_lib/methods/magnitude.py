@@ -1,0 +1,69 @@
+"""Magnitude Pruning (MP): one-shot magnitude mask of the trained dense θT, then fine-tuning from θT.
+
+Fine-tuning modes (``finetune``):
+
+* ``"full"`` (default): the whole training recipe again from θT with the mask — the same training budget as
+  one LTH retraining (compute-matched comparison, SPEC §6);
+* ``"lr_rewind"``: learning-rate rewinding (Renda et al. 2020): from θT, replay the schedule from epoch
+  ``rewind_epoch`` to the end;
+* ``"short"``: ``finetune_epochs`` epochs at constant ``finetune_lr`` (a cheap fine-tune; it underfits at high
+  sparsity and can make MP look unfair for the wrong reason — every table states each method's compute).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional
+
+from ..experiment import Experiment, RunResult, load_run
+from ..pruning import SCOPES, magnitude_mask
+from .base import SparseConfig, check_rewind, config_dict, finish_masked, register, train_masked
+
+FINETUNE_MODES = ("full", "lr_rewind", "short")
+
+
+@dataclass(frozen=True)
+class MagnitudeConfig(SparseConfig):
+    scope: str = "global"  # "global" (one threshold) or "layer" (each layer at density)
+    finetune: str = "full"  # "full", "lr_rewind" or "short"
+    rewind_epoch: int = 0  # lr_rewind: schedule position to rewind the learning rate to
+    finetune_epochs: Optional[int] = None  # short: epochs (default: a tenth of train.epochs, at least 1)
+    finetune_lr: Optional[float] = None  # short: constant learning rate (default: train.lr / 100)
+
+    def validate(self) -> "MagnitudeConfig":
+        super().validate()
+        if self.scope not in SCOPES:
+            raise ValueError(f"unknown scope {self.scope!r}; valid choices: {', '.join(SCOPES)}")
+        if self.finetune not in FINETUNE_MODES:
+            raise ValueError(f"unknown finetune {self.finetune!r}; valid choices: {', '.join(FINETUNE_MODES)}")
+        if self.finetune_epochs is not None and self.finetune_epochs < 1:
+            raise ValueError(f"finetune_epochs must be >= 1, got {self.finetune_epochs}")
+        return self
+
+    def validate_for(self, exp: Experiment) -> None:
+        if self.finetune == "lr_rewind":
+            check_rewind(exp, self.rewind_epoch)
+
+
+@register("mp", MagnitudeConfig)
+def run_magnitude(exp: Experiment, cfg: MagnitudeConfig, seed: int) -> RunResult:
+    """Magnitude pruning of θT at ``density``, then fine-tuning from θT."""
+    run = exp.store.run(exp.run_config("mp", config_dict(cfg), seed))
+    if run.complete:
+        return load_run(run)
+    theta_T = exp.dense_weights(seed, exp.train.epochs)
+    run.start()
+    mask = magnitude_mask(exp.model_from(theta_T), cfg.density, cfg.scope)
+    T = exp.train.epochs
+    if cfg.finetune == "full":
+        res = train_masked(exp, run, seed, theta_T, mask, desc=f"mp d={cfg.density} s{seed}")
+        epochs = T
+    elif cfg.finetune == "lr_rewind":
+        res = train_masked(exp, run, seed, theta_T, mask, start_epoch=cfg.rewind_epoch,
+                           desc=f"mp-lrr d={cfg.density} s{seed}")
+        epochs = T - cfg.rewind_epoch
+    else:
+        epochs = cfg.finetune_epochs or max(1, T // 10)
+        recipe = replace(exp.train, epochs=epochs, lr=cfg.finetune_lr or exp.train.lr / 100, schedule="constant",
+                         milestones=(), warmup_epochs=0)
+        res = train_masked(exp, run, seed, theta_T, mask, cfg=recipe, desc=f"mp-ft d={cfg.density} s{seed}")
+    return finish_masked(run, res, mask, train_epochs=epochs, compute_epochs=T + epochs)

@@ -1,0 +1,53 @@
+"""Random control: a random mask trained exactly like an LTH ticket (the control for "selection").
+
+``like="lth"`` (default) keeps the per-layer kept counts of the one-shot magnitude mask of θT at the same
+density, so only *which* weights are kept differs from LTH; ``like="uniform"`` draws a uniform random mask
+(global or per layer) instead. The mask's random seed is derived from the run seed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..experiment import Experiment, RunResult, load_run
+from ..pruning import SCOPES, magnitude_mask, random_mask
+from .base import SparseConfig, check_rewind, config_dict, finish_masked, register, train_masked
+
+LIKE = ("lth", "uniform")
+
+
+@dataclass(frozen=True)
+class RandomConfig(SparseConfig):
+    like: str = "lth"  # "lth": per-layer counts of the magnitude mask; "uniform": uniform random
+    rewind_epoch: int = 0  # train from θk like LTH
+    scope: str = "global"  # magnitude mask scope (like="lth") or uniform scope (like="uniform")
+
+    def validate(self) -> "RandomConfig":
+        super().validate()
+        if self.like not in LIKE:
+            raise ValueError(f"unknown like {self.like!r}; valid choices: {', '.join(LIKE)}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"unknown scope {self.scope!r}; valid choices: {', '.join(SCOPES)}")
+        return self
+
+    def validate_for(self, exp: Experiment) -> None:
+        check_rewind(exp, self.rewind_epoch)
+
+
+@register("random", RandomConfig)
+def run_random(exp: Experiment, cfg: RandomConfig, seed: int) -> RunResult:
+    """A random mask (per-layer matched to LTH's by default), trained from θk like LTH."""
+    run = exp.store.run(exp.run_config("random", config_dict(cfg), seed))
+    if run.complete:
+        return load_run(run)
+    T, k = exp.train.epochs, cfg.rewind_epoch
+    theta_T = exp.dense_weights(seed, T)
+    theta_k = exp.dense_weights(seed, k)
+    run.start()
+    net = exp.model_from(theta_T)
+    mask_seed = 10_007 * seed + 17
+    if cfg.like == "lth":
+        mask = random_mask(net, seed=mask_seed, like=magnitude_mask(net, cfg.density, cfg.scope))
+    else:
+        mask = random_mask(net, cfg.density, seed=mask_seed, scope=cfg.scope)
+    res = train_masked(exp, run, seed, theta_k, mask, start_epoch=k, desc=f"random d={cfg.density} s{seed}")
+    return finish_masked(run, res, mask, train_epochs=T - k, compute_epochs=T + (T - k))

@@ -1,0 +1,347 @@
+"""Pruning primitives: masks over prunable weights (SPEC §4).
+
+A *mask* maps each prunable weight's name to a 0/1 tensor of its shape (``torch.bool`` here). Masks are exact:
+a mask at density d keeps exactly ``round(d * N)`` weights over all prunable weights (``scope="global"``) or
+``round(d * n_l)`` in every layer (``scope="layer"``). Ties in a score are broken deterministically: the entry
+with the lower flat index (in the concatenation order of :func:`ballot_lib.models.prunable_names`) wins.
+
+The vocabulary mirrors ``torch.nn.utils.prune``: ``l1``/magnitude unstructured (global or per layer), random
+unstructured, Ln structured over output channels, and random structured.
+
+Example:
+    >>> net = torch.nn.Linear(5, 2)
+    >>> mask = magnitude_mask(net, 0.5)
+    >>> density(mask)
+    0.5
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .models import prunable_names
+
+Mask = dict[str, torch.Tensor]
+SCOPES = ("global", "layer")
+
+
+def check_density(density: float) -> float:
+    """Return ``density`` as a float if it lies in (0, 1], else raise ``ValueError`` naming the valid range."""
+    try:
+        d = float(density)
+    except (TypeError, ValueError):
+        raise ValueError(f"density must be a number in (0, 1], got {density!r}") from None
+    if not (0.0 < d <= 1.0) or math.isnan(d):
+        raise ValueError(f"density must be in (0, 1] (fraction of prunable weights kept), got {density!r}")
+    return d
+
+
+def _check_scope(scope: str) -> str:
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; valid choices: {', '.join(SCOPES)}")
+    return scope
+
+
+def prunable_weights(model: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The prunable weight tensors of a model (detached), or the mapping itself if a dict was given."""
+    if isinstance(model, nn.Module):
+        params = dict(model.named_parameters())
+        return {n: params[n].detach() for n in prunable_names(model)}
+    return {n: torch.as_tensor(t).detach() for n, t in model.items()}
+
+
+def kept_count(density: float, n: int) -> int:
+    """Number of entries a mask at ``density`` keeps out of ``n``: ``round(density * n)`` (half to even)."""
+    return int(round(check_density(density) * n))
+
+
+def topk_mask_flat(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of the ``k`` largest entries of a 1-D tensor; ties go to the lower index."""
+    order = torch.argsort(scores.double(), descending=True, stable=True)
+    out = torch.zeros(scores.numel(), dtype=torch.bool)
+    out[order[:k].cpu()] = True
+    return out
+
+
+def mask_from_scores(
+    scores: Mapping[str, torch.Tensor],
+    density: Optional[float] = None,
+    scope: str = "global",
+    budgets: Optional[Mapping[str, int]] = None,
+) -> Mask:
+    """Keep the highest-scoring entries: ``round(d*N)`` globally, ``round(d*n_l)`` per layer, or ``budgets[name]``.
+
+    ``budgets`` (kept count per tensor), when given, overrides ``scope`` and ``density``.
+    Entries scored ``-inf`` are only kept when the budget exceeds the number of finite entries.
+    """
+    names = list(scores)
+    flat = {n: scores[n].detach().flatten().cpu() for n in names}
+    if budgets is not None:
+        missing = set(names) - set(budgets)
+        if missing:
+            raise ValueError(f"budgets lack tensors {sorted(missing)}")
+        out = {}
+        for n in names:
+            k = int(budgets[n])
+            if not 0 <= k <= flat[n].numel():
+                raise ValueError(f"budget for {n} is {k}, outside [0, {flat[n].numel()}]")
+            out[n] = topk_mask_flat(flat[n], k).view_as(scores[n])
+        return out
+    d = check_density(density)
+    if _check_scope(scope) == "layer":
+        return {n: topk_mask_flat(flat[n], kept_count(d, flat[n].numel())).view_as(scores[n]) for n in names}
+    allv = torch.cat([flat[n] for n in names])
+    keep = topk_mask_flat(allv, kept_count(d, allv.numel()))
+    out, start = {}, 0
+    for n in names:
+        m = flat[n].numel()
+        out[n] = keep[start:start + m].view_as(scores[n])
+        start += m
+    return out
+
+
+def magnitude_mask(
+    model: nn.Module | Mapping[str, torch.Tensor],
+    density: float,
+    scope: str = "global",
+    current: Optional[Mask] = None,
+) -> Mask:
+    """Keep the largest-|w| prunable weights at ``density`` (of *all* prunable weights).
+
+    Args:
+        model: a model (its prunable weights are used) or a mapping name -> weight tensor.
+        density: fraction kept, in (0, 1].
+        scope: ``"global"`` (one threshold over all prunable weights) or ``"layer"`` (each layer at ``density``).
+        current: an existing mask; entries it has pruned are never revived (used by iterative pruning).
+    Returns:
+        dict name -> bool tensor with exactly ``round(density * N)`` True entries (per layer for ``"layer"``).
+    """
+    weights = prunable_weights(model)
+    scores = {}
+    for n, w in weights.items():
+        s = w.abs().double()
+        if current is not None:
+            s = s.masked_fill(~current[n].to(s.device).bool(), float("-inf"))
+        scores[n] = s
+    return mask_from_scores(scores, density, scope)
+
+
+def random_mask(
+    model: nn.Module | Mapping[str, torch.Tensor],
+    density: Optional[float] = None,
+    seed: int = 0,
+    like: Optional[Mask] = None,
+    scope: str = "global",
+) -> Mask:
+    """A random unstructured mask: uniform at ``density``, or with the per-layer kept counts of ``like``.
+
+    The ``like`` form is the control for "selection": same per-layer densities as a given mask, random entries.
+    """
+    weights = prunable_weights(model)
+    gen = torch.Generator().manual_seed(seed)
+    scores = {n: torch.rand(w.shape, generator=gen, dtype=torch.float64) for n, w in weights.items()}
+    if like is not None:
+        return mask_from_scores(scores, budgets={n: int(like[n].sum()) for n in weights})
+    return mask_from_scores(scores, density, scope)
+
+
+def structured_mask(
+    model: nn.Module | Mapping[str, torch.Tensor],
+    density: float,
+    n: float = 1,
+    random: bool = False,
+    seed: int = 0,
+) -> Mask:
+    """Prune whole output channels/units per layer (``torch.nn.utils.prune.ln_structured`` with ``dim=0``).
+
+    Every layer keeps ``round(density * out)`` of its output rows (at least one), ranked by their L_n norm, or at
+    random if ``random`` is True. The last layer (the classifier) is left dense so no class loses its logit.
+    """
+    weights = prunable_weights(model)
+    check_density(density)
+    gen = torch.Generator().manual_seed(seed)
+    names = list(weights)
+    out = {}
+    for i, (name, w) in enumerate(weights.items()):
+        rows = w.shape[0]
+        if i == len(names) - 1:
+            out[name] = torch.ones_like(w, dtype=torch.bool)
+            continue
+        if random:
+            score = torch.rand(rows, generator=gen, dtype=torch.float64)
+        else:
+            score = w.reshape(rows, -1).double().norm(p=n, dim=1)
+        keep_rows = topk_mask_flat(score, max(1, kept_count(density, rows)))
+        out[name] = keep_rows.view(-1, *([1] * (w.dim() - 1))).expand_as(w).clone()
+    return out
+
+
+def density(mask: Mapping[str, torch.Tensor]) -> float:
+    """Fraction of entries kept over all tensors of the mask."""
+    kept = sum(int(m.bool().sum()) for m in mask.values())
+    total = sum(m.numel() for m in mask.values())
+    if total == 0:
+        raise ValueError("empty mask")
+    return kept / total
+
+
+def layer_densities(mask: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Density of each tensor of the mask."""
+    return {n: float(m.bool().float().mean()) for n, m in mask.items()}
+
+
+def overlap(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
+    """Share of ``a``'s kept entries that ``b`` also keeps (1.0 for identical masks)."""
+    both = sum(int((a[n].bool() & b[n].bool()).sum()) for n in a)
+    kept = sum(int(a[n].bool().sum()) for n in a)
+    return both / kept if kept else float("nan")
+
+
+def imp_densities(target: float, levels: Optional[int] = None, rate: float = 0.2) -> list[float]:
+    """Densities after each level of iterative magnitude pruning, the last one exactly ``target``.
+
+    With ``levels`` given, every level prunes the same fraction ``1 - target**(1/levels)`` of the remaining
+    weights. Otherwise each level prunes ``rate`` of the remaining weights and the final level is adjusted to land
+    on ``target``.
+    """
+    target = check_density(target)
+    if target == 1.0:
+        return [1.0]
+    if levels is not None:
+        if levels < 1:
+            raise ValueError(f"levels must be >= 1, got {levels}")
+        keep = target ** (1.0 / levels)
+        out = [keep ** (i + 1) for i in range(levels)]
+    else:
+        if not 0.0 < rate < 1.0:
+            raise ValueError(f"rate must be in (0, 1), got {rate}")
+        out, d = [], 1.0
+        while d * (1 - rate) > target * (1 + 1e-9):
+            d *= 1 - rate
+            out.append(d)
+        out.append(target)
+    out[-1] = target
+    return out
+
+
+def erk_densities(
+    model: nn.Module | Mapping[str, torch.Tensor], density: float, power: float = 1.0
+) -> dict[str, float]:
+    """Erdős–Rényi-Kernel per-layer densities with overall density ``density`` (RigL's ERK).
+
+    Layer l's density is proportional to ``(sum(shape) / prod(shape))**power``; layers that would exceed 1 are
+    made dense and the rest rescaled.
+    """
+    weights = prunable_weights(model)
+    d = check_density(density)
+    sizes = {n: w.numel() for n, w in weights.items()}
+    raw = {n: (sum(w.shape) / w.numel()) ** power for n, w in weights.items()}
+    dense: set[str] = set()
+    total = sum(sizes.values())
+    while True:
+        budget = d * total - sum(sizes[n] for n in dense)
+        free = [n for n in weights if n not in dense]
+        denom = sum(raw[n] * sizes[n] for n in free)
+        eps = budget / denom if denom > 0 else 0.0
+        over = [n for n in free if eps * raw[n] > 1.0]
+        if not over:
+            break
+        dense.update(over)
+    return {n: 1.0 if n in dense else eps * raw[n] for n in weights}
+
+
+def budgets_from_mask(mask: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """Kept count per tensor of a reference mask (for per-layer budgets)."""
+    return {n: int(m.bool().sum()) for n, m in mask.items()}
+
+
+def budgets_from_densities(
+    model: nn.Module | Mapping[str, torch.Tensor], layer_density: Mapping[str, float], total_density: float
+) -> dict[str, int]:
+    """Integer per-tensor budgets from per-layer densities, adjusted so they add up to ``round(d * N)`` exactly."""
+    weights = prunable_weights(model)
+    sizes = {n: w.numel() for n, w in weights.items()}
+    target = kept_count(total_density, sum(sizes.values()))
+    raw = {n: min(1.0, layer_density[n]) * sizes[n] for n in weights}
+    out = {n: int(math.floor(v)) for n, v in raw.items()}
+    # Hand out the remaining units to the largest fractional parts (stable by order) without exceeding sizes.
+    rest = target - sum(out.values())
+    order = sorted(weights, key=lambda n: -(raw[n] - out[n]))
+    i = 0
+    while rest > 0 and any(out[n] < sizes[n] for n in weights):
+        n = order[i % len(order)]
+        if out[n] < sizes[n]:
+            out[n] += 1
+            rest -= 1
+        i += 1
+    return out
+
+
+def apply_mask(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Zero the pruned weights of ``model`` in place and return it."""
+    params = dict(model.named_parameters())
+    unknown = set(mask) - set(params)
+    if unknown:
+        raise ValueError(f"mask names parameters the model does not have: {sorted(unknown)[:5]}")
+    with torch.no_grad():
+        for n, m in mask.items():
+            params[n].mul_(m.to(params[n].device, params[n].dtype))
+    return model
+
+
+def check_mask_matches(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:
+    """Raise ``ValueError`` unless ``mask`` covers exactly the model's prunable weights with matching shapes."""
+    names = prunable_names(model)
+    params = dict(model.named_parameters())
+    if set(mask) != set(names):
+        raise ValueError(
+            f"mask does not match the model's prunable weights: missing {sorted(set(names) - set(mask))[:5]}, "
+            f"extra {sorted(set(mask) - set(names))[:5]}"
+        )
+    for n in names:
+        if tuple(mask[n].shape) != tuple(params[n].shape):
+            raise ValueError(f"mask for {n} has shape {tuple(mask[n].shape)}, weight has {tuple(params[n].shape)}")
+
+
+def save_mask(mask: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
+    """Save a mask as plain bool tensors (no pickled modules), atomically."""
+    from .results import atomic_torch_save
+
+    return atomic_torch_save({n: m.detach().bool().cpu() for n, m in mask.items()}, path)
+
+
+def load_mask(path: str | os.PathLike) -> Mask:
+    """Load a mask saved by :func:`save_mask` with weights-only loading; a corrupt file raises ``ValueError``."""
+    from .results import safe_torch_load
+
+    obj = safe_torch_load(path, what="mask")
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path} does not hold a mask (a dict of tensors)")
+    return {n: v.bool() for n, v in obj.items()}
+
+
+def describe(mask: Mapping[str, torch.Tensor]) -> "pandas.DataFrame":  # noqa: F821
+    """One row per tensor: size, kept, density."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [{"layer": n, "size": m.numel(), "kept": int(m.bool().sum()), "density": float(m.bool().float().mean())}
+         for n, m in mask.items()]
+    )
+
+
+def sparsity(mask: Mapping[str, torch.Tensor]) -> float:
+    """1 − density."""
+    return 1.0 - density(mask)
+
+
+__all__: Sequence[str] = [
+    "Mask", "apply_mask", "budgets_from_densities", "budgets_from_mask", "check_density", "check_mask_matches",
+    "density", "erk_densities", "imp_densities", "kept_count", "layer_densities", "load_mask", "magnitude_mask",
+    "mask_from_scores", "overlap", "random_mask", "save_mask", "sparsity", "structured_mask", "topk_mask_flat",
+]

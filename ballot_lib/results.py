@@ -1,0 +1,274 @@
+"""The results store (SPEC §8): one folder per run, named by a hash of its full configuration and seed.
+
+Layout of ``<results root>/runs/<run_id>/``:
+
+* ``config.json``   the full configuration (what the hash was computed from), written first;
+* ``checkpoint.pt`` training state while the run is in progress (removed when it completes);
+* ``history.json``  per-epoch metrics;
+* ``metrics.json``  final metrics per split: overall, per class, per group;
+* ``mask.pt``       the mask, as plain bool tensors (sparse methods);
+* ``*.pt``          stored weights (the dense run keeps θ0, early θk and θT);
+* ``summary.json``  written last; its presence marks the run complete, so a finished run is skipped.
+
+Every file is written atomically (temporary file in the same folder, then ``os.replace``), so an interrupted
+write never leaves a half-written file behind. ``load_results()`` collects every complete run into one tidy
+DataFrame: one row per (run, evaluation split), one column per configuration field or metric.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional
+
+import torch
+
+from .paths import results_root
+
+HASH_LENGTH = 12
+SCHEMA_VERSION = 1
+
+
+class ResultsError(RuntimeError):
+    """A results file or checkpoint is missing, corrupt or inconsistent. The message names the file."""
+
+
+def _canonical(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return "nan"
+        return float(repr(obj)) if not obj.is_integer() else obj
+    return obj
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """Stable short hash of a JSON-able configuration (key order does not matter)."""
+    text = json.dumps(_canonical(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]
+
+
+def _atomic_write(path: Path, write) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Write ``obj`` as JSON atomically (NaN written as null)."""
+    text = json.dumps(_json_safe(obj), indent=1, sort_keys=True)
+    return _atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` atomically."""
+    return _atomic_write(Path(path), lambda f: torch.save(obj, f))
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+        return None
+    if isinstance(obj, torch.Tensor):
+        return _json_safe(obj.tolist())
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return obj.item()
+    return obj
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON results file; a missing or corrupt file raises :class:`ResultsError` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ResultsError(f"results file {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ResultsError(f"results file {path} is corrupt ({e}); delete its run folder to recompute it") from None
+
+
+def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """``torch.load(weights_only=True)`` with clear errors for missing, truncated or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"{what} file {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, pickle with forbidden globals, ...
+        raise ResultsError(
+            f"{what} file {path} is corrupt or not a weights-only torch file ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); delete it to start that run afresh"
+        ) from None
+
+
+class Run:
+    """One run folder of the store."""
+
+    def __init__(self, store: "ResultsStore", config: Mapping[str, Any]) -> None:
+        self.store = store
+        self.config = _json_safe(dict(config))
+        self.id = config_hash(self.config)
+        self.path = store.runs_dir / self.id
+
+    def __repr__(self) -> str:
+        return f"Run({self.id}, method={self.config.get('method')!r}, path={str(self.path)!r})"
+
+    @property
+    def complete(self) -> bool:
+        return (self.path / "summary.json").is_file()
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def start(self) -> "Run":
+        """Create the folder and write ``config.json`` (checks an existing folder holds the same config)."""
+        cfg_file = self.path / "config.json"
+        if cfg_file.is_file():
+            existing = read_json(cfg_file)
+            if config_hash(existing) != self.id:
+                raise ResultsError(f"{cfg_file} holds a different configuration than its folder name says")
+        else:
+            atomic_write_json(self.config, cfg_file)
+        return self
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        return atomic_write_json(obj, self.path / name)
+
+    def read_json(self, name: str) -> Any:
+        return read_json(self.path / name)
+
+    def save_tensor(self, name: str, obj: Any) -> Path:
+        return atomic_torch_save(obj, self.path / name)
+
+    def load_tensor(self, name: str, what: str = "weights") -> Any:
+        return safe_torch_load(self.path / name, what=what)
+
+    def finish(self, summary: Mapping[str, Any]) -> None:
+        """Mark the run complete: remove in-progress checkpoints and write ``summary.json`` last."""
+        for ckpt in self.path.glob("checkpoint*.pt"):
+            ckpt.unlink()
+        self.write_json("summary.json", dict(summary))
+
+
+class ResultsStore:
+    """A folder of runs. ``ResultsStore()`` uses ``$BALLOT_RESULTS`` or ``./results``."""
+
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self.root = results_root(root)
+        self.runs_dir = self.root / "runs"
+
+    def __repr__(self) -> str:
+        return f"ResultsStore({str(self.root)!r})"
+
+    def run(self, config: Mapping[str, Any]) -> Run:
+        return Run(self, config)
+
+    def complete_runs(self) -> list[Path]:
+        if not self.runs_dir.is_dir():
+            return []
+        return sorted(p for p in self.runs_dir.iterdir() if (p / "summary.json").is_file())
+
+
+def _flatten(prefix: str, obj: Any, out: dict) -> None:
+    """Flatten nested dicts into dotted keys; lists become JSON strings so every cell is a scalar."""
+    for k, v in obj.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            _flatten(key + ".", v, out)
+        else:
+            out[key] = json.dumps(v) if isinstance(v, list) else v
+
+
+def run_rows(run_dir: Path) -> list[dict]:
+    """Rows of one complete run for :func:`load_results` (one per evaluated split)."""
+    config = read_json(run_dir / "config.json")
+    metrics = read_json(run_dir / "metrics.json")
+    summary = read_json(run_dir / "summary.json")
+    base: dict[str, Any] = {"run_id": run_dir.name}
+    flat: dict[str, Any] = {}
+    _flatten("", config, flat)
+    base.update(flat)
+    base["density"] = summary.get("density", config.get("method_cfg", {}).get("density", 1.0))
+    base["sparsity"] = None if base["density"] is None else 1.0 - base["density"]
+    base["train_epochs"] = summary.get("train_epochs")
+    base["compute_epochs"] = summary.get("compute_epochs")
+    rows = []
+    for split, values in metrics.items():
+        row = dict(base)
+        row["split"] = split
+        row.update({k: (float("nan") if v is None else v) for k, v in values.items()})
+        rows.append(row)
+    return rows
+
+
+def load_results(root: str | os.PathLike | None = None, on_error: str = "raise") -> "pandas.DataFrame":  # noqa: F821
+    """Every complete run as a tidy DataFrame: one row per (run, split), one column per config field or metric.
+
+    Config fields are flattened with dots (``data.name``, ``train.epochs``, ``method_cfg.density``); convenience
+    columns ``method``, ``dataset``, ``model``, ``seed``, ``density`` and ``sparsity`` are always present.
+    ``on_error="skip"`` skips (with a warning) runs whose files are corrupt instead of raising.
+    """
+    import warnings
+
+    import pandas as pd
+
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    store = ResultsStore(root)
+    rows: list[dict] = []
+    for run_dir in store.complete_runs():
+        try:
+            rows.extend(run_rows(run_dir))
+        except ResultsError as e:
+            if on_error == "raise":
+                raise
+            warnings.warn(f"skipping run {run_dir.name}: {e}")
+    df = pd.DataFrame(rows)
+    if len(df):
+        df["dataset"] = df.get("data.name")
+        df["model"] = df.get("model.name")
+    else:
+        df = pd.DataFrame(columns=["run_id", "method", "dataset", "model", "seed", "density", "sparsity", "split"])
+    return df
+
+
+def load_history(root: str | os.PathLike | None = None, run_ids: Optional[Iterable[str]] = None) -> "pandas.DataFrame":  # noqa: F821
+    """Per-epoch metrics of complete runs: one row per (run, phase, epoch)."""
+    import pandas as pd
+
+    store = ResultsStore(root)
+    wanted = None if run_ids is None else set(run_ids)
+    frames = []
+    for run_dir in store.complete_runs():
+        if wanted is not None and run_dir.name not in wanted:
+            continue
+        hist_file = run_dir / "history.json"
+        if not hist_file.is_file():
+            continue
+        config = read_json(run_dir / "config.json")
+        h = pd.DataFrame(read_json(hist_file))
+        h["run_id"] = run_dir.name
+        h["method"] = config.get("method")
+        h["seed"] = config.get("seed")
+        frames.append(h)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -1,0 +1,404 @@
+"""The one training loop every method uses (SPEC §3).
+
+* Optimisers: SGD (momentum, weight decay, optional Nesterov) or Adam(W); schedules: constant, multistep,
+  cosine, each with optional linear warm-up. The learning rate is a pure function of the step, so a run that
+  starts at epoch k (rewinding) or resumes from a checkpoint sits at the same point of the schedule.
+* Masks are enforced at every step: gradients of pruned weights are zeroed before the optimiser step (so
+  momentum and Adam moments of pruned weights stay 0) and the weights are multiplied by the mask after it
+  (so weight decay cannot revive them). Pruned weights stay exactly 0.
+* Determinism: epoch e of seed s visits the data in an order fixed by (s, e) alone, and draws its augmentation
+  from the same seed. Every method under one seed therefore sees the same data order (paired comparisons), and
+  an interrupted run resumes to the same weights as an uninterrupted one.
+* GPU path: whole splits live on the device as tensors, augmentation (random crop with padding, flip) is done on
+  whole batches there, bf16 autocast and channels_last are used for conv nets on CUDA. The same code runs on CPU
+  (fp32, no channels_last).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import metrics as M
+from .data import DataBundle, Split
+from .results import ResultsError, atomic_torch_save, safe_torch_load
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "multistep", "cosine")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training recipe. The authors' full recipe: ``TrainConfig.authors()``."""
+
+    epochs: int = 10  # training epochs of the full schedule
+    batch_size: int = 64  # mini-batch size
+    optimizer: str = "sgd"  # "sgd", "adam" or "adamw"
+    lr: float = 0.05  # peak learning rate
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 5e-4  # L2 (SGD/Adam) or decoupled (AdamW) weight decay
+    nesterov: bool = False  # Nesterov momentum (SGD)
+    schedule: str = "cosine"  # "constant", "multistep" or "cosine"
+    milestones: tuple[int, ...] = ()  # multistep: epochs at which the LR is multiplied by gamma
+    gamma: float = 0.1  # multistep decay factor
+    warmup_epochs: int = 0  # linear warm-up from lr/10 over this many epochs
+    eval_batch_size: int = 1024  # batch size for evaluation (does not change results)
+
+    @staticmethod
+    def authors(epochs: int = 250) -> "TrainConfig":
+        """The Ballot authors' recipe: SGD lr 0.1, momentum 0.9, wd 2e-4, MultiStepLR [100,150,200], batch 32."""
+        return TrainConfig(epochs=epochs, batch_size=32, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=2e-4,
+                           schedule="multistep", milestones=(100, 150, 200), gamma=0.1)
+
+    def identity(self) -> dict:
+        d = asdict(self)
+        d.pop("eval_batch_size")
+        d["milestones"] = list(self.milestones)
+        return d
+
+    def validate(self) -> "TrainConfig":
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid choices: {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; valid choices: {', '.join(SCHEDULES)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.warmup_epochs < 0 or self.warmup_epochs >= max(self.epochs, 1) and self.warmup_epochs > 0:
+            raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
+        return self
+
+
+def lr_at(cfg: TrainConfig, epoch_float: float) -> float:
+    """Learning rate at a (fractional) epoch of the schedule."""
+    e = epoch_float
+    if cfg.warmup_epochs > 0 and e < cfg.warmup_epochs:
+        return cfg.lr * (0.1 + 0.9 * e / cfg.warmup_epochs)
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "multistep":
+        return cfg.lr * cfg.gamma ** sum(e >= m for m in cfg.milestones)
+    span = max(cfg.epochs - cfg.warmup_epochs, 1e-12)
+    t = min(max((e - cfg.warmup_epochs) / span, 0.0), 1.0)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when available, else CPU; an unavailable device raises ``ValueError``."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) RNGs."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    """CPU generator fixed by (seed, epoch, stream): the data order and augmentation of one epoch."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 7919 + stream * 104_729) % (2**63))
+
+
+class DeviceData:
+    """A split resident on the training device, with batched normalisation and augmentation."""
+
+    def __init__(self, split: Split, bundle: DataBundle, device: torch.device, channels_last: bool = False):
+        self.device = device
+        self.n = len(split)
+        self.x = split.x.to(device)
+        self.y = split.y.to(device)
+        self.g = None if split.g is None else split.g.to(device)
+        self.image = split.x.dim() == 4
+        self.uint8 = split.x.dtype == torch.uint8
+        self.channels_last = channels_last and self.image
+        if bundle.mean is not None:
+            c = split.x.shape[1]
+            self.mean = torch.tensor(bundle.mean, device=device).view(1, c, 1, 1)
+            self.std = torch.tensor(bundle.std, device=device).view(1, c, 1, 1)
+        else:
+            self.mean = self.std = None
+        self.augment = bundle.augment and self.image
+        self.pad = bundle.crop_padding
+        self.flip = bundle.flip
+
+    def prepare(self, xb: torch.Tensor, crop: Optional[torch.Tensor] = None,
+                flip: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Convert a raw batch to normalised float inputs, applying crop offsets/flips if given."""
+        x = xb.float()
+        if self.uint8:
+            x = x / 255.0
+        if crop is not None:
+            x = random_crop(x, crop, self.pad)
+        if flip is not None:
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def epoch_batches(self, batch_size: int, seed: int, epoch: int, train: bool = True):
+        """Yield (x, y, g) batches; in training mode shuffled and augmented as fixed by (seed, epoch)."""
+        if train:
+            gen = epoch_generator(seed, epoch)
+            order = torch.randperm(self.n, generator=gen)
+            if self.augment:
+                crops = torch.randint(0, 2 * self.pad + 1, (self.n, 2), generator=gen)
+                flips = torch.rand(self.n, generator=gen) < 0.5 if self.flip else None
+            order = order.to(self.device)
+        else:
+            order = torch.arange(self.n, device=self.device)
+        for start in range(0, self.n, batch_size):
+            idx = order[start:start + batch_size]
+            crop = flip = None
+            if train and self.augment:
+                pos = slice(start, start + len(idx))
+                crop = crops[pos].to(self.device, non_blocking=True)
+                flip = None if flips is None else flips[pos].to(self.device, non_blocking=True)
+            yield self.prepare(self.x[idx], crop, flip), self.y[idx], None if self.g is None else self.g[idx]
+
+
+def random_crop(x: torch.Tensor, offsets: torch.Tensor, pad: int) -> torch.Tensor:
+    """Batched random crop: zero-pad by ``pad`` and cut an HxW window at per-sample ``offsets`` [B, 2]."""
+    b, c, h, w = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad))
+    rows = (offsets[:, 0:1] + torch.arange(h, device=x.device)).view(b, 1, h, 1)
+    cols = (offsets[:, 1:2] + torch.arange(w, device=x.device)).view(b, 1, 1, w)
+    bi = torch.arange(b, device=x.device).view(b, 1, 1, 1)
+    ci = torch.arange(c, device=x.device).view(1, c, 1, 1)
+    return xp[bi, ci, rows, cols]
+
+
+class MaskEnforcer:
+    """Keeps pruned weights at exactly zero: zero their gradients before, and the weights after, every step."""
+
+    def __init__(self, net: nn.Module, mask: Optional[Mapping[str, torch.Tensor]]):
+        self.params: list[torch.Tensor] = []
+        self.masks: list[torch.Tensor] = []
+        if mask:
+            named = dict(net.named_parameters())
+            unknown = set(mask) - set(named)
+            if unknown:
+                raise ValueError(f"mask names parameters the model does not have: {sorted(unknown)[:5]}")
+            for n, m in mask.items():
+                p = named[n]
+                if tuple(m.shape) != tuple(p.shape):
+                    raise ValueError(f"mask for {n} has shape {tuple(m.shape)}, weight has {tuple(p.shape)}")
+                self.params.append(p)
+                self.masks.append(m.to(device=p.device, dtype=p.dtype))
+            self.apply_weights()
+
+    def __bool__(self) -> bool:
+        return bool(self.params)
+
+    @torch.no_grad()
+    def apply_grads(self) -> None:
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if grads and len(grads) == len(self.params):
+            torch._foreach_mul_(grads, self.masks)
+        else:
+            for p, m in zip(self.params, self.masks):
+                if p.grad is not None:
+                    p.grad.mul_(m)
+
+    @torch.no_grad()
+    def apply_weights(self) -> None:
+        if self.params:
+            torch._foreach_mul_(self.params, self.masks)
+
+
+def make_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in net.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.nesterov and cfg.momentum > 0)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@torch.no_grad()
+def predict(net: nn.Module, data: DeviceData, batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
+    """Predicted labels for a whole device-resident split (CPU tensor)."""
+    was_training = net.training
+    net.eval()
+    preds = []
+    for xb, _, _ in data.epoch_batches(batch_size, 0, 0, train=False):
+        with torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=amp):
+            preds.append(net(xb).argmax(1))
+    net.train(was_training)
+    return torch.cat(preds).cpu()
+
+
+def evaluate(net: nn.Module, data: DeviceData, bundle: DataBundle, batch_size: int = 1024,
+             amp: bool = False) -> dict[str, float]:
+    """All metrics of :func:`ballot_lib.metrics.evaluate_predictions` on one split."""
+    pred = predict(net, data, batch_size, amp)
+    y = data.y.cpu()
+    g = None if data.g is None else data.g.cpu()
+    return M.evaluate_predictions(y, pred, bundle.num_classes, g, bundle.num_groups)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the trained net and one metrics row per epoch."""
+
+    net: nn.Module
+    history: list[dict] = field(default_factory=list)
+    final: dict[str, dict[str, float]] = field(default_factory=dict)
+    seconds: float = 0.0
+    epochs_run: int = 0
+
+
+EpochHook = Callable[[nn.Module, int, dict], None]
+
+
+def train(
+    net: nn.Module,
+    bundle: DataBundle,
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    mask: Optional[Mapping[str, torch.Tensor]] = None,
+    start_epoch: int = 0,
+    end_epoch: Optional[int] = None,
+    schedule: Optional[TrainConfig] = None,
+    device: str | torch.device | None = "auto",
+    eval_splits: Sequence[str] = ("val", "test"),
+    checkpoint: Optional[str | Path] = None,
+    hooks: Sequence[EpochHook] = (),
+    loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]] = None,
+    progress: bool = True,
+    desc: str = "train",
+    amp: Optional[bool] = None,
+) -> TrainResult:
+    """Train ``net`` in place from epoch ``start_epoch`` to ``end_epoch`` (default ``cfg.epochs``).
+
+    Args:
+        net: the model (moved to ``device``).
+        bundle: the dataset; the train split is used for training, ``eval_splits`` evaluated after every epoch.
+        cfg: the recipe (optimiser, batch size, schedule).
+        seed: fixes the data order and augmentation of every epoch (shared by every method under this seed).
+        mask: name -> 0/1 tensor; pruned weights are zeroed now and stay exactly 0.
+        start_epoch: first epoch to run; the schedule is positioned there (rewinding to θk uses k).
+        schedule: a different recipe for the learning-rate schedule only (e.g. learning-rate rewinding).
+        checkpoint: file for resumable training state, written atomically after every epoch; if it exists the
+            run resumes from it. The caller removes it once the result is stored.
+        hooks: called as ``hook(net, epoch, row)`` after every epoch's evaluation (e.g. Ballot's vote collection).
+        loss_fn: ``loss_fn(logits, y, g)``; default cross-entropy.
+        amp: bf16 autocast; default on for CUDA.
+    Returns:
+        :class:`TrainResult` with the per-epoch history and the final metrics per evaluated split.
+    """
+    cfg.validate()
+    end = cfg.epochs if end_epoch is None else end_epoch
+    if not 0 <= start_epoch <= end:
+        raise ValueError(f"start_epoch must be in [0, {end}], got {start_epoch}")
+    dev = resolve_device(device)
+    amp = (dev.type == "cuda") if amp is None else amp
+    sched = schedule or cfg
+    conv = any(isinstance(m, nn.Conv2d) for m in net.modules())
+    channels_last = dev.type == "cuda" and conv
+    net.to(dev)
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+    train_data = DeviceData(bundle.train, bundle, dev, channels_last)
+    evals = {s: DeviceData(getattr(bundle, s), bundle, dev, channels_last) for s in eval_splits}
+    for s, d in evals.items():
+        d.augment = False
+    enforcer = MaskEnforcer(net, mask)
+    opt = make_optimizer(net, cfg)
+    loss_fn = loss_fn or (lambda logits, y, g: F.cross_entropy(logits, y))
+    result = TrainResult(net)
+
+    # Resume from a checkpoint if one exists: weights, optimiser state, RNG, history and the epoch reached.
+    epoch0 = start_epoch
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = safe_torch_load(checkpoint, what="training checkpoint")
+        try:
+            net.load_state_dict(state["net"])
+            opt.load_state_dict(state["opt"])
+            torch.set_rng_state(state["rng"])
+            epoch0 = int(state["epoch"])
+            result.history = list(state["history"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise ResultsError(f"training checkpoint {checkpoint} does not match this run ({e}); delete it") from None
+        enforcer.apply_weights()
+
+    steps_per_epoch = math.ceil(train_data.n / cfg.batch_size)
+    bar = _progress(range(epoch0, end), progress, desc, initial=epoch0 - start_epoch, total=end - start_epoch)
+    t0 = time.perf_counter()
+    net.train()
+    for epoch in bar:
+        loss_sum = torch.zeros((), device=dev)
+        correct = torch.zeros((), device=dev, dtype=torch.long)
+        for i, (xb, yb, gb) in enumerate(train_data.epoch_batches(cfg.batch_size, seed, epoch, train=True)):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(sched, epoch + i / steps_per_epoch)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                logits = net(xb)
+                loss = loss_fn(logits.float(), yb, gb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if enforcer:
+                enforcer.apply_grads()
+            opt.step()
+            if enforcer:
+                enforcer.apply_weights()
+            loss_sum += loss.detach() * len(yb)
+            correct += (logits.detach().argmax(1) == yb).sum()
+        row = {"epoch": epoch + 1, "lr": lr_at(sched, epoch + 1), "train_loss": float(loss_sum) / train_data.n,
+               "train_acc": float(correct) / train_data.n}
+        for s, d in evals.items():
+            result.final[s] = evaluate(net, d, bundle, cfg.eval_batch_size, amp)
+            row.update({f"{s}_{k}": v for k, v in result.final[s].items()})
+        result.history.append(row)
+        for hook in hooks:
+            hook(net, epoch + 1, row)
+        if checkpoint is not None:
+            atomic_torch_save({"net": net.state_dict(), "opt": opt.state_dict(), "rng": torch.get_rng_state(),
+                               "epoch": epoch + 1, "history": result.history}, checkpoint)
+        if hasattr(bar, "set_postfix"):
+            shown = {"loss": f"{row['train_loss']:.3f}"}
+            if "val_acc" in row:
+                shown["val_acc"] = f"{row['val_acc']:.3f}"
+            bar.set_postfix(shown)
+    result.seconds = time.perf_counter() - t0
+    result.epochs_run = end - epoch0
+    # A run resumed at its last epoch has trained nothing here: evaluate the restored weights once.
+    for s, d in evals.items():
+        if s not in result.final:
+            result.final[s] = evaluate(net, d, bundle, cfg.eval_batch_size, amp)
+    return result
+
+
+def _progress(it, enabled: bool, desc: str, initial: int = 0, total: Optional[int] = None):
+    if not enabled:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc=desc, initial=initial, total=total, leave=False)
+
+
+def state_dict_cpu(net: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of ``net.state_dict()`` in contiguous layout."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
