@@ -247,6 +247,9 @@ def load_results(root: str | os.PathLike | None = None, on_error: str = "raise")
     if len(df):
         df["dataset"] = df.get("data.name")
         df["model"] = df.get("model.name")
+        df["variant"] = df["method"]
+        target = df["method_cfg.density"] if "method_cfg.density" in df else pd.Series(1.0, index=df.index)
+        df["density_target"] = target.fillna(1.0)
     else:
         df = pd.DataFrame(columns=["run_id", "method", "dataset", "model", "seed", "density", "sparsity", "split"])
     return df

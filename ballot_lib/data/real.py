@@ -39,7 +39,7 @@ Datasets:
 * ``utkface``: UTKFace aligned and cropped faces (200x200), labels parsed from file names. Target
   ``cfg.target or "gender"`` and g ``cfg.sensitive or "race"`` (``"gender"`` when the target is race), each one
   of ``gender`` (0 male, 1 female), ``race`` (0 White, 1 Black, 2 Asian, 3 Indian, 4 Others), ``age_bin``
-  (0-19, 20-39, 40-59, 60+). Files with malformed names are skipped, warned about and counted in
+  (0-19, 20-39, 40-59, 60+); ``sensitive="none"`` turns groups off. Files with malformed names are skipped, warned about and counted in
   ``notes["skipped_files"]``. No official split: test = 20 %, then val = ``val_fraction`` of the rest, both
   stratified by (target, group) with ``split_seed``. Resized to ``cfg.image_size or 64``.
 * ``tinyimagenet``: Tiny-ImageNet-200, 64x64, 200 classes indexed in sorted wnid order (the order of
@@ -145,7 +145,7 @@ def _read_rgb(path: Path, prepare: Callable[[Image.Image], Image.Image], size: i
     """Decode one image with PIL as RGB, apply ``prepare`` and return it as ``uint8`` ``[size, size, 3]``."""
     try:
         with Image.open(path) as im:
-            arr = np.asarray(prepare(im.convert("RGB")))
+            arr = np.array(prepare(im.convert("RGB")))
     except (OSError, ValueError) as e:  # missing, truncated or not an image (UnidentifiedImageError is OSError)
         raise DatasetError(f"could not read image {path}: {e}") from e
     if arr.shape != (size, size, 3):

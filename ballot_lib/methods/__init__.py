@@ -6,5 +6,6 @@ density. Registered here: ``dense``, ``mp`` (magnitude pruning), ``lth`` (IMP wi
 """
 from .base import METHODS, MethodSpec, make_config, run_method
 from . import dense, magnitude, lth, random_control  # noqa: F401  (registration)
+from .grid import Variant, run_grid
 
-__all__ = ["METHODS", "MethodSpec", "make_config", "run_method"]
+__all__ = ["METHODS", "MethodSpec", "Variant", "make_config", "run_grid", "run_method"]

@@ -1,0 +1,162 @@
+"""Analyses over stored runs: paired comparisons by seed, per-class deltas, and findings stated from numbers.
+
+All functions take the tidy DataFrame of :func:`ballot_lib.results.load_results` (or of
+:func:`ballot_lib.methods.run_grid`): one row per (run, split). A *variant* is a method together with the options
+that distinguish it (column ``variant``), so "lth" with two rewind points are two variants.
+
+Seed noise is large relative to the effects studied, so every comparison is **paired by seed** (same θ0, same
+data order): the difference A − B per seed, its Student-t 95 % CI, the number of seeds where A wins, and
+whether the CI excludes 0. "No significant difference" is reported as such.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .metrics import mean_ci, paired_difference
+from .paths import results_root
+
+#: Direction of each headline metric: True when lower is better.
+LOWER_IS_BETTER = {"acc": False, "cwv": True, "mcd": True, "group_acc_gap": True, "worst_group_acc": False,
+                   "dp_gap": True, "eo_gap": True}
+HEADLINE = ("acc", "cwv", "mcd")
+
+
+def class_columns(df: pd.DataFrame) -> list[str]:
+    """The per-class recall columns (``acc_class_<c>``) in class order."""
+    cols = [c for c in df.columns if c.startswith("acc_class_")]
+    return sorted(cols, key=lambda c: int(c.rsplit("_", 1)[1]))
+
+
+def group_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in ("group_acc_gap", "worst_group_acc", "dp_gap", "eo_gap") if c in df.columns
+            and df[c].notna().any()]
+
+
+def summarize(df: pd.DataFrame, metrics: Sequence[str] = HEADLINE, by: Sequence[str] = ("variant", "density"),
+              split: str = "test") -> pd.DataFrame:
+    """Mean, 95 % CI half-width and seed count of each metric per group (e.g. per variant and density)."""
+    d = df[df["split"] == split]
+    rows = []
+    for key, g in d.groupby(list(by), sort=True, dropna=False):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        for m in metrics:
+            if m in g:
+                mean, half, sd, n = mean_ci(g[m].tolist())
+                row[m] = mean
+                row[f"{m}_ci"] = half
+                row["seeds"] = n
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired(df: pd.DataFrame, a: str, b: str, metrics: Sequence[str] = HEADLINE, split: str = "test",
+           a_density: Optional[float] = None, b_density: Optional[float] = None) -> pd.DataFrame:
+    """Paired differences (variant ``a`` − variant ``b``) by seed, one row per metric.
+
+    Densities default to each variant's single density; pass them to pick one when a variant has several.
+    """
+    d = df[df["split"] == split]
+    A = d[d["variant"] == a]
+    B = d[d["variant"] == b]
+    if a_density is not None:
+        A = A[np.isclose(A["density_target"], a_density)]
+    if b_density is not None:
+        B = B[np.isclose(B["density_target"], b_density)]
+    rows = []
+    for m in metrics:
+        if m not in d:
+            continue
+        res = paired_difference(dict(zip(A["seed"], A[m])), dict(zip(B["seed"], B[m])),
+                                lower_is_better=LOWER_IS_BETTER.get(m, True))
+        rows.append({"a": a, "b": b, "metric": m, **res})
+    return pd.DataFrame(rows)
+
+
+def versus(df: pd.DataFrame, reference: str, variants: Iterable[str], metrics: Sequence[str] = HEADLINE,
+           split: str = "test", reference_any_density: bool = True) -> pd.DataFrame:
+    """Paired differences of each variant at each of its densities against ``reference``.
+
+    With ``reference_any_density`` (the dense reference), the reference's single density is used for every
+    comparison; otherwise the reference is taken at the same density.
+    """
+    d = df[df["split"] == split]
+    out = []
+    for v in variants:
+        for dens in sorted(d.loc[d["variant"] == v, "density_target"].unique(), reverse=True):
+            p = paired(df, v, reference, metrics, split, a_density=dens,
+                       b_density=None if reference_any_density else dens)
+            p.insert(0, "density", dens)
+            out.append(p)
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+def per_class_deltas(df: pd.DataFrame, reference: str = "dense", split: str = "test") -> pd.DataFrame:
+    """Mean over seeds of acc_c(variant) − acc_c(reference), paired by seed; one row per (variant, density)."""
+    d = df[df["split"] == split]
+    cols = class_columns(d)
+    ref = d[d["variant"] == reference].set_index("seed")[cols]
+    rows = []
+    for (v, dens), g in d[d["variant"] != reference].groupby(["variant", "density_target"]):
+        g = g.set_index("seed")[cols]
+        seeds = g.index.intersection(ref.index)
+        delta = (g.loc[seeds] - ref.loc[seeds]).mean()
+        rows.append({"variant": v, "density": dens, **{c.replace("acc_class_", "class "): x
+                                                         for c, x in delta.items()}})
+    return pd.DataFrame(rows)
+
+
+def _fmt(x: float, pct: bool) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{100 * x:+.2f} pts" if pct else f"{x:+.4f}"
+
+
+def describe_paired(row: pd.Series, unit_pct: Optional[bool] = None) -> str:
+    """One sentence from a paired-comparison row: difference, CI, wins, and whether the CI decides."""
+    m = row["metric"]
+    pct = unit_pct if unit_pct is not None else m in ("acc", "mcd", "group_acc_gap", "worst_group_acc",
+                                                       "dp_gap", "eo_gap")
+    better = "lower" if LOWER_IS_BETTER.get(m, True) else "higher"
+    verdict = "significant" if row["significant"] else "no significant difference"
+    return (f"{m.upper()} {row['a']} − {row['b']}: {_fmt(row['diff'], pct)} "
+            f"[95% CI {_fmt(row['ci_low'], pct)}, {_fmt(row['ci_high'], pct)}], "
+            f"{row['a']} {better} in {row['wins']}/{row['n']} seeds ({verdict})")
+
+
+def fairness_verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """Classify each (variant, density) of a ``versus(..., 'dense', ...)`` table: did pruning hurt fairness?
+
+    ``hurt`` when CWV or MCD is significantly higher than dense; ``improved`` when one is significantly lower and
+    none higher; ``no significant change`` otherwise.
+    """
+    rows = []
+    for (v, dens), g in table[table["metric"].isin(["cwv", "mcd"])].groupby(["a", "density"]):
+        worse = g[(g["significant"]) & (g["diff"] > 0)]["metric"].tolist()
+        better = g[(g["significant"]) & (g["diff"] < 0)]["metric"].tolist()
+        verdict = "hurt" if worse else "improved" if better else "no significant change"
+        rows.append({"variant": v, "density": dens, "verdict": verdict, "worse": ", ".join(worse),
+                     "better": ", ".join(better)})
+    return pd.DataFrame(rows)
+
+
+def write_report(name: str, text: str, results_dir: Optional[str | Path] = None) -> Path:
+    """Save a notebook's closing summary as ``<results>/reports/<name>.md`` (collected by the suite runner)."""
+    from .results import _atomic_write
+
+    path = results_root(results_dir) / "reports" / f"{name}.md"
+    return _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
+    """A small DataFrame as a GitHub markdown table (no extra dependency)."""
+    cols = list(df.columns)
+    fmt = lambda x: (format(x, floatfmt) if isinstance(x, (float, np.floating)) and not math.isnan(x)  # noqa: E731
+                     else "n/a" if isinstance(x, float) else str(x))
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)

@@ -1,0 +1,124 @@
+"""Figures used by the notebooks (seaborn/matplotlib). Each returns the figure and can save it beside the results."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .analysis import class_columns
+
+sns.set_theme(style="whitegrid", context="notebook")
+
+
+def save(fig: plt.Figure, path: Optional[str | Path]) -> Optional[Path]:
+    """Save ``fig`` as PNG (creating folders); no-op when ``path`` is None."""
+    if path is None:
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def metric_vs_density(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd"), split: str = "test",
+                      hue: str = "variant", path: Optional[str | Path] = None) -> plt.Figure:
+    """One panel per metric: mean over seeds (95 % CI band) against density (log axis), one line per variant.
+
+    The dense reference (density 1) is drawn as a horizontal line with its CI band.
+    """
+    d = df[df["split"] == split]
+    dense = d[d["method"] == "dense"]
+    sparse = d[d["method"] != "dense"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.6), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        sns.lineplot(data=sparse, x="density_target", y=m, hue=hue, marker="o", errorbar=("ci", 95), ax=ax)
+        if len(dense):
+            mu, sd = dense[m].mean(), dense[m].std(ddof=1) if len(dense) > 1 else 0.0
+            ax.axhline(mu, color="k", ls="--", lw=1, label="dense")
+            ax.axhspan(mu - 1.96 * sd / np.sqrt(max(len(dense), 1)), mu + 1.96 * sd / np.sqrt(max(len(dense), 1)),
+                       color="k", alpha=0.08)
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_xlabel("density (kept fraction)")
+        ax.set_ylabel(m.upper())
+        if ax is not axes[0][-1]:
+            leg = ax.get_legend()
+            if leg:
+                leg.remove()
+    axes[0][-1].legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    save(fig, path)
+    return fig
+
+
+def per_class_heatmap(deltas: pd.DataFrame, title: str = "per-class recall change vs dense (pts)",
+                      path: Optional[str | Path] = None) -> plt.Figure:
+    """Heat map of per-class recall deltas (rows: variant @ density, columns: classes), in percentage points."""
+    cols = [c for c in deltas.columns if c.startswith("class ")]
+    mat = deltas.set_index(deltas["variant"] + " @ " + deltas["density"].map(lambda x: f"{x:g}"))[cols] * 100
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(cols) + 3), 0.45 * len(mat) + 1.5))
+    lim = max(1.0, float(np.nanmax(np.abs(mat.to_numpy()))) if mat.size else 1.0)
+    sns.heatmap(mat, cmap="RdBu", center=0, vmin=-lim, vmax=lim, annot=len(cols) <= 12, fmt=".1f", ax=ax,
+                cbar_kws={"label": "Δ recall (pts)"})
+    ax.set_title(title)
+    ax.set_ylabel("")
+    fig.tight_layout()
+    save(fig, path)
+    return fig
+
+
+def per_class_bars(df: pd.DataFrame, split: str = "test", hue: str = "variant",
+                   path: Optional[str | Path] = None) -> plt.Figure:
+    """Per-class recall per variant (mean over seeds with 95 % CI)."""
+    d = df[df["split"] == split]
+    cols = class_columns(d)
+    long = d.melt(id_vars=[hue, "seed"], value_vars=cols, var_name="class", value_name="recall")
+    long["class"] = long["class"].str.replace("acc_class_", "", regex=False)
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(cols) + 2), 3.6))
+    sns.barplot(data=long, x="class", y="recall", hue=hue, errorbar=("ci", 95), ax=ax)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("recall (per-class accuracy)")
+    ax.legend(fontsize="small", ncols=2)
+    fig.tight_layout()
+    save(fig, path)
+    return fig
+
+
+def paired_forest(table: pd.DataFrame, metric: str, path: Optional[str | Path] = None,
+                  title: Optional[str] = None) -> plt.Figure:
+    """Forest plot of paired differences (with 95 % CI) for one metric; one row per comparison."""
+    t = table[table["metric"] == metric].reset_index(drop=True)
+    labels = [f"{r.a} − {r.b} @ {r.density:g}" if "density" in t else f"{r.a} − {r.b}" for r in t.itertuples()]
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(t) + 1.3))
+    y = np.arange(len(t))
+    ax.errorbar(t["diff"], y, xerr=[t["diff"] - t["ci_low"], t["ci_high"] - t["diff"]], fmt="o", capsize=3)
+    ax.axvline(0, color="k", lw=1)
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"paired difference in {metric.upper()} (95% CI over seeds)")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    save(fig, path)
+    return fig
+
+
+def layer_density_bars(masks: dict[str, dict], path: Optional[str | Path] = None) -> plt.Figure:
+    """Per-layer density of several masks side by side (``masks``: label -> mask)."""
+    rows = []
+    for label, mask in masks.items():
+        for name, m in mask.items():
+            rows.append({"mask": label, "layer": name, "density": float(m.float().mean())})
+    d = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * d["layer"].nunique() + 2), 3.4))
+    sns.barplot(data=d, x="layer", y="density", hue="mask", ax=ax)
+    ax.tick_params(axis="x", rotation=45)
+    for lbl in ax.get_xticklabels():
+        lbl.set_horizontalalignment("right")
+    fig.tight_layout()
+    save(fig, path)
+    return fig
