@@ -70,6 +70,16 @@ class Experiment:
         self.train.validate()
         self.device_ = resolve_device(self.device)
         self.store = ResultsStore(self.results_dir)
+        self.dense_extras: dict[str, DenseExtra] = {}
+
+    def add_dense_extra(self, key: str, extra: "DenseExtra") -> None:
+        """Ask every dense run of this experiment to also compute ``extra`` (e.g. Ballot's vote gradients).
+
+        Extras registered before a seed's dense run is trained ride along with that training (they cost only
+        their own computation); for a dense run already complete, the training is replayed from θ0 with the
+        same seed — identical weights on CPU — to compute them.
+        """
+        self.dense_extras.setdefault(key, extra)
 
     # -- shared pieces ---------------------------------------------------------------------------------------
     @property
@@ -104,7 +114,11 @@ class Experiment:
     def dense(self, seed: int) -> RunResult:
         """Train (or load) the dense network of ``seed``; stores θ0, early θk and θT."""
         run = self.store.run(self.run_config("dense", {}, seed))
+        extras = [e for e in self.dense_extras.values() if not e.done(run)]
+        if run.complete and extras:
+            self._replay_dense(run, seed, extras)
         if not run.complete:
+            self.bundle  # noqa: B018  (load the data first: a missing dataset must leave no run folder behind)
             run.start()
             torch.manual_seed(seed)
             net = self.new_model()
@@ -116,10 +130,21 @@ class Experiment:
                 if epoch in DENSE_KEEP_EPOCHS and epoch < self.train.epochs:
                     run.save_tensor(f"theta_e{epoch}.pt", state_dict_cpu(net_))
 
-            res = self.train_net(net, run, seed, hooks=[keep], desc=f"dense s{seed}")
+            hooks = [keep] + [e.start(self, run, seed) for e in extras]
+            res = self.train_net(net, run, seed, hooks=hooks, desc=f"dense s{seed}")
+            for e in extras:
+                e.finish(run)
             run.save_tensor("thetaT.pt", state_dict_cpu(net))
             finish_run(run, res, density=1.0, train_epochs=self.train.epochs, compute_epochs=self.train.epochs)
         return load_run(run)
+
+    def _replay_dense(self, run: Run, seed: int, extras: list["DenseExtra"]) -> None:
+        net = self.new_model()
+        net.load_state_dict(run.load_tensor("theta0.pt"))
+        self.train_net(net, run, seed, hooks=[e.start(self, run, seed) for e in extras], checkpoint=None,
+                       eval_splits=("val",), desc=f"dense replay s{seed}")
+        for e in extras:
+            e.finish(run)
 
     def dense_weights(self, seed: int, epoch: int) -> dict[str, torch.Tensor]:
         """Dense weights of ``seed`` after ``epoch`` epochs (0 = θ0, ``train.epochs`` = θT).
@@ -144,6 +169,22 @@ class Experiment:
         net = self.new_model()
         net.load_state_dict(state)
         return net
+
+
+class DenseExtra:
+    """Something computed alongside a dense training run (interface; see :meth:`Experiment.add_dense_extra`)."""
+
+    def done(self, run: Run) -> bool:
+        """True when the dense run folder already holds this extra's output."""
+        raise NotImplementedError
+
+    def start(self, exp: "Experiment", run: Run, seed: int):
+        """Return an epoch hook ``hook(net, epoch, row)`` for the dense training of ``seed``."""
+        raise NotImplementedError
+
+    def finish(self, run: Run) -> None:
+        """Store the output in the dense run folder."""
+        raise NotImplementedError
 
 
 def finish_run(run: Run, res: TrainResult, **summary: Any) -> None:

@@ -316,7 +316,11 @@ def save_mask(mask: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path
 
 
 def load_mask(path: str | os.PathLike) -> Mask:
-    """Load a mask saved by :func:`save_mask` with weights-only loading; a corrupt file raises ``ValueError``."""
+    """Load a mask saved by :func:`save_mask` with weights-only loading.
+
+    A missing or corrupt file raises :class:`ballot_lib.results.ResultsError`; a file that is not a mask raises
+    ``ValueError``.
+    """
     from .results import safe_torch_load
 
     obj = safe_torch_load(path, what="mask")

@@ -5,7 +5,7 @@ density. Registered here: ``dense``, ``mp`` (magnitude pruning), ``lth`` (IMP wi
 (random control), ``ballot``.
 """
 from .base import METHODS, MethodSpec, make_config, run_method
-from . import dense, magnitude, lth, random_control  # noqa: F401  (registration)
+from . import dense, magnitude, lth, random_control, ballot  # noqa: F401  (registration)
 from .grid import Variant, run_grid
 
 __all__ = ["METHODS", "MethodSpec", "Variant", "make_config", "run_grid", "run_method"]

