@@ -144,6 +144,15 @@ def fairness_verdicts(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def select_by_rule(table: pd.DataFrame, eps: float = 0.01, acc: str = "acc", fair: str = "mcd",
+                   label: str = "variant") -> pd.Series:
+    """The row chosen by the project's selection rule: among rows whose ``acc`` is within ``eps`` of the best,
+    the one with the lowest ``fair`` (ties: higher ``acc``, then first listed). Used on the val split only."""
+    best = table[acc].max()
+    ok = table[table[acc] >= best - eps]
+    return ok.sort_values([fair, acc], ascending=[True, False], kind="stable").iloc[0]
+
+
 def write_report(name: str, text: str, results_dir: Optional[str | Path] = None) -> Path:
     """Save a notebook's closing summary as ``<results>/reports/<name>.md`` (collected by the suite runner)."""
     from .results import _atomic_write

@@ -210,3 +210,44 @@ def scaled_recipe(cfg: TrainConfig, epochs: Optional[int], lr: Optional[float] =
     return replace(cfg, epochs=e, lr=cfg.lr if lr is None else lr,
                    milestones=tuple(int(round(m * f)) for m in cfg.milestones),
                    warmup_epochs=int(round(cfg.warmup_epochs * f)))
+
+
+def experiment_from_params(
+    dataset: str = "digits_lt",
+    model: str = "mlp",
+    epochs: int = 30,
+    batch_size: int = 32,
+    optimizer: str = "sgd",
+    lr: float = 0.05,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    schedule: str = "cosine",
+    milestones: tuple = (),
+    warmup_epochs: int = 0,
+    long_tail: str = "none",
+    lt_ratio: float = 10.0,
+    max_train: int = 0,
+    skew: float = 0.95,
+    target: str = "",
+    sensitive: str = "",
+    image_size: int = 0,
+    data_root: str = "",
+    results_dir: str = "",
+    device: str = "auto",
+    progress: bool = True,
+    check_device: bool = True,
+) -> Experiment:
+    """Build an :class:`Experiment` from flat notebook parameters ("" / 0 mean "default"; see the notebooks).
+
+    Everything is validated (names, ranges) before any data is loaded. ``check_device=False`` skips checking
+    that the device exists, so a GPU parameter file can be validated on a CPU machine.
+    """
+    data = DataConfig(name=dataset, root=data_root or None, long_tail=long_tail, lt_ratio=lt_ratio,
+                      max_train=max_train or None, skew=skew, target=target or None,
+                      sensitive=sensitive or None, image_size=image_size or None)
+    train = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
+                        weight_decay=weight_decay, schedule=schedule, milestones=tuple(milestones),
+                        warmup_epochs=warmup_epochs)
+    return Experiment(data=data, model=ModelConfig(name=model), train=train,
+                      device=device if check_device else "cpu", results_dir=results_dir or None,
+                      progress=progress)

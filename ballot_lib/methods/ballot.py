@@ -66,7 +66,9 @@ def epoch_scores(pair: GradPair, eta: float = 1.0, score: str = "signed", confli
     """Score of every entry for one epoch, and the entries eligible for a vote.
 
     Returns ``(scores, eligible)``: eligible entries have a non-zero score and, with ``conflict="veto"``,
-    gradients of the same sign.
+    gradients of the same sign. In the per-epoch top-k, vetoed entries are ranked after all others (their vote
+    passes to the next agreeing entry), while zero-score entries keep their rank and simply cast no vote — as in
+    the authors' code, where a zero among the top-k values gets no vote.
     """
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; valid choices: {', '.join(SCORES)}")
@@ -92,6 +94,14 @@ def epoch_scores(pair: GradPair, eta: float = 1.0, score: str = "signed", confli
         if conflict == "veto":
             ok &= torch.sign(a) == torch.sign(f)
         scores[n], eligible[n] = s, ok
+    return scores, eligible
+
+
+def _not_vetoed(pair: GradPair, conflict: str) -> dict[str, torch.Tensor]:
+    """Entries not vetoed for disagreeing signs (all of them unless ``conflict="veto"``)."""
+    if conflict != "veto":
+        return {n: torch.ones(t.shape, dtype=torch.bool) for n, t in pair[0].items()}
+    return {n: torch.sign(pair[0][n]) == torch.sign(pair[1][n]) for n in pair[0]}
     return scores, eligible
 
 
@@ -141,16 +151,19 @@ def vote_counts(grad_pairs: Sequence[GradPair], density: Optional[float] = None,
     total = {n: torch.zeros(sizes[n], dtype=torch.float64) for n in names}
     for pair in grad_pairs:
         scores, eligible = epoch_scores(pair, eta, score, conflict)
+        agree = _not_vetoed(pair, conflict)
         flat_s = {n: scores[n].flatten().cpu() for n in names}
         flat_e = {n: eligible[n].flatten().cpu() for n in names}
+        flat_a = {n: agree[n].flatten().cpu().to(torch.int8) for n in names}
         for n in names:
             total[n] += flat_s[n]
         if per_tensor is None:
             s = torch.cat([flat_s[n] for n in names])
             e = torch.cat([flat_e[n] for n in names])
+            a = torch.cat([flat_a[n] for n in names])
             k = kept_count(density, s.numel())
-            top = _top([e.to(torch.int8), s], k)
-            top = top[e[top]]  # ineligible entries never get a vote, even to fill k
+            top = _top([a, s], k)
+            top = top[e[top]]  # zero-score or vetoed entries in the top-k cast no vote
             hit = torch.zeros(s.numel(), dtype=torch.long)
             hit[top] = 1
             start = 0
@@ -159,7 +172,7 @@ def vote_counts(grad_pairs: Sequence[GradPair], density: Optional[float] = None,
                 start += sizes[n]
         else:
             for n in names:
-                top = _top([flat_e[n].to(torch.int8), flat_s[n]], per_tensor[n])
+                top = _top([flat_a[n], flat_s[n]], per_tensor[n])
                 top = top[flat_e[n][top]]
                 votes[n][top] += 1
     shapes = {n: grad_pairs[0][0][n].shape for n in names}
@@ -358,10 +371,16 @@ class VoteCollector(DenseExtra):
         run.save_tensor(self.file, self._state)
 
 
-def collect_votes(exp: Experiment, seed: int, cfg: VoteConfig) -> dict[str, Any]:
-    """The vote gradients of ``seed`` (collected during the dense run if registered in time, else by replay)."""
+def register_votes(exp: Experiment, cfg: VoteConfig) -> VoteCollector:
+    """Ask the experiment's dense runs to collect vote gradients with ``cfg`` while they train."""
     collector = VoteCollector(cfg)
     exp.add_dense_extra(collector.file, collector)
+    return exp.dense_extras[collector.file]
+
+
+def collect_votes(exp: Experiment, seed: int, cfg: VoteConfig) -> dict[str, Any]:
+    """The vote gradients of ``seed`` (collected during the dense run if registered in time, else by replay)."""
+    collector = register_votes(exp, cfg)
     run = exp.dense(seed).run
     return run.load_tensor(collector.file, what="vote gradients")
 
@@ -471,7 +490,11 @@ def _select_checkpoint(history: list[dict], eps: float) -> int:
     return min(ok, key=lambda i: (history[i]["val_mcd"], -history[i]["val_acc"], -i))
 
 
-@register("ballot", BallotConfig)
+def _prepare(exp: Experiment, cfg: BallotConfig) -> None:
+    register_votes(exp, cfg.vote_config())
+
+
+@register("ballot", BallotConfig, prepare=_prepare)
 def run_ballot(exp: Experiment, cfg: BallotConfig, seed: int) -> RunResult:
     """Conflict-vote subnetwork selection, then (refined) training from θk."""
     run = exp.store.run(exp.run_config("ballot", config_dict(cfg), seed))

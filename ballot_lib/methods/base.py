@@ -22,17 +22,21 @@ class MethodSpec:
     config: type
     run: Callable[[Experiment, Any, int], RunResult]
     doc: str = ""
+    #: optional ``prepare(exp, cfg)`` called for every job of a grid before anything trains (e.g. to have the
+    #: dense runs collect Ballot's vote gradients while they train)
+    prepare: Optional[Callable[[Experiment, Any], None]] = None
 
 
 #: name -> MethodSpec
 METHODS: Registry[MethodSpec] = Registry("method")
 
 
-def register(name: str, config: type, doc: str = ""):
+def register(name: str, config: type, doc: str = "", prepare: Optional[Callable[[Experiment, Any], None]] = None):
     """Decorator registering ``run(exp, cfg, seed)`` as method ``name`` with config class ``config``."""
 
     def wrap(fn):
-        METHODS.register(name)(MethodSpec(name, config, fn, doc or (fn.__doc__ or "").strip().splitlines()[0]))
+        METHODS.register(name)(MethodSpec(name, config, fn, doc or (fn.__doc__ or "").strip().splitlines()[0],
+                                          prepare))
         return fn
 
     return wrap
@@ -65,7 +69,10 @@ def run_method(exp: Experiment, method: str, seed: int, **kwargs: Any) -> RunRes
     """
     cfg = make_config(method, **kwargs)
     check_method_args(exp, method, cfg)
-    return METHODS.get(method).run(exp, cfg, seed)
+    spec = METHODS.get(method)
+    if spec.prepare is not None:
+        spec.prepare(exp, cfg)
+    return spec.run(exp, cfg, seed)
 
 
 def config_dict(cfg: Any) -> dict:

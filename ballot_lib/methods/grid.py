@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..experiment import Experiment
 from ..results import run_rows
-from .base import check_method_args, make_config
+from .base import METHODS, check_method_args, make_config
 
 
 @dataclass(frozen=True)
@@ -41,11 +41,16 @@ def run_grid(exp: Experiment, variants: Iterable[Variant], densities: Sequence[f
     Returns the tidy rows (one per run and split) with the extra columns ``variant`` (the label) and
     ``density_target`` (the requested density; 1.0 for dense). Every option is validated before training starts.
     """
-    from ..methods import METHODS
 
     jobs = expand(variants, densities)
-    for v, kwargs in jobs:
-        check_method_args(exp, v.method, make_config(v.method, **kwargs))
+    configs = [make_config(v.method, **kwargs) for v, kwargs in jobs]
+    for (v, _), cfg in zip(jobs, configs):
+        check_method_args(exp, v.method, cfg)
+    # Let methods set up what the dense runs compute alongside training (Ballot's vote gradients).
+    for (v, _), cfg in zip(jobs, configs):
+        prepare = METHODS.get(v.method).prepare
+        if prepare is not None:
+            prepare(exp, cfg)
     plan = [(seed, v, kwargs) for seed in seeds for v, kwargs in jobs]
     it: Any = plan
     if progress:

@@ -1,0 +1,547 @@
+"""Ballot: the vote (against an independent re-implementation of SPEC §6 and the authors' released procedure),
+hand-made examples, argument checks, fairness weights, checkpoint selection, and the method on a tiny experiment."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ballot_lib.experiment as experiment_module
+from ballot_lib import pruning as P
+from ballot_lib.methods import ballot, make_config, run_method
+from ballot_lib.models import prunable_names
+
+from conftest import make_experiment, tree
+
+SEED = 0
+DENSITY = 0.2
+
+#: Shapes of the random gradient dicts: a conv-like 4-D weight and two linear weights (insertion order matters
+#: for the global concatenation order).
+SHAPES = {"conv": (4, 3, 3, 3), "fc1": (8, 12), "fc2": (3, 8)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# An independent implementation of the vote, written from SPEC §6 (not from the library)
+# ---------------------------------------------------------------------------------------------------------------
+
+def unit_columns(t: torch.Tensor) -> torch.Tensor:
+    """t divided by the L2 norm of its slice along dim 0 (all zero slices stay zero)."""
+    t = t.double()
+    norm = t.pow(2).sum(dim=0, keepdim=True).sqrt()
+    return torch.where(norm > 0, t / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(t))
+
+
+def ref_scores(pair, eta, score, conflict):
+    """Per tensor: (score, eligible) as flat double / bool tensors."""
+    out = {}
+    for n in pair[0]:
+        a, f = unit_columns(pair[0][n]), unit_columns(pair[1][n])
+        s = a + eta * f
+        if score == "agreement":
+            s = s.abs()
+        elif score == "taylor":
+            s = (pair[2][n].double() * s).abs()
+        ok = s != 0
+        if conflict == "veto":
+            ok &= ((a > 0) & (f > 0)) | ((a < 0) & (f < 0)) | ((a == 0) & (f == 0))
+        out[n] = (s.flatten(), ok.flatten())
+    return out
+
+
+def ref_top(scores: list[float], eligible: list[bool], k: int) -> list[int]:
+    """Indices of the k highest-scoring eligible entries (fewer if fewer are eligible)."""
+    cand = [i for i in range(len(scores)) if eligible[i]]
+    return sorted(cand, key=lambda i: -scores[i])[:k]
+
+
+def ref_votes(pairs, density=None, eta=1.0, score="signed", conflict="none", scope="global", budgets=None):
+    """Votes and summed scores per tensor (flat lists), from SPEC §6: per-epoch top-k over eligible entries."""
+    names = list(pairs[0][0])
+    sizes = {n: pairs[0][0][n].numel() for n in names}
+    votes = {n: [0] * sizes[n] for n in names}
+    total = {n: [0.0] * sizes[n] for n in names}
+    for pair in pairs:
+        sc = ref_scores(pair, eta, score, conflict)
+        for n in names:
+            for i, v in enumerate(sc[n][0].tolist()):
+                total[n][i] += v
+        if budgets is None and scope == "global":
+            flat = [(n, i) for n in names for i in range(sizes[n])]
+            s = [v for n in names for v in sc[n][0].tolist()]
+            e = [v for n in names for v in sc[n][1].tolist()]
+            for j in ref_top(s, e, round(density * len(flat))):
+                n, i = flat[j]
+                votes[n][i] += 1
+        else:
+            for n in names:
+                k = budgets[n] if budgets is not None else round(density * sizes[n])
+                for i in ref_top(sc[n][0].tolist(), sc[n][1].tolist(), k):
+                    votes[n][i] += 1
+    return votes, total
+
+
+def random_pairs(seed: int, epochs: int, shapes=SHAPES, with_weights=False):
+    gen = torch.Generator().manual_seed(seed)
+
+    def draw():
+        # Tensors on different scales: the normalisation along dim 0 must remove them.
+        return {n: torch.randn(s, generator=gen) * (1 + 2 * j) for j, (n, s) in enumerate(shapes.items())}
+
+    pairs = []
+    for _ in range(epochs):
+        pair = (draw(), draw()) + ((draw(),) if with_weights else ())
+        pairs.append(pair)
+    return pairs
+
+
+def check_kept_have_most_votes(mask, votes, total, pools):
+    """Within each pool (a list of tensor names), every kept entry beats every dropped one on (votes, summed
+    score); both masks and votes are compared on the concatenation of the pool's tensors."""
+    for pool in pools:
+        keep = torch.cat([mask[n].flatten() for n in pool])
+        v = torch.tensor([x for n in pool for x in votes[n]])
+        t = torch.tensor([x for n in pool for x in total[n]], dtype=torch.float64)
+        if keep.all() or not keep.any():
+            continue
+        assert v[keep].min() >= v[~keep].max(), pool
+        # At the boundary vote count, the larger summed score wins.
+        b = v[keep].min()
+        if (v[~keep] == b).any():
+            assert t[keep & (v == b)].min() >= t[~keep & (v == b)].max(), pool
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. Exact density and the most-voted entries kept, on random gradients
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("density", [0.1, 0.37, 0.5])
+def test_global_vote_mask_has_exact_density_and_keeps_most_voted(seed, density):
+    pairs = random_pairs(seed, epochs=3 + seed)
+    mask = ballot.vote_mask(pairs, density)
+    assert list(mask) == list(SHAPES)
+    for n, s in SHAPES.items():
+        assert mask[n].dtype == torch.bool and tuple(mask[n].shape) == s
+    N = sum(math.prod(s) for s in SHAPES.values())
+    assert sum(int(m.sum()) for m in mask.values()) == round(density * N)
+    votes, total = ref_votes(pairs, density)
+    lib_votes, _ = ballot.vote_counts(pairs, density)
+    assert {n: v.flatten().tolist() for n, v in lib_votes.items()} == votes
+    check_kept_have_most_votes(mask, votes, total, [list(SHAPES)])
+    # Votes are really spread (the check above is not vacuous): several vote counts occur.
+    assert len({x for n in votes for x in votes[n]}) >= 2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_layer_scope_has_exact_density_per_tensor_and_keeps_most_voted_per_tensor(seed):
+    density = 0.3
+    pairs = random_pairs(seed, epochs=4)
+    mask = ballot.vote_mask(pairs, density, scope="layer")
+    for n, s in SHAPES.items():
+        assert mask[n].dtype == torch.bool and tuple(mask[n].shape) == s
+        assert int(mask[n].sum()) == round(density * math.prod(s)), n
+    votes, total = ref_votes(pairs, density, scope="layer")
+    lib_votes, _ = ballot.vote_counts(pairs, density, scope="layer")
+    assert {n: v.flatten().tolist() for n, v in lib_votes.items()} == votes
+    check_kept_have_most_votes(mask, votes, total, [[n] for n in SHAPES])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_budgets_give_exact_counts_per_tensor_and_override_scope(seed):
+    budgets = {"conv": 20, "fc1": 0, "fc2": 24}  # fc1 emptied, fc2 kept whole
+    pairs = random_pairs(seed, epochs=4)
+    for scope in ("global", "layer"):
+        mask = ballot.vote_mask(pairs, 0.5, scope=scope, budgets=budgets)
+        for n, s in SHAPES.items():
+            assert mask[n].dtype == torch.bool and tuple(mask[n].shape) == s
+            assert int(mask[n].sum()) == budgets[n], (scope, n)
+    # density is ignored when budgets are given.
+    assert all(torch.equal(mask[n], ballot.vote_mask(pairs, None, budgets=budgets)[n]) for n in SHAPES)
+    votes, total = ref_votes(pairs, budgets=budgets)
+    lib_votes, _ = ballot.vote_counts(pairs, None, budgets=budgets)
+    assert {n: v.flatten().tolist() for n, v in lib_votes.items()} == votes
+    assert sum(votes["fc1"]) == 0 and set(votes["fc2"]) == {4}
+    check_kept_have_most_votes(mask, votes, total, [[n] for n in SHAPES])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. The authors' released procedure, single [C, H] tensor
+# ---------------------------------------------------------------------------------------------------------------
+
+def authors_procedure(epochs, d: float, eta: float = 1.0):
+    """The authors' released code (run in float64 here so rounding cannot reorder near-equal scores)."""
+    C, H = epochs[0][0].shape
+    k = round(d * C * H)
+    cnt = torch.zeros(C, H)
+    for grad, fair_grad in epochs:
+        grad = F.normalize(grad.double(), dim=0)
+        fair_grad = F.normalize(fair_grad.double(), dim=0)
+        simi = grad + eta * fair_grad
+        val, idx = torch.topk(simi.view(-1), k)
+        idx = idx[val != 0]
+        cnt.view(-1)[idx] += 1
+    mask = torch.zeros(C * H, dtype=torch.bool)
+    mask[torch.topk(cnt.view(-1), k).indices] = True
+    return cnt, mask.view(C, H), k
+
+
+def test_single_tensor_equals_the_authors_procedure():
+    C, H, d, E = 10, 16, 0.25, 6
+    untied = 0
+    for seed in range(30):
+        gen = torch.Generator().manual_seed(seed)
+        # A persistent part plus epoch noise, as real gradients over epochs: votes concentrate on some entries.
+        base_a, base_f = torch.randn(C, H, generator=gen), torch.randn(C, H, generator=gen)
+        epochs = [(base_a + torch.randn(C, H, generator=gen), base_f + torch.randn(C, H, generator=gen))
+                  for _ in range(E)]
+        cnt, authors_mask, k = authors_procedure(epochs, d)
+        pairs = [({"fc.weight": a}, {"fc.weight": f}) for a, f in epochs]
+        votes, _ = ballot.vote_counts(pairs, d)
+        assert torch.equal(votes["fc.weight"], cnt.long()), seed
+        mask = ballot.vote_mask(pairs, d)["fc.weight"]
+        assert int(mask.sum()) == k
+        srt = cnt.flatten().sort(descending=True).values
+        boundary = srt[k - 1]
+        # Entries above the boundary count are kept by both; none below it by either.
+        assert bool(mask[cnt > boundary].all()) and not bool(mask[cnt < boundary].any()), seed
+        if srt[k - 1] > srt[k]:
+            untied += 1
+            assert torch.equal(mask, authors_mask), seed
+    assert untied >= 3, "too few seeds without a tie at the boundary to compare the masks"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. Score variants, veto, zero scores, eta = 0
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("score,conflict", [("agreement", "none"), ("taylor", "none"), ("signed", "veto"),
+                                            ("agreement", "veto")])
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_score_variants_match_the_reference(score, conflict, scope):
+    pairs = random_pairs(3, epochs=4, with_weights=True)
+    votes, total = ref_votes(pairs, 0.3, 0.7, score, conflict, scope)
+    lib_votes, lib_total = ballot.vote_counts(pairs, 0.3, 0.7, score, conflict, scope)
+    assert {n: v.flatten().tolist() for n, v in lib_votes.items()} == votes
+    for n in SHAPES:
+        assert torch.allclose(lib_total[n].flatten(), torch.tensor(total[n], dtype=torch.float64), atol=1e-12)
+    mask = ballot.vote_mask(pairs, 0.3, 0.7, score, conflict, scope)
+    check_kept_have_most_votes(mask, votes, total, [list(SHAPES)] if scope == "global" else [[n] for n in SHAPES])
+
+
+def test_agreement_ranks_by_magnitude_and_signed_by_value():
+    # One column; unit columns already: â = (0.6, -0.8), f̂ = (0.6, -0.8); ĝa + ĝf = (1.2, -1.6).
+    g = {"w": torch.tensor([[3.0], [-4.0]])}
+    pairs = [(g, {"w": 2 * g["w"]})]
+    assert ballot.vote_counts(pairs, 0.5, score="signed")[0]["w"].flatten().tolist() == [1, 0]
+    assert ballot.vote_counts(pairs, 0.5, score="agreement")[0]["w"].flatten().tolist() == [0, 1]
+
+
+def test_taylor_needs_weights_and_scales_by_them():
+    g = {"w": torch.tensor([[3.0], [-4.0]])}
+    with pytest.raises(ValueError, match="taylor"):
+        ballot.vote_mask([(g, g)], 0.5, score="taylor")
+    # |θ ⊙ (ĝa + ĝf)| = |(10 * 1.2, 1 * -1.6)| = (12, 1.6): the first entry wins, unlike with "agreement".
+    theta = {"w": torch.tensor([[10.0], [1.0]])}
+    assert ballot.vote_mask([(g, g, theta)], 0.5, score="taylor")["w"].flatten().tolist() == [True, False]
+    # A zero weight gives a zero score: no vote even when the budget would allow it.
+    theta0 = {"w": torch.tensor([[0.0], [1.0]])}
+    assert ballot.vote_counts([(g, g, theta0)], 1.0, score="taylor")[0]["w"].flatten().tolist() == [0, 1]
+
+
+def test_veto_gives_no_vote_to_entries_whose_gradients_disagree():
+    # Column g_acc (8, 6) -> (0.8, 0.6); g_fair (-3, 4) -> (-0.6, 0.8). With eta = 0.1 the scores are
+    # (0.8 - 0.06, 0.6 + 0.08) = (0.74, 0.68): the disagreeing first entry has the largest score.
+    pairs = [({"w": torch.tensor([[8.0], [6.0]])}, {"w": torch.tensor([[-3.0], [4.0]])})]
+    none = ballot.vote_counts(pairs, 0.5, eta=0.1)[0]["w"].flatten().tolist()
+    veto = ballot.vote_counts(pairs, 0.5, eta=0.1, conflict="veto")[0]["w"].flatten().tolist()
+    assert none == [1, 0]
+    assert veto == [0, 1]  # the vote goes to the best eligible entry
+    assert ballot.vote_mask(pairs, 0.5, eta=0.1, conflict="veto")["w"].flatten().tolist() == [False, True]
+
+
+def test_entries_with_zero_score_get_no_vote():
+    # Column 0: â = (0.6, 0.8), f̂ = (-0.6, 0.8) -> scores (0, 1.6); column 1 all-zero gradients -> scores (0, 0).
+    g_acc = {"w": torch.tensor([[3.0, 0.0], [4.0, 0.0]])}
+    g_fair = {"w": torch.tensor([[-3.0, 0.0], [4.0, 0.0]])}
+    for score in ("signed", "agreement"):
+        votes = ballot.vote_counts([(g_acc, g_fair)], 1.0, score=score)[0]["w"]
+        assert votes.tolist() == [[0, 0], [1, 0]], score
+    # The mask still has the exact density: the zero-vote entries are filled in deterministically.
+    assert int(ballot.vote_mask([(g_acc, g_fair)], 0.5)["w"].sum()) == 2
+
+
+def test_eta_zero_ignores_the_fairness_gradient():
+    pairs = random_pairs(5, epochs=3)
+    other = random_pairs(6, epochs=3)
+    swapped = [(p[0], q[1]) for p, q in zip(pairs, other)]
+    for scope in ("global", "layer"):
+        a = ballot.vote_mask(pairs, 0.3, eta=0.0, scope=scope)
+        b = ballot.vote_mask(swapped, 0.3, eta=0.0, scope=scope)
+        assert all(torch.equal(a[n], b[n]) for n in SHAPES)
+        # The votes with eta = 0 are those of g_acc alone.
+        votes, _ = ref_votes([(p[0], {n: torch.zeros(s) for n, s in SHAPES.items()}) for p in pairs], 0.3,
+                             scope=scope)
+        lib, _ = ballot.vote_counts(pairs, 0.3, eta=0.0, scope=scope)
+        assert {n: v.flatten().tolist() for n, v in lib.items()} == votes
+    # ... whereas with eta = 1 the fairness gradient matters.
+    a1, b1 = ballot.vote_mask(pairs, 0.3), ballot.vote_mask(swapped, 0.3)
+    assert not all(torch.equal(a1[n], b1[n]) for n in SHAPES)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4. A hand-made example
+# ---------------------------------------------------------------------------------------------------------------
+
+# 2x2 weight, k = round(0.5 * 4) = 2, eta = 1. g_fair scales each column of g_acc differently, so after the
+# normalisation along dim 0, f̂ = â and the score is 2â.
+#   epoch 1: columns (3, 4) -> (0.6, 0.8) and (12, -5) -> (12/13, -5/13):
+#            scores [[1.2, 1.846], [1.6, -0.769]] -> votes to (0,1) and (1,0)
+#   epoch 2: columns (24, 7) -> (0.96, 0.28) and (-5, 12) -> (-5/13, 12/13):
+#            scores [[1.92, -0.769], [0.56, 1.846]] -> votes to (0,0) and (1,1)
+# After two epochs every entry has one vote; summed scores [[3.12, 1.077], [2.16, 1.077]] -> keep (0,0), (1,0).
+# A third epoch equal to the first gives votes [[1, 2], [2, 1]] -> keep (0,1), (1,0) despite lower sums.
+HAND_E1 = ({"w": torch.tensor([[3.0, 12.0], [4.0, -5.0]])}, {"w": torch.tensor([[6.0, 36.0], [8.0, -15.0]])})
+HAND_E2 = ({"w": torch.tensor([[24.0, -5.0], [7.0, 12.0]])}, {"w": torch.tensor([[12.0, -20.0], [3.5, 48.0]])})
+
+
+def test_hand_made_example():
+    votes, total = ballot.vote_counts([HAND_E1, HAND_E2], 0.5)
+    assert votes["w"].tolist() == [[1, 1], [1, 1]]
+    expected_total = torch.tensor([[1.2 + 1.92, 24 / 13 - 10 / 13], [1.6 + 0.56, -10 / 13 + 24 / 13]],
+                                  dtype=torch.float64)
+    assert torch.allclose(total["w"], expected_total, atol=1e-12)
+    # Equal votes: the larger summed score wins.
+    mask = ballot.vote_mask([HAND_E1, HAND_E2], 0.5)
+    assert mask["w"].tolist() == [[True, False], [True, False]]
+    # Deterministic: a second call gives the same mask.
+    assert torch.equal(ballot.vote_mask([HAND_E1, HAND_E2], 0.5)["w"], mask["w"])
+    # Votes come before summed scores.
+    votes3, _ = ballot.vote_counts([HAND_E1, HAND_E2, HAND_E1], 0.5)
+    assert votes3["w"].tolist() == [[1, 2], [2, 1]]
+    assert ballot.vote_mask([HAND_E1, HAND_E2, HAND_E1], 0.5)["w"].tolist() == [[False, True], [True, False]]
+
+
+def test_full_ties_go_to_the_lower_index():
+    # Identical gradient in every column: equal scores per row; row 0 is the best for every column.
+    g = {"w": torch.tensor([[2.0, 2.0, 2.0], [1.0, 1.0, 1.0]])}
+    mask = ballot.vote_mask([(g, g)], 2 / 6)
+    assert mask["w"].tolist() == [[True, True, False], [False, False, False]]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5. Invalid arguments
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kw,message", [
+    ({"score": "abs"}, r"unknown score 'abs'; valid choices: signed, agreement, taylor"),
+    ({"conflict": "drop"}, r"unknown conflict 'drop'; valid choices: none, veto"),
+    ({"scope": "net"}, r"unknown scope 'net'; valid choices: global, layer"),
+    ({"density": 0}, r"density must be in \(0, 1\]"),
+    ({"density": 1.5}, r"density must be in \(0, 1\]"),
+    ({"budgets": {"conv": 3, "fc1": 3}}, r"budgets lack tensors \['fc2'\]"),
+    ({"budgets": {"conv": 3, "fc1": 3, "fc2": 25}}, r"budget for fc2 is 25, outside \[0, 24\]"),
+    ({"budgets": {"conv": -1, "fc1": 3, "fc2": 2}}, r"budget for conv is -1"),
+])
+def test_invalid_arguments_raise_value_error(kw, message):
+    pairs = random_pairs(0, epochs=2)
+    kw = {"density": 0.5, **kw}
+    with pytest.raises(ValueError, match=message):
+        ballot.vote_mask(pairs, **kw)
+
+
+def test_empty_grad_pairs_raise():
+    with pytest.raises(ValueError, match="grad_pairs is empty"):
+        ballot.vote_mask([], 0.5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 6. Fairness weights
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_fairness_weights_by_hand():
+    acc = torch.tensor([0.5, float("nan"), 0.0])
+    # delta 0.5, gamma 1: raw (1/1.0, -, 1/0.5) = (1, -, 2); mean over present cells 1.5.
+    w = ballot.fairness_weights(acc, delta=0.5, gamma=1.0)
+    assert torch.allclose(w, torch.tensor([2 / 3, 0.0, 4 / 3], dtype=torch.float64))
+    # gamma 2: raw (1, -, 4); mean 2.5.
+    w2 = ballot.fairness_weights(acc, delta=0.5, gamma=2.0)
+    assert torch.allclose(w2, torch.tensor([0.4, 0.0, 1.6], dtype=torch.float64))
+    # gamma 0: flat weights on the present cells.
+    assert ballot.fairness_weights(acc, delta=0.5, gamma=0.0).tolist() == [1.0, 0.0, 1.0]
+    # Mean 1 over present cells for arbitrary accuracies.
+    acc = torch.tensor([0.9, 0.97, float("nan"), 0.3, 1.0])
+    w = ballot.fairness_weights(acc, delta=0.01, gamma=1.5)
+    assert w[2] == 0 and float(w[~torch.isnan(acc)].mean()) == pytest.approx(1.0, abs=1e-12)
+    assert bool((w[[0, 1, 3, 4]].diff().sign() == torch.tensor([-1.0, 1.0, -1.0], dtype=torch.float64)).all())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 7. Checkpoint selection
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_select_checkpoint_prefers_lowest_val_mcd_within_eps_of_best_accuracy():
+    history = [
+        {"epoch": 1, "val_acc": 0.800, "val_mcd": 0.30},
+        {"epoch": 2, "val_acc": 0.900, "val_mcd": 0.40},  # best accuracy
+        {"epoch": 3, "val_acc": 0.895, "val_mcd": 0.20},  # within 0.01 of it, lower MCD
+        {"epoch": 4, "val_acc": 0.850, "val_mcd": 0.05},  # lowest MCD, but too inaccurate for eps 0.01
+    ]
+    assert ballot._select_checkpoint(history, 0.01) == 2
+    assert ballot._select_checkpoint(history, 0.0) == 1
+    assert ballot._select_checkpoint(history, 0.1) == 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 8. The method on a tiny experiment
+# ---------------------------------------------------------------------------------------------------------------
+
+EPOCHS = 3
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def votes_file(exp, cfg: ballot.VoteConfig) -> dict:
+    return exp.dense(SEED).run.load_tensor(f"votes_{cfg.key()}.pt")
+
+
+@pytest.fixture(scope="module")
+def during(tmp_path_factory):
+    """Ballot run on a fresh experiment: the votes are collected during its dense run."""
+    exp = make_experiment(tmp_path_factory.mktemp("ballot_during") / "results", epochs=EPOCHS)
+    res = run_method(exp, "ballot", SEED, density=DENSITY)
+    return exp, res
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory):
+    """The dense run first (no Ballot), then Ballot: the votes are produced by a replay."""
+    exp = make_experiment(tmp_path_factory.mktemp("ballot_replay") / "results", epochs=EPOCHS)
+    dense = exp.dense(SEED)
+    before = dense.run.load_tensor("thetaT.pt")
+    assert not list(dense.run.path.glob("votes_*.pt"))
+    res = run_method(exp, "ballot", SEED, density=DENSITY)
+    return exp, res, before
+
+
+def test_ballot_mask_has_exact_density_with_lth_budgets(during):
+    exp, res = during
+    net_T = exp.model_from(exp.dense_weights(SEED, EPOCHS))
+    weights = P.prunable_weights(net_T)
+    P.check_mask_matches(net_T, res.mask)
+    N = sum(w.numel() for w in weights.values())
+    assert sum(int(m.sum()) for m in res.mask.values()) == round(DENSITY * N)
+    lth = P.magnitude_mask(net_T, DENSITY, "global")
+    for n in weights:
+        assert int(res.mask[n].sum()) == int(lth[n].sum()), n
+    # The mask is the vote of the stored gradients (default: taylor score, lth budgets).
+    pairs = ballot.grad_pairs_from(votes_file(exp, ballot.VoteConfig()), with_weights=True)
+    assert list(pairs[0][0]) == list(weights) and len(pairs) == EPOCHS
+    expected = ballot.vote_mask(pairs, DENSITY, score="taylor", budgets=P.budgets_from_mask(lth))
+    assert same(res.mask, expected)
+    # Diagnostics.
+    s = res.summary
+    for key in ("vote_seconds", "sign_agreement", "overlap_eta0", "overlap_lth", "weight_spread_mean"):
+        assert key in s and isinstance(s[key], float), key
+    assert s["vote_seconds"] > 0 and 0 <= s["sign_agreement"] <= 1 and 0 <= s["overlap_eta0"] <= 1
+    assert s["weight_spread_mean"] >= 1
+    assert s["overlap_lth"] == pytest.approx(P.overlap(res.mask, lth))
+    assert s["density"] == pytest.approx(round(DENSITY * N) / N)
+
+
+def test_collecting_votes_does_not_change_the_dense_run_and_replay_gives_the_same_votes(during, replayed):
+    exp_a, res_a = during
+    exp_b, res_b, thetaT_before = replayed
+    thetaT_a = exp_a.dense(SEED).run.load_tensor("thetaT.pt")
+    thetaT_b = exp_b.dense(SEED).run.load_tensor("thetaT.pt")
+    assert same(thetaT_a, thetaT_b)
+    assert same(thetaT_b, thetaT_before)  # the replay did not touch the stored dense run
+    va, vb = votes_file(exp_a, ballot.VoteConfig()), votes_file(exp_b, ballot.VoteConfig())
+    assert va["epochs"] == vb["epochs"] == list(range(1, EPOCHS + 1))
+    for key in ("g_acc", "g_fair", "weights"):
+        assert len(va[key]) == len(vb[key]) == EPOCHS
+        assert all(same(x, y) for x, y in zip(va[key], vb[key])), key
+    assert va["weight_spread"] == vb["weight_spread"]
+    # The two gradients differ (the fairness weights are not flat), so the vote sees two signals.
+    assert not all(same(a, f) for a, f in zip(va["g_acc"], va["g_fair"]))
+    assert same(res_a.mask, res_b.mask)
+
+
+def test_second_call_loads_without_training(during, monkeypatch):
+    exp, res = during
+
+    def fail(*args, **kwargs):
+        raise AssertionError("training was called for a finished run")
+
+    monkeypatch.setattr(experiment_module, "train", fail)
+    again = run_method(exp, "ballot", SEED, density=DENSITY)
+    assert again.id == res.id and same(again.mask, res.mask) and again.metrics == res.metrics
+
+
+def test_refined_training_reports_the_selected_epoch(during):
+    exp, res = during
+    history = res.history()
+    assert [r["epoch"] for r in history] == list(range(1, EPOCHS + 1))  # rewind_epoch 0: the full schedule
+    eps = make_config("ballot").select_eps
+    selected = res.summary["selected_epoch"]
+    assert selected == history[ballot._select_checkpoint(history, eps)]["epoch"]
+    row = next(r for r in history if r["epoch"] == selected)
+    for split in ("val", "test"):
+        assert res.metrics[split], split
+        for m, v in res.metrics[split].items():
+            assert v == row[f"{split}_{m}"], (split, m)
+
+
+def test_test_metrics_are_those_of_the_selected_epoch_not_the_last(during, monkeypatch):
+    # Force the selection rule to pick the first epoch: the stored metrics must follow it.
+    exp, _ = during
+    monkeypatch.setattr(ballot, "_select_checkpoint", lambda history, eps: 0)
+    res = run_method(exp, "ballot", SEED, density=DENSITY, select_eps=0.5)
+    first, last = res.history()[0], res.history()[-1]
+    assert res.summary["selected_epoch"] == 1
+    assert res.metrics["test"] == {m[5:]: v for m, v in first.items() if m.startswith("test_")}
+    assert res.metrics["test"] != {m[5:]: v for m, v in last.items() if m.startswith("test_")}
+
+
+def test_faithful_mode_prunes_only_the_final_layer(during):
+    exp, _ = during
+    cfg = make_config("ballot", mode="faithful", density=0.3, eta=0.5, score="taylor", rewind_epoch=1)
+    assert (cfg.eta, cfg.score, cfg.conflict, cfg.rewind_epoch, cfg.budgets) == (1.0, "signed", "none", 0, "none")
+    res = run_method(exp, "ballot", SEED, mode="faithful", density=0.3, eta=0.5, score="taylor")
+    assert res.run.config["method_cfg"]["eta"] == 1.0 and res.run.config["method_cfg"]["score"] == "signed"
+    net = exp.new_model()
+    names = prunable_names(net)
+    last = [n for n in names if isinstance(net.get_submodule(n.rsplit(".", 1)[0]), torch.nn.Linear)][-1]
+    assert last == names[-1]
+    for n in names[:-1]:
+        assert bool(res.mask[n].all()), n
+    assert int(res.mask[last].sum()) == round(0.3 * res.mask[last].numel())
+    # The final layer's mask is the authors' vote on the stored final-layer gradients.
+    votes = votes_file(exp, make_config("ballot", mode="faithful").vote_config())
+    pairs = ballot.grad_pairs_from(votes)
+    assert list(pairs[0][0]) == [last]
+    assert torch.equal(res.mask[last], ballot.vote_mask(pairs, 0.3, 1.0, "signed", "none", "global")[last])
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"mode": "x"}, r"unknown mode 'x'; valid choices: full, faithful"),
+    ({"rewind_epoch": EPOCHS}, r"rewind_epoch must be in \[0, 3\)"),
+    ({"score": "abs"}, r"unknown score 'abs'"),
+])
+def test_invalid_ballot_options_raise_before_anything_is_written(tmp_path, kw, message):
+    exp = make_experiment(tmp_path / "results", epochs=EPOCHS)
+    with pytest.raises(ValueError, match=message):
+        run_method(exp, "ballot", SEED, density=DENSITY, **kw)
+    assert tree(tmp_path / "results") == []
+
+
+def test_zero_score_entries_keep_their_rank_like_the_authors():
+    # Column 1 is a dead unit (zero gradients). The authors' topk(simi, 2) picks 3.0 and a 0.0; the zero casts no
+    # vote, so the negative entry must not receive one either.
+    g = torch.tensor([[3.0, 0.0], [-4.0, 0.0]])
+    counts = ballot.vote_counts([({"w": g}, {"w": g})], 0.5)[0]["w"]
+    assert counts.tolist() == [[1, 0], [0, 0]]
