@@ -208,10 +208,12 @@ def run_rows(run_dir: Path) -> list[dict]:
     flat: dict[str, Any] = {}
     _flatten("", config, flat)
     base.update(flat)
+    # Scalar summary fields (density, compute, timings, method diagnostics) become columns too.
+    for k, v in summary.items():
+        if k not in base and not isinstance(v, (list, dict)):
+            base[k] = v
     base["density"] = summary.get("density", config.get("method_cfg", {}).get("density", 1.0))
     base["sparsity"] = None if base["density"] is None else 1.0 - base["density"]
-    base["train_epochs"] = summary.get("train_epochs")
-    base["compute_epochs"] = summary.get("compute_epochs")
     rows = []
     for split, values in metrics.items():
         row = dict(base)

@@ -171,19 +171,19 @@ def bench_mask_ratio(model: str, dev: torch.device, batch_size: int, steps: int,
         order = ("dense", "masked") if r % 2 == 0 else ("masked", "dense")
         for kind in order:
             times[kind].append(run(kind == "masked", bundle, r))
-    d, m = median(times["dense"]), median(times["masked"])
+    d, ms = median(times["dense"]), median(times["masked"])
     enf_s, same_strides = enforcer_cost(base, mask, dev, iters=100 if dev.type == "cuda" else 5)
     ratio_min = min(times["masked"]) / min(times["dense"])
     return {
         "model": model, "batch_size": batch_size, "steps": steps, "repeats": repeats, "warmup_steps": warmup,
-        "density": sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values()),
+        "density": sum(int(t.sum()) for t in mask.values()) / sum(t.numel() for t in mask.values()),
         "mask_tensors": len(mask),
-        "dense_s_per_step": d / steps, "masked_s_per_step": m / steps, "ratio": m / d,
+        "dense_s_per_step": d / steps, "masked_s_per_step": ms / steps, "ratio": ms / d,
         "ratio_of_minima": ratio_min,
         "enforcer_s_per_step": enf_s, "ratio_from_enforcer_cost": 1 + enf_s / (d / steps),
         "mask_strides_match_params": same_strides,
         "dense_seconds": times["dense"], "masked_seconds": times["masked"],
-        "target": RATIO_TARGET, "meets_target": m / d <= RATIO_TARGET,
+        "target": RATIO_TARGET, "meets_target": ms / d <= RATIO_TARGET,
     }
 
 
@@ -297,7 +297,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--density", type=float, default=0.1, help="mask density of measurement 1 (default: 0.1)")
     p.add_argument("--n-images", type=int, default=10_000, help="synthetic train images (default: 10000)")
     p.add_argument("--throughput-steps", type=int, default=None,
-                   help="measurement 2 over steps x batch-size images instead of a full epoch "
+                   help="measurement 2 over steps x batch-size images (both paths) instead of a full epoch "
                         "(default: full epoch on CUDA, 50 on CPU)")
     p.add_argument("--baseline-batch-size", type=int, default=32, help="baseline DataLoader batch (default: 32)")
     p.add_argument("--workers", type=int, default=2, help="baseline DataLoader num_workers (default: 2)")
@@ -317,7 +317,7 @@ def main(argv=None) -> int:
     dev = resolve_device(args.device)
     cuda = dev.type == "cuda"
     steps_table = RATIO_STEPS[("cuda" if cuda else "cpu") + ("-quick" if args.quick else "")]
-    warmup = args.warmup if args.warmup is not None else (10 if cuda else 1)
+    warmup = max(1, args.warmup if args.warmup is not None else (10 if cuda else 1))
     repeats = args.repeats if args.repeats is not None else (5 if cuda and not args.quick else 3)
     tp_repeats = args.repeats if args.repeats is not None else (3 if cuda and not args.quick else 1)
     tp_steps = args.throughput_steps if args.throughput_steps is not None else (None if cuda else 50)
@@ -363,7 +363,7 @@ def main(argv=None) -> int:
         max_images = None if tp_steps is None else tp_steps * args.batch_size
         for model in tp_models:
             r = bench_throughput(model, dev, args.n_images, args.batch_size, args.baseline_batch_size, args.workers,
-                                 max_images, warmup_steps=3 if not cuda else 10, repeats=tp_repeats)
+                                 max_images, warmup_steps=max(3, warmup), repeats=tp_repeats)
             out["throughput"].append(r)
             verdict = ("met" if r["meets_target"] else "MISSED") if cuda else "n/a on CPU"
             print(f"    {model:<10}{r['library']['images_per_s']:>15.1f}{r['baseline']['images_per_s']:>16.1f}"

@@ -441,7 +441,9 @@ def test_ballot_mask_has_exact_density_with_lth_budgets(during):
     # The mask is the vote of the stored gradients (default: taylor score, lth budgets).
     pairs = ballot.grad_pairs_from(votes_file(exp, ballot.VoteConfig()), with_weights=True)
     assert list(pairs[0][0]) == list(weights) and len(pairs) == EPOCHS
-    expected = ballot.vote_mask(pairs, DENSITY, score="taylor", budgets=P.budgets_from_mask(lth))
+    defaults = ballot.BallotConfig(density=DENSITY)
+    expected = ballot.vote_mask(pairs, DENSITY, eta=defaults.eta, score=defaults.score, conflict=defaults.conflict,
+                                budgets=P.budgets_from_mask(lth))
     assert same(res.mask, expected)
     # Diagnostics.
     s = res.summary

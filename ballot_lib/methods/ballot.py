@@ -394,7 +394,7 @@ class BallotConfig(SparseConfig):
     mode: str = "full"  # "full" (all prunable layers) or "faithful" (authors' procedure on the final layer)
     eta: float = 1.0  # weight of the fairness gradient in the score
     score: str = "taylor"  # "signed" (authors), "agreement", "taylor" (default: chosen on val, see notebook 02)
-    conflict: str = "none"  # "none" or "veto"
+    conflict: str = "veto"  # "none" or "veto" (default: chosen on val, see notebook 02)
     scope: str = "global"  # vote scope when budgets="none": "global" or "layer"
     budgets: str = "lth"  # per-layer kept counts: "lth" (magnitude mask of θT), "erk", or "none"
     vote_fraction: float = 0.1  # share of train sampled each voting epoch
