@@ -204,7 +204,8 @@ class MaskEnforcer:
                 if tuple(m.shape) != tuple(p.shape):
                     raise ValueError(f"mask for {n} has shape {tuple(m.shape)}, weight has {tuple(p.shape)}")
                 self.params.append(p)
-                self.masks.append(m.to(device=p.device, dtype=p.dtype))
+                # Same memory format as the weight (e.g. channels_last), so the fused foreach kernels apply.
+                self.masks.append(torch.empty_like(p).copy_(m.to(device=p.device, dtype=p.dtype)))
             self.apply_weights()
 
     def __bool__(self) -> bool:

@@ -22,6 +22,9 @@ class Variant:
 
 def expand(variants: Iterable[Variant], densities: Sequence[float]) -> list[tuple[Variant, dict]]:
     """Each sparse variant at each density (dense once); options validated now, before any training."""
+    if isinstance(densities, (str, bytes)) or not all(isinstance(d, (int, float)) for d in densities):
+        raise ValueError(f"densities must be a list of numbers in (0, 1], got {densities!r} (with papermill's "
+                         "command line pass lists as YAML: -y 'densities: [0.2, 0.05]')")
     out = []
     for v in variants:
         if v.method == "dense":
@@ -42,6 +45,8 @@ def run_grid(exp: Experiment, variants: Iterable[Variant], densities: Sequence[f
     ``density_target`` (the requested density; 1.0 for dense). Every option is validated before training starts.
     """
 
+    if isinstance(seeds, (str, bytes)) or not all(isinstance(s, int) for s in seeds):
+        raise ValueError(f"seeds must be a list of integers, got {seeds!r}")
     jobs = expand(variants, densities)
     configs = [make_config(v.method, **kwargs) for v, kwargs in jobs]
     for (v, _), cfg in zip(jobs, configs):
