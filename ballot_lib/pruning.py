@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .models import prunable_names
+from .registry import check_choice
 
 Mask = dict[str, torch.Tensor]
 SCOPES = ("global", "layer")
@@ -42,8 +43,7 @@ def check_density(density: float) -> float:
 
 
 def _check_scope(scope: str) -> str:
-    if scope not in SCOPES:
-        raise ValueError(f"unknown scope {scope!r}; valid choices: {', '.join(SCOPES)}")
+    check_choice("scope", scope, SCOPES)
     return scope
 
 

@@ -44,3 +44,9 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def check_choice(what: str, value: object, valid: "tuple[str, ...] | list[str]") -> None:
+    """Raise ``ValueError`` naming ``what``, the offending value and the valid choices unless ``value`` is valid."""
+    if value not in valid:
+        raise ValueError(f"unknown {what} {value!r}; valid choices: {', '.join(valid)}")

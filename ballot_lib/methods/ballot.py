@@ -40,6 +40,7 @@ from ..pruning import (SCOPES, budgets_from_densities, budgets_from_mask, check_
                        kept_count, magnitude_mask, overlap)
 from ..results import Run, config_hash
 from ..training import DeviceData, epoch_generator, predict, state_dict_cpu
+from ..registry import check_choice
 from .base import SparseConfig, check_rewind, config_dict, finish_masked, register, train_masked
 
 SCORES = ("signed", "agreement", "taylor")
@@ -70,10 +71,8 @@ def epoch_scores(pair: GradPair, eta: float = 1.0, score: str = "signed", confli
     passes to the next agreeing entry), while zero-score entries keep their rank and simply cast no vote — as in
     the authors' code, where a zero among the top-k values gets no vote.
     """
-    if score not in SCORES:
-        raise ValueError(f"unknown score {score!r}; valid choices: {', '.join(SCORES)}")
-    if conflict not in CONFLICTS:
-        raise ValueError(f"unknown conflict {conflict!r}; valid choices: {', '.join(CONFLICTS)}")
+    check_choice("score", score, SCORES)
+    check_choice("conflict", conflict, CONFLICTS)
     g_acc, g_fair = pair[0], pair[1]
     weights = pair[2] if len(pair) > 2 else None
     if score == "taylor" and weights is None:
@@ -140,8 +139,7 @@ def vote_counts(grad_pairs: Sequence[GradPair], density: Optional[float] = None,
     """
     if not grad_pairs:
         raise ValueError("grad_pairs is empty: collect at least one epoch of gradients")
-    if scope not in SCOPES:
-        raise ValueError(f"unknown scope {scope!r}; valid choices: {', '.join(SCOPES)}")
+    check_choice("scope", scope, SCOPES)
     if budgets is None:
         check_density(density)
     names = list(grad_pairs[0][0])
@@ -255,8 +253,7 @@ class VoteConfig:
             raise ValueError(f"vote_fraction must be in (0, 1], got {self.vote_fraction}")
         if self.vote_epochs < 0:
             raise ValueError(f"vote_epochs must be >= 0, got {self.vote_epochs}")
-        if self.fairness not in FAIRNESS:
-            raise ValueError(f"unknown fairness {self.fairness!r}; valid choices: {', '.join(FAIRNESS)}")
+        check_choice("fairness", self.fairness, FAIRNESS)
         if not self.delta > 0 or not self.gamma >= 0:
             raise ValueError(f"need delta > 0 and gamma >= 0, got delta={self.delta}, gamma={self.gamma}")
         return self
@@ -423,8 +420,7 @@ class BallotConfig(SparseConfig):
         for field_, value, valid in (("mode", self.mode, MODES), ("score", self.score, SCORES),
                                      ("conflict", self.conflict, CONFLICTS), ("scope", self.scope, SCOPES),
                                      ("budgets", self.budgets, BUDGETS), ("schedule", self.schedule, SCHEDULES)):
-            if value not in valid:
-                raise ValueError(f"unknown {field_} {value!r}; valid choices: {', '.join(valid)}")
+            check_choice(field_, value, valid)
         if not self.select_eps >= 0:
             raise ValueError(f"select_eps must be >= 0, got {self.select_eps}")
         self.vote_config().validate()

@@ -13,6 +13,7 @@ from typing import Optional
 from ..experiment import Experiment, RunResult, load_run
 from ..pruning import SCOPES, imp_densities, load_mask, magnitude_mask, save_mask
 from ..training import state_dict_cpu
+from ..registry import check_choice
 from .base import SparseConfig, check_rewind, config_dict, finish_masked, register, train_masked
 
 
@@ -29,8 +30,7 @@ class LTHConfig(SparseConfig):
             raise ValueError(f"levels must be >= 1, got {self.levels}")
         if self.rate is not None and not 0 < self.rate < 1:
             raise ValueError(f"rate must be in (0, 1), got {self.rate}")
-        if self.scope not in SCOPES:
-            raise ValueError(f"unknown scope {self.scope!r}; valid choices: {', '.join(SCOPES)}")
+        check_choice("scope", self.scope, SCOPES)
         return self
 
     def validate_for(self, exp: Experiment) -> None:

@@ -16,6 +16,7 @@ from typing import Optional
 
 from ..experiment import Experiment, RunResult, load_run
 from ..pruning import SCOPES, magnitude_mask
+from ..registry import check_choice
 from .base import SparseConfig, check_rewind, config_dict, finish_masked, register, train_masked
 
 FINETUNE_MODES = ("full", "lr_rewind", "short")
@@ -31,10 +32,8 @@ class MagnitudeConfig(SparseConfig):
 
     def validate(self) -> "MagnitudeConfig":
         super().validate()
-        if self.scope not in SCOPES:
-            raise ValueError(f"unknown scope {self.scope!r}; valid choices: {', '.join(SCOPES)}")
-        if self.finetune not in FINETUNE_MODES:
-            raise ValueError(f"unknown finetune {self.finetune!r}; valid choices: {', '.join(FINETUNE_MODES)}")
+        check_choice("scope", self.scope, SCOPES)
+        check_choice("finetune", self.finetune, FINETUNE_MODES)
         if self.finetune_epochs is not None and self.finetune_epochs < 1:
             raise ValueError(f"finetune_epochs must be >= 1, got {self.finetune_epochs}")
         return self

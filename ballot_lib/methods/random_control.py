@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ..experiment import Experiment, RunResult, load_run
 from ..pruning import SCOPES, magnitude_mask, random_mask
+from ..registry import check_choice
 from .base import SparseConfig, check_rewind, config_dict, finish_masked, register, train_masked
 
 LIKE = ("lth", "uniform")
@@ -23,10 +24,8 @@ class RandomConfig(SparseConfig):
 
     def validate(self) -> "RandomConfig":
         super().validate()
-        if self.like not in LIKE:
-            raise ValueError(f"unknown like {self.like!r}; valid choices: {', '.join(LIKE)}")
-        if self.scope not in SCOPES:
-            raise ValueError(f"unknown scope {self.scope!r}; valid choices: {', '.join(SCOPES)}")
+        check_choice("like", self.like, LIKE)
+        check_choice("scope", self.scope, SCOPES)
         return self
 
     def validate_for(self, exp: Experiment) -> None:
