@@ -132,13 +132,18 @@ def fairness_verdicts(table: pd.DataFrame) -> pd.DataFrame:
     """Classify each (variant, density) of a ``versus(..., 'dense', ...)`` table: did pruning hurt fairness?
 
     ``hurt`` when CWV or MCD is significantly higher than dense; ``improved`` when one is significantly lower and
-    none higher; ``no significant change`` otherwise.
+    none higher; ``levelled down`` when "improved" came with a significantly lower accuracy (all classes worse,
+    so the gaps shrink); ``no significant change`` otherwise.
     """
     rows = []
+    acc = table[table["metric"] == "acc"]
     for (v, dens), g in table[table["metric"].isin(["cwv", "mcd"])].groupby(["a", "density"]):
         worse = g[(g["significant"]) & (g["diff"] > 0)]["metric"].tolist()
         better = g[(g["significant"]) & (g["diff"] < 0)]["metric"].tolist()
-        verdict = "hurt" if worse else "improved" if better else "no significant change"
+        a = acc[(acc["a"] == v) & (acc["density"] == dens)]
+        acc_down = bool(len(a) and a["significant"].iloc[0] and a["diff"].iloc[0] < 0)
+        verdict = ("hurt" if worse else ("levelled down" if acc_down else "improved") if better
+                   else "no significant change")
         rows.append({"variant": v, "density": dens, "verdict": verdict, "worse": ", ".join(worse),
                      "better": ", ".join(better)})
     return pd.DataFrame(rows)

@@ -161,8 +161,9 @@ class DeviceData:
             gen = epoch_generator(seed, epoch)
             order = torch.randperm(self.n, generator=gen)
             if self.augment:
-                crops = torch.randint(0, 2 * self.pad + 1, (self.n, 2), generator=gen)
-                flips = torch.rand(self.n, generator=gen) < 0.5 if self.flip else None
+                # Drawn on the CPU generator (reproducible on any device), copied to the device once per epoch.
+                crops = torch.randint(0, 2 * self.pad + 1, (self.n, 2), generator=gen).to(self.device)
+                flips = (torch.rand(self.n, generator=gen) < 0.5).to(self.device) if self.flip else None
             order = order.to(self.device)
         else:
             order = torch.arange(self.n, device=self.device)
@@ -171,8 +172,8 @@ class DeviceData:
             crop = flip = None
             if train and self.augment:
                 pos = slice(start, start + len(idx))
-                crop = crops[pos].to(self.device, non_blocking=True)
-                flip = None if flips is None else flips[pos].to(self.device, non_blocking=True)
+                crop = crops[pos]
+                flip = None if flips is None else flips[pos]
             yield self.prepare(self.x[idx], crop, flip), self.y[idx], None if self.g is None else self.g[idx]
 
 
