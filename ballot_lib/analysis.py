@@ -37,13 +37,16 @@ def group_columns(df: pd.DataFrame) -> list[str]:
             and df[c].notna().any()]
 
 
-def summarize(df: pd.DataFrame, metrics: Sequence[str] = HEADLINE, by: Sequence[str] = ("variant", "density"),
-              split: str = "test") -> pd.DataFrame:
-    """Mean, 95 % CI half-width and seed count of each metric per group (e.g. per variant and density)."""
+def summarize(df: pd.DataFrame, metrics: Sequence[str] = HEADLINE,
+              by: Sequence[str] = ("variant", "density_target"), split: str = "test") -> pd.DataFrame:
+    """Mean, 95 % CI half-width and seed count of each metric per group (default: per variant and requested
+    density, shown as column ``density``)."""
     d = df[df["split"] == split]
     rows = []
     for key, g in d.groupby(list(by), sort=True, dropna=False):
         row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        if "density_target" in row:
+            row["density"] = row.pop("density_target")
         for m in metrics:
             if m in g:
                 mean, half, sd, n = mean_ci(g[m].tolist())
