@@ -6,6 +6,6 @@ density. Registered here: ``dense``, ``mp`` (magnitude pruning), ``lth`` (IMP wi
 """
 from .base import METHODS, MethodSpec, make_config, run_method
 from . import dense, magnitude, lth, random_control, ballot  # noqa: F401  (registration)
-from .grid import Variant, run_grid
+from .grid import Variant, prepare_grid, run_grid
 
-__all__ = ["METHODS", "MethodSpec", "Variant", "make_config", "run_grid", "run_method"]
+__all__ = ["METHODS", "MethodSpec", "Variant", "make_config", "prepare_grid", "run_grid", "run_method"]

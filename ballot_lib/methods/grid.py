@@ -37,6 +37,24 @@ def expand(variants: Iterable[Variant], densities: Sequence[float]) -> list[tupl
     return out
 
 
+def prepare_grid(exp: Experiment, variants: Iterable[Variant], densities: Sequence[float]
+                 ) -> list[tuple[Variant, dict]]:
+    """Validate every (variant, density) job and let methods set up what the dense runs compute while they train.
+
+    Calling this before the dense runs of a notebook train (e.g. with Ballot variants that come later) makes
+    Ballot's vote gradients ride along with dense training instead of needing a replay.
+    """
+    jobs = expand(variants, densities)
+    configs = [make_config(v.method, **kwargs) for v, kwargs in jobs]
+    for (v, _), cfg in zip(jobs, configs):
+        check_method_args(exp, v.method, cfg)
+    for (v, _), cfg in zip(jobs, configs):
+        prepare = METHODS.get(v.method).prepare
+        if prepare is not None:
+            prepare(exp, cfg)
+    return jobs
+
+
 def run_grid(exp: Experiment, variants: Iterable[Variant], densities: Sequence[float], seeds: Sequence[int],
              progress: bool = True) -> pd.DataFrame:
     """Run every variant at every density under every seed (finished runs are loaded, not retrained).
@@ -47,15 +65,7 @@ def run_grid(exp: Experiment, variants: Iterable[Variant], densities: Sequence[f
 
     if isinstance(seeds, (str, bytes)) or not all(isinstance(s, int) for s in seeds):
         raise ValueError(f"seeds must be a list of integers, got {seeds!r}")
-    jobs = expand(variants, densities)
-    configs = [make_config(v.method, **kwargs) for v, kwargs in jobs]
-    for (v, _), cfg in zip(jobs, configs):
-        check_method_args(exp, v.method, cfg)
-    # Let methods set up what the dense runs compute alongside training (Ballot's vote gradients).
-    for (v, _), cfg in zip(jobs, configs):
-        prepare = METHODS.get(v.method).prepare
-        if prepare is not None:
-            prepare(exp, cfg)
+    jobs = prepare_grid(exp, variants, densities)
     plan = [(seed, v, kwargs) for seed in seeds for v, kwargs in jobs]
     it: Any = plan
     if progress:
