@@ -47,12 +47,12 @@ def summarize(df: pd.DataFrame, metrics: Sequence[str] = HEADLINE,
         row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
         if "density_target" in row:
             row["density"] = row.pop("density_target")
+        row["seeds"] = int(g["seed"].nunique())
         for m in metrics:
             if m in g:
-                mean, half, sd, n = mean_ci(g[m].tolist())
+                mean, half, _, _ = mean_ci(g[m].tolist())
                 row[m] = mean
                 row[f"{m}_ci"] = half
-                row["seeds"] = n
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -70,6 +70,11 @@ def paired(df: pd.DataFrame, a: str, b: str, metrics: Sequence[str] = HEADLINE, 
         A = A[np.isclose(A["density_target"], a_density)]
     if b_density is not None:
         B = B[np.isclose(B["density_target"], b_density)]
+    for name, part, dens in ((a, A, a_density), (b, B, b_density)):
+        if part["seed"].duplicated().any():
+            raise ValueError(f"variant {name!r} has several rows per seed (several densities: "
+                             f"{sorted(part['density_target'].unique())}); pass "
+                             f"{'a_density' if name == a else 'b_density'} to pick one")
     rows = []
     for m in metrics:
         if m not in d:

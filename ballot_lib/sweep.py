@@ -126,8 +126,11 @@ def load_params_file(path: Path) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"parameter file {path}: unknown keys {sorted(unknown)}; valid: description, notebook, "
                          "parameters, grid")
-    spec.setdefault("parameters", {})
-    spec.setdefault("grid", {})
+    for key in ("parameters", "grid"):
+        spec[key] = {} if spec.get(key) is None else spec[key]
+        if not isinstance(spec[key], dict):
+            raise ValueError(f"parameter file {path}: '{key}' must be a mapping of names to values, "
+                             f"got {type(spec[key]).__name__}")
     for k, v in spec["grid"].items():
         if not isinstance(v, list) or not v:
             raise ValueError(f"parameter file {path}: grid entry {k!r} must be a non-empty list")
@@ -186,7 +189,8 @@ def run_grid_file(params_file: Path, out: Path, workers: int = 1, gpus: Sequence
     if slurm:
         return _submit_slurm(nb, todo, out, slurm_args or {})
     gpu_pool: "queue.Queue[str]" = queue.Queue()
-    for g in gpus or [""]:
+    # One token per GPU (jobs pinned to it); without GPUs, one token per worker (CPU jobs in parallel).
+    for g in gpus or [""] * max(1, workers):
         gpu_pool.put(g)
 
     def one(job):

@@ -1,0 +1,316 @@
+"""The papermill runner: parameter files, job expansion, the notebook suite and grids of jobs.
+
+The notebooks executed here are tiny ones written into a temporary folder (no training): one declares three
+parameters and writes a report, another raises. Each real execution costs a few seconds (a kernel start), so
+each is done once per module and shared by the tests that look at its outputs.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from ballot_lib import sweep
+
+TINY_PARAMETERS = ('n: int = 3  # how many\n'
+                   'name: str = "x"  # a label\n'
+                   'results_dir: str = ""  # where results go')
+
+
+def write_notebook(path: Path, *cells) -> Path:
+    nb = new_notebook(cells=list(cells))
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def write_tiny(folder: Path) -> Path:
+    """``00_tiny.ipynb``: a parameters cell and a cell that writes the report ``n=<n>``."""
+    return write_notebook(
+        folder / "00_tiny.ipynb",
+        new_markdown_cell("# Tiny\nA notebook for the runner's tests."),
+        new_code_cell(TINY_PARAMETERS, metadata={"tags": ["parameters"]}),
+        new_code_cell('from ballot_lib.analysis import write_report; write_report("tiny", f"n={n}", results_dir)'),
+    )
+
+
+def write_light(folder: Path) -> Path:
+    """The tiny notebook with the same parameters, whose last cell writes ``n<n>.txt`` (holding ``name``) into
+    ``results_dir`` without importing ballot_lib: importing torch in the kernel would cost seconds per job."""
+    return write_notebook(
+        folder / "00_tiny.ipynb",
+        new_markdown_cell("# Tiny"),
+        new_code_cell(TINY_PARAMETERS, metadata={"tags": ["parameters"]}),
+        new_code_cell("from pathlib import Path\n"
+                      "Path(results_dir).mkdir(parents=True, exist_ok=True)\n"
+                      'Path(results_dir, f"n{n}.txt").write_text(name)'),
+    )
+
+
+def write_failing(folder: Path) -> Path:
+    return write_notebook(folder / "01_fail.ipynb", new_markdown_cell("# Fails"),
+                          new_code_cell('raise RuntimeError("this notebook fails on purpose")'))
+
+
+def write_yaml(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ parameter files
+
+
+def test_load_params_file_valid_and_defaults(tmp_path):
+    spec = sweep.load_params_file(write_yaml(tmp_path / "p.yaml", (
+        "description: two sizes\n"
+        "notebook: 00_tiny.ipynb\n"
+        "parameters: {name: big}\n"
+        "grid:\n"
+        "  n: [1, 2]\n")))
+    assert spec == {"description": "two sizes", "notebook": "00_tiny.ipynb", "parameters": {"name": "big"},
+                    "grid": {"n": [1, 2]}}
+    # Only the notebook is required; parameters and grid default to empty.
+    spec = sweep.load_params_file(write_yaml(tmp_path / "q.yaml", "notebook: 00_tiny.ipynb\n"))
+    assert spec == {"notebook": "00_tiny.ipynb", "parameters": {}, "grid": {}}
+
+
+def test_load_params_file_missing_file_is_named(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(FileNotFoundError, match="nope.yaml does not exist"):
+        sweep.load_params_file(missing)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("notebook: [unclosed\n", "is not valid YAML"),
+    ("parameters: {n: 1}\n", "must be a mapping with a 'notebook' key"),
+    ("- notebook: 00_tiny.ipynb\n", "must be a mapping with a 'notebook' key"),
+    ("", "must be a mapping with a 'notebook' key"),
+    ("notebook: 00_tiny.ipynb\ngrids: {n: [1]}\n", r"unknown keys \['grids'\]; valid: description, notebook"),
+    ("notebook: 00_tiny.ipynb\ngrid: {n: 3}\n", "grid entry 'n' must be a non-empty list"),
+    ("notebook: 00_tiny.ipynb\ngrid: {n: []}\n", "grid entry 'n' must be a non-empty list"),
+    ("notebook: 00_tiny.ipynb\ngrid: {n: [1], name: x}\n", "grid entry 'name' must be a non-empty list"),
+], ids=["bad-yaml", "no-notebook", "list", "empty", "unknown-key", "scalar-grid", "empty-grid", "second-entry"])
+def test_load_params_file_errors(tmp_path, text, message):
+    path = write_yaml(tmp_path / "bad.yaml", text)
+    with pytest.raises(ValueError, match=message) as info:
+        sweep.load_params_file(path)
+    assert str(path) in str(info.value)
+
+
+def test_expand_jobs_product_over_fixed_parameters():
+    spec = {"parameters": {"name": "x", "n": 0}, "grid": {"n": [1, 2], "seed": [7, 8, 9]}}
+    jobs = sweep.expand_jobs(spec)
+    assert jobs == [{"name": "x", "n": n, "seed": s} for n in (1, 2) for s in (7, 8, 9)]
+
+
+def test_expand_jobs_empty_grid_is_one_job_of_the_parameters():
+    assert sweep.expand_jobs({"parameters": {"n": 5, "name": "y"}, "grid": {}}) == [{"n": 5, "name": "y"}]
+    assert sweep.expand_jobs({"parameters": {}, "grid": {}}) == [{}]
+
+
+# ------------------------------------------------------------------------------------------ notebooks
+
+
+def test_notebook_parameters_are_python_values(tmp_path):
+    assert sweep.notebook_parameters(write_tiny(tmp_path)) == {"n": 3, "name": "x", "results_dir": ""}
+
+
+def test_notebooks_lists_numbered_notebooks_in_order(tmp_path):
+    write_failing(tmp_path)
+    write_tiny(tmp_path)
+    write_notebook(tmp_path / "scratch.ipynb")
+    assert [p.name for p in sweep.notebooks(tmp_path)] == ["00_tiny.ipynb", "01_fail.ipynb"]
+    with pytest.raises(FileNotFoundError, match="no notebooks named NN_"):
+        sweep.notebooks(tmp_path / "empty")
+
+
+# ------------------------------------------------------------------------------------------ suite
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    """One run of the suite over the tiny notebook and the failing one: (folder, out, failures)."""
+    folder = tmp_path_factory.mktemp("suite_notebooks")
+    write_tiny(folder)
+    write_failing(folder)
+    out = tmp_path_factory.mktemp("suite_out")
+    return folder, out, sweep.run_suite(out, folder=folder)
+
+
+def test_run_suite_counts_the_failure(suite):
+    _, _, failures = suite
+    assert failures == 1
+
+
+def test_run_suite_writes_executed_notebooks_and_the_report(suite):
+    _, out, _ = suite
+    executed = nbformat.read(out / "00_tiny.ipynb", as_version=4)
+    # papermill injected the results folder (the suite's only parameter) after the parameters cell.
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and f'results_dir = "{out / "results"}"' in injected[0].source
+    assert (out / "results" / "reports" / "tiny.md").read_text() == "n=3"
+    assert (out / "01_fail.ipynb").is_file()  # kept, to see where it failed
+
+
+def test_run_suite_summary(suite):
+    _, out, _ = suite
+    summary = (out / "summary.md").read_text()
+    lines = summary.splitlines()
+    assert lines[0] == "# Notebook suite summary"
+    assert any(ln.startswith("- `00_tiny.ipynb`: ok in ") for ln in lines)
+    failed = [ln for ln in lines if ln.startswith("- `01_fail.ipynb`")]
+    assert len(failed) == 1 and "**FAILED**" in failed[0] and "01_fail.ipynb failed" in failed[0]
+    assert "n=3" in lines  # the tiny notebook's closing report
+
+
+def test_run_suite_passes_only_the_parameters_each_notebook_declares(tmp_path, monkeypatch):
+    write_tiny(tmp_path)
+    write_failing(tmp_path)  # declares no parameters
+    calls = {}
+
+    def fake_execute(notebook, output, parameters, env=None, log=None):
+        calls[Path(notebook).name] = (Path(output), dict(parameters))
+        Path(output).parent.mkdir(parents=True, exist_ok=True)  # as the real one does
+        return 2.0
+
+    monkeypatch.setattr(sweep, "execute", fake_execute)
+    out = tmp_path / "out"
+    assert sweep.run_suite(out, folder=tmp_path, extra={"n": 7, "epochs": 1}) == 0
+    assert calls == {"00_tiny.ipynb": (out / "00_tiny.ipynb", {"results_dir": str(out / "results"), "n": 7}),
+                     "01_fail.ipynb": (out / "01_fail.ipynb", {})}
+    summary = (out / "summary.md").read_text()
+    assert "- `00_tiny.ipynb`: ok in 2 s" in summary and "- `01_fail.ipynb`: ok in 2 s" in summary
+    assert "FAILED" not in summary
+
+
+# ------------------------------------------------------------------------------------------ grid
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """One run of a two-job grid (n = 1, 2) over the light tiny notebook: (folder, params file, out, failures)."""
+    folder = tmp_path_factory.mktemp("grid_notebooks")
+    write_light(folder)
+    params = write_yaml(folder / "tiny.yaml", "notebook: 00_tiny.ipynb\nparameters: {name: g}\ngrid: {n: [1, 2]}\n")
+    out = tmp_path_factory.mktemp("grid_out")
+    return folder, params, out, sweep.run_grid_file(params, out, folder=folder)
+
+
+def test_run_grid_file_executes_every_job(grid):
+    _, _, out, failures = grid
+    assert failures == 0
+    nbs = out / "notebooks"
+    executed = sorted(nbs.glob("00_tiny-*.ipynb"))
+    done = sorted(nbs.glob("00_tiny-*.done"))
+    assert len(executed) == 2
+    assert [p.with_suffix(".done") for p in executed] == done
+    # Each job got its own parameters, plus the shared results folder.
+    seen = []
+    for path in done:
+        record = json.loads(path.read_text())
+        assert record["seconds"] > 0
+        params = record["parameters"]
+        assert params["name"] == "g" and params["results_dir"] == str(out / "results")
+        seen.append(params["n"])
+        nb = nbformat.read(path.with_suffix(".ipynb"), as_version=4)
+        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert f"n = {params['n']}\n" in injected[0].source
+    assert sorted(seen) == [1, 2]
+    # Both jobs ran with their own n, the fixed name and the shared results folder.
+    assert sorted(p.name for p in (out / "results").iterdir()) == ["n1.txt", "n2.txt"]
+    assert (out / "results" / "n1.txt").read_text() == "g"
+
+
+def test_run_grid_file_skips_finished_jobs(grid, capsys):
+    folder, params, out, _ = grid
+    before = {p: p.stat().st_mtime_ns for p in (out / "notebooks").iterdir()}
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError(f"finished job executed again: {args}")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sweep, "execute", must_not_run)
+        assert sweep.run_grid_file(params, out, folder=folder) == 0
+    assert "2 jobs, 2 already done, 0 to run" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in (out / "notebooks").iterdir()} == before
+
+
+def test_run_grid_file_reruns_only_the_job_without_its_done_marker(tmp_path, monkeypatch):
+    write_tiny(tmp_path)
+    params = write_yaml(tmp_path / "p.yaml", "notebook: 00_tiny.ipynb\ngrid: {n: [1, 2]}\n")
+    calls = []
+
+    def fake_execute(notebook, output, parameters, env=None, log=None):
+        calls.append(parameters["n"])
+        return 0.5
+
+    monkeypatch.setattr(sweep, "execute", fake_execute)
+    out = tmp_path / "out"
+    assert sweep.run_grid_file(params, out, folder=tmp_path) == 0
+    assert sorted(calls) == [1, 2]
+    # Remove the marker of job n=2, as if it had been interrupted: only that job runs again.
+    (marker,) = [p for p in (out / "notebooks").glob("*.done") if json.loads(p.read_text())["parameters"]["n"] == 2]
+    marker.unlink()
+    calls.clear()
+    assert sweep.run_grid_file(params, out, folder=tmp_path) == 0
+    assert calls == [2] and marker.is_file()
+
+
+def test_run_grid_file_counts_failed_jobs_and_marks_only_successes(tmp_path, monkeypatch):
+    write_tiny(tmp_path)
+    params = write_yaml(tmp_path / "p.yaml", "notebook: 00_tiny.ipynb\ngrid: {n: [1, 2, 3]}\n")
+
+    def fake_execute(notebook, output, parameters, env=None, log=None):
+        if parameters["n"] == 2:
+            raise RuntimeError("00_tiny.ipynb failed (exit 1)")
+        return 0.5
+
+    monkeypatch.setattr(sweep, "execute", fake_execute)
+    out = tmp_path / "out"
+    assert sweep.run_grid_file(params, out, folder=tmp_path) == 1
+    marked = sorted(json.loads(p.read_text())["parameters"]["n"] for p in (out / "notebooks").glob("*.done"))
+    assert marked == [1, 3]
+
+
+def test_run_grid_file_checks_every_job_before_running_any(tmp_path, monkeypatch):
+    # The first job (density 0.5) is valid, the second (density 2) is not: nothing may run.
+    write_notebook(tmp_path / "00_density.ipynb", new_markdown_cell("# Density"),
+                   new_code_cell("density: float = 0.5  # kept fraction", metadata={"tags": ["parameters"]}))
+    params = write_yaml(tmp_path / "p.yaml", "notebook: 00_density.ipynb\ngrid: {density: [0.5, 2.0]}\n")
+    monkeypatch.setattr(sweep, "execute", lambda *a, **k: pytest.fail("executed despite an invalid job"))
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"density must be in \(0, 1\].*got 2.0"):
+        sweep.run_grid_file(params, out, folder=tmp_path)
+    assert not (out / "notebooks").exists()
+
+
+def test_run_grid_file_rejects_parameters_unknown_to_the_notebook(tmp_path, monkeypatch):
+    write_tiny(tmp_path)
+    params = write_yaml(tmp_path / "bad.yaml", "notebook: 00_tiny.ipynb\nparameters: {epochs: 2}\ngrid: {n: [1, 2]}\n")
+    monkeypatch.setattr(sweep, "execute", lambda *a, **k: pytest.fail("executed despite an invalid job"))
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"00_tiny.ipynb has no parameter\(s\) \['epochs'\]; "
+                                         r"valid: \['n', 'name', 'results_dir'\]"):
+        sweep.run_grid_file(params, out, folder=tmp_path)
+    assert not (out / "notebooks").exists()
+
+
+def test_run_grid_file_missing_notebook_lists_the_available_ones(tmp_path):
+    write_tiny(tmp_path)
+    params = write_yaml(tmp_path / "p.yaml", "notebook: 09_missing.ipynb\n")
+    with pytest.raises(FileNotFoundError, match=r"09_missing.ipynb .*available: \['00_tiny.ipynb'\]"):
+        sweep.run_grid_file(params, tmp_path / "out", folder=tmp_path)
+
+
+@pytest.mark.parametrize("body", ["grid:\n", "grid: [1, 2]\n", "parameters: [1]\n"])
+def test_load_params_file_rejects_non_mapping_sections(tmp_path, body):
+    f = tmp_path / "p.yaml"
+    f.write_text("notebook: a.ipynb\n" + body)
+    if body == "grid:\n":
+        assert sweep.load_params_file(f)["grid"] == {}
+    else:
+        with pytest.raises(ValueError, match="must be a mapping"):
+            sweep.load_params_file(f)
