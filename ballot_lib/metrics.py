@@ -15,12 +15,11 @@ Uncertainty: bootstrap CIs over test samples, mean/CI over seeds and paired diff
 from __future__ import annotations
 
 import math
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
-ArrayLike = "torch.Tensor | np.ndarray | Sequence[int]"
 
 
 def _as_long(a) -> torch.Tensor:

@@ -12,21 +12,18 @@ DATA_ROOT_ENV = "BALLOT_DATA_ROOT"
 RESULTS_ENV = "BALLOT_RESULTS"
 
 
-def data_root(root: str | os.PathLike | None = None) -> Path:
-    """Return the data root: ``root`` if given, else ``$BALLOT_DATA_ROOT``, else ``~/ballot_data``."""
+def _root(root: str | os.PathLike | None, env: str, default: Path) -> Path:
     if root is not None and str(root) != "":
         return Path(root).expanduser()
-    env = os.environ.get(DATA_ROOT_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / "ballot_data"
+    value = os.environ.get(env)
+    return Path(value).expanduser() if value else default
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """Return the data root: ``root`` if given, else ``$BALLOT_DATA_ROOT``, else ``~/ballot_data``."""
+    return _root(root, DATA_ROOT_ENV, Path.home() / "ballot_data")
 
 
 def results_root(root: str | os.PathLike | None = None) -> Path:
     """Return the results root: ``root`` if given, else ``$BALLOT_RESULTS``, else ``./results``."""
-    if root is not None and str(root) != "":
-        return Path(root).expanduser()
-    env = os.environ.get(RESULTS_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path("results")
+    return _root(root, RESULTS_ENV, Path("results"))

@@ -4,7 +4,6 @@ The notebooks themselves are executed with their smoke defaults by nbval (``pyte
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 

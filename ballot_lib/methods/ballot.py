@@ -25,7 +25,6 @@ What is known, and from where (details in ``papers/ballot.md``):
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping, Optional, Sequence
@@ -34,14 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..experiment import DenseExtra, Experiment, RunResult, load_run
+from ..experiment import DenseExtra, Experiment, RunResult
 from ..models import prunable_names
 from ..pruning import (SCOPES, budgets_from_densities, budgets_from_mask, check_density, erk_densities,
                        kept_count, magnitude_mask, overlap)
 from ..results import Run, config_hash
 from ..training import DeviceData, epoch_generator, predict, state_dict_cpu
 from ..registry import check_choice
-from .base import SparseConfig, check_rewind, config_dict, finish_masked, register, train_masked
+from .base import SparseConfig, check_rewind, finish_masked, method_run, register, train_masked
 
 SCORES = ("signed", "agreement", "taylor")
 CONFLICTS = ("none", "veto")
@@ -101,7 +100,6 @@ def _not_vetoed(pair: GradPair, conflict: str) -> dict[str, torch.Tensor]:
     if conflict != "veto":
         return {n: torch.ones(t.shape, dtype=torch.bool) for n, t in pair[0].items()}
     return {n: torch.sign(pair[0][n]) == torch.sign(pair[1][n]) for n in pair[0]}
-    return scores, eligible
 
 
 def _kept_counts(names: Sequence[str], sizes: Mapping[str, int], density: Optional[float], scope: str,
@@ -493,9 +491,9 @@ def _prepare(exp: Experiment, cfg: BallotConfig) -> None:
 @register("ballot", BallotConfig, prepare=_prepare)
 def run_ballot(exp: Experiment, cfg: BallotConfig, seed: int) -> RunResult:
     """Conflict-vote subnetwork selection, then (refined) training from θk."""
-    run = exp.store.run(exp.run_config("ballot", config_dict(cfg), seed))
-    if run.complete:
-        return load_run(run)
+    run, done = method_run(exp, "ballot", cfg, seed)
+    if done:
+        return done
     mask, diag = select_mask(exp, cfg, seed)
     T, k = exp.train.epochs, cfg.rewind_epoch
     theta_k = exp.dense_weights(seed, k)

@@ -102,6 +102,12 @@ def check_rewind(exp: Experiment, epoch: int, what: str = "rewind_epoch") -> Non
         raise ValueError(f"{what} must be in [0, {exp.train.epochs}) (train.epochs = {exp.train.epochs}), got {epoch}")
 
 
+def method_run(exp: Experiment, method: str, cfg: Any, seed: int) -> tuple[Run, Optional[RunResult]]:
+    """The store's run for (method, cfg, seed), and its result if it is already complete (then nothing trains)."""
+    run = exp.store.run(exp.run_config(method, config_dict(cfg), seed))
+    return run, (load_run(run) if run.complete else None)
+
+
 def train_masked(
     exp: Experiment,
     run: Run,

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from ..experiment import Experiment, RunResult, load_run
+from ..experiment import Experiment, RunResult
 from ..pruning import SCOPES, imp_densities, load_mask, magnitude_mask, save_mask
 from ..training import state_dict_cpu
 from ..registry import check_choice
-from .base import SparseConfig, check_rewind, config_dict, finish_masked, register, train_masked
+from .base import SparseConfig, check_rewind, finish_masked, method_run, register, train_masked
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,9 @@ class LTHConfig(SparseConfig):
 @register("lth", LTHConfig)
 def run_lth(exp: Experiment, cfg: LTHConfig, seed: int) -> RunResult:
     """IMP with rewinding to θk, retraining the schedule from epoch k at every level."""
-    run = exp.store.run(exp.run_config("lth", config_dict(cfg), seed))
-    if run.complete:
-        return load_run(run)
+    run, done = method_run(exp, "lth", cfg, seed)
+    if done:
+        return done
     k, T = cfg.rewind_epoch, exp.train.epochs
     trained = exp.dense_weights(seed, T)
     theta_k = exp.dense_weights(seed, k)

@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from ..experiment import Experiment, RunResult, load_run
+from ..experiment import Experiment, RunResult
 from ..pruning import SCOPES, magnitude_mask
 from ..registry import check_choice
-from .base import SparseConfig, check_rewind, config_dict, finish_masked, register, train_masked
+from .base import SparseConfig, check_rewind, finish_masked, method_run, register, train_masked
 
 FINETUNE_MODES = ("full", "lr_rewind", "short")
 
@@ -46,9 +46,9 @@ class MagnitudeConfig(SparseConfig):
 @register("mp", MagnitudeConfig)
 def run_magnitude(exp: Experiment, cfg: MagnitudeConfig, seed: int) -> RunResult:
     """Magnitude pruning of θT at ``density``, then fine-tuning from θT."""
-    run = exp.store.run(exp.run_config("mp", config_dict(cfg), seed))
-    if run.complete:
-        return load_run(run)
+    run, done = method_run(exp, "mp", cfg, seed)
+    if done:
+        return done
     theta_T = exp.dense_weights(seed, exp.train.epochs)
     run.start()
     mask = magnitude_mask(exp.model_from(theta_T), cfg.density, cfg.scope)

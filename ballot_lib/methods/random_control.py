@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..experiment import Experiment, RunResult, load_run
+from ..experiment import Experiment, RunResult
 from ..pruning import SCOPES, magnitude_mask, random_mask
 from ..registry import check_choice
-from .base import SparseConfig, check_rewind, config_dict, finish_masked, register, train_masked
+from .base import SparseConfig, check_rewind, finish_masked, method_run, register, train_masked
 
 LIKE = ("lth", "uniform")
 
@@ -35,9 +35,9 @@ class RandomConfig(SparseConfig):
 @register("random", RandomConfig)
 def run_random(exp: Experiment, cfg: RandomConfig, seed: int) -> RunResult:
     """A random mask (per-layer matched to LTH's by default), trained from θk like LTH."""
-    run = exp.store.run(exp.run_config("random", config_dict(cfg), seed))
-    if run.complete:
-        return load_run(run)
+    run, done = method_run(exp, "random", cfg, seed)
+    if done:
+        return done
     T, k = exp.train.epochs, cfg.rewind_epoch
     theta_T = exp.dense_weights(seed, T)
     theta_k = exp.dense_weights(seed, k)
