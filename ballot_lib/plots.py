@@ -42,6 +42,10 @@ def metric_vs_density(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", 
             ax.axhspan(mu - 1.96 * sd / np.sqrt(max(len(dense), 1)), mu + 1.96 * sd / np.sqrt(max(len(dense), 1)),
                        color="k", alpha=0.08)
         ax.set_xscale("log")
+        # Tick exactly the densities that were run, as plain numbers (log-axis minor labels overlap).
+        ticks = sorted(sparse["density_target"].unique())
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
         ax.invert_xaxis()
         ax.set_xlabel("density (kept fraction)")
         ax.set_ylabel(m.upper())
