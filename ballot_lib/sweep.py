@@ -8,6 +8,8 @@ Commands (``python -m ballot_lib.sweep --help``):
 * ``grid PARAMS.yaml --out DIR``: expand a parameter file (fixed ``parameters`` plus a ``grid`` of lists whose
   Cartesian product gives the jobs) and execute one notebook per job; jobs whose executed notebook is marked
   done are skipped; results of all jobs share ``DIR/results``; each executed notebook is kept next to them.
+  An optional ``aggregate`` mapping (e.g. ``seeds: [0, 1, 2, 3, 4]``) runs the notebook once more after all
+  jobs succeeded, over every job's runs (loaded from the store, nothing retrained): the paired analysis.
   Local runs use a pool of ``--workers`` processes, each pinned to one GPU of ``--gpus`` via
   ``CUDA_VISIBLE_DEVICES``; ``--slurm`` submits the jobs through submitit instead.
 * ``validate PARAMS.yaml``: check a parameter file against the notebook's parameters and build every job's
@@ -122,11 +124,11 @@ def load_params_file(path: Path) -> dict[str, Any]:
         raise ValueError(f"parameter file {path} is not valid YAML: {e}") from None
     if not isinstance(spec, dict) or "notebook" not in spec:
         raise ValueError(f"parameter file {path} must be a mapping with a 'notebook' key")
-    unknown = set(spec) - {"notebook", "parameters", "grid", "description"}
+    unknown = set(spec) - {"notebook", "parameters", "grid", "aggregate", "description"}
     if unknown:
-        raise ValueError(f"parameter file {path}: unknown keys {sorted(unknown)}; valid: description, notebook, "
-                         "parameters, grid")
-    for key in ("parameters", "grid"):
+        raise ValueError(f"parameter file {path}: unknown keys {sorted(unknown)}; valid: aggregate, description, "
+                         "notebook, parameters, grid")
+    for key in ("parameters", "grid", "aggregate"):
         spec[key] = {} if spec.get(key) is None else spec[key]
         if not isinstance(spec[key], dict):
             raise ValueError(f"parameter file {path}: '{key}' must be a mapping of names to values, "
@@ -181,13 +183,16 @@ def run_grid_file(params_file: Path, out: Path, workers: int = 1, gpus: Sequence
     jobs = []
     for params in expand_jobs(spec):
         validate_job(nb, params)  # every job is checked before any runs
+    if spec["aggregate"]:
+        validate_job(nb, {**spec["parameters"], **spec["aggregate"]})
+    for params in expand_jobs(spec):
         params = {**params, "results_dir": str(out / "results")}
         job_id = config_hash({"notebook": nb.name, **params})
         jobs.append((job_id, params))
     todo = [(j, p) for j, p in jobs if not (out / "notebooks" / f"{nb.stem}-{j}.done").exists()]
     print(f"[grid] {nb.name}: {len(jobs)} jobs, {len(jobs) - len(todo)} already done, {len(todo)} to run")
     if slurm:
-        return _submit_slurm(nb, todo, out, slurm_args or {})
+        return _submit_slurm(nb, todo, out, slurm_args or {}, bool(spec["aggregate"]))
     gpu_pool: "queue.Queue[str]" = queue.Queue()
     # One token per GPU (jobs pinned to it); without GPUs, one token per worker (CPU jobs in parallel).
     for g in gpus or [""] * max(1, workers):
@@ -212,10 +217,28 @@ def run_grid_file(params_file: Path, out: Path, workers: int = 1, gpus: Sequence
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         failures = sum(pool.map(one, todo))
     print(f"[grid] finished: {len(todo) - failures} ok, {failures} failed")
+    if spec["aggregate"] and not failures:
+        failures += _aggregate(nb, spec, out)
     return failures
 
 
-def _submit_slurm(nb: Path, todo, out: Path, slurm_args: Mapping[str, Any]) -> int:
+def _aggregate(nb: Path, spec: Mapping[str, Any], out: Path) -> int:
+    """Run the notebook once more over all jobs' runs (e.g. every seed), loading them from the shared store.
+
+    Jobs that each train one seed cannot pair seeds; this last execution sees all of them and writes the report.
+    """
+    params = {**spec["parameters"], **spec["aggregate"], "results_dir": str(out / "results")}
+    output = out / "notebooks" / f"{nb.stem}-aggregate.ipynb"
+    try:
+        secs = execute(nb, output, params)
+    except RuntimeError as e:
+        print(f"[grid] aggregate: {e}", file=sys.stderr, flush=True)
+        return 1
+    print(f"[grid] aggregate analysis over {spec['aggregate']} done in {secs:.0f} s: {output}")
+    return 0
+
+
+def _submit_slurm(nb: Path, todo, out: Path, slurm_args: Mapping[str, Any], spec_aggregate: bool = False) -> int:
     try:
         import submitit
     except ImportError:
@@ -228,6 +251,9 @@ def _submit_slurm(nb: Path, todo, out: Path, slurm_args: Mapping[str, Any]) -> i
             output = out / "notebooks" / f"{nb.stem}-{job_id}.ipynb"
             futures.append(executor.submit(_slurm_job, str(nb), str(output), params))
     print(f"[grid] submitted {len(futures)} Slurm jobs; logs in {out / 'slurm'}")
+    if spec_aggregate:
+        print("[grid] when they have finished, run the same grid command again (without --slurm): finished jobs "
+              "are skipped and the aggregate analysis runs")
     return 0
 
 
@@ -264,7 +290,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         spec = load_params_file(f)
         for job in expand_jobs(spec):
             validate_job(NOTEBOOKS / spec["notebook"], job)
-        print(f"{f}: {len(expand_jobs(spec))} jobs valid")
+        if spec["aggregate"]:
+            validate_job(NOTEBOOKS / spec["notebook"], {**spec["parameters"], **spec["aggregate"]})
+        print(f"{f}: {len(expand_jobs(spec))} jobs valid" + (", plus the aggregate analysis" if spec["aggregate"] else ""))
     return 0
 
 

@@ -71,10 +71,10 @@ def test_load_params_file_valid_and_defaults(tmp_path):
         "grid:\n"
         "  n: [1, 2]\n")))
     assert spec == {"description": "two sizes", "notebook": "00_tiny.ipynb", "parameters": {"name": "big"},
-                    "grid": {"n": [1, 2]}}
+                    "grid": {"n": [1, 2]}, "aggregate": {}}
     # Only the notebook is required; parameters and grid default to empty.
     spec = sweep.load_params_file(write_yaml(tmp_path / "q.yaml", "notebook: 00_tiny.ipynb\n"))
-    assert spec == {"notebook": "00_tiny.ipynb", "parameters": {}, "grid": {}}
+    assert spec == {"notebook": "00_tiny.ipynb", "parameters": {}, "grid": {}, "aggregate": {}}
 
 
 def test_load_params_file_missing_file_is_named(tmp_path):
@@ -88,7 +88,7 @@ def test_load_params_file_missing_file_is_named(tmp_path):
     ("parameters: {n: 1}\n", "must be a mapping with a 'notebook' key"),
     ("- notebook: 00_tiny.ipynb\n", "must be a mapping with a 'notebook' key"),
     ("", "must be a mapping with a 'notebook' key"),
-    ("notebook: 00_tiny.ipynb\ngrids: {n: [1]}\n", r"unknown keys \['grids'\]; valid: description, notebook"),
+    ("notebook: 00_tiny.ipynb\ngrids: {n: [1]}\n", r"unknown keys \['grids'\]; valid: aggregate, description, notebook"),
     ("notebook: 00_tiny.ipynb\ngrid: {n: 3}\n", "grid entry 'n' must be a non-empty list"),
     ("notebook: 00_tiny.ipynb\ngrid: {n: []}\n", "grid entry 'n' must be a non-empty list"),
     ("notebook: 00_tiny.ipynb\ngrid: {n: [1], name: x}\n", "grid entry 'name' must be a non-empty list"),
@@ -314,3 +314,27 @@ def test_load_params_file_rejects_non_mapping_sections(tmp_path, body):
     else:
         with pytest.raises(ValueError, match="must be a mapping"):
             sweep.load_params_file(f)
+
+
+def test_aggregate_runs_after_the_jobs_over_all_grid_values(tmp_path, monkeypatch):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    cell = nbformat.v4.new_code_cell('seeds: list = [0]  # seeds\nresults_dir: str = ""  # store')
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell]
+    nbformat.write(nb, folder / "01_x.ipynb")
+    params = tmp_path / "p.yaml"
+    params.write_text("notebook: 01_x.ipynb\ngrid:\n  seeds: [[0], [1]]\naggregate:\n  seeds: [0, 1]\n")
+    calls = []
+
+    def fake_execute(notebook, output, parameters, env=None, log=None):
+        calls.append((output.name, parameters["seeds"]))
+        output.parent.mkdir(parents=True, exist_ok=True)
+        return 0.0
+
+    monkeypatch.setattr(sweep, "execute", fake_execute)
+    assert sweep.run_grid_file(params, tmp_path / "out", folder=folder) == 0
+    assert [c[1] for c in calls] == [[0], [1], [0, 1]]
+    assert calls[-1][0] == "01_x-aggregate.ipynb"
