@@ -38,7 +38,7 @@ from ..models import prunable_names
 from ..pruning import (SCOPES, budgets_from_densities, budgets_from_mask, check_density, erk_densities,
                        kept_count, magnitude_mask, overlap)
 from ..results import Run, config_hash
-from ..training import DeviceData, epoch_generator, predict, state_dict_cpu
+from ..training import DeviceData, epoch_generator, predict
 from ..registry import check_choice
 from .base import SparseConfig, check_rewind, finish_masked, method_run, register, train_masked
 
@@ -502,30 +502,15 @@ def run_ballot(exp: Experiment, cfg: BallotConfig, seed: int) -> RunResult:
     if cfg.refined and cfg.schedule == "warmup_cosine":
         # Warm-up + cosine over the remaining epochs, expressed on the original epoch axis (k .. T).
         schedule = replace(exp.train, schedule="cosine", milestones=(), warmup_epochs=k + cfg.warmup_epochs)
-    keep: dict[int, dict] = {}
-    best_acc = [-1.0]
-
-    def remember(net: nn.Module, epoch: int, row: dict) -> None:
-        # Keep the weights of every epoch that may still be selected (val accuracy within eps of the best).
-        best_acc[0] = max(best_acc[0], row["val_acc"])
-        for e in [e for e, r in keep.items() if r["row"]["val_acc"] < best_acc[0] - cfg.select_eps]:
-            del keep[e]
-        if row["val_acc"] >= best_acc[0] - cfg.select_eps:
-            keep[epoch] = {"row": dict(row), "state": state_dict_cpu(net)}
-
-    hooks = [remember] if cfg.refined else []
-    res = train_masked(exp, run, seed, theta_k, mask, start_epoch=k, schedule=schedule, hooks=hooks,
+    res = train_masked(exp, run, seed, theta_k, mask, start_epoch=k, schedule=schedule,
                        desc=f"ballot d={cfg.density} s{seed}")
     selected_epoch = T
     if cfg.refined and res.history:
-        # The checkpoint-selection rule runs on val only; test metrics are those of the selected epoch.
-        i = _select_checkpoint(res.history, cfg.select_eps)
-        selected_epoch = res.history[i]["epoch"]
-        row = res.history[i]
-        if selected_epoch in keep:
-            res.net.load_state_dict(keep[selected_epoch]["state"])
+        # The checkpoint-selection rule reads val metrics only; the run reports the selected epoch's metrics on
+        # every split (sparse runs store metrics and masks, not weights).
+        row = res.history[_select_checkpoint(res.history, cfg.select_eps)]
+        selected_epoch = row["epoch"]
         for split in res.final:
             res.final[split] = {m[len(split) + 1:]: v for m, v in row.items() if m.startswith(split + "_")}
-    lottery_seconds = res.seconds
     return finish_masked(run, res, mask, train_epochs=T - k, compute_epochs=T + (T - k),
-                         selected_epoch=selected_epoch, retrain_seconds=lottery_seconds, **diag)
+                         selected_epoch=selected_epoch, **diag)
