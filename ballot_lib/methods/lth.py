@@ -73,8 +73,7 @@ def run_lth(exp: Experiment, cfg: LTHConfig, seed: int) -> RunResult:
             run.save_tensor(done_w.name, trained)
     out = finish_masked(run, res, mask, train_epochs=T - k, compute_epochs=T + len(schedule) * (T - k),
                         levels=levels)
+    # Intermediate weights only served resumption; the per-level masks and metrics stay with the run.
     for level in range(1, len(schedule)):
-        for name in (f"level{level}_weights.pt",):
-            if run.file(name).exists():
-                run.file(name).unlink()
+        run.file(f"level{level}_weights.pt").unlink(missing_ok=True)
     return out
