@@ -238,16 +238,21 @@ def make_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def predict(net: nn.Module, data: DeviceData, batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
-    """Predicted labels for a whole device-resident split (CPU tensor)."""
+def predict_logits(net: nn.Module, data: DeviceData, batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
+    """Logits (float32, CPU) for a whole device-resident split, in eval mode."""
     was_training = net.training
     net.eval()
-    preds = []
+    out = []
     for xb, _, _ in data.epoch_batches(batch_size, 0, 0, train=False):
         with torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=amp):
-            preds.append(net(xb).argmax(1))
+            out.append(net(xb).float())
     net.train(was_training)
-    return torch.cat(preds).cpu()
+    return torch.cat(out).cpu()
+
+
+def predict(net: nn.Module, data: DeviceData, batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
+    """Predicted labels for a whole device-resident split (CPU tensor)."""
+    return predict_logits(net, data, batch_size, amp).argmax(1)
 
 
 def evaluate(net: nn.Module, data: DeviceData, bundle: DataBundle, batch_size: int = 1024,

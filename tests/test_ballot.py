@@ -547,3 +547,25 @@ def test_zero_score_entries_keep_their_rank_like_the_authors():
     g = torch.tensor([[3.0, 0.0], [-4.0, 0.0]])
     counts = ballot.vote_counts([({"w": g}, {"w": g})], 0.5)[0]["w"]
     assert counts.tolist() == [[1, 0], [0, 0]]
+
+
+def test_loss_weights_by_hand():
+    w = ballot.loss_weights(torch.tensor([0.1, 0.5, float("nan")]), temperature=0.5)
+    e = torch.exp(torch.tensor([0.2, 1.0], dtype=torch.float64))
+    expected = e / e.sum() * 2
+    assert torch.allclose(w[:2], expected) and w[2] == 0
+    assert float(w[:2].mean()) == pytest.approx(1.0)
+    # Equal losses give flat weights; a higher loss always gets the larger weight.
+    assert torch.allclose(ballot.loss_weights(torch.tensor([0.3, 0.3]), 0.1), torch.ones(2, dtype=torch.float64))
+    assert w[1] > w[0]
+
+
+def test_loss_weighting_option_is_validated_and_used(tmp_path):
+    with pytest.raises(ValueError, match="unknown weighting 'margin'"):
+        make_config("ballot", weighting="margin")
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        make_config("ballot", weighting="loss", temperature=0.0)
+    cfg = make_config("ballot", weighting="loss", temperature=0.25)
+    assert cfg.vote_config().weighting == "loss" and cfg.vote_config().temperature == 0.25
+    # Faithful mode keeps the authors' accuracy weights.
+    assert make_config("ballot", mode="faithful", weighting="loss").weighting == "accuracy"

@@ -38,7 +38,7 @@ from ..models import prunable_names
 from ..pruning import (SCOPES, budgets_from_densities, budgets_from_mask, check_density, erk_densities,
                        kept_count, magnitude_mask, overlap)
 from ..results import Run, config_hash
-from ..training import DeviceData, epoch_generator, predict
+from ..training import DeviceData, epoch_generator, predict_logits
 from ..registry import check_choice
 from .base import SparseConfig, check_rewind, finish_masked, method_run, register, train_masked
 
@@ -48,6 +48,7 @@ MODES = ("full", "faithful")
 BUDGETS = ("none", "lth", "erk")
 FAIRNESS = ("auto", "class", "group", "class_group")
 SCHEDULES = ("original", "warmup_cosine")
+WEIGHTINGS = ("accuracy", "loss")
 
 GradPair = tuple  # (g_acc, g_fair) or (g_acc, g_fair, weights): each a dict name -> tensor
 
@@ -243,6 +244,8 @@ class VoteConfig:
     fairness: str = "auto"  # weights per "class", "group", "class_group" cell; auto: class_group if groups exist
     delta: float = 0.01  # δ in w ∝ (1 / (acc + δ))^γ
     gamma: float = 1.0  # sharpness γ of the fairness weights
+    weighting: str = "accuracy"  # "accuracy": w ∝ (1/(acc+δ))^γ; "loss": w ∝ exp(val CE / temperature)
+    temperature: float = 0.5  # τ of the loss weighting
 
     def validate(self) -> "VoteConfig":
         if self.layers not in ("all", "last"):
@@ -254,6 +257,9 @@ class VoteConfig:
         check_choice("fairness", self.fairness, FAIRNESS)
         if not self.delta > 0 or not self.gamma >= 0:
             raise ValueError(f"need delta > 0 and gamma >= 0, got delta={self.delta}, gamma={self.gamma}")
+        check_choice("weighting", self.weighting, WEIGHTINGS)
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
         return self
 
     def key(self) -> str:
@@ -274,6 +280,20 @@ def fairness_weights(acc: torch.Tensor, delta: float, gamma: float) -> torch.Ten
     w[present] = (1.0 / (acc[present] + delta)) ** gamma
     if present.any():
         w[present] /= w[present].mean()
+    return w
+
+
+def loss_weights(loss: torch.Tensor, temperature: float) -> torch.Tensor:
+    """w ∝ exp(L / τ) from per-cell mean val cross-entropy, normalised to mean 1 over present cells (absent: 0).
+
+    Unlike 1/(acc + δ), the loss keeps separating classes after val accuracy saturates. [reconstruction]
+    """
+    loss = loss.double()
+    present = ~torch.isnan(loss)
+    w = torch.zeros_like(loss)
+    if present.any():
+        z = loss[present] / temperature
+        w[present] = torch.softmax(z, 0) * int(present.sum())
     return w
 
 
@@ -331,14 +351,20 @@ class VoteCollector(DenseExtra):
             net.eval()
             # Cell accuracies on the held-out val split, at the current weights.
             vy, vg = bundle.val.y, bundle.val.g
-            preds = predict(net, val_data)
+            logits_v = predict_logits(net, val_data)
+            correct_v = (logits_v.argmax(1) == vy).double()
+            loss_v = F.cross_entropy(logits_v, vy, reduction="none").double()
             cells_v = _cell_index(vy, vg, mode, bundle.num_classes)
             acc = torch.full((n_cells,), float("nan"), dtype=torch.float64)
+            cell_loss = torch.full((n_cells,), float("nan"), dtype=torch.float64)
             for c in range(n_cells):
                 sel = cells_v == c
                 if sel.any():
-                    acc[c] = (preds[sel] == vy[sel]).double().mean()
-            w_cell = fairness_weights(acc, cfg.delta, cfg.gamma)
+                    acc[c], cell_loss[c] = correct_v[sel].mean(), loss_v[sel].mean()
+            if cfg.weighting == "accuracy":
+                w_cell = fairness_weights(acc, cfg.delta, cfg.gamma)
+            else:
+                w_cell = loss_weights(cell_loss, cfg.temperature)
             # Gradients of both losses at the same weights, on a fresh vote subset of train.
             gen = epoch_generator(seed, epoch, stream=3)
             n_vote = max(1, int(round(cfg.vote_fraction * len(bundle.train))))
@@ -397,6 +423,8 @@ class BallotConfig(SparseConfig):
     fairness: str = "auto"  # fairness weights per class / group / class_group cell
     delta: float = 0.01  # δ of the fairness weights
     gamma: float = 1.0  # sharpness γ of the fairness weights
+    weighting: str = "accuracy"  # fairness weights from val "accuracy" (1/(acc+δ))^γ or val "loss" exp(CE/τ)
+    temperature: float = 0.5  # τ of the loss weighting
     refined: bool = True  # refined training (schedule + checkpoint selection); False = plain LTH-style training
     rewind_epoch: int = 0  # θk to rewind the kept weights to
     schedule: str = "original"  # refined: "original" (from epoch k) or "warmup_cosine" over the remaining epochs
@@ -405,7 +433,7 @@ class BallotConfig(SparseConfig):
 
     #: Faithful mode is the authors' procedure: these fields are fixed to their values.
     FAITHFUL = {"eta": 1.0, "score": "signed", "conflict": "none", "scope": "global", "budgets": "none",
-                "rewind_epoch": 0, "refined": False, "fairness": "class"}
+                "rewind_epoch": 0, "refined": False, "fairness": "class", "weighting": "accuracy"}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -433,7 +461,8 @@ class BallotConfig(SparseConfig):
 
     def vote_config(self) -> VoteConfig:
         return VoteConfig(layers="last" if self.mode == "faithful" else "all", vote_fraction=self.vote_fraction,
-                          vote_epochs=self.vote_epochs, fairness=self.fairness, delta=self.delta, gamma=self.gamma)
+                          vote_epochs=self.vote_epochs, fairness=self.fairness, delta=self.delta, gamma=self.gamma,
+                          weighting=self.weighting, temperature=self.temperature)
 
 
 def grad_pairs_from(votes: Mapping[str, Any], with_weights: bool = False) -> list[GradPair]:
