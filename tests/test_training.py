@@ -220,3 +220,31 @@ def test_random_crop_handles_channels_independently():
     x = torch.stack([torch.ones(2, 2), 2 * torch.ones(2, 2)]).unsqueeze(0)  # [1, 2, 2, 2]
     out = random_crop(x, torch.tensor([[2, 2]]), pad=1)
     assert out[0, 0].tolist() == [[1, 0], [0, 0]] and out[0, 1].tolist() == [[2, 0], [0, 0]]
+
+
+def test_gpu_path_pieces_run_on_cpu_bf16_autocast_augmentation_and_channels_last_masks():
+    """The GPU path's code (bf16 autocast, batched crop/flip of uint8 images, masks in the weight's memory
+    format) also runs on CPU; pruned weights stay exactly zero under autocast."""
+    from ballot_lib.data import DataBundle, Split
+    from ballot_lib.models import build_model
+    from ballot_lib.pruning import magnitude_mask
+    from ballot_lib.training import MaskEnforcer, TrainConfig, train
+
+    gen = torch.Generator().manual_seed(0)
+
+    def split(n):
+        return Split(torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8),
+                     torch.randint(0, 10, (n,), generator=gen))
+
+    bundle = DataBundle("synthetic", split(128), split(32), split(32), 10, [str(i) for i in range(10)],
+                        mean=(0.5,) * 3, std=(0.25,) * 3, augment=True)
+    net = build_model("cnn", bundle.input_shape, 10)
+    mask = magnitude_mask(net, 0.1)
+    res = train(net, bundle, TrainConfig(epochs=1, batch_size=32), seed=0, mask=mask, device="cpu", amp=True,
+                progress=False)
+    named = dict(net.named_parameters())
+    assert all(bool((named[n][~m] == 0).all()) for n, m in mask.items())
+    assert 0.0 <= res.final["val"]["acc"] <= 1.0
+    cl = build_model("cnn", bundle.input_shape, 10).to(memory_format=torch.channels_last)
+    enforcer = MaskEnforcer(cl, magnitude_mask(cl, 0.1))
+    assert all(p.stride() == m.stride() for p, m in zip(enforcer.params, enforcer.masks))
