@@ -26,9 +26,9 @@ LOWER_IS_BETTER = {"acc": False, "cwv": True, "mcd": True, "group_acc_gap": True
 HEADLINE = ("acc", "cwv", "mcd")
 
 
-def class_columns(df: pd.DataFrame) -> list[str]:
-    """The per-class recall columns (``acc_class_<c>``) in class order."""
-    cols = [c for c in df.columns if c.startswith("acc_class_")]
+def class_columns(df: pd.DataFrame, prefix: str = "acc_class_") -> list[str]:
+    """The per-class recall columns (``acc_class_<c>``; ``prefix="acc_group_"`` for groups) in index order."""
+    cols = [c for c in df.columns if c.startswith(prefix)]
     return sorted(cols, key=lambda c: int(c.rsplit("_", 1)[1]))
 
 
@@ -103,18 +103,22 @@ def versus(df: pd.DataFrame, reference: str, variants: Iterable[str], metrics: S
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
-def per_class_deltas(df: pd.DataFrame, reference: str = "dense", split: str = "test") -> pd.DataFrame:
-    """Mean over seeds of acc_c(variant) − acc_c(reference), paired by seed; one row per (variant, density)."""
+def per_class_deltas(df: pd.DataFrame, reference: str = "dense", split: str = "test",
+                     unit: str = "class") -> pd.DataFrame:
+    """Mean over seeds of acc_c(variant) − acc_c(reference), paired by seed; one row per (variant, density).
+
+    ``unit="group"`` gives the per-group accuracy changes instead (datasets with a sensitive attribute).
+    """
     d = df[df["split"] == split]
-    cols = class_columns(d)
+    prefix = f"acc_{unit}_"
+    cols = class_columns(d, prefix)
     ref = d[d["variant"] == reference].set_index("seed")[cols]
     rows = []
     for (v, dens), g in d[d["variant"] != reference].groupby(["variant", "density_target"]):
         g = g.set_index("seed")[cols]
         seeds = g.index.intersection(ref.index)
         delta = (g.loc[seeds] - ref.loc[seeds]).mean()
-        rows.append({"variant": v, "density": dens, **{c.replace("acc_class_", "class "): x
-                                                         for c, x in delta.items()}})
+        rows.append({"variant": v, "density": dens, **{c.replace(prefix, f"{unit} "): x for c, x in delta.items()}})
     return pd.DataFrame(rows)
 
 

@@ -442,3 +442,16 @@ def test_paired_refuses_to_mix_densities(df):
     # A has two densities: without a_density the pairing per seed would be ambiguous.
     with pytest.raises(ValueError, match="several rows per seed"):
         paired(df, "A", "dense", ["acc"])
+
+
+def test_per_group_deltas_use_the_group_columns():
+    rows = []
+    for seed, (d0, d1, s0, s1) in enumerate([(0.8, 0.9, 0.7, 0.9), (0.6, 0.7, 0.5, 0.8)]):
+        rows.append({"split": "test", "variant": "dense", "density_target": 1.0, "seed": seed,
+                     "acc_group_0": d0, "acc_group_1": d1})
+        rows.append({"split": "test", "variant": "S", "density_target": 0.1, "seed": seed,
+                     "acc_group_0": s0, "acc_group_1": s1})
+    out = per_class_deltas(pd.DataFrame(rows), unit="group")
+    assert list(out.columns) == ["variant", "density", "group 0", "group 1"]
+    assert out.loc[0, "group 0"] == pytest.approx(((0.7 - 0.8) + (0.5 - 0.6)) / 2)
+    assert out.loc[0, "group 1"] == pytest.approx(((0.9 - 0.9) + (0.8 - 0.7)) / 2)

@@ -61,6 +61,8 @@ def test_papermill_run_with_injected_parameters(tmp_path):
     assert set(df["seed"]) == {0, 1}
     # Adult has a sensitive attribute: group metrics are stored, and the report was written.
     assert df["dp_gap"].notna().all()
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "per-group accuracy change vs dense" in printed and "groups = sex" in printed
     report = (results / "reports" / "01_lth_fairness_failure_adult_mlp.md").read_text()
     assert "adult / mlp" in report and "2 paired seeds" in report
 
