@@ -212,7 +212,12 @@ def run_rows(run_dir: Path) -> list[dict]:
     for k, v in summary.items():
         if k not in base and not isinstance(v, (list, dict)):
             base[k] = v
-    base["density"] = summary.get("density", config.get("method_cfg", {}).get("density", 1.0))
+    # Convenience columns: what the run is, the requested density, and the density its mask actually has.
+    base["dataset"] = config.get("data", {}).get("name")
+    base["model"] = config.get("model", {}).get("name")
+    base["variant"] = config.get("method")
+    base["density_target"] = float(config.get("method_cfg", {}).get("density", 1.0))
+    base["density"] = summary.get("density", base["density_target"])
     base["sparsity"] = None if base["density"] is None else 1.0 - base["density"]
     rows = []
     for split, values in metrics.items():
@@ -245,16 +250,9 @@ def load_results(root: str | os.PathLike | None = None, on_error: str = "raise")
             if on_error == "raise":
                 raise
             warnings.warn(f"skipping run {run_dir.name}: {e}")
-    df = pd.DataFrame(rows)
-    if len(df):
-        df["dataset"] = df.get("data.name")
-        df["model"] = df.get("model.name")
-        df["variant"] = df["method"]
-        target = df["method_cfg.density"] if "method_cfg.density" in df else pd.Series(1.0, index=df.index)
-        df["density_target"] = target.fillna(1.0)
-    else:
-        df = pd.DataFrame(columns=["run_id", "method", "dataset", "model", "seed", "density", "sparsity", "split"])
-    return df
+    if not rows:
+        return pd.DataFrame(columns=["run_id", "method", "dataset", "model", "seed", "density", "sparsity", "split"])
+    return pd.DataFrame(rows)
 
 
 def load_history(root: str | os.PathLike | None = None, run_ids: Optional[Iterable[str]] = None) -> "pandas.DataFrame":  # noqa: F821

@@ -69,10 +69,15 @@ def run_method(exp: Experiment, method: str, seed: int, **kwargs: Any) -> RunRes
     """
     cfg = make_config(method, **kwargs)
     check_method_args(exp, method, cfg)
-    spec = METHODS.get(method)
-    if spec.prepare is not None:
-        spec.prepare(exp, cfg)
-    return spec.run(exp, cfg, seed)
+    prepare_method(exp, method, cfg)
+    return METHODS.get(method).run(exp, cfg, seed)
+
+
+def prepare_method(exp: Experiment, method: str, cfg: Any) -> None:
+    """Let the method set up what the dense runs compute while they train (its ``prepare`` hook, if any)."""
+    prepare = METHODS.get(method).prepare
+    if prepare is not None:
+        prepare(exp, cfg)
 
 
 def config_dict(cfg: Any) -> dict:
