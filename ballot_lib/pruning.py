@@ -96,12 +96,15 @@ def mask_from_scores(
     if _check_scope(scope) == "layer":
         return {n: topk_mask_flat(flat[n], kept_count(d, flat[n].numel())).view_as(scores[n]) for n in names}
     allv = torch.cat([flat[n] for n in names])
-    keep = topk_mask_flat(allv, kept_count(d, allv.numel()))
+    return unflatten(topk_mask_flat(allv, kept_count(d, allv.numel())), scores)
+
+
+def unflatten(flat: torch.Tensor, like: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Cut a 1-D tensor laid out as the concatenation of ``like``'s flattened tensors back into their shapes."""
     out, start = {}, 0
-    for n in names:
-        m = flat[n].numel()
-        out[n] = keep[start:start + m].view_as(scores[n])
-        start += m
+    for n, t in like.items():
+        out[n] = flat[start:start + t.numel()].view(t.shape)
+        start += t.numel()
     return out
 
 
@@ -347,5 +350,5 @@ def sparsity(mask: Mapping[str, torch.Tensor]) -> float:
 __all__: Sequence[str] = [
     "Mask", "apply_mask", "budgets_from_densities", "budgets_from_mask", "check_density", "check_mask_matches",
     "density", "erk_densities", "imp_densities", "kept_count", "layer_densities", "load_mask", "magnitude_mask",
-    "mask_from_scores", "overlap", "random_mask", "save_mask", "sparsity", "structured_mask", "topk_mask_flat",
+    "mask_from_scores", "overlap", "random_mask", "save_mask", "sparsity", "structured_mask", "topk_mask_flat", "unflatten",
 ]

@@ -36,7 +36,7 @@ from torch import nn
 from ..experiment import DenseExtra, Experiment, RunResult
 from ..models import prunable_names
 from ..pruning import (SCOPES, budgets_from_densities, budgets_from_mask, check_density, erk_densities,
-                       kept_count, magnitude_mask, overlap)
+                       kept_count, magnitude_mask, overlap, unflatten)
 from ..results import Run, config_hash
 from ..training import DeviceData, epoch_generator, predict_logits
 from ..registry import check_choice
@@ -63,13 +63,13 @@ def normalize_dim0(t: torch.Tensor) -> torch.Tensor:
 
 
 def epoch_scores(pair: GradPair, eta: float = 1.0, score: str = "signed", conflict: str = "none"
-                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Score of every entry for one epoch, and the entries eligible for a vote.
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Score of every entry for one epoch, the entries eligible for a vote, and the entries not vetoed.
 
-    Returns ``(scores, eligible)``: eligible entries have a non-zero score and, with ``conflict="veto"``,
-    gradients of the same sign. In the per-epoch top-k, vetoed entries are ranked after all others (their vote
-    passes to the next agreeing entry), while zero-score entries keep their rank and simply cast no vote — as in
-    the authors' code, where a zero among the top-k values gets no vote.
+    Returns ``(scores, eligible, not_vetoed)``: eligible entries have a non-zero score and are not vetoed
+    (``conflict="veto"`` vetoes entries whose two gradients differ in sign). In the per-epoch top-k, vetoed entries
+    are ranked after all others (their vote passes to the next agreeing entry), while zero-score entries keep
+    their rank and simply cast no vote — as in the authors' code, where a zero among the top-k values gets no vote.
     """
     check_choice("score", score, SCORES)
     check_choice("conflict", conflict, CONFLICTS)
@@ -79,7 +79,7 @@ def epoch_scores(pair: GradPair, eta: float = 1.0, score: str = "signed", confli
         raise ValueError("score='taylor' needs the weights: pass (g_acc, g_fair, weights) triples")
     if set(g_acc) != set(g_fair):
         raise ValueError("g_acc and g_fair must name the same tensors")
-    scores, eligible = {}, {}
+    scores, eligible, not_vetoed = {}, {}, {}
     for n in g_acc:
         if g_acc[n].shape != g_fair[n].shape:
             raise ValueError(f"{n}: g_acc shape {tuple(g_acc[n].shape)} != g_fair shape {tuple(g_fair[n].shape)}")
@@ -89,18 +89,9 @@ def epoch_scores(pair: GradPair, eta: float = 1.0, score: str = "signed", confli
             s = s.abs()
         elif score == "taylor":
             s = (weights[n].double().to(s.device) * s).abs()
-        ok = s != 0
-        if conflict == "veto":
-            ok &= torch.sign(a) == torch.sign(f)
-        scores[n], eligible[n] = s, ok
-    return scores, eligible
-
-
-def _not_vetoed(pair: GradPair, conflict: str) -> dict[str, torch.Tensor]:
-    """Entries not vetoed for disagreeing signs (all of them unless ``conflict="veto"``)."""
-    if conflict != "veto":
-        return {n: torch.ones(t.shape, dtype=torch.bool) for n, t in pair[0].items()}
-    return {n: torch.sign(pair[0][n]) == torch.sign(pair[1][n]) for n in pair[0]}
+        agree = torch.sign(a) == torch.sign(f) if conflict == "veto" else torch.ones_like(s, dtype=torch.bool)
+        scores[n], eligible[n], not_vetoed[n] = s, (s != 0) & agree, agree
+    return scores, eligible, not_vetoed
 
 
 def _kept_counts(names: Sequence[str], sizes: Mapping[str, int], density: Optional[float], scope: str,
@@ -147,8 +138,7 @@ def vote_counts(grad_pairs: Sequence[GradPair], density: Optional[float] = None,
     votes = {n: torch.zeros(sizes[n], dtype=torch.long) for n in names}
     total = {n: torch.zeros(sizes[n], dtype=torch.float64) for n in names}
     for pair in grad_pairs:
-        scores, eligible = epoch_scores(pair, eta, score, conflict)
-        agree = _not_vetoed(pair, conflict)
+        scores, eligible, agree = epoch_scores(pair, eta, score, conflict)
         flat_s = {n: scores[n].flatten().cpu() for n in names}
         flat_e = {n: eligible[n].flatten().cpu() for n in names}
         flat_a = {n: agree[n].flatten().cpu().to(torch.int8) for n in names}
@@ -163,10 +153,8 @@ def vote_counts(grad_pairs: Sequence[GradPair], density: Optional[float] = None,
             top = top[e[top]]  # zero-score or vetoed entries in the top-k cast no vote
             hit = torch.zeros(s.numel(), dtype=torch.long)
             hit[top] = 1
-            start = 0
-            for n in names:
-                votes[n] += hit[start:start + sizes[n]]
-                start += sizes[n]
+            for n, h in unflatten(hit, votes).items():
+                votes[n] += h
         else:
             for n in names:
                 top = _top([flat_a[n], flat_s[n]], per_tensor[n])
@@ -204,10 +192,7 @@ def vote_mask(grad_pairs: Sequence[GradPair], density: Optional[float], eta: flo
         t = torch.cat([total[n].flatten() for n in names])
         keep = torch.zeros(v.numel(), dtype=torch.bool)
         keep[_top([v, t], kept_count(density, v.numel()))] = True
-        start = 0
-        for n in names:
-            out[n] = keep[start:start + sizes[n]].view(votes[n].shape)
-            start += sizes[n]
+        out = unflatten(keep, votes)
     else:
         for n in names:
             keep = torch.zeros(sizes[n], dtype=torch.bool)
@@ -334,7 +319,7 @@ class VoteCollector(DenseExtra):
         dev = exp.device_
         val_data = DeviceData(bundle.val, bundle, dev)
         state = {"epochs": [], "g_acc": [], "g_fair": [], "weights": [], "weight_spread": [], "seconds": 0.0}
-        self._state, self._run = state, run
+        self._state = state
 
         def hook(net: nn.Module, epoch: int, row: dict) -> None:
             if epoch not in vote_at:
