@@ -170,22 +170,33 @@ def validate_job(notebook: Path, params: Mapping[str, Any]) -> None:
         raise ValueError(f"rewind_epoch must be in [0, {exp.train.epochs}), got {rewind}")
 
 
-def run_grid_file(params_file: Path, out: Path, workers: int = 1, gpus: Sequence[str] = (),
-                  slurm: bool = False, slurm_args: Optional[Mapping[str, Any]] = None,
-                  folder: Path = NOTEBOOKS) -> int:
-    """Execute every job of a parameter file (skipping finished ones); return the number of failures."""
+def validate_params_file(params_file: Path, folder: Path = NOTEBOOKS
+                         ) -> tuple[dict[str, Any], Path, list[dict[str, Any]]]:
+    """Load a parameter file and check every job (and the aggregate analysis) against its notebook.
+
+    Returns ``(spec, notebook path, jobs)``; nothing is loaded or trained.
+    """
     spec = load_params_file(params_file)
     nb = folder / spec["notebook"]
     if not nb.is_file():
         raise FileNotFoundError(f"notebook {nb} named by {params_file} does not exist; "
                                 f"available: {[p.name for p in notebooks(folder)]}")
-    out = Path(out).resolve()
-    jobs = []
-    for params in expand_jobs(spec):
-        validate_job(nb, params)  # every job is checked before any runs
+    jobs = expand_jobs(spec)
+    for params in jobs:
+        validate_job(nb, params)
     if spec["aggregate"]:
         validate_job(nb, {**spec["parameters"], **spec["aggregate"]})
-    for params in expand_jobs(spec):
+    return spec, nb, jobs
+
+
+def run_grid_file(params_file: Path, out: Path, workers: int = 1, gpus: Sequence[str] = (),
+                  slurm: bool = False, slurm_args: Optional[Mapping[str, Any]] = None,
+                  folder: Path = NOTEBOOKS) -> int:
+    """Execute every job of a parameter file (skipping finished ones); return the number of failures."""
+    spec, nb, expanded = validate_params_file(params_file, folder)
+    out = Path(out).resolve()
+    jobs = []
+    for params in expanded:
         params = {**params, "results_dir": str(out / "results")}
         job_id = config_hash({"notebook": nb.name, **params})
         jobs.append((job_id, params))
@@ -287,12 +298,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         out = a.out or Path("outputs") / a.params.stem
         return 1 if run_grid_file(a.params, out, workers, gpus, a.slurm, json.loads(a.slurm_args)) else 0
     for f in a.params:
-        spec = load_params_file(f)
-        for job in expand_jobs(spec):
-            validate_job(NOTEBOOKS / spec["notebook"], job)
-        if spec["aggregate"]:
-            validate_job(NOTEBOOKS / spec["notebook"], {**spec["parameters"], **spec["aggregate"]})
-        print(f"{f}: {len(expand_jobs(spec))} jobs valid" + (", plus the aggregate analysis" if spec["aggregate"] else ""))
+        spec, _, jobs = validate_params_file(f)
+        print(f"{f}: {len(jobs)} jobs valid" + (", plus the aggregate analysis" if spec["aggregate"] else ""))
     return 0
 
 

@@ -69,11 +69,8 @@ def test_papermill_run_with_injected_parameters(tmp_path):
 
 @pytest.mark.parametrize("path", PARAM_FILES, ids=lambda p: p.name)
 def test_full_run_parameter_files_validate(path):
-    spec = sweep.load_params_file(path)
-    jobs = sweep.expand_jobs(spec)
-    assert jobs
-    for job in jobs:
-        sweep.validate_job(REPO / "notebooks" / spec["notebook"], job)
+    spec, nb, jobs = sweep.validate_params_file(path)
+    assert jobs and nb.parent == REPO / "notebooks"
 
 
 def test_parameter_files_cover_the_required_full_runs():
