@@ -12,7 +12,7 @@ Example:
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 import torch
@@ -199,17 +199,6 @@ def load_run(run: Run) -> RunResult:
     """Load a complete run's metrics, summary and (if present) mask."""
     mask = load_mask(run.file("mask.pt")) if run.file("mask.pt").exists() else None
     return RunResult(run, run.read_json("metrics.json"), run.read_json("summary.json"), mask)
-
-
-def scaled_recipe(cfg: TrainConfig, epochs: Optional[int], lr: Optional[float] = None) -> TrainConfig:
-    """The recipe stretched to ``epochs`` (multistep milestones and warm-up scaled proportionally)."""
-    if epochs is None and lr is None:
-        return cfg
-    e = cfg.epochs if epochs is None else epochs
-    f = e / cfg.epochs
-    return replace(cfg, epochs=e, lr=cfg.lr if lr is None else lr,
-                   milestones=tuple(int(round(m * f)) for m in cfg.milestones),
-                   warmup_epochs=int(round(cfg.warmup_epochs * f)))
 
 
 def experiment_from_params(

@@ -238,8 +238,8 @@ def make_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def predict_logits(net: nn.Module, data: DeviceData, batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
-    """Logits (float32, CPU) for a whole device-resident split, in eval mode."""
+def _logits(net: nn.Module, data: DeviceData, batch_size: int, amp: bool) -> torch.Tensor:
+    """Logits (float32, on the data's device) for a whole device-resident split, in eval mode."""
     was_training = net.training
     net.eval()
     out = []
@@ -247,12 +247,17 @@ def predict_logits(net: nn.Module, data: DeviceData, batch_size: int = 1024, amp
         with torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=amp):
             out.append(net(xb).float())
     net.train(was_training)
-    return torch.cat(out).cpu()
+    return torch.cat(out)
+
+
+def predict_logits(net: nn.Module, data: DeviceData, batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
+    """Logits (float32, CPU) for a whole device-resident split, in eval mode."""
+    return _logits(net, data, batch_size, amp).cpu()
 
 
 def predict(net: nn.Module, data: DeviceData, batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
-    """Predicted labels for a whole device-resident split (CPU tensor)."""
-    return predict_logits(net, data, batch_size, amp).argmax(1)
+    """Predicted labels for a whole device-resident split (CPU tensor; only the labels leave the device)."""
+    return _logits(net, data, batch_size, amp).argmax(1).cpu()
 
 
 def evaluate(net: nn.Module, data: DeviceData, bundle: DataBundle, batch_size: int = 1024,
