@@ -22,6 +22,7 @@ from .data import DataBundle, DataConfig, get_dataset
 from .models import ModelConfig, build_model
 from .pruning import load_mask
 from .results import ResultsStore, Run
+from .validation import check_arguments, check_device_name, check_fields, check_seed
 from .training import TrainConfig, TrainResult, resolve_device, state_dict_cpu, train
 
 #: Epochs after which the dense run keeps its weights as rewind points θk (other k are replayed on demand).
@@ -65,6 +66,7 @@ class Experiment:
 
     def __post_init__(self) -> None:
         # Validate everything up front, before any data is loaded or any training starts.
+        check_fields(self, paths=("results_dir",))
         self.data.validate()
         self.model.validate()
         self.train.validate()
@@ -101,7 +103,7 @@ class Experiment:
             "data": self.data.identity(),
             "model": self.model.identity(),
             "train": self.train.identity(),
-            "seed": int(seed),
+            "seed": check_seed(seed),
         }
 
     def train_net(self, net: nn.Module, run: Run, seed: int, **kwargs) -> TrainResult:
@@ -228,9 +230,14 @@ def experiment_from_params(
 ) -> Experiment:
     """Build an :class:`Experiment` from flat notebook parameters ("" / 0 mean "default"; see the notebooks).
 
-    Everything is validated (names, ranges) before any data is loaded. ``check_device=False`` skips checking
-    that the device exists, so a GPU parameter file can be validated on a CPU machine.
+    Everything is validated (types without coercion, names, ranges, cross-field rules) before any data is loaded
+    or anything is written; errors are :class:`~ballot_lib.validation.ParameterError` naming the parameter.
+    ``check_device=False`` skips checking that the device exists (its name is still checked), so a GPU parameter
+    file can be validated on a CPU machine.
     """
+    check_arguments(experiment_from_params, dict(locals()), paths=("data_root", "results_dir"))
+    if not check_device:
+        check_device_name(device)
     data = DataConfig(name=dataset, root=data_root or None, long_tail=long_tail, lt_ratio=lt_ratio,
                       max_train=max_train or None, skew=skew, target=target or None,
                       sensitive=sensitive or None, image_size=image_size or None)

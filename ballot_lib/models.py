@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .registry import Registry
+from .validation import check_fields, check_int
 
 #: name -> builder(input_shape, num_classes, cfg) -> nn.Module
 MODELS: Registry[Callable[[tuple[int, ...], int, "ModelConfig"], nn.Module]] = Registry("model")
@@ -33,9 +34,11 @@ class ModelConfig:
         return asdict(self)
 
     def validate(self) -> "ModelConfig":
+        """Check the fields' types (no coercion), the model name and the width."""
+        check_fields(self)
         MODELS.get(self.name)
-        if self.width is not None and self.width < 1:
-            raise ValueError(f"width must be a positive integer or None, got {self.width}")
+        if self.width is not None:
+            check_int("width", self.width, 1)
         return self
 
 

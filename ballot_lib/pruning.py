@@ -32,14 +32,13 @@ SCOPES = ("global", "layer")
 
 
 def check_density(density: float) -> float:
-    """Return ``density`` as a float if it lies in (0, 1], else raise ``ValueError`` naming the valid range."""
-    try:
-        d = float(density)
-    except (TypeError, ValueError):
-        raise ValueError(f"density must be a number in (0, 1], got {density!r}") from None
-    if not (0.0 < d <= 1.0) or math.isnan(d):
-        raise ValueError(f"density must be in (0, 1] (fraction of prunable weights kept), got {density!r}")
-    return d
+    """Return ``density`` as a float if it is a number in (0, 1], else raise ``ValueError`` naming the valid range.
+
+    Strings (``"0.2"``) and bools are rejected, not converted (see :func:`ballot_lib.validation.check_density`).
+    """
+    from .validation import check_density as _check
+
+    return _check(density)
 
 
 def _check_scope(scope: str) -> str:

@@ -29,6 +29,7 @@ from . import metrics as M
 from .data import DataBundle, Split
 from .registry import check_choice
 from .results import ResultsError, atomic_torch_save, safe_torch_load
+from .validation import ParameterError, check_fields, check_int, check_number
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "multistep", "cosine")
@@ -64,16 +65,26 @@ class TrainConfig:
         return d
 
     def validate(self) -> "TrainConfig":
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        """Check every field's type (no coercion), range and the cross-field rules; raise ``ParameterError``."""
+        check_fields(self)
+        check_int("epochs", self.epochs, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("eval_batch_size", self.eval_batch_size, 1)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.warmup_epochs < 0 or self.warmup_epochs >= max(self.epochs, 1) and self.warmup_epochs > 0:
-            raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
+        check_number("lr", self.lr, 0, low_open=True)
+        check_number("momentum", self.momentum, 0, 1, high_open=True)
+        check_number("weight_decay", self.weight_decay, 0)
+        check_number("gamma", self.gamma, 0, low_open=True)
+        if self.warmup_epochs != 0:
+            check_int("warmup_epochs", self.warmup_epochs, 0, self.epochs, high_open=True,
+                      hint=f" (epochs = {self.epochs})")
+        # Milestones are epochs inside the schedule at which the learning rate decays, in increasing order.
+        for i, m in enumerate(self.milestones):
+            check_int(f"milestones[{i}]", m, 1, self.epochs, high_open=True,
+                      hint=f" (an epoch inside the schedule of {self.epochs} epochs)")
+        if list(self.milestones) != sorted(set(self.milestones)):
+            raise ParameterError(f"milestones must be strictly increasing, got {list(self.milestones)}")
         return self
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..registry import Registry
+from ..validation import ParameterError, check_fields, check_int, check_number, check_seed
 
 
 class DatasetError(RuntimeError):
@@ -142,24 +143,49 @@ class DataConfig:
         return d
 
     def validate(self) -> "DataConfig":
+        """Check types (no coercion), ranges and that ``target``/``sensitive``/``image_size`` apply to the dataset."""
+        check_fields(self, paths=("root",))
         DATASETS.get(self.name)
         if self.long_tail not in ("none", "exp", "step"):
             raise ValueError(f"long_tail must be one of 'none', 'exp', 'step', got {self.long_tail!r}")
-        if not self.lt_ratio >= 1.0:
-            raise ValueError(f"lt_ratio must be >= 1 (n_max / n_min), got {self.lt_ratio}")
-        if not 0.0 < self.lt_keep <= 1.0:
-            raise ValueError(f"lt_keep must be in (0, 1], got {self.lt_keep}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        if not 0.5 <= self.skew <= 1.0:
-            raise ValueError(f"skew must be in [0.5, 1], got {self.skew}")
-        if self.max_train is not None and self.max_train < 1:
-            raise ValueError(f"max_train must be a positive integer or None, got {self.max_train}")
+        check_seed(self.split_seed, "split_seed")
+        check_number("lt_ratio", self.lt_ratio, 1, hint=" (n_max / n_min)")
+        check_number("lt_keep", self.lt_keep, 0, 1, low_open=True)
+        check_number("val_fraction", self.val_fraction, 0, 1, low_open=True, high_open=True)
+        check_number("skew", self.skew, 0.5, 1)
+        for i, c in enumerate(self.lt_classes):
+            check_int(f"lt_classes[{i}]", c, 0)
+        if self.max_train is not None:
+            check_int("max_train", self.max_train, 1, hint=" (or None for all)")
+        if self.image_size is not None:
+            check_int("image_size", self.image_size, 1, hint=" (pixels; empty/0/None: the dataset default)")
+        # Options a dataset does not take would be silently ignored, yet hashed into the run: reject them.
+        options = DATASET_OPTIONS.get(self.name, {})
+        for key in ("target", "sensitive", "image_size"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if key not in options:
+                takes = sorted(n for n, o in DATASET_OPTIONS.items() if key in o)
+                raise ParameterError(f"{key}={value!r} does not apply to dataset {self.name!r} (only to "
+                                     f"{', '.join(takes)}); leave it empty")
+            if options[key] is not None and value not in options[key]:
+                raise ParameterError(f"unknown {key} {value!r} for dataset {self.name!r}; valid choices: "
+                                     f"{', '.join(options[key])}")
         return self
 
 
 #: name -> loader(cfg: DataConfig) -> DataBundle
 DATASETS: Registry[Callable[[DataConfig], DataBundle]] = Registry("dataset")
+
+#: Which datasets take ``target``, ``sensitive`` and ``image_size``, and (where fixed) their valid values; ``None``
+#: means the loader checks the value (CelebA's attribute names come from its files). Any other dataset rejects them.
+DATASET_OPTIONS: dict[str, dict[str, Optional[tuple]]] = {
+    "adult": {"sensitive": ("sex", "race")},
+    "celeba": {"target": None, "sensitive": None, "image_size": None},
+    "utkface": {"target": ("gender", "race", "age_bin"), "sensitive": ("gender", "race", "age_bin", "none"),
+                "image_size": None},
+}
 
 
 def stratified_split(

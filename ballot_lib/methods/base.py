@@ -12,6 +12,7 @@ from ..pruning import check_density, check_mask_matches, density as mask_density
 from ..registry import Registry
 from ..results import Run
 from ..training import TrainConfig
+from ..validation import check_fields, check_seed
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ def run_method(exp: Experiment, method: str, seed: int, **kwargs: Any) -> RunRes
     Example:
         >>> run_method(exp, "lth", seed=0, density=0.2, rewind_epoch=1)  # doctest: +SKIP
     """
+    check_seed(seed)
     cfg = make_config(method, **kwargs)
     check_method_args(exp, method, cfg)
     prepare_method(exp, method, cfg)
@@ -98,6 +100,8 @@ class SparseConfig:
             object.__setattr__(self, "density", float(self.density))
 
     def validate(self) -> "SparseConfig":
+        """Check every field against its annotation (no coercion; subclasses' fields too), then the density."""
+        check_fields(self)
         check_density(self.density)
         return self
 
