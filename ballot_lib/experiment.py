@@ -114,31 +114,46 @@ class Experiment:
 
     # -- the dense run ---------------------------------------------------------------------------------------
     def dense(self, seed: int) -> RunResult:
-        """Train (or load) the dense network of ``seed``; stores θ0, early θk and θT."""
+        """Train (or load) the dense network of ``seed``; stores θ0, early θk and θT.
+
+        The run folder is locked while it is written (a second process waits, then loads it). Registered extras
+        (Ballot's vote tallies) ride along; their running state is saved in the training checkpoint, so a run
+        killed and resumed computes them exactly as an uninterrupted one.
+        """
         run = self.store.run(self.run_config("dense", {}, seed))
-        extras = [e for e in self.dense_extras.values() if not e.done(run)]
-        if run.complete and extras:
-            self._replay_dense(run, seed, extras)
-        if not run.complete:
-            self.bundle  # noqa: B018  (load the data first: a missing dataset must leave no run folder behind)
-            run.start()
-            torch.manual_seed(seed)
-            net = self.new_model()
-            if not run.file("theta0.pt").exists():
-                run.save_tensor("theta0.pt", state_dict_cpu(net))
-            net.load_state_dict(run.load_tensor("theta0.pt"))
-
-            def keep(net_: nn.Module, epoch: int, row: dict) -> None:
-                if epoch in DENSE_KEEP_EPOCHS and epoch < self.train.epochs:
-                    run.save_tensor(f"theta_e{epoch}.pt", state_dict_cpu(net_))
-
-            hooks = [keep] + [e.start(self, run, seed) for e in extras]
-            res = self.train_net(net, run, seed, hooks=hooks, desc=f"dense s{seed}")
-            for e in extras:
-                e.finish(run)
-            run.save_tensor("thetaT.pt", state_dict_cpu(net))
-            finish_run(run, res, density=1.0, train_epochs=self.train.epochs, compute_epochs=self.train.epochs)
+        if run.complete and all(e.done(run) for e in self.dense_extras.values()):
+            return load_run(run)
+        self.bundle  # noqa: B018  (load the data first: a missing dataset must leave no run folder behind)
+        with run.lock():
+            extras = [e for e in self.dense_extras.values() if not e.done(run)]
+            if run.complete and extras:
+                self._replay_dense(run, seed, extras)
+            if not run.complete:
+                self._train_dense(run, seed, extras)
         return load_run(run)
+
+    def _train_dense(self, run: Run, seed: int, extras: list["DenseExtra"]) -> None:
+        run.start()
+        torch.manual_seed(seed)
+        net = self.new_model()
+        if not run.file("theta0.pt").exists():
+            run.save_tensor("theta0.pt", state_dict_cpu(net))
+        net.load_state_dict(run.load_tensor("theta0.pt"))
+
+        def keep(net_: nn.Module, epoch: int, row: dict) -> None:
+            if epoch in DENSE_KEEP_EPOCHS and epoch < self.train.epochs:
+                run.save_tensor(f"theta_e{epoch}.pt", state_dict_cpu(net_))
+
+        hooks = [keep] + [e.start(self, run, seed) for e in extras]
+        state = {e.file: e for e in extras}
+        res = self.train_net(net, run, seed, hooks=hooks, desc=f"dense s{seed}", state=state)
+        # An extra registered only after the run was interrupted missed the first epochs: it is not stored
+        # (finish returns False) and is computed by an exact replay once the dense run is complete.
+        missed = [e for e in extras if not e.finish(run)]
+        run.save_tensor("thetaT.pt", state_dict_cpu(net))
+        finish_run(run, res, density=1.0, train_epochs=self.train.epochs, compute_epochs=self.train.epochs)
+        if missed:
+            self._replay_dense(run, seed, missed)
 
     def _replay_dense(self, run: Run, seed: int, extras: list["DenseExtra"]) -> None:
         net = self.new_model()
@@ -146,7 +161,8 @@ class Experiment:
         self.train_net(net, run, seed, hooks=[e.start(self, run, seed) for e in extras], checkpoint=None,
                        eval_splits=("val",), desc=f"dense replay s{seed}")
         for e in extras:
-            e.finish(run)
+            if not e.finish(run):
+                raise RuntimeError(f"dense extra {e.file} incomplete after a full replay of {run.path}")
 
     def dense_weights(self, seed: int, epoch: int) -> dict[str, torch.Tensor]:
         """Dense weights of ``seed`` after ``epoch`` epochs (0 = θ0, ``train.epochs`` = θT).
@@ -174,7 +190,13 @@ class Experiment:
 
 
 class DenseExtra:
-    """Something computed alongside a dense training run (interface; see :meth:`Experiment.add_dense_extra`)."""
+    """Something computed alongside a dense training run (interface; see :meth:`Experiment.add_dense_extra`).
+
+    It is also a :class:`~ballot_lib.training.Stateful`: its running state travels in the dense run's training
+    checkpoint (``state_dict`` / ``load_state_dict``), keyed by ``file``.
+    """
+
+    file: str = ""
 
     def done(self, run: Run) -> bool:
         """True when the dense run folder already holds this extra's output."""
@@ -184,9 +206,15 @@ class DenseExtra:
         """Return an epoch hook ``hook(net, epoch, row)`` for the dense training of ``seed``."""
         raise NotImplementedError
 
-    def finish(self, run: Run) -> None:
-        """Store the output in the dense run folder."""
+    def finish(self, run: Run) -> bool:
+        """Store the output in the dense run folder; False if it saw only part of the training (nothing stored)."""
         raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: Optional[dict]) -> None:
+        pass
 
 
 def finish_run(run: Run, res: TrainResult, **summary: Any) -> None:

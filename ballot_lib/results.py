@@ -11,16 +11,22 @@ Layout of ``<results root>/runs/<run_id>/``:
 * ``summary.json``  written last; its presence marks the run complete, so a finished run is skipped.
 
 Every file is written atomically (temporary file in the same folder, then ``os.replace``), so an interrupted
-write never leaves a half-written file behind. ``load_results()`` collects every complete run into one tidy
+write never leaves a half-written file behind. One process at a time writes a run folder: :meth:`Run.lock` (a
+``.lock`` file created with ``O_EXCL``, see :class:`RunLock`) makes a second process wait, then load the finished
+run. ``load_results()`` collects every complete run into one tidy
 DataFrame: one row per (run, evaluation split), one column per configuration field or metric.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import socket
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
@@ -121,6 +127,154 @@ def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
         ) from None
 
 
+#: Seconds between heart-beats of a held lock, and the age after which a lock of a process that cannot be
+#: checked (another host) counts as stale. Override with ``$BALLOT_LOCK_STALE_S``.
+LOCK_HEARTBEAT_S = 30.0
+LOCK_STALE_S = float(os.environ.get("BALLOT_LOCK_STALE_S", "600"))
+
+
+class LockTimeout(ResultsError):
+    """Another live process held a run folder's lock for longer than the caller was willing to wait."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """One writer per run folder: an exclusive ``.lock`` file, re-entrant within a process.
+
+    * Acquire: ``os.open(..., O_CREAT | O_EXCL)`` of ``<run>/.lock``, which is atomic on local filesystems and
+      on NFSv3+/Lustre/GPFS as used by Slurm clusters. The file holds ``host pid``; while held, a background
+      thread touches it every :data:`LOCK_HEARTBEAT_S` seconds.
+    * Wait: a second process polls until the lock is released (then the caller finds the run complete and loads
+      it), or raises :class:`LockTimeout` after ``timeout`` seconds (``None`` = wait for ever).
+    * Stale rule: a lock is taken over when its holder is dead — on the same host, its pid no longer exists; on
+      another host (no way to check the pid), its heart-beat is older than :data:`LOCK_STALE_S` seconds
+      (``$BALLOT_LOCK_STALE_S``, default 600). Take-over itself is serialised by a second ``O_EXCL`` file
+      (``.lock.takeover``), so two waiters never both take over.
+    """
+
+    _held: dict[str, int] = {}  # path -> depth, for re-entrancy within this process
+    _guard = threading.Lock()
+
+    def __init__(self, folder: Path, timeout: Optional[float] = None, poll: float = 0.2) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / ".lock"
+        self.timeout = timeout
+        self.poll = poll
+        self._stop: Optional[threading.Event] = None
+
+    def _owner(self) -> Optional[tuple[str, int, float]]:
+        try:
+            text = self.path.read_text().split()
+            mtime = self.path.stat().st_mtime
+            return text[0], int(text[1]), mtime
+        except (FileNotFoundError, IndexError, ValueError):
+            return None
+
+    def _stale(self) -> bool:
+        owner = self._owner()
+        if owner is None:
+            # Unreadable (being written, or truncated by a crash): stale only when old.
+            try:
+                return time.time() - self.path.stat().st_mtime > LOCK_STALE_S
+            except FileNotFoundError:
+                return False
+        host, pid, mtime = owner
+        if host == socket.gethostname():
+            return not _pid_alive(pid) or (pid == os.getpid() and str(self.path) not in RunLock._held)
+        return time.time() - mtime > LOCK_STALE_S
+
+    def _try_create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        except FileNotFoundError:  # the empty folder was just removed by a releasing process: make it again
+            self.folder.mkdir(parents=True, exist_ok=True)
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{socket.gethostname()} {os.getpid()}\n")
+        return True
+
+    def _take_over(self) -> None:
+        guard = self.folder / ".lock.takeover"
+        try:
+            fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            # Someone else is taking over; a guard left by a killed process is removed once old.
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - guard.stat().st_mtime > 60:
+                    guard.unlink()
+            return
+        os.close(fd)
+        try:
+            if self._stale():
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                guard.unlink()
+
+    def acquire(self) -> "RunLock":
+        key = str(self.path)
+        with RunLock._guard:
+            if key in RunLock._held:
+                RunLock._held[key] += 1
+                return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        while not self._try_create():
+            if self._stale():
+                self._take_over()
+                continue
+            if self.timeout is not None and time.monotonic() - t0 > self.timeout:
+                owner = self._owner()
+                raise LockTimeout(f"run folder {self.folder} is locked by {owner[:2] if owner else 'another process'}"
+                                  f" (file {self.path}); waited {self.timeout:.0f} s. If no process is running this"
+                                  f" run, delete {self.path}")
+            time.sleep(self.poll)
+        with RunLock._guard:
+            RunLock._held[key] = 1
+        self._stop = threading.Event()
+        threading.Thread(target=self._beat, args=(self._stop,), daemon=True).start()
+        return self
+
+    def _beat(self, stop: threading.Event) -> None:
+        while not stop.wait(LOCK_HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
+    def release(self) -> None:
+        key = str(self.path)
+        with RunLock._guard:
+            depth = RunLock._held.get(key, 0)
+            if depth > 1:
+                RunLock._held[key] = depth - 1
+                return
+            RunLock._held.pop(key, None)
+        if self._stop is not None:
+            self._stop.set()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        # A run that wrote nothing (e.g. failed validation) leaves no empty folder behind.
+        with contextlib.suppress(OSError):
+            self.folder.rmdir()
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
 class Run:
     """One run folder of the store."""
 
@@ -139,6 +293,10 @@ class Run:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+    def lock(self, timeout: Optional[float] = None) -> RunLock:
+        """The folder's writer lock (a context manager): ``with run.lock(): ...`` (see :class:`RunLock`)."""
+        return RunLock(self.path, timeout=timeout)
 
     def start(self) -> "Run":
         """Create the folder and write ``config.json`` (checks an existing folder holds the same config)."""

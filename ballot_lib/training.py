@@ -294,6 +294,16 @@ class TrainResult:
 EpochHook = Callable[[nn.Module, int, dict], None]
 
 
+class Stateful:
+    """Interface of the ``state`` objects of :func:`train`: state saved and restored with the checkpoint."""
+
+    def state_dict(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: Optional[dict]) -> None:
+        raise NotImplementedError
+
+
 def train(
     net: nn.Module,
     bundle: DataBundle,
@@ -312,6 +322,7 @@ def train(
     progress: bool = True,
     desc: str = "train",
     amp: Optional[bool] = None,
+    state: Optional[Mapping[str, "Stateful"]] = None,
 ) -> TrainResult:
     """Train ``net`` in place from epoch ``start_epoch`` to ``end_epoch`` (default ``cfg.epochs``).
 
@@ -328,6 +339,9 @@ def train(
         hooks: called as ``hook(net, epoch, row)`` after every epoch's evaluation (e.g. Ballot's vote collection).
         loss_fn: ``loss_fn(logits, y, g)``; default cross-entropy.
         amp: bf16 autocast; default on for CUDA.
+        state: name -> object with ``state_dict()`` / ``load_state_dict(d)`` (e.g. Ballot's running vote tallies)
+            saved in the checkpoint with the weights, so that what hooks accumulate resumes exactly with them.
+            On resume each gets ``load_state_dict(d)``, with ``d = None`` when the checkpoint does not hold it.
     Returns:
         :class:`TrainResult` with the per-epoch history and the final metrics per evaluated split.
     """
@@ -352,16 +366,20 @@ def train(
     loss_fn = loss_fn or (lambda logits, y, g: F.cross_entropy(logits, y))
     result = TrainResult(net)
 
-    # Resume from a checkpoint if one exists: weights, optimiser state, RNG, history and the epoch reached.
+    # Resume from a checkpoint if one exists: weights, optimiser state, RNG, history, extra state, epoch reached.
+    extra_state = dict(state or {})
     epoch0 = start_epoch
     if checkpoint is not None and Path(checkpoint).exists():
-        state = safe_torch_load(checkpoint, what="training checkpoint")
+        saved = safe_torch_load(checkpoint, what="training checkpoint")
         try:
-            net.load_state_dict(state["net"])
-            opt.load_state_dict(state["opt"])
-            torch.set_rng_state(state["rng"])
-            epoch0 = int(state["epoch"])
-            result.history = list(state["history"])
+            net.load_state_dict(saved["net"])
+            opt.load_state_dict(saved["opt"])
+            torch.set_rng_state(saved["rng"])
+            epoch0 = int(saved["epoch"])
+            result.history = list(saved["history"])
+            extras = saved.get("extras", {})
+            for name, obj in extra_state.items():
+                obj.load_state_dict(extras.get(name))
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             raise ResultsError(f"training checkpoint {checkpoint} does not match this run ({e}); delete it") from None
         enforcer.apply_weights()
@@ -397,8 +415,11 @@ def train(
         for hook in hooks:
             hook(net, epoch + 1, row)
         if checkpoint is not None:
-            atomic_torch_save({"net": net.state_dict(), "opt": opt.state_dict(), "rng": torch.get_rng_state(),
-                               "epoch": epoch + 1, "history": result.history}, checkpoint)
+            ckpt = {"net": net.state_dict(), "opt": opt.state_dict(), "rng": torch.get_rng_state(),
+                    "epoch": epoch + 1, "history": result.history}
+            if extra_state:
+                ckpt["extras"] = {name: obj.state_dict() for name, obj in extra_state.items()}
+            atomic_torch_save(ckpt, checkpoint)
         if hasattr(bar, "set_postfix"):
             shown = {"loss": f"{row['train_loss']:.3f}"}
             if "val_acc" in row:

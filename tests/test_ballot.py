@@ -405,15 +405,42 @@ def same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def votes_file(exp, cfg: ballot.VoteConfig) -> dict:
-    return exp.dense(SEED).run.load_tensor(f"votes_{cfg.key()}.pt")
+def record_of(exp, cfg: ballot.BallotConfig, eta=None) -> dict:
+    """The stored tally record of ``cfg`` (or of its η override) for SEED."""
+    tally = cfg.tally_config() if eta is None else cfg.tally_config(eta=eta)
+    collector = ballot.VoteCollector(cfg.vote_config())
+    return exp.dense(SEED).run.load_tensor(collector.tally_file(tally))
+
+
+class GradientSpy:
+    """Records, at every voting epoch, the gradients the collector computed and a *copy* of the weights then:
+    the inputs of the stored-gradient procedure (``vote_mask`` over a list of epochs)."""
+
+    def __init__(self, module):
+        self.pairs, self.orig = [], module.vote_gradients
+
+    def __call__(self, net, plist, *args, **kwargs):
+        ga, gf = self.orig(net, plist, *args, **kwargs)
+        names = prunable_names(net)
+        params = dict(net.named_parameters())
+        voted = [n for n in names if any(params[n] is p for p in plist)]
+        weights = {n: params[n].detach().clone() for n in names}
+        self.pairs.append(({n: g.detach().clone() for n, g in zip(voted, ga)},
+                           {n: g.detach().clone() for n, g in zip(voted, gf)}, weights))
+        return ga, gf
 
 
 @pytest.fixture(scope="module")
 def during(tmp_path_factory):
-    """Ballot run on a fresh experiment: the votes are collected during its dense run."""
+    """Ballot run on a fresh experiment: the votes are streamed during its dense run (gradients spied on)."""
     exp = make_experiment(tmp_path_factory.mktemp("ballot_during") / "results", epochs=EPOCHS)
-    res = run_method(exp, "ballot", SEED, density=DENSITY)
+    spy = GradientSpy(ballot)
+    ballot.vote_gradients = spy
+    try:
+        res = run_method(exp, "ballot", SEED, density=DENSITY)
+    finally:
+        ballot.vote_gradients = spy.orig
+    exp.spy = spy
     return exp, res
 
 
@@ -438,13 +465,6 @@ def test_ballot_mask_has_exact_density_with_lth_budgets(during):
     lth = P.magnitude_mask(net_T, DENSITY, "global")
     for n in weights:
         assert int(res.mask[n].sum()) == int(lth[n].sum()), n
-    # The mask is the vote of the stored gradients (default: taylor score, lth budgets).
-    pairs = ballot.grad_pairs_from(votes_file(exp, ballot.VoteConfig()), with_weights=True)
-    assert list(pairs[0][0]) == list(weights) and len(pairs) == EPOCHS
-    defaults = ballot.BallotConfig(density=DENSITY)
-    expected = ballot.vote_mask(pairs, DENSITY, eta=defaults.eta, score=defaults.score, conflict=defaults.conflict,
-                                budgets=P.budgets_from_mask(lth))
-    assert same(res.mask, expected)
     # Diagnostics.
     s = res.summary
     for key in ("vote_seconds", "sign_agreement", "overlap_eta0", "overlap_lth", "weight_spread_mean"):
@@ -455,6 +475,87 @@ def test_ballot_mask_has_exact_density_with_lth_budgets(during):
     assert s["density"] == pytest.approx(round(DENSITY * N) / N)
 
 
+def test_streamed_votes_equal_the_stored_gradient_procedure(during):
+    """The running tallies (nothing kept per epoch) give the votes, scores and mask of ``vote_mask`` over the list
+    of every epoch's stored (g_acc, g_fair, θ_e) — with the lth budgets of each epoch's weights for its vote."""
+    exp, res = during
+    pairs = exp.spy.pairs
+    assert len(pairs) == EPOCHS
+    # The weights the taylor score saw are each epoch's own, not θT (a CPU view of the live weights would be θT).
+    thetaT = exp.dense_weights(SEED, EPOCHS)
+    first = next(iter(pairs[0][2]))
+    assert not torch.equal(pairs[0][2][first], thetaT[first])
+    assert torch.equal(pairs[-1][2][first], thetaT[first])
+    cfg = make_config("ballot", density=DENSITY)
+    epoch_budgets = [P.budgets_from_mask(P.magnitude_mask(p[2], DENSITY, "global")) for p in pairs]
+    votes, total = ballot.vote_counts(pairs, DENSITY, cfg.eta, cfg.score, cfg.conflict,
+                                      epoch_budgets=epoch_budgets)
+    rec = record_of(exp, cfg)
+    assert rec["epochs"] == list(range(1, EPOCHS + 1))
+    for n in votes:
+        assert torch.equal(rec["votes"][n].long(), votes[n]), n
+        assert torch.allclose(rec["total"][n], total[n], rtol=0, atol=1e-12), n
+    final = P.budgets_from_mask(P.magnitude_mask(exp.model_from(thetaT), DENSITY, "global"))
+    expected = ballot.vote_mask(pairs, DENSITY, cfg.eta, cfg.score, cfg.conflict, budgets=final,
+                                epoch_budgets=epoch_budgets)
+    assert same(res.mask, expected)
+    # The η = 0 control streams along too, and the summary's overlap is computed from it.
+    rec0 = record_of(exp, cfg, eta=0.0)
+    eta0 = ballot.vote_mask(pairs, DENSITY, 0.0, cfg.score, cfg.conflict, budgets=final, epoch_budgets=epoch_budgets)
+    assert same(ballot.mask_from_votes(rec0["votes"], rec0["total"], DENSITY, budgets=final), eta0)
+    assert res.summary["overlap_eta0"] == pytest.approx(P.overlap(res.mask, eta0))
+    # The two gradients differ (the fairness weights are not flat), so the vote sees two signals.
+    assert not all(same(p[0], p[1]) for p in pairs)
+
+
+@pytest.mark.parametrize("scope,budgets", [("global", "none"), ("layer", "none"), ("global", "erk")])
+def test_tally_equals_vote_mask_for_every_pool(scope, budgets):
+    """VoteTally fed epoch by epoch equals vote_mask on the list, for global, per-layer and ERK pools."""
+    gen = torch.Generator().manual_seed(3)
+    pairs = [tuple({n: torch.randn(sh, generator=gen) for n, sh in SHAPES.items()} for _ in range(3))
+             for _ in range(4)]
+    t = ballot.TallyConfig(density=0.3, eta=0.7, score="taylor", conflict="veto", scope=scope, budgets=budgets)
+    shapes = {n: torch.Size(sh) for n, sh in SHAPES.items()}
+    tally = ballot.VoteTally(t, shapes, torch.device("cpu"))
+    for g_a, g_f, w in pairs:
+        a_hat = {n: ballot.normalize_dim0(g) for n, g in g_a.items()}
+        f_hat = {n: ballot.normalize_dim0(g) for n, g in g_f.items()}
+        tally.add(a_hat, f_hat, w, t.per_tensor(w, list(SHAPES)))
+    per = t.per_tensor(pairs[0][2], list(SHAPES))
+    expected = ballot.vote_mask(pairs, 0.3, 0.7, "taylor", "veto", scope, per)
+    votes, total = tally.shaped()
+    assert same(ballot.mask_from_votes(votes, total, 0.3, scope, per), expected)
+    # The state survives a round trip (what the checkpoint stores), and is a copy, not a view.
+    st = tally.state_dict()
+    first = next(iter(SHAPES))
+    tally.votes[first] += 1
+    other = ballot.VoteTally(t, shapes, torch.device("cpu"))
+    other.load_state_dict(st)
+    assert torch.equal(other.shaped()[0][first], votes[first])
+
+
+def test_vote_gradients_in_mini_batches_equal_the_one_batch_gradient():
+    from ballot_lib.data import DataBundle, Split
+    from ballot_lib.training import DeviceData
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    x, y = torch.randn(50, 6), torch.randint(0, 3, (50,))
+    split = Split(x, y)
+    bundle = DataBundle(name="t", train=split, val=split, test=split, num_classes=3, class_names=list("abc"))
+    data = DeviceData(split, bundle, torch.device("cpu"))
+    w_cell = torch.tensor([0.5, 1.0, 2.0])
+    plist = [p for n, p in net.named_parameters() if n.endswith("weight")]
+    per = F.cross_entropy(net(x), y, reduction="none")
+    w = w_cell[y]
+    ra = torch.autograd.grad(per.mean(), plist, retain_graph=True)
+    rf = torch.autograd.grad((w * per).sum() / w.sum(), plist)
+    for bs in (1, 7, 50):
+        ga, gf = ballot.vote_gradients(net, plist, data, w_cell, y, batch_size=bs)
+        for g, r in zip(ga + gf, list(ra) + list(rf)):
+            assert torch.allclose(g, r, rtol=1e-5, atol=1e-7), bs
+
+
 def test_collecting_votes_does_not_change_the_dense_run_and_replay_gives_the_same_votes(during, replayed):
     exp_a, res_a = during
     exp_b, res_b, thetaT_before = replayed
@@ -462,14 +563,11 @@ def test_collecting_votes_does_not_change_the_dense_run_and_replay_gives_the_sam
     thetaT_b = exp_b.dense(SEED).run.load_tensor("thetaT.pt")
     assert same(thetaT_a, thetaT_b)
     assert same(thetaT_b, thetaT_before)  # the replay did not touch the stored dense run
-    va, vb = votes_file(exp_a, ballot.VoteConfig()), votes_file(exp_b, ballot.VoteConfig())
+    cfg = make_config("ballot", density=DENSITY)
+    va, vb = record_of(exp_a, cfg), record_of(exp_b, cfg)
     assert va["epochs"] == vb["epochs"] == list(range(1, EPOCHS + 1))
-    for key in ("g_acc", "g_fair", "weights"):
-        assert len(va[key]) == len(vb[key]) == EPOCHS
-        assert all(same(x, y) for x, y in zip(va[key], vb[key])), key
-    assert va["weight_spread"] == vb["weight_spread"]
-    # The two gradients differ (the fairness weights are not flat), so the vote sees two signals.
-    assert not all(same(a, f) for a, f in zip(va["g_acc"], va["g_fair"]))
+    assert same(va["votes"], vb["votes"]) and same(va["total"], vb["total"])
+    assert va["weight_spread"] == vb["weight_spread"] and va["sign_counts"] == vb["sign_counts"]
     assert same(res_a.mask, res_b.mask)
 
 
@@ -522,11 +620,11 @@ def test_faithful_mode_prunes_only_the_final_layer(during):
     for n in names[:-1]:
         assert bool(res.mask[n].all()), n
     assert int(res.mask[last].sum()) == round(0.3 * res.mask[last].numel())
-    # The final layer's mask is the authors' vote on the stored final-layer gradients.
-    votes = votes_file(exp, make_config("ballot", mode="faithful").vote_config())
-    pairs = ballot.grad_pairs_from(votes)
-    assert list(pairs[0][0]) == [last]
-    assert torch.equal(res.mask[last], ballot.vote_mask(pairs, 0.3, 1.0, "signed", "none", "global")[last])
+    # The final layer's mask is the authors' vote (signed score, global top-k) on its streamed tally.
+    cfg_f = make_config("ballot", mode="faithful", density=0.3)
+    rec = record_of(exp, cfg_f)
+    assert list(rec["votes"]) == [last]
+    assert torch.equal(res.mask[last], ballot.mask_from_votes(rec["votes"], rec["total"], 0.3)[last])
 
 
 @pytest.mark.parametrize("kw,message", [

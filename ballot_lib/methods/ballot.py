@@ -36,7 +36,7 @@ from torch import nn
 from ..experiment import DenseExtra, Experiment, RunResult
 from ..models import prunable_names
 from ..pruning import (SCOPES, budgets_from_densities, budgets_from_mask, check_density, erk_densities,
-                       kept_count, magnitude_mask, overlap, unflatten)
+                       kept_count, magnitude_mask, overlap, prunable_weights, unflatten)
 from ..results import Run, config_hash
 from ..training import DeviceData, epoch_generator, predict_logits
 from ..registry import check_choice
@@ -62,6 +62,18 @@ def normalize_dim0(t: torch.Tensor) -> torch.Tensor:
     return F.normalize(t.double(), p=2.0, dim=0, eps=1e-30)
 
 
+def score_normalized(a: torch.Tensor, f: torch.Tensor, eta: float, score: str, conflict: str,
+                     weights: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Score, eligibility and non-veto of every entry of one tensor from its dim-0-normalised gradients."""
+    s = a + eta * f
+    if score == "agreement":
+        s = s.abs()
+    elif score == "taylor":
+        s = (weights.to(s.device, torch.float64) * s).abs()
+    agree = torch.sign(a) == torch.sign(f) if conflict == "veto" else torch.ones_like(s, dtype=torch.bool)
+    return s, (s != 0) & agree, agree
+
+
 def epoch_scores(pair: GradPair, eta: float = 1.0, score: str = "signed", conflict: str = "none"
                  ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Score of every entry for one epoch, the entries eligible for a vote, and the entries not vetoed.
@@ -83,14 +95,9 @@ def epoch_scores(pair: GradPair, eta: float = 1.0, score: str = "signed", confli
     for n in g_acc:
         if g_acc[n].shape != g_fair[n].shape:
             raise ValueError(f"{n}: g_acc shape {tuple(g_acc[n].shape)} != g_fair shape {tuple(g_fair[n].shape)}")
-        a, f = normalize_dim0(g_acc[n]), normalize_dim0(g_fair[n])
-        s = a + eta * f
-        if score == "agreement":
-            s = s.abs()
-        elif score == "taylor":
-            s = (weights[n].double().to(s.device) * s).abs()
-        agree = torch.sign(a) == torch.sign(f) if conflict == "veto" else torch.ones_like(s, dtype=torch.bool)
-        scores[n], eligible[n], not_vetoed[n] = s, (s != 0) & agree, agree
+        scores[n], eligible[n], not_vetoed[n] = score_normalized(
+            normalize_dim0(g_acc[n]), normalize_dim0(g_fair[n]), eta, score, conflict,
+            None if weights is None else weights[n])
     return scores, eligible, not_vetoed
 
 
@@ -113,60 +120,99 @@ def _kept_counts(names: Sequence[str], sizes: Mapping[str, int], density: Option
 def _top(keys: Sequence[torch.Tensor], k: int) -> torch.Tensor:
     """Indices of the k best entries ordered lexicographically by ``keys`` (all descending), ties → lower index."""
     n = keys[0].numel()
-    order = torch.arange(n)
+    order = torch.arange(n, device=keys[0].device)
     for key in reversed(keys):  # stable sorts from the least to the most significant key
         order = order[torch.argsort(key[order], descending=True, stable=True)]
     return order[:k]
 
 
+def epoch_hits(scores: Mapping[str, torch.Tensor], eligible: Mapping[str, torch.Tensor],
+               agree: Mapping[str, torch.Tensor], density: Optional[float],
+               per_tensor: Optional[Mapping[str, int]]) -> dict[str, torch.Tensor]:
+    """One epoch's votes (flat bool per tensor): the top-k eligible entries of the pool, by (not vetoed, score).
+
+    The pool is all tensors with k = round(density·N) (``per_tensor=None``) or each tensor with its own count.
+    """
+    names = list(scores)
+    if per_tensor is None:
+        s = torch.cat([scores[n].flatten() for n in names])
+        e = torch.cat([eligible[n].flatten() for n in names])
+        a = torch.cat([agree[n].flatten().to(torch.int8) for n in names])
+        top = _top([a, s], kept_count(density, s.numel()))
+        top = top[e[top]]  # zero-score or vetoed entries in the top-k cast no vote
+        hit = torch.zeros(s.numel(), dtype=torch.bool, device=s.device)
+        hit[top] = True
+        return dict(zip(names, hit.split([scores[n].numel() for n in names])))
+    out = {}
+    for n in names:
+        fs, fe = scores[n].flatten(), eligible[n].flatten()
+        top = _top([agree[n].flatten().to(torch.int8), fs], per_tensor[n])
+        top = top[fe[top]]
+        hit = torch.zeros(fs.numel(), dtype=torch.bool, device=fs.device)
+        hit[top] = True
+        out[n] = hit
+    return out
+
+
 def vote_counts(grad_pairs: Sequence[GradPair], density: Optional[float] = None, eta: float = 1.0,
                 score: str = "signed", conflict: str = "none", scope: str = "global",
-                budgets: Optional[Mapping[str, int]] = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+                budgets: Optional[Mapping[str, int]] = None,
+                epoch_budgets: Optional[Sequence[Mapping[str, int]]] = None,
+                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Votes per entry over epochs, and the summed scores (the tie-breaker).
 
     In each epoch, the top-k eligible entries by score get one vote each: k = round(density·N) over all tensors
-    (``scope="global"``), round(density·n) per tensor (``"layer"``) or ``budgets[name]`` per tensor.
+    (``scope="global"``), round(density·n) per tensor (``"layer"``) or ``budgets[name]`` per tensor;
+    ``epoch_budgets`` (one mapping per epoch) gives each epoch its own per-tensor counts.
     """
     if not grad_pairs:
         raise ValueError("grad_pairs is empty: collect at least one epoch of gradients")
     check_choice("scope", scope, SCOPES)
-    if budgets is None:
+    if budgets is None and epoch_budgets is None:
         check_density(density)
+    if epoch_budgets is not None and len(epoch_budgets) != len(grad_pairs):
+        raise ValueError(f"epoch_budgets has {len(epoch_budgets)} entries for {len(grad_pairs)} epochs")
     names = list(grad_pairs[0][0])
     sizes = {n: grad_pairs[0][0][n].numel() for n in names}
-    per_tensor = _kept_counts(names, sizes, density, scope, budgets)
     votes = {n: torch.zeros(sizes[n], dtype=torch.long) for n in names}
     total = {n: torch.zeros(sizes[n], dtype=torch.float64) for n in names}
-    for pair in grad_pairs:
+    for i, pair in enumerate(grad_pairs):
+        per_tensor = _kept_counts(names, sizes, density, scope,
+                                  budgets if epoch_budgets is None else epoch_budgets[i])
         scores, eligible, agree = epoch_scores(pair, eta, score, conflict)
-        flat_s = {n: scores[n].flatten().cpu() for n in names}
-        flat_e = {n: eligible[n].flatten().cpu() for n in names}
-        flat_a = {n: agree[n].flatten().cpu().to(torch.int8) for n in names}
+        hits = epoch_hits(scores, eligible, agree, density, per_tensor)
         for n in names:
-            total[n] += flat_s[n]
-        if per_tensor is None:
-            s = torch.cat([flat_s[n] for n in names])
-            e = torch.cat([flat_e[n] for n in names])
-            a = torch.cat([flat_a[n] for n in names])
-            k = kept_count(density, s.numel())
-            top = _top([a, s], k)
-            top = top[e[top]]  # zero-score or vetoed entries in the top-k cast no vote
-            hit = torch.zeros(s.numel(), dtype=torch.long)
-            hit[top] = 1
-            for n, h in unflatten(hit, votes).items():
-                votes[n] += h
-        else:
-            for n in names:
-                top = _top([flat_a[n], flat_s[n]], per_tensor[n])
-                top = top[flat_e[n][top]]
-                votes[n][top] += 1
+            total[n] += scores[n].flatten().cpu()
+            votes[n] += hits[n].cpu()
     shapes = {n: grad_pairs[0][0][n].shape for n in names}
     return ({n: votes[n].view(shapes[n]) for n in names}, {n: total[n].view(shapes[n]) for n in names})
 
 
+def mask_from_votes(votes: Mapping[str, torch.Tensor], total: Mapping[str, torch.Tensor],
+                    density: Optional[float], scope: str = "global",
+                    budgets: Optional[Mapping[str, int]] = None) -> dict[str, torch.Tensor]:
+    """Keep the most-voted entries (ties: larger summed score, then lower index), globally or per tensor."""
+    names = list(votes)
+    sizes = {n: votes[n].numel() for n in names}
+    per_tensor = _kept_counts(names, sizes, density, scope, budgets)
+    if per_tensor is None:
+        v = torch.cat([votes[n].flatten().long() for n in names])
+        t = torch.cat([total[n].flatten() for n in names])
+        keep = torch.zeros(v.numel(), dtype=torch.bool, device=v.device)
+        keep[_top([v, t], kept_count(density, v.numel()))] = True
+        return {n: k.cpu() for n, k in unflatten(keep, votes).items()}
+    out = {}
+    for n in names:
+        keep = torch.zeros(sizes[n], dtype=torch.bool, device=votes[n].device)
+        keep[_top([votes[n].flatten().long(), total[n].flatten()], per_tensor[n])] = True
+        out[n] = keep.view(votes[n].shape).cpu()
+    return out
+
+
 def vote_mask(grad_pairs: Sequence[GradPair], density: Optional[float], eta: float = 1.0, score: str = "signed",
               conflict: str = "none", scope: str = "global",
-              budgets: Optional[Mapping[str, int]] = None) -> dict[str, torch.Tensor]:
+              budgets: Optional[Mapping[str, int]] = None,
+              epoch_budgets: Optional[Sequence[Mapping[str, int]]] = None) -> dict[str, torch.Tensor]:
     """Ballot's mask: keep the most-voted entries.
 
     Args:
@@ -178,27 +224,15 @@ def vote_mask(grad_pairs: Sequence[GradPair], density: Optional[float], eta: flo
         conflict: ``"none"`` or ``"veto"`` (entries whose gradients disagree in sign get no vote).
         scope: ``"global"`` (exactly round(density·N) ones overall) or ``"layer"`` (round(density·n) per tensor).
         budgets: dict name -> kept count; overrides ``scope`` with top-k inside each tensor.
+        epoch_budgets: optional per-epoch kept counts for the votes (then ``budgets`` applies to the final
+            selection only): the streamed collector's ``budgets="lth"`` uses the magnitude mask of each epoch's
+            weights for that epoch's vote.
     Returns:
         dict name -> bool tensor. Every kept entry has at least as many votes as every dropped entry of the same
         selection pool; ties are broken by the summed score over epochs, then by the lower index.
     """
-    votes, total = vote_counts(grad_pairs, density, eta, score, conflict, scope, budgets)
-    names = list(votes)
-    sizes = {n: votes[n].numel() for n in names}
-    per_tensor = _kept_counts(names, sizes, density, scope, budgets)
-    out = {}
-    if per_tensor is None:
-        v = torch.cat([votes[n].flatten() for n in names])
-        t = torch.cat([total[n].flatten() for n in names])
-        keep = torch.zeros(v.numel(), dtype=torch.bool)
-        keep[_top([v, t], kept_count(density, v.numel()))] = True
-        out = unflatten(keep, votes)
-    else:
-        for n in names:
-            keep = torch.zeros(sizes[n], dtype=torch.bool)
-            keep[_top([votes[n].flatten(), total[n].flatten()], per_tensor[n])] = True
-            out[n] = keep.view(votes[n].shape)
-    return out
+    votes, total = vote_counts(grad_pairs, density, eta, score, conflict, scope, budgets, epoch_budgets)
+    return mask_from_votes(votes, total, density, scope, budgets)
 
 
 def sign_agreement(grad_pairs: Sequence[GradPair]) -> dict[str, float]:
@@ -291,21 +325,148 @@ def _cell_index(y: torch.Tensor, g: Optional[torch.Tensor], mode: str, num_class
     return g * num_classes + y
 
 
-class VoteCollector(DenseExtra):
-    """Collects (g_acc, g_fair) at the same weights after each voting epoch of the dense run.
+@dataclass(frozen=True)
+class TallyConfig:
+    """How one Ballot configuration turns an epoch's scores into votes (its running tally's identity)."""
 
-    g_acc is the gradient of the mean cross-entropy on a vote subset of train; g_fair the gradient of the
-    weighted cross-entropy on the same subset, with per-cell weights from the current accuracies on the val split.
-    The result is stored in the dense run folder as ``votes_<key>.pt``.
+    density: float
+    eta: float = 1.0
+    score: str = "taylor"
+    conflict: str = "veto"
+    scope: str = "global"
+    budgets: str = "lth"  # per-epoch kept counts: "lth" (magnitude mask of the epoch's weights), "erk", "none"
+
+    def key(self) -> str:
+        return config_hash(asdict(self))
+
+    def per_tensor(self, weights: Mapping[str, torch.Tensor], names: Sequence[str]) -> Optional[dict[str, int]]:
+        """Kept counts per voted tensor for weights ``weights`` (all prunable tensors), or None (one global k)."""
+        sizes = {n: weights[n].numel() for n in names}
+        if self.budgets == "lth":
+            budgets = budgets_from_mask(magnitude_mask(weights, self.density, "global"))
+        elif self.budgets == "erk":
+            budgets = budgets_from_densities(weights, erk_densities(weights, self.density), self.density)
+        else:
+            budgets = None
+        return _kept_counts(names, sizes, self.density, self.scope,
+                            None if budgets is None else {n: budgets[n] for n in names})
+
+
+class VoteTally:
+    """Running per-entry vote counts (int16) and summed scores (float64) of one :class:`TallyConfig`.
+
+    Its size is 2.5x the fp32 size of the voted weights, whatever the number of epochs: per epoch, the top-k
+    entries of the score add one vote each (:func:`epoch_hits`), exactly as :func:`vote_counts` does over stored
+    gradients, so the final mask (:func:`mask_from_votes`) equals :func:`vote_mask` on the stored gradients.
+    """
+
+    def __init__(self, cfg: TallyConfig, shapes: Mapping[str, torch.Size], device: torch.device) -> None:
+        self.cfg = cfg
+        self.shapes = dict(shapes)
+        self.votes = {n: torch.zeros(int(torch.Size(sh).numel()), dtype=torch.int16, device=device)
+                      for n, sh in shapes.items()}
+        self.total = {n: torch.zeros(int(torch.Size(sh).numel()), dtype=torch.float64, device=device)
+                      for n, sh in shapes.items()}
+
+    def add(self, a_hat: Mapping[str, torch.Tensor], f_hat: Mapping[str, torch.Tensor],
+            weights: Mapping[str, torch.Tensor], per_tensor: Optional[Mapping[str, int]]) -> None:
+        c = self.cfg
+        scores, eligible, agree = {}, {}, {}
+        for n in self.votes:
+            scores[n], eligible[n], agree[n] = score_normalized(a_hat[n], f_hat[n], c.eta, c.score, c.conflict,
+                                                               weights[n])
+        hits = epoch_hits(scores, eligible, agree, c.density, per_tensor)
+        for n in self.votes:
+            self.total[n] += scores[n].flatten()
+            self.votes[n] += hits[n].to(torch.int16)
+
+    def state_dict(self) -> dict:
+        # Copies on the CPU: never a view of the live tensors (they keep changing).
+        return {"votes": {n: v.detach().to("cpu", copy=True) for n, v in self.votes.items()},
+                "total": {n: t.detach().to("cpu", copy=True) for n, t in self.total.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for n in self.votes:
+            self.votes[n].copy_(state["votes"][n].view(-1))
+            self.total[n].copy_(state["total"][n].view(-1))
+
+    def shaped(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """CPU copies (never views of the running counts) in the tensors' shapes."""
+        return ({n: v.to("cpu", copy=True).view(self.shapes[n]) for n, v in self.votes.items()},
+                {n: t.to("cpu", copy=True).view(self.shapes[n]) for n, t in self.total.items()})
+
+
+def vote_gradients(net: nn.Module, plist: Sequence[torch.Tensor], data: DeviceData, cell_weights: torch.Tensor,
+                   cells: torch.Tensor, batch_size: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """g_acc = ∇ mean CE and g_fair = ∇ (Σ w_i CE_i / Σ w_i) over ``data``, accumulated over mini-batches.
+
+    Memory is bounded by one batch of ``batch_size``; the result equals the one-batch gradient up to float
+    summation order (BatchNorm is in eval mode, so samples do not interact).
+    """
+    n = data.n
+    w_all = cell_weights.to(data.device, torch.float32)[cells]
+    w_sum = w_all.sum().clamp_min(1e-12)
+    g_acc = [torch.zeros_like(p) for p in plist]
+    g_fair = [torch.zeros_like(p) for p in plist]
+    start = 0
+    for xb, yb, _ in data.epoch_batches(batch_size, 0, 0, train=False):
+        wb = w_all[start:start + len(yb)]
+        start += len(yb)
+        per_sample = F.cross_entropy(net(xb).float(), yb, reduction="none")
+        ga = torch.autograd.grad(per_sample.sum() / n, plist, retain_graph=True)
+        gf = torch.autograd.grad((wb * per_sample).sum() / w_sum, plist)
+        for acc, g in zip(g_acc, ga):
+            acc += g
+        for acc, g in zip(g_fair, gf):
+            acc += g
+    return g_acc, g_fair
+
+
+class VoteCollector(DenseExtra):
+    """Streams Ballot's votes during the dense run: one set of gradients per voting epoch feeds every tally.
+
+    After each voting epoch, g_acc (mean cross-entropy) and g_fair (cell-weighted cross-entropy, weights from the
+    current val accuracies or losses) are taken at the same weights on a fresh vote subset of train, in
+    mini-batches; each registered :class:`TallyConfig` adds that epoch's votes to its running counts. Nothing is
+    kept per epoch but a few scalars, so storage does not grow with epochs. The running state travels in the
+    dense run's checkpoint; each tally is stored as ``votes_<collect key>_<tally key>.pt``.
     """
 
     def __init__(self, cfg: VoteConfig) -> None:
         self.cfg = cfg.validate()
-        self.file = f"votes_{cfg.key()}.pt"
+        self.file = f"votes_{cfg.key()}"
+        self.tallies: dict[str, TallyConfig] = {}
+
+    def add(self, tally: TallyConfig) -> None:
+        self.tallies.setdefault(tally.key(), tally)
+
+    def tally_file(self, tally: TallyConfig | str) -> str:
+        return f"{self.file}_{tally if isinstance(tally, str) else tally.key()}.pt"
 
     def done(self, run: Run) -> bool:
-        return run.file(self.file).exists()
+        return all(run.file(self.tally_file(k)).exists() for k in self.tallies)
 
+    # -- state in the training checkpoint ------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        st = self._state
+        return {"last_epoch": st["last_epoch"], "epochs": list(st["epochs"]),
+                "weight_spread": list(st["weight_spread"]), "sign": [dict(r) for r in st["sign"]],
+                "seconds": st["seconds"], "tallies": {k: t.state_dict() for k, t in self._active.items()}}
+
+    def load_state_dict(self, state: Optional[dict]) -> None:
+        if state is None:
+            # A checkpoint written without this collector: its earlier epochs were never voted on.
+            self._missed = set(self._active)
+            return
+        for k in ("last_epoch", "epochs", "weight_spread", "sign", "seconds"):
+            self._state[k] = state[k]
+        for k, t in self._active.items():
+            if k in state["tallies"]:
+                t.load_state_dict(state["tallies"][k])
+            else:
+                self._missed.add(k)
+
+    # -- the epoch hook --------------------------------------------------------------------------------------
     def start(self, exp: Experiment, run: Run, seed: int):
         bundle, cfg = exp.bundle, self.cfg
         mode = cfg.fairness
@@ -318,16 +479,24 @@ class VoteCollector(DenseExtra):
         vote_at = set(cfg.epochs(exp.train.epochs))
         dev = exp.device_
         val_data = DeviceData(bundle.val, bundle, dev)
-        state = {"epochs": [], "g_acc": [], "g_fair": [], "weights": [], "weight_spread": [], "seconds": 0.0}
-        self._state = state
+        net0 = exp.new_model()
+        names = prunable_names(net0)
+        if cfg.layers == "last":
+            names = [n for n in names if isinstance(net0.get_submodule(n.rsplit(".", 1)[0]), nn.Linear)][-1:]
+        shapes = {n: p.shape for n, p in net0.named_parameters() if n in names}
+        all_names = prunable_names(net0)
+        todo = {k: t for k, t in self.tallies.items() if not run.file(self.tally_file(k)).exists()}
+        self._active = {k: VoteTally(t, shapes, dev) for k, t in todo.items()}
+        self._missed: set[str] = set()
+        self._state = {"last_epoch": 0, "epochs": [], "weight_spread": [], "sign": [], "seconds": 0.0}
+        state = self._state
+        batch_size = exp.train.batch_size
 
         def hook(net: nn.Module, epoch: int, row: dict) -> None:
-            if epoch not in vote_at:
+            # Epochs already counted before a resume are skipped (their votes are in the restored state).
+            if epoch not in vote_at or epoch <= state["last_epoch"]:
                 return
             t0 = time.perf_counter()
-            names = prunable_names(net)
-            if cfg.layers == "last":
-                names = [n for n in names if isinstance(net.get_submodule(n.rsplit(".", 1)[0]), nn.Linear)][-1:]
             params = dict(net.named_parameters())
             plist = [params[n] for n in names]
             was_training = net.training
@@ -335,60 +504,87 @@ class VoteCollector(DenseExtra):
             # the dense run itself are left untouched by the vote.
             net.eval()
             # Cell accuracies on the held-out val split, at the current weights.
-            vy, vg = bundle.val.y, bundle.val.g
-            logits_v = predict_logits(net, val_data)
+            vy, vg = val_data.y, val_data.g
+            logits_v = predict_logits(net, val_data).to(dev)
             correct_v = (logits_v.argmax(1) == vy).double()
             loss_v = F.cross_entropy(logits_v, vy, reduction="none").double()
             cells_v = _cell_index(vy, vg, mode, bundle.num_classes)
-            acc = torch.full((n_cells,), float("nan"), dtype=torch.float64)
-            cell_loss = torch.full((n_cells,), float("nan"), dtype=torch.float64)
-            for c in range(n_cells):
-                sel = cells_v == c
-                if sel.any():
-                    acc[c], cell_loss[c] = correct_v[sel].mean(), loss_v[sel].mean()
+            counts = torch.bincount(cells_v, minlength=n_cells).double()
+            present = counts > 0
+            acc = torch.full((n_cells,), float("nan"), dtype=torch.float64, device=dev)
+            cell_loss = acc.clone()
+            acc[present] = (torch.bincount(cells_v, correct_v, n_cells) / counts.clamp_min(1))[present]
+            cell_loss[present] = (torch.bincount(cells_v, loss_v, n_cells) / counts.clamp_min(1))[present]
+            acc, cell_loss = acc.cpu(), cell_loss.cpu()
             if cfg.weighting == "accuracy":
                 w_cell = fairness_weights(acc, cfg.delta, cfg.gamma)
             else:
                 w_cell = loss_weights(cell_loss, cfg.temperature)
-            # Gradients of both losses at the same weights, on a fresh vote subset of train.
+            # Gradients of both losses at the same weights, on a fresh vote subset of train, in mini-batches.
             gen = epoch_generator(seed, epoch, stream=3)
             n_vote = max(1, int(round(cfg.vote_fraction * len(bundle.train))))
             sub = DeviceData(bundle.train.subset(torch.randperm(len(bundle.train), generator=gen)[:n_vote]),
                              bundle, dev)
-            logits = net(sub.prepare(sub.x)).float()
-            per_sample = F.cross_entropy(logits, sub.y, reduction="none")
-            w = w_cell.to(dev, torch.float32)[_cell_index(sub.y, sub.g, mode, bundle.num_classes)]
-            loss_acc = per_sample.mean()
-            loss_fair = (w * per_sample).sum() / w.sum().clamp_min(1e-12)
-            ga = torch.autograd.grad(loss_acc, plist, retain_graph=True)
-            gf = torch.autograd.grad(loss_fair, plist)
+            ga, gf = vote_gradients(net, plist, sub, w_cell, _cell_index(sub.y, sub.g, mode, bundle.num_classes),
+                                    batch_size)
             net.train(was_training)
+            with torch.no_grad():
+                a_hat = {n: normalize_dim0(g) for n, g in zip(names, ga)}
+                f_hat = {n: normalize_dim0(g) for n, g in zip(names, gf)}
+                live = {n: params[n].detach() for n in all_names}  # θ_e itself: read now, never stored
+                for key, tally in self._active.items():
+                    tally.add(a_hat, f_hat, live, tally.cfg.per_tensor(live, names))
+                sign = {}
+                for n, g1, g2 in zip(names, ga, gf):
+                    nz = (g1 != 0) & (g2 != 0)
+                    sign[n] = (int(((torch.sign(g1) == torch.sign(g2)) & nz).sum()), int(nz.sum()))
+            state["sign"].append(sign)
             state["epochs"].append(epoch)
-            state["g_acc"].append({n: t.detach().float().cpu() for n, t in zip(names, ga)})
-            state["g_fair"].append({n: t.detach().float().cpu() for n, t in zip(names, gf)})
-            state["weights"].append({n: params[n].detach().float().cpu() for n in names})
-            present = w_cell[~torch.isnan(acc)]
-            state["weight_spread"].append(float(present.max() / present.min()) if len(present) else float("nan"))
+            seen = w_cell[~torch.isnan(acc)]
+            state["weight_spread"].append(float(seen.max() / seen.min()) if len(seen) else float("nan"))
+            state["last_epoch"] = epoch
             state["seconds"] += time.perf_counter() - t0
 
         return hook
 
-    def finish(self, run: Run) -> None:
-        run.save_tensor(self.file, self._state)
+    def finish(self, run: Run) -> bool:
+        st = self._state
+        totals = {n: [sum(r[n][0] for r in st["sign"]), sum(r[n][1] for r in st["sign"])] for n in
+                  (st["sign"][0] if st["sign"] else {})}
+        for key, tally in self._active.items():
+            if key in self._missed:
+                continue
+            votes, total = tally.shaped()
+            run.save_tensor(self.tally_file(key), {
+                "collect": asdict(self.cfg), "tally": asdict(tally.cfg), "votes": votes, "total": total,
+                "epochs": list(st["epochs"]), "weight_spread": list(st["weight_spread"]),
+                "sign_counts": totals, "sign_epochs": [{n: list(v) for n, v in r.items()} for r in st["sign"]],
+                "seconds": float(st["seconds"])})
+        return not self._missed
 
 
-def register_votes(exp: Experiment, cfg: VoteConfig) -> VoteCollector:
-    """Ask the experiment's dense runs to collect vote gradients with ``cfg`` while they train."""
+def register_votes(exp: Experiment, cfg: VoteConfig, tallies: Sequence[TallyConfig] = ()) -> VoteCollector:
+    """Ask the experiment's dense runs to stream votes with collection ``cfg`` into ``tallies`` while they train."""
     collector = VoteCollector(cfg)
     exp.add_dense_extra(collector.file, collector)
-    return exp.dense_extras[collector.file]
+    collector = exp.dense_extras[collector.file]
+    for t in tallies:
+        collector.add(t)
+    return collector
 
 
-def collect_votes(exp: Experiment, seed: int, cfg: VoteConfig) -> dict[str, Any]:
-    """The vote gradients of ``seed`` (collected during the dense run if registered in time, else by replay)."""
-    collector = register_votes(exp, cfg)
+def load_votes(exp: Experiment, seed: int, cfg: VoteConfig, tally: TallyConfig) -> dict[str, Any]:
+    """The streamed votes of ``seed`` for ``tally`` (collected during the dense run if registered in time, else by
+    an exact replay of it): ``votes`` and ``total`` per tensor, ``epochs``, ``weight_spread``, ``sign_counts``
+    (per tensor: entries with equal sign, non-zero entries), ``sign_epochs`` and ``seconds``."""
+    collector = register_votes(exp, cfg, [tally])
     run = exp.dense(seed).run
-    return run.load_tensor(collector.file, what="vote gradients")
+    return run.load_tensor(collector.tally_file(tally), what="Ballot votes")
+
+
+def sign_agreement_from(record: Mapping[str, Any]) -> dict[str, float]:
+    """Per tensor, the share of entries (over voting epochs) whose two gradients have the same sign."""
+    return {n: (same / tot if tot else float("nan")) for n, (same, tot) in record["sign_counts"].items()}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -444,46 +640,50 @@ class BallotConfig(SparseConfig):
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below the retraining length "
                              f"({exp.train.epochs - self.rewind_epoch} epochs)")
 
+    def tally_config(self, **override: Any) -> TallyConfig:
+        """How this configuration's votes are counted each epoch (``override`` e.g. ``eta=0.0``)."""
+        faithful = self.mode == "faithful"
+        t = TallyConfig(density=self.density, eta=self.eta, score=self.score, conflict=self.conflict,
+                        scope="global" if faithful else self.scope, budgets="none" if faithful else self.budgets)
+        return replace(t, **override)
+
     def vote_config(self) -> VoteConfig:
         return VoteConfig(layers="last" if self.mode == "faithful" else "all", vote_fraction=self.vote_fraction,
                           vote_epochs=self.vote_epochs, fairness=self.fairness, delta=self.delta, gamma=self.gamma,
                           weighting=self.weighting, temperature=self.temperature)
 
 
-def grad_pairs_from(votes: Mapping[str, Any], with_weights: bool = False) -> list[GradPair]:
-    """The list of (g_acc, g_fair[, weights]) pairs stored by :class:`VoteCollector`."""
-    if with_weights:
-        return list(zip(votes["g_acc"], votes["g_fair"], votes["weights"]))
-    return list(zip(votes["g_acc"], votes["g_fair"]))
+def final_budgets(cfg: BallotConfig, net_T: nn.Module, names: Sequence[str]) -> tuple[Optional[dict], str]:
+    """Per-tensor kept counts (and scope) of the final selection, from θT (``lth``), shapes (``erk``) or none."""
+    if cfg.mode == "faithful" or cfg.budgets == "none":
+        return None, ("global" if cfg.mode == "faithful" else cfg.scope)
+    weights = prunable_weights(net_T)
+    if cfg.budgets == "lth":
+        b = budgets_from_mask(magnitude_mask(weights, cfg.density, "global"))
+    else:
+        b = budgets_from_densities(weights, erk_densities(weights, cfg.density), cfg.density)
+    return {n: b[n] for n in names}, cfg.scope
 
 
 def select_mask(exp: Experiment, cfg: BallotConfig, seed: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Ballot's mask over all prunable weights for ``seed``, and diagnostics of the vote."""
-    votes = collect_votes(exp, seed, cfg.vote_config())
-    pairs = grad_pairs_from(votes, with_weights=cfg.score == "taylor")
+    rec = load_votes(exp, seed, cfg.vote_config(), cfg.tally_config())
+    rec0 = load_votes(exp, seed, cfg.vote_config(), cfg.tally_config(eta=0.0))
     net_T = exp.model_from(exp.dense_weights(seed, exp.train.epochs))
     names = prunable_names(net_T)
-    voted = list(pairs[0][0])
-    lth_mask = magnitude_mask(net_T, cfg.density, "global")
-    if cfg.mode == "faithful":
-        budgets = None
-        scope = "global"
-    elif cfg.budgets == "lth":
-        budgets, scope = budgets_from_mask(lth_mask), cfg.scope
-    elif cfg.budgets == "erk":
-        budgets = budgets_from_densities(net_T, erk_densities(net_T, cfg.density), cfg.density)
-        scope = cfg.scope
-    else:
-        budgets, scope = None, cfg.scope
-    voted_mask = vote_mask(pairs, cfg.density, cfg.eta, cfg.score, cfg.conflict, scope, budgets)
+    voted = list(rec["votes"])
+    budgets, scope = final_budgets(cfg, net_T, voted)
+    voted_mask = mask_from_votes(rec["votes"], rec["total"], cfg.density, scope, budgets)
+    eta0 = mask_from_votes(rec0["votes"], rec0["total"], cfg.density, scope, budgets)
     params = dict(net_T.named_parameters())
     mask = {n: voted_mask[n] if n in voted_mask else torch.ones_like(params[n], dtype=torch.bool) for n in names}
-    eta0 = vote_mask(pairs, cfg.density, 0.0, cfg.score, cfg.conflict, scope, budgets)
+    lth_mask = magnitude_mask(net_T, cfg.density, "global")
+    agreement = sign_agreement_from(rec)
     diag = {
-        "vote_epochs": len(pairs),
-        "vote_seconds": float(votes["seconds"]),
-        "weight_spread_mean": float(torch.tensor(votes["weight_spread"]).nanmean()),
-        "sign_agreement": sum(sign_agreement(pairs).values()) / len(voted),
+        "vote_epochs": len(rec["epochs"]),
+        "vote_seconds": float(rec["seconds"]),
+        "weight_spread_mean": float(torch.tensor(rec["weight_spread"]).nanmean()),
+        "sign_agreement": sum(agreement.values()) / len(voted),
         "overlap_eta0": overlap(voted_mask, eta0),
         "overlap_lth": overlap(mask, lth_mask),
         "voted_layers": voted,
@@ -499,7 +699,8 @@ def _select_checkpoint(history: list[dict], eps: float) -> int:
 
 
 def _prepare(exp: Experiment, cfg: BallotConfig) -> None:
-    register_votes(exp, cfg.vote_config())
+    # The configuration's tally and its η = 0 control (a diagnostic) stream along with the dense training.
+    register_votes(exp, cfg.vote_config(), [cfg.tally_config(), cfg.tally_config(eta=0.0)])
 
 
 @register("ballot", BallotConfig, prepare=_prepare)

@@ -72,7 +72,18 @@ def run_method(exp: Experiment, method: str, seed: int, **kwargs: Any) -> RunRes
     cfg = make_config(method, **kwargs)
     check_method_args(exp, method, cfg)
     prepare_method(exp, method, cfg)
-    return METHODS.get(method).run(exp, cfg, seed)
+    return locked_run(exp, method, cfg, seed)
+
+
+def locked_run(exp: Experiment, method: str, cfg: Any, seed: int) -> RunResult:
+    """Run ``method`` holding its run folder's lock: a second process on the same run waits, then loads it."""
+    spec = METHODS.get(method)
+    run = exp.store.run(exp.run_config(method, config_dict(cfg), seed))
+    if run.complete:
+        return load_run(run)
+    with run.lock():
+        # The method re-checks completeness under the lock: a run finished meanwhile is loaded, not retrained.
+        return spec.run(exp, cfg, seed)
 
 
 def prepare_method(exp: Experiment, method: str, cfg: Any) -> None:

@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..experiment import Experiment
 from ..results import run_rows
-from .base import METHODS, check_method_args, make_config, prepare_method
+from .base import check_method_args, locked_run, make_config, prepare_method
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def run_grid(exp: Experiment, variants: Iterable[Variant], densities: Sequence[f
     # One bar for the grid replaces the per-run bars (they would print a line per run in executed notebooks).
     inner_progress, exp.progress = exp.progress, exp.progress and not progress
     try:
-        results = [(v, METHODS.get(v.method).run(exp, cfg, seed)) for seed, v, cfg in it]
+        results = [(v, locked_run(exp, v.method, cfg, seed)) for seed, v, cfg in it]
     finally:
         exp.progress = inner_progress
     rows = []
