@@ -126,3 +126,45 @@ def layer_density_bars(masks: dict[str, dict], path: Optional[str | Path] = None
     fig.tight_layout()
     save(fig, path)
     return fig
+
+
+def pareto_front(table: pd.DataFrame, split: Optional[str] = None, selected: Optional[dict] = None,
+                 path: Optional[str | Path] = None) -> plt.Figure:
+    """A population's configurations on ``split`` (default: the table's report split): accuracy and disparity
+    against sparsity, one colour per technique; the front computed on the select split is outlined and joined,
+    chosen operating points (``selected``: label -> row of the table) are starred and labelled.
+
+    ``table`` is a :func:`ballot_lib.population.pareto_table`.
+    """
+    from .population import disparity_column
+
+    disp, key = table.attrs["disparity"], table.attrs.get("key", "method")
+    split = split or table.attrs["report_split"]
+    col, dmax = disparity_column(disp)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    techniques = sorted(table[key].unique())
+    palette = dict(zip(techniques, sns.color_palette("tab10", len(techniques))))
+    front = table[table["on_front"]].sort_values("sparsity")
+    for ax, metric, label in ((axes[0], "acc", "accuracy ↑"),
+                              (axes[1], col, f"{disp.upper()} {'↑' if dmax else '↓'}")):
+        for t in techniques:
+            g = table[table[key] == t]
+            ax.errorbar(g["sparsity"], g[f"{split}_{metric}"], yerr=g[f"{split}_{metric}_ci"].fillna(0), fmt="o",
+                        color=palette[t], label=t, alpha=0.8, capsize=2, ms=5)
+        ax.plot(front["sparsity"], front[f"{split}_{metric}"], "-", color="k", lw=0.8, alpha=0.6)
+        ax.scatter(front["sparsity"], front[f"{split}_{metric}"], s=110, facecolors="none", edgecolors="k",
+                   label=f"front (on {table.attrs['select_split']})")
+        for name, row in (selected or {}).items():
+            ax.scatter([row["sparsity"]], [row[f"{split}_{metric}"]], marker="*", s=260, color="gold",
+                       edgecolors="k", zorder=5)
+            ax.annotate(name, (row["sparsity"], row[f"{split}_{metric}"]), textcoords="offset points",
+                        xytext=(6, 6), fontsize=8)
+        ax.set_xlabel("sparsity (1 − achieved density) →")
+        ax.set_ylabel(f"{split} {label} (mean ± 95% CI over seeds)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[1].legend(handles, labels, fontsize=7, loc="best")
+    fig.suptitle(f"configurations on {split}; front over (accuracy ↑, sparsity ↑, {disp.upper()}) "
+                 f"computed on {table.attrs['select_split']}", fontsize=10)
+    fig.tight_layout()
+    save(fig, path)
+    return fig

@@ -2,10 +2,11 @@
 
 Every method shares the experiment's data, model, θ0, dense θT and training loop, and is compared at equal
 density. Registered here: ``dense``, ``mp`` (magnitude pruning), ``lth`` (IMP with rewinding), ``random``
-(random control), ``ballot``.
+(random control), ``ballot``, and the Prune Responsibly population's techniques (``l1_unstructured``,
+``global_unstructured``, ``random_unstructured``, ``ln_structured``, ``random_structured``).
 """
 from .base import METHODS, MethodSpec, make_config, run_method
-from . import dense, magnitude, lth, random_control, ballot  # noqa: F401  (registration)
+from . import dense, magnitude, lth, random_control, ballot, prune_responsibly  # noqa: F401  (registration)
 from .grid import Variant, prepare_grid, run_grid
 
 __all__ = ["METHODS", "MethodSpec", "Variant", "make_config", "prepare_grid", "run_grid", "run_method"]

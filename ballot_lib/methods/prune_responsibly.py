@@ -1,0 +1,112 @@
+"""The population of pruned models of Prune Responsibly (Paganini 2020): the techniques of ``torch.nn.utils.prune``.
+
+Each technique is a registered method named after the ``torch.nn.utils.prune`` function it mirrors:
+
+==========================  =====================================================================================
+``l1_unstructured``         smallest-|w| weights removed in every layer separately (each layer at ``density``)
+``global_unstructured``     smallest-|w| weights removed with one threshold over all prunable weights (L1, global)
+``random_unstructured``     uniformly random weights removed in every layer (each layer at ``density``)
+``ln_structured``           whole output channels/units with the smallest L_n norm removed (``n``, ``dim=0``)
+``random_structured``       whole output channels/units removed at random
+==========================  =====================================================================================
+
+Every technique prunes the trained dense θT of the seed once and then retrains from θT with the mask enforced
+(the "pruning and fine-tuning" pipeline). Retraining budget: ``retrain_epochs`` epochs of the experiment's
+recipe (same optimiser and peak LR, the schedule compressed into those epochs); the default (``None``) is the
+full recipe, ``train.epochs`` epochs — the same budget as MP's full fine-tune. Each run records
+``compute_epochs = train.epochs + retrain epochs``.
+
+Structured masks cannot hit an arbitrary density: each hidden layer keeps ``round(density * out)`` output rows
+(at least one) and the classifier layer stays dense so every class keeps its logit. The density the mask
+actually has is stored (summary ``density``, the ``density`` column of :func:`ballot_lib.results.load_results`)
+next to the requested one (``density_target``); analyses use the achieved density. The stored density counts
+kept weights; weights of the next layer that read a removed unit are kept but see a constant input.
+
+Example:
+    >>> run_method(exp, "ln_structured", seed=0, density=0.5, n=2)  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Optional
+
+from ..experiment import Experiment, RunResult
+from ..pruning import Mask, layer_densities, magnitude_mask, random_mask, structured_mask
+from .base import SparseConfig, finish_masked, method_run, register, train_masked
+
+#: The techniques, in the order ``torch.nn.utils.prune`` documents them.
+TECHNIQUES = ("l1_unstructured", "global_unstructured", "random_unstructured", "ln_structured",
+              "random_structured")
+STRUCTURED = ("ln_structured", "random_structured")
+
+
+@dataclass(frozen=True)
+class PopulationConfig(SparseConfig):
+    """Options shared by the five techniques (``n`` only matters for ``ln_structured``)."""
+
+    retrain_epochs: Optional[int] = None  # retraining epochs from θT (None: train.epochs, the full recipe)
+    retrain_lr: Optional[float] = None  # peak LR of the retraining (None: train.lr)
+    n: float = 1.0  # ln_structured: order of the norm ranking output channels (1: L1, 2: L2)
+
+    def validate(self) -> "PopulationConfig":
+        super().validate()
+        if self.retrain_epochs is not None and (not isinstance(self.retrain_epochs, int) or self.retrain_epochs < 1):
+            raise ValueError(f"retrain_epochs must be a positive integer or None, got {self.retrain_epochs!r}")
+        if self.retrain_lr is not None and not self.retrain_lr > 0:
+            raise ValueError(f"retrain_lr must be > 0, got {self.retrain_lr!r}")
+        if not self.n > 0:
+            raise ValueError(f"n (the norm order of ln_structured) must be > 0, got {self.n!r}")
+        return self
+
+
+def _mask_seed(seed: int) -> int:
+    """The random techniques' mask seed, derived from the run seed (differs from the random control's)."""
+    return 10_007 * seed + 29
+
+
+#: technique -> mask(net, cfg, seed)
+MASKS: dict[str, Callable[..., Mask]] = {
+    "l1_unstructured": lambda net, cfg, seed: magnitude_mask(net, cfg.density, scope="layer"),
+    "global_unstructured": lambda net, cfg, seed: magnitude_mask(net, cfg.density, scope="global"),
+    "random_unstructured": lambda net, cfg, seed: random_mask(net, cfg.density, seed=_mask_seed(seed),
+                                                              scope="layer"),
+    "ln_structured": lambda net, cfg, seed: structured_mask(net, cfg.density, n=cfg.n),
+    "random_structured": lambda net, cfg, seed: structured_mask(net, cfg.density, random=True,
+                                                                seed=_mask_seed(seed)),
+}
+
+
+def technique_mask(technique: str, net, cfg: PopulationConfig, seed: int) -> Mask:
+    """The mask ``technique`` puts on ``net`` (θT loaded) under ``seed``."""
+    if technique not in MASKS:
+        raise ValueError(f"unknown pruning technique {technique!r}; valid: {list(MASKS)}")
+    return MASKS[technique](net, cfg, seed)
+
+
+def _prune_and_retrain(technique: str, exp: Experiment, cfg: PopulationConfig, seed: int) -> RunResult:
+    run, done = method_run(exp, technique, cfg, seed)
+    if done:
+        return done
+    T = exp.train.epochs
+    theta_T = exp.dense_weights(seed, T)
+    run.start()
+    mask = technique_mask(technique, exp.model_from(theta_T), cfg, seed)
+    epochs = cfg.retrain_epochs or T
+    recipe = replace(exp.train, epochs=epochs, lr=cfg.retrain_lr or exp.train.lr,
+                     milestones=tuple(m for m in exp.train.milestones if m < epochs),
+                     warmup_epochs=min(exp.train.warmup_epochs, epochs - 1))
+    res = train_masked(exp, run, seed, theta_T, mask, cfg=recipe, desc=f"{technique} d={cfg.density} s{seed}")
+    return finish_masked(run, res, mask, train_epochs=epochs, compute_epochs=T + epochs,
+                         density_target=cfg.density, layer_density=layer_densities(mask))
+
+
+def _register(technique: str) -> None:
+    def run(exp: Experiment, cfg: PopulationConfig, seed: int) -> RunResult:
+        return _prune_and_retrain(technique, exp, cfg, seed)
+
+    run.__doc__ = f"Prune θT with torch.nn.utils.prune's {technique} at ``density``, then retrain from θT."
+    register(technique, PopulationConfig)(run)
+
+
+for _t in TECHNIQUES:
+    _register(_t)

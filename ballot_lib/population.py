@@ -1,0 +1,420 @@
+"""Analyses of a population of pruned models (Prune Responsibly, Paganini 2020; SPEC §7) [reconstruction].
+
+The paper's body is not available (only its abstract): the operationalisation below is ours, documented in
+``papers/prune_responsibly.md``. Every function takes the tidy DataFrame of
+:func:`ballot_lib.results.load_results` (one row per run and split); a *technique* is the column ``method`` by
+default (``key="variant"`` groups by display label instead), and a *configuration* is a (technique, requested
+density) pair run under several seeds. The dense runs (method ``dense``) are the reference.
+
+* :func:`excess_change` — per pruned run and class, the excess change ``δ_c − δ`` where
+  ``δ_c = acc_c(pruned) − acc_c(dense)`` and ``δ = acc(pruned) − acc(dense)``, against the dense model of the same
+  seed: negative means the class lost more than the model did overall.
+* :func:`hurt_classes` — classes significantly hurt, as Hooker et al. (2019): per configuration and class, a
+  two-sided Welch t-test across seeds between the pruned and the dense models' normalised recall
+  ``acc_c / acc``; p-values adjusted over the whole table (Benjamini–Hochberg by default, Holm optional); a class
+  is *hurt* when the adjusted p-value is below ``alpha`` and its normalised recall went down.
+* :func:`pareto_table` — one row per configuration (dense included) with val and test means; the front over
+  (accuracy ↑, sparsity ↑, disparity ↓) is computed on **val** and reported on **test**. Disparity: ``mcd``
+  (default), ``cwv``, ``worst_class`` (worst-class recall, ↑) or ``group_gap`` (max group accuracy gap).
+* :func:`select` — an operating point chosen from the val front by a value judgement: ε-constraint,
+  lexicographic or Chebyshev (see :mod:`ballot_lib.pareto`).
+* :func:`technique_reevaluation` — per seed, the front pooled over all techniques' runs; each technique's share
+  of it and the hypervolume its own runs dominate; mean ± Student-t 95 % CI over seeds.
+
+``python -m ballot_lib.population RESULTS_DIR`` prints the Markdown tables of notebook 04 from a results store.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import warnings
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import pareto
+from .analysis import class_columns, markdown_table
+from .metrics import mean_ci
+
+#: disparity name -> (column, larger is better)
+DISPARITIES = {"mcd": ("mcd", False), "cwv": ("cwv", False), "worst_class": ("worst_class_acc", True),
+               "group_gap": ("group_acc_gap", False)}
+#: Reference point of the hypervolume: accuracy 0, sparsity 0, and the worst disparity (1 for gaps/variance,
+#: 0 for worst-class recall).
+HV_REFERENCE = {"acc": 0.0, "sparsity": 0.0, "mcd": 1.0, "cwv": 1.0, "worst_class_acc": 0.0, "group_acc_gap": 1.0}
+CORRECTIONS = ("bh", "holm", "none")
+RULES = ("epsilon", "lexicographic", "chebyshev")
+
+
+def disparity_column(disparity: str) -> tuple[str, bool]:
+    """(column, maximise) of a disparity name; raises ``ValueError`` naming the valid ones."""
+    if disparity not in DISPARITIES:
+        raise ValueError(f"unknown disparity {disparity!r}; valid: {sorted(DISPARITIES)}")
+    return DISPARITIES[disparity]
+
+
+def with_derived(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with ``worst_class_acc`` (min over present classes) and ``sparsity`` columns added if missing."""
+    df = df.copy()
+    cols = class_columns(df)
+    if cols and "worst_class_acc" not in df:
+        df["worst_class_acc"] = df[cols].min(axis=1, skipna=True)
+    if "sparsity" not in df or df["sparsity"].isna().any():
+        df["sparsity"] = 1.0 - df["density"].astype(float)
+    return df
+
+
+def _split(df: pd.DataFrame, split: str) -> pd.DataFrame:
+    d = df[df["split"] == split]
+    if d.empty:
+        raise ValueError(f"no rows for split {split!r}; splits present: {sorted(df['split'].unique())}")
+    return d
+
+
+def _dense(d: pd.DataFrame, reference: str, key: str) -> pd.DataFrame:
+    ref = d[d[key] == reference]
+    if ref.empty:
+        raise ValueError(f"no {reference!r} runs to compare against (column {key!r} has {sorted(d[key].unique())})")
+    if ref["seed"].duplicated().any():
+        raise ValueError(f"several {reference!r} runs per seed; keep one dense configuration per seed")
+    return ref.set_index("seed")
+
+
+def excess_change(df: pd.DataFrame, reference: str = "dense", split: str = "test", key: str = "method"
+                  ) -> pd.DataFrame:
+    """Long table, one row per (pruned run, class): ``delta_c``, ``delta`` and ``excess = delta_c − delta``.
+
+    Deltas are against the ``reference`` run of the same seed; runs whose seed has no reference are dropped.
+    """
+    d = _split(df, split)
+    cols = class_columns(d)
+    ref = _dense(d, reference, key)
+    pruned = d[(d[key] != reference) & d["seed"].isin(ref.index)]
+    if pruned.empty:
+        return pd.DataFrame(columns=[key, "density_target", "density", "seed", "run_id", "class", "delta_c",
+                                     "delta", "excess"])
+    r = ref.loc[pruned["seed"]]
+    delta = pruned["acc"].to_numpy() - r["acc"].to_numpy()
+    frames = []
+    for c in cols:
+        delta_c = pruned[c].to_numpy() - r[c].to_numpy()
+        frames.append(pd.DataFrame({key: pruned[key].to_numpy(), "density_target": pruned["density_target"].to_numpy(),
+                                    "density": pruned["density"].to_numpy(), "seed": pruned["seed"].to_numpy(),
+                                    "run_id": pruned["run_id"].to_numpy(), "class": int(c.rsplit("_", 1)[1]),
+                                    "delta_c": delta_c, "delta": delta, "excess": delta_c - delta}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def excess_summary(excess: pd.DataFrame, key: str = "method") -> pd.DataFrame:
+    """Mean excess change per (technique, density, class) with its 95 % CI half-width over seeds (wide: one
+    column per class, plus the most hurt class and its mean excess)."""
+    rows = []
+    for (t, dens), g in excess.groupby([key, "density_target"], sort=True):
+        row: dict[str, Any] = {key: t, "density_target": dens, "seeds": int(g["seed"].nunique())}
+        means = g.groupby("class")["excess"].mean()
+        for c, m in means.items():
+            row[f"class {c}"] = m
+        row["most_hurt_class"] = int(means.idxmin())
+        row["most_hurt_excess"] = float(means.min())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def adjust_pvalues(p: Sequence[float], correction: str = "bh") -> np.ndarray:
+    """Multiple-comparison adjusted p-values: ``"bh"`` (Benjamini–Hochberg, false discovery rate), ``"holm"``
+    (Holm–Bonferroni, family-wise error) or ``"none"``. NaN p-values stay NaN and do not count as tests."""
+    if correction not in CORRECTIONS:
+        raise ValueError(f"unknown correction {correction!r}; valid: {list(CORRECTIONS)}")
+    p = np.asarray(p, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = ~np.isnan(p)
+    q = p[ok]
+    m = len(q)
+    if m == 0 or correction == "none":
+        out[ok] = q
+        return out
+    order = np.argsort(q, kind="stable")
+    ranked = q[order]
+    if correction == "bh":
+        adj = ranked * m / np.arange(1, m + 1)
+        adj = np.minimum.accumulate(adj[::-1])[::-1]
+    else:
+        adj = np.maximum.accumulate(ranked * (m - np.arange(m)))
+    res = np.empty(m)
+    res[order] = np.minimum(adj, 1.0)
+    out[ok] = res
+    return out
+
+
+def hurt_classes(df: pd.DataFrame, reference: str = "dense", split: str = "test", alpha: float = 0.05,
+                 correction: str = "bh", key: str = "method") -> pd.DataFrame:
+    """Welch t-test per (technique, density, class) of normalised recall ``acc_c / acc``, pruned vs dense.
+
+    Returns one row per test: the two means over seeds, the change, Welch's t and p, the adjusted p (over every
+    test of the table, ``correction``) and ``hurt`` (adjusted p < ``alpha`` and the normalised recall went down).
+    Both samples are the seeds' models (Hooker et al. compare populations of models the same way); with few
+    seeds the test has little power, which the adjusted p-values make visible.
+    """
+    from scipy import stats
+
+    d = _split(df, split)
+    cols = class_columns(d)
+    ref = _dense(d, reference, key)
+    rows = []
+    for (t, dens), g in d[d[key] != reference].groupby([key, "density_target"], sort=True):
+        for c in cols:
+            a = (g[c] / g["acc"]).to_numpy(dtype=float)
+            b = (ref[c] / ref["acc"]).to_numpy(dtype=float)
+            a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+            if len(a) >= 2 and len(b) >= 2 and (a.var() > 0 or b.var() > 0):
+                with warnings.catch_warnings():  # near-identical samples: scipy warns, the p-value is still valid
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    res = stats.ttest_ind(a, b, equal_var=False)
+                tstat, p = float(res.statistic), float(res.pvalue)
+            else:
+                tstat, p = float("nan"), float("nan")
+            rows.append({key: t, "density_target": dens, "class": int(c.rsplit("_", 1)[1]), "n_pruned": len(a),
+                         "n_dense": len(b), "norm_recall_pruned": a.mean() if len(a) else np.nan,
+                         "norm_recall_dense": b.mean() if len(b) else np.nan, "t": tstat, "p": p})
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    out["change"] = out["norm_recall_pruned"] - out["norm_recall_dense"]
+    out["p_adj"] = adjust_pvalues(out["p"].to_numpy(), correction)
+    out["correction"] = correction
+    out["hurt"] = (out["p_adj"] < alpha) & (out["change"] < 0)
+    return out
+
+
+def hurt_counts(tests: pd.DataFrame, key: str = "method") -> pd.DataFrame:
+    """Number of significantly hurt classes per (technique, density), with the raw (unadjusted) count beside it."""
+    g = tests.groupby([key, "density_target"], sort=True)
+    return pd.DataFrame({"hurt": g["hurt"].sum().astype(int),
+                         "hurt_unadjusted": g.apply(lambda x: int(((x["p"] < 0.05) & (x["change"] < 0)).sum()),
+                                                    include_groups=False),
+                         "classes": g.size()}).reset_index()
+
+
+def pareto_table(df: pd.DataFrame, disparity: str = "mcd", select_split: str = "val", report_split: str = "test",
+                 key: str = "method") -> pd.DataFrame:
+    """One row per configuration (technique, requested density; dense included): seed count, run ids, mean
+    achieved density/sparsity, and per split the mean (and CI half-width) of accuracy and the disparity, with
+    ``on_front`` computed on ``select_split`` over (accuracy ↑, sparsity ↑, disparity)."""
+    col, _ = disparity_column(disparity)
+    df = with_derived(df)
+    rows = []
+    for (t, dens), g in df.groupby([key, "density_target"], sort=True):
+        row: dict[str, Any] = {key: t, "density_target": dens, "seeds": int(g["seed"].nunique()),
+                               "run_ids": ",".join(sorted(g["run_id"].unique())),
+                               "density": float(g["density"].mean()), "sparsity": float(g["sparsity"].mean())}
+        for split in (select_split, report_split):
+            s = g[g["split"] == split]
+            for m in ("acc", col):
+                mean, half, _, _ = mean_ci(s[m].tolist()) if m in s else (np.nan, np.nan, np.nan, 0)
+                row[f"{split}_{m}"], row[f"{split}_{m}_ci"] = mean, half
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        raise ValueError("no runs to build a front from")
+    table = table.dropna(subset=[f"{select_split}_acc", f"{select_split}_{col}"]).reset_index(drop=True)
+    pts, mx = objective_points(table, disparity, select_split)
+    table["on_front"] = pareto.non_dominated(pts, mx)
+    table.attrs.update(disparity=disparity, select_split=select_split, report_split=report_split, key=key)
+    return table
+
+
+def objective_points(table: pd.DataFrame, disparity: str, split: str) -> tuple[np.ndarray, list[bool]]:
+    """The (accuracy, sparsity, disparity) points of a table's rows on ``split`` and their directions."""
+    col, mx = disparity_column(disparity)
+    pts = table[[f"{split}_acc", "sparsity", f"{split}_{col}"]].to_numpy(dtype=float)
+    return pts, [True, True, mx]
+
+
+def select(table: pd.DataFrame, rule: str, **params: Any) -> tuple[pd.Series, str]:
+    """Choose an operating point among the front rows of a :func:`pareto_table` (on its select split).
+
+    Rules (objectives are named ``acc``, ``sparsity``, ``disparity``):
+
+    * ``"epsilon"``: maximise ``objective`` (default ``"sparsity"``) subject to ``min_acc`` and/or
+      ``max_disparity`` (absolute values; ``max_acc_drop`` = a floor at the dense accuracy minus that much;
+      ``max_disparity_rise`` = a ceiling at the dense disparity plus that much; for ``worst_class`` the
+      disparity bound is a floor);
+    * ``"lexicographic"``: ``order`` (e.g. ``["disparity", "acc", "sparsity"]``) with ``tolerances``;
+    * ``"chebyshev"``: ``weights`` (mapping objective -> weight) against the ideal point of the front.
+
+    Returns the chosen row and a sentence stating the rule with its numbers.
+    """
+    if rule not in RULES:
+        raise ValueError(f"unknown selection rule {rule!r}; valid: {list(RULES)}")
+    disparity, split = table.attrs.get("disparity", "mcd"), table.attrs.get("select_split", "val")
+    col, dmax = disparity_column(disparity)
+    names = ["acc", "sparsity", "disparity"]
+    front = table[table["on_front"]].reset_index(drop=True)
+    pts, mx = objective_points(front, disparity, split)
+    key = table.attrs.get("key", "method")
+    dense = table[table[key] == "dense"]
+    if rule == "epsilon":
+        objective = params.get("objective", "sparsity")
+        bounds: dict[int, float] = {}
+        min_acc = params.get("min_acc")
+        if params.get("max_acc_drop") is not None:
+            if dense.empty:
+                raise ValueError("max_acc_drop needs the dense configuration in the table")
+            min_acc = float(dense[f"{split}_acc"].iloc[0]) - params["max_acc_drop"]
+        if min_acc is not None:
+            bounds[0] = float(min_acc)
+        max_disp = params.get("max_disparity")
+        if params.get("max_disparity_rise") is not None:
+            if dense.empty:
+                raise ValueError("max_disparity_rise needs the dense configuration in the table")
+            rise = params["max_disparity_rise"]
+            max_disp = float(dense[f"{split}_{col}"].iloc[0]) + (-rise if dmax else rise)
+        if max_disp is not None:
+            bounds[2] = float(max_disp)
+        i = pareto.epsilon_constraint(pts, mx, names.index(objective), bounds)
+        parts = []
+        if 0 in bounds:
+            parts.append(f"{split} accuracy ≥ {bounds[0]:.4f}")
+        if 2 in bounds:
+            parts.append(f"{split} {disparity.upper()} {'≥' if dmax else '≤'} {bounds[2]:.4f}")
+        text = (f"ε-constraint: the front point with the highest {objective}" if objective != "disparity" or dmax
+                else f"ε-constraint: the front point with the lowest {disparity.upper()}")
+        text += (" subject to " + " and ".join(parts)) if parts else ""
+    elif rule == "lexicographic":
+        order = params.get("order", ["disparity", "acc", "sparsity"])
+        tol = params.get("tolerances")
+        i = pareto.lexicographic(pts, mx, [names.index(o) for o in order], tol)
+        text = "lexicographic: " + ", then ".join(
+            f"best {o if o != 'disparity' else disparity.upper()}"
+            + (f" (within {tol[j]:g})" if tol and tol[j] else "") for j, o in enumerate(order))
+    else:
+        weights = params.get("weights", {"acc": 1.0, "sparsity": 1.0, "disparity": 1.0})
+        w = [float(weights.get(n, 0.0)) for n in names]
+        i = pareto.chebyshev(pts, mx, w)
+        text = ("Chebyshev: the front point nearest the ideal in the weighted max-norm (each objective scaled to "
+                "its range on the front), weights " + ", ".join(f"{n if n != 'disparity' else disparity.upper()} "
+                                                                 f"{x:g}" for n, x in zip(names, w)))
+    return front.iloc[i], text + f" (on the {split} split)."
+
+
+def technique_reevaluation(df: pd.DataFrame, disparity: str = "mcd", split: str = "test", key: str = "method",
+                           reference: str = "dense") -> pd.DataFrame:
+    """Per technique: share of the pooled per-seed front and the hypervolume its own runs dominate.
+
+    For each seed, every pruned run of that seed (all techniques and densities; the dense run excluded) is a
+    point (accuracy ↑, sparsity ↑, disparity); the front is pooled over techniques. A technique's *share* is the
+    fraction of front points that are its runs; its *hypervolume* is that of its own runs with the reference
+    point :data:`HV_REFERENCE`. Mean and 95 % CI half-width over seeds, plus the hypervolume of the pooled
+    front for scale.
+    """
+    col, dmax = disparity_column(disparity)
+    d = with_derived(_split(df, split))
+    d = d[d[key] != reference].dropna(subset=["acc", col])
+    ref = [HV_REFERENCE["acc"], HV_REFERENCE["sparsity"], HV_REFERENCE[col]]
+    mx = [True, True, dmax]
+    techniques = sorted(d[key].unique())
+    per_seed = []
+    for seed, g in d.groupby("seed"):
+        pts = g[["acc", "sparsity", col]].to_numpy(dtype=float)
+        front = pareto.non_dominated(pts, mx)
+        pooled = pareto.hypervolume(pts, ref, mx)
+        for t in techniques:
+            own = (g[key] == t).to_numpy()
+            per_seed.append({key: t, "seed": seed, "share": float(own[front].sum() / max(front.sum(), 1)),
+                             "hv": pareto.hypervolume(pts[own], ref, mx) if own.any() else 0.0,
+                             "hv_pooled": pooled})
+    ps = pd.DataFrame(per_seed)
+    rows = []
+    for t in techniques:
+        g = ps[ps[key] == t]
+        share, share_ci, _, n = mean_ci(g["share"].tolist())
+        hv, hv_ci, _, _ = mean_ci(g["hv"].tolist())
+        rows.append({key: t, "seeds": n, "front_share": share, "front_share_ci": share_ci, "hypervolume": hv,
+                     "hypervolume_ci": hv_ci, "hv_fraction_of_pooled": float((g["hv"] / g["hv_pooled"]).mean())})
+    out = pd.DataFrame(rows).sort_values("hypervolume", ascending=False).reset_index(drop=True)
+    out.attrs.update(disparity=disparity, split=split, reference=ref)
+    return out
+
+
+def _pm(mean: float, half: float, pct: bool = False) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    f = 100.0 if pct else 1.0
+    return f"{f * mean:.2f} ± {f * half:.2f}" if half == half else f"{f * mean:.2f}"
+
+
+def front_markdown(table: pd.DataFrame) -> str:
+    """The val-front configurations as a Markdown table, reported on the report split."""
+    disp, sel, rep = table.attrs["disparity"], table.attrs["select_split"], table.attrs["report_split"]
+    col, _ = disparity_column(disp)
+    key = table.attrs.get("key", "method")
+    f = table[table["on_front"]].sort_values("sparsity")
+    out = pd.DataFrame({
+        "technique": f[key], "density (target)": f["density_target"].map("{:g}".format),
+        "density (achieved)": f["density"].map("{:.3f}".format), "seeds": f["seeds"],
+        f"{sel} acc (%)": [_pm(m, h, True) for m, h in zip(f[f"{sel}_acc"], f[f"{sel}_acc_ci"])],
+        f"{sel} {disp.upper()}": [_pm(m, h, col != "cwv") for m, h in zip(f[f"{sel}_{col}"], f[f"{sel}_{col}_ci"])],
+        f"{rep} acc (%)": [_pm(m, h, True) for m, h in zip(f[f"{rep}_acc"], f[f"{rep}_acc_ci"])],
+        f"{rep} {disp.upper()}": [_pm(m, h, col != "cwv") for m, h in zip(f[f"{rep}_{col}"], f[f"{rep}_{col}_ci"])],
+    })
+    return markdown_table(out)
+
+
+def reevaluation_markdown(reeval: pd.DataFrame, key: str = "method") -> str:
+    out = pd.DataFrame({
+        "technique": reeval[key], "seeds": reeval["seeds"],
+        "share of front (%)": [_pm(m, h, True) for m, h in zip(reeval["front_share"], reeval["front_share_ci"])],
+        "hypervolume": [f"{m:.4f} ± {h:.4f}" if h == h else f"{m:.4f}" for m, h in
+                        zip(reeval["hypervolume"], reeval["hypervolume_ci"])],
+        "of pooled HV (%)": (100 * reeval["hv_fraction_of_pooled"]).map("{:.1f}".format),
+    })
+    return markdown_table(out)
+
+
+def hurt_markdown(counts: pd.DataFrame, key: str = "method") -> str:
+    out = counts.rename(columns={key: "technique", "density_target": "density (target)",
+                                 "hurt": "classes hurt (adjusted)", "hurt_unadjusted": "p < 0.05 unadjusted"})
+    return markdown_table(out)
+
+
+def tables(df: pd.DataFrame, disparity: str = "mcd", correction: str = "bh", key: str = "method") -> str:
+    """All Markdown tables of notebook 04 from a results DataFrame (used by ``python -m ballot_lib.population``)."""
+    tests = hurt_classes(df, correction=correction, key=key)
+    excess = excess_summary(excess_change(df, key=key), key=key)
+    table = pareto_table(df, disparity, key=key)
+    reeval = technique_reevaluation(df, disparity, key=key)
+    n_pruned = df.loc[(df[key] != "dense") & (df["split"] == "test"), "run_id"].nunique()
+    lines = [f"Population: {n_pruned} pruned runs over {df.loc[df[key] != 'dense', key].nunique()} techniques, "
+             f"{df['seed'].nunique()} seeds.", "",
+             "### Most hurt class per configuration (mean excess change δ_c − δ, test, points)", "",
+             markdown_table(excess[[key, "density_target", "seeds", "most_hurt_class"]].assign(
+                 most_hurt_excess_pts=100 * excess["most_hurt_excess"]), floatfmt=".2f"), "",
+             f"### Classes significantly hurt (Welch t-test across seeds, {correction} correction, α = 0.05)", "",
+             hurt_markdown(hurt_counts(tests, key), key), "",
+             f"### Pareto front (accuracy ↑, sparsity ↑, {disparity.upper()} ↓) chosen on val, reported on test", "",
+             front_markdown(table), "",
+             "### Technique re-evaluation (per-seed pooled fronts on test; mean ± 95 % CI over seeds)", "",
+             reevaluation_markdown(reeval, key)]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m ballot_lib.population RESULTS_DIR [--disparity mcd] [--correction bh]``: print the tables."""
+    from .results import load_results
+
+    ap = argparse.ArgumentParser(prog="python -m ballot_lib.population", description=main.__doc__)
+    ap.add_argument("results_dir", help="results store of notebook 04 (its results_dir)")
+    ap.add_argument("--disparity", default="mcd", choices=sorted(DISPARITIES))
+    ap.add_argument("--correction", default="bh", choices=CORRECTIONS)
+    args = ap.parse_args(argv)
+    df = load_results(args.results_dir)
+    from .methods.prune_responsibly import TECHNIQUES
+
+    df = df[df["method"].isin(("dense",) + TECHNIQUES)]
+    print(tables(df, args.disparity, args.correction))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
