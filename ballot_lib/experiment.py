@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import torch
@@ -20,8 +21,8 @@ from torch import nn
 
 from .data import DataBundle, DataConfig, get_dataset
 from .models import ModelConfig, build_model
-from .pruning import load_mask
-from .results import ResultsStore, Run
+from .pruning import load_mask, prunable_weights
+from .results import ResultsError, ResultsStore, Run, check_config_file, repair_advice
 from .validation import check_arguments, check_device_name, check_fields, check_seed
 from .training import TrainConfig, TrainResult, resolve_device, state_dict_cpu, train
 
@@ -177,13 +178,50 @@ class Experiment:
         name = "theta0.pt" if epoch == 0 else "thetaT.pt" if epoch == T else f"theta_e{epoch}.pt"
         if not run.file(name).exists():
             net = self.new_model()
-            net.load_state_dict(run.load_tensor("theta0.pt"))
+            net.load_state_dict(self.load_weights(run, "theta0.pt"))
             self.train_net(net, run, seed, end_epoch=epoch, eval_splits=(), checkpoint=None,
                            desc=f"replay θ{epoch}")
             run.save_tensor(name, state_dict_cpu(net))
-        return run.load_tensor(name)
+        return self.load_weights(run, name)
+
+    def param_shapes(self, prunable: bool = False) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of this experiment's model state (``prunable``: of the prunable weights only)."""
+        if getattr(self, "_shapes", None) is None:
+            net = self.new_model()
+            self._shapes = ({k: tuple(v.shape) for k, v in net.state_dict().items()},
+                            {n: tuple(p.shape) for n, p in prunable_weights(net).items()})
+        return dict(self._shapes[1 if prunable else 0])
+
+    def check_weights(self, state: Any, source: Optional[Path] = None) -> None:
+        """Check a state dict against this experiment's model: same names, same shapes.
+
+        Raises :class:`~ballot_lib.results.ResultsError` naming ``source`` (and the fix) when it came from a file,
+        else ``ValueError``.
+        """
+        expected = self.param_shapes()
+        if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            problem = f"it holds a {type(state).__name__}, not a state dict of tensors"
+        else:
+            missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+            bad = [f"{k} {tuple(state[k].shape)} (model: {expected[k]})" for k in expected
+                   if k in state and tuple(state[k].shape) != expected[k]]
+            problem = "; ".join(p for p in (missing and f"missing {missing[:5]}", extra and f"unexpected {extra[:5]}",
+                                            bad and f"wrong shapes {bad[:5]}") if p)
+        if problem:
+            what = f"model {self.model.name!r} on {self.data.name!r}"
+            if source is None:
+                raise ValueError(f"weights do not fit {what}: {problem}")
+            raise ResultsError(f"weights file {source} does not fit {what}: {problem}; {repair_advice(source)}")
+
+    def load_weights(self, run: Run, name: str) -> dict[str, torch.Tensor]:
+        """Load stored weights ``name`` of ``run``, checked against this experiment's model (names, shapes)."""
+        state = run.load_tensor(name)
+        self.check_weights(state, run.file(name))
+        return state
 
     def model_from(self, state: Mapping[str, torch.Tensor]) -> nn.Module:
+        """A model of this experiment holding ``state`` (checked: a mismatch names the tensors, not a raw error)."""
+        self.check_weights(state)
         net = self.new_model()
         net.load_state_dict(state)
         return net
@@ -225,9 +263,16 @@ def finish_run(run: Run, res: TrainResult, **summary: Any) -> None:
     run.finish(summary)
 
 
-def load_run(run: Run) -> RunResult:
-    """Load a complete run's metrics, summary and (if present) mask."""
-    mask = load_mask(run.file("mask.pt")) if run.file("mask.pt").exists() else None
+def load_run(run: Run, exp: Optional["Experiment"] = None) -> RunResult:
+    """Load a complete run's metrics, summary and (if present) mask, checking what is read.
+
+    ``config.json`` must hash to the folder's name, the JSON files must have their schema and, given ``exp``, the
+    mask must cover exactly the model's prunable weights with their shapes; else :class:`ResultsError` names the
+    file and the fix.
+    """
+    check_config_file(run.path)
+    like = None if exp is None else exp.param_shapes(prunable=True)
+    mask = load_mask(run.file("mask.pt"), like) if run.file("mask.pt").exists() else None
     return RunResult(run, run.read_json("metrics.json"), run.read_json("summary.json"), mask)
 
 

@@ -317,17 +317,39 @@ def save_mask(mask: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path
     return atomic_torch_save({n: m.detach().bool().cpu() for n, m in mask.items()}, path)
 
 
-def load_mask(path: str | os.PathLike) -> Mask:
+def mask_mismatch(mask: Mapping[str, torch.Tensor], shapes: Mapping[str, Sequence[int]]) -> Optional[str]:
+    """What is wrong with ``mask`` for prunable weights of ``shapes`` (name -> shape), or ``None`` if it fits."""
+    missing, extra = sorted(set(shapes) - set(mask)), sorted(set(mask) - set(shapes))
+    if missing or extra:
+        return f"its tensors do not match the model's prunable weights: missing {missing[:5]}, extra {extra[:5]}"
+    for n, shape in shapes.items():
+        if tuple(mask[n].shape) != tuple(shape):
+            return f"its tensor {n} has shape {tuple(mask[n].shape)}, the model's weight has {tuple(shape)}"
+    return None
+
+
+def load_mask(path: str | os.PathLike, like: nn.Module | Mapping[str, Sequence[int]] | None = None) -> Mask:
     """Load a mask saved by :func:`save_mask` with weights-only loading.
 
-    A missing or corrupt file raises :class:`ballot_lib.results.ResultsError`; a file that is not a mask raises
-    ``ValueError``.
+    Args:
+        path: the ``mask.pt`` file.
+        like: a model, or a mapping prunable weight name -> shape: the mask must cover exactly those weights with
+            those shapes.
+    Raises:
+        ballot_lib.results.ResultsError: naming the file, if it is missing, corrupt, not a mask (a dict of
+            tensors) or does not fit ``like``; the message says the fix.
     """
-    from .results import safe_torch_load
+    from .results import ResultsError, repair_advice, safe_torch_load
 
     obj = safe_torch_load(path, what="mask")
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path} does not hold a mask (a dict of tensors)")
+        raise ResultsError(f"mask file {path} does not hold a mask (a dict of tensors); {repair_advice(path)}")
+    if like is not None:
+        shapes = like if not isinstance(like, nn.Module) else {
+            n: tuple(p.shape) for n, p in prunable_weights(like).items()}
+        problem = mask_mismatch(obj, shapes)
+        if problem:
+            raise ResultsError(f"mask file {path} does not fit the model: {problem}; {repair_advice(path)}")
     return {n: v.bool() for n, v in obj.items()}
 
 
@@ -349,5 +371,5 @@ def sparsity(mask: Mapping[str, torch.Tensor]) -> float:
 __all__: Sequence[str] = [
     "Mask", "apply_mask", "budgets_from_densities", "budgets_from_mask", "check_density", "check_mask_matches",
     "density", "erk_densities", "imp_densities", "kept_count", "layer_densities", "load_mask", "magnitude_mask",
-    "mask_from_scores", "overlap", "random_mask", "save_mask", "sparsity", "structured_mask", "topk_mask_flat", "unflatten",
+    "mask_from_scores", "mask_mismatch", "overlap", "random_mask", "save_mask", "sparsity", "structured_mask", "topk_mask_flat", "unflatten",
 ]

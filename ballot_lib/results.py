@@ -102,15 +102,104 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+def repair_advice(path: str | os.PathLike) -> str:
+    """What to do about a bad file of the store: the fix that works for that file.
+
+    * a training checkpoint: delete it (the run restarts from its start);
+    * a rewind point ``theta_e<k>.pt``: delete it (it is replayed from θ0 on demand);
+    * any other file of a dense run (θ0, θT, metrics, ...): every method under that seed started from the dense
+      run's weights, so remove the dense run *and* every run derived from it, with
+      ``python -m ballot_lib.results remove-derived <run folder>``;
+    * a file of any other run: remove that run's folder (it is recomputed on the next call).
+    """
+    path = Path(path)
+    if path.name.startswith("checkpoint"):
+        return f"delete {path} to start that run afresh"
+    if path.name.startswith("theta_e"):
+        return f"delete {path}: the rewind point is replayed from θ0 on demand"
+    run_dir = path.parent
+    if run_dir.parent.name != "runs":
+        return "delete its run folder to recompute it"
+    try:
+        method = json.loads((run_dir / "config.json").read_text()).get("method")
+    except (OSError, ValueError, AttributeError):
+        method = None
+    if method == "dense" or path.name in ("theta0.pt", "thetaT.pt"):
+        return (f"every run under this seed starts from this dense run's weights: remove the dense run and every "
+                f"run derived from it with `python -m ballot_lib.results remove-derived {run_dir}` (deleting only "
+                f"the file does not help: the run counts as complete), then run again")
+    return f"remove the run folder {run_dir} (`rm -r {run_dir}`); it is recomputed on the next run"
+
+
+def _is_metric_value(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _schema_problem(name: str, obj: Any) -> Optional[str]:
+    """What is wrong with the content of the store's JSON file ``name`` (``None``: nothing, or not a store file)."""
+    if name == "config.json":
+        if not isinstance(obj, Mapping):
+            return f"holds a {type(obj).__name__}, expected a mapping of configuration fields"
+        if not isinstance(obj.get("method"), str):
+            return f"has no method name (method: {obj.get('method')!r})"
+        seed = obj.get("seed")
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            return f"has no valid seed (seed: {seed!r})"
+        for key in ("method_cfg", "data", "model", "train"):
+            if key in obj and not isinstance(obj[key], Mapping):
+                return f"field {key!r} is a {type(obj[key]).__name__}, expected a mapping"
+    elif name == "metrics.json":
+        if not isinstance(obj, Mapping):
+            return f"holds a {type(obj).__name__}, expected a mapping split -> {{metric: number}}"
+        for split, values in obj.items():
+            if not isinstance(values, Mapping):
+                return f"split {split!r} holds {values!r}, expected a mapping metric -> number"
+            for k, v in values.items():
+                if not _is_metric_value(v):
+                    return f"metric {split}.{k} is {v!r}, expected a number or null"
+    elif name == "summary.json":
+        if not isinstance(obj, Mapping):
+            return f"holds a {type(obj).__name__}, expected a mapping"
+    elif name == "history.json":
+        if not isinstance(obj, list) or not all(isinstance(row, Mapping) for row in obj):
+            return "expected a list of per-epoch mappings"
+    return None
+
+
 def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON results file; a missing or corrupt file raises :class:`ResultsError` naming it."""
+    """Read a JSON results file; a missing, corrupt or malformed file raises :class:`ResultsError` naming it.
+
+    The store's own files (in ``runs/<run_id>/``) are schema-checked: ``config.json`` (a mapping with ``method`` and ``seed``),
+    ``metrics.json`` (split -> metric -> number or null), ``summary.json`` (a mapping) and ``history.json`` (a list
+    of mappings). The message says what is wrong and the fix that works (:func:`repair_advice`).
+    """
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        obj = json.loads(path.read_text())
     except FileNotFoundError:
         raise ResultsError(f"results file {path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ResultsError(f"results file {path} is corrupt ({e}); delete its run folder to recompute it") from None
+        raise ResultsError(f"results file {path} is corrupt ({e}); {repair_advice(path)}") from None
+    problem = _schema_problem(path.name, obj) if path.parent.parent.name == "runs" else None
+    if problem:
+        raise ResultsError(f"results file {path} is malformed: it {problem}; {repair_advice(path)}")
+    return obj
+
+
+def check_config_file(run_dir: str | os.PathLike) -> dict:
+    """Read ``<run_dir>/config.json`` and check that its hash is the folder's name; return the configuration.
+
+    A configuration copied from another run (or edited by hand) would silently mislabel every result of the
+    folder: it raises :class:`ResultsError` naming the file.
+    """
+    run_dir = Path(run_dir)
+    config = read_json(run_dir / "config.json")
+    actual = config_hash(config)
+    if actual != run_dir.name:
+        raise ResultsError(
+            f"results file {run_dir / 'config.json'} holds the configuration of run {actual}, not of its folder "
+            f"{run_dir.name} (copied from another run or edited); {repair_advice(run_dir / 'config.json')}")
+    return config
 
 
 def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
@@ -123,7 +212,7 @@ def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     except Exception as e:  # truncated zip, pickle with forbidden globals, ...
         raise ResultsError(
             f"{what} file {path} is corrupt or not a weights-only torch file ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}); delete it to start that run afresh"
+            f"{str(e).splitlines()[0] if str(e) else ''}); {repair_advice(path)}"
         ) from None
 
 
@@ -358,8 +447,13 @@ def _flatten(prefix: str, obj: Any, out: dict) -> None:
 
 
 def run_rows(run_dir: Path) -> list[dict]:
-    """Rows of one complete run for :func:`load_results` (one per evaluated split)."""
-    config = read_json(run_dir / "config.json")
+    """Rows of one complete run for :func:`load_results` (one per evaluated split).
+
+    Every file is checked as it is read (schema, config hash against the folder name): a bad one raises
+    :class:`ResultsError` naming it.
+    """
+    run_dir = Path(run_dir)
+    config = check_config_file(run_dir)
     metrics = read_json(run_dir / "metrics.json")
     summary = read_json(run_dir / "summary.json")
     base: dict[str, Any] = {"run_id": run_dir.name}
@@ -407,7 +501,7 @@ def load_results(root: str | os.PathLike | None = None, on_error: str = "raise")
         except ResultsError as e:
             if on_error == "raise":
                 raise
-            warnings.warn(f"skipping run {run_dir.name}: {e}")
+            warnings.warn(f"skipping run {run_dir.name}: {e}", stacklevel=2)
     if not rows:
         return pd.DataFrame(columns=["run_id", "method", "dataset", "model", "seed", "density", "sparsity", "split"])
     return pd.DataFrame(rows)
@@ -433,3 +527,85 @@ def load_history(root: str | os.PathLike | None = None, run_ids: Optional[Iterab
         h["seed"] = config.get("seed")
         frames.append(h)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# ------------------------------------------------------------------------------------------ repair
+
+
+def derived_runs(run_dir: str | os.PathLike) -> list[Path]:
+    """The run folder ``run_dir`` and every run of the same store that shares its data, model, recipe and seed.
+
+    For a dense run these are the runs derived from it: every method under a seed starts from that seed's dense
+    θ0/θT. Runs whose ``config.json`` cannot be read are not matched (they are reported by ``check``).
+    """
+    run_dir = Path(run_dir).resolve()
+    config = read_json(run_dir / "config.json")
+    key = {k: config.get(k) for k in ("version", "data", "model", "train", "seed")}
+    out = [run_dir]
+    for other in sorted(run_dir.parent.iterdir()):
+        if other == run_dir or not other.is_dir():
+            continue
+        try:
+            cfg = read_json(other / "config.json")
+        except ResultsError:
+            continue
+        if {k: cfg.get(k) for k in key} == key:
+            out.append(other)
+    return out
+
+
+def remove_derived(run_dir: str | os.PathLike, dry_run: bool = False) -> list[Path]:
+    """Remove ``run_dir`` and every run derived from it (see :func:`derived_runs`); return the removed folders."""
+    import shutil
+
+    folders = derived_runs(run_dir)
+    if not dry_run:
+        for f in folders:
+            shutil.rmtree(f)
+    return folders
+
+
+def check_store(root: str | os.PathLike | None = None) -> list[str]:
+    """Read every complete run of a store as :func:`load_results` does; return one message per bad run."""
+    problems = []
+    for run_dir in ResultsStore(root).complete_runs():
+        try:
+            run_rows(run_dir)
+        except ResultsError as e:
+            problems.append(str(e))
+    return problems
+
+
+def main(argv: Optional[Iterable[str]] = None) -> int:
+    """``python -m ballot_lib.results check [ROOT]`` or ``remove-derived RUN_DIR [--dry-run]``."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m ballot_lib.results", description="Check or repair a results store.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("check", help="read every complete run and report the bad ones")
+    c.add_argument("root", nargs="?", default=None, help="results root (default: $BALLOT_RESULTS or ./results)")
+    r = sub.add_parser("remove-derived", help="remove a (dense) run folder and every run derived from it")
+    r.add_argument("run_dir", type=Path)
+    r.add_argument("--dry-run", action="store_true", help="only list the folders")
+    a = p.parse_args(None if argv is None else list(argv))
+    try:
+        if a.cmd == "check":
+            problems = check_store(a.root)
+            for msg in problems:
+                print(msg)
+            print(f"{len(problems)} bad run(s) in {ResultsStore(a.root).root}")
+            return 1 if problems else 0
+        if not (a.run_dir / "config.json").is_file():
+            raise ResultsError(f"{a.run_dir} is not a run folder (no config.json)")
+        folders = remove_derived(a.run_dir, dry_run=a.dry_run)
+        for f in folders:
+            print(("would remove " if a.dry_run else "removed ") + str(f))
+        return 0
+    except ResultsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -382,6 +382,9 @@ def train(
                 obj.load_state_dict(extras.get(name))
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             raise ResultsError(f"training checkpoint {checkpoint} does not match this run ({e}); delete it") from None
+        if not start_epoch <= epoch0 <= end:  # a checkpoint past the schedule would mark the run done untrained
+            raise ResultsError(f"training checkpoint {checkpoint} is at epoch {epoch0}, outside this run's schedule "
+                               f"[{start_epoch}, {end}] (from another run?); delete it to start the run afresh")
         enforcer.apply_weights()
 
     steps_per_epoch = math.ceil(train_data.n / cfg.batch_size)

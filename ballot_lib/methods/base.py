@@ -80,7 +80,7 @@ def locked_run(exp: Experiment, method: str, cfg: Any, seed: int) -> RunResult:
     spec = METHODS.get(method)
     run = exp.store.run(exp.run_config(method, config_dict(cfg), seed))
     if run.complete:
-        return load_run(run)
+        return load_run(run, exp)
     with run.lock():
         # The method re-checks completeness under the lock: a run finished meanwhile is loaded, not retrained.
         return spec.run(exp, cfg, seed)
@@ -125,7 +125,7 @@ def check_rewind(exp: Experiment, epoch: int, what: str = "rewind_epoch") -> Non
 def method_run(exp: Experiment, method: str, cfg: Any, seed: int) -> tuple[Run, Optional[RunResult]]:
     """The store's run for (method, cfg, seed), and its result if it is already complete (then nothing trains)."""
     run = exp.store.run(exp.run_config(method, config_dict(cfg), seed))
-    return run, (load_run(run) if run.complete else None)
+    return run, (load_run(run, exp) if run.complete else None)
 
 
 def train_masked(
