@@ -12,27 +12,33 @@ Commands (``python -m ballot_lib.sweep --help``):
   jobs succeeded, over every job's runs (loaded from the store, nothing retrained): the paired analysis.
   Local runs use a pool of ``--workers`` processes, each pinned to one GPU of ``--gpus`` via
   ``CUDA_VISIBLE_DEVICES``; ``--slurm`` submits the jobs through submitit instead.
-* ``validate PARAMS.yaml``: check a parameter file against the notebook's parameters and build every job's
-  experiment configuration, without training.
+* ``validate PARAMS.yaml``: check every parameter of every job against the notebook's annotated types and the
+  library's rules (:func:`ballot_lib.validation.validate_notebook_params`), without loading data or training.
 
-Always executed with the kernel ``python3`` of the current environment.
+Always executed with the kernel ``python3`` of the current environment. Notebooks are taken from ``notebooks/``
+only. Each job (papermill and its kernel) runs in its own process group; SIGINT/SIGTERM to the runner ends every
+job's processes before it exits, so an interrupted grid leaves nothing running that writes to the store (a
+SIGKILL cannot be caught: then end the jobs by hand). Mistakes in the command line or a parameter file end the
+command with a one-line ``error: ...`` and exit status 2.
 """
 from __future__ import annotations
 
 import argparse
-import inspect
 import itertools
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from .results import atomic_write_json, config_hash
+from .results import ResultsError, atomic_write_json, config_hash
 
 KERNEL = "python3"
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +82,11 @@ def execute(notebook: Path, output: Path, parameters: Mapping[str, Any], env: Op
            "--cwd", str(notebook.parent), "--no-progress-bar"]
     t0 = time.perf_counter()
     with open(log or output.with_suffix(".log"), "w") as fh:
-        proc = subprocess.run(cmd, env={**os.environ, **(env or {})}, stdout=fh, stderr=subprocess.STDOUT)
+        proc = _start_job(cmd, {**os.environ, **(env or {})}, fh)
+        try:
+            proc.wait()
+        finally:
+            _forget_job(proc)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{notebook.name} failed (exit {proc.returncode}); see {output} and "
@@ -84,10 +94,136 @@ def execute(notebook: Path, output: Path, parameters: Mapping[str, Any], env: Op
     return seconds
 
 
+# ------------------------------------------------------------------------------------------ job processes
+
+#: Running jobs (papermill processes) by pid; each leads its own process group (``start_new_session``).
+_JOBS: dict[int, subprocess.Popen] = {}
+_JOBS_LOCK = threading.Lock()
+#: Set once the runner was told to stop: no job starts after it.
+_STOPPING = threading.Event()
+#: Environment variable marking every process of a job (inherited by the kernel), value unique per job.
+JOB_ENV = "BALLOT_SWEEP_JOB"
+
+
+def _start_job(cmd: list[str], env: dict, log) -> subprocess.Popen:
+    if _STOPPING.is_set():
+        raise RuntimeError("the runner is stopping: job not started")
+    env = {**env, JOB_ENV: uuid.uuid4().hex}
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc.job_token = env[JOB_ENV]  # type: ignore[attr-defined]
+    with _JOBS_LOCK:
+        _JOBS[proc.pid] = proc
+    if _STOPPING.is_set():  # told to stop while this job was starting
+        _end_processes([proc])
+    return proc
+
+
+def _forget_job(proc: subprocess.Popen) -> None:
+    with _JOBS_LOCK:
+        _JOBS.pop(proc.pid, None)
+
+
+def _job_processes(procs: Sequence[subprocess.Popen]) -> list:
+    """Every live process of the given jobs: papermill, its descendants (the kernel runs in a session of its own,
+    so it is not in papermill's process group) and any process still carrying a job's marker (reparented)."""
+    import psutil  # a dependency of ipykernel, so present wherever papermill runs notebooks
+
+    found: dict[int, Any] = {}
+    for proc in procs:
+        try:
+            p = psutil.Process(proc.pid)
+            found[p.pid] = p
+            for c in p.children(recursive=True):
+                found[c.pid] = c
+        except psutil.NoSuchProcess:
+            pass
+    tokens = {getattr(proc, "job_token", None) for proc in procs} - {None}
+    if tokens:
+        for p in psutil.process_iter():
+            if p.pid in found or p.pid == os.getpid():
+                continue
+            try:
+                if p.environ().get(JOB_ENV) in tokens:
+                    found[p.pid] = p
+            except (psutil.Error, OSError):
+                continue
+    return list(found.values())
+
+
+def _end_processes(procs: Sequence[subprocess.Popen], grace: float = 5.0) -> None:
+    """SIGTERM every process of the given jobs (their process groups too), SIGKILL what is left after ``grace``."""
+    import psutil
+
+    targets = _job_processes(procs)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in targets:
+            for kill in (lambda: os.killpg(p.pid, sig), lambda: p.send_signal(sig)):
+                try:
+                    kill()
+                except (ProcessLookupError, PermissionError, psutil.Error, OSError):
+                    pass
+        _, targets = psutil.wait_procs(targets, timeout=grace)
+        targets += [p for p in _job_processes(procs) if p not in targets]
+        if not targets:
+            break
+    for proc in procs:
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def stop_jobs(grace: float = 5.0) -> None:
+    """End every running job's processes (papermill and its kernel) and refuse to start new ones."""
+    _STOPPING.set()
+    with _JOBS_LOCK:
+        procs = list(_JOBS.values())
+    if procs:
+        _end_processes(procs, grace)
+
+
+class _StopOnSignal:
+    """While active (in the main thread), SIGINT/SIGTERM end every job's processes, then exit with 128 + signal."""
+
+    def __enter__(self) -> "_StopOnSignal":
+        self.previous = {}
+        _STOPPING.clear()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    @staticmethod
+    def _handle(signum, frame) -> None:
+        print(f"[sweep] {signal.Signals(signum).name}: ending every running job", file=sys.stderr, flush=True)
+        stop_jobs()
+        raise SystemExit(128 + signum)
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        if exc[0] is not None:
+            stop_jobs()
+
+
 def run_suite(out: Path, folder: Path = NOTEBOOKS, extra: Optional[Mapping[str, Any]] = None) -> int:
     """Execute every notebook with its defaults; write ``summary.md``; return the number of failures."""
     out = Path(out).resolve()
     results = out / "results"
+    failures, lines = 0, []
+    with _StopOnSignal():
+        failures, lines = _run_suite_notebooks(out, results, folder, extra)
+    reports = sorted((results / "reports").glob("*.md")) if (results / "reports").is_dir() else []
+    text = ["# Notebook suite summary", "", f"Executed notebooks and results: `{out}`", "", *lines, ""]
+    for r in reports:
+        text += [r.read_text().strip(), ""]
+    (out / "summary.md").write_text("\n".join(text))
+    print(f"[suite] summary: {out / 'summary.md'} ({failures} failed)")
+    return failures
+
+
+def _run_suite_notebooks(out: Path, results: Path, folder: Path, extra: Optional[Mapping[str, Any]]
+                         ) -> tuple[int, list[str]]:
     failures, lines = 0, []
     for nb in notebooks(folder):
         params = {"results_dir": str(results), **(extra or {})}
@@ -102,13 +238,7 @@ def run_suite(out: Path, folder: Path = NOTEBOOKS, extra: Optional[Mapping[str, 
             failures += 1
             lines.append(f"- `{nb.name}`: **FAILED** — {e}")
             print(f"[suite] {e}", file=sys.stderr, flush=True)
-    reports = sorted((results / "reports").glob("*.md")) if (results / "reports").is_dir() else []
-    text = ["# Notebook suite summary", "", f"Executed notebooks and results: `{out}`", "", *lines, ""]
-    for r in reports:
-        text += [r.read_text().strip(), ""]
-    (out / "summary.md").write_text("\n".join(text))
-    print(f"[suite] summary: {out / 'summary.md'} ({failures} failed)")
-    return failures
+    return failures, lines
 
 
 def load_params_file(path: Path) -> dict[str, Any]:
@@ -147,27 +277,27 @@ def expand_jobs(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def validate_job(notebook: Path, params: Mapping[str, Any]) -> None:
-    """Check a job's parameters against the notebook and build its experiment, without loading data or training."""
-    from .experiment import experiment_from_params
-    from .methods import make_config
+    """Check every parameter of a job against the notebook's annotated types and the library's rules.
 
-    known = notebook_parameters(notebook)
-    unknown = set(params) - set(known)
-    if unknown:
-        raise ValueError(f"{notebook.name} has no parameter(s) {sorted(unknown)}; valid: {sorted(known)}")
-    merged = {**known, **params}
-    accepted = set(inspect.signature(experiment_from_params).parameters)
-    exp = experiment_from_params(**{k: v for k, v in merged.items() if k in accepted}, check_device=False)
-    for key in ("densities", "density", "training_density"):
-        values = merged.get(key)
-        for d in values if isinstance(values, list) else [] if values is None else [values]:
-            make_config("lth", density=d)
-    seeds = merged.get("seeds", [merged.get("seed", 0)])
-    if not all(isinstance(s, int) for s in seeds):
-        raise ValueError(f"seeds must be integers, got {seeds}")
-    rewind = merged.get("rewind_epoch", 0)
-    if not 0 <= rewind < exp.train.epochs:
-        raise ValueError(f"rewind_epoch must be in [0, {exp.train.epochs}), got {rewind}")
+    The same checks as the cell after each notebook's ``parameters`` cell (see
+    :func:`ballot_lib.validation.validate_notebook_params`), without checking that the device exists here, loading
+    data or training.
+    """
+    from .validation import validate_notebook_params
+
+    validate_notebook_params(notebook, params, check_device=False)
+
+
+def notebook_in(folder: Path, name: Any, params_file: Path) -> Path:
+    """The notebook ``name`` of ``folder``: a file name ``NN_*.ipynb`` there, never a path leading elsewhere."""
+    if not isinstance(name, str) or not name.endswith(".ipynb") or Path(name).name != name or \
+            name.startswith("."):
+        raise ValueError(f"parameter file {params_file}: notebook must be the file name of a notebook in {folder} "
+                         f"(e.g. 01_lth_fairness_failure.ipynb), got {name!r}")
+    nb = Path(folder) / name
+    if nb.resolve().parent != Path(folder).resolve():  # a symbolic link out of the folder
+        raise ValueError(f"parameter file {params_file}: notebook {name!r} leads outside {folder}")
+    return nb
 
 
 def validate_params_file(params_file: Path, folder: Path = NOTEBOOKS
@@ -177,7 +307,7 @@ def validate_params_file(params_file: Path, folder: Path = NOTEBOOKS
     Returns ``(spec, notebook path, jobs)``; nothing is loaded or trained.
     """
     spec = load_params_file(params_file)
-    nb = folder / spec["notebook"]
+    nb = notebook_in(folder, spec["notebook"], params_file)
     if not nb.is_file():
         raise FileNotFoundError(f"notebook {nb} named by {params_file} does not exist; "
                                 f"available: {[p.name for p in notebooks(folder)]}")
@@ -225,11 +355,12 @@ def run_grid_file(params_file: Path, out: Path, workers: int = 1, gpus: Sequence
         finally:
             gpu_pool.put(gpu)
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        failures = sum(pool.map(one, todo))
-    print(f"[grid] finished: {len(todo) - failures} ok, {failures} failed")
-    if spec["aggregate"] and not failures:
-        failures += _aggregate(nb, spec, out)
+    with _StopOnSignal():
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            failures = sum(pool.map(one, todo))
+        print(f"[grid] finished: {len(todo) - failures} ok, {failures} failed")
+        if spec["aggregate"] and not failures:
+            failures += _aggregate(nb, spec, out)
     return failures
 
 
@@ -253,7 +384,7 @@ def _submit_slurm(nb: Path, todo, out: Path, slurm_args: Mapping[str, Any], spec
     try:
         import submitit
     except ImportError:
-        raise ImportError("--slurm needs submitit: pip install submitit==1.5.4") from None
+        raise MissingDependency("--slurm needs submitit: pip install submitit==1.5.4") from None
     executor = submitit.AutoExecutor(folder=str(out / "slurm"))
     executor.update_parameters(**{"gpus_per_node": 1, "timeout_min": 24 * 60, **slurm_args})
     futures = []
@@ -290,17 +421,54 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     v = sub.add_parser("validate", help="check parameter files without training")
     v.add_argument("params", type=Path, nargs="+")
     a = p.parse_args(argv)
-    if a.cmd == "suite":
-        return 1 if run_suite(a.out) else 0
-    if a.cmd == "grid":
-        gpus = [x for x in a.gpus.split(",") if x != ""]
-        workers = max(a.workers, len(gpus)) if gpus else a.workers
-        out = a.out or Path("outputs") / a.params.stem
-        return 1 if run_grid_file(a.params, out, workers, gpus, a.slurm, json.loads(a.slurm_args)) else 0
-    for f in a.params:
-        spec, _, jobs = validate_params_file(f)
-        print(f"{f}: {len(jobs)} jobs valid" + (", plus the aggregate analysis" if spec["aggregate"] else ""))
-    return 0
+    try:
+        if a.cmd == "suite":
+            return 1 if run_suite(a.out) else 0
+        if a.cmd == "grid":
+            gpus = [x for x in a.gpus.split(",") if x != ""]
+            if a.workers < 1:
+                raise ValueError(f"--workers must be >= 1, got {a.workers}")
+            workers = max(a.workers, len(gpus)) if gpus else a.workers
+            out = a.out or Path("outputs") / a.params.stem
+            return 1 if run_grid_file(a.params, out, workers, gpus, a.slurm, parse_slurm_args(a.slurm_args)) else 0
+        bad = 0
+        for f in a.params:
+            try:
+                spec, _, jobs = validate_params_file(f)
+            except USER_ERRORS as e:
+                bad += 1
+                _error(f"{f}: {e}" if str(f) not in str(e) else e)
+                continue
+            print(f"{f}: {len(jobs)} jobs valid" + (", plus the aggregate analysis" if spec["aggregate"] else ""))
+        return 2 if bad else 0
+    except USER_ERRORS as e:
+        _error(e)
+        return 2
+
+
+class MissingDependency(ImportError):
+    """An optional dependency a command needs (submitit for ``--slurm``) is not installed."""
+
+
+#: Errors caused by the command line, a parameter file or a missing optional dependency: reported in one line,
+#: without a traceback (anything else is a bug and keeps its traceback).
+USER_ERRORS = (ValueError, FileNotFoundError, MissingDependency, ResultsError)
+
+
+def _error(e: Any) -> None:
+    print("error: " + " ".join(str(e).split("\n")), file=sys.stderr, flush=True)
+
+
+def parse_slurm_args(text: str) -> dict[str, Any]:
+    """``--slurm-args``: a JSON object of submitit parameters."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--slurm-args must be a JSON object such as '{{\"slurm_partition\": \"gpu\"}}', got "
+                         f"{text!r} ({e.msg})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"--slurm-args must be a JSON object (a mapping), got {text!r}")
+    return value
 
 
 if __name__ == "__main__":
