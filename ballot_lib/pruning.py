@@ -8,6 +8,11 @@ with the lower flat index (in the concatenation order of :func:`ballot_lib.model
 The vocabulary mirrors ``torch.nn.utils.prune``: ``l1``/magnitude unstructured (global or per layer), random
 unstructured, Ln structured over output channels, and random structured.
 
+Every way of choosing a mask is a registered *mask strategy* with one signature (:data:`MASK_STRATEGIES`,
+:func:`make_mask`); methods ask for a strategy by name instead of branching. Every top-k selection (these masks
+and Ballot's votes) goes through one helper, :func:`top_indices`, with per-tensor counts from
+:func:`kept_counts`.
+
 Example:
     >>> net = torch.nn.Linear(5, 2)
     >>> mask = magnitude_mask(net, 0.5)
@@ -19,13 +24,13 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
 
 from .models import prunable_names
-from .registry import check_choice
+from .registry import Registry, check_choice
 
 Mask = dict[str, torch.Tensor]
 SCOPES = ("global", "layer")
@@ -59,11 +64,45 @@ def kept_count(density: float, n: int) -> int:
     return int(round(check_density(density) * n))
 
 
+def top_indices(keys: Sequence[torch.Tensor], k: int) -> torch.Tensor:
+    """Indices of the ``k`` best entries of 1-D tensors ordered lexicographically by ``keys`` (each descending).
+
+    ``keys[0]`` is the most significant key; remaining ties go to the lower index. With one key this is a plain
+    top-k. Used by every mask of this module and by Ballot's votes (keys: not vetoed, score; or votes, summed
+    score).
+
+    Example:
+        >>> top_indices([torch.tensor([1, 1, 0]), torch.tensor([0.1, 0.5, 9.0])], 2).tolist()
+        [1, 0]
+    """
+    n = keys[0].numel()
+    order = torch.arange(n, device=keys[0].device)
+    for key in reversed(keys):  # stable sorts from the least to the most significant key
+        order = order[torch.argsort(key[order], descending=True, stable=True)]
+    return order[:k]
+
+
+def kept_counts(names: Sequence[str], sizes: Mapping[str, int], density: Optional[float], scope: str,
+                budgets: Optional[Mapping[str, int]] = None) -> Optional[dict[str, int]]:
+    """Kept count per tensor: ``budgets`` (checked), ``round(density * n_l)`` for ``scope="layer"``, or ``None``
+    for one global count ``round(density * N)`` over all tensors (``scope="global"``)."""
+    if budgets is not None:
+        missing = set(names) - set(budgets)
+        if missing:
+            raise ValueError(f"budgets lack tensors {sorted(missing)}")
+        for n in names:
+            if not 0 <= int(budgets[n]) <= sizes[n]:
+                raise ValueError(f"budget for {n} is {budgets[n]}, outside [0, {sizes[n]}]")
+        return {n: int(budgets[n]) for n in names}
+    if scope == "layer":
+        return {n: kept_count(density, sizes[n]) for n in names}
+    return None
+
+
 def topk_mask_flat(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Boolean mask of the ``k`` largest entries of a 1-D tensor; ties go to the lower index."""
-    order = torch.argsort(scores.double(), descending=True, stable=True)
     out = torch.zeros(scores.numel(), dtype=torch.bool)
-    out[order[:k].cpu()] = True
+    out[top_indices([scores.double()], k).cpu()] = True
     return out
 
 
@@ -80,22 +119,14 @@ def mask_from_scores(
     """
     names = list(scores)
     flat = {n: scores[n].detach().flatten().cpu() for n in names}
-    if budgets is not None:
-        missing = set(names) - set(budgets)
-        if missing:
-            raise ValueError(f"budgets lack tensors {sorted(missing)}")
-        out = {}
-        for n in names:
-            k = int(budgets[n])
-            if not 0 <= k <= flat[n].numel():
-                raise ValueError(f"budget for {n} is {k}, outside [0, {flat[n].numel()}]")
-            out[n] = topk_mask_flat(flat[n], k).view_as(scores[n])
-        return out
-    d = check_density(density)
-    if _check_scope(scope) == "layer":
-        return {n: topk_mask_flat(flat[n], kept_count(d, flat[n].numel())).view_as(scores[n]) for n in names}
+    if budgets is None:
+        density = check_density(density)
+        _check_scope(scope)
+    per_tensor = kept_counts(names, {n: flat[n].numel() for n in names}, density, scope, budgets)
+    if per_tensor is not None:
+        return {n: topk_mask_flat(flat[n], per_tensor[n]).view_as(scores[n]) for n in names}
     allv = torch.cat([flat[n] for n in names])
-    return unflatten(topk_mask_flat(allv, kept_count(d, allv.numel())), scores)
+    return unflatten(topk_mask_flat(allv, kept_count(density, allv.numel())), scores)
 
 
 def unflatten(flat: torch.Tensor, like: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -284,6 +315,123 @@ def budgets_from_densities(
     return out
 
 
+# ------------------------------------------------------------------------------------------ mask strategies
+
+#: ``strategy(weights, density, *, seed, like, n, current) -> Mask``: every strategy takes the same arguments.
+#: ``weights``: name -> prunable weight; ``seed``: for random strategies; ``like``: a reference mask (per-layer
+#: counts); ``n``: the norm order of structured ranking; ``current``: entries already pruned stay pruned.
+MaskStrategy = Callable[..., Mask]
+
+#: name -> :data:`MaskStrategy`; call through :func:`make_mask`.
+MASK_STRATEGIES: Registry[MaskStrategy] = Registry("mask strategy")
+
+
+def _needs(name: str, what: str, value: object) -> None:
+    if value is None:
+        raise ValueError(f"mask strategy {name!r} needs {what}")
+
+
+def _refuses(name: str, what: str, value: object) -> None:
+    if value is not None:
+        raise ValueError(f"mask strategy {name!r} does not take {what} (only magnitude strategies keep a current "
+                         "mask's pruned entries pruned)")
+
+
+@MASK_STRATEGIES.register("magnitude_global")
+def _magnitude_global(weights, density, *, seed=0, like=None, n=1.0, current=None) -> Mask:
+    """Largest |w| with one threshold over all prunable weights: exactly round(d·N) kept."""
+    return magnitude_mask(weights, density, "global", current)
+
+
+@MASK_STRATEGIES.register("magnitude_layer")
+def _magnitude_layer(weights, density, *, seed=0, like=None, n=1.0, current=None) -> Mask:
+    """Largest |w| in every layer separately: round(d·n_l) kept per layer."""
+    return magnitude_mask(weights, density, "layer", current)
+
+
+@MASK_STRATEGIES.register("random")
+def _random_global(weights, density, *, seed=0, like=None, n=1.0, current=None) -> Mask:
+    """Uniformly random entries over all prunable weights: exactly round(d·N) kept."""
+    _refuses("random", "current", current)
+    return random_mask(weights, density, seed=seed, scope="global")
+
+
+@MASK_STRATEGIES.register("random_layer")
+def _random_layer(weights, density, *, seed=0, like=None, n=1.0, current=None) -> Mask:
+    """Uniformly random entries in every layer: round(d·n_l) kept per layer."""
+    _refuses("random_layer", "current", current)
+    return random_mask(weights, density, seed=seed, scope="layer")
+
+
+@MASK_STRATEGIES.register("random_like")
+def _random_like(weights, density, *, seed=0, like=None, n=1.0, current=None) -> Mask:
+    """Random entries with the per-layer kept counts of ``like`` (the control for "selection")."""
+    _needs("random_like", "a reference mask (like=...)", like)
+    _refuses("random_like", "current", current)
+    return random_mask(weights, seed=seed, like=like)
+
+
+@MASK_STRATEGIES.register("erk_random")
+def _erk_random(weights, density, *, seed=0, like=None, n=1.0, current=None) -> Mask:
+    """Random entries with Erdős–Rényi-Kernel per-layer densities (RigL/ITOP's start), round(d·N) kept overall."""
+    _refuses("erk_random", "current", current)
+    weights = prunable_weights(weights)
+    budgets = budgets_from_densities(weights, erk_densities(weights, density), density)
+    return _random_with_budgets(weights, budgets, seed)
+
+
+def _random_with_budgets(weights: Mapping[str, torch.Tensor], budgets: Mapping[str, int], seed: int) -> Mask:
+    gen = torch.Generator().manual_seed(seed)
+    scores = {n: torch.rand(w.shape, generator=gen, dtype=torch.float64) for n, w in weights.items()}
+    return mask_from_scores(scores, budgets=budgets)
+
+
+@MASK_STRATEGIES.register("ln_structured")
+def _ln_structured(weights, density, *, seed=0, like=None, n=1.0, current=None) -> Mask:
+    """Whole output channels by L_n norm, round(d·out) rows per hidden layer; the classifier stays dense."""
+    _refuses("ln_structured", "current", current)
+    return structured_mask(weights, density, n=n)
+
+
+@MASK_STRATEGIES.register("random_structured")
+def _random_structured(weights, density, *, seed=0, like=None, n=1.0, current=None) -> Mask:
+    """Whole output channels at random, round(d·out) rows per hidden layer; the classifier stays dense."""
+    _refuses("random_structured", "current", current)
+    return structured_mask(weights, density, random=True, seed=seed)
+
+
+def make_mask(
+    strategy: str,
+    model: nn.Module | Mapping[str, torch.Tensor],
+    density: float,
+    *,
+    seed: int = 0,
+    like: Optional[Mapping[str, torch.Tensor]] = None,
+    n: float = 1.0,
+    current: Optional[Mapping[str, torch.Tensor]] = None,
+) -> Mask:
+    """The mask that strategy ``strategy`` (a name of :data:`MASK_STRATEGIES`) puts on ``model``'s prunable weights.
+
+    Args:
+        strategy: ``magnitude_global``, ``magnitude_layer``, ``random``, ``random_layer``, ``random_like``,
+            ``erk_random``, ``ln_structured`` or ``random_structured``.
+        model: a model (its prunable weights) or a mapping name -> weight tensor.
+        density: fraction kept, in (0, 1] (``random_like`` takes its counts from ``like`` instead).
+        seed: the random strategies' seed.
+        like: reference mask whose per-layer kept counts ``random_like`` copies.
+        n: norm order of ``ln_structured``.
+        current: magnitude strategies only: entries it prunes are never revived (iterative pruning).
+    Returns:
+        dict name -> bool tensor.
+    Example:
+        >>> make_mask("magnitude_layer", torch.nn.Linear(4, 2), 0.5)["weight"].sum().item()
+        4
+    """
+    fn = MASK_STRATEGIES.get(strategy)
+    check_density(density)
+    return fn(prunable_weights(model), density, seed=seed, like=like, n=n, current=current)
+
+
 def apply_mask(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> nn.Module:
     """Zero the pruned weights of ``model`` in place and return it."""
     params = dict(model.named_parameters())
@@ -371,5 +519,6 @@ def sparsity(mask: Mapping[str, torch.Tensor]) -> float:
 __all__: Sequence[str] = [
     "Mask", "apply_mask", "budgets_from_densities", "budgets_from_mask", "check_density", "check_mask_matches",
     "density", "erk_densities", "imp_densities", "kept_count", "layer_densities", "load_mask", "magnitude_mask",
+    "MASK_STRATEGIES", "MaskStrategy", "kept_counts", "make_mask", "top_indices",
     "mask_from_scores", "mask_mismatch", "overlap", "random_mask", "save_mask", "sparsity", "structured_mask", "topk_mask_flat", "unflatten",
 ]

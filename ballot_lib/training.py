@@ -6,6 +6,10 @@
 * Masks are enforced at every step: gradients of pruned weights are zeroed before the optimiser step (so
   momentum and Adam moments of pruned weights stay 0) and the weights are multiplied by the mask after it
   (so weight decay cannot revive them). Pruned weights stay exactly 0.
+* Extension points: epoch hooks ``hook(net, epoch, row)`` after every epoch's evaluation, and step hooks
+  ``hook(step, optimizer, mask)`` after every optimiser step that may change the mask in place (dynamic sparse
+  training prunes and regrows there). The mask is part of the checkpoint and :class:`TrainResult` returns the
+  final one; objects passed as ``state`` are checkpointed with it.
 * Determinism: epoch e of seed s visits the data in an order fixed by (s, e) alone, and draws its augmentation
   from the same seed. Every method under one seed therefore sees the same data order (paired comparisons), and
   an interrupted run resumes to the same weights as an uninterrupted one.
@@ -203,6 +207,7 @@ class MaskEnforcer:
     """Keeps pruned weights at exactly zero: zero their gradients before, and the weights after, every step."""
 
     def __init__(self, net: nn.Module, mask: Optional[Mapping[str, torch.Tensor]]):
+        self.names: list[str] = []
         self.params: list[torch.Tensor] = []
         self.masks: list[torch.Tensor] = []
         if mask:
@@ -214,6 +219,7 @@ class MaskEnforcer:
                 p = named[n]
                 if tuple(m.shape) != tuple(p.shape):
                     raise ValueError(f"mask for {n} has shape {tuple(m.shape)}, weight has {tuple(p.shape)}")
+                self.names.append(n)
                 self.params.append(p)
                 # Same memory format as the weight (e.g. channels_last), so the fused foreach kernels apply.
                 self.masks.append(torch.empty_like(p).copy_(m.to(device=p.device, dtype=p.dtype)))
@@ -221,6 +227,21 @@ class MaskEnforcer:
 
     def __bool__(self) -> bool:
         return bool(self.params)
+
+    def by_name(self) -> dict[str, torch.Tensor]:
+        """Name -> the enforced 0/1 tensor (the enforcer's own storage: changing it in place changes the mask)."""
+        return dict(zip(self.names, self.masks))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The current mask as CPU bool tensors (saved in the training checkpoint)."""
+        return {n: m.detach().to("cpu").bool().contiguous() for n, m in zip(self.names, self.masks)}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        if set(state) != set(self.names):
+            raise ValueError(f"checkpoint mask covers {sorted(state)[:5]}, this run masks {self.names[:5]}")
+        for n, m in zip(self.names, self.masks):
+            m.copy_(state[n].to(device=m.device, dtype=m.dtype))
 
     @torch.no_grad()
     def apply_grads(self) -> None:
@@ -289,9 +310,17 @@ class TrainResult:
     final: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
     epochs_run: int = 0
+    #: the mask at the end of training (CPU bool tensors; ``None`` when trained without a mask). A step hook may
+    #: have changed it during training (dynamic sparse training), so this is the mask the final weights obey.
+    mask: Optional[dict[str, torch.Tensor]] = None
 
 
 EpochHook = Callable[[nn.Module, int, dict], None]
+#: ``hook(step, optimizer, mask)`` after every optimiser step (``step`` counts from 0 at epoch 0 of the schedule,
+#: so it is the same for a resumed run). ``mask`` maps name -> the enforced 0/1 tensor (float, on the device):
+#: the hook may change it in place (prune/regrow); the weights are re-masked right after the hook returns. The
+#: hook also sees the optimiser (learning rate, state of regrown entries) and can update scores.
+StepHook = Callable[[int, torch.optim.Optimizer, dict], None]
 
 
 class Stateful:
@@ -323,6 +352,7 @@ def train(
     desc: str = "train",
     amp: Optional[bool] = None,
     state: Optional[Mapping[str, "Stateful"]] = None,
+    step_hooks: Sequence[StepHook] = (),
 ) -> TrainResult:
     """Train ``net`` in place from epoch ``start_epoch`` to ``end_epoch`` (default ``cfg.epochs``).
 
@@ -342,8 +372,12 @@ def train(
         state: name -> object with ``state_dict()`` / ``load_state_dict(d)`` (e.g. Ballot's running vote tallies)
             saved in the checkpoint with the weights, so that what hooks accumulate resumes exactly with them.
             On resume each gets ``load_state_dict(d)``, with ``d = None`` when the checkpoint does not hold it.
+        step_hooks: called as ``hook(step, optimizer, mask)`` after every optimiser step (see :data:`StepHook`),
+            e.g. dynamic sparse training's prune/regrow. The (possibly changed) mask is saved in the checkpoint
+            and restored on resume; what a hook itself accumulates travels through ``state``.
     Returns:
-        :class:`TrainResult` with the per-epoch history and the final metrics per evaluated split.
+        :class:`TrainResult` with the per-epoch history, the final metrics per evaluated split and the final
+        mask.
     """
     cfg.validate()
     end = cfg.epochs if end_epoch is None else end_epoch
@@ -377,6 +411,8 @@ def train(
             torch.set_rng_state(saved["rng"])
             epoch0 = int(saved["epoch"])
             result.history = list(saved["history"])
+            if enforcer and "mask" in saved:
+                enforcer.load_state_dict(saved["mask"])
             extras = saved.get("extras", {})
             for name, obj in extra_state.items():
                 obj.load_state_dict(extras.get(name))
@@ -407,6 +443,13 @@ def train(
             opt.step()
             if enforcer:
                 enforcer.apply_weights()
+            if step_hooks:
+                step = epoch * steps_per_epoch + i
+                masks = enforcer.by_name()
+                for step_hook in step_hooks:
+                    step_hook(step, opt, masks)
+                if enforcer:
+                    enforcer.apply_weights()
             loss_sum += loss.detach() * len(yb)
             correct += (logits.detach().argmax(1) == yb).sum()
         row = {"epoch": epoch + 1, "lr": lr_at(sched, epoch + 1), "train_loss": float(loss_sum) / train_data.n,
@@ -420,6 +463,8 @@ def train(
         if checkpoint is not None:
             ckpt = {"net": net.state_dict(), "opt": opt.state_dict(), "rng": torch.get_rng_state(),
                     "epoch": epoch + 1, "history": result.history}
+            if enforcer:
+                ckpt["mask"] = enforcer.state_dict()
             if extra_state:
                 ckpt["extras"] = {name: obj.state_dict() for name, obj in extra_state.items()}
             atomic_torch_save(ckpt, checkpoint)
@@ -430,6 +475,7 @@ def train(
             bar.set_postfix(shown)
     result.seconds = time.perf_counter() - t0
     result.epochs_run = end - epoch0
+    result.mask = enforcer.state_dict() if enforcer else None
     # A run resumed at its last epoch has trained nothing here: evaluate the restored weights once.
     for s, d in evals.items():
         if s not in result.final:
@@ -442,7 +488,7 @@ def _progress(it, enabled: bool, desc: str, initial: int = 0, total: Optional[in
         return it
     from tqdm.auto import tqdm
 
-    return tqdm(it, desc=desc, initial=initial, total=total, leave=False)
+    return bar(it, desc=desc, initial=initial, total=total, leave=False)
 
 
 def state_dict_cpu(net: nn.Module) -> dict[str, torch.Tensor]:

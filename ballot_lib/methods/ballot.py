@@ -33,14 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..experiment import DenseExtra, Experiment, RunResult
+from ..experiment import DenseExtra, Experiment
 from ..models import prunable_names
 from ..pruning import (SCOPES, budgets_from_densities, budgets_from_mask, check_density, erk_densities,
-                       kept_count, magnitude_mask, overlap, prunable_weights, unflatten)
+                       kept_count, kept_counts, magnitude_mask, overlap, prunable_weights, top_indices, unflatten)
 from ..results import Run, config_hash
 from ..training import DeviceData, epoch_generator, predict_logits
 from ..registry import check_choice
-from .base import SparseConfig, check_rewind, finish_masked, method_run, register, train_masked
+from .base import MethodOutput, SparseConfig, check_rewind, register, train_masked
 
 SCORES = ("signed", "agreement", "taylor")
 CONFLICTS = ("none", "veto")
@@ -101,29 +101,9 @@ def epoch_scores(pair: GradPair, eta: float = 1.0, score: str = "signed", confli
     return scores, eligible, not_vetoed
 
 
-def _kept_counts(names: Sequence[str], sizes: Mapping[str, int], density: Optional[float], scope: str,
-                 budgets: Optional[Mapping[str, int]]) -> Optional[dict[str, int]]:
-    """Per-tensor kept counts (None = one global count)."""
-    if budgets is not None:
-        missing = set(names) - set(budgets)
-        if missing:
-            raise ValueError(f"budgets lack tensors {sorted(missing)}")
-        for n in names:
-            if not 0 <= int(budgets[n]) <= sizes[n]:
-                raise ValueError(f"budget for {n} is {budgets[n]}, outside [0, {sizes[n]}]")
-        return {n: int(budgets[n]) for n in names}
-    if scope == "layer":
-        return {n: kept_count(density, sizes[n]) for n in names}
-    return None
-
-
-def _top(keys: Sequence[torch.Tensor], k: int) -> torch.Tensor:
-    """Indices of the k best entries ordered lexicographically by ``keys`` (all descending), ties → lower index."""
-    n = keys[0].numel()
-    order = torch.arange(n, device=keys[0].device)
-    for key in reversed(keys):  # stable sorts from the least to the most significant key
-        order = order[torch.argsort(key[order], descending=True, stable=True)]
-    return order[:k]
+# Per-tensor counts and the lexicographic top-k are the pruning module's (one top-k for every mask).
+_kept_counts = kept_counts
+_top = top_indices
 
 
 def epoch_hits(scores: Mapping[str, torch.Tensor], eligible: Mapping[str, torch.Tensor],
@@ -703,16 +683,17 @@ def _prepare(exp: Experiment, cfg: BallotConfig) -> None:
     register_votes(exp, cfg.vote_config(), [cfg.tally_config(), cfg.tally_config(eta=0.0)])
 
 
-@register("ballot", BallotConfig, prepare=_prepare)
-def run_ballot(exp: Experiment, cfg: BallotConfig, seed: int) -> RunResult:
+def _compute(exp: Experiment, cfg: BallotConfig) -> float:
+    # The votes ride along with the dense training (scoring only), then the retraining from θk.
+    return exp.train.epochs + (exp.train.epochs - cfg.rewind_epoch)
+
+
+@register("ballot", BallotConfig, prepare=_prepare, compute=_compute)
+def run_ballot(exp: Experiment, cfg: BallotConfig, seed: int, run: Run) -> MethodOutput:
     """Conflict-vote subnetwork selection, then (refined) training from θk."""
-    run, done = method_run(exp, "ballot", cfg, seed)
-    if done:
-        return done
     mask, diag = select_mask(exp, cfg, seed)
     T, k = exp.train.epochs, cfg.rewind_epoch
     theta_k = exp.dense_weights(seed, k)
-    run.start()
     schedule = None
     if cfg.refined and cfg.schedule == "warmup_cosine":
         # Warm-up + cosine over the remaining epochs, expressed on the original epoch axis (k .. T).
@@ -727,5 +708,4 @@ def run_ballot(exp: Experiment, cfg: BallotConfig, seed: int) -> RunResult:
         selected_epoch = row["epoch"]
         for split in res.final:
             res.final[split] = {m[len(split) + 1:]: v for m, v in row.items() if m.startswith(split + "_")}
-    return finish_masked(run, res, mask, train_epochs=T - k, compute_epochs=T + (T - k),
-                         selected_epoch=selected_epoch, **diag)
+    return MethodOutput(res, mask, train_epochs=T - k, summary={"selected_epoch": selected_epoch, **diag})

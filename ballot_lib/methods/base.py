@@ -1,8 +1,19 @@
-"""The method registry and what every method shares: typed configs validated up front, and mask training."""
+"""The method registry and what every method shares: typed configs validated up front, the run lifecycle, the
+training compute of each method, and mask training.
+
+A method is registered with :func:`register` as ``train(exp, cfg, seed, run) -> MethodOutput``: it trains and
+returns what it produced. :func:`run_method` owns everything around it, once for every method: load a complete
+run instead of training, lock the run folder, start it, store the mask, history and metrics, write the summary
+(with the density the mask has and the method's declared compute), mark it complete.
+
+Compute: each method declares ``compute(exp, cfg)``, its total training cost in *epochs of the dense recipe*
+(the dense training it starts from included), in one place next to its registration; every run's summary (and so
+:func:`ballot_lib.results.load_results`) carries it as ``compute_epochs`` so every table can state it.
+"""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
 import torch
@@ -11,36 +22,79 @@ from ..experiment import Experiment, RunResult, finish_run, load_run
 from ..pruning import check_density, check_mask_matches, density as mask_density, save_mask
 from ..registry import Registry
 from ..results import Run
-from ..training import TrainConfig
+from ..training import TrainConfig, TrainResult
 from ..validation import check_fields, check_seed
+
+
+@dataclass
+class MethodOutput:
+    """What a method's ``train`` returns; :func:`run_method` stores it."""
+
+    result: TrainResult  # the final training (its history and final metrics are stored)
+    mask: Optional[Mapping[str, torch.Tensor]]  # the final mask (stored as mask.pt; its density is recorded)
+    train_epochs: int  # epochs of the final training
+    summary: dict = field(default_factory=dict)  # method-specific summary fields (diagnostics, choices)
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A method: its config dataclass and the function ``run(exp, cfg, seed) -> RunResult``."""
+    """A method: its config dataclass, its training function and its declared compute.
+
+    ``run`` is ``train(exp, cfg, seed, run) -> MethodOutput`` (the lifecycle is :func:`run_method`'s), or, for a
+    method with ``managed=False`` (the dense run, whose lifecycle is :meth:`Experiment.dense`'s),
+    ``run(exp, cfg, seed) -> RunResult``.
+    """
 
     name: str
     config: type
-    run: Callable[[Experiment, Any, int], RunResult]
+    run: Callable[..., Any]
     doc: str = ""
     #: optional ``prepare(exp, cfg)`` called for every job of a grid before anything trains (e.g. to have the
     #: dense runs collect Ballot's vote gradients while they train)
     prepare: Optional[Callable[[Experiment, Any], None]] = None
+    #: ``compute(exp, cfg)``: total training compute in epochs of the dense recipe (dense training included)
+    compute: Optional[Callable[[Experiment, Any], float]] = None
+    managed: bool = True
+
+    def compute_epochs(self, exp: Experiment, cfg: Any) -> float:
+        """Training compute of this method with ``cfg`` on ``exp``, in epochs of the dense recipe."""
+        if self.compute is None:
+            raise NotImplementedError(f"method {self.name!r} declares no compute")
+        return self.compute(exp, cfg)
 
 
 #: name -> MethodSpec
 METHODS: Registry[MethodSpec] = Registry("method")
 
 
-def register(name: str, config: type, doc: str = "", prepare: Optional[Callable[[Experiment, Any], None]] = None):
-    """Decorator registering ``run(exp, cfg, seed)`` as method ``name`` with config class ``config``."""
+def register(name: str, config: type, doc: str = "", prepare: Optional[Callable[[Experiment, Any], None]] = None,
+             compute: Optional[Callable[[Experiment, Any], float]] = None, managed: bool = True):
+    """Decorator registering ``train(exp, cfg, seed, run) -> MethodOutput`` as method ``name``.
+
+    Args:
+        config: the method's options dataclass (validated before anything trains).
+        prepare: see :attr:`MethodSpec.prepare`.
+        compute: ``compute(exp, cfg)``, the method's training compute in epochs of the dense recipe.
+        managed: ``False`` for a method that manages its own run (the dense run): ``run(exp, cfg, seed)``.
+    """
 
     def wrap(fn):
         METHODS.register(name)(MethodSpec(name, config, fn, doc or (fn.__doc__ or "").strip().splitlines()[0],
-                                          prepare))
+                                          prepare, compute, managed))
         return fn
 
     return wrap
+
+
+def compute_epochs(exp: Experiment, method: str, **kwargs: Any) -> float:
+    """The declared training compute of ``method`` with options ``kwargs`` on ``exp`` (epochs of the dense recipe).
+
+    Example:
+        >>> compute_epochs(exp, "lth", density=0.2, levels=3)  # doctest: +SKIP  (T + 3 retrainings)
+    """
+    cfg = make_config(method, **kwargs)
+    check_method_args(exp, method, cfg)
+    return METHODS.get(method).compute_epochs(exp, cfg)
 
 
 def make_config(method: str, **kwargs: Any) -> Any:
@@ -76,14 +130,33 @@ def run_method(exp: Experiment, method: str, seed: int, **kwargs: Any) -> RunRes
 
 
 def locked_run(exp: Experiment, method: str, cfg: Any, seed: int) -> RunResult:
-    """Run ``method`` holding its run folder's lock: a second process on the same run waits, then loads it."""
+    """The run lifecycle of every method: load a complete run, else lock, start, train, store, finish.
+
+    A second process on the same run waits for the lock, then finds the run complete and loads it.
+    """
     spec = METHODS.get(method)
     run = exp.store.run(exp.run_config(method, config_dict(cfg), seed))
     if run.complete:
         return load_run(run, exp)
     with run.lock():
-        # The method re-checks completeness under the lock: a run finished meanwhile is loaded, not retrained.
-        return spec.run(exp, cfg, seed)
+        if not spec.managed:
+            return spec.run(exp, cfg, seed)
+        # Completeness is re-checked under the lock: a run finished meanwhile is loaded, not retrained.
+        if run.complete:
+            return load_run(run, exp)
+        run.start()
+        out = spec.run(exp, cfg, seed, run)
+        return store_output(exp, run, out, spec.compute_epochs(exp, cfg))
+
+
+def store_output(exp: Experiment, run: Run, out: MethodOutput, compute: float) -> RunResult:
+    """Store a method's mask, history and metrics, write its summary and mark the run complete."""
+    summary: dict[str, Any] = {"density": 1.0}
+    if out.mask is not None:
+        save_mask(out.mask, run.file("mask.pt"))
+        summary["density"] = mask_density(out.mask)
+    finish_run(run, out.result, **summary, train_epochs=out.train_epochs, compute_epochs=compute, **out.summary)
+    return load_run(run, exp)
 
 
 def prepare_method(exp: Experiment, method: str, cfg: Any) -> None:
@@ -122,12 +195,6 @@ def check_rewind(exp: Experiment, epoch: int, what: str = "rewind_epoch") -> Non
         raise ValueError(f"{what} must be in [0, {exp.train.epochs}) (train.epochs = {exp.train.epochs}), got {epoch}")
 
 
-def method_run(exp: Experiment, method: str, cfg: Any, seed: int) -> tuple[Run, Optional[RunResult]]:
-    """The store's run for (method, cfg, seed), and its result if it is already complete (then nothing trains)."""
-    run = exp.store.run(exp.run_config(method, config_dict(cfg), seed))
-    return run, (load_run(run, exp) if run.complete else None)
-
-
 def train_masked(
     exp: Experiment,
     run: Run,
@@ -147,12 +214,3 @@ def train_masked(
     check_mask_matches(net, mask)
     return exp.train_net(net, run, seed, mask=mask, start_epoch=start_epoch, cfg=cfg or exp.train,
                          schedule=schedule, checkpoint_name=checkpoint_name, desc=desc, **kwargs)
-
-
-def finish_masked(run: Run, res, mask: Mapping[str, torch.Tensor], train_epochs: int, compute_epochs: float,
-                  **extra: Any) -> RunResult:
-    """Store the mask, history and metrics of a sparse run and mark it complete."""
-    save_mask(mask, run.file("mask.pt"))
-    finish_run(run, res, density=mask_density(mask), train_epochs=train_epochs, compute_epochs=compute_epochs,
-               **extra)
-    return load_run(run)

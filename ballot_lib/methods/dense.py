@@ -15,7 +15,7 @@ class DenseConfig:
         return self
 
 
-@register("dense", DenseConfig)
+@register("dense", DenseConfig, compute=lambda exp, cfg: exp.train.epochs, managed=False)
 def run_dense(exp: Experiment, cfg: DenseConfig, seed: int) -> RunResult:
     """Dense training from θ0 with the experiment's recipe."""
     return exp.dense(seed)

@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from ..experiment import Experiment, RunResult
-from ..pruning import SCOPES, imp_densities, load_mask, magnitude_mask, save_mask
+from ..experiment import Experiment
+from ..pruning import SCOPES, imp_densities, load_mask, make_mask, save_mask
+from ..results import Run
 from ..training import state_dict_cpu
 from ..registry import check_choice
-from .base import SparseConfig, check_rewind, finish_masked, method_run, register, train_masked
+from .base import MethodOutput, SparseConfig, check_rewind, register, train_masked
 
 
 @dataclass(frozen=True)
@@ -40,16 +41,17 @@ class LTHConfig(SparseConfig):
         return imp_densities(self.density, None if self.rate else self.levels, self.rate or 0.2)
 
 
-@register("lth", LTHConfig)
-def run_lth(exp: Experiment, cfg: LTHConfig, seed: int) -> RunResult:
+def _compute(exp: Experiment, cfg: LTHConfig) -> float:
+    # The dense training, then every IMP level retrains the schedule from epoch k.
+    return exp.train.epochs + len(cfg.schedule()) * (exp.train.epochs - cfg.rewind_epoch)
+
+
+@register("lth", LTHConfig, compute=_compute)
+def run_lth(exp: Experiment, cfg: LTHConfig, seed: int, run: Run) -> MethodOutput:
     """IMP with rewinding to θk, retraining the schedule from epoch k at every level."""
-    run, done = method_run(exp, "lth", cfg, seed)
-    if done:
-        return done
     k, T = cfg.rewind_epoch, exp.train.epochs
     trained = exp.dense_weights(seed, T)
     theta_k = exp.dense_weights(seed, k)
-    run.start()
     mask = None
     levels = []
     schedule = cfg.schedule()
@@ -60,7 +62,7 @@ def run_lth(exp: Experiment, cfg: LTHConfig, seed: int) -> RunResult:
             trained, mask = run.load_tensor(done_w.name), load_mask(done_m)
             levels.append(run.read_json(f"level{level}.json"))
             continue
-        mask = magnitude_mask(exp.model_from(trained), d, cfg.scope, current=mask)
+        mask = make_mask(f"magnitude_{cfg.scope}", exp.model_from(trained), d, current=mask)
         res = train_masked(exp, run, seed, theta_k, mask, start_epoch=k, checkpoint_name=f"checkpoint_l{level}.pt",
                            desc=f"lth L{level}/{len(schedule)} d={d:.3g} s{seed}")
         trained = state_dict_cpu(res.net)
@@ -71,9 +73,8 @@ def run_lth(exp: Experiment, cfg: LTHConfig, seed: int) -> RunResult:
             run.write_json(f"level{level}.json", info)
             save_mask(mask, done_m)
             run.save_tensor(done_w.name, trained)
-    out = finish_masked(run, res, mask, train_epochs=T - k, compute_epochs=T + len(schedule) * (T - k),
-                        levels=levels)
-    # Intermediate weights only served resumption; the per-level masks and metrics stay with the run.
+    # Intermediate weights only served resumption (run_method stores the result next); the per-level masks and
+    # metrics stay with the run.
     for level in range(1, len(schedule)):
         run.file(f"level{level}_weights.pt").unlink(missing_ok=True)
-    return out
+    return MethodOutput(res, mask, train_epochs=T - k, summary={"levels": levels})

@@ -14,10 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from ..experiment import Experiment, RunResult
-from ..pruning import SCOPES, magnitude_mask
+from ..experiment import Experiment
+from ..pruning import SCOPES, make_mask
 from ..registry import check_choice
-from .base import SparseConfig, check_rewind, finish_masked, method_run, register, train_masked
+from ..results import Run
+from .base import MethodOutput, SparseConfig, check_rewind, register, train_masked
 
 FINETUNE_MODES = ("full", "lr_rewind", "short")
 
@@ -42,16 +43,26 @@ class MagnitudeConfig(SparseConfig):
         if self.finetune == "lr_rewind":
             check_rewind(exp, self.rewind_epoch)
 
+    def finetune_epochs_for(self, exp: Experiment) -> int:
+        """Epochs of the fine-tuning from θT."""
+        T = exp.train.epochs
+        if self.finetune == "full":
+            return T
+        if self.finetune == "lr_rewind":
+            return T - self.rewind_epoch
+        return self.finetune_epochs or max(1, T // 10)
 
-@register("mp", MagnitudeConfig)
-def run_magnitude(exp: Experiment, cfg: MagnitudeConfig, seed: int) -> RunResult:
+
+def _compute(exp: Experiment, cfg: MagnitudeConfig) -> float:
+    # The dense training, then the fine-tuning (short fine-tunes count as whole epochs of the same data).
+    return exp.train.epochs + cfg.finetune_epochs_for(exp)
+
+
+@register("mp", MagnitudeConfig, compute=_compute)
+def run_magnitude(exp: Experiment, cfg: MagnitudeConfig, seed: int, run: Run) -> MethodOutput:
     """Magnitude pruning of θT at ``density``, then fine-tuning from θT."""
-    run, done = method_run(exp, "mp", cfg, seed)
-    if done:
-        return done
     theta_T = exp.dense_weights(seed, exp.train.epochs)
-    run.start()
-    mask = magnitude_mask(exp.model_from(theta_T), cfg.density, cfg.scope)
+    mask = make_mask(f"magnitude_{cfg.scope}", exp.model_from(theta_T), cfg.density)
     T = exp.train.epochs
     if cfg.finetune == "full":
         res = train_masked(exp, run, seed, theta_T, mask, desc=f"mp d={cfg.density} s{seed}")
@@ -65,4 +76,4 @@ def run_magnitude(exp: Experiment, cfg: MagnitudeConfig, seed: int) -> RunResult
         recipe = replace(exp.train, epochs=epochs, lr=cfg.finetune_lr or exp.train.lr / 100, schedule="constant",
                          milestones=(), warmup_epochs=0)
         res = train_masked(exp, run, seed, theta_T, mask, cfg=recipe, desc=f"mp-ft d={cfg.density} s{seed}")
-    return finish_masked(run, res, mask, train_epochs=epochs, compute_epochs=T + epochs)
+    return MethodOutput(res, mask, train_epochs=epochs)

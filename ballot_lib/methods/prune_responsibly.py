@@ -28,11 +28,12 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Optional
+from typing import Optional
 
-from ..experiment import Experiment, RunResult
-from ..pruning import Mask, layer_densities, magnitude_mask, random_mask, structured_mask
-from .base import SparseConfig, finish_masked, method_run, register, train_masked
+from ..experiment import Experiment
+from ..pruning import Mask, layer_densities, make_mask
+from ..results import Run
+from .base import MethodOutput, SparseConfig, register, train_masked
 
 #: The techniques, in the order ``torch.nn.utils.prune`` documents them.
 TECHNIQUES = ("l1_unstructured", "global_unstructured", "random_unstructured", "ln_structured",
@@ -64,15 +65,13 @@ def _mask_seed(seed: int) -> int:
     return 10_007 * seed + 29
 
 
-#: technique -> mask(net, cfg, seed)
-MASKS: dict[str, Callable[..., Mask]] = {
-    "l1_unstructured": lambda net, cfg, seed: magnitude_mask(net, cfg.density, scope="layer"),
-    "global_unstructured": lambda net, cfg, seed: magnitude_mask(net, cfg.density, scope="global"),
-    "random_unstructured": lambda net, cfg, seed: random_mask(net, cfg.density, seed=_mask_seed(seed),
-                                                              scope="layer"),
-    "ln_structured": lambda net, cfg, seed: structured_mask(net, cfg.density, n=cfg.n),
-    "random_structured": lambda net, cfg, seed: structured_mask(net, cfg.density, random=True,
-                                                                seed=_mask_seed(seed)),
+#: technique -> its mask strategy in :data:`ballot_lib.pruning.MASK_STRATEGIES`
+MASKS: dict[str, str] = {
+    "l1_unstructured": "magnitude_layer",
+    "global_unstructured": "magnitude_global",
+    "random_unstructured": "random_layer",
+    "ln_structured": "ln_structured",
+    "random_structured": "random_structured",
 }
 
 
@@ -80,32 +79,34 @@ def technique_mask(technique: str, net, cfg: PopulationConfig, seed: int) -> Mas
     """The mask ``technique`` puts on ``net`` (θT loaded) under ``seed``."""
     if technique not in MASKS:
         raise ValueError(f"unknown pruning technique {technique!r}; valid: {list(MASKS)}")
-    return MASKS[technique](net, cfg, seed)
+    return make_mask(MASKS[technique], net, cfg.density, seed=_mask_seed(seed), n=cfg.n)
 
 
-def _prune_and_retrain(technique: str, exp: Experiment, cfg: PopulationConfig, seed: int) -> RunResult:
-    run, done = method_run(exp, technique, cfg, seed)
-    if done:
-        return done
+def _compute(exp: Experiment, cfg: PopulationConfig) -> float:
+    # The dense training, then the retraining from θT.
+    return exp.train.epochs + (cfg.retrain_epochs or exp.train.epochs)
+
+
+def _prune_and_retrain(technique: str, exp: Experiment, cfg: PopulationConfig, seed: int, run: Run
+                       ) -> MethodOutput:
     T = exp.train.epochs
     theta_T = exp.dense_weights(seed, T)
-    run.start()
     mask = technique_mask(technique, exp.model_from(theta_T), cfg, seed)
     epochs = cfg.retrain_epochs or T
     recipe = replace(exp.train, epochs=epochs, lr=cfg.retrain_lr or exp.train.lr,
                      milestones=tuple(m for m in exp.train.milestones if m < epochs),
                      warmup_epochs=min(exp.train.warmup_epochs, epochs - 1))
     res = train_masked(exp, run, seed, theta_T, mask, cfg=recipe, desc=f"{technique} d={cfg.density} s{seed}")
-    return finish_masked(run, res, mask, train_epochs=epochs, compute_epochs=T + epochs,
-                         density_target=cfg.density, layer_density=layer_densities(mask))
+    return MethodOutput(res, mask, train_epochs=epochs,
+                        summary={"density_target": cfg.density, "layer_density": layer_densities(mask)})
 
 
 def _register(technique: str) -> None:
-    def run(exp: Experiment, cfg: PopulationConfig, seed: int) -> RunResult:
-        return _prune_and_retrain(technique, exp, cfg, seed)
+    def run(exp: Experiment, cfg: PopulationConfig, seed: int, run: Run) -> MethodOutput:
+        return _prune_and_retrain(technique, exp, cfg, seed, run)
 
     run.__doc__ = f"Prune θT with torch.nn.utils.prune's {technique} at ``density``, then retrain from θT."
-    register(technique, PopulationConfig)(run)
+    register(technique, PopulationConfig, compute=_compute)(run)
 
 
 for _t in TECHNIQUES:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..experiment import Experiment, RunResult
-from ..pruning import SCOPES, magnitude_mask, random_mask
+from ..experiment import Experiment
+from ..pruning import SCOPES, make_mask
 from ..registry import check_choice
-from .base import SparseConfig, check_rewind, finish_masked, method_run, register, train_masked
+from ..results import Run
+from .base import MethodOutput, SparseConfig, check_rewind, register, train_masked
 
 LIKE = ("lth", "uniform")
 
@@ -32,21 +33,23 @@ class RandomConfig(SparseConfig):
         check_rewind(exp, self.rewind_epoch)
 
 
-@register("random", RandomConfig)
-def run_random(exp: Experiment, cfg: RandomConfig, seed: int) -> RunResult:
+def _compute(exp: Experiment, cfg: RandomConfig) -> float:
+    # The dense training (θT gives the matched per-layer counts, θk the start), then training from θk.
+    return exp.train.epochs + (exp.train.epochs - cfg.rewind_epoch)
+
+
+@register("random", RandomConfig, compute=_compute)
+def run_random(exp: Experiment, cfg: RandomConfig, seed: int, run: Run) -> MethodOutput:
     """A random mask (per-layer matched to LTH's by default), trained from θk like LTH."""
-    run, done = method_run(exp, "random", cfg, seed)
-    if done:
-        return done
     T, k = exp.train.epochs, cfg.rewind_epoch
     theta_T = exp.dense_weights(seed, T)
     theta_k = exp.dense_weights(seed, k)
-    run.start()
     net = exp.model_from(theta_T)
     mask_seed = 10_007 * seed + 17
     if cfg.like == "lth":
-        mask = random_mask(net, seed=mask_seed, like=magnitude_mask(net, cfg.density, cfg.scope))
+        mask = make_mask("random_like", net, cfg.density, seed=mask_seed,
+                         like=make_mask(f"magnitude_{cfg.scope}", net, cfg.density))
     else:
-        mask = random_mask(net, cfg.density, seed=mask_seed, scope=cfg.scope)
+        mask = make_mask("random" if cfg.scope == "global" else "random_layer", net, cfg.density, seed=mask_seed)
     res = train_masked(exp, run, seed, theta_k, mask, start_epoch=k, desc=f"random d={cfg.density} s{seed}")
-    return finish_masked(run, res, mask, train_epochs=T - k, compute_epochs=T + (T - k))
+    return MethodOutput(res, mask, train_epochs=T - k)
