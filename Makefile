@@ -10,7 +10,6 @@ STAMP := $(VENV)/.ballot-installed
 OUT ?= outputs/suite
 # papermill's kernel "python3" must resolve to this environment's python: put its kernelspec first.
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
-export MPLBACKEND := Agg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: env run test bench clean

@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from .progress import ENV as PROGRESS_ENV
 from .results import ResultsError, atomic_write_json, config_hash
 
 KERNEL = "python3"
@@ -82,7 +83,8 @@ def execute(notebook: Path, output: Path, parameters: Mapping[str, Any], env: Op
            "--cwd", str(notebook.parent), "--no-progress-bar"]
     t0 = time.perf_counter()
     with open(log or output.with_suffix(".log"), "w") as fh:
-        proc = _start_job(cmd, {**os.environ, **(env or {})}, fh)
+        # Executed notebooks are read after the kernel is gone: progress bars as text (a stored widget reads "0%").
+        proc = _start_job(cmd, {**os.environ, PROGRESS_ENV: os.environ.get(PROGRESS_ENV, "text"), **(env or {})}, fh)
         try:
             proc.wait()
         finally:

@@ -486,7 +486,7 @@ def train(
 def _progress(it, enabled: bool, desc: str, initial: int = 0, total: Optional[int] = None):
     if not enabled:
         return it
-    from tqdm.auto import tqdm
+    from .progress import bar
 
     return bar(it, desc=desc, initial=initial, total=total, leave=False)
 

@@ -70,9 +70,9 @@ import torch
 from PIL import Image
 from torchvision import datasets as tvd
 from torchvision.transforms import functional as TF
-from tqdm.auto import tqdm
 
 from ..paths import data_root
+from ..progress import bar
 from .core import DATASETS, DataBundle, DataConfig, DatasetError, Split, stratified_split
 from .embedded import _both_domains, skewed_domains
 
@@ -161,7 +161,7 @@ def _decode_images(
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
         arrays = pool.map(lambda p: _read_rgb(p, prepare, size), paths)
-        for i, arr in enumerate(tqdm(arrays, total=len(paths), desc=desc, unit="img")):
+        for i, arr in enumerate(bar(arrays, total=len(paths), desc=desc, unit="img")):
             out[i] = torch.from_numpy(arr).permute(2, 0, 1)
     return out
 

@@ -61,9 +61,9 @@ def run_grid(exp: Experiment, variants: Iterable[Variant], densities: Sequence[f
     plan = [(seed, v, cfg) for seed in seeds for v, cfg in jobs]
     it: Any = plan
     if progress:
-        from tqdm.auto import tqdm
+        from ..progress import bar
 
-        it = tqdm(plan, desc="runs")
+        it = bar(plan, desc="runs", leave=True)
     # One bar for the grid replaces the per-run bars (they would print a line per run in executed notebooks).
     inner_progress, exp.progress = exp.progress, exp.progress and not progress
     try:
