@@ -45,6 +45,8 @@ DISPARITIES = {"mcd": ("mcd", False), "cwv": ("cwv", False), "worst_class": ("wo
 HV_REFERENCE = {"acc": 0.0, "sparsity": 0.0, "mcd": 1.0, "cwv": 1.0, "worst_class_acc": 0.0, "group_acc_gap": 1.0}
 CORRECTIONS = ("bh", "holm", "none")
 RULES = ("epsilon", "lexicographic", "chebyshev")
+#: Sparsities closer than this are ties in the fronts (0.1 % of the prunable weights).
+SPARSITY_RESOLUTION = 1e-3
 
 
 def disparity_column(disparity: str) -> tuple[str, bool]:
@@ -196,18 +198,31 @@ def hurt_counts(tests: pd.DataFrame, key: str = "method") -> pd.DataFrame:
                          "classes": g.size()}).reset_index()
 
 
+def sparsity_objective(sparsity, resolution: float = SPARSITY_RESOLUTION):
+    """Sparsity as an objective: rounded to ``resolution``, so that masks differing by a few weights (a per-layer
+    mask rounds each layer, a global one the total) tie instead of one dominating the other by a hair."""
+    if resolution <= 0:
+        return sparsity
+    return np.round(np.asarray(sparsity, dtype=float) / resolution) * resolution
+
+
 def pareto_table(df: pd.DataFrame, disparity: str = "mcd", select_split: str = "val", report_split: str = "test",
-                 key: str = "method") -> pd.DataFrame:
+                 key: str = "method", sparsity_resolution: float = SPARSITY_RESOLUTION) -> pd.DataFrame:
     """One row per configuration (technique, requested density; dense included): seed count, run ids, mean
     achieved density/sparsity, and per split the mean (and CI half-width) of accuracy and the disparity, with
-    ``on_front`` computed on ``select_split`` over (accuracy ↑, sparsity ↑, disparity)."""
+    ``on_front`` computed on ``select_split`` over (accuracy ↑, sparsity ↑, disparity).
+
+    The ``sparsity`` column is the objective (rounded to ``sparsity_resolution``, see :func:`sparsity_objective`);
+    ``sparsity_exact`` is the unrounded mean."""
     col, _ = disparity_column(disparity)
     df = with_derived(df)
     rows = []
     for (t, dens), g in df.groupby([key, "density_target"], sort=True):
         row: dict[str, Any] = {key: t, "density_target": dens, "seeds": int(g["seed"].nunique()),
                                "run_ids": ",".join(sorted(g["run_id"].unique())),
-                               "density": float(g["density"].mean()), "sparsity": float(g["sparsity"].mean())}
+                               "density": float(g["density"].mean()),
+                               "sparsity": sparsity_objective(g["sparsity"].mean(), sparsity_resolution),
+                               "sparsity_exact": float(g["sparsity"].mean())}
         for split in (select_split, report_split):
             s = g[g["split"] == split]
             for m in ("acc", col):
@@ -299,7 +314,8 @@ def select(table: pd.DataFrame, rule: str, **params: Any) -> tuple[pd.Series, st
 
 
 def technique_reevaluation(df: pd.DataFrame, disparity: str = "mcd", split: str = "test", key: str = "method",
-                           reference: str = "dense") -> pd.DataFrame:
+                           reference: str = "dense", sparsity_resolution: float = SPARSITY_RESOLUTION
+                           ) -> pd.DataFrame:
     """Per technique: share of the pooled per-seed front and the hypervolume its own runs dominate.
 
     For each seed, every pruned run of that seed (all techniques and densities; the dense run excluded) is a
@@ -316,7 +332,8 @@ def technique_reevaluation(df: pd.DataFrame, disparity: str = "mcd", split: str 
     techniques = sorted(d[key].unique())
     per_seed = []
     for seed, g in d.groupby("seed"):
-        pts = g[["acc", "sparsity", col]].to_numpy(dtype=float)
+        pts = g[["acc", "sparsity", col]].to_numpy(dtype=float, copy=True)
+        pts[:, 1] = sparsity_objective(pts[:, 1], sparsity_resolution)
         front = pareto.non_dominated(pts, mx)
         pooled = pareto.hypervolume(pts, ref, mx)
         for t in techniques:
