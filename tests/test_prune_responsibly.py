@@ -1,0 +1,198 @@
+"""Prune Responsibly: the five techniques as methods, the population analyses on hand-made tables, the cards."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ballot_lib import cards, population
+from ballot_lib.methods import METHODS, make_config, run_method
+from ballot_lib.methods.prune_responsibly import STRUCTURED, TECHNIQUES
+from ballot_lib.results import load_results
+
+from conftest import make_experiment
+
+DENSITY = 0.25
+
+
+# -- the techniques -------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def population_store(tmp_path_factory):
+    """Dense + the five techniques at one density under two seeds, retraining one epoch."""
+    exp = make_experiment(tmp_path_factory.mktemp("pr") / "results")
+    out = {(t, s): run_method(exp, t, s, density=DENSITY, retrain_epochs=1) for t in TECHNIQUES for s in (0, 1)}
+    return exp, out
+
+
+def test_every_technique_is_registered_under_its_torch_name():
+    assert set(TECHNIQUES) == {"l1_unstructured", "global_unstructured", "random_unstructured", "ln_structured",
+                               "random_structured"}
+    assert set(TECHNIQUES) <= set(METHODS.names())
+    with pytest.raises(ValueError, match="retrain_epochs"):
+        make_config("ln_structured", density=0.5, retrain_epochs=0)
+    with pytest.raises(ValueError, match="norm order"):
+        make_config("ln_structured", density=0.5, n=0)
+    with pytest.raises(ValueError, match=r"density must be in \(0, 1\]"):
+        make_config("l1_unstructured", density=1.5)
+
+
+def test_masks_have_the_techniques_shape_and_the_stored_density(population_store):
+    exp, out = population_store
+    T = exp.train.epochs
+    theta_T = exp.dense_weights(0, T)
+    for (t, seed), res in out.items():
+        mask = res.mask
+        kept = {n: int(m.sum()) for n, m in mask.items()}
+        sizes = {n: m.numel() for n, m in mask.items()}
+        assert res.summary["density"] == pytest.approx(sum(kept.values()) / sum(sizes.values()))
+        assert res.summary["compute_epochs"] == T + 1 and res.summary["train_epochs"] == 1
+        if t in ("l1_unstructured", "random_unstructured"):
+            # Per layer, exactly round(d * n_l) kept.
+            assert all(kept[n] == round(DENSITY * sizes[n]) for n in mask)
+        if t == "global_unstructured":
+            assert sum(kept.values()) == round(DENSITY * sum(sizes.values()))
+        if t in STRUCTURED:
+            names = list(mask)
+            for n in names[:-1]:  # whole output rows kept or removed
+                rows = mask[n].reshape(mask[n].shape[0], -1)
+                assert bool(((rows.all(1)) | (~rows.any(1))).all())
+                assert int(rows.all(1).sum()) == max(1, round(DENSITY * rows.shape[0]))
+            assert bool(mask[names[-1]].all())  # the classifier stays dense
+            assert res.summary["density"] != pytest.approx(DENSITY)  # the achieved density is stored, not the target
+    # l1 keeps the largest |w| of θT in each layer.
+    m = out[("l1_unstructured", 0)].mask
+    for n, w in theta_T.items():
+        if n in m:
+            kept_min = w.abs()[m[n]].min()
+            dropped_max = w.abs()[~m[n]].max()
+            assert kept_min >= dropped_max
+    # L1 structured keeps the rows of largest L1 norm; random structured under two seeds differs.
+    first = next(iter(m))
+    ln = out[("ln_structured", 0)].mask[first]
+    norms = theta_T[first].abs().sum(1)
+    assert norms[ln.all(1)].min() >= norms[~ln.any(1)].max()
+    assert not torch.equal(out[("random_structured", 0)].mask[first], out[("random_structured", 1)].mask[first])
+
+
+def test_finished_runs_are_loaded_not_retrained(population_store, monkeypatch):
+    exp, out = population_store
+    import ballot_lib.experiment as experiment_module
+
+    monkeypatch.setattr(experiment_module, "train", lambda *a, **k: pytest.fail("a finished run was retrained"))
+    again = run_method(exp, "ln_structured", 0, density=DENSITY, retrain_epochs=1)
+    assert again.id == out[("ln_structured", 0)].id
+    df = load_results(exp.store.root)
+    assert set(TECHNIQUES) <= set(df["method"]) and df.loc[df["method"] != "dense", "run_id"].nunique() == 10
+
+
+# -- analyses on hand-made tables -----------------------------------------------------------------------------
+
+def _row(method, seed, dens, split, acc, classes, run_id=None, density=None):
+    classes = list(classes)
+    r = {"run_id": run_id or f"{method}-{dens}-{seed}", "method": method, "variant": method, "seed": seed,
+         "density_target": dens, "density": dens if density is None else density, "split": split, "acc": acc,
+         "dataset": "toy", "model": "toy", "train.epochs": 2,
+         "cwv": float(np.mean((np.array(classes) - acc) ** 2)), "mcd": max(classes) - min(classes)}
+    r.update({f"acc_class_{i}": a for i, a in enumerate(classes)})
+    r["sparsity"] = 1 - r["density"]
+    return r
+
+
+@pytest.fixture
+def toy_df():
+    """Two classes, three seeds. 'a' loses 30 points on class 1 only; 'b' changes nothing; dense is the reference."""
+    rows = []
+    for split in ("val", "test"):
+        for s in range(3):
+            jitter = 0.01 * s
+            rows.append(_row("dense", s, 1.0, split, 0.8 + jitter, [0.9 + jitter, 0.7 + jitter]))
+            rows.append(_row("a", s, 0.1, split, 0.65 + jitter, [0.9 + jitter, 0.4 + jitter]))
+            rows.append(_row("b", s, 0.5, split, 0.8 + jitter, [0.9 + jitter, 0.7 + jitter]))
+    return pd.DataFrame(rows)
+
+
+def test_excess_change_by_hand(toy_df):
+    ex = population.excess_change(toy_df)
+    a = ex[ex["method"] == "a"].set_index(["seed", "class"])
+    # δ = −0.15; class 0: δ_0 = 0 -> excess +0.15; class 1: δ_1 = −0.30 -> excess −0.15.
+    assert a.loc[(0, 0), "excess"] == pytest.approx(0.15)
+    assert a.loc[(2, 1), "excess"] == pytest.approx(-0.15)
+    assert ex[ex["method"] == "b"]["excess"].abs().max() == pytest.approx(0.0)
+    summ = population.excess_summary(ex).set_index("method")
+    assert summ.loc["a", "most_hurt_class"] == 1 and summ.loc["a", "most_hurt_excess"] == pytest.approx(-0.15)
+
+
+def test_adjusted_pvalues_by_hand():
+    p = [0.01, 0.04, 0.03, 0.20, float("nan")]
+    # BH: sorted .01 .03 .04 .20 -> .04, .06->.0533, .0533, .20 (monotone from the top).
+    np.testing.assert_allclose(population.adjust_pvalues(p, "bh")[:4], [0.04, 0.16 / 3, 0.16 / 3, 0.20])
+    # Holm: .01*4, .03*3, max(.04*2, .09), .20*1 -> max(.2, .09) = .2
+    np.testing.assert_allclose(population.adjust_pvalues(p, "holm")[:4], [0.04, 0.09, 0.09, 0.20])
+    assert math.isnan(population.adjust_pvalues(p, "bh")[4])
+    with pytest.raises(ValueError, match="unknown correction"):
+        population.adjust_pvalues(p, "bonferroni-ish")
+
+
+def test_hurt_classes_flags_the_class_that_lost(toy_df):
+    # Make the dense and 'a' samples noisy enough for a t-test, but 'a'’s class 1 clearly lower.
+    tests = population.hurt_classes(toy_df, correction="holm")
+    a1 = tests[(tests["method"] == "a") & (tests["class"] == 1)].iloc[0]
+    assert a1["change"] < 0 and a1["p"] < 0.05 and bool(a1["hurt"])
+    assert not tests[tests["method"] == "b"]["hurt"].any()  # no change: not hurt
+    counts = population.hurt_counts(tests).set_index("method")
+    assert counts.loc["a", "hurt"] >= 1 and counts.loc["b", "hurt"] == 0 and counts.loc["a", "classes"] == 2
+
+
+def test_front_selection_and_reevaluation(toy_df):
+    table = population.pareto_table(toy_df, "mcd")
+    on = dict(zip(table["method"], table["on_front"]))
+    # b is as accurate and fair as dense and sparser: dense is dominated; a is sparser still: on the front.
+    assert on == {"a": True, "b": True, "dense": False}
+    row, text = population.select(table, "epsilon", max_acc_drop=0.05)
+    assert row["method"] == "b" and "accuracy ≥" in text
+    row, _ = population.select(table, "epsilon", objective="sparsity")
+    assert row["method"] == "a"
+    row, _ = population.select(table, "lexicographic", order=["disparity", "acc", "sparsity"])
+    assert row["method"] == "b"
+    row, _ = population.select(table, "chebyshev", weights={"acc": 0, "sparsity": 1, "disparity": 0})
+    assert row["method"] == "a"
+    with pytest.raises(ValueError, match="unknown selection rule"):
+        population.select(table, "vibes")
+    with pytest.raises(ValueError, match="unknown disparity"):
+        population.pareto_table(toy_df, "fairness")
+    re = population.technique_reevaluation(toy_df, "mcd").set_index("method")
+    assert re["front_share"].sum() == pytest.approx(1.0)
+    # Hypervolume of b alone (seed 0): acc 0.8 x sparsity 0.5 x (1 − MCD 0.2).
+    assert re.loc["b", "hypervolume"] == pytest.approx(np.mean([0.8 + 0.01 * s for s in range(3)]) * 0.5 * 0.8)
+    md = population.front_markdown(table)
+    assert md.startswith("| technique |") and "dense" not in md
+
+
+def test_worst_class_disparity_is_maximised(toy_df):
+    table = population.pareto_table(toy_df, "worst_class")
+    assert "val_worst_class_acc" in table and table.attrs["disparity"] == "worst_class"
+    row, _ = population.select(table, "lexicographic", order=["disparity"])
+    assert row["val_worst_class_acc"] == table.loc[table["on_front"], "val_worst_class_acc"].max()
+
+
+# -- cards ----------------------------------------------------------------------------------------------------
+
+def test_card_has_every_section_in_markdown_and_html(population_store, tmp_path):
+    exp, _ = population_store
+    df = load_results(exp.store.root)
+    table = population.pareto_table(df)
+    row, rule = population.select(table, "epsilon", objective="sparsity")
+    assert row["method"] != "dense"
+    paths = cards.write_card(df, row, table, rule, exp.store.root, name="test_card")
+    assert paths["md"].parent == exp.store.root / "cards" and paths["png"].is_file()
+    md, page = paths["md"].read_text(), paths["html"].read_text()
+    for section in cards.SECTIONS:
+        assert f"## {section}" in md and f"<h2>{section}</h2>" in page
+    assert f"]({paths['png'].name})" in md and f"src='{paths['png'].name}'" in page
+    assert "ε-constraint" in md and "class 9" in md and "change vs dense" in md
+    # Per-layer densities come from the runs' summaries.
+    assert "| layer |" in md and row["method"] in md
