@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,7 @@ from ..pruning import (SCOPES, budgets_from_densities, budgets_from_mask, check_
 from ..results import Run, config_hash
 from ..training import DeviceData, epoch_generator, predict_logits
 from ..registry import check_choice
-from .base import MethodOutput, SparseConfig, check_rewind, register, train_masked
+from .base import MethodOutput, SparseConfig, check_rewind, register, select_checkpoint, train_masked
 
 SCORES = ("signed", "agreement", "taylor")
 CONFLICTS = ("none", "veto")
@@ -592,6 +592,9 @@ class BallotConfig(SparseConfig):
     warmup_epochs: int = 1  # refined, warmup_cosine: warm-up epochs
     select_eps: float = 0.01  # refined: epochs within this val accuracy of the best qualify; lowest val MCD wins
 
+    #: select_eps has always been part of Ballot's identity (refined training); only ``select`` is new.
+    HASH_NEUTRAL: ClassVar[dict] = {"select": "last"}
+
     #: Faithful mode is the authors' procedure: these fields are fixed to their values.
     FAITHFUL = {"eta": 1.0, "score": "signed", "conflict": "none", "scope": "global", "budgets": "none",
                 "rewind_epoch": 0, "refined": False, "fairness": "class", "weighting": "accuracy"}
@@ -671,11 +674,7 @@ def select_mask(exp: Experiment, cfg: BallotConfig, seed: int) -> tuple[dict[str
     return mask, diag
 
 
-def _select_checkpoint(history: list[dict], eps: float) -> int:
-    """Index of the epoch chosen on val: within ``eps`` of the best val accuracy, the lowest val MCD."""
-    best = max(r["val_acc"] for r in history)
-    ok = [i for i, r in enumerate(history) if r["val_acc"] >= best - eps]
-    return min(ok, key=lambda i: (history[i]["val_mcd"], -history[i]["val_acc"], -i))
+_select_checkpoint = select_checkpoint  # the shared rule (methods.base); kept name for readers of notebook 02
 
 
 def _prepare(exp: Experiment, cfg: BallotConfig) -> None:
@@ -701,11 +700,13 @@ def run_ballot(exp: Experiment, cfg: BallotConfig, seed: int, run: Run) -> Metho
     res = train_masked(exp, run, seed, theta_k, mask, start_epoch=k, schedule=schedule,
                        desc=f"ballot d={cfg.density} s{seed}")
     selected_epoch = T
-    if cfg.refined and res.history:
-        # The checkpoint-selection rule reads val metrics only; the run reports the selected epoch's metrics on
-        # every split (sparse runs store metrics and masks, not weights).
+    if (cfg.refined or cfg.select == "val_rule") and res.history:
+        # Refined training includes the checkpoint selection (the shared val rule); plain training has it only
+        # with select="val_rule". The run reports the selected epoch's metrics on every split.
         row = res.history[_select_checkpoint(res.history, cfg.select_eps)]
         selected_epoch = row["epoch"]
         for split in res.final:
             res.final[split] = {m[len(split) + 1:]: v for m, v in row.items() if m.startswith(split + "_")}
-    return MethodOutput(res, mask, train_epochs=T - k, summary={"selected_epoch": selected_epoch, **diag})
+    select = "val_rule" if (cfg.refined or cfg.select == "val_rule") else "last"
+    return MethodOutput(res, mask, train_epochs=T - k,
+                        summary={"selected_epoch": selected_epoch, "select": select, **diag})

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, ClassVar, Mapping, Optional
 
 import torch
 
 from ..experiment import Experiment, RunResult, finish_run, load_run
 from ..pruning import check_density, check_mask_matches, density as mask_density, save_mask
 from ..registry import Registry
-from ..results import Run
+from ..results import Run, discard_if_unstarted
 from ..training import TrainConfig, TrainResult
 from ..validation import check_fields, check_seed
 
@@ -144,9 +144,44 @@ def locked_run(exp: Experiment, method: str, cfg: Any, seed: int) -> RunResult:
         # Completeness is re-checked under the lock: a run finished meanwhile is loaded, not retrained.
         if run.complete:
             return load_run(run, exp)
+        exp.bundle  # noqa: B018  (data first: a missing dataset must leave no run folder behind)
         run.start()
-        out = spec.run(exp, cfg, seed, run)
+        with discard_if_unstarted(run):  # a failure before the method wrote anything leaves nothing behind
+            out = spec.run(exp, cfg, seed, run)
+        apply_selection(cfg, out)
         return store_output(exp, run, out, spec.compute_epochs(exp, cfg))
+
+
+#: Checkpoint-selection rules every sparse method offers (the fair-comparison rule: one rule for a whole table).
+SELECT_RULES = ("last", "val_rule")
+
+
+def select_checkpoint(history: list[dict], eps: float) -> int:
+    """Index of the epoch chosen on val: within ``eps`` of the best val accuracy, the lowest val MCD.
+
+    Ties: higher val accuracy, then the later epoch. Reads val metrics only.
+    """
+    best = max(r["val_acc"] for r in history)
+    ok = [i for i, r in enumerate(history) if r["val_acc"] >= best - eps]
+    return min(ok, key=lambda i: (history[i]["val_mcd"], -history[i]["val_acc"], -i))
+
+
+def select_epoch_metrics(res: TrainResult, eps: float) -> int:
+    """Replace ``res.final`` (every split) by the metrics of the epoch :func:`select_checkpoint` picks; returns
+    that epoch. Sparse runs store metrics and masks, not weights, so nothing else changes."""
+    row = res.history[select_checkpoint(res.history, eps)]
+    for split in res.final:
+        res.final[split] = {m[len(split) + 1:]: v for m, v in row.items() if m.startswith(split + "_")}
+    return int(row["epoch"])
+
+
+def apply_selection(cfg: Any, out: MethodOutput) -> None:
+    """Apply the config's checkpoint selection (``select="val_rule"``) and record the selected epoch."""
+    if getattr(cfg, "select", "last") == "val_rule" and out.result.history:
+        out.summary["selected_epoch"] = select_epoch_metrics(out.result, cfg.select_eps)
+    elif out.result.history:
+        out.summary.setdefault("selected_epoch", int(out.result.history[-1]["epoch"]))
+    out.summary.setdefault("select", getattr(cfg, "select", "last"))
 
 
 def store_output(exp: Experiment, run: Run, out: MethodOutput, compute: float) -> RunResult:
@@ -167,9 +202,15 @@ def prepare_method(exp: Experiment, method: str, cfg: Any) -> None:
 
 
 def config_dict(cfg: Any) -> dict:
-    """A config dataclass as a JSON-able dict (tuples become lists)."""
+    """A config dataclass as a JSON-able dict (tuples become lists).
+
+    Options added after results existed are left out of the identity while they hold their default (listed in
+    the config's ``HASH_NEUTRAL``), so the hashes of earlier runs stay valid (as open_lth does).
+    """
     d = asdict(cfg)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+    neutral = getattr(cfg, "HASH_NEUTRAL", {})
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()
+            if not (k in neutral and v == neutral[k] and type(v) is type(neutral[k]))}
 
 
 @dataclass(frozen=True)
@@ -177,6 +218,11 @@ class SparseConfig:
     """Fields shared by every sparse method."""
 
     density: float = 0.2  # fraction of prunable weights kept, in (0, 1]
+    select: str = "last"  # checkpoint: "last" epoch, or "val_rule" (within select_eps of the best val acc, lowest val MCD)
+    select_eps: float = 0.01  # val_rule: epochs within this val accuracy of the best qualify
+
+    #: Fields left out of the run's identity while they hold these defaults (added after results existed).
+    HASH_NEUTRAL: ClassVar[dict] = {"select": "last", "select_eps": 0.01}
 
     def __post_init__(self) -> None:
         # density=1 and density=1.0 are the same run: store it as a float so both hash alike.
@@ -187,6 +233,10 @@ class SparseConfig:
         """Check every field against its annotation (no coercion; subclasses' fields too), then the density."""
         check_fields(self)
         check_density(self.density)
+        if self.select not in SELECT_RULES:
+            raise ValueError(f"unknown select {self.select!r}; valid choices: {', '.join(SELECT_RULES)}")
+        if not self.select_eps >= 0:
+            raise ValueError(f"select_eps must be >= 0, got {self.select_eps}")
         return self
 
 
