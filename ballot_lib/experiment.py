@@ -320,3 +320,34 @@ def experiment_from_params(
     return Experiment(data=data, model=ModelConfig(name=model), train=train,
                       device=device if check_device else "cpu", results_dir=results_dir or None,
                       progress=progress)
+
+
+def experiment_params() -> tuple[str, ...]:
+    """The names of the flat parameters that describe an experiment (those :func:`experiment_from_params` takes)."""
+    import inspect
+
+    return tuple(p for p in inspect.signature(experiment_from_params).parameters if p != "check_device")
+
+
+def experiment_from(params: Mapping[str, Any], check_device: bool = True, **overrides: Any) -> Experiment:
+    """The :class:`Experiment` a notebook's (or a sweep job's) parameters describe: one call instead of retyping them.
+
+    Picks the experiment parameters (:func:`experiment_params`) out of ``params`` and ignores everything else
+    (seeds, densities, notebook options), so a notebook passes its namespace and a sweep runner its merged job
+    parameters. ``overrides`` replace single values. Validation is :func:`experiment_from_params`'s.
+
+    Example:
+        >>> exp = experiment_from(globals())                      # doctest: +SKIP  (in a notebook)
+        >>> exp = experiment_from({"dataset": "adult", "epochs": 5, "seeds": [0, 1]}, results_dir="r")
+        >>> exp.train.epochs
+        5
+    """
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a mapping of parameter name -> value, got {type(params).__name__}")
+    names = set(experiment_params())
+    unknown = set(overrides) - names
+    if unknown:
+        raise ValueError(f"overrides {sorted(unknown)} are not experiment parameters; valid: {sorted(names)}")
+    merged = {k: v for k, v in params.items() if k in names}
+    merged.update(overrides)
+    return experiment_from_params(**merged, check_device=check_device)

@@ -348,9 +348,8 @@ def validate_notebook_params(notebook: str | os.PathLike, params: Mapping[str, A
         ParameterError: naming the parameter, its value and what is valid.
     """
     import ast
-    import inspect
 
-    from .experiment import experiment_from_params
+    from .experiment import experiment_from, experiment_params
 
     declared = notebook_parameter_types(notebook)
     name = notebook_path(notebook).name
@@ -372,10 +371,9 @@ def validate_notebook_params(notebook: str | os.PathLike, params: Mapping[str, A
             merged[key] = info["default"]
     merged.update(params)
     # 2. The experiment (data, model, training recipe) with the library's rules.
-    accepted = set(inspect.signature(experiment_from_params).parameters) - {"check_device"}
     exp = None
-    if accepted & set(declared):
-        exp = experiment_from_params(**{k: v for k, v in merged.items() if k in accepted}, check_device=check_device)
+    if set(experiment_params()) & set(declared):
+        exp = experiment_from(merged, check_device=check_device)
     # 3. The notebook's own parameters (densities, seeds, rewind points, ablation lists).
     _rules(merged, exp.train.epochs if exp is not None else 10**9)
     return exp

@@ -1,0 +1,212 @@
+"""The library's extension points: per-step hooks of the training loop, the mask-strategy registry, the run
+lifecycle with declared compute, and the params -> Experiment helper. Tiny models, answers known by hand."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ballot_lib import pruning as P
+from ballot_lib.experiment import experiment_from, experiment_params
+from ballot_lib.methods import METHODS, run_method
+from ballot_lib.methods.base import compute_epochs
+from ballot_lib.results import load_results
+from ballot_lib.training import TrainConfig, train
+
+from conftest import make_experiment
+
+RECIPE = TrainConfig(epochs=2, batch_size=16, lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="cosine")
+
+
+def _linear(seed: int = 0) -> nn.Linear:
+    torch.manual_seed(seed)
+    return nn.Linear(5, 2)
+
+
+def _full_mask(net: nn.Linear) -> dict[str, torch.Tensor]:
+    return {"weight": torch.ones_like(net.weight, dtype=torch.bool)}
+
+
+# ------------------------------------------------------------------------------------------ step hooks
+
+
+def test_step_hook_sees_every_step_with_a_global_index(toy):
+    # 48 training samples in batches of 16: 3 steps per epoch, steps 0..5 over 2 epochs.
+    seen = []
+    train(_linear(), toy, RECIPE, seed=0, device="cpu", eval_splits=(), progress=False,
+          step_hooks=[lambda step, opt, mask: seen.append((step, isinstance(opt, torch.optim.SGD), dict(mask)))])
+    assert [s for s, _, _ in seen] == [0, 1, 2, 3, 4, 5]
+    assert all(is_sgd for _, is_sgd, _ in seen)
+    assert all(m == {} for _, _, m in seen)  # no mask given: the hook gets an empty one
+
+
+def test_step_hook_prunes_and_regrows_and_train_returns_the_final_mask(toy):
+    net = _linear()
+    mask = _full_mask(net)
+    mask["weight"][1, 4] = False  # pruned from the start: regrown at step 2
+
+    def hook(step, opt, m):
+        if step == 2:
+            m["weight"][0, 0] = 0.0  # prune
+            m["weight"][1, 4] = 1.0  # regrow
+
+    res = train(net, toy, RECIPE, seed=0, mask=mask, device="cpu", eval_splits=(), progress=False,
+                step_hooks=[hook])
+    expected = _full_mask(net)
+    expected["weight"][0, 0] = False
+    assert torch.equal(res.mask["weight"], expected["weight"])
+    assert res.mask["weight"].dtype == torch.bool
+    assert net.weight[0, 0].item() == 0.0  # pruned after step 2 and kept at exactly 0
+    assert net.weight[1, 4].item() != 0.0  # regrown at 0, then trained by steps 3..5
+
+
+def test_train_without_mask_returns_no_mask(toy):
+    assert train(_linear(), toy, RECIPE, seed=0, device="cpu", eval_splits=(), progress=False).mask is None
+
+
+def test_changed_mask_is_checkpointed_and_resumed_exactly(toy, tmp_path):
+    def hook(step, opt, m):
+        if step == 1:
+            m["weight"][0, :2] = 0.0
+
+    # Uninterrupted: 2 epochs with the hook.
+    a = _linear()
+    ra = train(a, toy, RECIPE, seed=3, mask=_full_mask(a), device="cpu", eval_splits=(), progress=False,
+               step_hooks=[hook])
+    # Interrupted after epoch 1 (the hook pruned in epoch 1), resumed from the checkpoint with the starting mask:
+    # the checkpoint's mask wins, so the resumed run equals the uninterrupted one.
+    ckpt = tmp_path / "ckpt.pt"
+    b = _linear()
+    train(b, toy, RECIPE, seed=3, mask=_full_mask(b), end_epoch=1, checkpoint=ckpt, device="cpu", eval_splits=(),
+          progress=False, step_hooks=[hook])
+    assert torch.load(ckpt, weights_only=True)["mask"]["weight"][0, :2].tolist() == [False, False]
+    c = _linear()
+    rc = train(c, toy, RECIPE, seed=3, mask=_full_mask(c), checkpoint=ckpt, device="cpu", eval_splits=(),
+               progress=False, step_hooks=[hook])
+    assert torch.equal(rc.mask["weight"], ra.mask["weight"])
+    assert torch.equal(c.weight, a.weight)
+
+
+# ------------------------------------------------------------------------------------------ mask strategies
+
+W = {"a": torch.tensor([[0.1, -0.9, 0.3, 0.0], [0.5, -0.2, 0.8, 0.05]]),  # 8 weights
+     "b": torch.tensor([[1.0, -0.4], [0.6, 0.7]])}  # 4 weights
+
+
+def test_every_strategy_is_registered():
+    assert set(P.MASK_STRATEGIES.names()) == {"magnitude_global", "magnitude_layer", "random", "random_layer",
+                                              "random_like", "erk_random", "ln_structured", "random_structured"}
+
+
+def test_magnitude_strategies_by_hand():
+    # Global at 0.5: the 6 largest |w| of all 12: 1.0, 0.9, 0.8, 0.7, 0.6, 0.5.
+    g = P.make_mask("magnitude_global", W, 0.5)
+    assert g["a"].tolist() == [[False, True, False, False], [True, False, True, False]]
+    assert g["b"].tolist() == [[True, False], [True, True]]
+    # Per layer at 0.5: 4 of a (0.9, 0.8, 0.5, 0.3), 2 of b (1.0, 0.7).
+    lay = P.make_mask("magnitude_layer", W, 0.5)
+    assert lay["a"].tolist() == [[False, True, True, False], [True, False, True, False]]
+    assert lay["b"].tolist() == [[True, False], [False, True]]
+    # current: entries already pruned stay pruned (iterative pruning).
+    cur = P.make_mask("magnitude_global", W, 0.25, current=g)
+    assert cur["b"].tolist() == [[True, False], [False, False]] and cur["a"][0, 1]
+
+
+@pytest.mark.parametrize("name", ["random", "random_layer", "erk_random"])
+def test_random_strategies_keep_exact_counts_and_depend_on_the_seed(name):
+    m0 = P.make_mask(name, W, 0.5, seed=0)
+    assert sum(int(t.sum()) for t in m0.values()) == 6
+    if name == "random_layer":
+        assert [int(t.sum()) for t in m0.values()] == [4, 2]
+    assert any(not torch.equal(m0[n], P.make_mask(name, W, 0.5, seed=s)[n]) for s in range(1, 6) for n in W)
+
+
+def test_random_like_copies_per_layer_counts():
+    like = {"a": torch.zeros(2, 4, dtype=torch.bool), "b": torch.ones(2, 2, dtype=torch.bool)}
+    m = P.make_mask("random_like", W, 0.5, like=like, seed=1)
+    assert int(m["a"].sum()) == 0 and int(m["b"].sum()) == 4
+    with pytest.raises(ValueError, match="needs a reference mask"):
+        P.make_mask("random_like", W, 0.5)
+
+
+def test_erk_random_gives_small_layers_higher_density():
+    weights = {"big": torch.zeros(100, 100), "small": torch.zeros(10, 100)}
+    m = P.make_mask("erk_random", weights, 0.1, seed=0)
+    assert sum(int(t.sum()) for t in m.values()) == round(0.1 * 11_000)
+    assert m["small"].float().mean() > m["big"].float().mean()
+
+
+def test_structured_strategies_remove_rows_and_keep_the_classifier():
+    m = P.make_mask("ln_structured", W, 0.5, n=1)
+    assert m["a"].tolist() == [[False] * 4, [True] * 4]  # row 1 has the larger L1 norm (1.55 vs 1.3)
+    assert bool(m["b"].all())
+    r = P.make_mask("random_structured", W, 0.5, seed=0)
+    assert int(r["a"].all(dim=1).sum()) == 1 and bool(r["b"].all())
+
+
+def test_unknown_strategy_and_misuse_are_rejected():
+    with pytest.raises(ValueError, match="valid choices: .*erk_random"):
+        P.make_mask("lottery", W, 0.5)
+    with pytest.raises(ValueError, match="does not take current"):
+        P.make_mask("random", W, 0.5, current=P.make_mask("random", W, 0.5))
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        P.make_mask("magnitude_global", W, 0.0)
+
+
+def test_top_indices_is_lexicographic_with_ties_to_the_lower_index():
+    votes = torch.tensor([2, 3, 3, 1, 3])
+    total = torch.tensor([0.0, 0.5, 0.5, 9.0, 0.7])
+    assert P.top_indices([votes, total], 3).tolist() == [4, 1, 2]
+    assert P.top_indices([total], 2).tolist() == [3, 4]
+    assert P.topk_mask_flat(torch.tensor([1.0, 1.0, 0.0]), 1).tolist() == [True, False, False]
+
+
+# ------------------------------------------------------------------------------------------ run lifecycle, compute
+
+
+def test_every_method_declares_its_compute(tmp_path):
+    exp = make_experiment(tmp_path / "results")
+    T = exp.train.epochs
+    assert compute_epochs(exp, "dense") == T
+    assert compute_epochs(exp, "mp", density=0.5) == 2 * T
+    assert compute_epochs(exp, "mp", density=0.5, finetune="short", finetune_epochs=1) == T + 1
+    assert compute_epochs(exp, "lth", density=0.5, levels=3, rewind_epoch=1) == T + 3 * (T - 1)
+    assert compute_epochs(exp, "random", density=0.5) == 2 * T
+    assert compute_epochs(exp, "ballot", density=0.5) == 2 * T
+    for name in METHODS.names():
+        kwargs = {} if name == "dense" else {"density": 0.5}
+        assert compute_epochs(exp, name, **kwargs) >= T
+
+
+def test_run_method_stores_compute_and_loads_a_finished_run(tmp_path, monkeypatch):
+    exp = make_experiment(tmp_path / "results")
+    first = run_method(exp, "random", 0, density=0.5)
+    assert first.summary["compute_epochs"] == compute_epochs(exp, "random", density=0.5)
+    assert first.summary["density"] == 0.5
+    # A second call loads the stored run: nothing is trained or stored again.
+    import ballot_lib.methods.base as base
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the finished run was trained again")
+
+    monkeypatch.setattr(base, "store_output", boom)
+    again = run_method(exp, "random", 0, density=0.5)
+    assert again.id == first.id
+    assert all(torch.equal(again.mask[n], first.mask[n]) for n in first.mask)
+    df = load_results(exp.store.root)
+    assert set(df["compute_epochs"]) == {exp.train.epochs, 2 * exp.train.epochs}  # dense and random
+
+
+# ------------------------------------------------------------------------------------------ params -> Experiment
+
+
+def test_experiment_from_picks_the_experiment_parameters(tmp_path):
+    params = {"dataset": "digits", "model": "mlp", "epochs": 3, "batch_size": 16, "seeds": [0, 1],
+              "densities": [0.1], "results_dir": str(tmp_path), "device": "cpu"}
+    exp = experiment_from(params, lr=0.2)
+    assert (exp.data.name, exp.train.epochs, exp.train.batch_size, exp.train.lr) == ("digits", 3, 16, 0.2)
+    assert "seeds" not in experiment_params() and "dataset" in experiment_params()
+    with pytest.raises(ValueError, match="not experiment parameters"):
+        experiment_from(params, seeds=[2])
+    with pytest.raises(Exception, match="epochs"):
+        experiment_from({**params, "epochs": "3"})
