@@ -1,0 +1,341 @@
+"""The paper's comparison (notebook 03): Ballot against Dense, MP, LTH, SafeCompress and FairScratch, made fair.
+
+A comparison is fair only when the methods share θ0, data order, compute (stated) **and the checkpoint-selection
+rule**. Ballot's refined training picks its checkpoint on val; the baselines, as published, take the last epoch.
+This module therefore builds every method twice — with the last epoch (``select="last"``) and with the same val
+rule (``select="val_rule"``) — plus Ballot's controls:
+
+* **Ballot plain**: Ballot's mask, trained like LTH (no refined training, last epoch): the vote alone;
+* **Ballot plain +val**: the vote with the val rule;
+* **Ballot η=0**: the vote without the fairness gradient (refined training as Ballot).
+
+so that Ballot − LTH decomposes into the *vote* (Ballot plain − LTH) and the *selection* (Ballot − Ballot plain),
+each with paired CIs. The tables here are computed from the tidy frame of
+:func:`ballot_lib.results.load_results` / :func:`ballot_lib.methods.run_grid` (column ``variant`` = the labels
+below), one row per (run, split); a *setting* is (dataset, model, density).
+
+Improvement of A over B (the paper's headline form, SPEC §5, a reconstruction): the mean over settings and over
+{CWV, MCD} of (F_B − F_A)/F_B × 100. It explodes when a baseline's CWV is near 0 (digits at high density), so a
+**robust form** is reported beside it: the pooled ratio 100 × (ΣF_B − ΣF_A)/ΣF_B over settings, averaged over
+the two metrics. Both come with 95 % CIs over seeds (each seed's improvement over all settings is one unit).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .analysis import LOWER_IS_BETTER
+from .metrics import mean_ci, paired_difference
+from .methods import Variant
+
+SETTING = ["dataset", "model", "density_target"]
+
+#: The baselines of the paper, by label -> method name.
+BASELINES = {"MP": "mp", "LTH": "lth", "SafeCompress": "safecompress", "FairScratch": "fairscratch"}
+#: The paper's improvements of Ballot over each baseline (fairness, mean over CWV and MCD), in percent.
+PAPER_IMPROVEMENT = {"MP": 38.00, "LTH": 33.91, "SafeCompress": 17.96, "FairScratch": 35.82}
+SELECTED = " +val"
+
+
+@dataclass(frozen=True)
+class Table:
+    """Which variants a comparison table pairs against which Ballot variant, and what rule it applies."""
+
+    title: str
+    ballot: str
+    baselines: tuple[str, ...]
+    rule: str
+
+
+def comparison_variants(ballot_options: Optional[Mapping] = None, baselines: Iterable[str] = tuple(BASELINES),
+                        baseline_options: Optional[Mapping[str, Mapping]] = None) -> list[Variant]:
+    """Dense, each baseline with the last epoch and with the val rule, Ballot and its three controls."""
+    ballot_options = dict(ballot_options or {})
+    baseline_options = {k: dict(v) for k, v in (baseline_options or {}).items()}
+    out = [Variant("Dense", "dense", {})]
+    for label in baselines:
+        opts = baseline_options.get(label, {})
+        out.append(Variant(label, BASELINES[label], {**opts, "select": "last"}))
+        out.append(Variant(label + SELECTED, BASELINES[label], {**opts, "select": "val_rule"}))
+    out += [
+        Variant("Ballot", "ballot", {**ballot_options, "refined": True}),
+        Variant("Ballot plain", "ballot", {**ballot_options, "refined": False, "select": "last"}),
+        Variant("Ballot plain" + SELECTED, "ballot", {**ballot_options, "refined": False, "select": "val_rule"}),
+        Variant("Ballot η=0", "ballot", {**ballot_options, "refined": True, "eta": 0.0}),
+    ]
+    return out
+
+
+def tables(baselines: Sequence[str]) -> list[Table]:
+    """The two fair tables: no method selects on val, and every method selects on val with the same rule."""
+    return [
+        Table("no checkpoint selection (last epoch for every method)", "Ballot plain", tuple(baselines), "last"),
+        Table("selection-matched (every method picks its epoch with the val rule)", "Ballot",
+              tuple(b + SELECTED for b in baselines), "val_rule"),
+    ]
+
+
+def _test(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    return df[df["split"] == split]
+
+
+def _settings(d: pd.DataFrame) -> list[tuple]:
+    sparse = d[d["variant"] != "Dense"]
+    return sorted({tuple(r) for r in sparse[SETTING].itertuples(index=False)}, key=lambda t: (t[0], t[1], -t[2]))
+
+
+def _pick(d: pd.DataFrame, variant: str, setting: tuple) -> pd.DataFrame:
+    ds, model, dens = setting
+    part = d[(d["variant"] == variant) & (d["dataset"] == ds) & (d["model"] == model)]
+    if variant != "Dense":
+        part = part[np.isclose(part["density_target"], dens)]
+    return part.set_index("seed")
+
+
+def metric_list(df: pd.DataFrame, base: Sequence[str] = ("acc", "cwv", "mcd")) -> list[str]:
+    """The headline metrics plus the group metrics the data has (DP/EO gap on a binary target with groups)."""
+    extra = [m for m in ("dp_gap", "eo_gap", "group_acc_gap") if m in df.columns and df[m].notna().any()]
+    return list(base) + extra
+
+
+def comparison_table(df: pd.DataFrame, table: Table, metrics: Optional[Sequence[str]] = None,
+                     split: str = "test") -> pd.DataFrame:
+    """One row per (setting, method): mean of each metric, compute, and Ballot − method paired by seed.
+
+    Columns: dataset, model, density, method, seeds, compute_epochs, selection, ``<m>`` (mean), and for each
+    baseline ``d_<m>``/``lo_<m>``/``hi_<m>`` (Ballot − baseline with its 95 % CI), ``wins_<m>`` (seeds where
+    Ballot is better) and ``sig_<m>`` (the CI excludes 0).
+    """
+    d = _test(df, split)
+    metrics = list(metrics or metric_list(d))
+    rows = []
+    for setting in _settings(d):
+        ref = _pick(d, table.ballot, setting)
+        for method in (table.ballot, *table.baselines, "Dense"):
+            part = _pick(d, method, setting)
+            if part.empty:
+                continue
+            row = {"dataset": setting[0], "model": setting[1], "density": setting[2], "method": method,
+                   "seeds": int(part.index.nunique()),
+                   "compute_epochs": float(part["compute_epochs"].mean()) if "compute_epochs" in part else math.nan,
+                   "selection": "val_rule" if (method.endswith(SELECTED) or method in ("Ballot", "Ballot η=0"))
+                   else "last"}
+            for m in metrics:
+                if m not in part:
+                    continue
+                row[m] = float(part[m].mean())
+                if method not in (table.ballot, "Dense") and not ref.empty:
+                    res = paired_difference(ref[m].to_dict(), part[m].to_dict(),
+                                            lower_is_better=LOWER_IS_BETTER.get(m, True))
+                    row.update({f"d_{m}": res["diff"], f"lo_{m}": res["ci_low"], f"hi_{m}": res["ci_high"],
+                                f"wins_{m}": res["wins"], f"n_{m}": res["n"], f"sig_{m}": res["significant"]})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def win_counts(table: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd")) -> pd.DataFrame:
+    """Per baseline and metric: settings where Ballot is significantly better, significantly worse, or neither."""
+    rows = []
+    for method, g in table[table["method"].isin(table["method"].unique())].groupby("method", sort=False):
+        if f"d_{metrics[0]}" not in g or g[f"d_{metrics[0]}"].isna().all():
+            continue
+        for m in metrics:
+            if f"d_{m}" not in g:
+                continue
+            better = (g[f"sig_{m}"] == True) & ((g[f"d_{m}"] < 0) if LOWER_IS_BETTER[m] else (g[f"d_{m}"] > 0))  # noqa: E712
+            worse = (g[f"sig_{m}"] == True) & ~better  # noqa: E712
+            rows.append({"baseline": method, "metric": m, "settings": len(g), "Ballot better": int(better.sum()),
+                         "Ballot worse": int(worse.sum()), "no significant difference": int(len(g) - better.sum()
+                                                                                            - worse.sum())})
+    return pd.DataFrame(rows)
+
+
+def _per_seed_fairness(d: pd.DataFrame, variant: str, settings: Sequence[tuple], metric: str) -> pd.DataFrame:
+    """Seeds × settings table of ``metric`` for ``variant`` (NaN where missing)."""
+    cols = {}
+    for s in settings:
+        part = _pick(d, variant, s)
+        cols[s] = part[metric] if not part.empty else pd.Series(dtype=float)
+    return pd.DataFrame(cols)
+
+
+def improvement_table(df: pd.DataFrame, a: str, baselines: Mapping[str, str], split: str = "test",
+                      metrics: Sequence[str] = ("cwv", "mcd")) -> pd.DataFrame:
+    """Improvement (%) of variant ``a`` over each baseline (label -> variant name), paper form and robust form.
+
+    Paper form: mean over settings and metrics of (F_B − F_A)/F_B × 100, on seed means (``paper``) and per seed
+    (CI over seeds). Robust form: per metric 100 × (ΣF_B − ΣF_A)/ΣF_B over settings, averaged over metrics.
+    """
+    d = _test(df, split)
+    settings = _settings(d)
+    rows = []
+    for label, b in baselines.items():
+        per_seed_paper, per_seed_robust, point_terms = {}, {}, []
+        for m in metrics:
+            A, B = _per_seed_fairness(d, a, settings, m), _per_seed_fairness(d, b, settings, m)
+            seeds = A.index.intersection(B.index)
+            A, B = A.loc[seeds], B.loc[seeds]
+            ratio = (B - A) / B.where(B != 0)
+            for s in seeds:
+                per_seed_paper.setdefault(s, []).extend(ratio.loc[s].dropna().tolist())
+                ok = A.loc[s].notna() & B.loc[s].notna()
+                tot = B.loc[s][ok].sum()
+                if tot != 0:
+                    per_seed_robust.setdefault(s, []).append((tot - A.loc[s][ok].sum()) / tot)
+            mA, mB = A.mean(), B.mean()
+            point_terms += [((fb - fa) / fb) for fa, fb in zip(mA, mB) if fb != 0 and not (math.isnan(fa) or math.isnan(fb))]
+        paper_seeds = [100 * float(np.mean(v)) for v in per_seed_paper.values() if v]
+        robust_seeds = [100 * float(np.mean(v)) for v in per_seed_robust.values() if v]
+        pm, ph, _, n = mean_ci(paper_seeds)
+        rm, rh, _, _ = mean_ci(robust_seeds)
+        rows.append({"baseline": label, "paper (seed means)": 100 * float(np.mean(point_terms)) if point_terms
+                     else math.nan, "paper": pm, "paper_lo": pm - ph, "paper_hi": pm + ph, "robust": rm,
+                     "robust_lo": rm - rh, "robust_hi": rm + rh, "seeds": n,
+                     "paper's number": PAPER_IMPROVEMENT.get(label.replace(SELECTED, ""), math.nan)})
+    return pd.DataFrame(rows)
+
+
+def decomposition(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd"), split: str = "test",
+                  ballot: str = "Ballot", plain: str = "Ballot plain", lth: str = "LTH") -> pd.DataFrame:
+    """Ballot − LTH = vote (Ballot plain − LTH) + selection and refined training (Ballot − Ballot plain).
+
+    One row per (setting, metric, part) and a pooled row per (metric, part) whose unit is the seed (its mean over
+    settings); every difference is paired by seed with its 95 % CI.
+    """
+    d = _test(df, split)
+    settings = _settings(d)
+    parts = {"total (Ballot − LTH)": (ballot, lth), "vote (Ballot plain − LTH)": (plain, lth),
+             "selection (Ballot − Ballot plain)": (ballot, plain)}
+    rows, pooled = [], {}
+    for s in settings:
+        for m in metrics:
+            for part, (x, y) in parts.items():
+                X, Y = _pick(d, x, s), _pick(d, y, s)
+                if X.empty or Y.empty or m not in X:
+                    continue
+                res = paired_difference(X[m].to_dict(), Y[m].to_dict(), LOWER_IS_BETTER.get(m, True))
+                rows.append({"dataset": s[0], "model": s[1], "density": s[2], "metric": m, "part": part, **res})
+                for seed in X.index.intersection(Y.index):
+                    pooled.setdefault((m, part), {}).setdefault(seed, []).append(float(X.loc[seed, m] - Y.loc[seed, m]))
+    for (m, part), by_seed in pooled.items():
+        diffs = [float(np.mean(v)) for v in by_seed.values()]
+        mean, half, _, n = mean_ci(diffs)
+        lo, hi = mean - half, mean + half
+        wins = sum((x < 0) if LOWER_IS_BETTER.get(m, True) else (x > 0) for x in diffs)
+        rows.append({"dataset": "pooled", "model": "", "density": math.nan, "metric": m, "part": part, "diff": mean,
+                     "ci_low": lo, "ci_high": hi, "n": n, "wins": wins,
+                     "significant": bool(n >= 2 and not math.isnan(half) and (lo > 0 or hi < 0))})
+    return pd.DataFrame(rows)
+
+
+def choose_on_val(df: pd.DataFrame, candidates: Sequence[str], eps: float = 0.01,
+                  acc: str = "acc", fair: str = "mcd") -> tuple[str, pd.DataFrame]:
+    """Pick one option set on the val split, pooled over settings with the seed as the unit.
+
+    Per candidate and seed: the mean over settings of val accuracy and val ``fair``; then per candidate the mean
+    over seeds. Rule: among candidates whose pooled val accuracy is within ``eps`` of the best, the lowest pooled
+    val ``fair`` (ties: higher accuracy). Returns the choice and the table it was made from.
+    """
+    d = _test(df, "val")
+    settings = _settings(d)
+    rows = []
+    for c in candidates:
+        per_seed = {}
+        for s in settings:
+            part = _pick(d, c, s)
+            for seed, r in part.iterrows():
+                per_seed.setdefault(seed, []).append((r[acc], r[fair]))
+        if not per_seed:
+            continue
+        accs = [float(np.mean([a for a, _ in v])) for v in per_seed.values()]
+        fairs = [float(np.mean([f for _, f in v])) for v in per_seed.values()]
+        am, ah, _, n = mean_ci(accs)
+        fm, fh, _, _ = mean_ci(fairs)
+        rows.append({"candidate": c, f"val {acc}": am, f"val {acc} ci": ah, f"val {fair}": fm,
+                     f"val {fair} ci": fh, "seeds": n, "settings": len(settings)})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        raise ValueError(f"none of the candidates {list(candidates)} has val rows")
+    best = table[f"val {acc}"].max()
+    ok = table[table[f"val {acc}"] >= best - eps]
+    choice = ok.sort_values([f"val {fair}", f"val {acc}"], ascending=[True, False]).iloc[0]["candidate"]
+    table["chosen"] = table["candidate"] == choice
+    return str(choice), table
+
+
+def _fmt_cell(row: Mapping, m: str) -> str:
+    scale, fmt = (1, "{:+.4f}") if m == "cwv" else (100, "{:+.1f}")
+    d = row.get(f"d_{m}")
+    if d is None or (isinstance(d, float) and math.isnan(d)):
+        return ""
+    bold = "**" if row.get(f"sig_{m}") else ""
+    return (f"{bold}{fmt.format(scale * d)}{bold} [{fmt.format(scale * row[f'lo_{m}'])}, "
+            f"{fmt.format(scale * row[f'hi_{m}'])}] {int(row[f'wins_{m}'])}/{int(row[f'n_{m}'])}")
+
+
+def markdown(table: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd")) -> str:
+    """The paper-style table: per setting and method the means, compute, and Ballot − method (CI, Ballot wins)."""
+    metrics = [m for m in metrics if m in table]
+    head = ("| dataset | model | density | method | selection | compute (epochs) | "
+            + " | ".join(metrics) + " | " + " | ".join(f"Ballot − method: {m}" for m in metrics) + " |")
+    lines = [head, "|" + "---|" * (6 + 2 * len(metrics))]
+    for _, r in table.iterrows():
+        means = " | ".join(f"{r[m]:.4f}" if m == "cwv" else f"{r[m]:.3f}" for m in metrics)
+        cells = " | ".join(_fmt_cell(r, m) for m in metrics)
+        lines.append(f"| {r['dataset']} | {r['model']} | {r['density']:g} | {r['method']} | {r['selection']} | "
+                     f"{r['compute_epochs']:g} | {means} | {cells} |")
+    return "\n".join(lines)
+
+
+def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.DataFrame],
+            decomp: pd.DataFrame) -> str:
+    """Plain sentences generated from this run's numbers: where the paper's claim does and does not reproduce."""
+    out = []
+    for title, t in tables_.items():
+        wc = win_counts(t, ("acc", "cwv", "mcd"))
+        if wc.empty:
+            continue
+        fair = wc[wc["metric"].isin(["cwv", "mcd"])]
+        better, worse, total = int(fair["Ballot better"].sum()), int(fair["Ballot worse"].sum()), int(
+            fair["settings"].sum())
+        acc = wc[wc["metric"] == "acc"]
+        verdict = ("Ballot is fairer more often than not" if better > worse else
+                   "Ballot is less fair more often than fairer" if worse > better else
+                   "Ballot is neither fairer nor less fair on balance")
+        out.append(f"- **{title}**: over {total} (baseline, setting, fairness metric) comparisons, Ballot is "
+                   f"significantly fairer in {better}, significantly less fair in {worse}, and not significantly "
+                   f"different in {total - better - worse}: {verdict}. On accuracy it is significantly better in "
+                   f"{int(acc['Ballot better'].sum())} and worse in {int(acc['Ballot worse'].sum())} of "
+                   f"{int(acc['settings'].sum())}.")
+    for title, imp in improvements.items():
+        for _, r in imp.iterrows():
+            sig = (r["robust_lo"] > 0) or (r["robust_hi"] < 0)
+            claim = r["paper's number"]
+            out.append(f"- Improvement over {r['baseline']} ({title}): paper form {r['paper']:+.1f} % "
+                       f"[{r['paper_lo']:+.1f}, {r['paper_hi']:+.1f}], robust form {r['robust']:+.1f} % "
+                       f"[{r['robust_lo']:+.1f}, {r['robust_hi']:+.1f}] over {int(r['seeds'])} seeds; the paper "
+                       f"reports {claim:+.2f} %. "
+                       + ("The robust CI excludes 0, " if sig else "The robust CI includes 0 (no significant "
+                          "improvement), ")
+                       + ("and the paper's number lies inside it." if r["robust_lo"] <= claim <= r["robust_hi"]
+                          else "and the paper's number lies outside it."))
+    pooled = decomp[(decomp["dataset"] == "pooled") & (decomp["metric"] == "mcd")]
+    if not pooled.empty:
+        parts = {r["part"]: r for _, r in pooled.iterrows()}
+
+        def say(key: str) -> str:
+            r = parts.get(key)
+            if r is None:
+                return "n/a"
+            s = "significant" if r["significant"] else "not significant"
+            return f"{100 * r['diff']:+.1f} pts MCD [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}], {s}"
+
+        out.append(f"- Decomposition, pooled over settings (seed as unit): Ballot − LTH = "
+                   f"{say('total (Ballot − LTH)')}; the vote alone (Ballot plain − LTH) = "
+                   f"{say('vote (Ballot plain − LTH)')}; selection and refined training (Ballot − Ballot plain) = "
+                   f"{say('selection (Ballot − Ballot plain)')}.")
+    return "\n".join(out)

@@ -1,0 +1,112 @@
+"""The comparison tables of notebook 03 on hand-made result frames whose answers are known by hand."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ballot_lib import comparison as C
+
+
+def frame(values: dict, settings=(("digits_lt", "mlp", 0.1), ("adult", "mlp", 0.1)), seeds=(0, 1, 2),
+          split="test") -> pd.DataFrame:
+    """values: variant -> (acc, cwv, mcd) per setting index, plus a per-seed offset 0.001*seed on every metric."""
+    rows = []
+    for variant, per_setting in values.items():
+        for i, s in enumerate(settings):
+            acc, cwv, mcd = per_setting[i]
+            for seed in seeds:
+                rows.append({"variant": variant, "dataset": s[0], "model": s[1], "density_target": s[2],
+                             "seed": seed, "split": split, "acc": acc + 0.001 * seed, "cwv": cwv + 0.001 * seed,
+                             "mcd": mcd + 0.001 * seed, "compute_epochs": 20.0})
+    return pd.DataFrame(rows)
+
+
+VALUES = {
+    "Ballot": [(0.90, 0.010, 0.20), (0.85, 0.020, 0.30)],
+    "Ballot plain": [(0.89, 0.012, 0.25), (0.85, 0.030, 0.35)],
+    "LTH": [(0.90, 0.020, 0.30), (0.84, 0.030, 0.40)],
+    "LTH +val": [(0.90, 0.015, 0.25), (0.85, 0.025, 0.30)],
+}
+
+
+def test_comparison_table_pairs_by_seed_and_counts_wins():
+    df = frame(VALUES)
+    t = C.comparison_table(df, C.Table("x", "Ballot", ("LTH",), "val_rule"), metrics=["acc", "cwv", "mcd"])
+    row = t[(t["method"] == "LTH") & (t["dataset"] == "digits_lt")].iloc[0]
+    # Ballot − LTH, identical per seed (offsets cancel): CI collapses on the difference, every seed a win.
+    assert row["d_mcd"] == pytest.approx(-0.10) and row["wins_mcd"] == 3
+    assert row["d_cwv"] == pytest.approx(-0.010)
+    assert row["d_acc"] == pytest.approx(0.0) and row["wins_acc"] == 0
+    assert row["compute_epochs"] == 20.0
+    wc = C.win_counts(t)
+    mcd = wc[(wc["baseline"] == "LTH") & (wc["metric"] == "mcd")].iloc[0]
+    assert mcd["settings"] == 2
+
+
+def test_improvement_paper_and_robust_forms_by_hand():
+    df = frame(VALUES, seeds=(0, 0))  # one seed only: offsets vanish
+    df = df.drop_duplicates()
+    imp = C.improvement_table(df, "Ballot", {"LTH": "LTH"})
+    r = imp.iloc[0]
+    # paper form: mean over settings and metrics of (B − A)/B: cwv 0.5, 1/3; mcd 1/3, 0.25
+    expected = 100 * np.mean([0.5, 1 / 3, 1 / 3, 0.25])
+    assert r["paper (seed means)"] == pytest.approx(expected)
+    assert r["paper"] == pytest.approx(expected)
+    # robust: cwv (0.05 − 0.03)/0.05 = 0.4, mcd (0.7 − 0.5)/0.7; mean of the two
+    assert r["robust"] == pytest.approx(100 * np.mean([0.4, 0.2 / 0.7]))
+    assert r["paper's number"] == 33.91
+
+
+def test_decomposition_parts_add_up_per_seed():
+    df = frame(VALUES)
+    rng = np.random.default_rng(0)
+    df["mcd"] = df["mcd"] + rng.normal(0, 0.01, len(df))
+    d = C.decomposition(df, metrics=["mcd"])
+    for s, g in d[d["dataset"] != "pooled"].groupby(["dataset"]):
+        parts = g.set_index("part")["diff"]
+        assert parts["total (Ballot − LTH)"] == pytest.approx(parts["vote (Ballot plain − LTH)"]
+                                                              + parts["selection (Ballot − Ballot plain)"])
+    pooled = d[d["dataset"] == "pooled"].set_index("part")
+    assert pooled.loc["total (Ballot − LTH)", "diff"] == pytest.approx(
+        pooled.loc["vote (Ballot plain − LTH)", "diff"] + pooled.loc["selection (Ballot − Ballot plain)", "diff"])
+    assert pooled.loc["total (Ballot − LTH)", "n"] == 3
+
+
+def test_choose_on_val_takes_lowest_mcd_within_eps_of_best_accuracy():
+    df = frame({"A": [(0.90, 0.01, 0.30), (0.80, 0.01, 0.30)],   # pooled acc 0.85, mcd 0.30
+                "B": [(0.89, 0.01, 0.20), (0.805, 0.01, 0.20)],  # pooled acc 0.8475 (within 0.01), mcd 0.20
+                "C": [(0.70, 0.01, 0.05), (0.70, 0.01, 0.05)]},  # too inaccurate
+               split="val")
+    choice, table = C.choose_on_val(df, ["A", "B", "C"], eps=0.01)
+    assert choice == "B" and table.loc[table["chosen"], "candidate"].tolist() == ["B"]
+    assert C.choose_on_val(df, ["A", "B", "C"], eps=0.0)[0] == "A"
+    with pytest.raises(ValueError, match="none of the candidates"):
+        C.choose_on_val(df, ["Z"])
+
+
+def test_variants_and_tables_cover_both_rules():
+    vs = C.comparison_variants({"score": "taylor"}, baselines=["MP", "LTH"])
+    labels = [v.label for v in vs]
+    assert labels == ["Dense", "MP", "MP +val", "LTH", "LTH +val", "Ballot", "Ballot plain", "Ballot plain +val",
+                      "Ballot η=0"]
+    assert {v.options.get("select") for v in vs if v.label.startswith("MP")} == {"last", "val_rule"}
+    assert next(v for v in vs if v.label == "Ballot η=0").options["eta"] == 0.0
+    t = C.tables(["MP", "LTH"])
+    assert t[0].ballot == "Ballot plain" and t[0].baselines == ("MP", "LTH")
+    assert t[1].ballot == "Ballot" and t[1].baselines == ("MP +val", "LTH +val")
+
+
+def test_reading_is_generated_from_the_numbers():
+    df = frame(VALUES)
+    t = C.comparison_table(df, C.Table("x", "Ballot", ("LTH",), "val_rule"), metrics=["acc", "cwv", "mcd"])
+    text = C.reading({"matched": t}, {"matched": C.improvement_table(df, "Ballot", {"LTH": "LTH"})},
+                     C.decomposition(df))
+    assert "significantly fairer in 4" in text and "paper reports +33.91 %" in text
+    # Flip the numbers: the reading flips with them.
+    worse = {k: [(a, c * 3, m * 3) for a, c, m in v] if k == "Ballot" else v for k, v in VALUES.items()}
+    t2 = C.comparison_table(frame(worse), C.Table("x", "Ballot", ("LTH",), "val_rule"),
+                            metrics=["acc", "cwv", "mcd"])
+    assert "significantly less fair in 4" in C.reading({"m": t2}, {}, C.decomposition(frame(worse)))
