@@ -62,3 +62,22 @@ def test_bad_select_options_raise_before_anything_is_written(tmp_path, kw, messa
     with pytest.raises(ValueError, match=message):
         run_method(exp, "mp", 0, density=0.3, **kw)
     assert tree(tmp_path / "results") == []
+
+
+def test_val_rule_run_is_derived_from_its_last_epoch_twin_without_training(tmp_path, monkeypatch):
+    import ballot_lib.experiment as experiment_module
+
+    fresh = run_method(make_experiment(tmp_path / "fresh", epochs=4), "lth", 0, density=0.3, select="val_rule")
+    exp = make_experiment(tmp_path / "results", epochs=4)
+    last = run_method(exp, "lth", 0, density=0.3)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a derived run must not train")
+
+    monkeypatch.setattr(experiment_module, "train", fail)
+    derived = run_method(exp, "lth", 0, density=0.3, select="val_rule")
+    assert derived.id == fresh.id and derived.metrics == fresh.metrics
+    assert derived.summary["derived_from"] == last.id
+    assert derived.summary["selected_epoch"] == fresh.summary["selected_epoch"]
+    assert derived.summary["compute_epochs"] == fresh.summary["compute_epochs"]
+    assert all(bool((derived.mask[k] == fresh.mask[k]).all()) for k in fresh.mask)

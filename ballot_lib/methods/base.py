@@ -19,7 +19,7 @@ from typing import Any, Callable, ClassVar, Mapping, Optional
 import torch
 
 from ..experiment import Experiment, RunResult, finish_run, load_run
-from ..pruning import check_density, check_mask_matches, density as mask_density, save_mask
+from ..pruning import check_density, check_mask_matches, density as mask_density, load_mask, save_mask
 from ..registry import Registry
 from ..results import Run, discard_if_unstarted
 from ..training import TrainConfig, TrainResult
@@ -145,11 +145,39 @@ def locked_run(exp: Experiment, method: str, cfg: Any, seed: int) -> RunResult:
         if run.complete:
             return load_run(run, exp)
         exp.bundle  # noqa: B018  (data first: a missing dataset must leave no run folder behind)
+        derived = _derive_selected(exp, method, cfg, seed, run)
+        if derived is not None:
+            return derived
         run.start()
         with discard_if_unstarted(run):  # a failure before the method wrote anything leaves nothing behind
             out = spec.run(exp, cfg, seed, run)
         apply_selection(cfg, out)
         return store_output(exp, run, out, spec.compute_epochs(exp, cfg))
+
+
+def _derive_selected(exp: Experiment, method: str, cfg: Any, seed: int, run: Run) -> Optional[RunResult]:
+    """A ``select="val_rule"`` run whose ``select="last"`` twin is complete: same training (same seed, same data
+    order, deterministic), so its mask and history are reused and only the selection is applied — no retraining.
+    """
+    if getattr(cfg, "select", "last") != "val_rule" or getattr(cfg, "refined", False):
+        return None
+    twin = exp.store.run(exp.run_config(method, config_dict(dataclasses.replace(cfg, select="last")), seed))
+    if not twin.complete or not twin.file("history.json").is_file():
+        return None
+    history = twin.read_json("history.json")
+    if not history or "val_acc" not in history[0]:
+        return None
+    summary = {k: v for k, v in twin.read_json("summary.json").items() if k not in ("selected_epoch", "select")}
+    res = TrainResult(net=None, history=history, final={k: {} for k in twin.read_json("metrics.json")},
+                      seconds=float(summary.pop("seconds", 0.0)))
+    summary["derived_from"] = twin.id
+    mask = load_mask(twin.file("mask.pt")) if twin.file("mask.pt").is_file() else None
+    out = MethodOutput(res, mask, train_epochs=int(summary.pop("train_epochs", 0)), summary=summary)
+    compute = summary.pop("compute_epochs", None)
+    summary.pop("density", None)
+    apply_selection(cfg, out)
+    run.start()
+    return store_output(exp, run, out, compute if compute is not None else METHODS.get(method).compute_epochs(exp, cfg))
 
 
 #: Checkpoint-selection rules every sparse method offers (the fair-comparison rule: one rule for a whole table).
