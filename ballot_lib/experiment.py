@@ -68,6 +68,7 @@ class Experiment:
     def __post_init__(self) -> None:
         # Validate everything up front, before any data is loaded or any training starts.
         check_fields(self, paths=("results_dir",))
+        check_device_name(self.device)
         self.data.validate()
         self.model.validate()
         self.train.validate()

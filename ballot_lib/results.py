@@ -532,6 +532,24 @@ def load_history(root: str | os.PathLike | None = None, run_ids: Optional[Iterab
 # ------------------------------------------------------------------------------------------ repair
 
 
+#: Files the store itself keeps in a run folder that are not results (the writer lock).
+_HOUSEKEEPING = (".lock", ".lock.takeover")
+
+
+@contextlib.contextmanager
+def discard_if_unstarted(run: "Run"):
+    """On an error inside the block, remove the run's ``config.json`` if it is all the run wrote (a run that
+    failed before producing anything leaves no folder behind; the lock's release removes the empty folder)."""
+    try:
+        yield
+    except BaseException:
+        files = {p.name for p in run.path.iterdir()} - set(_HOUSEKEEPING) if run.path.is_dir() else set()
+        if files == {"config.json"}:
+            with contextlib.suppress(FileNotFoundError):
+                run.file("config.json").unlink()
+        raise
+
+
 def derived_runs(run_dir: str | os.PathLike) -> list[Path]:
     """The run folder ``run_dir`` and every run of the same store that shares its data, model, recipe and seed.
 

@@ -90,6 +90,8 @@ def execute(notebook: Path, output: Path, parameters: Mapping[str, Any], env: Op
         finally:
             _forget_job(proc)
     seconds = time.perf_counter() - t0
+    if _STOPPING.is_set():
+        raise RuntimeError(f"{notebook.name} was interrupted (the runner is stopping); see {output}")
     if proc.returncode != 0:
         raise RuntimeError(f"{notebook.name} failed (exit {proc.returncode}); see {output} and "
                            f"{log or output.with_suffix('.log')}")
@@ -152,6 +154,16 @@ def _job_processes(procs: Sequence[subprocess.Popen]) -> list:
     return list(found.values())
 
 
+def _running(p) -> bool:
+    """Alive and not a zombie (checked without reaping it: the job's own thread waits for papermill)."""
+    import psutil
+
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _end_processes(procs: Sequence[subprocess.Popen], grace: float = 5.0) -> None:
     """SIGTERM every process of the given jobs (their process groups too), SIGKILL what is left after ``grace``."""
     import psutil
@@ -164,15 +176,14 @@ def _end_processes(procs: Sequence[subprocess.Popen], grace: float = 5.0) -> Non
                     kill()
                 except (ProcessLookupError, PermissionError, psutil.Error, OSError):
                     pass
-        _, targets = psutil.wait_procs(targets, timeout=grace)
-        targets += [p for p in _job_processes(procs) if p not in targets]
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(_running(p) for p in targets):
+            time.sleep(0.05)
+        seen = {p.pid for p in targets}
+        targets = [p for p in targets if _running(p)] + [p for p in _job_processes(procs)
+                                                         if p.pid not in seen and _running(p)]
         if not targets:
             break
-    for proc in procs:
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def stop_jobs(grace: float = 5.0) -> None:

@@ -175,3 +175,419 @@ def test_loading_a_corrupt_complete_run_raises_naming_the_file(store_with_corrup
         warnings.simplefilter("error")
         with pytest.raises(ResultsError, match=str(bad_file)):
             exp.dense(1)
+
+
+# ================================================================================== the corpus of bad inputs
+#
+# Every case below is one bad input a hostile but fair user might give, in five categories: the public API, data
+# roots, a corrupted results store, parameter files for the sweep, and papermill runs. Each asserts that the
+# error names the parameter or the file, that no training started (``train`` is replaced by a function that
+# fails the test) and that nothing was written to the results store.
+
+import json  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import ballot_lib.experiment as experiment_module  # noqa: E402
+from ballot_lib import results as R  # noqa: E402
+from ballot_lib import sweep  # noqa: E402
+from ballot_lib.experiment import experiment_from_params  # noqa: E402
+from ballot_lib.methods import METHODS  # noqa: E402
+from ballot_lib.validation import ParameterError  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_folders(results: Path) -> list[str]:
+    """The run folders of a results store (empty if it has none)."""
+    runs = Path(results) / "runs"
+    return sorted(p.name for p in runs.iterdir()) if runs.is_dir() else []
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Training (and, with ``no_data``, data loading) fails the test if it starts."""
+
+    def fail(*a, **k):
+        raise AssertionError("training started despite a bad input")
+
+    monkeypatch.setattr(experiment_module, "train", fail)
+    return fail
+
+
+@pytest.fixture
+def no_data(monkeypatch, no_training):
+    def fail(*a, **k):
+        raise AssertionError("data loaded despite a bad input")
+
+    monkeypatch.setattr(experiment_module, "get_dataset", fail)
+    experiment_module._cached_dataset.cache_clear()
+    yield
+    experiment_module._cached_dataset.cache_clear()
+
+
+def _exp(results, **kw):
+    """The tiny experiment through the notebooks' entry point."""
+    base = dict(dataset="digits", model="mlp", epochs=2, batch_size=64, lr=0.1, device="cpu", results_dir=str(results),
+                progress=False)
+    return experiment_from_params(**{**base, **kw})
+
+
+# ------------------------------------------------------------------------------------------ API
+# (id, call(results_dir), text the message must contain)
+API_CASES = [
+    ("epochs-float", lambda r: _exp(r, epochs=2.5), "epochs"),
+    ("epochs-string", lambda r: _exp(r, epochs="3"), "epochs"),
+    ("epochs-zero", lambda r: _exp(r, epochs=0), "epochs"),
+    ("batch_size-float", lambda r: _exp(r, batch_size=2.5), "batch_size"),
+    ("batch_size-bool", lambda r: _exp(r, batch_size=True), "batch_size"),
+    ("lr-bool", lambda r: _exp(r, lr=True), "lr"),
+    ("lr-zero", lambda r: _exp(r, lr=0.0), "lr"),
+    ("lr-string", lambda r: _exp(r, lr="0.1"), "lr"),
+    ("momentum-negative", lambda r: _exp(r, momentum=-1), "momentum"),
+    ("weight_decay-negative", lambda r: _exp(r, weight_decay=-1), "weight_decay"),
+    ("milestones-string", lambda r: _exp(r, schedule="multistep", milestones="ab"), "milestones"),
+    ("milestones-beyond-schedule", lambda r: _exp(r, schedule="multistep", milestones=[1, 5]), "milestones[1]"),
+    ("milestones-float", lambda r: _exp(r, schedule="multistep", milestones=[1.5]), "milestones[0]"),
+    ("warmup-beyond-schedule", lambda r: _exp(r, warmup_epochs=2), "warmup_epochs"),
+    ("optimizer-unknown", lambda r: _exp(r, optimizer="rmsprop"), "optimizer"),
+    ("schedule-int", lambda r: _exp(r, schedule=1), "schedule"),
+    ("device-unknown", lambda r: _exp(r, device="gpu"), "device"),
+    ("progress-string", lambda r: _exp(r, progress="yes"), "progress"),
+    ("target-unsupported", lambda r: _exp(r, target="Male"), "target"),
+    ("sensitive-unsupported", lambda r: _exp(r, sensitive="race"), "sensitive"),
+    ("sensitive-unknown-adult", lambda r: _exp(r, dataset="adult", sensitive="age"), "sensitive"),
+    ("image_size-negative", lambda r: _exp(r, dataset="celeba", image_size=-5), "image_size"),
+    ("image_size-bool", lambda r: _exp(r, dataset="celeba", image_size=False), "image_size"),
+    ("image_size-unsupported", lambda r: _exp(r, image_size=32), "image_size"),
+    ("max_train-negative", lambda r: _exp(r, max_train=-3), "max_train"),
+    ("lt_ratio-string", lambda r: _exp(r, lt_ratio="10"), "lt_ratio"),
+    ("dataset-int", lambda r: _exp(r, dataset=3), "dataset"),
+    ("data-not-a-config", lambda r: Experiment("digits", results_dir=str(r), progress=False), "data"),
+    ("width-zero", lambda r: Experiment(DataConfig("digits"), ModelConfig("mlp", width=0), TINY_TRAIN,
+                                        device="cpu", results_dir=str(r), progress=False), "width"),
+    ("split_seed-negative", lambda r: Experiment(DataConfig("digits", split_seed=-1), results_dir=str(r),
+                                                 progress=False), "split_seed"),
+    ("seed-float", lambda r: run_method(_exp(r), "dense", 1.5), "seed"),
+    ("seed-negative", lambda r: run_method(_exp(r), "mp", -1, density=0.5), "seed"),
+    ("seed-string", lambda r: _exp(r).dense("a"), "seed"),
+    ("seed-bool", lambda r: run_method(_exp(r), "lth", True, density=0.5), "seed"),
+    ("density-string", lambda r: run_method(_exp(r), "lth", 0, density="0.2"), "density"),
+    ("density-bool", lambda r: run_method(_exp(r), "mp", 0, density=True), "density"),
+    ("density-zero", lambda r: run_method(_exp(r), "random", 0, density=0.0), "density"),
+    ("density-nan", lambda r: run_method(_exp(r), "lth", 0, density=float("nan")), "density"),
+    ("rewind-beyond-schedule", lambda r: run_method(_exp(r), "lth", 0, density=0.5, rewind_epoch=5), "rewind_epoch"),
+    ("rewind-float", lambda r: run_method(_exp(r), "lth", 0, density=0.5, rewind_epoch=1.5), "rewind_epoch"),
+    ("levels-string", lambda r: run_method(_exp(r), "lth", 0, density=0.5, levels="2"), "levels"),
+    ("option-misspelt", lambda r: run_method(_exp(r), "lth", 0, density=0.5, rewnd_epoch=1), "rewnd_epoch"),
+    ("ballot-eta-string", lambda r: run_method(_exp(r), "ballot", 0, density=0.5, eta="1"), "eta"),
+    ("ballot-refined-int", lambda r: run_method(_exp(r), "ballot", 0, density=0.5, refined=1), "refined"),
+]
+
+
+@pytest.mark.parametrize("call,names", [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
+def test_corpus_api(tmp_path, no_data, call, names):
+    results = tmp_path / "results"
+    if "ballot" in names and "ballot" not in METHODS:
+        pytest.skip("the ballot method is not registered")
+    with pytest.raises(ValueError) as err:
+        call(results)
+    assert names in str(err.value)
+    assert run_folders(results) == [] and tree(tmp_path) in ([], ["results"])
+
+
+def test_corpus_api_errors_are_parameter_errors_that_are_also_type_errors(tmp_path, no_data):
+    # Callers catching either ValueError or TypeError keep working.
+    with pytest.raises(TypeError, match="epochs"):
+        _exp(tmp_path / "r", epochs="3")
+    with pytest.raises(ParameterError, match="seed"):
+        run_method(_exp(tmp_path / "r"), "dense", -1)
+
+
+def test_valid_values_keep_their_run_hashes(tmp_path):
+    # density given as int 1 is the same run as 1.0; ints are accepted for float fields without a new hash.
+    exp = _exp(tmp_path / "r")
+    from ballot_lib.methods import make_config
+    from ballot_lib.methods.base import config_dict
+
+    a = exp.run_config("lth", config_dict(make_config("lth", density=1)), 0)
+    b = exp.run_config("lth", config_dict(make_config("lth", density=1.0)), 0)
+    assert R.config_hash(a) == R.config_hash(b)
+    assert _exp(tmp_path / "r", lr=1).train.lr == 1
+
+
+# ------------------------------------------------------------------------------------------ data roots
+
+
+def _garbage_cifar(root: Path) -> Path:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for n in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
+              "batches.meta"):
+        (folder / n).write_bytes(b"not a pickle")
+    return folder
+
+
+DATA_CASES = [
+    ("cifar10-missing", "cifar10", lambda t: t / "nope", "cifar-10-batches-py"),
+    ("cifar100-missing", "cifar100", lambda t: t / "nope", "cifar-100-python"),
+    ("cifar10s-missing", "cifar10s", lambda t: t / "nope", "cifar-10-batches-py"),
+    ("celeba-missing", "celeba", lambda t: t / "nope", "list_attr_celeba.txt"),
+    ("utkface-missing", "utkface", lambda t: t / "nope", "UTKFace"),
+    ("tinyimagenet-missing", "tinyimagenet", lambda t: t / "nope", "tiny-imagenet-200"),
+    ("cifar10-empty-folder", "cifar10", lambda t: (t / "empty" / "cifar-10-batches-py").mkdir(parents=True) or
+     t / "empty", "data_batch_1"),
+    ("cifar10-garbage-files", "cifar10", lambda t: _garbage_cifar(t / "garbage").parent, "cifar-10-batches-py"),
+    ("root-is-a-file", "cifar10", lambda t: (t / "file.txt").write_text("x") and t / "file.txt", "file.txt"),
+]
+
+
+@pytest.mark.parametrize("name,make_root,expected", [c[1:] for c in DATA_CASES], ids=[c[0] for c in DATA_CASES])
+def test_corpus_data_roots(tmp_path, no_training, name, make_root, expected):
+    data = tmp_path / "data"
+    data.mkdir()
+    root = make_root(data)
+    results = tmp_path / "results"
+    with pytest.raises((DatasetError, ValueError)) as err:
+        exp = Experiment(DataConfig(name, root=str(root), verify=False), ModelConfig("mlp", width=4), TINY_TRAIN,
+                         device="cpu", results_dir=str(results), progress=False)
+        run_method(exp, "mp", 0, density=0.5)
+    assert expected in str(err.value)
+    assert run_folders(results) == []
+
+
+# ------------------------------------------------------------------------------------------ corrupted store
+
+
+@pytest.fixture(scope="module")
+def pristine_store(tmp_path_factory):
+    """A store with seed 0's dense run and an MP run at density 0.5 (copied for each case)."""
+    exp = make_experiment(tmp_path_factory.mktemp("pristine") / "results")
+    dense = exp.dense(0)
+    mp = run_method(exp, "mp", 0, density=0.5, finetune="short")
+    return exp.store.root, dense.id, mp.id
+
+
+def _file(root: Path, run: str, name: str) -> Path:
+    return root / "runs" / run / name
+
+
+def _put(obj):
+    return lambda p: p.write_text(json.dumps(obj))
+
+
+def _swap_config(root: Path, dense: str, mp: str) -> Path:
+    shutil.copy(_file(root, mp, "config.json"), _file(root, dense, "config.json"))
+    return _file(root, dense, "config.json")
+
+
+def _load_results(exp):
+    return load_results(exp.store.root)
+
+
+def _load_history(exp):
+    return R.load_history(exp.store.root)
+
+
+def _mp_again(exp):  # the complete MP run is loaded (its mask read back)
+    return run_method(exp, "mp", 0, density=0.5, finetune="short")
+
+
+def _new_mp(exp):  # a new MP run needs the dense run's θT
+    return run_method(exp, "mp", 0, density=0.25, finetune="short")
+
+
+def _new_lth(exp):  # a new LTH run needs the dense run's θ0
+    return run_method(exp, "lth", 0, density=0.25)
+
+
+def _wrong_shapes(p: Path) -> None:
+    torch.save({k: torch.ones(3, 3, dtype=torch.bool) for k in torch.load(p, weights_only=True)}, p)
+
+
+def _wrong_keys(p: Path) -> None:
+    state = torch.load(p, weights_only=True)
+    torch.save({"renamed." + k: v for k, v in state.items()}, p)
+
+
+def _truncate(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+# (id, run "dense"/"mp", file, corrupt(path), action(exp), text the message must contain besides the file)
+STORE_CASES = [
+    ("summary-is-a-list", "mp", "summary.json", _put([]), _load_results, "expected a mapping"),
+    ("metrics-split-is-a-number", "mp", "metrics.json", _put({"test": 5}), _load_results, "split 'test'"),
+    ("metrics-value-is-a-string", "mp", "metrics.json", _put({"test": {"acc": "high"}}), _load_results, "test.acc"),
+    ("metrics-truncated", "dense", "metrics.json", lambda p: p.write_text('{"test": {"acc": 0.'), _load_results,
+     "remove-derived"),
+    ("config-is-a-list", "mp", "config.json", _put([]), _load_results, "mapping"),
+    ("config-without-seed", "mp", "config.json", None, _load_results, "seed"),
+    ("config-copied-from-another-run", "dense", "config.json", "swap", _load_results, "not of its folder"),
+    ("history-is-a-mapping", "dense", "history.json", _put({"epoch": 1}), _load_history, "list of per-epoch"),
+    ("mask-wrong-shapes", "mp", "mask.pt", _wrong_shapes, _mp_again, "shape"),
+    ("mask-not-a-dict", "mp", "mask.pt", lambda p: torch.save(torch.ones(3), p), _mp_again, "does not hold a mask"),
+    ("mask-truncated", "mp", "mask.pt", _truncate, _mp_again, "rm -r"),
+    ("thetaT-wrong-keys", "dense", "thetaT.pt", _wrong_keys, _new_mp, "remove-derived"),
+    ("thetaT-wrong-shapes", "dense", "thetaT.pt", _wrong_shapes, _new_mp, "wrong shapes"),
+    ("theta0-truncated", "dense", "theta0.pt", _truncate, _new_lth, "remove-derived"),
+    ("summary-of-dense-is-a-list", "dense", "summary.json", _put([]), lambda e: e.dense(0), "remove-derived"),
+]
+
+
+@pytest.mark.parametrize("which,name,corrupt,action,expected", [c[1:] for c in STORE_CASES],
+                         ids=[c[0] for c in STORE_CASES])
+def test_corpus_store(tmp_path, pristine_store, no_training, which, name, corrupt, action, expected):
+    src, dense, mp = pristine_store
+    root = tmp_path / "results"
+    shutil.copytree(src, root)
+    run = dense if which == "dense" else mp
+    path = _file(root, run, name)
+    if corrupt == "swap":
+        path = _swap_config(root, dense, mp)
+    elif corrupt is None:  # drop the seed
+        cfg = json.loads(path.read_text())
+        cfg.pop("seed")
+        path.write_text(json.dumps(cfg))
+    else:
+        corrupt(path)
+    before = tree(root)
+    exp = make_experiment(root)
+    with pytest.raises(R.ResultsError) as err:
+        action(exp)
+    msg = str(err.value)
+    assert str(path) in msg and expected in msg, msg
+    assert tree(root) == before  # nothing written, nothing removed
+    # Skipping instead of raising: every other run is still loaded.
+    if action is _load_results:
+        with pytest.warns(UserWarning, match=run):
+            df = load_results(root, on_error="skip")
+        assert run not in set(df["run_id"]) and len(df) == 2
+
+
+def test_corpus_store_checkpoint_past_the_schedule_is_an_error_not_a_finished_run(tmp_path, no_training):
+    exp = make_experiment(tmp_path / "results")
+    run = exp.store.run(exp.run_config("dense", {}, 0))
+    run.start()
+    ckpt = run.file("checkpoint.pt")
+    torch.save({"net": {}, "opt": {}, "rng": torch.get_rng_state(), "epoch": 99, "history": []}, ckpt)
+    bundle = toy_bundle()
+    net = nn.Linear(5, 2)
+    torch.save({"net": net.state_dict(), "opt": torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9,
+                                                                  weight_decay=5e-4).state_dict(),
+                "rng": torch.get_rng_state(), "epoch": 99, "history": []}, ckpt)
+    before = tree(tmp_path)
+    with pytest.raises(ResultsError, match=r"checkpoint.pt is at epoch 99, outside this run's schedule"):
+        train(net, bundle, TrainConfig(epochs=2, batch_size=8, lr=0.1), seed=0, device="cpu", progress=False,
+              checkpoint=ckpt)
+    assert tree(tmp_path) == before and not run.complete
+
+
+def test_remove_derived_is_the_fix_that_works_for_a_dense_run(tmp_path, pristine_store):
+    src, dense, mp = pristine_store
+    root = tmp_path / "results"
+    shutil.copytree(src, root)
+    _truncate(_file(root, dense, "theta0.pt"))
+    exp = make_experiment(root)
+    with pytest.raises(ResultsError, match="remove-derived"):
+        _new_lth(exp)
+    assert R.main(["remove-derived", str(root / "runs" / dense), "--dry-run"]) == 0
+    assert run_folders(root) == sorted([dense, mp])
+    assert R.main(["remove-derived", str(root / "runs" / dense)]) == 0
+    assert run_folders(root) == []  # the dense run and the MP run trained from its θT
+    assert _new_lth(exp).summary["density"] == pytest.approx(0.25, abs=0.01)  # and the store works again
+    assert R.main(["check", str(root)]) == 0
+
+
+# ------------------------------------------------------------------------------------------ sweep parameter files
+# (id, parameter file text, text the one-line error must contain)
+SWEEP_CASES = [
+    ("include_ballot-no", "notebook: 01_lth_fairness_failure.ipynb\nparameters: {include_ballot: 'no'}\n",
+     "include_ballot"),
+    ("seeds-int", "notebook: 01_lth_fairness_failure.ipynb\nparameters: {seeds: 3}\n", "seeds"),
+    ("seeds-float", "notebook: 01_lth_fairness_failure.ipynb\nparameters: {seeds: [0, 1.5]}\n", "seeds[1]"),
+    ("seeds-duplicate", "notebook: 01_lth_fairness_failure.ipynb\ngrid: {seeds: [[0, 0]]}\n", "seeds"),
+    ("densities-string", "notebook: 01_lth_fairness_failure.ipynb\nparameters: {densities: [0.2, '0.1']}\n",
+     "densities[1]"),
+    ("training_density-zero", "notebook: 01_lth_fairness_failure.ipynb\nparameters: {training_density: 0}\n",
+     "training_density"),
+    ("rewind_epoch-beyond", "notebook: 01_lth_fairness_failure.ipynb\nparameters: {epochs: 4, rewind_epoch: 4}\n",
+     "rewind_epoch"),
+    ("rewind_epochs-beyond", "notebook: 02_ballot_method.ipynb\nparameters: {epochs: 4, rewind_epochs: [0, 9]}\n",
+     "rewind_epochs[1]"),
+    ("etas-string", "notebook: 02_ballot_method.ipynb\nparameters: {etas: [1.0, a]}\n", "etas[1]"),
+    ("etas-negative", "notebook: 02_ballot_method.ipynb\nparameters: {etas: [-1.0]}\n", "etas[0]"),
+    ("ablation_seeds-negative", "notebook: 02_ballot_method.ipynb\nparameters: {ablation_seeds: [-1]}\n",
+     "ablation_seeds[0]"),
+    ("vote_fractions-zero", "notebook: 02_ballot_method.ipynb\nparameters: {vote_fractions: [0.0]}\n",
+     "vote_fractions[0]"),
+    ("epochs-string", "notebook: 00_quickstart.ipynb\nparameters: {epochs: '3'}\n", "epochs"),
+    ("density-above-one", "notebook: 00_quickstart.ipynb\ngrid: {density: [0.5, 1.5]}\n", "density"),
+    ("milestones-beyond", "notebook: 01_lth_fairness_failure.ipynb\n"
+                          "parameters: {schedule: multistep, epochs: 10, milestones: [5, 20]}\n", "milestones[1]"),
+    ("target-unsupported", "notebook: 01_lth_fairness_failure.ipynb\nparameters: {target: Male}\n", "target"),
+    ("unknown-parameter", "notebook: 00_quickstart.ipynb\nparameters: {epoch: 3}\n", "epoch"),
+    ("notebook-outside", "notebook: ../tests/x.ipynb\n", "notebook"),
+    ("notebook-absolute", "notebook: /tmp/x.ipynb\n", "notebook"),
+    ("notebook-missing", "notebook: 09_missing.ipynb\n", "09_missing.ipynb"),
+    ("grid-not-a-list", "notebook: 00_quickstart.ipynb\ngrid: {seed: 3}\n", "seed"),
+    ("yaml-broken", "notebook: 00_quickstart.ipynb\nparameters: {epochs: [\n", "YAML"),
+]
+
+
+@pytest.mark.parametrize("text,expected", [c[1:] for c in SWEEP_CASES], ids=[c[0] for c in SWEEP_CASES])
+def test_corpus_sweep_params_files(tmp_path, capsys, monkeypatch, no_data, text, expected):
+    params = tmp_path / "p.yaml"
+    params.write_text(text)
+    monkeypatch.setattr(sweep, "execute", lambda *a, **k: pytest.fail("a job ran despite a bad parameter file"))
+    out = tmp_path / "out"
+    for argv in (["validate", str(params)], ["grid", str(params), "--out", str(out)]):
+        assert sweep.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
+    assert not out.exists()
+
+
+def test_corpus_sweep_bad_slurm_args_is_one_clean_line(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("notebook: 00_quickstart.ipynb\nparameters: {epochs: 2}\n")
+    for bad in ("notjson", "[1, 2]"):
+        proc = subprocess.run([sys.executable, "-m", "ballot_lib.sweep", "grid", str(params), "--out",
+                               str(tmp_path / "out"), "--slurm", "--slurm-args", bad], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr and proc.stderr.startswith("error: --slurm-args")
+    assert not (tmp_path / "out").exists()
+
+
+def test_corpus_sweep_missing_params_file_and_bad_workers(tmp_path, capsys):
+    assert sweep.main(["validate", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml does not exist" in capsys.readouterr().err
+    (tmp_path / "p.yaml").write_text("notebook: 00_quickstart.ipynb\n")
+    assert sweep.main(["grid", str(tmp_path / "p.yaml"), "--workers", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "--workers" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ papermill
+PAPERMILL_CASES = [
+    ("density-above-one", {"density": 1.5}, "density"),
+    ("epochs-string", {"epochs": "3"}, "epochs"),
+]
+
+
+@pytest.mark.parametrize("params,expected", [c[1:] for c in PAPERMILL_CASES], ids=[c[0] for c in PAPERMILL_CASES])
+def test_corpus_papermill_bad_parameter_fails_in_the_validation_cell(tmp_path, params, expected):
+    import papermill
+
+    results = tmp_path / "results"
+    out = tmp_path / "out.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        papermill.execute_notebook(str(REPO / "notebooks" / "00_quickstart.ipynb"), str(out), kernel_name="python3",
+                                   parameters={**params, "results_dir": str(results), "epochs": params.get("epochs", 2),
+                                               "device": "cpu"},
+                                   cwd=str(REPO / "notebooks"), progress_bar=False)
+    assert "ParameterError" in err.value.ename and expected in err.value.evalue
+    assert "validate_notebook_params" in err.value.traceback[-1] or err.value.exec_count <= 3
+    assert run_folders(results) == [] and not (results / "runs").exists()

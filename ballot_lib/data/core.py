@@ -8,6 +8,7 @@ augment whole batches at once (see :mod:`ballot_lib.training`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -146,6 +147,9 @@ class DataConfig:
         """Check types (no coercion), ranges and that ``target``/``sensitive``/``image_size`` apply to the dataset."""
         check_fields(self, paths=("root",))
         DATASETS.get(self.name)
+        if self.root is not None and (str(self.root) == "" or Path(self.root).is_file()):
+            raise ParameterError(f"root must be the folder holding the datasets (or None for $BALLOT_DATA_ROOT), "
+                                 f"got {str(self.root)!r}" + (", a file" if str(self.root) else ""))
         if self.long_tail not in ("none", "exp", "step"):
             raise ValueError(f"long_tail must be one of 'none', 'exp', 'step', got {self.long_tail!r}")
         check_seed(self.split_seed, "split_seed")

@@ -1,0 +1,80 @@
+"""An interrupted ``sweep grid`` leaves no process behind: SIGTERM ends papermill and its kernel, then the runner.
+
+The grid runs notebook 00 for many epochs in a subprocess; once its kernel is up, the runner gets SIGTERM. Every
+process of the job (papermill, the kernel in its own session, anything they started) must be gone, and the
+runner must exit with 128 + SIGTERM.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+psutil = pytest.importorskip("psutil")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _alive(p) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _cmdline(p) -> str:
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_signal_to_sweep_grid_leaves_no_papermill_or_kernel_running(tmp_path, sig):
+    params = tmp_path / "long.yaml"
+    results = tmp_path / "out" / "results"
+    # Long enough that the job is still training when the signal comes.
+    params.write_text("notebook: 00_quickstart.ipynb\nparameters: {dataset: digits, epochs: 5000, device: cpu}\n"
+                      "grid: {seed: [0, 1]}\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "BALLOT_PROGRESS": "none"}
+    runner = subprocess.Popen([sys.executable, "-m", "ballot_lib.sweep", "grid", str(params), "--out",
+                               str(tmp_path / "out")], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    me = psutil.Process(runner.pid)
+    seen: dict[int, tuple] = {}  # pid -> (process, command line when first seen)
+    try:
+        deadline = time.monotonic() + 120
+        kernel_up = False
+        while time.monotonic() < deadline and runner.poll() is None:
+            for c in me.children(recursive=True):
+                seen.setdefault(c.pid, (c, _cmdline(c)))
+            kernels = [p for p, cmd in seen.values() if "ipykernel" in cmd and _alive(p)]
+            # Wait until the kernel has started training (a run folder exists): the state a user interrupts.
+            if kernels and (results / "runs").is_dir():
+                kernel_up = True
+                break
+            time.sleep(0.2)
+        assert kernel_up, f"the job's kernel did not start: {runner.communicate(timeout=30)[0][-2000:]}"
+        for c in me.children(recursive=True):  # everything started until now
+            seen.setdefault(c.pid, (c, _cmdline(c)))
+        runner.send_signal(sig)
+        out, _ = runner.communicate(timeout=60)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        for p, _ in seen.values():  # never leave anything behind, even when the test fails
+            if _alive(p):
+                p.kill()
+    assert runner.returncode == 128 + sig, out[-2000:]
+    assert "Traceback" not in out, out[-2000:]
+    survivors = [(p.pid, cmd[:120]) for p, cmd in seen.values() if _alive(p)]
+    assert survivors == [], survivors
+    commands = [cmd for _, cmd in seen.values()]
+    assert any("papermill" in c for c in commands) and any("ipykernel" in c for c in commands), commands
+    # The second job never started; the first left no finished run behind.
+    assert not list((tmp_path / "out" / "notebooks").glob("*.done"))
