@@ -6,7 +6,7 @@ density. Registered here: ``dense``, ``mp`` (magnitude pruning), ``lth`` (IMP wi
 ``global_unstructured``, ``random_unstructured``, ``ln_structured``, ``random_structured``).
 """
 from .base import METHODS, MethodSpec, make_config, run_method
-from . import dense, magnitude, lth, random_control, ballot, prune_responsibly  # noqa: F401  (registration)
+from . import dense, magnitude, lth, random_control, ballot, prune_responsibly, safecompress  # noqa: F401  (registration)
 from .grid import Variant, prepare_grid, run_grid
 
 __all__ = ["METHODS", "MethodSpec", "Variant", "make_config", "prepare_grid", "run_grid", "run_method"]
