@@ -4,8 +4,8 @@ Points are rows of an ``n x k`` array, one column per objective; ``maximize`` sa
 is better. A point is **dominated** when another point is at least as good in every objective and strictly better
 in at least one, so duplicate points do not dominate each other: both stay on the front.
 
-* :func:`non_dominated` — the front as a boolean mask; O(n log n) for two objectives (sort and sweep), blocked
-  pairwise comparisons otherwise.
+* :func:`non_dominated` — the front as a boolean mask; O(n log n) for two objectives (sort and sweep), a
+  lexicographic sweep against the front found so far otherwise (O(n log n + n · front size)).
 * :func:`hypervolume` — the exact volume of objective space dominated by the points and bounded by a reference
   point (any k; a sweep for k = 2 and slicing along the last objective for k >= 3, fine for fronts of a few
   thousand points). Points not strictly better than the reference in every objective contribute nothing.
@@ -64,7 +64,7 @@ def non_dominated(points, maximize: Sequence[bool]) -> np.ndarray:
         return p[:, 0] == p[:, 0].min()
     if k == 2:
         return _non_dominated_2d(p)
-    return _non_dominated_blocked(p)
+    return _non_dominated_sweep(p)
 
 
 def _non_dominated_2d(p: np.ndarray) -> np.ndarray:
@@ -80,6 +80,28 @@ def _non_dominated_2d(p: np.ndarray) -> np.ndarray:
     dominated_sorted = (prev_min[group_of] <= ys) | (group_min[group_of] < ys)
     out = np.empty(len(p), dtype=bool)
     out[order] = ~dominated_sorted
+    return out
+
+
+def _non_dominated_sweep(p: np.ndarray) -> np.ndarray:
+    """Visit the points in lexicographic order, comparing each with the front found so far.
+
+    Any point dominating p precedes it in that order, and if a dominated point dominates p so does the point
+    dominating it, so the front so far is the only thing to compare with: O(n log n + n * front size).
+    """
+    n, k = p.shape
+    out = np.zeros(n, dtype=bool)
+    front = np.empty_like(p)
+    m = 0
+    for i in np.lexsort(p.T[::-1]):
+        q = p[i]
+        if m:
+            f = front[:m]
+            if ((f <= q).all(axis=1) & (f < q).any(axis=1)).any():
+                continue
+        front[m] = q
+        m += 1
+        out[i] = True
     return out
 
 

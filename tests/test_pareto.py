@@ -94,6 +94,9 @@ def test_four_objectives_and_large_2d_front_agree():
     big = rng.random((3000, 2)).round(2)
     np.testing.assert_array_equal(pareto.non_dominated(big, [True, False]),
                                   pareto._non_dominated_blocked(np.c_[-big[:, 0], big[:, 1]]))
+    # The k >= 3 sweep and the pairwise path agree on a big set with ties.
+    big3 = rng.random((2000, 3)).round(1)
+    np.testing.assert_array_equal(pareto._non_dominated_sweep(big3), pareto._non_dominated_blocked(big3))
 
 
 def test_bad_inputs_raise():

@@ -89,6 +89,19 @@ def test_finished_runs_are_loaded_not_retrained(population_store, monkeypatch):
     assert set(TECHNIQUES) <= set(df["method"]) and df.loc[df["method"] != "dense", "run_id"].nunique() == 10
 
 
+def test_grid_reads_finished_runs_without_loading_their_masks(population_store, monkeypatch):
+    """The grid's skip of finished runs reads only their (checked) rows: no training, no torch.load of masks."""
+    import ballot_lib.experiment as experiment_module
+    from ballot_lib.methods import Variant, run_grid
+
+    exp, out = population_store
+    monkeypatch.setattr(experiment_module, "train", lambda *a, **k: pytest.fail("a finished run was retrained"))
+    monkeypatch.setattr(experiment_module, "load_mask", lambda *a, **k: pytest.fail("a mask was loaded"))
+    df = run_grid(exp, [Variant(t, t, {"retrain_epochs": 1}) for t in TECHNIQUES], [DENSITY], [0, 1],
+                  progress=False)
+    assert len(df) == 20 and set(df["run_id"]) == {r.id for r in out.values()}
+
+
 # -- analyses on hand-made tables -----------------------------------------------------------------------------
 
 def _row(method, seed, dens, split, acc, classes, run_id=None, density=None):

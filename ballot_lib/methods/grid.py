@@ -7,8 +7,8 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from ..experiment import Experiment
-from ..results import run_rows
-from .base import check_method_args, locked_run, make_config, prepare_method
+from ..results import Run, run_rows
+from .base import METHODS, check_method_args, config_dict, locked_run, make_config, prepare_method
 
 
 @dataclass(frozen=True)
@@ -67,12 +67,27 @@ def run_grid(exp: Experiment, variants: Iterable[Variant], densities: Sequence[f
     # One bar for the grid replaces the per-run bars (they would print a line per run in executed notebooks).
     inner_progress, exp.progress = exp.progress, exp.progress and not progress
     try:
-        results = [(v, locked_run(exp, v.method, cfg, seed)) for seed, v, cfg in it]
+        results = [(v, _finished_or_run(exp, v.method, cfg, seed)) for seed, v, cfg in it]
     finally:
         exp.progress = inner_progress
     rows = []
-    for v, res in results:
-        for row in run_rows(res.run.path):
+    for v, run in results:
+        for row in run_rows(run.path):
             row["variant"] = v.label
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _finished_or_run(exp: Experiment, method: str, cfg: Any, seed: int) -> Run:
+    """The run of (method, cfg, seed), trained first unless it is complete.
+
+    A complete run of a method whose lifecycle :func:`locked_run` owns is not loaded here: the grid only needs its
+    rows, which :func:`run_rows` reads and checks. Loading its mask as well would cost a ``torch.load`` per run
+    (about 30 s on a store of 10,000 runs, see ``benchmarks/bench_store.py``). The dense run keeps its own path
+    (it may still have extras to compute).
+    """
+    if getattr(METHODS.get(method), "managed", False):
+        run = exp.store.run(exp.run_config(method, config_dict(cfg), seed))
+        if run.complete:
+            return run
+    return locked_run(exp, method, cfg, seed).run
