@@ -22,9 +22,9 @@ this module does:
    candidates, scores and choice are recorded (summary ``updates``; ``chosen_<kind>`` counts how often each
    kind won, a column of :func:`ballot_lib.results.load_results`).
 
-Compute: the training is one schedule of the dense recipe from θ0 (``train.epochs``), plus the dense run it
-starts from (θ0, shared by every method under the seed): ``compute_epochs = 2 · train.epochs``. The probes and
-val evaluations of the fairness test are extra forward/backward passes, reported as ``probe_examples`` (training
+Compute: one schedule of the dense recipe from θ0, ``compute_epochs = train.epochs``. It needs only θ0, no
+trained dense network (the suite's dense run of the seed stores θ0; that training is shared and not counted).
+The fairness test's probes and val evaluations are extra passes, reported as ``probe_examples`` (training
 examples processed by probes) and ``val_evaluations``.
 
 Example:
@@ -278,8 +278,8 @@ class SafeCompressHook:
 
 
 def _compute(exp: Experiment, cfg: SafeCompressConfig) -> float:
-    # The dense run that gives θ0 (shared by every method of the seed), then one sparse schedule from θ0.
-    return 2 * exp.train.epochs
+    # One sparse schedule from θ0; no trained dense network is needed (θ0 is only the initialisation).
+    return exp.train.epochs
 
 
 @register("safecompress", SafeCompressConfig, compute=_compute)
