@@ -313,6 +313,39 @@ def _rules(params: Mapping[str, Any], epochs: int) -> None:
     if "select_eps" in params:
         check_number("select_eps", params["select_eps"], 0)
         _ballot_check({"select_eps": float(params["select_eps"])}, density)
+    # Prune Responsibly's population (notebook 04): techniques are methods; test and selection settings.
+    if "techniques" in params:
+        try:
+            from .methods.prune_responsibly import TECHNIQUES
+            valid = list(TECHNIQUES)
+        except ImportError:  # pragma: no cover
+            from .methods import METHODS
+            valid = METHODS.names()
+        for i, t in enumerate(check_list("techniques", params["techniques"], unique=True)):
+            check_str(f"techniques[{i}]", t)
+            if t not in valid:
+                raise ParameterError(f"unknown techniques[{i}] {t!r}; valid choices: {', '.join(valid)}")
+    if "retrain_epochs" in params:
+        check_int("retrain_epochs", params["retrain_epochs"], 0, hint=" (0: the full recipe)")
+    if "alpha" in params:
+        check_number("alpha", params["alpha"], 0, 1, low_open=True, high_open=True)
+    if "max_acc_drop" in params:
+        check_number("max_acc_drop", params["max_acc_drop"], 0)
+    if "max_disparity_rise" in params:
+        check_number("max_disparity_rise", params["max_disparity_rise"])
+    if "disparity" in params or "correction" in params:
+        try:
+            from . import population
+        except ImportError:  # pragma: no cover  (the module ships with the library)
+            population = None
+        if population is not None and "disparity" in params:
+            check_str("disparity", params["disparity"])
+            try:
+                population.disparity_column(params["disparity"])
+            except (ValueError, KeyError) as e:
+                raise ParameterError(f"disparity: {e}") from None
+        if population is not None and "correction" in params:
+            check_str("correction", params["correction"], population.CORRECTIONS)
     # Ballot's ablation lists: each value checked as the option it becomes.
     for key, option, kind in (("etas", "eta", float), ("gammas", "gamma", float),
                               ("vote_fractions", "vote_fraction", float), ("vote_epoch_counts", "vote_epochs", int)):
