@@ -390,6 +390,7 @@ def reevaluation_markdown(reeval: pd.DataFrame, key: str = "method") -> str:
 
 
 def hurt_markdown(counts: pd.DataFrame, key: str = "method") -> str:
+    counts = counts.assign(density_target=counts["density_target"].map("{:g}".format))
     out = counts.rename(columns={key: "technique", "density_target": "density (target)",
                                  "hurt": "classes hurt (adjusted)", "hurt_unadjusted": "p < 0.05 unadjusted"})
     return markdown_table(out)
@@ -406,6 +407,7 @@ def tables(df: pd.DataFrame, disparity: str = "mcd", correction: str = "bh", key
              f"{df['seed'].nunique()} seeds.", "",
              "### Most hurt class per configuration (mean excess change δ_c − δ, test, points)", "",
              markdown_table(excess[[key, "density_target", "seeds", "most_hurt_class"]].assign(
+                 density_target=excess["density_target"].map("{:g}".format),
                  most_hurt_excess_pts=100 * excess["most_hurt_excess"]), floatfmt=".2f"), "",
              f"### Classes significantly hurt (Welch t-test across seeds, {correction} correction, α = 0.05)", "",
              hurt_markdown(hurt_counts(tests, key), key), "",
