@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -168,6 +168,87 @@ def select_by_rule(table: pd.DataFrame, eps: float = 0.01, acc: str = "acc", fai
     best = table[acc].max()
     ok = table[table[acc] >= best - eps]
     return ok.sort_values([fair, acc], ascending=[True, False], kind="stable").iloc[0]
+
+
+#: Metrics on a 0-1 scale that the notebooks state in percentage points.
+POINT_METRICS = ("acc", "mcd", "group_acc_gap", "worst_group_acc", "dp_gap", "eo_gap")
+
+
+def as_points(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy of a paired table (:func:`versus`) or a summary (:func:`summarize`) with accuracy-like metrics in
+    percentage points, as the notebooks' text states them (CWV, a variance, stays as is).
+
+    Paired tables: ``diff``, ``ci_low`` and ``ci_high`` of those metrics are scaled and a ``unit`` column added.
+    Summaries: ``<m>`` and ``<m>_ci`` are scaled and renamed ``<m> (pts)`` / ``<m>_ci (pts)``.
+    """
+    t = table.copy()
+    if "metric" in t and "diff" in t:
+        pts = t["metric"].isin(POINT_METRICS)
+        for c in ("diff", "ci_low", "ci_high"):
+            t[c] = t[c].astype(float).where(~pts, t[c] * 100)
+        t.insert(t.columns.get_loc("diff"), "unit", np.where(pts, "pts", "raw"))
+        return t
+    rename = {}
+    for m in POINT_METRICS:
+        for c in (m, f"{m}_ci"):
+            if c in t:
+                t[c] = t[c] * 100
+                rename[c] = f"{c} (pts)"
+    return t.rename(columns=rename)
+
+
+def layer_overlap(mask: Mapping[str, Any], others: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Per layer, the share of ``mask``'s kept entries that each mask of ``others`` (label -> mask) also keeps.
+
+    One row per (layer, other): ``layer``, ``vs``, ``kept`` (entries ``mask`` keeps in the layer), ``overlap``
+    (NaN for a layer where ``mask`` keeps nothing). Layers are in ``mask``'s order.
+    """
+    rows = []
+    for label, other in others.items():
+        for n, m in mask.items():
+            m = m.bool()
+            kept = int(m.sum())
+            both = int((m & other[n].bool()).sum())
+            rows.append({"layer": n, "vs": label, "kept": kept, "overlap": both / kept if kept else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def sign_agreement_by_epoch(record: Mapping[str, Any]) -> pd.DataFrame:
+    """Per voting epoch and layer, the share of weights whose accuracy and fairness gradients have the same sign
+    (zeros excluded), from a vote record of :func:`ballot_lib.methods.ballot.load_votes`."""
+    rows = [{"epoch": e, "layer": n, "same sign": same / nonzero if nonzero else float("nan")}
+            for e, rec in zip(record["epochs"], record["sign_epochs"]) for n, (same, nonzero) in rec.items()]
+    return pd.DataFrame(rows, columns=["epoch", "layer", "same sign"])
+
+
+#: Parameters that say where things are, not what was computed: left out of :func:`run_tag`'s hash.
+LOCATION_PARAMETERS = ("results_dir", "data_root")
+_NOT_PARAMETERS = {"In", "Out", "exit", "quit", "get_ipython", "open"}
+
+
+def notebook_parameters(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameter values of a notebook, read from its globals right after the ``parameters`` cell.
+
+    Keeps public names bound to plain values (str, int, float, bool, None, list, tuple, dict); IPython's own
+    names (``In``, ``Out``, ``_i1`` ...) are left out. Call it before the notebook defines anything else.
+    """
+    plain = (str, int, float, bool, type(None), list, tuple, dict)
+    return {k: v for k, v in namespace.items()
+            if not k.startswith("_") and k not in _NOT_PARAMETERS and isinstance(v, plain)}
+
+
+def run_tag(stem: str, params: Mapping[str, Any], length: int = 8) -> str:
+    """The name of a notebook run's report and figures: ``<stem>_<dataset>_<model>_<hash>``.
+
+    The hash covers every parameter except where things are stored (:data:`LOCATION_PARAMETERS`), so batch jobs
+    that share a results store but differ in any setting (seeds, densities, epochs ...) never overwrite each
+    other's reports or figures, and re-running the same job overwrites its own.
+    """
+    from .results import config_hash
+
+    kept = {k: v for k, v in params.items() if k not in LOCATION_PARAMETERS}
+    parts = [stem] + [str(params[k]) for k in ("dataset", "model") if params.get(k)]
+    return "_".join(parts + [config_hash(kept)[:length]])
 
 
 def write_report(name: str, text: str, results_dir: Optional[str | Path] = None) -> Path:

@@ -48,12 +48,15 @@ def metric_vs_density(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", 
         ax.minorticks_off()
         ax.invert_xaxis()
         ax.set_xlabel("density (kept fraction)")
-        ax.set_ylabel(m.upper())
+        ax.set_ylabel(f"{split} {m.upper()}")
+        ax.set_title(f"{m.upper()} vs density ({split})")
         if ax is not axes[0][-1]:
             leg = ax.get_legend()
             if leg:
                 leg.remove()
     axes[0][-1].legend(loc="best", fontsize="small")
+    fig.suptitle("mean over seeds; bands: unpaired 95 % bootstrap CI (descriptive — the paired CIs decide)",
+                 fontsize=9)
     fig.tight_layout()
     save(fig, path)
     return fig
@@ -75,9 +78,9 @@ def per_class_heatmap(deltas: pd.DataFrame, title: str = "per-class recall chang
     return fig
 
 
-def per_class_bars(df: pd.DataFrame, split: str = "test", hue: str = "variant",
+def per_class_bars(df: pd.DataFrame, split: str = "test", hue: str = "variant", title: Optional[str] = None,
                    path: Optional[str | Path] = None) -> plt.Figure:
-    """Per-class recall per variant (mean over seeds with 95 % CI)."""
+    """Per-class recall per variant (mean over seeds with 95 % CI); the legend sits outside the bars."""
     d = df[df["split"] == split]
     cols = class_columns(d)
     long = d.melt(id_vars=[hue, "seed"], value_vars=cols, var_name="class", value_name="recall")
@@ -85,8 +88,10 @@ def per_class_bars(df: pd.DataFrame, split: str = "test", hue: str = "variant",
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(cols) + 2), 3.6))
     sns.barplot(data=long, x="class", y="recall", hue=hue, errorbar=("ci", 95), ax=ax)
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel("recall (per-class accuracy)")
-    ax.legend(fontsize="small", ncols=2)
+    ax.set_ylabel(f"{split} recall (per-class accuracy)")
+    ax.set_xlabel("class")
+    ax.set_title(title or f"per-class recall on {split}")
+    ax.legend(fontsize="small", title=None, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     save(fig, path)
     return fig
@@ -94,8 +99,15 @@ def per_class_bars(df: pd.DataFrame, split: str = "test", hue: str = "variant",
 
 def paired_forest(table: pd.DataFrame, metric: str, path: Optional[str | Path] = None,
                   title: Optional[str] = None) -> plt.Figure:
-    """Forest plot of paired differences (with 95 % CI) for one metric; one row per comparison."""
+    """Forest plot of paired differences (with 95 % CI) for one metric; one row per comparison.
+
+    Accuracy-like metrics (accuracy, MCD, group gaps) are drawn in percentage points, as the text states them.
+    """
+    from .readings import POINTS
+
     t = table[table["metric"] == metric].reset_index(drop=True)
+    scale, unit = (100.0, " (pts)") if metric in POINTS else (1.0, "")
+    t = t.assign(diff=t["diff"] * scale, ci_low=t["ci_low"] * scale, ci_high=t["ci_high"] * scale)
     labels = [f"{r.a} − {r.b} @ {r.density:g}" if "density" in t else f"{r.a} − {r.b}" for r in t.itertuples()]
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(t) + 1.3))
     y = np.arange(len(t))
@@ -103,9 +115,8 @@ def paired_forest(table: pd.DataFrame, metric: str, path: Optional[str | Path] =
     ax.axvline(0, color="k", lw=1)
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
-    ax.set_xlabel(f"paired difference in {metric.upper()} (95% CI over seeds)")
-    if title:
-        ax.set_title(title)
+    ax.set_xlabel(f"paired difference in {metric.upper()}{unit}, 95% CI over seeds")
+    ax.set_title(title or f"paired difference in {metric.upper()}")
     fig.tight_layout()
     save(fig, path)
     return fig
@@ -165,6 +176,115 @@ def pareto_front(table: pd.DataFrame, split: Optional[str] = None, selected: Opt
     axes[1].legend(handles, labels, fontsize=7, loc="best")
     fig.suptitle(f"configurations on {split}; front over (accuracy ↑, sparsity ↑, {disp.upper()}) "
                  f"computed on {table.attrs['select_split']}", fontsize=10)
+    fig.tight_layout()
+    save(fig, path)
+    return fig
+
+
+def vote_conflict(agreement: pd.DataFrame, epochs: Sequence[int], spread: Sequence[float],
+                  path: Optional[str | Path] = None) -> plt.Figure:
+    """Ballot's vote diagnostics per voting epoch: the share of weights whose two gradients agree in sign, per
+    layer (``agreement`` from :func:`ballot_lib.analysis.sign_agreement_by_epoch`), and the fairness-weight spread
+    (max / min, log axis; 1 means the fairness loss equals the plain loss)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    sns.lineplot(data=agreement, x="epoch", y="same sign", hue="layer", marker="o", ax=axes[0])
+    axes[0].set_title("where accuracy and fairness gradients agree")
+    axes[0].set_xlabel("voting epoch")
+    axes[0].set_ylabel("share of weights with sign(g_acc) = sign(g_fair)")
+    axes[0].legend(fontsize="x-small", title="layer", title_fontsize="x-small")
+    axes[1].plot(list(epochs), list(spread), marker="o")
+    axes[1].axhline(1.0, color="k", ls=":", lw=1)
+    axes[1].set_yscale("log")
+    axes[1].set_title("fairness-weight spread (1 = no fairness signal)")
+    axes[1].set_xlabel("voting epoch")
+    axes[1].set_ylabel("max / min fairness weight")
+    fig.tight_layout()
+    save(fig, path)
+    return fig
+
+
+def vote_histogram(votes: dict, mask: dict, path: Optional[str | Path] = None) -> plt.Figure:
+    """Votes per weight, for the weights the mask keeps and for those it drops (log count axis)."""
+    import torch
+
+    names = [n for n in votes if n in mask]
+    v = torch.cat([votes[n].flatten().long() for n in names]).numpy()
+    k = torch.cat([mask[n].flatten().bool() for n in names]).numpy()
+    bins = np.arange(0, int(v.max()) + 2) - 0.5 if v.size else 10
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    ax.hist([v[~k], v[k]], bins=bins, log=True, stacked=True, label=["dropped", "kept"])
+    ax.set_xlabel("votes received (voting epochs where the weight was in the top-k)")
+    ax.set_ylabel("number of weights (log)")
+    ax.set_title("Ballot's votes per weight")
+    ax.legend(loc="upper right", fontsize="small")
+    fig.tight_layout()
+    save(fig, path)
+    return fig
+
+
+def layer_overlap_bars(table: pd.DataFrame, title: str = "kept weights shared with other masks, per layer",
+                       path: Optional[str | Path] = None) -> plt.Figure:
+    """Per layer, the share of one mask's kept weights that other masks also keep (``table`` from
+    :func:`ballot_lib.analysis.layer_overlap`); 1 = identical selection in that layer."""
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * table["layer"].nunique() + 3), 3.6))
+    sns.barplot(data=table, x="layer", y="overlap", hue="vs", ax=ax)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("share of kept weights also kept")
+    ax.set_xlabel("layer")
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=30)
+    for lbl in ax.get_xticklabels():
+        lbl.set_horizontalalignment("right")
+    ax.legend(loc="lower left", fontsize="small", title=None)
+    fig.tight_layout()
+    save(fig, path)
+    return fig
+
+
+_LABELS = {"val_acc": "val accuracy", "val_mcd": "val MCD (max − min class recall)", "val_cwv": "val CWV",
+           "test_acc": "test accuracy", "test_mcd": "test MCD", "train_loss": "train loss"}
+
+
+def training_curves(history: pd.DataFrame, metrics: Sequence[str] = ("val_acc", "val_mcd"), hue: str = "variant",
+                    marker_epoch: Optional[int] = None, marker_label: str = "selected epoch",
+                    path: Optional[str | Path] = None) -> plt.Figure:
+    """Per-epoch curves (one panel per metric, one line per ``hue``), with an optional vertical marker."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.6), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        sns.lineplot(data=history, x="epoch", y=m, hue=hue, ax=ax)
+        if marker_epoch is not None:
+            ax.axvline(marker_epoch, color="k", ls=":", lw=1, label=marker_label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(_LABELS.get(m, m))
+        ax.set_title(_LABELS.get(m, m) + " per epoch")
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    save(fig, path)
+    return fig
+
+
+def ablation_forest(table: pd.DataFrame, metrics: Sequence[str] = ("acc", "mcd"), reference: str = "default",
+                    path: Optional[str | Path] = None) -> plt.Figure:
+    """Each option set's difference to the default, paired by seed, with its 95 % CI, in points (``table`` from
+    :func:`ballot_lib.ablation.table`); filled markers: the CI excludes 0."""
+    t = table[table["variant"] != reference].reset_index(drop=True)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 0.32 * len(t) + 1.6), squeeze=False,
+                             sharey=True)
+    y = np.arange(len(t))
+    for ax, m in zip(axes[0], metrics):
+        d, lo, hi = 100 * t[f"d_{m}"], 100 * t[f"d_{m}_low"], 100 * t[f"d_{m}_high"]
+        err = [(d - lo).fillna(0).clip(lower=0), (hi - d).fillna(0).clip(lower=0)]
+        ax.errorbar(d, y, xerr=err, fmt="none", ecolor="0.4", capsize=2)
+        sig = t[f"d_{m}_sig"].astype(bool).to_numpy()
+        ax.scatter(d[sig], y[sig], color="C3", zorder=3, label="CI excludes 0")
+        ax.scatter(d[~sig], y[~sig], facecolors="white", edgecolors="C0", zorder=3, label="CI includes 0")
+        ax.axvline(0, color="k", lw=1)
+        ax.set_yticks(y, t["variant"])
+        ax.invert_yaxis()
+        better = "higher" if m == "acc" else "lower"
+        ax.set_xlabel(f"Δ val {m.upper()} vs {reference} (pts; {better} is better)")
+        ax.set_title(f"val {m.upper()}: option set − {reference}")
+    axes[0][-1].legend(fontsize="x-small", loc="best")
     fig.tight_layout()
     save(fig, path)
     return fig

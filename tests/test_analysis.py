@@ -22,6 +22,10 @@ from scipy import stats  # noqa: E402
 from ballot_lib import plots  # noqa: E402
 from ballot_lib.analysis import (  # noqa: E402
     class_columns,
+    layer_overlap,
+    notebook_parameters,
+    run_tag,
+    sign_agreement_by_epoch,
     describe_paired,
     fairness_verdicts,
     group_columns,
@@ -388,7 +392,9 @@ def test_metric_vs_density_figure(df, tmp_path, close_figures):
     assert saved(path)
     axes = fig.get_axes()
     assert len(axes) == 2
-    assert [ax.get_ylabel() for ax in axes] == ["ACC", "MCD"]
+    assert [ax.get_ylabel() for ax in axes] == ["test ACC", "test MCD"]
+    assert [ax.get_title() for ax in axes] == ["ACC vs density (test)", "MCD vs density (test)"]
+    assert "unpaired" in fig._suptitle.get_text()
     assert all(ax.get_xscale() == "log" for ax in axes)
     # The dense reference is a horizontal line at its mean test accuracy (0.80).
     dense_lines = [ln for ln in axes[0].get_lines() if ln.get_label() == "dense"]
@@ -415,6 +421,11 @@ def test_per_class_bars_figure(df, tmp_path, close_figures):
     ax = fig.get_axes()[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2"]
     assert ax.get_ylim() == (0, 1.05)
+    assert ax.get_title() == "per-class recall on test"
+    # The legend sits outside the axes (right of them), so it never covers a bar.
+    fig.canvas.draw()
+    legend_box = ax.get_legend().get_window_extent()
+    assert legend_box.x0 >= ax.get_window_extent().x1
 
 
 def test_paired_forest_figure(df, tmp_path, close_figures):
@@ -426,6 +437,8 @@ def test_paired_forest_figure(df, tmp_path, close_figures):
     assert [t.get_text() for t in ax.get_yticklabels()] == ["A − dense @ 0.5", "A − dense @ 0.1",
                                                              "B − dense @ 0.5", "B − dense @ 0.1"]
     assert ax.get_title() == "MCD vs dense"
+    # MCD is drawn in points, as the text states it: A − dense @ 0.1 is −0.11 → −11 pts.
+    assert ax.lines[0].get_xdata()[1] == pytest.approx(-11.0) and "(pts)" in ax.get_xlabel()
 
 
 def test_layer_density_bars_heights_are_mask_densities(tmp_path, close_figures):
@@ -455,3 +468,61 @@ def test_per_group_deltas_use_the_group_columns():
     assert list(out.columns) == ["variant", "density", "group 0", "group 1"]
     assert out.loc[0, "group 0"] == pytest.approx(((0.7 - 0.8) + (0.5 - 0.6)) / 2)
     assert out.loc[0, "group 1"] == pytest.approx(((0.9 - 0.9) + (0.8 - 0.7)) / 2)
+
+
+# ------------------------------------------------------------------------------------------ notebook helpers
+
+
+def test_notebook_parameters_keep_plain_public_values_only():
+    ns = {"dataset": "digits", "seeds": [0, 1], "epochs": 3, "flag": False, "none": None, "In": [""], "Out": {},
+          "_i1": "x", "get_ipython": print, "pd": pd, "exit": object()}
+    assert notebook_parameters(ns) == {"dataset": "digits", "seeds": [0, 1], "epochs": 3, "flag": False,
+                                       "none": None}
+
+
+def test_run_tag_hashes_every_setting_but_the_locations():
+    p = {"dataset": "digits", "model": "mlp", "seeds": [0, 1], "results_dir": "/a", "data_root": ""}
+    tag = run_tag("01_x", p)
+    assert tag.startswith("01_x_digits_mlp_") and len(tag.rsplit("_", 1)[1]) == 8
+    assert run_tag("01_x", {**p, "results_dir": "/b", "data_root": "/d"}) == tag
+    assert run_tag("01_x", {**p, "seeds": [2]}) != tag
+    assert run_tag("01_x", dict(reversed(list(p.items())))) == tag
+    assert run_tag("05_report", {"results_dir": "/a"}).startswith("05_report_")
+
+
+def test_layer_overlap_by_hand():
+    mask = {"a": torch.tensor([1, 1, 0, 0]), "b": torch.tensor([0, 0, 0, 0]), "c": torch.tensor([1, 1, 1, 1])}
+    other = {"a": torch.tensor([1, 0, 1, 0]), "b": torch.tensor([1, 1, 1, 1]), "c": torch.tensor([1, 1, 1, 0])}
+    t = layer_overlap(mask, {"o": other, "self": mask})
+    o = t[t["vs"] == "o"].set_index("layer")
+    assert o.loc["a", "overlap"] == 0.5 and math.isnan(o.loc["b", "overlap"]) and o.loc["c", "overlap"] == 0.75
+    assert list(o["kept"]) == [2, 0, 4]
+    assert (t[t["vs"] == "self"]["overlap"].dropna() == 1.0).all()
+
+
+def test_sign_agreement_by_epoch_from_a_vote_record():
+    rec = {"epochs": [1, 3], "sign_epochs": [{"w1": [3, 4], "w2": [0, 0]}, {"w1": [4, 4], "w2": [1, 2]}]}
+    t = sign_agreement_by_epoch(rec)
+    assert list(t["epoch"]) == [1, 1, 3, 3] and list(t["layer"]) == ["w1", "w2", "w1", "w2"]
+    assert t["same sign"].iloc[0] == 0.75 and math.isnan(t["same sign"].iloc[1]) and t["same sign"].iloc[3] == 0.5
+
+
+def test_ballot_figures_are_titled_labelled_and_saved(tmp_path, close_figures):
+    rec = {"epochs": [1, 2], "sign_epochs": [{"w": [3, 4]}, {"w": [4, 4]}], "weight_spread": [10.0, 1.0]}
+    fig = plots.vote_conflict(sign_agreement_by_epoch(rec), rec["epochs"], rec["weight_spread"],
+                              path=tmp_path / "c.png")
+    assert saved(tmp_path / "c.png") and all(ax.get_title() and ax.get_ylabel() for ax in fig.get_axes()[:2])
+    votes = {"w": torch.tensor([[0, 1], [2, 2]]), "v": torch.tensor([3, 0])}
+    mask = {"w": torch.tensor([[0, 0], [1, 1]]), "v": torch.tensor([1, 0])}
+    fig = plots.vote_histogram(votes, mask, path=tmp_path / "h.png")
+    ax = fig.get_axes()[0]
+    assert saved(tmp_path / "h.png") and ax.get_title() and ax.get_xlabel()
+    # Stacked bars: the kept bars sit on top of the dropped ones; the total count per vote value is 6 weights.
+    assert sum(p.get_height() for p in ax.patches) == pytest.approx(6)
+    table = layer_overlap(mask, {"other": mask})
+    fig = plots.layer_overlap_bars(table, path=tmp_path / "o.png")
+    assert saved(tmp_path / "o.png") and fig.get_axes()[0].get_ylabel() == "share of kept weights also kept"
+    hist = pd.DataFrame({"epoch": [1, 2, 1, 2], "val_acc": [0.1, 0.2, 0.3, 0.4], "val_mcd": [0.5, 0.4, 0.3, 0.2],
+                         "variant": ["a", "a", "b", "b"]})
+    fig = plots.training_curves(hist, marker_epoch=2, path=tmp_path / "t.png")
+    assert [ax.get_ylabel() for ax in fig.get_axes()] == ["val accuracy", "val MCD (max − min class recall)"]

@@ -1,0 +1,150 @@
+"""Notebook 02's ablation of Ballot's options: which option sets to run, the val table with seed CIs, the choice.
+
+Each option set changes the library default in one respect (one option, or the score and conflict rule
+together). Option sets that turn out identical to the default (e.g. ``eta=1`` when the default η is 1) or to an
+earlier option set are dropped, so no row of the table is a relabelled copy of another. Every row carries 95 %
+Student-t CIs over the ablation seeds and the difference to the default *paired by seed*: on a small val split
+one image moves a class's recall by several points, and a ranking without CIs reads noise as a finding.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Mapping, Optional, Sequence
+
+import pandas as pd
+
+from .analysis import paired, select_by_rule, summarize
+from .methods.ballot import BUDGETS, CONFLICTS, SCORES, BallotConfig
+from .methods.grid import Variant
+
+DEFAULT = "default"
+#: Option sets never eligible for the val choice: the authors' final-layer procedure and the LTH reference.
+NOT_CHOSEN = ("faithful (authors, final layer only)", "LTH")
+
+
+def base_options(default: BallotConfig) -> dict[str, Any]:
+    """The options of a Ballot configuration, without its density."""
+    return {k: v for k, v in asdict(default).items() if k != "density"}
+
+
+def candidate_options(etas: Sequence[float] = (0.0, 0.5, 1.0, 2.0), gammas: Sequence[float] = (1.0, 3.0),
+                      vote_fractions: Sequence[float] = (0.05, 0.1, 0.3), vote_epoch_counts: Sequence[int] = (0, 5),
+                      rewind_epochs: Sequence[int] = (0, 1)) -> dict[str, dict[str, Any]]:
+    """Every option set of the ablation, labelled, before duplicates are removed (``default`` first)."""
+    out: dict[str, dict[str, Any]] = {DEFAULT: {}}
+    for score in SCORES:
+        for conflict in CONFLICTS:
+            out[f"score={score}, conflict={conflict}"] = {"score": score, "conflict": conflict}
+    for eta in etas:
+        out[f"eta={eta:g}"] = {"eta": float(eta)}
+    for g in gammas:
+        out[f"gamma={g:g}"] = {"gamma": float(g)}
+    # w ∝ exp(val CE / τ): does not flatten when val recall saturates.
+    out["weighting=loss"] = {"weighting": "loss"}
+    for n in vote_epoch_counts:
+        out[f"vote_epochs={n}"] = {"vote_epochs": int(n)}
+    for f in vote_fractions:
+        out[f"vote_fraction={f:g}"] = {"vote_fraction": float(f)}
+    for k in rewind_epochs:
+        out[f"rewind_epoch={k}"] = {"rewind_epoch": int(k)}
+    for b in BUDGETS:
+        out[f"budgets={b}"] = {"budgets": b}
+    out["refined=False"] = {"refined": False}
+    out["faithful (authors, final layer only)"] = {"mode": "faithful"}
+    return out
+
+
+def deduplicate(default: BallotConfig, candidates: Mapping[str, Mapping[str, Any]]
+                ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Drop option sets whose configuration equals an earlier one (the default comes first).
+
+    Returns ``(kept, dropped)``: ``kept`` maps label -> options (in the given order), ``dropped`` maps each
+    dropped label to the label of the identical configuration that was kept.
+
+    Example:
+        >>> kept, dropped = deduplicate(BallotConfig(density=0.1), {"default": {}, "eta=1": {"eta": 1.0},
+        ...                                                         "eta=2": {"eta": 2.0}})
+        >>> list(kept), dropped
+        (['default', 'eta=2'], {'eta=1': 'default'})
+    """
+    base = base_options(default)
+    seen: dict[BallotConfig, str] = {}
+    kept: dict[str, dict[str, Any]] = {}
+    dropped: dict[str, str] = {}
+    for label, opts in candidates.items():
+        cfg = BallotConfig(density=default.density, **{**base, **opts})
+        if cfg in seen:
+            dropped[label] = seen[cfg]
+            continue
+        seen[cfg] = label
+        kept[label] = dict(opts)
+    return kept, dropped
+
+
+def variants(default: BallotConfig, options: Mapping[str, Mapping[str, Any]], select_eps: float,
+             reference: Optional[str] = "LTH") -> list[Variant]:
+    """One Ballot :class:`Variant` per option set (over the default's options), plus LTH as the reference."""
+    base = base_options(default)
+    out = [Variant(label, "ballot", {**base, **opts, "select_eps": select_eps}) for label, opts in options.items()]
+    if reference:
+        out.append(Variant(reference, "lth", {}))
+    return out
+
+
+def table(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "mcd", "cwv"), select_split: str = "val",
+          report_split: str = "test", reference: str = DEFAULT) -> pd.DataFrame:
+    """The ablation table: per option set, mean and 95 % CI over seeds of each metric on ``select_split``, the
+    difference to ``reference`` paired by seed (with CI and significance) on ``select_split``, and the means on
+    ``report_split`` (shown, never used for the choice).
+
+    Columns: ``variant``, ``seeds``, ``<m>``, ``<m>_ci`` (select split), ``d_<m>``, ``d_<m>_low``, ``d_<m>_high``,
+    ``d_<m>_sig`` (paired vs reference), ``<m>_<report_split>``. Rows keep the order of first appearance in ``df``.
+    """
+    order = list(dict.fromkeys(df["variant"]))
+    sel = summarize(df, metrics, by=("variant",), split=select_split).set_index("variant")
+    rep = summarize(df, metrics, by=("variant",), split=report_split).set_index("variant")
+    rows = []
+    for v in order:
+        row: dict[str, Any] = {"variant": v, "seeds": int(sel.loc[v, "seeds"])}
+        for m in metrics:
+            row[m] = sel.loc[v, m]
+            row[f"{m}_ci"] = sel.loc[v, f"{m}_ci"]
+        if v != reference and reference in sel.index:
+            p = paired(df, v, reference, metrics, split=select_split).set_index("metric")
+            for m in metrics:
+                row[f"d_{m}"], row[f"d_{m}_low"], row[f"d_{m}_high"] = (p.loc[m, "diff"], p.loc[m, "ci_low"],
+                                                                       p.loc[m, "ci_high"])
+                row[f"d_{m}_sig"] = bool(p.loc[m, "significant"])
+        else:
+            for m in metrics:
+                row[f"d_{m}"] = row[f"d_{m}_low"] = row[f"d_{m}_high"] = 0.0 if v == reference else float("nan")
+                row[f"d_{m}_sig"] = False
+        for m in metrics:
+            row[f"{m}_{report_split}"] = rep.loc[v, m] if v in rep.index else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def display_table(tab: pd.DataFrame, metrics: Sequence[str] = ("acc", "mcd")) -> pd.DataFrame:
+    """A compact view of :func:`table`: accuracy and MCD in points, ``mean ± CI`` on val, Δ vs default with CI."""
+    out = pd.DataFrame({"option set": tab["variant"], "seeds": tab["seeds"]})
+    for m in metrics:
+        out[f"val {m.upper()} (pts)"] = [f"{100 * a:.1f} ± {100 * c:.1f}" for a, c in zip(tab[m], tab[f"{m}_ci"])]
+        out[f"Δ {m.upper()} vs default"] = [
+            "" if pd.isna(d) or v == DEFAULT else
+            f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]" + (" *" if sig else "")
+            for v, d, lo, hi, sig in zip(tab["variant"], tab[f"d_{m}"], tab[f"d_{m}_low"], tab[f"d_{m}_high"],
+                                         tab[f"d_{m}_sig"])]
+    for m in metrics:
+        if f"{m}_test" in tab:
+            out[f"test {m.upper()} (pts)"] = (100 * tab[f"{m}_test"]).round(1)
+    return out
+
+
+def choose(tab: pd.DataFrame, eps: float, exclude: Sequence[str] = NOT_CHOSEN) -> pd.Series:
+    """The option set chosen by the project's rule on the select split (:func:`ballot_lib.analysis.select_by_rule`:
+    accuracy within ``eps`` of the best, then lowest MCD), among the rows not in ``exclude``."""
+    candidates = tab[~tab["variant"].isin(list(exclude))]
+    if candidates.empty:
+        raise ValueError(f"no option set left to choose from after excluding {list(exclude)}")
+    return select_by_rule(candidates, eps)

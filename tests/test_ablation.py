@@ -1,0 +1,91 @@
+"""Notebook 02's ablation helpers: option sets without duplicates, the val table with seed CIs, the choice."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from ballot_lib import ablation
+from ballot_lib.methods.ballot import BallotConfig
+
+
+def test_candidates_equal_to_the_default_are_dropped_and_named():
+    default = BallotConfig(density=0.05)
+    cands = ablation.candidate_options(etas=[0.0, 0.5, 1.0, 2.0], gammas=[1.0, 3.0], vote_fractions=[0.05, 0.1, 0.3],
+                                       vote_epoch_counts=[0, 5], rewind_epochs=[0, 1])
+    kept, dropped = ablation.deduplicate(default, cands)
+    # The library default is taylor/veto, η = 1, γ = 1, 10 % vote subset, every epoch, rewind 0, lth budgets:
+    # seven one-option changes restate it.
+    assert dropped == {"score=taylor, conflict=veto": "default", "eta=1": "default", "gamma=1": "default",
+                       "vote_epochs=0": "default", "vote_fraction=0.1": "default", "rewind_epoch=0": "default",
+                       "budgets=lth": "default"}
+    assert list(kept)[0] == "default" and len(kept) + len(dropped) == len(cands)
+    configs = [BallotConfig(density=0.05, **{**ablation.base_options(default), **o}) for o in kept.values()]
+    assert len(set(configs)) == len(configs)
+
+
+def test_later_duplicates_point_to_the_first_identical_set():
+    default = BallotConfig(density=0.1, eta=2.0)
+    kept, dropped = ablation.deduplicate(default, {"default": {}, "a": {"eta": 0.0}, "b": {"eta": 0.0},
+                                                   "c": {"eta": 2.0}})
+    assert list(kept) == ["default", "a"] and dropped == {"b": "a", "c": "default"}
+
+
+def test_faithful_mode_forces_its_fields_so_their_changes_collapse():
+    default = BallotConfig(density=0.1)
+    kept, dropped = ablation.deduplicate(default, {"default": {}, "faithful": {"mode": "faithful"},
+                                                   "faithful, eta=2": {"mode": "faithful", "eta": 2.0}})
+    assert dropped == {"faithful, eta=2": "faithful"}
+
+
+def test_variants_carry_the_default_options_and_lth_reference():
+    default = BallotConfig(density=0.1)
+    vs = ablation.variants(default, {"default": {}, "eta=0": {"eta": 0.0}}, select_eps=0.02)
+    assert [v.label for v in vs] == ["default", "eta=0", "LTH"]
+    assert vs[1].options["eta"] == 0.0 and vs[1].options["score"] == default.score
+    assert vs[1].options["select_eps"] == 0.02 and vs[2].method == "lth"
+
+
+def _rows(variant, split, acc, mcd, seeds=(0, 1, 2)):
+    return [{"variant": variant, "split": split, "seed": s, "acc": a, "mcd": m, "cwv": 0.0,
+             "density_target": 0.1} for s, a, m in zip(seeds, acc, mcd)]
+
+
+@pytest.fixture
+def abl_df():
+    rows = []
+    rows += _rows("default", "val", [0.90, 0.80, 0.85], [0.30, 0.20, 0.25])
+    # acc −.020 −.021 −.022 (significant), mcd −.05 +.05 −.03 (n.s.)
+    rows += _rows("eta=0", "val", [0.88, 0.779, 0.828], [0.25, 0.25, 0.22])
+    rows += _rows("LTH", "val", [0.91, 0.81, 0.86], [0.31, 0.21, 0.26])
+    for v in ("default", "eta=0", "LTH"):
+        rows += _rows(v, "test", [0.5, 0.6, 0.7], [0.1, 0.2, 0.3])
+    return pd.DataFrame(rows)
+
+
+def test_table_has_seed_cis_and_paired_differences_to_the_default(abl_df):
+    tab = ablation.table(abl_df)
+    assert list(tab["variant"]) == ["default", "eta=0", "LTH"]
+    r = tab.set_index("variant").loc["eta=0"]
+    d = np.array([-0.020, -0.021, -0.022])
+    half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+    assert r["d_acc"] == pytest.approx(d.mean()) and r["d_acc_low"] == pytest.approx(d.mean() - half)
+    assert bool(r["d_acc_sig"]) and not bool(r["d_mcd_sig"])
+    vals = np.array([0.88, 0.779, 0.828])
+    assert r["acc"] == pytest.approx(vals.mean())
+    assert r["acc_ci"] == pytest.approx(stats.t.ppf(0.975, 2) * vals.std(ddof=1) / np.sqrt(3))
+    assert r["acc_test"] == pytest.approx(0.6) and r["seeds"] == 3
+    assert tab.set_index("variant").loc["default", "d_acc"] == 0.0
+    shown = ablation.display_table(tab)
+    assert shown.loc[1, "Δ ACC vs default"].endswith("*") and not shown.loc[1, "Δ MCD vs default"].endswith("*")
+
+
+def test_choice_excludes_the_reference_and_faithful_rows(abl_df):
+    tab = ablation.table(abl_df)
+    # LTH has the best val accuracy but is never a candidate; within 0.03 of default's 0.85, eta=0 (0.829) has
+    # the lower MCD.
+    assert ablation.choose(tab, 0.03)["variant"] == "eta=0"
+    assert ablation.choose(tab, 0.001)["variant"] == "default"
+    with pytest.raises(ValueError, match="no option set left"):
+        ablation.choose(tab, 0.01, exclude=["default", "eta=0", "LTH"])
