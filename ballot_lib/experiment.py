@@ -23,7 +23,7 @@ from .data import DataBundle, DataConfig, get_dataset
 from .models import ModelConfig, build_model
 from .pruning import load_mask, prunable_weights
 from .results import ResultsError, ResultsStore, Run, check_config_file, repair_advice
-from .validation import check_arguments, check_device_name, check_fields, check_seed
+from .validation import check_arguments, check_device_name, check_fields, check_int, check_seed
 from .training import TrainConfig, TrainResult, resolve_device, state_dict_cpu, train
 
 #: Epochs after which the dense run keeps its weights as rewind points θk (other k are replayed on demand).
@@ -140,7 +140,7 @@ class Experiment:
         net = self.new_model()
         if not run.file("theta0.pt").exists():
             run.save_tensor("theta0.pt", state_dict_cpu(net))
-        net.load_state_dict(run.load_tensor("theta0.pt"))
+        net.load_state_dict(self.load_weights(run, "theta0.pt"))
 
         def keep(net_: nn.Module, epoch: int, row: dict) -> None:
             if epoch in DENSE_KEEP_EPOCHS and epoch < self.train.epochs:
@@ -159,7 +159,7 @@ class Experiment:
 
     def _replay_dense(self, run: Run, seed: int, extras: list["DenseExtra"]) -> None:
         net = self.new_model()
-        net.load_state_dict(run.load_tensor("theta0.pt"))
+        net.load_state_dict(self.load_weights(run, "theta0.pt"))
         self.train_net(net, run, seed, hooks=[e.start(self, run, seed) for e in extras], checkpoint=None,
                        eval_splits=("val",), desc=f"dense replay s{seed}")
         for e in extras:
@@ -173,8 +173,7 @@ class Experiment:
         then kept, so asking for them again is free.
         """
         T = self.train.epochs
-        if not 0 <= epoch <= T:
-            raise ValueError(f"rewind epoch must be in [0, {T}] (train.epochs), got {epoch}")
+        check_int("epoch", epoch, 0, T, hint=f" (0 = θ0, train.epochs = {T} = θT)")
         run = self.dense(seed).run
         name = "theta0.pt" if epoch == 0 else "thetaT.pt" if epoch == T else f"theta_e{epoch}.pt"
         if not run.file(name).exists():

@@ -59,7 +59,8 @@ def run_lth(exp: Experiment, cfg: LTHConfig, seed: int, run: Run) -> MethodOutpu
         # Each finished level is kept in the run folder, so an interrupted IMP run resumes at its level.
         done_w, done_m = run.file(f"level{level}_weights.pt"), run.file(f"level{level}_mask.pt")
         if done_w.exists() and done_m.exists():
-            trained, mask = run.load_tensor(done_w.name), load_mask(done_m)
+            trained = exp.load_weights(run, done_w.name)
+            mask = load_mask(done_m, exp.param_shapes(prunable=True))
             levels.append(run.read_json(f"level{level}.json"))
             continue
         mask = make_mask(f"magnitude_{cfg.scope}", exp.model_from(trained), d, current=mask)
