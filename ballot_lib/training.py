@@ -89,6 +89,9 @@ class TrainConfig:
                       hint=f" (an epoch inside the schedule of {self.epochs} epochs)")
         if list(self.milestones) != sorted(set(self.milestones)):
             raise ParameterError(f"milestones must be strictly increasing, got {list(self.milestones)}")
+        if self.milestones and self.schedule != "multistep":  # ignored by other schedules, yet part of the hash
+            raise ParameterError(f"milestones {list(self.milestones)} only apply to schedule 'multistep', "
+                                 f"not {self.schedule!r}; leave them empty or set schedule='multistep'")
         return self
 
 

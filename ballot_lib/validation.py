@@ -279,6 +279,25 @@ def notebook_parameter_types(notebook: str | os.PathLike) -> dict[str, dict[str,
     return dict(papermill.inspect_notebook(str(notebook_path(notebook))))
 
 
+def injected_parameter_names(namespace: Mapping[str, Any]) -> set[str]:
+    """Names assigned by the parameters papermill injected into this kernel (its ``# Parameters`` cell, found in
+    IPython's input history ``In``); empty outside a papermill run."""
+    import ast
+
+    history = namespace.get("In")
+    if not isinstance(history, list):
+        return set()
+    for source in reversed(history):
+        if isinstance(source, str) and source.lstrip().startswith("# Parameters"):
+            try:
+                tree = ast.parse(source)
+            except SyntaxError:
+                return set()
+            return {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
+                    if isinstance(t, ast.Name)}
+    return set()
+
+
 def _ballot_check(options: Mapping[str, Any], density: Any) -> None:
     """Validate Ballot options with the method's own rules (when the method is available)."""
     from .methods import METHODS, make_config
@@ -387,6 +406,10 @@ def validate_notebook_params(notebook: str | os.PathLike, params: Mapping[str, A
     declared = notebook_parameter_types(notebook)
     name = notebook_path(notebook).name
     if only_declared:
+        injected = injected_parameter_names(params)
+        unknown = sorted(injected - set(declared))
+        if unknown:  # papermill only warns about these: they would be silently ignored
+            raise ParameterError(f"{name} has no parameter(s) {unknown}; valid: {sorted(declared)}")
         params = {k: v for k, v in params.items() if k in declared}
     unknown = set(params) - set(declared)
     if unknown:

@@ -251,7 +251,9 @@ API_CASES = [
     ("milestones-string", lambda r: _exp(r, schedule="multistep", milestones="ab"), "milestones"),
     ("milestones-beyond-schedule", lambda r: _exp(r, schedule="multistep", milestones=[1, 5]), "milestones[1]"),
     ("milestones-float", lambda r: _exp(r, schedule="multistep", milestones=[1.5]), "milestones[0]"),
+    ("milestones-without-multistep", lambda r: _exp(r, schedule="cosine", milestones=[1]), "milestones"),
     ("warmup-beyond-schedule", lambda r: _exp(r, warmup_epochs=2), "warmup_epochs"),
+    ("rewind-point-float", lambda r: _exp(r).dense_weights(0, 1.5), "epoch"),
     ("optimizer-unknown", lambda r: _exp(r, optimizer="rmsprop"), "optimizer"),
     ("schedule-int", lambda r: _exp(r, schedule=1), "schedule"),
     ("device-unknown", lambda r: _exp(r, device="gpu"), "device"),
@@ -574,6 +576,7 @@ def test_corpus_sweep_missing_params_file_and_bad_workers(tmp_path, capsys):
 PAPERMILL_CASES = [
     ("density-above-one", {"density": 1.5}, "density"),
     ("epochs-string", {"epochs": "3"}, "epochs"),
+    ("unknown-parameter", {"epoch": 3}, "epoch"),  # papermill itself only warns: it would be ignored
 ]
 
 
