@@ -148,6 +148,9 @@ def _schema_problem(name: str, obj: Any) -> Optional[str]:
         for key in ("method_cfg", "data", "model", "train"):
             if key in obj and not isinstance(obj[key], Mapping):
                 return f"field {key!r} is a {type(obj[key]).__name__}, expected a mapping"
+        density = obj.get("method_cfg", {}).get("density")
+        if density is not None and not _is_metric_value(density):
+            return f"field method_cfg.density is {density!r}, expected a number"
     elif name == "metrics.json":
         if not isinstance(obj, Mapping):
             return f"holds a {type(obj).__name__}, expected a mapping split -> {{metric: number}}"
@@ -160,6 +163,9 @@ def _schema_problem(name: str, obj: Any) -> Optional[str]:
     elif name == "summary.json":
         if not isinstance(obj, Mapping):
             return f"holds a {type(obj).__name__}, expected a mapping"
+        for key in ("density", "seconds", "train_epochs", "compute_epochs"):
+            if key in obj and not _is_metric_value(obj[key]):
+                return f"field {key!r} is {obj[key]!r}, expected a number"
     elif name == "history.json":
         if not isinstance(obj, list) or not all(isinstance(row, Mapping) for row in obj):
             return "expected a list of per-epoch mappings"
@@ -182,7 +188,7 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ResultsError(f"results file {path} is corrupt ({e}); {repair_advice(path)}") from None
     problem = _schema_problem(path.name, obj) if path.parent.parent.name == "runs" else None
     if problem:
-        raise ResultsError(f"results file {path} is malformed: it {problem}; {repair_advice(path)}")
+        raise ResultsError(f"results file {path} is malformed ({problem}); {repair_advice(path)}")
     return obj
 
 

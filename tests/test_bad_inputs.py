@@ -594,3 +594,15 @@ def test_corpus_papermill_bad_parameter_fails_in_the_validation_cell(tmp_path, p
     assert "ParameterError" in err.value.ename and expected in err.value.evalue
     assert "validate_notebook_params" in err.value.traceback[-1] or err.value.exec_count <= 3
     assert run_folders(results) == [] and not (results / "runs").exists()
+
+
+def test_corpus_store_summary_with_a_non_numeric_density_is_named_not_a_crash(tmp_path, pristine_store):
+    src, dense, mp = pristine_store
+    root = tmp_path / "results"
+    shutil.copytree(src, root)
+    path = _file(root, mp, "summary.json")
+    path.write_text(json.dumps({**json.loads(path.read_text()), "density": "high"}))
+    with pytest.raises(ResultsError, match=r"summary.json is malformed \(field 'density' is 'high'"):
+        load_results(root)
+    with pytest.warns(UserWarning, match=mp):
+        assert set(load_results(root, on_error="skip")["run_id"]) == {dense}
