@@ -1,0 +1,325 @@
+"""The tables of ``papers/*.md``, rebuilt from any results store (notebook 05 and ``python -m ballot_lib.paper_tables``).
+
+Notebooks 01 and 02 record, next to their report, which stored runs each of their comparisons rests on
+(:func:`record_comparison`: a small JSON file under ``<results>/comparisons/`` listing run ids and the labels the
+notebook gave them). Everything else is read back from the runs themselves: the metrics, the configurations,
+the seeds and the compute. So a table can be rebuilt from the suite's own store or from a GPU batch alike, and
+every table comes with the runs it rests on (:func:`provenance`).
+
+Tables (each a DataFrame with one row per cell group, numbers unrounded; :func:`to_markdown` formats them as
+papers/ballot.md shows them):
+
+* ``ballot_vs_baselines`` (notebook 02, section 5): Ballot against MP and LTH at equal density, paired by seed.
+* ``lth_vs_dense`` (notebook 01, section 1): MP and LTH against dense, paired by seed.
+* ``prune_responsibly`` (notebook 04): the population tables of :func:`ballot_lib.population.tables`, when the
+  store holds a population (markdown only).
+
+Markdown blocks in ``papers/*.md`` between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` are written by
+:func:`update_papers` from the same tables, so the papers carry only tables this module produces.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .analysis import LOCATION_PARAMETERS, summarize, versus
+from .paths import results_root
+from .results import _atomic_write, load_results, read_json
+
+KINDS = ("ballot_vs_baselines", "lth_vs_dense")
+#: Metrics of the paper tables and whether they are written in points.
+METRICS = (("acc", True), ("cwv", False), ("mcd", True))
+#: Columns of each table that identify a row (the rest are numbers).
+KEYS = {"ballot_vs_baselines": ["dataset", "model", "density", "vs"],
+        "lth_vs_dense": ["dataset", "model", "density", "method"]}
+COMPARISONS = "comparisons"
+
+
+# ------------------------------------------------------------------------------------------ recording
+
+
+def record_comparison(name: str, kind: str, df: pd.DataFrame, params: Mapping[str, Any],
+                      results_dir: Optional[str | Path] = None, **extra: Any) -> Path:
+    """Record which runs (``df``'s ``run_id`` and ``variant`` columns) a notebook's comparison rests on.
+
+    Args:
+        name: the notebook run's tag (:func:`ballot_lib.analysis.run_tag`); one record per tag.
+        kind: one of :data:`KINDS`.
+        df: the comparison's tidy rows (:func:`ballot_lib.methods.run_grid`).
+        params: the notebook's parameters (locations are left out of the record).
+        extra: more JSON-able facts to keep (e.g. ``chosen="eta=0"``).
+    Returns:
+        The path of ``<results>/comparisons/<name>.json``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown comparison kind {kind!r}; valid: {', '.join(KINDS)}")
+    runs = df[["run_id", "variant"]].drop_duplicates().sort_values(["variant", "run_id"])
+    rec = {"name": name, "kind": kind,
+           "parameters": {k: v for k, v in params.items() if k not in LOCATION_PARAMETERS},
+           "runs": runs.to_dict("records"), **extra}
+    path = results_root(results_dir) / COMPARISONS / f"{name}.json"
+    return _atomic_write(path, lambda f: f.write(json.dumps(rec, indent=1, sort_keys=True, default=str).encode()))
+
+
+def load_records(results_dir: Optional[str | Path] = None) -> list[dict]:
+    """Every comparison record of a store, sorted by name."""
+    folder = results_root(results_dir) / COMPARISONS
+    return [read_json(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+
+def _frame(rec: Mapping[str, Any], rows: pd.DataFrame) -> pd.DataFrame:
+    labels = pd.DataFrame(rec["runs"])
+    missing = set(labels["run_id"]) - set(rows["run_id"])
+    if missing:
+        raise FileNotFoundError(f"comparison {rec['name']!r} rests on runs missing from the store: "
+                                f"{sorted(missing)[:5]}{' ...' if len(missing) > 5 else ''}")
+    return rows.drop(columns=["variant"]).merge(labels, on="run_id")
+
+
+def pick_records(records: Sequence[Mapping[str, Any]], rows: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
+    """One record per (kind, dataset, model): the one over the most seeds (ties: the last by name), with its rows.
+
+    A grid of one-seed jobs and its aggregate run share a store; the aggregate (all seeds) is the one a table
+    should rest on.
+    """
+    best: dict[tuple, tuple[int, str, dict, pd.DataFrame]] = {}
+    for rec in records:
+        if rec.get("kind") not in KINDS:
+            continue
+        frame = _frame(rec, rows)
+        if frame.empty:
+            continue
+        key = (rec["kind"], frame["dataset"].iloc[0], frame["model"].iloc[0])
+        cand = (frame["seed"].nunique(), rec["name"], dict(rec), frame)
+        if key not in best or cand[:2] >= best[key][:2]:
+            best[key] = cand
+    return [(rec, frame) for _, _, rec, frame in (best[k] for k in sorted(best))]
+
+
+# ------------------------------------------------------------------------------------------ tables
+
+
+def _paired_columns(row: dict, tab: pd.DataFrame) -> None:
+    for m, _ in METRICS:
+        r = tab[tab["metric"] == m]
+        if r.empty:
+            continue
+        r = r.iloc[0]
+        row.update({f"d_{m}": r["diff"], f"d_{m}_low": r["ci_low"], f"d_{m}_high": r["ci_high"],
+                    f"d_{m}_wins": int(r["wins"]), f"d_{m}_n": int(r["n"]), f"d_{m}_sig": bool(r["significant"])})
+
+
+def ballot_vs_baselines(frame: pd.DataFrame, baselines: Sequence[str] = ("MP", "LTH")) -> pd.DataFrame:
+    """Ballot against each baseline at each density (test split, paired by seed): Ballot's means and the paired
+    differences with CI, seed wins and significance per metric."""
+    metrics = [m for m, _ in METRICS]
+    means = summarize(frame, metrics).set_index(["variant", "density"])
+    rows = []
+    for b in baselines:
+        tab = versus(frame, b, ["Ballot"], metrics, reference_any_density=False)
+        for d in sorted(tab["density"].unique(), reverse=True):
+            row = {"dataset": frame["dataset"].iloc[0], "model": frame["model"].iloc[0], "density": float(d),
+                   "vs": b}
+            row.update({m: means.loc[("Ballot", d), m] for m in metrics})
+            _paired_columns(row, tab[np.isclose(tab["density"], d)])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def lth_vs_dense(frame: pd.DataFrame, methods: Sequence[str] = ("MP", "LTH")) -> pd.DataFrame:
+    """Dense and each pruning method at each density (test split): means, and paired differences to dense."""
+    metrics = [m for m, _ in METRICS]
+    means = summarize(frame, metrics).set_index(["variant", "density"])
+    base = {"dataset": frame["dataset"].iloc[0], "model": frame["model"].iloc[0]}
+    dense_density = float(frame.loc[frame["variant"] == "dense", "density_target"].iloc[0])
+    rows = [{**base, "density": dense_density, "method": "dense",
+             **{m: means.loc[("dense", dense_density), m] for m in metrics}}]
+    tab = versus(frame, "dense", list(methods), metrics)
+    for meth in methods:
+        for d in sorted(tab.loc[tab["a"] == meth, "density"].unique(), reverse=True):
+            row = {**base, "density": float(d), "method": meth, **{m: means.loc[(meth, d), m] for m in metrics}}
+            _paired_columns(row, tab[(tab["a"] == meth) & np.isclose(tab["density"], d)])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+BUILDERS = {"ballot_vs_baselines": ballot_vs_baselines, "lth_vs_dense": lth_vs_dense}
+
+
+def provenance(picked: Sequence[tuple[Mapping[str, Any], pd.DataFrame]]) -> pd.DataFrame:
+    """Which runs each table rests on: per record, the configuration, seeds, densities and compute."""
+    rows = []
+    for rec, frame in picked:
+        test = frame[frame["split"] == "test"]
+        p = rec.get("parameters", {})
+        rows.append({
+            "table": rec["kind"], "dataset": test["dataset"].iloc[0], "model": test["model"].iloc[0],
+            "record": rec["name"], "notebook": rec.get("notebook", ""),
+            "variants": ", ".join(sorted(test["variant"].unique())),
+            "seeds": ", ".join(str(s) for s in sorted(test["seed"].unique())),
+            "densities": ", ".join(f"{d:g}" for d in sorted(test.loc[test["variant"] != "dense",
+                                                                     "density_target"].unique(), reverse=True)),
+            "epochs": int(test["train.epochs"].iloc[0]) if "train.epochs" in test else p.get("epochs"),
+            "batch_size": int(test["train.batch_size"].iloc[0]) if "train.batch_size" in test else
+            p.get("batch_size"),
+            "chosen": rec.get("chosen", ""),
+            "runs": int(test["run_id"].nunique()),
+            "compute_seconds": float(test["seconds"].fillna(0).sum()) if "seconds" in test else float("nan"),
+            "devices": ", ".join(sorted(str(x) for x in test["device"].dropna().unique())) if "device" in test
+            else "",
+        })
+    return pd.DataFrame(rows)
+
+
+def build(results_dir: Optional[str | Path] = None) -> dict[str, pd.DataFrame]:
+    """Every paper table that the store's recorded comparisons support, plus ``provenance``.
+
+    Keys: the :data:`KINDS` present, and ``provenance``. Tables concatenate the datasets/models of the store.
+    """
+    records = load_records(results_dir)
+    rows = load_results(results_dir)
+    picked = pick_records(records, rows) if records else []
+    out: dict[str, pd.DataFrame] = {}
+    for kind in KINDS:
+        parts = [BUILDERS[kind](frame) for rec, frame in picked if rec["kind"] == kind]
+        if parts:
+            out[kind] = pd.concat(parts, ignore_index=True)
+    out["provenance"] = provenance(picked)
+    return out
+
+
+def prune_responsibly(results_dir: Optional[str | Path] = None, **kwargs: Any) -> Optional[str]:
+    """Notebook 04's population tables (markdown) when the store holds a population, else None."""
+    from .methods.prune_responsibly import TECHNIQUES
+    from .population import tables
+
+    df = load_results(results_dir)
+    if df.empty or not df["method"].isin(TECHNIQUES).any():
+        return None
+    return tables(df[df["method"].isin(("dense",) + tuple(TECHNIQUES))], **kwargs)
+
+
+def long_form(name: str, table: pd.DataFrame) -> pd.DataFrame:
+    """A paper table as paired rows (``a``, ``b``, ``metric``, ``density``, ``diff``, ``ci_low``, ``ci_high``,
+    ``wins``, ``n``, ``significant``) for :func:`ballot_lib.plots.paired_forest` and
+    :func:`ballot_lib.readings.paired`; ``a`` names the dataset."""
+    rows = []
+    for _, r in table.iterrows():
+        if f"d_{METRICS[0][0]}" not in r or pd.isna(r.get(f"d_{METRICS[0][0]}")):
+            continue
+        a, b = ((f"Ballot ({r['dataset']})", r["vs"]) if name == "ballot_vs_baselines"
+                else (f"{r['method']} ({r['dataset']})", "dense"))
+        for m, _ in METRICS:
+            rows.append({"a": a, "b": b, "metric": m, "density": r["density"], "diff": r[f"d_{m}"],
+                         "ci_low": r[f"d_{m}_low"], "ci_high": r[f"d_{m}_high"], "wins": r[f"d_{m}_wins"],
+                         "n": r[f"d_{m}_n"], "significant": bool(r[f"d_{m}_sig"])})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------ output
+
+
+def _cell(row: Mapping[str, Any], m: str, pts: bool) -> str:
+    if f"d_{m}" not in row or row[f"d_{m}"] is None or (isinstance(row[f"d_{m}"], float) and
+                                                          math.isnan(row[f"d_{m}"])):
+        return ""
+    s = 100.0 if pts else 1.0
+    f = "{:+.1f}" if pts else "{:+.4f}"
+    d = f.format(s * row[f"d_{m}"])
+    lo, hi = (f.format(s * row[f"d_{m}_low"]), f.format(s * row[f"d_{m}_high"])) \
+        if not math.isnan(row[f"d_{m}_low"]) else ("n/a", "n/a")
+    return (f"**{d}**" if row[f"d_{m}_sig"] else d) + f" [{lo}, {hi}] {int(row[f'd_{m}_wins'])}/{int(row[f'd_{m}_n'])}"
+
+
+def to_markdown(name: str, table: pd.DataFrame) -> str:
+    """A paper table as markdown: means, and per metric ``Δ [95 % CI] wins/n`` (**bold**: the CI excludes 0)."""
+    from .analysis import markdown_table
+
+    if name == "provenance":
+        return markdown_table(table.assign(compute_seconds=table["compute_seconds"].round(0).astype("Int64")))
+    means = [f"{r['acc']:.3f} / {r['cwv']:.4f} / {r['mcd']:.3f}" for _, r in table.iterrows()]
+    head = {"ballot_vs_baselines": ["dataset", "model", "density", "vs"],
+            "lth_vs_dense": ["dataset", "model", "density", "method"]}[name]
+    out = table[head].copy()
+    out["density"] = out["density"].map("{:g}".format)
+    out["mean acc / CWV / MCD" if name == "lth_vs_dense" else "Ballot acc / CWV / MCD (mean)"] = means
+    ref = "dense" if name == "lth_vs_dense" else "baseline"
+    for m, pts in METRICS:
+        out[f"Δ {m.upper()} vs {ref}" + (" (pts)" if pts else "")] = [_cell(r, m, pts) for _, r in table.iterrows()]
+    return markdown_table(out)
+
+
+def export(tables: Mapping[str, pd.DataFrame], out_dir: str | Path) -> list[Path]:
+    """Write every table as ``<name>.csv`` and ``<name>.json`` (records) and ``<name>.md`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, t in tables.items():
+        for suffix, write in ((".csv", lambda p, t=t: t.to_csv(p, index=False)),
+                              (".json", lambda p, t=t: p.write_text(t.to_json(orient="records", indent=1))),
+                              (".md", lambda p, t=t, n=name: p.write_text(to_markdown(n, t) + "\n"))):
+            p = out_dir / f"{name}{suffix}"
+            write(p)
+            paths.append(p)
+    return paths
+
+
+def read_export(path: str | Path) -> pd.DataFrame:
+    """A table written by :func:`export` (its JSON file)."""
+    return pd.DataFrame(json.loads(Path(path).read_text()))
+
+
+BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /table:(?P=name) -->)", re.S)
+
+
+def blocks(text: str) -> dict[str, str]:
+    """The marked table blocks of a paper page: name -> markdown between the markers."""
+    return {m.group("name"): m.group("body").strip("\n") for m in BLOCK.finditer(text)}
+
+
+def update_papers(tables: Mapping[str, pd.DataFrame], papers: str | Path, extra: Mapping[str, str] = ()) -> list[Path]:
+    """Rewrite the marked blocks of every ``papers/*.md`` from ``tables`` (and ``extra`` name -> markdown);
+    blocks whose table is absent are left as they are. Returns the files changed."""
+    texts = {n: to_markdown(n, t) for n, t in tables.items()}
+    texts.update(dict(extra))
+    changed = []
+    for p in sorted(Path(papers).glob("*.md")):
+        old = p.read_text()
+        new = BLOCK.sub(lambda m: m.group(1) + texts[m.group("name")] + m.group(4)
+                        if m.group("name") in texts else m.group(0), old)
+        if new != old:
+            p.write_text(new)
+            changed.append(p)
+    return changed
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m ballot_lib.paper_tables RESULTS [--out DIR] [--papers papers/]``."""
+    ap = argparse.ArgumentParser(prog="python -m ballot_lib.paper_tables", description=main.__doc__)
+    ap.add_argument("results", type=Path, help="results store (e.g. outputs/suite/results)")
+    ap.add_argument("--out", type=Path, default=None, help="write CSV/JSON/markdown of every table here")
+    ap.add_argument("--papers", type=Path, default=None, help="rewrite the marked table blocks of these pages")
+    a = ap.parse_args(argv)
+    tables = build(a.results)
+    for name, t in tables.items():
+        print(f"### {name}\n\n{to_markdown(name, t)}\n")
+    if a.out:
+        export(tables, a.out)
+        print(f"exported to {a.out}")
+    if a.papers:
+        pr = prune_responsibly(a.results)
+        changed = update_papers(tables, a.papers, {"prune_responsibly": pr} if pr else {})
+        print("updated:", ", ".join(map(str, changed)) or "nothing")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
