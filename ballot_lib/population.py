@@ -149,6 +149,35 @@ def adjust_pvalues(p: Sequence[float], correction: str = "bh") -> np.ndarray:
     return out
 
 
+def welch(a: np.ndarray, b: np.ndarray):
+    """Column-wise two-sided Welch t-test of samples ``a`` (n_a x m) against ``b`` (n_b x m), NaNs dropped.
+
+    Returns ``((mean_a, n_a), (mean_b, n_b), t, p)`` per column; ``t`` and ``p`` are NaN where a sample has fewer
+    than two values or both have zero variance. Same statistic and Welch–Satterthwaite degrees of freedom as
+    ``scipy.stats.ttest_ind(equal_var=False)``, one vectorised call instead of one per column.
+    """
+    from scipy import stats
+
+    def moments(x):
+        n = (~np.isnan(x)).sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(x, axis=0)
+            var = np.where(n >= 2, np.nanvar(x, axis=0, ddof=1) if len(x) >= 2 else np.nan, np.nan)
+        return mean, n, var
+
+    ma, na, va = moments(a)
+    mb, nb, vb = moments(b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sa, sb = va / na, vb / nb
+        se2 = sa + sb
+        ok = (na >= 2) & (nb >= 2) & (se2 > 0)
+        t = np.where(ok, (ma - mb) / np.sqrt(se2), np.nan)
+        dof = np.where(ok, se2 ** 2 / (sa ** 2 / (na - 1) + sb ** 2 / (nb - 1)), np.nan)
+        p = np.where(ok, 2 * stats.t.sf(np.abs(t), dof), np.nan)
+    return (ma, na), (mb, nb), t, p
+
+
 def hurt_classes(df: pd.DataFrame, reference: str = "dense", split: str = "test", alpha: float = 0.05,
                  correction: str = "bh", key: str = "method") -> pd.DataFrame:
     """Welch t-test per (technique, density, class) of normalised recall ``acc_c / acc``, pruned vs dense.
@@ -158,30 +187,21 @@ def hurt_classes(df: pd.DataFrame, reference: str = "dense", split: str = "test"
     Both samples are the seeds' models (Hooker et al. compare populations of models the same way); with few
     seeds the test has little power, which the adjusted p-values make visible.
     """
-    from scipy import stats
-
     d = _split(df, split)
     cols = class_columns(d)
     ref = _dense(d, reference, key)
+    classes = [int(c.rsplit("_", 1)[1]) for c in cols]
+    b = ref[cols].to_numpy(dtype=float) / ref["acc"].to_numpy(dtype=float)[:, None]
     rows = []
     for (t, dens), g in d[d[key] != reference].groupby([key, "density_target"], sort=True):
-        for c in cols:
-            a = (g[c] / g["acc"]).to_numpy(dtype=float)
-            b = (ref[c] / ref["acc"]).to_numpy(dtype=float)
-            a, b = a[~np.isnan(a)], b[~np.isnan(b)]
-            if len(a) >= 2 and len(b) >= 2 and (a.var() > 0 or b.var() > 0):
-                with warnings.catch_warnings():  # near-identical samples: scipy warns, the p-value is still valid
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    res = stats.ttest_ind(a, b, equal_var=False)
-                tstat, p = float(res.statistic), float(res.pvalue)
-            else:
-                tstat, p = float("nan"), float("nan")
-            rows.append({key: t, "density_target": dens, "class": int(c.rsplit("_", 1)[1]), "n_pruned": len(a),
-                         "n_dense": len(b), "norm_recall_pruned": a.mean() if len(a) else np.nan,
-                         "norm_recall_dense": b.mean() if len(b) else np.nan, "t": tstat, "p": p})
-    out = pd.DataFrame(rows)
-    if out.empty:
-        return out
+        a = g[cols].to_numpy(dtype=float) / g["acc"].to_numpy(dtype=float)[:, None]
+        (ma, na), (mb, nb), tstat, p = welch(a, b)
+        rows.append(pd.DataFrame({key: t, "density_target": dens, "class": classes, "n_pruned": na, "n_dense": nb,
+                                  "norm_recall_pruned": ma, "norm_recall_dense": mb, "t": tstat, "p": p}))
+    rows = [r for r in rows if len(r)]
+    if not rows:
+        return pd.DataFrame()
+    out = pd.concat(rows, ignore_index=True)
     out["change"] = out["norm_recall_pruned"] - out["norm_recall_dense"]
     out["p_adj"] = adjust_pvalues(out["p"].to_numpy(), correction)
     out["correction"] = correction

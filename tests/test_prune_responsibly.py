@@ -209,3 +209,25 @@ def test_card_has_every_section_in_markdown_and_html(population_store, tmp_path)
     assert "ε-constraint" in md and "class 9" in md and "change vs dense" in md
     # Per-layer densities come from the runs' summaries.
     assert "| layer |" in md and row["method"] in md
+
+
+@pytest.mark.filterwarnings("ignore:Precision loss:RuntimeWarning")  # scipy, on the constant column
+def test_vectorised_welch_equals_scipy():
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((5, 7)), rng.random((4, 7))
+    a[0, 1] = np.nan  # a missing value is dropped
+    a[:, 2] = 0.5  # zero variance on one side only: still a test
+    a[:, 3], b[:, 3] = 0.5, 0.5  # zero variance on both: no test
+    (ma, na), (mb, nb), t, p = population.welch(a, b)
+    for j in range(7):
+        x, y = a[:, j][~np.isnan(a[:, j])], b[:, j]
+        if j == 3:
+            assert math.isnan(t[j]) and math.isnan(p[j])
+            continue
+        ref = stats.ttest_ind(x, y, equal_var=False)
+        assert t[j] == pytest.approx(ref.statistic) and p[j] == pytest.approx(ref.pvalue)
+        assert na[j] == len(x) and ma[j] == pytest.approx(x.mean())
+    (_, n1), _, t1, _ = population.welch(a[:1], b)  # one sample: no test
+    assert np.isnan(t1).all()
