@@ -339,3 +339,83 @@ def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.D
                    f"{say('vote (Ballot plain − LTH)')}; selection and refined training (Ballot − Ballot plain) = "
                    f"{say('selection (Ballot − Ballot plain)')}.")
     return "\n".join(out)
+
+
+def forest(table: pd.DataFrame, metric: str = "mcd", title: Optional[str] = None, path=None):
+    """Ballot − baseline for ``metric`` per setting and baseline, with 95 % CIs (points = seeds' mean)."""
+    import matplotlib.pyplot as plt
+
+    from .plots import save
+
+    t = table.dropna(subset=[f"d_{metric}"]) if f"d_{metric}" in table else table.iloc[0:0]
+    scale, unit = (1, "") if metric == "cwv" else (100, " (pts)")
+    labels = [f"{r.dataset}/{r.model} d={r.density:g} vs {r.method}" for r in t.itertuples()]
+    fig, ax = plt.subplots(figsize=(8, 0.32 * max(len(t), 3) + 1.2))
+    y = np.arange(len(t))[::-1]
+    d, lo, hi = (scale * t[f"{k}_{metric}"].to_numpy(dtype=float) for k in ("d", "lo", "hi"))
+    colors = ["tab:green" if s and ((x < 0) == LOWER_IS_BETTER.get(metric, True)) else "tab:red" if s else "grey"
+              for s, x in zip(t[f"sig_{metric}"] if len(t) else [], d)]
+    ax.errorbar(d, y, xerr=[d - lo, hi - d], fmt="none", ecolor="grey", capsize=2)
+    ax.scatter(d, y, c=colors, zorder=3)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, labels, fontsize=8)
+    better = "left" if LOWER_IS_BETTER.get(metric, True) else "right"
+    ax.set_xlabel(f"Ballot − baseline, {metric}{unit}; Ballot better to the {better}")
+    ax.set_title(title or f"Ballot − baseline: {metric} (paired by seed, 95 % CI; green/red = significant)")
+    fig.tight_layout()
+    save(fig, path)
+    return fig
+
+
+def decomposition_plot(decomp: pd.DataFrame, metric: str = "mcd", path=None):
+    """The pooled decomposition of Ballot − LTH into vote and selection, with 95 % CIs over seeds."""
+    import matplotlib.pyplot as plt
+
+    from .plots import save
+
+    d = decomp[(decomp["dataset"] == "pooled") & (decomp["metric"] == metric)]
+    scale, unit = (1, "") if metric == "cwv" else (100, " (pts)")
+    fig, ax = plt.subplots(figsize=(7, 2.6))
+    y = np.arange(len(d))[::-1]
+    mid = scale * d["diff"].to_numpy(dtype=float)
+    ax.barh(y, mid, color=["tab:blue", "tab:orange", "tab:purple"][:len(d)])
+    ax.errorbar(mid, y, xerr=[mid - scale * d["ci_low"].to_numpy(dtype=float),
+                              scale * d["ci_high"].to_numpy(dtype=float) - mid], fmt="none", ecolor="black", capsize=3)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, d["part"].tolist())
+    ax.set_xlabel(f"paired difference in test {metric}{unit}, mean over settings")
+    ax.set_title(f"Where Ballot's {metric} change vs LTH comes from (95 % CI over seeds)")
+    fig.tight_layout()
+    save(fig, path)
+    return fig
+
+
+def settings_for(datasets: Sequence[str], models: Sequence[str], params: Mapping,
+                 overrides: Optional[Mapping[str, Mapping]] = None, **fixed) -> list[tuple[str, str, "object"]]:
+    """(dataset, model, Experiment) for every pair that makes sense: conv models are skipped on tabular data.
+
+    ``overrides`` maps a dataset to recipe changes (e.g. ``{"adult": {"batch_size": 512}}``). Everything is
+    validated before any data is loaded or anything is written.
+    """
+    from .data import DataConfig
+    from .experiment import experiment_from
+    from .validation import ParameterError
+
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - set(datasets)
+    if unknown:
+        raise ParameterError(f"dataset_overrides names dataset(s) {sorted(unknown)} not in datasets {list(datasets)}")
+    out = []
+    for ds in datasets:
+        for model in models:
+            exp = experiment_from({**params, **overrides.get(ds, {}), **fixed}, dataset=ds, model=model)
+            out.append((ds, model, exp))
+    # Tabular data cannot feed a conv model: load each dataset once (no writing) to know its input shape.
+    kept = []
+    for ds, model, exp in out:
+        if model != "mlp" and len(exp.bundle.input_shape) != 3:
+            continue
+        kept.append((ds, model, exp))
+    if not kept:
+        raise ParameterError(f"no (dataset, model) pair of datasets {list(datasets)} x models {list(models)} is valid")
+    return kept
