@@ -4,8 +4,10 @@ executed by papermill (a stored widget reads "0%" once the kernel is gone), noth
 The style comes from the environment variable ``BALLOT_PROGRESS``:
 
 * ``auto`` (default): ``tqdm.auto`` — a widget in an interactive notebook, text in a terminal;
-* ``text``: a plain text bar on stdout (the notebook runner :mod:`ballot_lib.sweep` sets this for every
-  executed notebook, so the stored output shows the last state of each bar as text);
+* ``text``: a plain text bar on stdout for bars that stay (``leave=True``, e.g. a grid's "runs" bar), so the
+  stored output shows each bar's last state as text; transient bars (``leave=False``, e.g. the epochs of one
+  run) are not drawn at all, since a stored notebook would keep every refresh of them. The notebook runner
+  :mod:`ballot_lib.sweep` sets this style for every executed notebook;
 * ``none``: no bar at all.
 """
 from __future__ import annotations
@@ -32,7 +34,7 @@ def bar(it: Iterable, desc: str = "", total: Optional[int] = None, leave: bool =
     Extra keyword arguments go to ``tqdm`` (e.g. ``initial``, ``unit``).
     """
     s = style()
-    if s == "none":
+    if s == "none" or (s == "text" and not leave):
         return it
     if s == "text":
         from tqdm import tqdm

@@ -13,6 +13,13 @@ def test_text_bars_print_their_final_state_as_plain_text(monkeypatch, capsys):
     assert "runs: 100%" in out and "3/3" in out
 
 
+def test_text_style_draws_no_transient_bars(monkeypatch, capsys):
+    monkeypatch.setenv(progress.ENV, "text")
+    it = range(3)
+    assert progress.bar(it, desc="epochs", leave=False) is it
+    assert capsys.readouterr().out == ""
+
+
 def test_none_returns_the_iterable_itself(monkeypatch):
     monkeypatch.setenv(progress.ENV, "none")
     it = [1, 2]
