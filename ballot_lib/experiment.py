@@ -22,7 +22,7 @@ from torch import nn
 from .data import DataBundle, DataConfig, get_dataset
 from .models import ModelConfig, build_model
 from .pruning import load_mask, prunable_weights
-from .results import ResultsError, ResultsStore, Run, check_config_file, repair_advice
+from .results import ResultsFormatError, ResultsStore, Run, check_config_file, repair_advice
 from .validation import check_arguments, check_device_name, check_fields, check_int, check_seed
 from .training import TrainConfig, TrainResult, resolve_device, state_dict_cpu, train
 
@@ -211,7 +211,7 @@ class Experiment:
             what = f"model {self.model.name!r} on {self.data.name!r}"
             if source is None:
                 raise ValueError(f"weights do not fit {what}: {problem}")
-            raise ResultsError(f"weights file {source} does not fit {what}: {problem}; {repair_advice(source)}")
+            raise ResultsFormatError(f"weights file {source} does not fit {what}: {problem}; {repair_advice(source)}")
 
     def load_weights(self, run: Run, name: str) -> dict[str, torch.Tensor]:
         """Load stored weights ``name`` of ``run``, checked against this experiment's model (names, shapes)."""

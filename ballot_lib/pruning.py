@@ -484,20 +484,21 @@ def load_mask(path: str | os.PathLike, like: nn.Module | Mapping[str, Sequence[i
         like: a model, or a mapping prunable weight name -> shape: the mask must cover exactly those weights with
             those shapes.
     Raises:
-        ballot_lib.results.ResultsError: naming the file, if it is missing, corrupt, not a mask (a dict of
-            tensors) or does not fit ``like``; the message says the fix.
+        ballot_lib.results.ResultsError: naming the file, if it is missing or corrupt; its subclass
+            ``ResultsFormatError`` (also a ``ValueError``) if the file is not a mask (a dict of tensors) or does
+            not fit ``like``. The message says the fix.
     """
-    from .results import ResultsError, repair_advice, safe_torch_load
+    from .results import ResultsFormatError, repair_advice, safe_torch_load
 
     obj = safe_torch_load(path, what="mask")
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ResultsError(f"mask file {path} does not hold a mask (a dict of tensors); {repair_advice(path)}")
+        raise ResultsFormatError(f"mask file {path} does not hold a mask (a dict of tensors); {repair_advice(path)}")
     if like is not None:
         shapes = like if not isinstance(like, nn.Module) else {
             n: tuple(p.shape) for n, p in prunable_weights(like).items()}
         problem = mask_mismatch(obj, shapes)
         if problem:
-            raise ResultsError(f"mask file {path} does not fit the model: {problem}; {repair_advice(path)}")
+            raise ResultsFormatError(f"mask file {path} does not fit the model: {problem}; {repair_advice(path)}")
     return {n: v.bool() for n, v in obj.items()}
 
 

@@ -42,6 +42,10 @@ class ResultsError(RuntimeError):
     """A results file or checkpoint is missing, corrupt or inconsistent. The message names the file."""
 
 
+class ResultsFormatError(ResultsError, ValueError):
+    """A results file that loads but does not hold what it should (e.g. a mask of the wrong shapes)."""
+
+
 def _canonical(obj: Any) -> Any:
     if isinstance(obj, Mapping):
         return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
@@ -188,7 +192,7 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ResultsError(f"results file {path} is corrupt ({e}); {repair_advice(path)}") from None
     problem = _schema_problem(path.name, obj) if path.parent.parent.name == "runs" else None
     if problem:
-        raise ResultsError(f"results file {path} is malformed ({problem}); {repair_advice(path)}")
+        raise ResultsFormatError(f"results file {path} is malformed ({problem}); {repair_advice(path)}")
     return obj
 
 
@@ -202,7 +206,7 @@ def check_config_file(run_dir: str | os.PathLike) -> dict:
     config = read_json(run_dir / "config.json")
     actual = config_hash(config)
     if actual != run_dir.name:
-        raise ResultsError(
+        raise ResultsFormatError(
             f"results file {run_dir / 'config.json'} holds the configuration of run {actual}, not of its folder "
             f"{run_dir.name} (copied from another run or edited); {repair_advice(run_dir / 'config.json')}")
     return config

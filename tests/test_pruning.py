@@ -322,4 +322,6 @@ def test_kept_count_rounds_half_to_even():
     assert P.kept_count(0.25, 10) == 2
     assert P.kept_count(0.35, 10) == 4
     assert P.kept_count(1.0, 7) == 7
-    assert math.isclose(P.check_density("0.5"), 0.5)
+    assert math.isclose(P.check_density(0.5), 0.5)
+    with pytest.raises(ValueError, match="density"):  # no silent coercion of strings (issue #8)
+        P.check_density("0.5")
