@@ -306,8 +306,45 @@ def _ballot_check(options: Mapping[str, Any], density: Any) -> None:
         make_config("ballot", density=density if is_number(density) else 0.2, **options)
 
 
+def _comparison_rules(params: Mapping[str, Any]) -> None:
+    """Notebook 03's own parameters: dataset and model lists, per-dataset recipe overrides, Ballot candidates."""
+    from .data.core import DATASETS
+    from .experiment import experiment_params
+    from .models import MODELS
+
+    for key, registry in (("datasets", DATASETS), ("models", MODELS)):
+        if key in params:
+            for i, name in enumerate(check_list(key, params[key], unique=True)):
+                if not isinstance(name, str) or name not in registry:
+                    raise ParameterError(f"{key}[{i}] is {name!r}; valid choices: {', '.join(registry.names())}")
+    if "dataset_overrides" in params:
+        over = params["dataset_overrides"]
+        if not isinstance(over, Mapping):
+            raise ParameterError(f"dataset_overrides must be a dict dataset -> {{parameter: value}}, got {over!r}")
+        allowed = set(experiment_params()) - {"dataset", "model", "results_dir", "device", "data_root", "progress"}
+        for ds, changes in over.items():
+            # An override of a dataset not in `datasets` is unused (the default names adult), but must be valid.
+            if not isinstance(ds, str) or ds not in DATASETS:
+                raise ParameterError(f"dataset_overrides names {ds!r}; valid datasets: {', '.join(DATASETS.names())}")
+            if not isinstance(changes, Mapping) or set(changes) - allowed:
+                raise ParameterError(f"dataset_overrides[{ds!r}] must be a dict of recipe parameters "
+                                     f"({', '.join(sorted(allowed))}), got {changes!r}")
+    if "ballot_candidates" in params:
+        cands = params["ballot_candidates"]
+        if not isinstance(cands, Mapping) or not cands:
+            raise ParameterError(f"ballot_candidates must be a non-empty dict name -> Ballot options, got {cands!r}")
+        for name, opts in cands.items():
+            if not isinstance(opts, Mapping):
+                raise ParameterError(f"ballot_candidates[{name!r}] must be a dict of Ballot options, got {opts!r}")
+            try:
+                _ballot_check(dict(opts), params.get("densities", [0.2])[0])
+            except ValueError as e:
+                raise ParameterError(f"ballot_candidates[{name!r}]: {e}") from None
+
+
 def _rules(params: Mapping[str, Any], epochs: int) -> None:
     """The library's rules for the notebooks' own parameters (those not passed to ``experiment_from_params``)."""
+    _comparison_rules(params)
     density = params.get("density", 0.2)
     for key in ("density", "training_density"):
         if key in params:
