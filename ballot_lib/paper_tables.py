@@ -1,4 +1,4 @@
-"""The tables of ``papers/*.md``, rebuilt from any results store (notebook 05 and ``python -m ballot_lib.paper_tables``).
+"""The tables of ``papers/*.md``, rebuilt from any results store (notebook 05, ``python -m ballot_lib.paper_tables``).
 
 Notebooks 01 and 02 record, next to their report, which stored runs each of their comparisons rests on
 (:func:`record_comparison`: a small JSON file under ``<results>/comparisons/`` listing run ids and the labels the
@@ -172,9 +172,9 @@ def provenance(picked: Sequence[tuple[Mapping[str, Any], pd.DataFrame]]) -> pd.D
             p.get("batch_size"),
             "chosen": rec.get("chosen", ""),
             "runs": int(test["run_id"].nunique()),
+            "compute_epochs": float(test["compute_epochs"].fillna(0).sum()) if "compute_epochs" in test
+            else float("nan"),
             "compute_seconds": float(test["seconds"].fillna(0).sum()) if "seconds" in test else float("nan"),
-            "devices": ", ".join(sorted(str(x) for x in test["device"].dropna().unique())) if "device" in test
-            else "",
         })
     return pd.DataFrame(rows)
 
@@ -244,7 +244,8 @@ def to_markdown(name: str, table: pd.DataFrame) -> str:
     from .analysis import markdown_table
 
     if name == "provenance":
-        return markdown_table(table.assign(compute_seconds=table["compute_seconds"].round(0).astype("Int64")))
+        return markdown_table(table.assign(compute_seconds=table["compute_seconds"].round(0).astype("Int64"),
+                                           compute_epochs=table["compute_epochs"].round(0).astype("Int64")))
     means = [f"{r['acc']:.3f} / {r['cwv']:.4f} / {r['mcd']:.3f}" for _, r in table.iterrows()]
     head = {"ballot_vs_baselines": ["dataset", "model", "density", "vs"],
             "lth_vs_dense": ["dataset", "model", "density", "method"]}[name]
@@ -277,12 +278,23 @@ def read_export(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(json.loads(Path(path).read_text()))
 
 
-BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /table:(?P=name) -->)", re.S)
+BLOCK = re.compile(r"<!-- table:(?P<name>[\w-]+) -->\n(?P<body>.*?)\n?<!-- /table:(?P=name) -->", re.S)
 
 
 def blocks(text: str) -> dict[str, str]:
     """The marked table blocks of a paper page: name -> markdown between the markers."""
     return {m.group("name"): m.group("body").strip("\n") for m in BLOCK.finditer(text)}
+
+
+def fill_blocks(text: str, texts: Mapping[str, str]) -> str:
+    """``text`` with every marked block whose name is in ``texts`` replaced by that markdown."""
+    def sub(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in texts:
+            return m.group(0)
+        return f"<!-- table:{name} -->\n{texts[name]}\n<!-- /table:{name} -->"
+
+    return BLOCK.sub(sub, text)
 
 
 def update_papers(tables: Mapping[str, pd.DataFrame], papers: str | Path, extra: Mapping[str, str] = ()) -> list[Path]:
@@ -293,8 +305,7 @@ def update_papers(tables: Mapping[str, pd.DataFrame], papers: str | Path, extra:
     changed = []
     for p in sorted(Path(papers).glob("*.md")):
         old = p.read_text()
-        new = BLOCK.sub(lambda m: m.group(1) + texts[m.group("name")] + m.group(4)
-                        if m.group("name") in texts else m.group(0), old)
+        new = fill_blocks(old, texts)
         if new != old:
             p.write_text(new)
             changed.append(p)
@@ -315,6 +326,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         export(tables, a.out)
         print(f"exported to {a.out}")
     if a.papers:
+        # The exports next to the pages are what the test of papers/ compares the marked blocks with.
+        export(tables, Path(a.papers) / "tables")
         pr = prune_responsibly(a.results)
         changed = update_papers(tables, a.papers, {"prune_responsibly": pr} if pr else {})
         print("updated:", ", ".join(map(str, changed)) or "nothing")

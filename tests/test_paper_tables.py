@@ -1,0 +1,175 @@
+"""The tables of papers/ rebuilt from a results store: recorded comparisons, numbers equal to the paired analysis,
+provenance, CSV/JSON export, the marked blocks of papers/*.md, and notebook 05 reproducing the library's tables."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ballot_lib import paper_tables as pt
+from ballot_lib.analysis import summarize, versus
+from ballot_lib.methods import Variant, run_grid
+from conftest import make_experiment
+
+REPO = Path(__file__).resolve().parents[1]
+SEEDS = [0, 1]
+
+
+def _norm(df: pd.DataFrame) -> pd.DataFrame:
+    """Missing values as None (JSON has no NaN), numbers as floats, so a table and its export compare equal."""
+    return df.astype(object).where(df.notna(), None).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A tiny store with one recorded comparison of each kind (digits, MLP of width 16, 2 epochs, 2 seeds)."""
+    root = tmp_path_factory.mktemp("paper_tables") / "results"
+    exp = make_experiment(root)
+    base = [Variant("dense", "dense"), Variant("MP", "mp"), Variant("LTH", "lth")]
+    df01 = run_grid(exp, base, [0.2, 0.05], SEEDS, progress=False)
+    pt.record_comparison("01_tiny", "lth_vs_dense", df01, {"dataset": "digits", "results_dir": str(root)}, root,
+                         notebook="01_lth_fairness_failure.ipynb")
+    df02 = run_grid(exp, base + [Variant("Ballot", "ballot", {"vote_fraction": 0.3})], [0.2], SEEDS,
+                    progress=False)
+    pt.record_comparison("02_tiny", "ballot_vs_baselines", df02, {"dataset": "digits"}, root,
+                         notebook="02_ballot_method.ipynb", chosen="vote_fraction=0.3")
+    # A one-seed record of the same kind and setting: never chosen over the two-seed one.
+    pt.record_comparison("02_tiny_one_seed", "ballot_vs_baselines", df02[df02["seed"] == 0], {}, root)
+    return root, df01, df02
+
+
+def test_records_keep_run_ids_and_labels_without_locations(store):
+    root, df01, _ = store
+    recs = {r["name"]: r for r in pt.load_records(root)}
+    assert set(recs) == {"01_tiny", "02_tiny", "02_tiny_one_seed"}
+    r = recs["01_tiny"]
+    assert r["parameters"] == {"dataset": "digits"} and r["kind"] == "lth_vs_dense"
+    assert {(x["run_id"], x["variant"]) for x in r["runs"]} == set(zip(df01["run_id"], df01["variant"]))
+    with pytest.raises(ValueError, match="unknown comparison kind"):
+        pt.record_comparison("x", "nope", df01, {}, root)
+
+
+def test_ballot_table_equals_the_paired_analysis(store):
+    root, _, df02 = store
+    tabs = pt.build(root)
+    t = tabs["ballot_vs_baselines"]
+    assert list(t["vs"]) == ["MP", "LTH"] and set(t["density"]) == {0.2}
+    for b in ("MP", "LTH"):
+        v = versus(df02, b, ["Ballot"], ["acc", "cwv", "mcd"], reference_any_density=False).set_index("metric")
+        row = t[t["vs"] == b].iloc[0]
+        for m in ("acc", "cwv", "mcd"):
+            assert row[f"d_{m}"] == pytest.approx(v.loc[m, "diff"])
+            assert row[f"d_{m}_low"] == pytest.approx(v.loc[m, "ci_low"])
+            assert row[f"d_{m}_wins"] == v.loc[m, "wins"] and row[f"d_{m}_n"] == 2
+    s = summarize(df02, ["acc", "cwv", "mcd"])
+    assert t.iloc[0]["mcd"] == pytest.approx(float(s.loc[s["variant"] == "Ballot", "mcd"].iloc[0]))
+
+
+def test_lth_table_has_dense_first_then_methods_by_density(store):
+    root, df01, _ = store
+    t = pt.build(root)["lth_vs_dense"]
+    assert list(zip(t["method"], t["density"])) == [("dense", 1.0), ("MP", 0.2), ("MP", 0.05), ("LTH", 0.2),
+                                                     ("LTH", 0.05)]
+    v = versus(df01, "dense", ["LTH"], ["mcd"])
+    assert t.iloc[4]["d_mcd"] == pytest.approx(float(v[np.isclose(v["density"], 0.05)]["diff"].iloc[0]))
+    assert np.isnan(t.iloc[0].get("d_mcd", np.nan))
+
+
+def test_provenance_names_the_runs_seeds_and_compute(store):
+    root, _, _ = store
+    prov = pt.build(root)["provenance"].set_index("table")
+    b = prov.loc["ballot_vs_baselines"]
+    # The two-seed record is the one the table rests on.
+    assert b["record"] == "02_tiny" and b["seeds"] == "0, 1" and b["chosen"] == "vote_fraction=0.3"
+    assert b["runs"] == 8 and b["epochs"] == 2 and b["compute_seconds"] > 0
+    assert prov.loc["lth_vs_dense", "densities"] == "0.2, 0.05"
+
+
+def test_export_and_markdown(store, tmp_path):
+    root, _, _ = store
+    tabs = pt.build(root)
+    paths = pt.export(tabs, tmp_path)
+    assert {p.name for p in paths} >= {"ballot_vs_baselines.csv", "ballot_vs_baselines.json", "lth_vs_dense.md"}
+    back = pt.read_export(tmp_path / "ballot_vs_baselines.json")
+    pd.testing.assert_frame_equal(back, tabs["ballot_vs_baselines"], check_dtype=False)
+    md = pt.to_markdown("ballot_vs_baselines", tabs["ballot_vs_baselines"])
+    assert md.splitlines()[0].startswith("| dataset | model | density | vs | Ballot acc / CWV / MCD (mean) |")
+    assert " 0/2" in md or " 1/2" in md or " 2/2" in md
+
+
+def test_missing_runs_are_named(tmp_path):
+    root = tmp_path / "results"
+    (root / "comparisons").mkdir(parents=True)
+    (root / "comparisons" / "x.json").write_text(json.dumps(
+        {"name": "x", "kind": "lth_vs_dense", "runs": [{"run_id": "gone", "variant": "dense"}]}))
+    with pytest.raises(FileNotFoundError, match="missing from the store"):
+        pt.pick_records(pt.load_records(root), pd.DataFrame({"run_id": ["other"], "variant": ["dense"]}))
+
+
+def test_update_papers_rewrites_only_marked_blocks(store, tmp_path):
+    root, _, _ = store
+    page = tmp_path / "p.md"
+    page.write_text("intro\n<!-- table:lth_vs_dense -->\nold\n<!-- /table:lth_vs_dense -->\n"
+                    "<!-- table:unknown -->\nkeep\n<!-- /table:unknown -->\nend\n")
+    tabs = pt.build(root)
+    assert pt.update_papers(tabs, tmp_path) == [page]
+    b = pt.blocks(page.read_text())
+    assert b["lth_vs_dense"] == pt.to_markdown("lth_vs_dense", tabs["lth_vs_dense"]) and b["unknown"] == "keep"
+    assert pt.update_papers(tabs, tmp_path) == []  # idempotent
+
+
+def test_papers_carry_only_tables_exported_by_notebook_05():
+    """Each marked table of papers/*.md equals the markdown of the table exported next to it (papers/tables/)."""
+    found = 0
+    for page in sorted((REPO / "papers").glob("*.md")):
+        for name, body in pt.blocks(page.read_text()).items():
+            exported = REPO / "papers" / "tables" / f"{name}.json"
+            if name == "prune_responsibly":
+                continue
+            assert exported.is_file(), f"{page.name}: table {name} has no export in papers/tables/"
+            assert body == pt.to_markdown(name, pt.read_export(exported)), f"{page.name}: table {name} differs"
+            found += 1
+    assert found >= 1
+
+
+def test_notebook_05_reproduces_the_library_tables(store, tmp_path):
+    from ballot_lib import sweep
+
+    root, _, _ = store
+    out = tmp_path / "tables"
+    nb_out = tmp_path / "05.ipynb"
+    sweep.execute(REPO / "notebooks" / "05_results_report.ipynb", nb_out,
+                  {"results_dir": str(root), "out_dir": str(out)})
+    for name, t in pt.build(root).items():
+        got = pt.read_export(out / f"{name}.json")
+        pd.testing.assert_frame_equal(_norm(got), _norm(t), check_dtype=False)
+        assert (out / f"{name}.csv").is_file()
+    import nbformat
+
+    nb = nbformat.read(nb_out, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert not any(o.get("output_type") == "error" for o in outputs)
+
+
+SUITE_STORE = REPO / "outputs" / "suite" / "results"
+
+
+@pytest.mark.skipif(not (SUITE_STORE / "comparisons").is_dir(), reason="no suite store: run `make run` first")
+def test_papers_tables_are_what_notebook_05_builds_from_the_suite_store():
+    """After `make run`, the tables in papers/ (their exports) equal what notebook 05 builds from the suite's
+    store; regenerate them with `python -m ballot_lib.paper_tables outputs/suite/results --papers papers/`."""
+    built = pt.build(SUITE_STORE)
+    for name in ("ballot_vs_baselines", "lth_vs_dense"):
+        exported = REPO / "papers" / "tables" / f"{name}.json"
+        assert name in built and exported.is_file(), name
+        got, want = _norm(pt.read_export(exported)), _norm(built[name])
+        assert list(got.columns) == list(want.columns), name
+        keys = pt.KEYS[name]
+        pd.testing.assert_frame_equal(got[keys], want[keys], check_dtype=False)
+        num = [c for c in want.columns if c not in keys]
+        np.testing.assert_allclose(got[num].astype(float).to_numpy(), want[num].astype(float).to_numpy(),
+                                   rtol=1e-6, atol=1e-9, equal_nan=True, err_msg=name)
