@@ -2,11 +2,11 @@
 
     python tools/baselines_check.py RESULTS_DIR [--sweep-only]
 
-1. ``safecompress`` and ``fairscratch`` on ``digits`` and ``adult`` with the mlp at densities 0.1 and 0.03 (seed 0,
-   5 epochs): kept weights against round(d·N) and per tensor, the second call loads the stored run,
+1. ``safecompress`` and ``fairscratch`` on ``digits`` and ``adult`` with the mlp at densities 0.1 and 0.03
+   (seed 0, 5 epochs): kept weights against round(d·N) and per tensor, the second call loads the stored run,
    ``load_results`` lists both names, and the declared compute of every registered method.
-2. FairScratch λ ∈ {0, 0.02, 0.05, 0.1, 0.5} on adult (density 0.1, seeds 0-4, 5 epochs, batch 512): accuracy, DP and EO gaps
-   on test with paired differences against λ = 0 (Student-t 95 % CI over seeds).
+2. FairScratch λ ∈ {0, 0.02, 0.05, 0.1, 0.5} on adult (density 0.1, seeds 0-4, 5 epochs, batch 512): accuracy,
+   DP and EO gaps on test with paired differences against λ = 0 (Student-t 95 % CI over seeds).
 """
 from __future__ import annotations
 

@@ -3,8 +3,8 @@
 A fair scratch ticket is a subnetwork of a randomly initialised network found without training any weight:
 
 * **Weights frozen** at a *signed constant*: ``w = sign(θ0) · gain / √(fan_in · d)`` per layer (edge-popup's
-  ``signed_constant`` initialisation with its ``scale_fan`` option; the signs are the seed's θ0, so the ticket is
-  paired with every other method of the seed). Biases are frozen at 0 and normalisation layers have no affine
+  ``signed_constant`` initialisation with its ``scale_fan`` option; the signs are the seed's θ0, so the ticket
+  is paired with every other method of the seed). Biases are frozen at 0 and normalisation layers have no affine
   parameters (weight 1, bias 0, frozen): edge-popup's networks have neither.
 * **One learned score per prunable weight** (Kaiming-uniform initialised); the forward pass uses the top-d
   fraction of |score| of every layer, exactly ``round(d · n_l)`` entries, and the gradient passes straight
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -97,7 +97,7 @@ class FairScratchConfig(SparseConfig):
 
 
 class _TopK(torch.autograd.Function):
-    """0/1 mask of the k largest entries (ties: lower index); the backward pass is the identity (straight-through)."""
+    """0/1 mask of the k largest entries (ties: lower index); backward is the identity (straight-through)."""
 
     @staticmethod
     def forward(ctx, scores: torch.Tensor, k: int) -> torch.Tensor:

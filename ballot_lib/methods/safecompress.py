@@ -46,7 +46,7 @@ from ..registry import check_choice
 from ..results import Run
 from ..training import DeviceData, epoch_generator, evaluate, lr_at
 from ..validation import ParameterError, check_int, check_number
-from .base import MethodOutput, SparseConfig, register, train_masked
+from .base import MethodOutput, SparseConfig, register
 
 CANDIDATES = ("random", "gradient")
 GAPS = ("auto", "mcd", "cwv", "group_acc_gap", "dp_gap", "eo_gap")
