@@ -244,7 +244,7 @@ def pareto_table(df: pd.DataFrame, disparity: str = "mcd", select_split: str = "
                                "sparsity": sparsity_objective(g["sparsity"].mean(), sparsity_resolution),
                                "sparsity_exact": float(g["sparsity"].mean())}
         for split in (select_split, report_split):
-            s = g[g["split"] == split]
+            s = g[g["split"] == split].sort_values("seed")  # one summation order, whatever the row order
             for m in ("acc", col):
                 mean, half, _, _ = mean_ci(s[m].tolist()) if m in s else (np.nan, np.nan, np.nan, 0)
                 row[f"{split}_{m}"], row[f"{split}_{m}_ci"] = mean, half
@@ -263,7 +263,8 @@ def objective_points(table: pd.DataFrame, disparity: str, split: str) -> tuple[n
     """The (accuracy, sparsity, disparity) points of a table's rows on ``split`` and their directions."""
     col, mx = disparity_column(disparity)
     pts = table[[f"{split}_acc", "sparsity", f"{split}_{col}"]].to_numpy(dtype=float)
-    return pts, [True, True, mx]
+    # Means over seeds that are equal up to rounding (e.g. 0.9706293706293707 vs ...06) are ties, not dominance.
+    return np.round(pts, 12), [True, True, mx]
 
 
 def select(table: pd.DataFrame, rule: str, **params: Any) -> tuple[pd.Series, str]:

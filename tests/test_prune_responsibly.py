@@ -231,3 +231,15 @@ def test_vectorised_welch_equals_scipy():
         assert na[j] == len(x) and ma[j] == pytest.approx(x.mean())
     (_, n1), _, t1, _ = population.welch(a[:1], b)  # one sample: no test
     assert np.isnan(t1).all()
+
+
+def test_front_does_not_depend_on_row_order(toy_df):
+    """Means over seeds that differ only by summation order are ties: shuffled rows give the same front."""
+    # A configuration equal to 'b' in accuracy and disparity but less sparse must be dominated, in any row order.
+    extra = [_row("c", s, 0.8, split, 0.8 + 0.01 * s, [0.9 + 0.01 * s, 0.7 + 0.01 * s])
+             for split in ("val", "test") for s in range(3)]
+    df = pd.concat([toy_df, pd.DataFrame(extra)], ignore_index=True)
+    for seed in range(5):
+        shuffled = df.sample(frac=1.0, random_state=seed)
+        on = dict(zip(*population.pareto_table(shuffled)[["method", "on_front"]].to_numpy().T))
+        assert on == {"a": True, "b": True, "c": False, "dense": False}
