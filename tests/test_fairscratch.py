@@ -125,6 +125,7 @@ def test_interrupted_run_resumes_exactly(tmp_path):
     ({"fairness": "bogus"}, "valid choices: auto, dp, eo, class"),
     ({"fairness_weight": -1.0}, "fairness_weight"),
     ({"scale_fan": 1}, "scale_fan"),
+    ({"select": "val_rule"}, "changes at every step"),
 ])
 def test_bad_options_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):

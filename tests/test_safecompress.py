@@ -106,6 +106,7 @@ def test_interrupted_run_resumes_to_the_same_mask_weights_and_record(tmp_path):
     ({"gap": "worst"}, "valid choices"),
     ({"fairness_weight": "1"}, "fairness_weight"),
     ({"init_scale": "he"}, "valid choices: sparse, none"),
+    ({"select": "val_rule"}, "mask changes during training"),
 ])
 def test_bad_options_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -76,6 +76,10 @@ class FairScratchConfig(SparseConfig):
         super().validate()
         check_number("fairness_weight", self.fairness_weight, 0)
         check_choice("fairness", self.fairness, FAIRNESS)
+        if self.select != "last":
+            raise ParameterError("select='val_rule' is not available for fairscratch: its mask (the top scores) "
+                                 "changes at every step, so an earlier epoch's metrics would not belong to the "
+                                 "stored (final) mask; use select='last'")
         return self
 
     def validate_for(self, exp: Experiment) -> None:

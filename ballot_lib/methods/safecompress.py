@@ -111,6 +111,10 @@ class SafeCompressConfig(SparseConfig):
         check_choice("gap", self.gap, GAPS)
         check_int("probe_steps", self.probe_steps, 0)
         check_choice("init_scale", self.init_scale, INIT_SCALES)
+        if self.select != "last":
+            raise ParameterError("select='val_rule' is not available for safecompress: its mask changes during "
+                                 "training, so an earlier epoch's metrics would not belong to the stored (final) "
+                                 "mask; use select='last'")
         return self
 
     def validate_for(self, exp: Experiment) -> None:
