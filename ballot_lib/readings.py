@@ -183,10 +183,11 @@ def refined(plain: Mapping[str, float], refined_: Mapping[str, float], selected_
 
 
 def ablation(tab: pd.DataFrame, chosen: pd.Series, dropped: Mapping[str, str], eps: float,
-             reference: str = "default") -> str:
+             reference: str = "default", others: Sequence[str] = ("LTH",)) -> str:
     """Notebook 02, the ablation: which option sets differ significantly from the default on val, what was
-    chosen and whether the choice rests on a significant difference."""
-    rows = tab[tab["variant"] != reference]
+    chosen and whether the choice rests on a significant difference (``others``: reference rows that are not
+    option sets)."""
+    rows = tab[(tab["variant"] != reference) & ~tab["variant"].isin(list(others))]
     lines = []
     if dropped:
         lines.append(f"{len(dropped)} option sets equal the default (or an earlier row) and were not run twice "

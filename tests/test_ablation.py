@@ -89,3 +89,38 @@ def test_choice_excludes_the_reference_and_faithful_rows(abl_df):
     assert ablation.choose(tab, 0.001)["variant"] == "default"
     with pytest.raises(ValueError, match="no option set left"):
         ablation.choose(tab, 0.01, exclude=["default", "eta=0", "LTH"])
+
+
+def test_ablation_reading_states_significance_and_the_choice(abl_df):
+    from ballot_lib import readings
+
+    tab = ablation.table(abl_df)
+    text = readings.ablation(tab, ablation.choose(tab, 0.03), {"eta=1": "default"}, 0.03)
+    assert "1 option sets equal the default (or an earlier row) and were not run twice (eta=1)" in text
+    # LTH is a reference row, not an option set.
+    assert "1 of 1 option sets have significantly lower accuracy than the default (eta=0)" in text
+    assert "0 have significantly lower MCD and 0 higher MCD." in text
+    assert "The rule picks `eta=0`" in text and "within seed noise" in text
+    kept = readings.ablation(tab, ablation.choose(tab, 0.001), {}, 0.001)
+    assert "keeps the library default" in kept
+
+
+def test_ablation_forest_marks_significant_rows(abl_df, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from ballot_lib import plots
+
+    fig = plots.ablation_forest(ablation.table(abl_df), path=tmp_path / "f.png")
+    ax_acc, ax_mcd = fig.get_axes()
+    assert (tmp_path / "f.png").stat().st_size > 0
+    assert [t.get_text() for t in ax_acc.get_yticklabels()] == ["eta=0", "LTH"]
+    # eta=0's accuracy difference is significant (filled marker), its MCD difference is not.
+    # LTH's accuracy is +1 pt in every seed (a zero-width CI): significant too.
+    filled_acc = ax_acc.collections[1].get_offsets()
+    assert [round(float(x), 6) for x in filled_acc[:, 0]] == [-2.1, 1.0]
+    assert len(ax_mcd.collections[2].get_offsets()) == 1  # eta=0's MCD difference is not significant
+    assert "pts" in ax_acc.get_xlabel()
+    plt.close(fig)
