@@ -166,8 +166,17 @@ def _running(p) -> bool:
 
 def _end_processes(procs: Sequence[subprocess.Popen], grace: float = 5.0) -> None:
     """SIGTERM every process of the given jobs (their process groups too), SIGKILL what is left after ``grace``."""
-    import psutil
-
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover  (psutil comes with ipykernel) -- at least end papermill's groups
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for proc in procs:
+                try:
+                    os.killpg(proc.pid, sig)
+                except OSError:
+                    pass
+            time.sleep(grace if sig == signal.SIGTERM else 0)
+        return
     targets = _job_processes(procs)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for p in targets:
