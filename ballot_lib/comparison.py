@@ -303,9 +303,17 @@ def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.D
         better, worse, total = int(fair["Ballot better"].sum()), int(fair["Ballot worse"].sum()), int(
             fair["settings"].sum())
         acc = wc[wc["metric"] == "acc"]
-        verdict = ("Ballot is fairer more often than not" if better > worse else
-                   "Ballot is less fair more often than fairer" if worse > better else
-                   "Ballot is neither fairer nor less fair on balance")
+        none = total - better - worse
+        if none * 2 >= total:
+            verdict = (f"most comparisons show no significant difference"
+                       + ("; where one is significant, Ballot is more often the fairer" if better > worse else
+                          "; where one is significant, Ballot is more often the less fair" if worse > better else
+                          ""))
+        else:
+            verdict = ("Ballot is significantly fairer more often than not" if better > worse + none else
+                       "Ballot is more often significantly fairer than significantly less fair" if better > worse
+                       else "Ballot is more often significantly less fair than fairer" if worse > better else
+                       "Ballot is neither fairer nor less fair on balance")
         out.append(f"- **{title}**: over {total} (baseline, setting, fairness metric) comparisons, Ballot is "
                    f"significantly fairer in {better}, significantly less fair in {worse}, and not significantly "
                    f"different in {total - better - worse}: {verdict}. On accuracy it is significantly better in "

@@ -1,0 +1,35 @@
+"""Notebook 03 under papermill with injected parameters: every method lands in its results store."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+
+from ballot_lib import sweep
+from ballot_lib.results import load_results
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_notebook03_papermill_with_injected_parameters(tmp_path):
+    out = tmp_path / "03.ipynb"
+    results = tmp_path / "results"
+    params = {"datasets": ["digits"], "models": ["mlp"], "densities": [0.1], "seeds": [0, 1], "epochs": 3,
+              "batch_size": 128, "ballot_candidates": {"default": {}, "no veto": {"conflict": "none"}},
+              "dataset_overrides": {}, "results_dir": str(results), "device": "cpu"}
+    sweep.execute(REPO / "notebooks" / "03_baseline_comparison.ipynb", out, params)
+    nb = nbformat.read(out, as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and 'datasets = ["digits"]' in injected[0].source
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert images, "figures must be inline"
+    df = load_results(results)
+    assert {"dense", "mp", "lth", "ballot", "safecompress", "fairscratch"} <= set(df["method"])
+    assert set(df["dataset"]) == {"digits"} and set(df.loc[df["method"] != "dense", "density_target"]) == {0.1}
+    # Every selection-matched baseline run reuses its last-epoch twin's training.
+    val = df[(df["split"] == "test") & (df.get("select") == "val_rule") & (df["method"] != "ballot")]
+    assert len(val) and val["derived_from"].notna().all()
+    reports = list((results / "reports").glob("03_*.md"))
+    assert reports and "Improvement" in reports[0].read_text()
