@@ -154,6 +154,10 @@ def lth_vs_dense(frame: pd.DataFrame, methods: Sequence[str] = ("MP", "LTH")) ->
 BUILDERS = {"ballot_vs_baselines": ballot_vs_baselines, "lth_vs_dense": lth_vs_dense}
 
 
+PROVENANCE_COLUMNS = ["table", "dataset", "model", "record", "notebook", "variants", "seeds", "densities", "epochs",
+                      "batch_size", "chosen", "runs", "compute_epochs", "compute_seconds"]
+
+
 def provenance(picked: Sequence[tuple[Mapping[str, Any], pd.DataFrame]]) -> pd.DataFrame:
     """Which runs each table rests on: per record, the configuration, seeds, densities and compute."""
     rows = []
@@ -176,7 +180,7 @@ def provenance(picked: Sequence[tuple[Mapping[str, Any], pd.DataFrame]]) -> pd.D
             else float("nan"),
             "compute_seconds": float(test["seconds"].fillna(0).sum()) if "seconds" in test else float("nan"),
         })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=PROVENANCE_COLUMNS)
 
 
 def build(results_dir: Optional[str | Path] = None) -> dict[str, pd.DataFrame]:

@@ -100,6 +100,14 @@ def test_export_and_markdown(store, tmp_path):
     assert " 0/2" in md or " 1/2" in md or " 2/2" in md
 
 
+def test_an_empty_store_gives_an_empty_provenance_and_exports(tmp_path):
+    tabs = pt.build(tmp_path / "empty")
+    assert list(tabs) == ["provenance"] and tabs["provenance"].empty
+    assert list(tabs["provenance"].columns) == pt.PROVENANCE_COLUMNS
+    pt.export(tabs, tmp_path / "out")
+    assert (tmp_path / "out" / "provenance.md").read_text().startswith("| table | dataset |")
+
+
 def test_missing_runs_are_named(tmp_path):
     root = tmp_path / "results"
     (root / "comparisons").mkdir(parents=True)
