@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 import math
 import warnings
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -432,7 +432,8 @@ def tables(df: pd.DataFrame, disparity: str = "mcd", correction: str = "bh", key
                  most_hurt_excess_pts=100 * excess["most_hurt_excess"]), floatfmt=".2f"), "",
              f"### Classes significantly hurt (Welch t-test across seeds, {correction} correction, α = 0.05)", "",
              hurt_markdown(hurt_counts(tests, key), key), "",
-             f"### Pareto front (accuracy ↑, sparsity ↑, {disparity.upper()} ↓) chosen on val, reported on test", "",
+             f"### Pareto front (accuracy ↑, sparsity ↑, {disparity.upper()} "
+             f"{'↑' if DISPARITIES[disparity][1] else '↓'}) chosen on val, reported on test", "",
              front_markdown(table), "",
              "### Technique re-evaluation (per-seed pooled fronts on test; mean ± 95 % CI over seeds)", "",
              reevaluation_markdown(reeval, key)]
