@@ -429,7 +429,9 @@ def tables(df: pd.DataFrame, disparity: str = "mcd", correction: str = "bh", key
              "### Most hurt class per configuration (mean excess change δ_c − δ, test, points)", "",
              markdown_table(excess[[key, "density_target", "seeds", "most_hurt_class"]].assign(
                  density_target=excess["density_target"].map("{:g}".format),
-                 most_hurt_excess_pts=100 * excess["most_hurt_excess"]), floatfmt=".2f"), "",
+                 most_hurt_excess_pts=100 * excess["most_hurt_excess"]).rename(columns={
+                     key: "technique", "density_target": "density (target)", "most_hurt_class": "most hurt class",
+                     "most_hurt_excess_pts": "its excess change (points)"}), floatfmt=".2f"), "",
              f"### Classes significantly hurt (Welch t-test across seeds, {correction} correction, α = 0.05)", "",
              hurt_markdown(hurt_counts(tests, key), key), "",
              f"### Pareto front (accuracy ↑, sparsity ↑, {disparity.upper()} "

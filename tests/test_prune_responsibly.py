@@ -243,3 +243,13 @@ def test_front_does_not_depend_on_row_order(toy_df):
         shuffled = df.sample(frac=1.0, random_state=seed)
         on = dict(zip(*population.pareto_table(shuffled)[["method", "on_front"]].to_numpy().T))
         assert on == {"a": True, "b": True, "c": False, "dense": False}
+
+
+def test_tables_command_prints_the_notebook_tables(population_store, capsys):
+    exp, _ = population_store
+    assert population.main([str(exp.store.root), "--correction", "holm"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Population: 10 pruned runs over 5 techniques, 2 seeds.")
+    for title in ("Most hurt class", "Classes significantly hurt", "holm correction", "Pareto front",
+                  "Technique re-evaluation"):
+        assert title in out
