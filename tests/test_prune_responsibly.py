@@ -253,3 +253,29 @@ def test_tables_command_prints_the_notebook_tables(population_store, capsys):
     for title in ("Most hurt class", "Classes significantly hurt", "holm correction", "Pareto front",
                   "Technique re-evaluation"):
         assert title in out
+
+
+def test_notebook_04_under_papermill_leaves_the_population_and_a_card(tmp_path):
+    """Notebook 04 with injected parameters (a short schedule): 40 pruned runs over 4 techniques, cards, report."""
+    from pathlib import Path
+
+    import nbformat
+
+    from ballot_lib import sweep
+
+    repo = Path(__file__).resolve().parents[1]
+    results = tmp_path / "results"
+    params = {"techniques": ["l1_unstructured", "global_unstructured", "ln_structured", "random_structured"],
+              "densities": [0.2, 0.1], "seeds": [0, 1, 2, 3, 4], "epochs": 6, "retrain_epochs": 2,
+              "max_acc_drop": 0.5, "results_dir": str(results), "device": "cpu"}
+    out = tmp_path / "04.ipynb"
+    sweep.execute(repo / "notebooks" / "04_prune_responsibly.ipynb", out, params)
+    df = load_results(results)
+    pruned = df[df["method"] != "dense"]
+    assert pruned["run_id"].nunique() == 40 and pruned["method"].nunique() == 4
+    cards_dir = results / "cards"
+    assert list(cards_dir.glob("*.md")) and list(cards_dir.glob("*.html")) and list(cards_dir.glob("*.png"))
+    report = next((results / "reports").glob("04_prune_responsibly_*.md")).read_text()
+    assert "40 pruned models (4 techniques × 2 densities × 5 seeds" in report and "**Techniques.**" in report
+    nb = nbformat.read(out, as_version=4)
+    assert not any(o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
