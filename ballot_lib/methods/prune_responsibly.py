@@ -10,7 +10,8 @@ Each technique is a registered method named after the ``torch.nn.utils.prune`` f
 ``random_structured``       whole output channels/units removed at random
 ==========================  =====================================================================================
 
-Every technique prunes the trained dense θT of the seed once and then retrains from θT with the mask enforced
+Masks come from the mask-strategy registry (:func:`ballot_lib.pruning.make_mask`; :data:`MASKS` names each
+technique's strategy). Every technique prunes the trained dense θT of the seed once and then retrains from θT with the mask enforced
 (the "pruning and fine-tuning" pipeline). Retraining budget: ``retrain_epochs`` epochs of the experiment's
 recipe (same optimiser and peak LR, the schedule compressed into those epochs); the default (``None``) is the
 full recipe, ``train.epochs`` epochs — the same budget as MP's full fine-tune. Each run records
