@@ -299,8 +299,9 @@ def select(table: pd.DataFrame, rule: str, **params: Any) -> tuple[pd.Series, st
             if dense.empty:
                 raise ValueError("max_acc_drop needs the dense configuration in the table")
             min_acc = float(dense[f"{split}_acc"].iloc[0]) - params["max_acc_drop"]
+        # Bounds are rounded like the points (objective_points), so a tie with the dense value meets the bound.
         if min_acc is not None:
-            bounds[0] = float(min_acc)
+            bounds[0] = round(float(min_acc), 12)
         max_disp = params.get("max_disparity")
         if params.get("max_disparity_rise") is not None:
             if dense.empty:
@@ -308,7 +309,7 @@ def select(table: pd.DataFrame, rule: str, **params: Any) -> tuple[pd.Series, st
             rise = params["max_disparity_rise"]
             max_disp = float(dense[f"{split}_{col}"].iloc[0]) + (-rise if dmax else rise)
         if max_disp is not None:
-            bounds[2] = float(max_disp)
+            bounds[2] = round(float(max_disp), 12)
         i = pareto.epsilon_constraint(pts, mx, names.index(objective), bounds)
         parts = []
         if 0 in bounds:

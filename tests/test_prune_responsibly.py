@@ -279,3 +279,14 @@ def test_notebook_04_under_papermill_leaves_the_population_and_a_card(tmp_path):
     assert "40 pruned models (4 techniques × 2 densities × 5 seeds" in report and "**Techniques.**" in report
     nb = nbformat.read(out, as_version=4)
     assert not any(o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def test_epsilon_bound_at_the_dense_value_is_met_by_a_tie(toy_df):
+    """'No worse than dense' admits a configuration whose mean disparity equals dense's up to summation order."""
+    extra = [_row("c", s, 0.05, split, 0.8 + 0.01 * s, [0.9 + 0.01 * s, 0.7 + 0.01 * s])
+             for split in ("val", "test") for s in range(3)]
+    df = pd.concat([toy_df, pd.DataFrame(extra)], ignore_index=True)
+    for seed in range(5):
+        table = population.pareto_table(df.sample(frac=1.0, random_state=seed))
+        row, _ = population.select(table, "epsilon", max_acc_drop=0.0, max_disparity_rise=0.0)
+        assert row["method"] == "c"  # as accurate and as fair as dense, and the sparsest
