@@ -100,7 +100,7 @@ def solo(tmp_path_factory):
     return result
 
 
-@pytest.mark.parametrize("kill", ["checkpoint:2", "vote:3", "checkpoint:5"])
+@pytest.mark.parametrize("kill", ["checkpoint:2", "vote:3"])
 def test_ballot_killed_during_its_dense_run_resumes_to_the_same_result(tmp_path, solo, kill):
     results = tmp_path / "results"
     rc, result, _ = run_child(tmp_path, results, kill=kill)
@@ -151,12 +151,21 @@ def dense_folder_bytes(results: Path) -> int:
 
 def test_dense_folder_with_votes_does_not_grow_with_epochs(tmp_path):
     """mlp on adult: the dense run folder (θ0, θk, θT, votes, history) at 16 epochs is at most 1.5x that at 4."""
+    from ballot_lib.data import DataConfig
+    from ballot_lib.experiment import Experiment
+    from ballot_lib.methods import run_method
+    from ballot_lib.models import ModelConfig
+    from ballot_lib.training import TrainConfig
+
     sizes = {}
     for epochs in (4, 16):
         results = tmp_path / f"e{epochs}"
-        rc, _, err = run_child(tmp_path, results, dataset="adult", epochs=epochs, batch=1024)
-        assert rc == 0, err
+        exp = Experiment(DataConfig("adult"), ModelConfig("mlp", width=16),
+                         TrainConfig(epochs=epochs, batch_size=4096, lr=0.1), device="cpu",
+                         results_dir=str(results), progress=False)
+        run_method(exp, "ballot", 0, density=0.1)
         sizes[epochs] = dense_folder_bytes(results)
+    print(f"dense folder with votes: {sizes[4]} B at 4 epochs, {sizes[16]} B at 16 ({sizes[16] / sizes[4]:.2f}x)")
     assert sizes[16] <= 1.5 * sizes[4], sizes
 
 
