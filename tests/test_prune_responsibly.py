@@ -290,3 +290,40 @@ def test_epsilon_bound_at_the_dense_value_is_met_by_a_tie(toy_df):
         table = population.pareto_table(df.sample(frac=1.0, random_state=seed))
         row, _ = population.select(table, "epsilon", max_acc_drop=0.0, max_disparity_rise=0.0)
         assert row["method"] == "c"  # as accurate and as fair as dense, and the sparsest
+
+
+def test_masks_equal_torch_nn_utils_prune():
+    """Oracle: torch.nn.utils.prune on a tiny network gives the same masks (no ties in random float weights)."""
+    import torch.nn.utils.prune as tprune
+    from torch import nn
+
+    from ballot_lib.methods.prune_responsibly import technique_mask
+
+    def net():
+        torch.manual_seed(3)
+        return nn.Sequential(nn.Conv2d(2, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 10), nn.ReLU(),
+                             nn.Linear(10, 4))
+
+    d = 0.3  # amount 0.7: round(0.7 n) pruned = n - round(0.3 n) kept for these sizes
+    ours = {t: technique_mask(t, net(), make_config(t, density=d, n=2.0 if t == "ln_structured" else 1.0), 0)
+            for t in ("l1_unstructured", "global_unstructured", "ln_structured")}
+    names = ["0.weight", "3.weight", "5.weight"]
+    # l1_unstructured, layer by layer.
+    ref = net()
+    for i in (0, 3, 5):
+        tprune.l1_unstructured(ref[i], "weight", amount=1 - d)
+    for i, n in zip((0, 3, 5), names):
+        assert torch.equal(ours["l1_unstructured"][n], ref[i].weight_mask.bool())
+    # global_unstructured with L1 over all prunable weights.
+    ref = net()
+    tprune.global_unstructured([(ref[i], "weight") for i in (0, 3, 5)], pruning_method=tprune.L1Unstructured,
+                               amount=1 - d)
+    for i, n in zip((0, 3, 5), names):
+        assert torch.equal(ours["global_unstructured"][n], ref[i].weight_mask.bool())
+    # ln_structured over output channels (dim 0), L2 norm, on the hidden layers; our classifier stays dense.
+    ref = net()
+    for i in (0, 3):
+        tprune.ln_structured(ref[i], "weight", amount=1 - d, n=2, dim=0)
+    for i, n in zip((0, 3), names):
+        assert torch.equal(ours["ln_structured"][n], ref[i].weight_mask.bool())
+    assert bool(ours["ln_structured"]["5.weight"].all())
