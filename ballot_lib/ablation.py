@@ -14,8 +14,10 @@ from typing import Any, Mapping, Optional, Sequence
 import pandas as pd
 
 from .analysis import paired, select_by_rule, summarize
+from .methods import ballot
 from .methods.ballot import BUDGETS, CONFLICTS, SCORES, BallotConfig
 from .methods.grid import Variant
+from .pruning import magnitude_mask
 
 DEFAULT = "default"
 #: Option sets never eligible for the val choice: the authors' final-layer procedure and the LTH reference.
@@ -148,3 +150,20 @@ def choose(tab: pd.DataFrame, eps: float, exclude: Sequence[str] = NOT_CHOSEN) -
     if candidates.empty:
         raise ValueError(f"no option set left to choose from after excluding {list(exclude)}")
     return select_by_rule(candidates, eps)
+
+
+def reference_masks(exp: Any, cfg: BallotConfig, seed: int) -> tuple[dict, dict, dict[str, dict]]:
+    """Ballot's mask for ``seed``, its diagnostics, and the masks it is compared with at the same density:
+    LTH's global magnitude mask of θT and the η = 0 vote (same tally without the fairness gradient, same budgets).
+
+    Returns ``(mask, diagnostics, {label: mask})``; masks cover the voted tensors (all prunable ones in full mode).
+    """
+    mask, diag = ballot.select_mask(exp, cfg, seed)
+    rec0 = ballot.load_votes(exp, seed, cfg.vote_config(), cfg.tally_config(eta=0.0))
+    net_T = exp.model_from(exp.dense_weights(seed, exp.train.epochs))
+    voted = list(rec0["votes"])
+    budgets, scope = ballot.final_budgets(cfg, net_T, voted)
+    eta0 = ballot.mask_from_votes(rec0["votes"], rec0["total"], cfg.density, scope, budgets)
+    lth = magnitude_mask(net_T, cfg.density)
+    return ({n: mask[n] for n in voted}, diag,
+            {"LTH magnitude mask": {n: lth[n] for n in voted}, "η = 0 vote (no fairness term)": eta0})

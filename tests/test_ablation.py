@@ -124,3 +124,25 @@ def test_ablation_forest_marks_significant_rows(abl_df, tmp_path):
     assert len(ax_mcd.collections[2].get_offsets()) == 1  # eta=0's MCD difference is not significant
     assert "pts" in ax_acc.get_xlabel()
     plt.close(fig)
+
+
+def test_reference_masks_on_a_tiny_run(tmp_path):
+    import torch
+
+    from conftest import make_experiment
+    from ballot_lib.methods import Variant, prepare_grid, run_method
+    from ballot_lib.pruning import magnitude_mask, overlap
+
+    exp = make_experiment(tmp_path / "results")
+    cfg = BallotConfig(density=0.2)
+    prepare_grid(exp, [Variant("b", "ballot", {})], [0.2])
+    run_method(exp, "dense", 0)
+    mask, diag, others = ablation.reference_masks(exp, cfg, 0)
+    assert set(others) == {"LTH magnitude mask", "η = 0 vote (no fairness term)"}
+    net_T = exp.model_from(exp.dense_weights(0, exp.train.epochs))
+    lth = magnitude_mask(net_T, 0.2)
+    assert all(torch.equal(others["LTH magnitude mask"][n], lth[n]) for n in mask)
+    # Budgets follow the LTH mask: every layer keeps as many weights in all three masks.
+    for m in others.values():
+        assert {n: int(m[n].sum()) for n in mask} == {n: int(mask[n].sum()) for n in mask}
+    assert overlap(mask, others["η = 0 vote (no fairness term)"]) == pytest.approx(diag["overlap_eta0"])
