@@ -144,6 +144,8 @@ class DeviceData:
         self.x = split.x.to(device)
         self.y = split.y.to(device)
         self.g = None if split.g is None else split.g.to(device)
+        # Host copies of labels and groups: metrics are computed on the host from predictions copied once.
+        self.y_host, self.g_host = split.y, split.g
         self.image = split.x.dim() == 4
         self.uint8 = split.x.dtype == torch.uint8
         self.channels_last = channels_last and self.image
@@ -173,26 +175,42 @@ class DeviceData:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
+    def epoch_plan(self, seed: int, epoch: int) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """(order [n], crop offsets [n, 2] or None, flips [n] or None) of a training epoch, on the device.
+
+        Drawn on the CPU generator of (seed, epoch) (reproducible on any device) and copied to the device in one
+        transfer per epoch.
+        """
+        gen = epoch_generator(seed, epoch)
+        order = torch.randperm(self.n, generator=gen)
+        if not self.augment:
+            return order.to(self.device), None, None
+        crops = torch.randint(0, 2 * self.pad + 1, (self.n, 2), generator=gen)
+        flips = (torch.rand(self.n, generator=gen) < 0.5) if self.flip else None
+        parts = [order, crops.view(-1)] + ([] if flips is None else [flips.long()])
+        packed = torch.cat(parts)
+        if self.device.type == "cuda":
+            packed = packed.pin_memory().to(self.device, non_blocking=True)
+        n = self.n
+        return (packed[:n], packed[n:3 * n].view(n, 2),
+                None if flips is None else packed[3 * n:].bool())
+
+    def index_batches(self, batch_size: int, seed: int, epoch: int):
+        """Yield (indices, crop offsets, flips) of the training batches of (seed, epoch), all on the device."""
+        order, crops, flips = self.epoch_plan(seed, epoch)
+        for start in range(0, self.n, batch_size):
+            pos = slice(start, start + batch_size)
+            yield order[pos], None if crops is None else crops[pos], None if flips is None else flips[pos]
+
     def epoch_batches(self, batch_size: int, seed: int, epoch: int, train: bool = True):
         """Yield (x, y, g) batches; in training mode shuffled and augmented as fixed by (seed, epoch)."""
         if train:
-            gen = epoch_generator(seed, epoch)
-            order = torch.randperm(self.n, generator=gen)
-            if self.augment:
-                # Drawn on the CPU generator (reproducible on any device), copied to the device once per epoch.
-                crops = torch.randint(0, 2 * self.pad + 1, (self.n, 2), generator=gen).to(self.device)
-                flips = (torch.rand(self.n, generator=gen) < 0.5).to(self.device) if self.flip else None
-            order = order.to(self.device)
-        else:
-            order = torch.arange(self.n, device=self.device)
+            for idx, crop, flip in self.index_batches(batch_size, seed, epoch):
+                yield self.prepare(self.x[idx], crop, flip), self.y[idx], None if self.g is None else self.g[idx]
+            return
         for start in range(0, self.n, batch_size):
-            idx = order[start:start + batch_size]
-            crop = flip = None
-            if train and self.augment:
-                pos = slice(start, start + len(idx))
-                crop = crops[pos]
-                flip = None if flips is None else flips[pos]
-            yield self.prepare(self.x[idx], crop, flip), self.y[idx], None if self.g is None else self.g[idx]
+            pos = slice(start, start + batch_size)
+            yield self.prepare(self.x[pos]), self.y[pos], None if self.g is None else self.g[pos]
 
 
 def random_crop(x: torch.Tensor, offsets: torch.Tensor, pad: int) -> torch.Tensor:
@@ -356,6 +374,7 @@ def train(
     amp: Optional[bool] = None,
     state: Optional[Mapping[str, "Stateful"]] = None,
     step_hooks: Sequence[StepHook] = (),
+    step_mode: Optional[str] = None,
 ) -> TrainResult:
     """Train ``net`` in place from epoch ``start_epoch`` to ``end_epoch`` (default ``cfg.epochs``).
 
@@ -378,6 +397,9 @@ def train(
         step_hooks: called as ``hook(step, optimizer, mask)`` after every optimiser step (see :data:`StepHook`),
             e.g. dynamic sparse training's prune/regrow. The (possibly changed) mask is saved in the checkpoint
             and restored on resume; what a hook itself accumulates travels through ``state``.
+        step_mode: ``"eager"``, ``"compiled"`` (``torch.compile``), ``"graph"`` (the whole step as one CUDA graph,
+            CUDA only) or ``"auto"``; default ``$BALLOT_STEP_MODE``, else ``"auto"`` (= ``"eager"``). Not part of
+            a run's identity; non-eager modes agree with eager within rounding (see :mod:`ballot_lib.compiled`).
     Returns:
         :class:`TrainResult` with the per-epoch history, the final metrics per evaluated split and the final
         mask.
@@ -387,6 +409,9 @@ def train(
     if not 0 <= start_epoch <= end:
         raise ValueError(f"start_epoch must be in [0, {end}], got {start_epoch}")
     dev = resolve_device(device)
+    from .compiled import make_graph_safe_optimizer, make_stepper, resolve_step_mode
+
+    step_mode = resolve_step_mode(step_mode, dev)
     amp = (dev.type == "cuda") if amp is None else amp
     sched = schedule or cfg
     conv = any(isinstance(m, nn.Conv2d) for m in net.modules())
@@ -399,9 +424,16 @@ def train(
     for s, d in evals.items():
         d.augment = False
     enforcer = MaskEnforcer(net, mask)
-    opt = make_optimizer(net, cfg)
+    stepper = None
+    if step_mode == "eager":
+        opt = make_optimizer(net, cfg)
+    else:  # the learning rate as a device tensor, set per step without re-capture or recompilation
+        lr_t = torch.full((), float(cfg.lr), device=dev)
+        opt = make_graph_safe_optimizer([p for p in net.parameters() if p.requires_grad], cfg, lr_t)
     loss_fn = loss_fn or (lambda logits, y, g: F.cross_entropy(logits, y))
     result = TrainResult(net)
+    if step_mode != "eager":
+        stepper = make_stepper(step_mode, net, opt, enforcer, train_data, loss_fn, amp, lr_t, cfg.batch_size)
 
     # Resume from a checkpoint if one exists: weights, optimiser state, RNG, history, extra state, epoch reached.
     extra_state = dict(state or {})
@@ -411,6 +443,9 @@ def train(
         try:
             net.load_state_dict(saved["net"])
             opt.load_state_dict(saved["opt"])
+            if stepper is not None:  # keep the shared lr tensor (a checkpoint of an eager run holds floats)
+                for group in opt.param_groups:
+                    group["lr"] = lr_t
             torch.set_rng_state(saved["rng"])
             epoch0 = int(saved["epoch"])
             result.history = list(saved["history"])
@@ -431,34 +466,24 @@ def train(
     t0 = time.perf_counter()
     net.train()
     for epoch in bar:
-        loss_sum = torch.zeros((), device=dev)
-        correct = torch.zeros((), device=dev, dtype=torch.long)
-        for i, (xb, yb, gb) in enumerate(train_data.epoch_batches(cfg.batch_size, seed, epoch, train=True)):
-            for group in opt.param_groups:
-                group["lr"] = lr_at(sched, epoch + i / steps_per_epoch)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                logits = net(xb)
-                loss = loss_fn(logits.float(), yb, gb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if enforcer:
-                enforcer.apply_grads()
-            opt.step()
-            if enforcer:
-                enforcer.apply_weights()
-            if step_hooks:
-                step = epoch * steps_per_epoch + i
-                masks = enforcer.by_name()
-                for step_hook in step_hooks:
-                    step_hook(step, opt, masks)
-                if enforcer:
-                    enforcer.apply_weights()
-            loss_sum += loss.detach() * len(yb)
-            correct += (logits.detach().argmax(1) == yb).sum()
-        row = {"epoch": epoch + 1, "lr": lr_at(sched, epoch + 1), "train_loss": float(loss_sum) / train_data.n,
-               "train_acc": float(correct) / train_data.n}
+        if stepper is None:
+            loss_sum, correct = _eager_epoch(net, opt, enforcer, train_data, cfg, sched, seed, epoch, steps_per_epoch,
+                                             amp, loss_fn, step_hooks)
+        else:
+            stepper.start_epoch()
+            for i, (idx, crop, flip) in enumerate(train_data.index_batches(cfg.batch_size, seed, epoch)):
+                stepper.set_lr(lr_at(sched, epoch + i / steps_per_epoch))
+                stepper.step(idx, crop, flip)
+                if step_hooks:
+                    _run_step_hooks(step_hooks, epoch * steps_per_epoch + i, opt, enforcer)
+            loss_sum, correct = stepper.loss_sum, stepper.correct
+        # Everything the epoch's row needs leaves the device in one transfer (one host sync per epoch).
+        train_loss, train_acc, preds = _epoch_readout(net, loss_sum, correct, evals, cfg.eval_batch_size, amp)
+        row = {"epoch": epoch + 1, "lr": lr_at(sched, epoch + 1), "train_loss": train_loss / train_data.n,
+               "train_acc": train_acc / train_data.n}
         for s, d in evals.items():
-            result.final[s] = evaluate(net, d, bundle, cfg.eval_batch_size, amp)
+            result.final[s] = M.evaluate_predictions(d.y_host, preds[s], bundle.num_classes, d.g_host,
+                                                     bundle.num_groups)
             row.update({f"{s}_{k}": v for k, v in result.final[s].items()})
         result.history.append(row)
         for hook in hooks:
@@ -484,6 +509,58 @@ def train(
         if s not in result.final:
             result.final[s] = evaluate(net, d, bundle, cfg.eval_batch_size, amp)
     return result
+
+
+def _run_step_hooks(step_hooks: Sequence[StepHook], step: int, opt: torch.optim.Optimizer,
+                    enforcer: MaskEnforcer) -> None:
+    masks = enforcer.by_name()
+    for step_hook in step_hooks:
+        step_hook(step, opt, masks)
+    if enforcer:
+        enforcer.apply_weights()
+
+
+def _eager_epoch(net, opt, enforcer, train_data: DeviceData, cfg: TrainConfig, sched: TrainConfig, seed: int,
+                 epoch: int, steps_per_epoch: int, amp: bool, loss_fn, step_hooks) -> tuple[torch.Tensor, torch.Tensor]:
+    """One epoch of the eager step; returns the (summed loss, correct count) device accumulators (no host sync)."""
+    dev = train_data.device
+    loss_sum = torch.zeros((), device=dev)
+    correct = torch.zeros((), device=dev, dtype=torch.long)
+    for i, (xb, yb, gb) in enumerate(train_data.epoch_batches(cfg.batch_size, seed, epoch, train=True)):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(sched, epoch + i / steps_per_epoch)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            logits = net(xb)
+            loss = loss_fn(logits.float(), yb, gb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if enforcer:
+            enforcer.apply_grads()
+        opt.step()
+        if enforcer:
+            enforcer.apply_weights()
+        if step_hooks:
+            _run_step_hooks(step_hooks, epoch * steps_per_epoch + i, opt, enforcer)
+        loss_sum += loss.detach() * len(yb)
+        correct += (logits.detach().argmax(1) == yb).sum()
+    return loss_sum, correct
+
+
+def _epoch_readout(net: nn.Module, loss_sum: torch.Tensor, correct: torch.Tensor, evals: Mapping[str, DeviceData],
+                   batch_size: int, amp: bool) -> tuple[float, float, dict[str, torch.Tensor]]:
+    """(summed train loss, train correct count, predicted labels per split) with one device-to-host transfer.
+
+    Labels, the loss (float32) and the count travel as float64, which holds each of them exactly, so the values
+    are those of ``float(loss_sum)``, ``float(correct)`` and ``predict(...)``.
+    """
+    preds = {s: _logits(net, d, batch_size, amp).argmax(1) for s, d in evals.items()}
+    parts = [loss_sum.detach().double().view(1), correct.double().view(1)] + [p.double() for p in preds.values()]
+    host = torch.cat(parts).cpu()
+    out, at = {}, 2
+    for s, p in preds.items():
+        out[s] = host[at:at + p.numel()].long()
+        at += p.numel()
+    return float(host[0]), float(host[1]), out
 
 
 def _progress(it, enabled: bool, desc: str, initial: int = 0, total: Optional[int] = None):
