@@ -194,10 +194,12 @@ def ablation(tab: pd.DataFrame, chosen: pd.Series, dropped: Mapping[str, str], e
                      f"({', '.join(dropped)}).")
     n = int(tab["seeds"].max()) if len(tab) else 0
     acc_worse = rows[rows["d_acc_sig"] & (rows["d_acc"] < 0)]["variant"].tolist()
+    acc_better = rows[rows["d_acc_sig"] & (rows["d_acc"] > 0)]["variant"].tolist()
     mcd_better = rows[rows["d_mcd_sig"] & (rows["d_mcd"] < 0)]["variant"].tolist()
     mcd_worse = rows[rows["d_mcd_sig"] & (rows["d_mcd"] > 0)]["variant"].tolist()
     lines.append(f"Over {n} seeds on val, {len(acc_worse)} of {len(rows)} option sets have significantly lower "
-                 f"accuracy than the default" + (f" ({', '.join(acc_worse)})" if acc_worse else "") + "; "
+                 f"accuracy than the default" + (f" ({', '.join(acc_worse)})" if acc_worse else "") +
+                 f" and {len(acc_better)} higher" + (f" ({', '.join(acc_better)})" if acc_better else "") + "; "
                  f"{len(mcd_better)} have significantly lower MCD" +
                  (f" ({', '.join(mcd_better)})" if mcd_better else "") + f" and {len(mcd_worse)} higher MCD" +
                  (f" ({', '.join(mcd_worse)})" if mcd_worse else "") + ".")

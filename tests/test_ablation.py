@@ -98,7 +98,7 @@ def test_ablation_reading_states_significance_and_the_choice(abl_df):
     text = readings.ablation(tab, ablation.choose(tab, 0.03), {"eta=1": "default"}, 0.03)
     assert "1 option sets equal the default (or an earlier row) and were not run twice (eta=1)" in text
     # LTH is a reference row, not an option set.
-    assert "1 of 1 option sets have significantly lower accuracy than the default (eta=0)" in text
+    assert "1 of 1 option sets have significantly lower accuracy than the default (eta=0) and 0 higher;" in text
     assert "0 have significantly lower MCD and 0 higher MCD." in text
     assert "The rule picks `eta=0`" in text and "within seed noise" in text
     kept = readings.ablation(tab, ablation.choose(tab, 0.001), {}, 0.001)
