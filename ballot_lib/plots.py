@@ -190,7 +190,7 @@ def vote_conflict(agreement: pd.DataFrame, epochs: Sequence[int], spread: Sequen
     sns.lineplot(data=agreement, x="epoch", y="same sign", hue="layer", marker="o", ax=axes[0])
     axes[0].set_title("where accuracy and fairness gradients agree")
     axes[0].set_xlabel("voting epoch")
-    axes[0].set_ylabel("share of weights with sign(g_acc) = sign(g_fair)")
+    axes[0].set_ylabel("share with sign(g_acc) = sign(g_fair)")
     axes[0].legend(fontsize="x-small", title="layer", title_fontsize="x-small")
     axes[1].plot(list(epochs), list(spread), marker="o")
     axes[1].axhline(1.0, color="k", ls=":", lw=1)

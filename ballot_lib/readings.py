@@ -119,9 +119,12 @@ def selection(summary: pd.DataFrame, tab: pd.DataFrame, reference: str = "magnit
     return " ".join(lines) if lines else "No mask was compared with the magnitude mask."
 
 
-def votes(record: Mapping[str, Any], diagnostics: Mapping[str, Any], flat: float = 1.5) -> str:
+def votes(record: Mapping[str, Any], diagnostics: Mapping[str, Any], flat: float = 2.0) -> str:
     """Notebook 02, the vote diagnostics: when the fairness weights go flat, how much the two gradients agree
-    early and late, and how far the fairness gradient moved the mask (overlap with the η = 0 mask)."""
+    early and late, and how far the fairness gradient moved the mask (overlap with the η = 0 mask).
+
+    The weights count as (nearly) flat when the most-weighted cell weighs less than ``flat`` times the least.
+    """
     epochs = list(record["epochs"])
     spread = [float(s) for s in record["weight_spread"]]
     lines = []
@@ -137,10 +140,10 @@ def votes(record: Mapping[str, Any], diagnostics: Mapping[str, Any], flat: float
                          f"epoch, {spread[-1]:.2f} there): the fairness gradient differed from the accuracy "
                          "gradient throughout.")
         elif flat_from == epochs[0]:
-            lines.append(f"The fairness weights were flat (spread < {flat:g}) at every voting epoch: g_fair ≈ g_acc "
+            lines.append(f"The fairness weights were nearly flat (spread < {flat:g}) at every voting epoch: g_fair ≈ g_acc "
                          "all along, so the vote could only follow accuracy.")
         else:
-            lines.append(f"The fairness weights are spread (max/min up to {max(spread):.1f}) early and flat "
+            lines.append(f"The fairness weights are spread (max/min up to {max(spread):.1f}) early and nearly flat "
                          f"(spread < {flat:g}) from epoch {flat_from} of {epochs[-1]} on: from then on g_fair ≈ "
                          f"g_acc and only {sum(e < flat_from for e in epochs)} of {len(epochs)} votes carried a "
                          "fairness signal.")

@@ -41,13 +41,13 @@ def test_votes_reading_finds_the_epoch_the_weights_go_flat():
     rec = {"epochs": [1, 2, 3, 4, 5], "weight_spread": [50.0, 3.0, 1.2, 1.1, 1.05],
            "sign_epochs": [{"w": [70, 100]}, {"w": [80, 100]}, {"w": [95, 100]}, {"w": [99, 100]}, {"w": [98, 100]}]}
     text = readings.votes(rec, {"overlap_eta0": 0.95, "overlap_lth": 0.6})
-    assert "flat (spread < 1.5) from epoch 3 of 5 on" in text and "only 2 of 5 votes" in text
+    assert "nearly flat (spread < 2) from epoch 3 of 5 on" in text and "only 2 of 5 votes" in text
     assert "75 % of the weights in the first half" in text and "97 % in the second half" in text
     assert "keeps 95.0 % of the weights the η = 0 vote" in text and "60.0 % of its kept weights" in text
     never = readings.votes({**rec, "weight_spread": [5.0] * 5, "sign_epochs": []}, {"overlap_eta0": 0.5})
     assert "never went flat" in never and "shares only 50.0 %" in never
     always = readings.votes({**rec, "weight_spread": [1.0] * 5}, {})
-    assert "flat (spread < 1.5) at every voting epoch" in always
+    assert "nearly flat (spread < 2) at every voting epoch" in always
 
 
 def test_selection_reading_names_a_collapse_from_the_numbers():
