@@ -181,3 +181,15 @@ def test_papers_tables_are_what_notebook_05_builds_from_the_suite_store():
         num = [c for c in want.columns if c not in keys]
         np.testing.assert_allclose(got[num].astype(float).to_numpy(), want[num].astype(float).to_numpy(),
                                    rtol=1e-6, atol=1e-9, equal_nan=True, err_msg=name)
+
+
+def test_papers_point_only_to_what_a_fresh_clone_has():
+    import re
+
+    for page in sorted((REPO / "papers").glob("*.md")):
+        text = page.read_text()
+        for dead in ("../shared/", "SPEC §", "outputs/issue_runs"):
+            assert dead not in text, f"{page.name} refers to {dead!r}"
+        for target in re.findall(r"\]\((\.\./[^)#]+)", text):
+            assert (page.parent / target).exists(), f"{page.name}: broken link {target}"
+    assert "05_results_report.ipynb" in (REPO / "papers" / "ballot.md").read_text()
