@@ -25,7 +25,7 @@ import math
 import re
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,7 +34,7 @@ from .analysis import LOCATION_PARAMETERS, summarize, versus
 from .paths import results_root
 from .results import _atomic_write, load_results, read_json
 
-KINDS = ("ballot_vs_baselines", "lth_vs_dense")
+KINDS = ["ballot_vs_baselines", "lth_vs_dense"]
 #: Metrics of the paper tables and whether they are written in points.
 METRICS = (("acc", True), ("cwv", False), ("mcd", True))
 #: Columns of each table that identify a row (the rest are numbers).
@@ -151,7 +151,23 @@ def lth_vs_dense(frame: pd.DataFrame, methods: Sequence[str] = ("MP", "LTH")) ->
     return pd.DataFrame(rows)
 
 
-BUILDERS = {"ballot_vs_baselines": ballot_vs_baselines, "lth_vs_dense": lth_vs_dense}
+BUILDERS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {"ballot_vs_baselines": ballot_vs_baselines,
+                                                               "lth_vs_dense": lth_vs_dense}
+#: Markdown renderers of registered tables (the built-in kinds are rendered by :func:`to_markdown` itself).
+RENDERERS: dict[str, Callable[[pd.DataFrame], str]] = {}
+
+
+def register_table(kind: str, builder: Callable[[pd.DataFrame], pd.DataFrame], keys: Sequence[str],
+                   markdown: Callable[[pd.DataFrame], str]) -> None:
+    """Add a table kind (e.g. notebook 03's comparison): ``builder`` turns one recorded comparison's labelled
+    rows into the table, ``keys`` are its identifying columns, ``markdown`` renders it for papers/*.md. Notebooks
+    then record comparisons of that kind with :func:`record_comparison`; the module that registers the kind must
+    be imported before :func:`build` runs (e.g. by notebook 05)."""
+    if kind not in KINDS:
+        KINDS.append(kind)
+    BUILDERS[kind] = builder
+    KEYS[kind] = list(keys)
+    RENDERERS[kind] = markdown
 
 
 PROVENANCE_COLUMNS = ["table", "dataset", "model", "record", "notebook", "variants", "seeds", "densities", "epochs",
@@ -247,6 +263,8 @@ def to_markdown(name: str, table: pd.DataFrame) -> str:
     """A paper table as markdown: means, and per metric ``Δ [95 % CI] wins/n`` (**bold**: the CI excludes 0)."""
     from .analysis import markdown_table
 
+    if name in RENDERERS:
+        return RENDERERS[name](table)
     if name == "provenance":
         return markdown_table(table.assign(compute_seconds=table["compute_seconds"].round(0).astype("Int64"),
                                            compute_epochs=table["compute_epochs"].round(0).astype("Int64")))

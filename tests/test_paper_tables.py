@@ -193,3 +193,20 @@ def test_papers_point_only_to_what_a_fresh_clone_has():
         for target in re.findall(r"\]\((\.\./[^)#]+)", text):
             assert (page.parent / target).exists(), f"{page.name}: broken link {target}"
     assert "05_results_report.ipynb" in (REPO / "papers" / "ballot.md").read_text()
+
+
+def test_a_registered_table_kind_is_built_rendered_and_recorded(store, monkeypatch):
+    root, _, df02 = store
+    monkeypatch.setattr(pt, "KINDS", list(pt.KINDS))
+    monkeypatch.setattr(pt, "BUILDERS", dict(pt.BUILDERS))
+    monkeypatch.setattr(pt, "KEYS", dict(pt.KEYS))
+    monkeypatch.setattr(pt, "RENDERERS", dict(pt.RENDERERS))
+    pt.register_table("counts", lambda f: f.groupby("variant", as_index=False)["seed"].nunique(), ["variant"],
+                      lambda t: "counted " + ",".join(t["variant"]))
+    pt.record_comparison("03_tiny", "counts", df02, {}, root)
+    try:
+        tabs = pt.build(root)
+        assert list(tabs["counts"]["seed"]) == [2, 2, 2, 2]
+        assert pt.to_markdown("counts", tabs["counts"]) == "counted Ballot,LTH,MP,dense"
+    finally:
+        (root / "comparisons" / "03_tiny.json").unlink()
