@@ -11,7 +11,8 @@ Commands (``python -m ballot_lib.sweep --help``):
   An optional ``aggregate`` mapping (e.g. ``seeds: [0, 1, 2, 3, 4]``) runs the notebook once more after all
   jobs succeeded, over every job's runs (loaded from the store, nothing retrained): the paired analysis.
   Local runs use a pool of ``--workers`` processes, each pinned to one GPU of ``--gpus`` via
-  ``CUDA_VISIBLE_DEVICES``; ``--slurm`` submits the jobs through submitit instead.
+  ``CUDA_VISIBLE_DEVICES``; ``--runs-per-gpu N`` runs N jobs at a time on each listed GPU (default by model
+  size, :func:`default_runs_per_gpu`); ``--slurm`` submits the jobs through submitit instead.
 * ``validate PARAMS.yaml``: check every parameter of every job against the notebook's annotated types and the
   library's rules (:func:`ballot_lib.validation.validate_notebook_params`), without loading data or training.
 
@@ -341,11 +342,44 @@ def validate_params_file(params_file: Path, folder: Path = NOTEBOOKS
     return spec, nb, jobs
 
 
+#: Concurrent jobs per GPU by model (issue #13). Measured on one H100 for resnet18 at batch 128 with the eager step:
+#: 4 processes gave 2.8x the images/s of one, 8 gave less than 4. The other entries are a rule by model size, to be
+#: confirmed by ``benchmarks/bench_training.py --runs-per-gpu N`` on the GPU at hand: models up to resnet18's size
+#: (11M parameters) 4, the larger resnet50/vgg16_bn 2 (more compute and memory per step), unknown models 1.
+RUNS_PER_GPU = {"mlp": 4, "cnn": 4, "resnet18": 4, "resnet50": 2, "vgg16_bn": 2}
+
+
+def default_runs_per_gpu(jobs: Sequence[Mapping[str, Any]]) -> int:
+    """Jobs per GPU for a grid: the smallest :data:`RUNS_PER_GPU` entry over the models its jobs train (the
+    parameters ``model`` or ``models``); 1 when a job names none or an unknown model."""
+    found = []
+    for params in jobs:
+        named = params.get("models", params.get("model"))
+        names = named if isinstance(named, (list, tuple)) else [named]
+        found += [RUNS_PER_GPU.get(n, 1) if isinstance(n, str) else 1 for n in names]
+    return min(found) if found else 1
+
+
+def job_threads(concurrent: int, cpus: Optional[int] = None) -> str:
+    """``OMP_NUM_THREADS`` of each job when ``concurrent`` run at once: the CPUs shared out, at least 1."""
+    return str(max(1, (cpus or os.cpu_count() or 1) // max(1, concurrent)))
+
+
 def run_grid_file(params_file: Path, out: Path, workers: int = 1, gpus: Sequence[str] = (),
                   slurm: bool = False, slurm_args: Optional[Mapping[str, Any]] = None,
-                  folder: Path = NOTEBOOKS) -> int:
-    """Execute every job of a parameter file (skipping finished ones); return the number of failures."""
+                  folder: Path = NOTEBOOKS, runs_per_gpu: Optional[int] = None) -> int:
+    """Execute every job of a parameter file (skipping finished ones); return the number of failures.
+
+    With ``gpus``, each GPU runs ``runs_per_gpu`` jobs at a time (default :func:`default_runs_per_gpu`), each job
+    pinned to it by ``CUDA_VISIBLE_DEVICES`` and given ``OMP_NUM_THREADS`` = CPUs / concurrent jobs (unless the
+    environment sets it); the pool has at least ``len(gpus) * runs_per_gpu`` workers.
+    """
     spec, nb, expanded = validate_params_file(params_file, folder)
+    if runs_per_gpu is not None and (not isinstance(runs_per_gpu, int) or runs_per_gpu < 1):
+        raise ValueError(f"--runs-per-gpu must be an integer >= 1, got {runs_per_gpu!r}")
+    if gpus:
+        runs_per_gpu = runs_per_gpu or default_runs_per_gpu(expanded)
+        workers = max(workers, len(gpus) * runs_per_gpu)
     out = Path(out).resolve()
     jobs = []
     for params in expanded:
@@ -357,15 +391,21 @@ def run_grid_file(params_file: Path, out: Path, workers: int = 1, gpus: Sequence
     if slurm:
         return _submit_slurm(nb, todo, out, slurm_args or {}, bool(spec["aggregate"]))
     gpu_pool: "queue.Queue[str]" = queue.Queue()
-    # One token per GPU (jobs pinned to it); without GPUs, one token per worker (CPU jobs in parallel).
-    for g in gpus or [""] * max(1, workers):
+    # runs_per_gpu tokens per GPU (jobs pinned to it), round-robin so that a few jobs spread over the GPUs; without
+    # GPUs, one token per worker (CPU jobs in parallel).
+    tokens = [g for _ in range(runs_per_gpu or 1) for g in gpus] or [""] * max(1, workers)
+    for g in tokens:
         gpu_pool.put(g)
+    if gpus:
+        print(f"[grid] {runs_per_gpu} job(s) at a time on each of GPU(s) {','.join(gpus)}")
+    # GPU jobs share the host's CPUs (data path, Python); CPU jobs keep torch's own thread choice.
+    threads = {"OMP_NUM_THREADS": job_threads(min(workers, len(tokens)))} if gpus and "OMP_NUM_THREADS" not in os.environ else {}
 
     def one(job):
         job_id, params = job
         gpu = gpu_pool.get()
         try:
-            env = {"CUDA_VISIBLE_DEVICES": gpu} if gpu != "" else {}
+            env = {**threads, **({"CUDA_VISIBLE_DEVICES": gpu} if gpu != "" else {})}
             output = out / "notebooks" / f"{nb.stem}-{job_id}.ipynb"
             secs = execute(nb, output, params, env=env)
             atomic_write_json({"seconds": secs, "parameters": params}, output.with_suffix(".done"))
@@ -437,7 +477,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     g.add_argument("params", type=Path)
     g.add_argument("--out", type=Path, default=None, help="default: outputs/<params file stem>")
     g.add_argument("--workers", type=int, default=1)
-    g.add_argument("--gpus", default="", help="comma-separated GPU ids, one worker per GPU, e.g. 0,1,2,3")
+    g.add_argument("--gpus", default="", help="comma-separated GPU ids, e.g. 0,1,2,3")
+    g.add_argument("--runs-per-gpu", type=int, default=None,
+                   help="jobs at a time on each GPU of --gpus (default: by model size, 4 up to resnet18, 2 for "
+                        "resnet50/vgg16_bn; confirm with benchmarks/bench_training.py --runs-per-gpu N)")
     g.add_argument("--slurm", action="store_true", help="submit through submitit instead of running locally")
     g.add_argument("--slurm-args", default="{}", help='JSON of submitit parameters, e.g. {"slurm_partition": "gpu"}')
     v = sub.add_parser("validate", help="check parameter files without training")
@@ -450,9 +493,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             gpus = [x for x in a.gpus.split(",") if x != ""]
             if a.workers < 1:
                 raise ValueError(f"--workers must be >= 1, got {a.workers}")
+            if a.runs_per_gpu is not None and not gpus:
+                raise ValueError("--runs-per-gpu needs --gpus (without GPUs, --workers sets the parallel jobs)")
             workers = max(a.workers, len(gpus)) if gpus else a.workers
             out = a.out or Path("outputs") / a.params.stem
-            return 1 if run_grid_file(a.params, out, workers, gpus, a.slurm, parse_slurm_args(a.slurm_args)) else 0
+            return 1 if run_grid_file(a.params, out, workers, gpus, a.slurm, parse_slurm_args(a.slurm_args),
+                                      runs_per_gpu=a.runs_per_gpu) else 0
         bad = 0
         for f in a.params:
             try:
