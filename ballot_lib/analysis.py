@@ -226,12 +226,19 @@ LOCATION_PARAMETERS = ("results_dir", "data_root")
 _NOT_PARAMETERS = {"In", "Out", "exit", "quit", "get_ipython", "open"}
 
 
-def notebook_parameters(namespace: Mapping[str, Any]) -> dict[str, Any]:
-    """The parameter values of a notebook, read from its globals right after the ``parameters`` cell.
+def notebook_parameters(namespace: Mapping[str, Any], notebook: Optional[str | Path] = None) -> dict[str, Any]:
+    """The parameter values of a notebook, read from its globals (``globals()``).
 
-    Keeps public names bound to plain values (str, int, float, bool, None, list, tuple, dict); IPython's own
-    names (``In``, ``Out``, ``_i1`` ...) are left out. Call it before the notebook defines anything else.
+    With ``notebook`` (its file, relative to the working directory, which is the notebook's folder under
+    Jupyter, papermill and nbval), exactly the names its ``parameters`` cell declares are read, so re-running a
+    cell later gives the same result. Without it (or when the file is not found), public names bound to plain
+    values (str, int, float, bool, None, list, tuple, dict) are kept and IPython's own names (``In``, ``Out``,
+    ``_i1`` ...) left out: call it then before the notebook defines anything else.
     """
+    if notebook is not None and Path(notebook).is_file():
+        from .sweep import notebook_parameters as declared
+
+        return {k: namespace[k] for k in declared(Path(notebook)) if k in namespace}
     plain = (str, int, float, bool, type(None), list, tuple, dict)
     return {k: v for k, v in namespace.items()
             if not k.startswith("_") and k not in _NOT_PARAMETERS and isinstance(v, plain)}

@@ -480,6 +480,21 @@ def test_notebook_parameters_keep_plain_public_values_only():
                                        "none": None}
 
 
+def test_notebook_parameters_read_the_declared_names_when_the_notebook_is_given(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("# parameters\ndataset: str = \"digits\"  # d\nseeds: list = [0]  # s")
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "x.ipynb"
+    nbformat.write(nb, path)
+    ns = {"dataset": "adult", "seeds": [1, 2], "seed": 3, "tag": "later"}
+    assert notebook_parameters(ns, path) == {"dataset": "adult", "seeds": [1, 2]}
+    assert "seed" in notebook_parameters(ns, tmp_path / "missing.ipynb")
+
+
 def test_run_tag_hashes_every_setting_but_the_locations():
     p = {"dataset": "digits", "model": "mlp", "seeds": [0, 1], "results_dir": "/a", "data_root": ""}
     tag = run_tag("01_x", p)
