@@ -52,6 +52,10 @@ from ballot_lib.training import MaskEnforcer, TrainConfig, resolve_device, train
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # as ballot_lib.data.real
 RATIO_TARGET = 1.05
 SPEEDUP_TARGET = 5.0
+#: library images/s over the whole-step CUDA-graph ceiling of the same model and batch (issue #13, GPU only)
+GRAPH_RATIO_TARGET = {"resnet18": 0.8, "cnn": 0.7}
+OTHER_TIME_TARGET = 0.10  # non-training time of a method's run / its training time
+GRID_HOURS_TARGET = 100.0  # the full paper grid, H100-hours
 
 # Default optimiser steps per timed run of measurement 1, per device kind and model (--steps overrides).
 # On CPU a CIFAR resnet18 step at batch 128 takes ~3 s on two cores, so it gets very few steps there.
@@ -278,6 +282,310 @@ def bench_throughput(model: str, dev: torch.device, n_images: int, batch_size: i
     }
 
 
+# ------------------------------------------------------------------------------------------ measurement 3
+
+
+def bare_step_fn(net, opt, x, y, amp: bool):
+    """The bare training step of the ceilings: forward (bf16 autocast on CUDA), loss, backward, optimiser step on
+    one pre-made batch; no data path, no masks, no accumulators."""
+    dev_type = x.device.type
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=amp, cache_enabled=False):
+            loss = F.cross_entropy(net(x).float(), y)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def bare_model(model: str, dev: torch.device, batch_size: int, seed: int = 0):
+    torch.manual_seed(seed)
+    net = build_model(model, (3, 32, 32), 10).to(dev)
+    x = torch.randn(batch_size, 3, 32, 32, device=dev)
+    if dev.type == "cuda":
+        net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch_size,), device=dev)
+    return net, x, y
+
+
+def eager_ceiling(model: str, dev: torch.device, batch_size: int, steps: int, warmup: int) -> float:
+    """Images/s of a bare eager loop of the same model and batch (the same SGD recipe as the library's)."""
+    net, x, y = bare_model(model, dev, batch_size)
+    cfg = train_cfg(batch_size)
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    step = bare_step_fn(net, opt, x, y, amp=dev.type == "cuda")
+    for _ in range(warmup):
+        step()
+    sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(dev)
+    return steps * batch_size / (time.perf_counter() - t0)
+
+
+def graph_ceiling(model: str, dev: torch.device, batch_size: int, steps: int, warmup: int) -> float:
+    """Images/s of the same bare step captured once as a whole CUDA graph and replayed (fused SGD, tensor lr)."""
+    net, x, y = bare_model(model, dev, batch_size)
+    cfg = train_cfg(batch_size)
+    lr = torch.full((), cfg.lr, device=dev)
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=True)
+    step = bare_step_fn(net, opt, x, y, amp=True)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(max(3, warmup)):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    for _ in range(warmup):
+        graph.replay()
+    sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        graph.replay()
+    sync(dev)
+    return steps * batch_size / (time.perf_counter() - t0)
+
+
+def library_ips(model: str, dev: torch.device, batch_size: int, steps: int, warmup: int, mode: str,
+                repeats: int) -> float:
+    """Images/s of ``train()`` (dense, no evaluation) in ``step_mode=mode``, in steady state: one call over
+    ``1 + repeats`` epochs of ``steps`` full batches, each epoch timed by an epoch hook (every epoch ends in the
+    loop's one host sync); the first epoch (warm-up, CUDA-graph capture, compilation) is dropped, the median of the
+    others taken. ``warmup`` is unused (the first epoch is the warm-up)."""
+    x, y = synthetic_images(steps * batch_size, seed=3)
+    bundle = make_bundle(x, y)
+    torch.manual_seed(0)
+    net = build_model(model, (3, 32, 32), 10)
+    cfg = TrainConfig(epochs=1 + repeats, batch_size=batch_size, optimizer="sgd", lr=0.01, momentum=0.9,
+                      weight_decay=5e-4, schedule="constant")
+    stamps = [time.perf_counter()]
+    train(net, bundle, cfg, seed=0, device=dev, eval_splits=(), progress=False, step_mode=mode,
+          hooks=[lambda net, epoch, row: stamps.append(time.perf_counter())])
+    per_epoch = [b - a for a, b in zip(stamps[1:], stamps[2:])]
+    return steps * batch_size / median(per_epoch)
+
+
+def bench_ceilings(model: str, dev: torch.device, batch_size: int, steps: int, warmup: int, modes, repeats: int
+                   ) -> dict:
+    out = {"model": model, "batch_size": batch_size, "steps": steps, "library": {}, "errors": {}}
+    for mode in modes:
+        try:
+            out["library"][mode] = library_ips(model, dev, batch_size, steps, warmup, mode, repeats)
+        except Exception as e:  # a mode that fails here (e.g. no compiler) must not hide the others
+            out["errors"][mode] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    out["eager_ceiling"] = eager_ceiling(model, dev, batch_size, steps, warmup)
+    out["graph_ceiling"] = graph_ceiling(model, dev, batch_size, steps, warmup) if dev.type == "cuda" else None
+    best = max(out["library"].values()) if out["library"] else float("nan")
+    out["best_mode"] = max(out["library"], key=out["library"].get) if out["library"] else None
+    out["library_best"] = best
+    out["ratio_to_eager_ceiling"] = best / out["eager_ceiling"]
+    out["ratio_to_graph_ceiling"] = best / out["graph_ceiling"] if out["graph_ceiling"] else None
+    target = GRAPH_RATIO_TARGET.get(model)
+    out["target"] = target
+    out["meets_target"] = (out["ratio_to_graph_ceiling"] >= target) if (target and out["graph_ceiling"]) else None
+    return out
+
+
+# ------------------------------------------------------------------------------------------ measurement 4
+
+
+def worker_main(args) -> int:
+    """One of N concurrent processes: warm up, signal ready, wait for go, time ``train()`` over its images."""
+    dev = resolve_device(args.device)
+    steps, bs = args.worker_steps, args.batch_size
+    x, y = synthetic_images((steps + 2) * bs, seed=4)
+    torch.manual_seed(0)
+    net = build_model(args.worker_model, (3, 32, 32), 10)
+    kw = dict(device=dev, eval_splits=(), progress=False, step_mode=args.worker_step_mode)
+    train(net, make_bundle(x[:2 * bs], y[:2 * bs]), train_cfg(bs), seed=0, **kw)
+    sync(dev)
+    Path(args.worker_ready).write_text("ready")
+    while not Path(args.worker_go).exists():
+        time.sleep(0.01)
+    start = time.time()
+    train(net, make_bundle(x[2 * bs:], y[2 * bs:]), train_cfg(bs), seed=1, **kw)
+    sync(dev)
+    end = time.time()
+    Path(args.worker_result).write_text(json.dumps({"start": start, "end": end, "images": steps * bs}))
+    return 0
+
+
+def bench_concurrent(model: str, dev: torch.device, batch_size: int, steps: int, counts, mode: str) -> dict:
+    """Aggregate images/s of N processes training at once on one device: total images / (last end - first start),
+    all workers starting together after their warm-up."""
+    import subprocess
+    import tempfile
+
+    from ballot_lib.sweep import job_threads
+
+    out = {"model": model, "batch_size": batch_size, "steps_per_process": steps, "step_mode": mode, "runs": {}}
+    for n in counts:
+        with tempfile.TemporaryDirectory() as tmp:
+            go = Path(tmp) / "go"
+            env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", job_threads(n))}
+            procs = []
+            for i in range(n):
+                cmd = [sys.executable, __file__, "--device", str(dev), "--batch-size", str(batch_size),
+                       "--worker-model", model, "--worker-steps", str(steps), "--worker-step-mode", mode,
+                       "--worker-ready", f"{tmp}/ready{i}", "--worker-go", str(go), "--worker-result",
+                       f"{tmp}/result{i}.json"]
+                procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+            deadline = time.monotonic() + 1800
+            while not all(Path(f"{tmp}/ready{i}").exists() for i in range(n)):
+                if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            go.write_text("go")
+            errs = [p.communicate()[1].decode()[-300:] if p.wait() != 0 else "" for p in procs]
+            results = [json.loads(Path(f"{tmp}/result{i}.json").read_text()) for i in range(n)
+                       if Path(f"{tmp}/result{i}.json").exists()]
+        if len(results) < n:
+            out["runs"][n] = {"error": next((e for e in errs if e), "a worker gave no result")}
+            continue
+        span = max(r["end"] for r in results) - min(r["start"] for r in results)
+        out["runs"][n] = {"images_per_s": sum(r["images"] for r in results) / span, "seconds": span}
+    one = out["runs"].get(counts[0], {}).get("images_per_s") if counts else None
+    for n, r in out["runs"].items():
+        if one and "images_per_s" in r:
+            r["vs_first"] = r["images_per_s"] / one
+    return out
+
+
+# ------------------------------------------------------------------------------------------ measurement 5
+
+
+def register_bench_dataset(n_train: int, n_eval: int) -> str:
+    """A synthetic CIFAR-sized dataset in the library's registry (an extension point), so that methods run
+    through ``Experiment`` exactly as notebooks run them."""
+    from ballot_lib.data import DATASETS
+
+    name = f"bench_synthetic_{n_train}_{n_eval}"
+    if name not in DATASETS.names():
+        def load(cfg, n_train=n_train, n_eval=n_eval):
+            x, y = synthetic_images(n_train + 2 * n_eval, seed=5)
+            b = make_bundle(x[:n_train], y[:n_train])
+            b.val = Split(x[n_train:n_train + n_eval], y[n_train:n_train + n_eval])
+            b.test = Split(x[n_train + n_eval:], y[n_train + n_eval:])
+            b.name = name
+            return b
+
+        DATASETS.register(name)(load)
+    return name
+
+
+def bench_methods(model: str, dev: torch.device, n_train: int, n_eval: int, epochs: int, batch_size: int,
+                  density: float, methods) -> dict:
+    """Wall time of each method's run (``run_method``, fresh store) against its training time (the run summary's
+    ``seconds``: the loop of its (last) ``train()`` call); the difference is the non-training part (pruning,
+    votes, selection, evaluation outside the loop, storing). The dense run comes first and is shared, as in the
+    notebooks: a later method's wall time does not include it. Ballot's dense extras are registered before it."""
+    import tempfile
+
+    from ballot_lib.data import DataConfig
+    from ballot_lib.experiment import Experiment
+    from ballot_lib.methods.base import make_config, prepare_method, run_method
+    from ballot_lib.models import ModelConfig
+
+    name = register_bench_dataset(n_train, n_eval)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer="sgd", lr=0.05, momentum=0.9,
+                          weight_decay=5e-4, schedule="cosine")
+        exp = Experiment(DataConfig(name), ModelConfig(model), cfg, device=str(dev), results_dir=tmp, progress=False)
+        exp.bundle  # noqa: B018  (data loaded outside the timings)
+        if "ballot" in methods:
+            prepare_method(exp, "ballot", make_config("ballot", density=density))
+        for m in methods:
+            kw = {} if m == "dense" else {"density": density}
+            sync(dev)
+            t0 = time.perf_counter()
+            try:
+                rr = run_method(exp, m, seed=0, **kw)
+            except Exception as e:
+                rows.append({"method": m, "error": f"{type(e).__name__}: {e}"[:200]})
+                continue
+            sync(dev)
+            wall = time.perf_counter() - t0
+            secs = float(rr.summary.get("seconds", float("nan")))
+            extra = {k: rr.summary[k] for k in ("vote_seconds",) if k in rr.summary}
+            rows.append({"method": m, "wall_s": wall, "train_s": secs, "other_s": wall - secs,
+                         "other_over_train": (wall - secs) / secs if secs > 0 else float("nan"), **extra})
+    return {"model": model, "n_train": n_train, "n_eval": n_eval, "epochs": epochs, "batch_size": batch_size,
+            "density": density, "methods": rows}
+
+
+# ------------------------------------------------------------------------------------------ projection
+
+#: The paper grid (notebook 03's parameter files): dataset -> (train images after the val carve, image side).
+#: Assumptions: cost per image scales with the pixel count relative to 32x32 (conv nets with global pooling);
+#: evaluation of val+test every epoch costs a third of a training step per image (forward only).
+PAPER_DATASETS = {"cifar10": (45_000, 10_000, 32), "cifar100": (45_000, 10_000, 32), "cifar10s": (45_000, 10_000, 32),
+                  "celeba": (162_770, 39_829, 128), "utkface": (16_600, 7_100, 64),
+                  "tinyimagenet": (90_000, 20_000, 64)}
+PAPER_MODELS = ("resnet18", "resnet50", "vgg16_bn")
+PAPER_METHODS = ("dense", "mp", "lth", "ballot", "safecompress", "fairscratch")
+PAPER_DENSITIES = (0.2, 0.1, 0.05, 0.02)
+PAPER_SEEDS = 5
+
+
+def PAPER_SEEDS_RANGE():  # noqa: N802
+    return range(PAPER_SEEDS)
+
+PAPER_EPOCHS = 250
+#: methods that reuse the seed's dense run (their declared compute includes it; the projection counts it once)
+USES_DENSE = {"mp", "lth", "ballot"}
+
+
+def grid_epochs() -> dict:
+    """Epochs of the dense recipe per (dataset, model, seed): the dense run once, plus each sparse method's own
+    training at every density (declared compute, defaults of each method, 250 epochs)."""
+    from ballot_lib.data import DataConfig
+    from ballot_lib.experiment import Experiment
+    from ballot_lib.methods.base import compute_epochs
+    from ballot_lib.models import ModelConfig
+
+    exp = Experiment(DataConfig("digits"), ModelConfig("mlp"), TrainConfig.authors(PAPER_EPOCHS), device="cpu",
+                     progress=False)
+    per = {"dense": float(PAPER_EPOCHS)}
+    for m in PAPER_METHODS[1:]:
+        c = compute_epochs(exp, m, density=PAPER_DENSITIES[0])
+        per[m] = (c - PAPER_EPOCHS if m in USES_DENSE else c) * len(PAPER_DENSITIES)
+    return per
+
+
+def project_grid(ips_by_model: dict, concurrency: dict) -> dict:
+    """GPU-hours of the full paper grid from measured images/s per model (32x32, batch 128)."""
+    per = grid_epochs()
+    epochs_per_cell = sum(per.values())
+    rows, total, total_conc = [], 0.0, 0.0
+    for model in PAPER_MODELS:
+        ips = ips_by_model.get(model)
+        if not ips:
+            rows.append({"model": model, "images_per_s": None})
+            continue
+        secs = 0.0
+        for _, (n_train, n_eval, side) in PAPER_DATASETS.items():
+            area = (side / 32) ** 2
+            epoch_s = (n_train + n_eval / 3) * area / ips
+            secs += epoch_s * epochs_per_cell * PAPER_SEEDS
+        hours = secs / 3600
+        factor = concurrency.get(model, 1.0)
+        rows.append({"model": model, "images_per_s": ips, "gpu_hours": hours, "concurrency_factor": factor,
+                     "gpu_hours_concurrent": hours / factor})
+        total += hours
+        total_conc += hours / factor
+    return {"epochs_per_dataset_model_seed": per, "epochs_per_cell": epochs_per_cell, "rows": rows,
+            "gpu_hours": total, "gpu_hours_concurrent": total_conc,
+            "complete": all(r.get("images_per_s") for r in rows), "target_gpu_hours": GRID_HOURS_TARGET}
+
+
 # ------------------------------------------------------------------------------------------ main
 
 
@@ -302,7 +610,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--baseline-batch-size", type=int, default=32, help="baseline DataLoader batch (default: 32)")
     p.add_argument("--workers", type=int, default=2, help="baseline DataLoader num_workers (default: 2)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--only", choices=("ratio", "throughput"), default=None, help="run one measurement only")
+    p.add_argument("--only", default=None,
+                   help="comma-separated measurements to run: ratio, throughput, ceilings, concurrent, methods, "
+                        "projection (default: all; projection uses the ceilings' and concurrent measurements)")
+    p.add_argument("--step-modes", default=None,
+                   help="library step modes of measurement 3 (default: eager,graph on CUDA; eager on CPU; add compiled "
+                        "to time torch.compile, which compiles for minutes per model)")
+    p.add_argument("--ceiling-models", default=None,
+                   help="models of measurement 3 (default: cnn,resnet18,resnet50,vgg16_bn on CUDA; cnn on CPU)")
+    p.add_argument("--ceiling-steps", type=int, default=None, help="timed steps of measurement 3 (default: 200 "
+                   "on CUDA, 5 on CPU)")
+    p.add_argument("--runs-per-gpu", default=None,
+                   help="process counts of measurement 4, e.g. 1,2,4,8 (default on CUDA; 1,2 on CPU)")
+    p.add_argument("--concurrent-model", default=None, help="model of measurement 4 (default: resnet18 on CUDA, "
+                   "cnn on CPU)")
+    p.add_argument("--concurrent-steps", type=int, default=None,
+                   help="steps per process of measurement 4 (default: 400 on CUDA, 5 on CPU)")
+    p.add_argument("--concurrent-step-mode", default="eager", help="step mode of measurement 4 (default: eager)")
+    p.add_argument("--methods", default="dense,mp,lth,ballot,safecompress,fairscratch",
+                   help="methods of measurement 5 (default: the paper's six)")
+    p.add_argument("--method-model", default=None, help="model of measurement 5 (default: resnet18 on CUDA, "
+                   "cnn on CPU)")
+    p.add_argument("--method-images", type=int, default=None,
+                   help="synthetic train images of measurement 5 (default: 50000 on CUDA, 512 on CPU); val and "
+                        "test get a fifth each")
+    p.add_argument("--method-epochs", type=int, default=None, help="epochs of measurement 5 (default: 10 on "
+                   "CUDA, 2 on CPU)")
+    for hidden in ("--worker-model", "--worker-step-mode", "--worker-ready", "--worker-go", "--worker-result"):
+        p.add_argument(hidden, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker-steps", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--quick", action="store_true", help="short settings (CPU: a few minutes on two cores)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON to PATH")
     p.add_argument("--check", action="store_true",
@@ -314,6 +650,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.worker_model:
+        return worker_main(args)
+    only = None if args.only is None else set(args.only.split(","))
+    known = {"ratio", "throughput", "ceilings", "concurrent", "methods", "projection"}
+    if only is not None and not only <= known:
+        raise SystemExit(f"--only: unknown measurement(s) {sorted(only - known)}; choose from {sorted(known)}")
     dev = resolve_device(args.device)
     cuda = dev.type == "cuda"
     steps_table = RATIO_STEPS[("cuda" if cuda else "cpu") + ("-quick" if args.quick else "")]
@@ -331,9 +673,10 @@ def main(argv=None) -> int:
     print(f"ballot_lib training benchmark | device {dev} ({dev_name}) | torch {torch.__version__} | "
           f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs | quick={args.quick}")
     warn_if_loaded("start")
-    out = {"env": env, "mask_ratio": [], "throughput": []}
+    out = {"env": env, "mask_ratio": [], "throughput": [], "ceilings": [], "concurrent": None, "methods": None,
+           "projection": None}
 
-    if args.only in (None, "ratio"):
+    if only is None or "ratio" in only:
         print(f"\n[1] masked (magnitude, density {args.density}) / dense time of N steps of ballot_lib.training.train"
               f" | batch {args.batch_size} | median of {repeats} | target <= {RATIO_TARGET}")
         print(f"    {'model':<10}{'steps':>6}{'dense s/step':>14}{'masked s/step':>15}{'ratio':>8}  target"
@@ -350,7 +693,7 @@ def main(argv=None) -> int:
               " load);\n    enforcer ms/step = apply_grads + apply_weights timed alone; 1+enf/dense = the ratio it"
               " implies; mask strides=param: NO means torch._foreach_mul_ leaves its fused CUDA fast path.")
 
-    if args.only in (None, "throughput"):
+    if only is None or "throughput" in only:
         span = "full epoch" if tp_steps is None else f"{tp_steps} x {args.batch_size} images (part of an epoch)"
         print(f"\n[2] training throughput, library GPU path vs plain torchvision DataLoader loop | "
               f"{args.n_images} synthetic 3x32x32 images, {span} | median of {tp_repeats}")
@@ -372,6 +715,104 @@ def main(argv=None) -> int:
             print("    note: the >= 5x target is for a GPU (device-resident data, bf16, channels_last); on CPU both "
                   "paths are compute-bound and the figure is informative only.")
 
+    if only is None or "ceilings" in only or "projection" in only:
+        modes = (args.step_modes or ("eager,graph" if cuda else "eager")).split(",")
+        c_models = (args.ceiling_models or ("cnn,resnet18,resnet50,vgg16_bn" if cuda else "cnn")).split(",")
+        c_steps = args.ceiling_steps or (200 if cuda else 5)
+        c_warm = max(3, warmup) if cuda else 1
+        print(f"\n[3] library images/s per step mode vs the bare eager loop and the whole-step CUDA graph | batch "
+              f"{args.batch_size} | {c_steps} timed steps | targets: library/graph >= "
+              + ", ".join(f"{k} {v}" for k, v in GRAPH_RATIO_TARGET.items()) + (" (GPU only)" if not cuda else ""))
+        print(f"    {'model':<10}" + "".join(f"{'lib ' + m:>15}" for m in modes)
+              + f"{'eager ceil':>12}{'graph ceil':>12}{'lib/eager':>11}{'lib/graph':>11}  verdict")
+        for model in c_models:
+            r = bench_ceilings(model, dev, args.batch_size, c_steps, c_warm, modes, 1 if not cuda else 3)
+            out["ceilings"].append(r)
+            libs = "".join(f"{r['library'][m]:>15.0f}" if m in r["library"] else f"{'error':>15}" for m in modes)
+            g = f"{r['graph_ceiling']:>12.0f}" if r["graph_ceiling"] else f"{'n/a':>12}"
+            rg = f"{r['ratio_to_graph_ceiling']:>11.2f}" if r["ratio_to_graph_ceiling"] else f"{'n/a':>11}"
+            verdict = {True: "met", False: "MISSED", None: "n/a"}[r["meets_target"]]
+            print(f"    {model:<10}{libs}{r['eager_ceiling']:>12.0f}{g}{r['ratio_to_eager_ceiling']:>11.2f}{rg}  "
+                  f"{verdict} (best: {r['best_mode']})", flush=True)
+            for m, e in r["errors"].items():
+                print(f"      {m} failed: {e}")
+        print("    lib <mode> = train() (dense, no evaluation) in that step mode; eager ceil = a bare loop of the "
+              "same model/batch\n    (one pre-made batch: forward, loss, backward, SGD step); graph ceil = that "
+              "bare step captured as one CUDA graph;\n    lib/eager, lib/graph: the best library mode over the "
+              "ceiling.")
+
+    if only is None or "concurrent" in only or "projection" in only:
+        counts = [int(n) for n in (args.runs_per_gpu or ("1,2,4,8" if cuda else "1,2")).split(",")]
+        cm = args.concurrent_model or ("resnet18" if cuda else "cnn")
+        csteps = args.concurrent_steps or (400 if cuda else 5)
+        print(f"\n[4] N concurrent train() processes on one {dev.type} device ({cm}, batch {args.batch_size}, "
+              f"{csteps} steps each, step mode {args.concurrent_step_mode}): aggregate images/s")
+        r = bench_concurrent(cm, dev, args.batch_size, csteps, counts, args.concurrent_step_mode)
+        out["concurrent"] = r
+        for n, row in r["runs"].items():
+            if "error" in row:
+                print(f"    N={n:<3} failed: {row['error']}")
+            else:
+                print(f"    N={n:<3}{row['images_per_s']:>12.0f} images/s  {row.get('vs_first', float('nan')):>5.2f}x "
+                      f"N={counts[0]}", flush=True)
+        print("    the sweep's default per model (ballot_lib.sweep.RUNS_PER_GPU) should be the N past which the "
+              "aggregate stops growing.")
+
+    if only is None or "methods" in only:
+        mm = args.method_model or ("resnet18" if cuda else "cnn")
+        n_img = args.method_images or (50_000 if cuda else 512)
+        n_eval = max(8, n_img // 5)
+        m_epochs = args.method_epochs or (10 if cuda else 2)
+        methods = [m for m in args.methods.split(",") if m]
+        print(f"\n[5] per-method wall time vs training time ({mm}, {n_img} synthetic images + {n_eval} val + "
+              f"{n_eval} test, {m_epochs} epochs, batch {args.batch_size}, density 0.1, seed 0, fresh store)"
+              f" | target: other <= {OTHER_TIME_TARGET:.0%} of training")
+        r = bench_methods(mm, dev, n_img, n_eval, m_epochs, args.batch_size, 0.1, methods)
+        out["methods"] = r
+        print(f"    {'method':<14}{'wall s':>9}{'train s':>9}{'other s':>9}{'other/train':>13}  verdict")
+        for row in r["methods"]:
+            if "error" in row:
+                print(f"    {row['method']:<14} failed: {row['error']}")
+                continue
+            ok = row["other_over_train"] <= OTHER_TIME_TARGET
+            print(f"    {row['method']:<14}{row['wall_s']:>9.2f}{row['train_s']:>9.2f}{row['other_s']:>9.2f}"
+                  f"{row['other_over_train']:>13.2f}  {'met' if ok else 'MISSED'}"
+                  + (f"  (+ votes in the dense run {row['vote_seconds']:.2f} s)" if "vote_seconds" in row else ""),
+                  flush=True)
+        print("    wall = run_method() call; train = the run summary's `seconds` (its train() loop); other = wall - "
+              "train (pruning, votes outside the loop,\n    evaluation, storing). The dense run is done first and "
+              "shared; later methods do not include it.")
+
+    if only is None or "projection" in only:
+        ips = {r["model"]: r["library_best"] for r in out["ceilings"] if r.get("library_best") == r.get("library_best")}
+        conc = {}
+        if out["concurrent"]:
+            best = max((row.get("vs_first", 0) for row in out["concurrent"]["runs"].values()), default=0)
+            if best >= 1:
+                conc = {m: best for m in PAPER_MODELS}  # the measured model's factor applied to every model
+        proj = project_grid(ips, conc)
+        out["projection"] = proj
+        print(f"\n[6] projection of the full paper grid: {len(PAPER_DATASETS)} datasets x {len(PAPER_MODELS)} models "
+              f"x {len(PAPER_SEEDS_RANGE())} seeds, {PAPER_EPOCHS} epochs, densities {list(PAPER_DENSITIES)} | "
+              f"target <= {GRID_HOURS_TARGET:g} GPU-hours")
+        print(f"    epochs of the dense recipe per dataset x model x seed: {proj['epochs_per_cell']:.0f} = "
+              + " + ".join(f"{m} {e:.0f}" for m, e in proj["epochs_per_dataset_model_seed"].items()))
+        for row in proj["rows"]:
+            if not row.get("images_per_s"):
+                print(f"    {row['model']:<10} not measured here (add it to --ceiling-models)")
+                continue
+            print(f"    {row['model']:<10}{row['images_per_s']:>10.0f} img/s  {row['gpu_hours']:>10.1f} h one run "
+                  f"per device  {row['gpu_hours_concurrent']:>10.1f} h with x{row['concurrency_factor']:.2f} from "
+                  f"concurrent runs")
+        verdict = ("met" if proj["gpu_hours_concurrent"] <= GRID_HOURS_TARGET else "MISSED") if proj["complete"] \
+            else "incomplete"
+        print(f"    total: {proj['gpu_hours']:.1f} device-hours ({proj['gpu_hours_concurrent']:.1f} with concurrent "
+              f"runs) on {dev_name}: {verdict if cuda else 'n/a on CPU'}")
+        print("    assumptions: cost per image ~ pixels relative to 32x32; val+test evaluated every epoch at a third "
+              "of a training step per image;\n    dense run once per dataset/model/seed, MP/LTH/Ballot reuse it; "
+              "method defaults; the best step mode of [3]; the concurrency\n    factor of [4] (its model) applied "
+              "to every model; no data loading or Ballot engine time beyond what [5] shows.")
+
     env["load_average_1min_end"] = load_average()
     warn_if_loaded("end")
     if args.json:
@@ -381,6 +822,7 @@ def main(argv=None) -> int:
     if args.check:
         missed = [r["model"] for r in out["mask_ratio"] if not r["meets_target"]]
         missed += [r["model"] for r in out["throughput"] if r["meets_target"] is False]
+        missed += [r["model"] for r in out["ceilings"] if r["meets_target"] is False]
         return 1 if missed else 0
     return 0
 
