@@ -36,11 +36,14 @@ its parameters), else ``"auto"``, which is ``"eager"`` on every device until the
 
 Limits of ``"graph"``: a step hook must change masks and optimiser state in place (not rebind tensors), it sees
 ``param_groups[i]["lr"]`` as a one-element tensor, and models whose forward does host syncs or data-dependent
-control flow cannot be captured (the capture then raises; use ``"eager"``).
+control flow cannot be captured (FairScratch's EO surrogate indexes with a boolean mask, for one): the capture
+then fails, a ``RuntimeWarning`` says why and the run goes on with eager steps (a capture runs no kernel, so no
+state changed). Each ``train()`` call captures its own graph (one per run; :data:`WARMUP_STEPS` eager steps first).
 """
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Callable, Optional
 
 import torch
@@ -194,6 +197,8 @@ class GraphStepper(Stepper):
         self.replay: Optional[Callable[[], None]] = None
         self.eager_steps = 0
         self.replays = 0
+        #: why the capture failed (then every step is eager), or "" while capture works / has not been tried
+        self.failed = ""
 
     def _params(self) -> list:
         return [p for g in self.opt.param_groups for p in g["params"]]
@@ -229,11 +234,21 @@ class GraphStepper(Stepper):
 
     def step(self, idx, crop, flip) -> None:
         full = idx.shape[0] == self.batch_size
-        if not full or (self.replay is None and self.eager_steps < self.warmup):
+        if self.failed or not full or (self.replay is None and self.eager_steps < self.warmup):
             self._eager(idx, crop, flip)
         else:
             if self.replay is None:
-                self.replay = self.capture(lambda: self.body(self.s_idx, self.s_crop, self.s_flip))
+                try:
+                    self.replay = self.capture(lambda: self.body(self.s_idx, self.s_crop, self.s_flip))
+                except Exception as e:  # noqa: BLE001  (a capture runs no kernel: state is as before the step)
+                    self.failed = f"{type(e).__name__}: {e}"
+                    warnings.warn(f"step_mode 'graph': the training step could not be captured as a CUDA graph "
+                                  f"({self.failed.splitlines()[0][:300]}); this run continues with eager steps. A "
+                                  f"loss or model that syncs with the host (e.g. boolean indexing, .item()) cannot "
+                                  f"be captured.", RuntimeWarning, stacklevel=2)
+                    self._eager(idx, crop, flip)
+                    self.steps += 1
+                    return
                 self.static_grads = [p.grad for p in self._params()]
             self._load(idx, crop, flip)
             self.replay()

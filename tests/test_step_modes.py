@@ -109,7 +109,7 @@ class FakeCapture:
         return fn
 
 
-def graph_run(cfg, capture, step_hooks=(), epochs_bundle=None, warmup=C.WARMUP_STEPS):
+def graph_run(cfg, capture, step_hooks=(), epochs_bundle=None, warmup=C.WARMUP_STEPS, net=None, **kw):
     """``train`` in graph mode on CPU with a fake capture (patched into make_stepper)."""
     made = {}
     real = C.make_stepper
@@ -123,10 +123,10 @@ def graph_run(cfg, capture, step_hooks=(), epochs_bundle=None, warmup=C.WARMUP_S
     real_resolve = C.resolve_step_mode
     C.resolve_step_mode = lambda mode, dev: "graph"
     try:
-        net = conv_net()
-        mask = half_mask(net)
+        net = net or conv_net()
+        mask = half_mask(conv_net())
         res = train(net, epochs_bundle or image_bundle(), cfg, seed=3, mask=mask, device="cpu", progress=False,
-                    step_mode="graph", step_hooks=step_hooks)
+                    step_mode="graph", step_hooks=step_hooks, **kw)
     finally:
         C.make_stepper = real
         C.resolve_step_mode = real_resolve
@@ -172,6 +172,33 @@ def test_graph_keeps_captured_gradients_and_masks_changed_in_place():
         assert all(a is b for a, b in zip(later, seen[3]))
     first = next(iter(mask))
     assert bool((dict(net.named_parameters())[first].detach() == 0).all())
+
+
+def test_graph_falls_back_to_eager_when_the_step_cannot_be_captured():
+    def refuse(fn):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    ref, _, rref = run("eager")
+    with pytest.warns(RuntimeWarning, match="could not be captured.*continues with eager steps"):
+        net, mask, res, st = graph_run(CFG, refuse)
+    assert st.replays == 0 and st.eager_steps == 6 and "not permitted" in st.failed
+    assert_close_to_eager(net, ref, mask)
+    assert [r["train_acc"] for r in res.history] == [r["train_acc"] for r in rref.history]
+
+
+def test_graph_mode_resumes_from_a_checkpoint_of_an_eager_run(tmp_path):
+    """A run interrupted in eager mode resumes in graph mode: the lr stays the shared tensor, the schedule goes on."""
+    ckpt = tmp_path / "ckpt.pt"
+    net = conv_net()
+    train(net, image_bundle(), CFG, seed=3, mask=half_mask(net), device="cpu", progress=False, end_epoch=1,
+          checkpoint=ckpt, step_mode="eager")
+    lrs = []
+    hook = lambda step, opt, masks: lrs.append((step, opt.param_groups[0]["lr"]))  # noqa: E731
+    resumed, mask, res, st = graph_run(CFG, FakeCapture(), step_hooks=[hook], net=conv_net(), checkpoint=ckpt)
+    assert [s for s, _ in lrs] == [3, 4, 5] and all(isinstance(lr, torch.Tensor) for _, lr in lrs)
+    assert len(res.history) == 2 and st.steps == 3
+    ref, _, _ = run("eager")
+    assert_close_to_eager(resumed, ref, mask)
 
 
 def test_graph_static_buffers_without_augmentation():
