@@ -114,19 +114,21 @@ def epoch_hits(scores: Mapping[str, torch.Tensor], eligible: Mapping[str, torch.
     The pool is all tensors with k = round(density·N) (``per_tensor=None``) or each tensor with its own count.
     """
     names = list(scores)
+    # Ranking by (not vetoed, score) is one sort on the score with vetoed entries at -inf: vetoed entries never
+    # vote, so their order among themselves does not matter, and ties keep the lower index (stable sort).
     if per_tensor is None:
-        s = torch.cat([scores[n].flatten() for n in names])
+        s = torch.cat([scores[n].flatten().masked_fill(~agree[n].flatten(), float("-inf")) for n in names])
         e = torch.cat([eligible[n].flatten() for n in names])
-        a = torch.cat([agree[n].flatten().to(torch.int8) for n in names])
-        top = _top([a, s], kept_count(density, s.numel()))
+        top = _top([s], kept_count(density, s.numel()))
         top = top[e[top]]  # zero-score or vetoed entries in the top-k cast no vote
         hit = torch.zeros(s.numel(), dtype=torch.bool, device=s.device)
         hit[top] = True
         return dict(zip(names, hit.split([scores[n].numel() for n in names])))
     out = {}
     for n in names:
-        fs, fe = scores[n].flatten(), eligible[n].flatten()
-        top = _top([agree[n].flatten().to(torch.int8), fs], per_tensor[n])
+        fs = scores[n].flatten().masked_fill(~agree[n].flatten(), float("-inf"))
+        fe = eligible[n].flatten()
+        top = _top([fs], per_tensor[n])
         top = top[fe[top]]
         hit = torch.zeros(fs.numel(), dtype=torch.bool, device=fs.device)
         hit[top] = True
@@ -512,8 +514,15 @@ class VoteCollector(DenseExtra):
                 a_hat = {n: normalize_dim0(g) for n, g in zip(names, ga)}
                 f_hat = {n: normalize_dim0(g) for n, g in zip(names, gf)}
                 live = {n: params[n].detach() for n in all_names}  # θ_e itself: read now, never stored
+                # Per-epoch kept counts depend only on (density, scope, budget rule): one magnitude mask per
+                # density and epoch, however many tallies share it.
+                counts: dict[tuple, Optional[dict[str, int]]] = {}
                 for key, tally in self._active.items():
-                    tally.add(a_hat, f_hat, live, tally.cfg.per_tensor(live, names))
+                    c = tally.cfg
+                    pool = (c.density, c.scope, c.budgets)
+                    if pool not in counts:
+                        counts[pool] = c.per_tensor(live, names)
+                    tally.add(a_hat, f_hat, live, counts[pool])
                 sign = {}
                 for n, g1, g2 in zip(names, ga, gf):
                     nz = (g1 != 0) & (g2 != 0)
