@@ -486,6 +486,20 @@ def bench_methods(model: str, dev: torch.device, n_train: int, n_eval: int, epoc
     ``seconds``: the loop of its (last) ``train()`` call); the difference is the non-training part (pruning,
     votes, selection, evaluation outside the loop, storing). The dense run comes first and is shared, as in the
     notebooks: a later method's wall time does not include it. Ballot's dense extras are registered before it."""
+    from ballot_lib.data import DATASETS
+
+    name = register_bench_dataset(n_train, n_eval)
+    rows = []
+    try:
+        rows = _time_methods(model, dev, name, epochs, batch_size, density, methods)
+    finally:  # leave the library's registry as it was (the registry has no public removal)
+        DATASETS._items.pop(name, None)
+    return {"model": model, "n_train": n_train, "n_eval": n_eval, "epochs": epochs, "batch_size": batch_size,
+            "density": density, "methods": rows}
+
+
+def _time_methods(model: str, dev: torch.device, name: str, epochs: int, batch_size: int, density: float,
+                  methods) -> list[dict]:
     import tempfile
 
     from ballot_lib.data import DataConfig
@@ -493,7 +507,6 @@ def bench_methods(model: str, dev: torch.device, n_train: int, n_eval: int, epoc
     from ballot_lib.methods.base import make_config, prepare_method, run_method
     from ballot_lib.models import ModelConfig
 
-    name = register_bench_dataset(n_train, n_eval)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer="sgd", lr=0.05, momentum=0.9,
@@ -517,8 +530,7 @@ def bench_methods(model: str, dev: torch.device, n_train: int, n_eval: int, epoc
             extra = {k: rr.summary[k] for k in ("vote_seconds",) if k in rr.summary}
             rows.append({"method": m, "wall_s": wall, "train_s": secs, "other_s": wall - secs,
                          "other_over_train": (wall - secs) / secs if secs > 0 else float("nan"), **extra})
-    return {"model": model, "n_train": n_train, "n_eval": n_eval, "epochs": epochs, "batch_size": batch_size,
-            "density": density, "methods": rows}
+    return rows
 
 
 # ------------------------------------------------------------------------------------------ projection

@@ -1,0 +1,66 @@
+"""The training benchmark's issue-#13 measurements run end to end on CPU at toy sizes (not a timing test).
+
+The projection's arithmetic is checked by hand; measurements 3-5 are run with a few steps of tiny batches so that
+a CI-less user's ``benchmarks/bench_training.py --device cpu`` is known to work.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_training.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_training", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_grid_epochs_and_projection_arithmetic(bench):
+    per = bench.grid_epochs()
+    # dense once; MP (full fine-tune), LTH (one level from θ0), Ballot (rewind 0) add one schedule each per
+    # density beyond the dense run; SafeCompress and FairScratch train one schedule each from θ0.
+    assert per == {"dense": 250.0, "mp": 1000.0, "lth": 1000.0, "ballot": 1000.0, "safecompress": 1000.0,
+                   "fairscratch": 1000.0}
+    proj = bench.project_grid({"resnet18": 36_000.0, "resnet50": 12_000.0, "vgg16_bn": 24_000.0}, {"resnet18": 2.0})
+    images = sum((n + e / 3) * (side / 32) ** 2 for n, e, side in bench.PAPER_DATASETS.values())
+    expect18 = images * 5250 * 5 / 36_000 / 3600
+    r18 = proj["rows"][0]
+    assert r18["gpu_hours"] == pytest.approx(expect18) and r18["gpu_hours_concurrent"] == pytest.approx(expect18 / 2)
+    assert proj["complete"] and proj["gpu_hours"] == pytest.approx(sum(r["gpu_hours"] for r in proj["rows"]))
+    assert not bench.project_grid({"resnet18": 1.0}, {})["complete"]
+
+
+def test_measurements_3_5_6_run_on_cpu(bench, tmp_path, capsys):
+    out = tmp_path / "b.json"
+    rc = bench.main(["--device", "cpu", "--only", "ceilings,methods,projection", "--ceiling-models", "cnn",
+                     "--ceiling-steps", "1", "--batch-size", "8", "--method-model", "cnn", "--method-images", "32",
+                     "--method-epochs", "1", "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "[3] library images/s per step mode" in text and "[5] per-method wall time" in text
+    assert "[6] projection of the full paper grid" in text
+    res = json.loads(out.read_text())
+    c = res["ceilings"][0]
+    assert c["library"]["eager"] > 0 and c["eager_ceiling"] > 0 and c["graph_ceiling"] is None
+    rows = {r["method"]: r for r in res["methods"]["methods"]}
+    assert set(rows) == {"dense", "mp", "lth", "ballot", "safecompress", "fairscratch"}
+    for r in rows.values():
+        assert "error" not in r, r
+        assert r["wall_s"] >= r["train_s"] > 0
+    assert res["projection"]["epochs_per_cell"] == 5250
+
+
+def test_measurement_4_concurrent_processes_on_cpu(bench, capsys):
+    import torch
+
+    r = bench.bench_concurrent("cnn", torch.device("cpu"), 8, 1, [1, 2], "eager")
+    for n in (1, 2):
+        assert r["runs"][n].get("images_per_s", 0) > 0, r
+    assert r["runs"][1]["vs_first"] == 1.0
