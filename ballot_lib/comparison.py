@@ -438,3 +438,83 @@ def settings_for(datasets: Sequence[str], models: Sequence[str], params: Mapping
     if not kept:
         raise ParameterError(f"no (dataset, model) pair of datasets {list(datasets)} x models {list(models)} is valid")
     return kept
+
+
+# ------------------------------------------------------------------------------------------ paper tables
+# Notebook 03 records its comparison (``paper_tables.record_comparison``) under these kinds; notebook 05 and
+# ``python -m ballot_lib.paper_tables`` rebuild the tables of papers/ballot.md from any store that holds it.
+
+def _baselines_in(frame: pd.DataFrame) -> list[str]:
+    return [b for b in BASELINES if b in set(frame["variant"])]
+
+
+def paper_comparison(frame: pd.DataFrame) -> pd.DataFrame:
+    """Both fair tables of one recorded comparison, stacked (column ``table``: ``last`` / ``val_rule``)."""
+    base = _baselines_in(frame)
+    parts = []
+    for t in tables(base):
+        part = comparison_table(frame, t, ["acc", "cwv", "mcd"])
+        part.insert(0, "table", t.rule)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def paper_improvement(frame: pd.DataFrame) -> pd.DataFrame:
+    """Ballot's improvement-% over each baseline, no selection and selection-matched, paper and robust forms."""
+    base = _baselines_in(frame)
+    matched = tables(base)[1].baselines
+    return pd.concat([improvement_table(frame, "Ballot plain", {b: b for b in base}).assign(comparison="last"),
+                      improvement_table(frame, "Ballot", dict(zip(base, matched))).assign(comparison="val_rule")],
+                     ignore_index=True)
+
+
+def paper_decomposition(frame: pd.DataFrame) -> pd.DataFrame:
+    """The pooled decomposition rows of Ballot − LTH (vote, selection)."""
+    d = decomposition(frame)
+    return d[d["dataset"] == "pooled"].reset_index(drop=True)
+
+
+def _md_comparison(table: pd.DataFrame) -> str:
+    out = []
+    for rule, g in table.groupby("table", sort=False):
+        title = ("No checkpoint selection (Ballot plain vs baselines, last epoch)" if rule == "last" else
+                 "Selection-matched (every method that can uses the val rule)")
+        out += [f"**{title}**", "", markdown(g.drop(columns=["table"])), ""]
+    return "\n".join(out).strip()
+
+
+def _md_improvement(table: pd.DataFrame) -> str:
+    from .analysis import markdown_table
+
+    t = table.copy()
+    for f in ("paper", "robust"):
+        t[f"{f} form (%)"] = [f"{r[f]:+.1f} [{r[f + '_lo']:+.1f}, {r[f + '_hi']:+.1f}]" for _, r in t.iterrows()]
+    t["paper's number (%)"] = t["paper's number"].map("{:+.2f}".format)
+    return markdown_table(t[["comparison", "baseline", "paper form (%)", "robust form (%)", "seeds",
+                             "paper's number (%)"]])
+
+
+def _md_decomposition(table: pd.DataFrame) -> str:
+    from .analysis import markdown_table
+
+    t = table.copy()
+    t["Δ (acc, MCD in pts; CWV raw)"] = [
+        (f"{r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]" if r["metric"] == "cwv" else
+         f"{100 * r['diff']:+.1f} [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]")
+        + (" **significant**" if r["significant"] else "") for _, r in t.iterrows()]
+    return markdown_table(t[["metric", "part", "Δ (acc, MCD in pts; CWV raw)", "n", "wins"]])
+
+
+def register_paper_tables() -> None:
+    """Register notebook 03's three table kinds with :mod:`ballot_lib.paper_tables` (idempotent)."""
+    from . import paper_tables
+
+    paper_tables.register_table("baseline_comparison", paper_comparison,
+                                ["table", "dataset", "model", "density", "method"], _md_comparison)
+    paper_tables.register_table("baseline_improvement", paper_improvement, ["comparison", "baseline"],
+                                _md_improvement)
+    paper_tables.register_table("ballot_decomposition", paper_decomposition, ["metric", "part"],
+                                _md_decomposition)
+
+
+register_paper_tables()

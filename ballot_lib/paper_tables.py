@@ -204,6 +204,8 @@ def build(results_dir: Optional[str | Path] = None) -> dict[str, pd.DataFrame]:
 
     Keys: the :data:`KINDS` present, and ``provenance``. Tables concatenate the datasets/models of the store.
     """
+    from . import comparison  # noqa: F401  (registers notebook 03's table kinds)
+
     records = load_records(results_dir)
     rows = load_results(results_dir)
     picked = pick_records(records, rows) if records else []

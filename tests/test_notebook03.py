@@ -33,3 +33,18 @@ def test_notebook03_papermill_with_injected_parameters(tmp_path):
     assert len(val) and val["derived_from"].notna().all()
     reports = list((results / "reports").glob("03_*.md"))
     assert reports and "Improvement" in reports[0].read_text()
+    # Notebook 05's builder rebuilds notebook 03's tables from the store alone.
+    from ballot_lib import comparison, paper_tables
+
+    tables = paper_tables.build(results)
+    for kind in ("baseline_comparison", "baseline_improvement", "ballot_decomposition"):
+        assert kind in tables and len(tables[kind]), kind
+    rows = load_results(results)
+    rebuilt = tables["baseline_comparison"]
+    record = next(r for r in paper_tables.load_records(results) if r["kind"] == "baseline_comparison")
+    ballot_ids = {r["run_id"] for r in record["runs"] if r["variant"] == "Ballot"}
+    stored = rows[rows["run_id"].isin(ballot_ids) & (rows["split"] == "test")]
+    assert len(stored) == 2  # two seeds
+    got = rebuilt[(rebuilt["table"] == "val_rule") & (rebuilt["method"] == "Ballot")]["acc"].iloc[0]
+    assert got == stored["acc"].mean()
+    assert "Selection-matched" in paper_tables.to_markdown("baseline_comparison", rebuilt)
