@@ -15,9 +15,9 @@ def test_candidates_equal_to_the_default_are_dropped_and_named():
     cands = ablation.candidate_options(etas=[0.0, 0.5, 1.0, 2.0], gammas=[1.0, 3.0], vote_fractions=[0.05, 0.1, 0.3],
                                        vote_epoch_counts=[0, 5], rewind_epochs=[0, 1])
     kept, dropped = ablation.deduplicate(default, cands)
-    # The library default is taylor/veto, η = 1, γ = 1, 10 % vote subset, every epoch, rewind 0, lth budgets:
+    # The library default is taylor/no veto, η = 1, γ = 1, 10 % vote subset, every epoch, rewind 0, lth budgets:
     # seven one-option changes restate it.
-    assert dropped == {"score=taylor, conflict=veto": "default", "eta=1": "default", "gamma=1": "default",
+    assert dropped == {"score=taylor, conflict=none": "default", "eta=1": "default", "gamma=1": "default",
                        "vote_epochs=0": "default", "vote_fraction=0.1": "default", "rewind_epoch=0": "default",
                        "budgets=lth": "default"}
     assert list(kept)[0] == "default" and len(kept) + len(dropped) == len(cands)

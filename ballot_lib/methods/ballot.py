@@ -314,7 +314,7 @@ class TallyConfig:
     density: float
     eta: float = 1.0
     score: str = "taylor"
-    conflict: str = "veto"
+    conflict: str = "none"
     scope: str = "global"
     budgets: str = "lth"  # per-epoch kept counts: "lth" (magnitude mask of the epoch's weights), "erk", "none"
 
@@ -584,8 +584,8 @@ def sign_agreement_from(record: Mapping[str, Any]) -> dict[str, float]:
 class BallotConfig(SparseConfig):
     mode: str = "full"  # "full" (all prunable layers) or "faithful" (authors' procedure on the final layer)
     eta: float = 1.0  # weight of the fairness gradient in the score
-    score: str = "taylor"  # "signed" (authors), "agreement", "taylor" (default: chosen on val, see notebook 02)
-    conflict: str = "veto"  # "none" or "veto" (default: chosen on val, see notebook 02)
+    score: str = "taylor"  # "signed" (authors), "agreement", "taylor" (default chosen on the pooled val split)
+    conflict: str = "none"  # "none" or "veto" (default chosen on the pooled val split: papers/ballot.md)
     scope: str = "global"  # vote scope when budgets="none": "global" or "layer"
     budgets: str = "lth"  # per-layer kept counts: "lth" (magnitude mask of θT), "erk", or "none"
     vote_fraction: float = 0.1  # share of train sampled each voting epoch
