@@ -15,7 +15,10 @@
   an interrupted run resumes to the same weights as an uninterrupted one.
 * GPU path: whole splits live on the device as tensors, augmentation (random crop with padding, flip) is done on
   whole batches there, bf16 autocast and channels_last are used for conv nets on CUDA. The same code runs on CPU
-  (fp32, no channels_last).
+  (fp32, no channels_last). Nothing in a step reads device data on the host: each epoch's train loss/accuracy and
+  every evaluated split's predictions leave the device in one transfer, metrics are computed from them on the host.
+* Step modes (``step_mode``, :mod:`ballot_lib.compiled`): ``eager`` (default; the CPU path), ``compiled``
+  (``torch.compile``) or ``graph`` (the whole step as one CUDA graph); not part of a run's identity.
 """
 from __future__ import annotations
 

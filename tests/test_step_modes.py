@@ -266,3 +266,44 @@ def test_cuda_graph_mode_matches_eager_on_cuda(cfg):
         torch.testing.assert_close(params[n].detach(), p.detach(), atol=1e-3, rtol=1e-2, msg=n)
     for n, m in mask.items():
         assert bool((params[n].detach()[~m] == 0).all()), n
+
+
+# ------------------------------------------------------------------------------------------ host syncs
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph"])
+def test_one_device_to_host_read_per_epoch(mode, monkeypatch):
+    """Audit of the loop (training.py / compiled.py): per epoch exactly one read of device data by the host
+    (``.cpu()`` of the packed loss/count/predictions); no ``.item()``, ``float(t)``, ``bool(t)``, ``.tolist()`` of
+    anything else, so nothing per step or per evaluation batch. Counted on CPU by the calling file."""
+    import sys
+
+    watched = ("ballot_lib/training.py", "ballot_lib/compiled.py")
+    reads, host = [], []
+
+    def from_loop() -> bool:
+        return sys._getframe(2).f_code.co_filename.endswith(watched)
+
+    def wrap(name):
+        orig = getattr(torch.Tensor, name)
+
+        def f(self, *a, **k):
+            out = orig(self, *a, **k)
+            if from_loop():
+                if name == "cpu":
+                    host.append(out)
+                    reads.append(name)
+                elif not any(self is h or self._base is h for h in host):
+                    reads.append(name)
+            return out
+
+        monkeypatch.setattr(torch.Tensor, name, f)
+
+    for name in ("cpu", "item", "tolist", "__float__", "__int__", "__bool__"):
+        wrap(name)
+    if mode == "eager":
+        run("eager")
+    else:
+        graph_run(CFG, FakeCapture())
+    monkeypatch.undo()
+    assert reads == ["cpu", "cpu"]  # 2 epochs (each with val and test evaluated), 6 steps
