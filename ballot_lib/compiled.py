@@ -16,6 +16,8 @@ CIFAR resnet18 step is then bound by per-kernel launch overhead, not by the GPU 
   the backward pass between them is compiled by AOTAutograd. Works on CPU (inductor needs a C++ compiler) and
   CUDA. ``BALLOT_COMPILE_MODE`` picks the ``torch.compile`` mode (default ``"default"``; ``"reduce-overhead"``
   adds CUDA graphs through inductor). The last partial batch gets its own specialisation (one recompilation).
+  Each ``train()`` call compiles again (a new stepper fails Dynamo's guards; see :data:`RECOMPILE_LIMIT`), so the
+  mode pays off for long runs, not for many short ``train()`` calls.
 
 Both keep the eager loop's semantics: every batch of the epoch's fixed order is used exactly once, gradients of
 pruned weights are zeroed before the optimiser step and the weights re-masked after it (pruned weights are exactly
@@ -86,6 +88,20 @@ def make_graph_safe_optimizer(params, cfg, lr: torch.Tensor) -> torch.optim.Opti
     # On CUDA capturable (step counts on the device, no host reads); on CPU the single-tensor loop (foreach refuses
     # a tensor lr unless capturable).
     return cls(params, lr=lr, weight_decay=cfg.weight_decay, capturable=cuda, foreach=cuda)
+
+
+#: Each ``train()`` call builds a new stepper, whose compiled functions miss Dynamo's guards (another ``self``) and
+#: compile again (the FX graph cache makes repeats faster). Dynamo's default limit of 8 compilations per function
+#: would turn a process's later runs (a notebook training many runs) silently eager; it is raised to this.
+RECOMPILE_LIMIT = 256
+
+
+def _raise_recompile_limit(limit: int) -> None:
+    import torch._dynamo.config as dynamo_config
+
+    for name in ("recompile_limit", "cache_size_limit"):  # the second is the older name
+        if isinstance(getattr(dynamo_config, name, None), int) and getattr(dynamo_config, name) < limit:
+            setattr(dynamo_config, name, limit)
 
 
 def cuda_capture(fn: Callable[[], None]) -> Callable[[], None]:
@@ -165,6 +181,7 @@ class CompiledStepper(Stepper):
     def __init__(self, *args, compile_mode: Optional[str] = None, **kwargs):
         super().__init__(*args, **kwargs)
         mode = compile_mode or os.environ.get(COMPILE_MODE_ENV) or "default"
+        _raise_recompile_limit(RECOMPILE_LIMIT)
         self._fwd = torch.compile(self.forward_loss, mode=mode, dynamic=False)
         self._update = torch.compile(self.update, mode=mode, dynamic=False)
 

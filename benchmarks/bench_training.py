@@ -625,6 +625,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--only", default=None,
                    help="comma-separated measurements to run: ratio, throughput, ceilings, concurrent, methods, "
                         "projection (default: all; projection uses the ceilings' and concurrent measurements)")
+    p.add_argument("--step-mode", default=None, choices=("eager", "compiled", "graph", "auto"),
+                   help="step mode of train() in measurements 1, 2 and 5 (sets $BALLOT_STEP_MODE for this process; "
+                        "default: $BALLOT_STEP_MODE, else eager). Every train() call there pays its own warm-up and "
+                        "capture/compilation (steady-state images/s per mode: measurement 3)")
     p.add_argument("--step-modes", default=None,
                    help="library step modes of measurement 3 (default: eager,graph on CUDA; eager on CPU; add compiled "
                         "to time torch.compile, which compiles for minutes per model)")
@@ -664,6 +668,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     if args.worker_model:
         return worker_main(args)
+    if args.step_mode:
+        os.environ["BALLOT_STEP_MODE"] = args.step_mode
     only = None if args.only is None else set(args.only.split(","))
     known = {"ratio", "throughput", "ceilings", "concurrent", "methods", "projection"}
     if only is not None and not only <= known:
@@ -681,9 +687,11 @@ def main(argv=None) -> int:
     dev_name = torch.cuda.get_device_name(dev) if cuda else f"cpu ({platform.processor() or platform.machine()})"
     env = {"device": str(dev), "device_name": dev_name, "torch": torch.__version__,
            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-           "quick": args.quick, "load_average_1min": load_average()}
+           "quick": args.quick, "load_average_1min": load_average(),
+           "step_mode": os.environ.get("BALLOT_STEP_MODE") or "auto (eager)"}
     print(f"ballot_lib training benchmark | device {dev} ({dev_name}) | torch {torch.__version__} | "
-          f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs | quick={args.quick}")
+          f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs | quick={args.quick} | step mode of "
+          f"train() in [1], [2], [5]: {env['step_mode']}")
     warn_if_loaded("start")
     out = {"env": env, "mask_ratio": [], "throughput": [], "ceilings": [], "concurrent": None, "methods": None,
            "projection": None}
