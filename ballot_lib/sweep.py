@@ -399,7 +399,9 @@ def run_grid_file(params_file: Path, out: Path, workers: int = 1, gpus: Sequence
     if gpus:
         print(f"[grid] {runs_per_gpu} job(s) at a time on each of GPU(s) {','.join(gpus)}")
     # GPU jobs share the host's CPUs (data path, Python); CPU jobs keep torch's own thread choice.
-    threads = {"OMP_NUM_THREADS": job_threads(min(workers, len(tokens)))} if gpus and "OMP_NUM_THREADS" not in os.environ else {}
+    threads = {}
+    if gpus and "OMP_NUM_THREADS" not in os.environ:
+        threads = {"OMP_NUM_THREADS": job_threads(min(workers, len(tokens)))}
 
     def one(job):
         job_id, params = job

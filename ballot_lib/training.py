@@ -178,7 +178,8 @@ class DeviceData:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def epoch_plan(self, seed: int, epoch: int) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    def epoch_plan(self, seed: int, epoch: int
+                   ) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
         """(order [n], crop offsets [n, 2] or None, flips [n] or None) of a training epoch, on the device.
 
         Drawn on the CPU generator of (seed, epoch) (reproducible on any device) and copied to the device in one
