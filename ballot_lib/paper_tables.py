@@ -226,7 +226,18 @@ def prune_responsibly(results_dir: Optional[str | Path] = None, **kwargs: Any) -
     df = load_results(results_dir)
     if df.empty or not df["method"].isin(TECHNIQUES).any():
         return None
-    return tables(df[df["method"].isin(("dense",) + tuple(TECHNIQUES))], **kwargs)
+    # A shared store (the suite's) holds dense runs of other experiments too: one population per experiment
+    # (data, model, training recipe), each against its own dense runs.
+    ident = [c for c in df.columns if c.startswith(("data.", "model.", "train."))]
+    key = pd.Series([repr(t) for t in df[ident].itertuples(index=False)], index=df.index)
+    out = []
+    for k in sorted(set(key[df["method"].isin(TECHNIQUES)])):
+        part = df[(key == k) & df["method"].isin(("dense",) + tuple(TECHNIQUES))]
+        title = f"{part['dataset'].iloc[0]} / {part['model'].iloc[0]}"
+        out.append((title, tables(part, **kwargs)))
+    if len(out) == 1:
+        return out[0][1]
+    return "\n\n".join(f"#### {title}\n\n{text}" for title, text in out)
 
 
 def long_form(name: str, table: pd.DataFrame) -> pd.DataFrame:
@@ -359,4 +370,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy: table kinds registered by other modules
+    # (notebook 03's, in ballot_lib.comparison) live in ballot_lib.paper_tables.
+    from ballot_lib.paper_tables import main as _main
+
+    sys.exit(_main())
