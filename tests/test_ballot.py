@@ -667,3 +667,25 @@ def test_loss_weighting_option_is_validated_and_used(tmp_path):
     assert cfg.vote_config().weighting == "loss" and cfg.vote_config().temperature == 0.25
     # Faithful mode keeps the authors' accuracy weights.
     assert make_config("ballot", mode="faithful", weighting="loss").weighting == "accuracy"
+
+
+@pytest.mark.parametrize("score", ballot.SCORES)
+@pytest.mark.parametrize("conflict", ballot.CONFLICTS)
+@pytest.mark.parametrize("pool", ["global", "layer"])
+def test_flat_tally_equals_per_tensor_epoch_hits_with_many_ties(score, conflict, pool):
+    """Integer-valued gradients make many equal scores: the flat one-sort vote must break ties exactly as
+    epoch_hits does (lower index first, inside each tensor for per-layer pools)."""
+    gen = torch.Generator().manual_seed(7)
+    a = {n: torch.randint(-2, 3, sh, generator=gen).double() for n, sh in SHAPES.items()}
+    f = {n: torch.randint(-2, 3, sh, generator=gen).double() for n, sh in SHAPES.items()}
+    w = {n: torch.randint(-1, 2, sh, generator=gen).double() for n, sh in SHAPES.items()}
+    t = ballot.TallyConfig(density=0.3, eta=1.0, score=score, conflict=conflict, scope=pool, budgets="none")
+    tally = ballot.VoteTally(t, {n: torch.Size(sh) for n, sh in SHAPES.items()}, torch.device("cpu"))
+    per = t.per_tensor(w, list(SHAPES))
+    tally.add(a, f, w, per)
+    scores, eligible, agree = {}, {}, {}
+    for n in SHAPES:
+        scores[n], eligible[n], agree[n] = ballot.score_normalized(a[n], f[n], 1.0, score, conflict, w[n])
+    expected = ballot.epoch_hits(scores, eligible, agree, 0.3, per)
+    for n in SHAPES:
+        assert torch.equal(tally.votes[n].bool(), expected[n]), n

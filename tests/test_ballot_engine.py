@@ -46,12 +46,12 @@ SCRIPT = textwrap.dedent('''
             return out
         training.atomic_torch_save = patched
     elif what == "vote":  # after the n-th epoch's votes are counted, before that epoch's checkpoint
-        add = ballot.VoteTally.add
+        add = ballot.VoteTally.add_flat
         def patched_add(self, *a, **k):
             add(self, *a, **k)
             if self.cfg.eta != 0:
                 tick()
-        ballot.VoteTally.add = patched_add
+        ballot.VoteTally.add_flat = patched_add
 
     exp = Experiment(DataConfig(sys.argv[2]), ModelConfig("mlp", width=16),
                      TrainConfig(epochs=int(sys.argv[3]), batch_size=int(sys.argv[4]), lr=0.1, schedule="cosine"),

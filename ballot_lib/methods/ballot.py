@@ -334,33 +334,91 @@ class TallyConfig:
                             None if budgets is None else {n: budgets[n] for n in names})
 
 
+@dataclass
+class FlatEpoch:
+    """One voting epoch's inputs, laid out flat once for every tally (the concatenation order of the tensors)."""
+
+    a: torch.Tensor  # ĝ_acc, dim-0-normalised per tensor, float64
+    f: torch.Tensor  # ĝ_fair, likewise
+    w: torch.Tensor  # the epoch's weights θ_e (float64)
+    agree: torch.Tensor  # sign(ĝ_acc) == sign(ĝ_fair)
+    segment: torch.Tensor  # tensor index of every entry
+    sizes: list[int]
+
+    @staticmethod
+    def build(a_hat: Mapping[str, torch.Tensor], f_hat: Mapping[str, torch.Tensor],
+              weights: Mapping[str, torch.Tensor], names: Sequence[str]) -> "FlatEpoch":
+        a = torch.cat([a_hat[n].flatten() for n in names])
+        f = torch.cat([f_hat[n].flatten() for n in names])
+        w = torch.cat([weights[n].detach().flatten() for n in names]).to(a.device, torch.float64)
+        sizes = [a_hat[n].numel() for n in names]
+        segment = torch.repeat_interleave(torch.arange(len(names), device=a.device),
+                                          torch.tensor(sizes, device=a.device))
+        return FlatEpoch(a, f, w, torch.sign(a) == torch.sign(f), segment, sizes)
+
+
+def flat_hits(key: torch.Tensor, eligible: torch.Tensor, epoch: FlatEpoch, k_global: Optional[int],
+              k_per_tensor: Optional[Sequence[int]]) -> torch.Tensor:
+    """The epoch's votes over the flat layout: the top-k of ``key`` (ties: lower index) globally or inside each
+    tensor, restricted to eligible entries — the same entries :func:`epoch_hits` picks, with a fixed number of
+    tensor operations whatever the number of layers."""
+    order = torch.argsort(key, descending=True, stable=True)
+    hit = torch.zeros(key.numel(), dtype=torch.bool, device=key.device)
+    if k_per_tensor is None:
+        top = order[:k_global]
+    else:
+        # A stable sort by tensor keeps each tensor's entries in descending key order; the rank inside its
+        # tensor is the position minus the tensor's start.
+        order = order[torch.argsort(epoch.segment[order], stable=True)]
+        sizes = torch.tensor(epoch.sizes, device=key.device)
+        starts = torch.cumsum(sizes, 0) - sizes
+        seg = epoch.segment[order]
+        rank = torch.arange(key.numel(), device=key.device) - starts[seg]
+        top = order[rank < torch.tensor(list(k_per_tensor), device=key.device)[seg]]
+    hit[top[eligible[top]]] = True
+    return hit
+
+
 class VoteTally:
     """Running per-entry vote counts (int16) and summed scores (float64) of one :class:`TallyConfig`.
 
     Its size is 2.5x the fp32 size of the voted weights, whatever the number of epochs: per epoch, the top-k
-    entries of the score add one vote each (:func:`epoch_hits`), exactly as :func:`vote_counts` does over stored
-    gradients, so the final mask (:func:`mask_from_votes`) equals :func:`vote_mask` on the stored gradients.
+    entries of the score add one vote each (the entries :func:`epoch_hits` picks), exactly as :func:`vote_counts`
+    does over stored gradients, so the final mask (:func:`mask_from_votes`) equals :func:`vote_mask` on the stored
+    gradients. Counts live in one flat tensor each (``votes`` / ``total`` hold per-tensor views of it).
     """
 
     def __init__(self, cfg: TallyConfig, shapes: Mapping[str, torch.Size], device: torch.device) -> None:
         self.cfg = cfg
         self.shapes = dict(shapes)
-        self.votes = {n: torch.zeros(int(torch.Size(sh).numel()), dtype=torch.int16, device=device)
-                      for n, sh in shapes.items()}
-        self.total = {n: torch.zeros(int(torch.Size(sh).numel()), dtype=torch.float64, device=device)
-                      for n, sh in shapes.items()}
+        self.names = list(shapes)
+        sizes = [int(torch.Size(sh).numel()) for sh in shapes.values()]
+        self._votes = torch.zeros(sum(sizes), dtype=torch.int16, device=device)
+        self._total = torch.zeros(sum(sizes), dtype=torch.float64, device=device)
+        self.votes = dict(zip(self.names, self._votes.split(sizes)))
+        self.total = dict(zip(self.names, self._total.split(sizes)))
 
     def add(self, a_hat: Mapping[str, torch.Tensor], f_hat: Mapping[str, torch.Tensor],
             weights: Mapping[str, torch.Tensor], per_tensor: Optional[Mapping[str, int]]) -> None:
+        """Count one epoch from per-tensor normalised gradients and weights (see :meth:`add_flat`)."""
+        self.add_flat(FlatEpoch.build(a_hat, f_hat, weights, self.names), per_tensor)
+
+    def add_flat(self, epoch: FlatEpoch, per_tensor: Optional[Mapping[str, int]]) -> None:
         c = self.cfg
-        scores, eligible, agree = {}, {}, {}
-        for n in self.votes:
-            scores[n], eligible[n], agree[n] = score_normalized(a_hat[n], f_hat[n], c.eta, c.score, c.conflict,
-                                                               weights[n])
-        hits = epoch_hits(scores, eligible, agree, c.density, per_tensor)
-        for n in self.votes:
-            self.total[n] += scores[n].flatten()
-            self.votes[n] += hits[n].to(torch.int16)
+        s = epoch.a + c.eta * epoch.f
+        if c.score == "agreement":
+            s = s.abs()
+        elif c.score == "taylor":
+            s = (epoch.w * s).abs()
+        agree = epoch.agree if c.conflict == "veto" else torch.ones_like(epoch.agree)
+        eligible = (s != 0) & agree
+        # Ranking by (not vetoed, score) = one sort with vetoed entries at -inf (they never vote).
+        key = s.masked_fill(~agree, float("-inf"))
+        k_global = kept_count(c.density, s.numel()) if per_tensor is None else None
+        hits = flat_hits(key, eligible, epoch, k_global,
+                         None if per_tensor is None else [per_tensor[n] for n in self.names])
+        self._total += s
+        self._votes += hits.to(torch.int16)
 
     def state_dict(self) -> dict:
         # Copies on the CPU: never a view of the live tensors (they keep changing).
@@ -368,7 +426,7 @@ class VoteTally:
                 "total": {n: t.detach().to("cpu", copy=True) for n, t in self.total.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for n in self.votes:
+        for n in self.names:
             self.votes[n].copy_(state["votes"][n].view(-1))
             self.total[n].copy_(state["total"][n].view(-1))
 
@@ -517,12 +575,13 @@ class VoteCollector(DenseExtra):
                 # Per-epoch kept counts depend only on (density, scope, budget rule): one magnitude mask per
                 # density and epoch, however many tallies share it.
                 counts: dict[tuple, Optional[dict[str, int]]] = {}
+                flat = FlatEpoch.build(a_hat, f_hat, live, names) if self._active else None
                 for key, tally in self._active.items():
                     c = tally.cfg
                     pool = (c.density, c.scope, c.budgets)
                     if pool not in counts:
                         counts[pool] = c.per_tensor(live, names)
-                    tally.add(a_hat, f_hat, live, counts[pool])
+                    tally.add_flat(flat, counts[pool])
                 sign = {}
                 for n, g1, g2 in zip(names, ga, gf):
                     nz = (g1 != 0) & (g2 != 0)
