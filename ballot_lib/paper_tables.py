@@ -185,7 +185,7 @@ def provenance(picked: Sequence[tuple[Mapping[str, Any], pd.DataFrame]]) -> pd.D
             "record": rec["name"], "notebook": rec.get("notebook", ""),
             "variants": ", ".join(sorted(test["variant"].unique())),
             "seeds": ", ".join(str(s) for s in sorted(test["seed"].unique())),
-            "densities": ", ".join(f"{d:g}" for d in sorted(test.loc[test["variant"] != "dense",
+            "densities": ", ".join(f"{d:g}" for d in sorted(test.loc[test["method"] != "dense",
                                                                      "density_target"].unique(), reverse=True)),
             "epochs": int(test["train.epochs"].iloc[0]) if "train.epochs" in test else p.get("epochs"),
             "batch_size": int(test["train.batch_size"].iloc[0]) if "train.batch_size" in test else
