@@ -491,7 +491,8 @@ class VoteCollector(DenseExtra):
         st = self._state
         return {"last_epoch": st["last_epoch"], "epochs": list(st["epochs"]),
                 "weight_spread": list(st["weight_spread"]), "sign": [dict(r) for r in st["sign"]],
-                "seconds": st["seconds"], "tallies": {k: t.state_dict() for k, t in self._active.items()}}
+                "seconds": st["seconds"], "tally_seconds": dict(st["tally_seconds"]),
+                "tallies": {k: t.state_dict() for k, t in self._active.items()}}
 
     def load_state_dict(self, state: Optional[dict]) -> None:
         if state is None:
@@ -500,6 +501,7 @@ class VoteCollector(DenseExtra):
             return
         for k in ("last_epoch", "epochs", "weight_spread", "sign", "seconds"):
             self._state[k] = state[k]
+        self._state["tally_seconds"].update(state.get("tally_seconds", {}))
         for k, t in self._active.items():
             if k in state["tallies"]:
                 t.load_state_dict(state["tallies"][k])
@@ -528,7 +530,9 @@ class VoteCollector(DenseExtra):
         todo = {k: t for k, t in self.tallies.items() if not run.file(self.tally_file(k)).exists()}
         self._active = {k: VoteTally(t, shapes, dev) for k, t in todo.items()}
         self._missed: set[str] = set()
-        self._state = {"last_epoch": 0, "epochs": [], "weight_spread": [], "sign": [], "seconds": 0.0}
+        # seconds: the whole collection (shared gradients + every tally); tally_seconds: each tally's own scoring.
+        self._state = {"last_epoch": 0, "epochs": [], "weight_spread": [], "sign": [], "seconds": 0.0,
+                       "tally_seconds": {k: 0.0 for k in self._active}}
         state = self._state
         batch_size = exp.train.batch_size
 
@@ -577,11 +581,13 @@ class VoteCollector(DenseExtra):
                 counts: dict[tuple, Optional[dict[str, int]]] = {}
                 flat = FlatEpoch.build(a_hat, f_hat, live, names) if self._active else None
                 for key, tally in self._active.items():
+                    t1 = time.perf_counter()
                     c = tally.cfg
                     pool = (c.density, c.scope, c.budgets)
                     if pool not in counts:
                         counts[pool] = c.per_tensor(live, names)
                     tally.add_flat(flat, counts[pool])
+                    state["tally_seconds"][key] += time.perf_counter() - t1
                 sign = {}
                 for n, g1, g2 in zip(names, ga, gf):
                     nz = (g1 != 0) & (g2 != 0)
@@ -607,7 +613,10 @@ class VoteCollector(DenseExtra):
                 "collect": asdict(self.cfg), "tally": asdict(tally.cfg), "votes": votes, "total": total,
                 "epochs": list(st["epochs"]), "weight_spread": list(st["weight_spread"]),
                 "sign_counts": totals, "sign_epochs": [{n: list(v) for n, v in r.items()} for r in st["sign"]],
-                "seconds": float(st["seconds"])})
+                # What one Ballot configuration pays: the shared gradients plus its own scoring (not the scoring
+                # of every other tally the same dense run carried, e.g. a whole ablation).
+                "seconds": float(st["seconds"] - sum(st["tally_seconds"].values()) + st["tally_seconds"][key]),
+                "collector_seconds": float(st["seconds"])})
         return not self._missed
 
 
