@@ -114,26 +114,12 @@ def epoch_hits(scores: Mapping[str, torch.Tensor], eligible: Mapping[str, torch.
     The pool is all tensors with k = round(density·N) (``per_tensor=None``) or each tensor with its own count.
     """
     names = list(scores)
-    # Ranking by (not vetoed, score) is one sort on the score with vetoed entries at -inf: vetoed entries never
-    # vote, so their order among themselves does not matter, and ties keep the lower index (stable sort).
-    if per_tensor is None:
-        s = torch.cat([scores[n].flatten().masked_fill(~agree[n].flatten(), float("-inf")) for n in names])
-        e = torch.cat([eligible[n].flatten() for n in names])
-        top = _top([s], kept_count(density, s.numel()))
-        top = top[e[top]]  # zero-score or vetoed entries in the top-k cast no vote
-        hit = torch.zeros(s.numel(), dtype=torch.bool, device=s.device)
-        hit[top] = True
-        return dict(zip(names, hit.split([scores[n].numel() for n in names])))
-    out = {}
-    for n in names:
-        fs = scores[n].flatten().masked_fill(~agree[n].flatten(), float("-inf"))
-        fe = eligible[n].flatten()
-        top = _top([fs], per_tensor[n])
-        top = top[fe[top]]
-        hit = torch.zeros(fs.numel(), dtype=torch.bool, device=fs.device)
-        hit[top] = True
-        out[n] = hit
-    return out
+    sizes = [scores[n].numel() for n in names]
+    key = torch.cat([scores[n].flatten().masked_fill(~agree[n].flatten(), float("-inf")) for n in names])
+    hit = flat_hits(key, torch.cat([eligible[n].flatten() for n in names]), segments(sizes, key.device), sizes,
+                    kept_count(density, key.numel()) if per_tensor is None else None,
+                    None if per_tensor is None else [per_tensor[n] for n in names])
+    return dict(zip(names, hit.split(sizes)))
 
 
 def vote_counts(grad_pairs: Sequence[GradPair], density: Optional[float] = None, eta: float = 1.0,
@@ -341,7 +327,6 @@ class FlatEpoch:
     a: torch.Tensor  # ĝ_acc, dim-0-normalised per tensor, float64
     f: torch.Tensor  # ĝ_fair, likewise
     w: torch.Tensor  # the epoch's weights θ_e (float64)
-    agree: torch.Tensor  # sign(ĝ_acc) == sign(ĝ_fair)
     segment: torch.Tensor  # tensor index of every entry
     sizes: list[int]
 
@@ -352,16 +337,19 @@ class FlatEpoch:
         f = torch.cat([f_hat[n].flatten() for n in names])
         w = torch.cat([weights[n].detach().flatten() for n in names]).to(a.device, torch.float64)
         sizes = [a_hat[n].numel() for n in names]
-        segment = torch.repeat_interleave(torch.arange(len(names), device=a.device),
-                                          torch.tensor(sizes, device=a.device))
-        return FlatEpoch(a, f, w, torch.sign(a) == torch.sign(f), segment, sizes)
+        return FlatEpoch(a, f, w, segments(sizes, a.device), sizes)
 
 
-def flat_hits(key: torch.Tensor, eligible: torch.Tensor, epoch: FlatEpoch, k_global: Optional[int],
-              k_per_tensor: Optional[Sequence[int]]) -> torch.Tensor:
-    """The epoch's votes over the flat layout: the top-k of ``key`` (ties: lower index) globally or inside each
-    tensor, restricted to eligible entries — the same entries :func:`epoch_hits` picks, with a fixed number of
-    tensor operations whatever the number of layers."""
+def segments(sizes: Sequence[int], device: torch.device) -> torch.Tensor:
+    """The tensor index of every entry of the flat layout of tensors of ``sizes``."""
+    return torch.repeat_interleave(torch.arange(len(sizes), device=device), torch.tensor(list(sizes), device=device))
+
+
+def flat_hits(key: torch.Tensor, eligible: torch.Tensor, segment: torch.Tensor, sizes: Sequence[int],
+              k_global: Optional[int], k_per_tensor: Optional[Sequence[int]]) -> torch.Tensor:
+    """One epoch's votes over the flat layout of the tensors (``segment``: each entry's tensor; ``sizes``: the
+    tensors' sizes): the top-k of ``key`` (ties: lower index) globally or inside each tensor, restricted to eligible
+    entries. A fixed number of tensor operations whatever the number of layers."""
     order = torch.argsort(key, descending=True, stable=True)
     hit = torch.zeros(key.numel(), dtype=torch.bool, device=key.device)
     if k_per_tensor is None:
@@ -369,10 +357,10 @@ def flat_hits(key: torch.Tensor, eligible: torch.Tensor, epoch: FlatEpoch, k_glo
     else:
         # A stable sort by tensor keeps each tensor's entries in descending key order; the rank inside its
         # tensor is the position minus the tensor's start.
-        order = order[torch.argsort(epoch.segment[order], stable=True)]
-        sizes = torch.tensor(epoch.sizes, device=key.device)
-        starts = torch.cumsum(sizes, 0) - sizes
-        seg = epoch.segment[order]
+        order = order[torch.argsort(segment[order], stable=True)]
+        counts = torch.tensor(list(sizes), device=key.device)
+        starts = torch.cumsum(counts, 0) - counts
+        seg = segment[order]
         rank = torch.arange(key.numel(), device=key.device) - starts[seg]
         top = order[rank < torch.tensor(list(k_per_tensor), device=key.device)[seg]]
     hit[top[eligible[top]]] = True
@@ -405,17 +393,11 @@ class VoteTally:
 
     def add_flat(self, epoch: FlatEpoch, per_tensor: Optional[Mapping[str, int]]) -> None:
         c = self.cfg
-        s = epoch.a + c.eta * epoch.f
-        if c.score == "agreement":
-            s = s.abs()
-        elif c.score == "taylor":
-            s = (epoch.w * s).abs()
-        agree = epoch.agree if c.conflict == "veto" else torch.ones_like(epoch.agree)
-        eligible = (s != 0) & agree
+        s, eligible, agree = score_normalized(epoch.a, epoch.f, c.eta, c.score, c.conflict, epoch.w)
         # Ranking by (not vetoed, score) = one sort with vetoed entries at -inf (they never vote).
         key = s.masked_fill(~agree, float("-inf"))
         k_global = kept_count(c.density, s.numel()) if per_tensor is None else None
-        hits = flat_hits(key, eligible, epoch, k_global,
+        hits = flat_hits(key, eligible, epoch.segment, epoch.sizes, k_global,
                          None if per_tensor is None else [per_tensor[n] for n in self.names])
         self._total += s
         self._votes += hits.to(torch.int16)
