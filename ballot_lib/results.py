@@ -247,7 +247,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 class RunLock:
-    """One writer per run folder: an exclusive ``.lock`` file, re-entrant within a process.
+    """One writer per run folder: an exclusive ``.lock`` file, re-entrant within one thread.
 
     * Acquire: ``os.open(..., O_CREAT | O_EXCL)`` of ``<run>/.lock``, which is atomic on local filesystems and
       on NFSv3+/Lustre/GPFS as used by Slurm clusters. The file holds ``host pid``; while held, a background
@@ -260,7 +260,7 @@ class RunLock:
       (``.lock.takeover``), so two waiters never both take over.
     """
 
-    _held: dict[str, int] = {}  # path -> depth, for re-entrancy within this process
+    _held: dict[tuple[str, int], int] = {}  # (path, thread) -> depth: re-entrant within one thread only
     _guard = threading.Lock()
 
     def __init__(self, folder: Path, timeout: Optional[float] = None, poll: float = 0.2) -> None:
@@ -288,7 +288,7 @@ class RunLock:
                 return False
         host, pid, mtime = owner
         if host == socket.gethostname():
-            return not _pid_alive(pid) or (pid == os.getpid() and str(self.path) not in RunLock._held)
+            return not _pid_alive(pid)
         return time.time() - mtime > LOCK_STALE_S
 
     def _try_create(self) -> bool:
@@ -323,7 +323,7 @@ class RunLock:
                 guard.unlink()
 
     def acquire(self) -> "RunLock":
-        key = str(self.path)
+        key = (str(self.path), threading.get_ident())
         with RunLock._guard:
             if key in RunLock._held:
                 RunLock._held[key] += 1
@@ -352,7 +352,7 @@ class RunLock:
                 os.utime(self.path)
 
     def release(self) -> None:
-        key = str(self.path)
+        key = (str(self.path), threading.get_ident())
         with RunLock._guard:
             depth = RunLock._held.get(key, 0)
             if depth > 1:

@@ -222,3 +222,23 @@ def test_lock_is_exclusive_reentrant_and_a_dead_holder_is_taken_over(tmp_path):
     os.utime(folder / ".lock", (old, old))
     with RunLock(folder, timeout=5):
         pass
+
+
+def test_lock_is_exclusive_between_threads_of_one_process(tmp_path):
+    """Re-entrancy is per thread: a second thread waits for the first one's lock."""
+    import threading
+    import time
+
+    folder = tmp_path / "run"
+    order = []
+    with RunLock(folder):
+        def other():
+            with RunLock(folder):
+                order.append("other")
+
+        t = threading.Thread(target=other)
+        t.start()
+        time.sleep(0.5)
+        order.append("first")
+    t.join(timeout=10)
+    assert order == ["first", "other"]
