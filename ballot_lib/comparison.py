@@ -74,13 +74,9 @@ def comparison_variants(ballot_options: Optional[Mapping] = None, baselines: Ite
 def selectable(method: str) -> bool:
     """Whether ``method`` offers the val checkpoint rule (dynamic-mask methods — SafeCompress, FairScratch —
     refuse it: an earlier epoch's metrics would not belong to the stored final mask)."""
-    from .methods import make_config
+    from .methods import METHODS
 
-    try:
-        make_config(method, select="val_rule")
-    except (ValueError, TypeError):
-        return False
-    return True
+    return getattr(METHODS.get(method).config, "NO_VAL_RULE", None) is None
 
 
 def tables(baselines: Sequence[str]) -> list[Table]:

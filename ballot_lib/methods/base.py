@@ -23,7 +23,7 @@ from ..pruning import check_density, check_mask_matches, density as mask_density
 from ..registry import Registry
 from ..results import Run, discard_if_unstarted
 from ..training import TrainConfig, TrainResult
-from ..validation import check_fields, check_seed
+from ..validation import ParameterError, check_fields, check_seed
 
 
 @dataclass
@@ -251,6 +251,8 @@ class SparseConfig:
 
     #: Fields left out of the run's identity while they hold these defaults (added after results existed).
     HASH_NEUTRAL: ClassVar[dict] = {"select": "last", "select_eps": 0.01}
+    #: Why ``select="val_rule"`` is refused (methods whose mask changes during training), or None.
+    NO_VAL_RULE: ClassVar[Optional[str]] = None
 
     def __post_init__(self) -> None:
         # density=1 and density=1.0 are the same run: store it as a float so both hash alike.
@@ -265,6 +267,8 @@ class SparseConfig:
             raise ValueError(f"unknown select {self.select!r}; valid choices: {', '.join(SELECT_RULES)}")
         if not self.select_eps >= 0:
             raise ValueError(f"select_eps must be >= 0, got {self.select_eps}")
+        if self.select == "val_rule" and self.NO_VAL_RULE:
+            raise ParameterError(self.NO_VAL_RULE)
         return self
 
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -72,14 +72,14 @@ class FairScratchConfig(SparseConfig):
     fairness: str = "auto"  # "auto", "dp", "eo" (binary target with groups) or "class" (class fairness)
     scale_fan: bool = True  # signed constant σ = gain/√(fan_in · density) (False: gain/√fan_in)
 
+    NO_VAL_RULE: ClassVar[Optional[str]] = (
+        "select='val_rule' is not available for fairscratch: its mask (the top scores) changes at every step, so an "
+        "earlier epoch's metrics would not belong to the stored (final) mask; use select='last'")
+
     def validate(self) -> "FairScratchConfig":
         super().validate()
         check_number("fairness_weight", self.fairness_weight, 0)
         check_choice("fairness", self.fairness, FAIRNESS)
-        if self.select != "last":
-            raise ParameterError("select='val_rule' is not available for fairscratch: its mask (the top scores) "
-                                 "changes at every step, so an earlier epoch's metrics would not belong to the "
-                                 "stored (final) mask; use select='last'")
         return self
 
     def validate_for(self, exp: Experiment) -> None:

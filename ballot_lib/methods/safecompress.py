@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -98,6 +98,10 @@ class SafeCompressConfig(SparseConfig):
         if isinstance(self.candidates, list):  # from JSON / YAML parameter files
             object.__setattr__(self, "candidates", tuple(self.candidates))
 
+    NO_VAL_RULE: ClassVar[Optional[str]] = (
+        "select='val_rule' is not available for safecompress: its mask changes during training, so an earlier "
+        "epoch's metrics would not belong to the stored (final) mask; use select='last'")
+
     def validate(self) -> "SafeCompressConfig":
         super().validate()
         check_int("update_every", self.update_every, 0)
@@ -111,10 +115,6 @@ class SafeCompressConfig(SparseConfig):
         check_choice("gap", self.gap, GAPS)
         check_int("probe_steps", self.probe_steps, 0)
         check_choice("init_scale", self.init_scale, INIT_SCALES)
-        if self.select != "last":
-            raise ParameterError("select='val_rule' is not available for safecompress: its mask changes during "
-                                 "training, so an earlier epoch's metrics would not belong to the stored (final) "
-                                 "mask; use select='last'")
         return self
 
     def validate_for(self, exp: Experiment) -> None:
