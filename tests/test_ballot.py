@@ -599,7 +599,9 @@ def test_refined_training_reports_the_selected_epoch(during):
 def test_test_metrics_are_those_of_the_selected_epoch_not_the_last(during, monkeypatch):
     # Force the selection rule to pick the first epoch: the stored metrics must follow it.
     exp, _ = during
-    monkeypatch.setattr(ballot, "_select_checkpoint", lambda history, eps: 0)
+    from ballot_lib.methods import base
+
+    monkeypatch.setattr(base, "select_checkpoint", lambda history, eps: 0)
     res = run_method(exp, "ballot", SEED, density=DENSITY, select_eps=0.5)
     first, last = res.history()[0], res.history()[-1]
     assert res.summary["selected_epoch"] == 1

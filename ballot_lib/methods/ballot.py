@@ -40,7 +40,8 @@ from ..pruning import (SCOPES, budgets_from_densities, budgets_from_mask, check_
 from ..results import Run, config_hash
 from ..training import DeviceData, epoch_generator, predict_logits
 from ..registry import check_choice
-from .base import MethodOutput, SparseConfig, check_rewind, register, select_checkpoint, train_masked
+from .base import (MethodOutput, SparseConfig, check_rewind, register, select_checkpoint, select_epoch_metrics,
+                   train_masked)
 
 SCORES = ("signed", "agreement", "taylor")
 CONFLICTS = ("none", "veto")
@@ -762,10 +763,7 @@ def run_ballot(exp: Experiment, cfg: BallotConfig, seed: int, run: Run) -> Metho
     if (cfg.refined or cfg.select == "val_rule") and res.history:
         # Refined training includes the checkpoint selection (the shared val rule); plain training has it only
         # with select="val_rule". The run reports the selected epoch's metrics on every split.
-        row = res.history[_select_checkpoint(res.history, cfg.select_eps)]
-        selected_epoch = row["epoch"]
-        for split in res.final:
-            res.final[split] = {m[len(split) + 1:]: v for m, v in row.items() if m.startswith(split + "_")}
+        selected_epoch = select_epoch_metrics(res, cfg.select_eps)
     select = "val_rule" if (cfg.refined or cfg.select == "val_rule") else "last"
     return MethodOutput(res, mask, train_epochs=T - k,
                         summary={"selected_epoch": selected_epoch, "select": select, **diag})
