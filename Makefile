@@ -8,6 +8,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ballot-installed
 OUT ?= outputs/suite
+# pytest-xdist workers of `make test` (0: one process). Each notebook and each test module stays on one worker.
+TEST_WORKERS ?= 2
 # papermill's kernel "python3" must resolve to this environment's python: put its kernelspec first.
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -29,7 +31,7 @@ run: env
 	$(PY) -m ballot_lib.sweep suite --out $(OUT)
 
 test: env
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 bench: env
 	$(PY) benchmarks/bench_training.py

@@ -2,12 +2,28 @@
 
 Notebook kernels started by nbval inherit this environment: results go to a fresh temporary store (never into
 the working tree) and matplotlib renders off-screen.
+
+Under pytest-xdist (``make test`` runs ``-n 2 --dist loadscope``: each notebook and each test module stays on one
+worker, cells in order) every worker gets its own store, a sub-folder of the session's, and every process is
+single-threaded unless ``OMP_NUM_THREADS`` is already set: two workers whose torch kernels each spin two OpenMP
+threads on a two-core machine slow down many times over.
 """
 import os
 import tempfile
 
+#: Set when this conftest made the store, so that workers know they may split it.
+_OWN_STORE = "BALLOT_TEST_OWN_STORE"
+
 
 def pytest_configure(config):
     os.environ.setdefault("MPLBACKEND", "Agg")
+    workers = getattr(config.option, "numprocesses", None)
+    if workers:  # the xdist controller, before it starts the workers (they and their kernels inherit this)
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
     if "BALLOT_RESULTS" not in os.environ:
-        os.environ["BALLOT_RESULTS"] = tempfile.mkdtemp(prefix="ballot-test-results-")
+        os.environ["BALLOT_RESULTS"] = os.environ[_OWN_STORE] = tempfile.mkdtemp(prefix="ballot-test-results-")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker and os.environ.get(_OWN_STORE) == os.environ["BALLOT_RESULTS"]:
+        store = os.path.join(os.environ[_OWN_STORE], worker)
+        os.makedirs(store, exist_ok=True)
+        os.environ["BALLOT_RESULTS"] = store
