@@ -1,25 +1,48 @@
 #!/usr/bin/env bash
-# Issue #13's checks on a GPU in one go: the CUDA tests of the step modes, then the benchmark's measurements 3-6
-# (step modes vs ceilings, concurrent runs per GPU, per-method wall time, paper-grid projection).
+# The GPU checks of issues #13 and #7 in one go, sized for one device call:
+#   1. the CUDA tests of the step modes (tests/test_step_modes.py; the CPU ones run too),
+#   2. the Ballot device check (benchmarks/ballot_devices.py: engine on identical inputs, CPU-vs-CUDA masks of one
+#      seed beside LTH's, Ballot's non-training share on the GPU),
+#   3. the training benchmark's measurements 3-6 (step modes vs ceilings, concurrent runs per GPU, per-method wall
+#      time, paper-grid projection).
 #
 #   benchmarks/gpu_check.sh [OUTDIR]            # full: about 10-15 min on an H100
 #   QUICK=1 benchmarks/gpu_check.sh [OUTDIR]    # shorter settings: about 5 min
+#   DEVICE=cpu QUICK=1 benchmarks/gpu_check.sh  # dry run of the script itself on a machine without a GPU
 #
-# Everything printed is also written under OUTDIR (default outputs/bench): gpu.txt, cuda_tests.txt,
-# issue13_cuda.txt and issue13_cuda.json. Quote gpu.txt (GPU name, torch version) with the numbers.
+# It runs with the project's .venv when there is one, else with `python3` (e.g. a GPU machine's own torch: it needs
+# torch, torchvision, numpy, pandas, matplotlib, PyYAML and pytest, not nbval or papermill). Everything printed is
+# also written under OUTDIR (default outputs/bench): gpu.txt, cuda_tests.txt, ballot_devices.{txt,json},
+# issue13_cuda.{txt,json}. Quote gpu.txt (GPU name, torch version) with the numbers.
 set -u
+cd "$(dirname "$0")/.."
 OUT=${1:-outputs/bench}
-PY=${PY:-.venv/bin/python}
+if [ -z "${PY:-}" ]; then
+  if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
+fi
+DEVICE=${DEVICE:-cuda}
 mkdir -p "$OUT"
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} PYTHONUNBUFFERED=1 BALLOT_PROGRESS=none
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1;
-  $PY -c "import torch; print('torch', torch.__version__, '|', torch.cuda.get_device_name())"; } | tee "$OUT/gpu.txt"
-$PY -m pytest -q -p no:cacheprovider tests/test_step_modes.py 2>&1 | tail -5 | tee "$OUT/cuda_tests.txt"
+  $PY -c "import torch, torchvision; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '|',
+torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA device')"; } | tee "$OUT/gpu.txt"
+# -o addopts= : the project's pytest options name nbval, which a bare GPU image does not have.
+$PY -m pytest -q -p no:cacheprovider -o addopts= tests/test_step_modes.py 2>&1 | tail -8 | tee "$OUT/cuda_tests.txt"
 if [ "${QUICK:-0}" = 1 ]; then
+  ballot=(--engine-epochs 2 --epochs 10)
   extra=(--ceiling-models cnn,resnet18,resnet50,vgg16_bn --ceiling-steps 100 --runs-per-gpu 1,4,8
          --concurrent-steps 200 --method-images 20000 --method-epochs 3)
 else
+  ballot=()
   extra=()
 fi
-$PY benchmarks/bench_training.py --device cuda --only ceilings,concurrent,methods,projection \
+if [ "$DEVICE" = cpu ]; then  # dry run: tiny settings, nothing of it is a measurement
+  ballot=(--engine-model cnn --engine-epochs 1 --epochs 2)
+  extra=(--ceiling-models cnn --ceiling-steps 2 --runs-per-gpu 1,2 --concurrent-steps 3 --method-images 256
+         --method-epochs 1)
+fi
+$PY benchmarks/ballot_devices.py --device "$DEVICE" --json "$OUT/ballot_devices.json" ${ballot[@]+"${ballot[@]}"} \
+    2>&1 | tee "$OUT/ballot_devices.txt"
+$PY benchmarks/bench_training.py --device "$DEVICE" --only ceilings,concurrent,methods,projection \
     --json "$OUT/issue13_cuda.json" ${extra[@]+"${extra[@]}"} 2>&1 | tee "$OUT/issue13_cuda.txt"

@@ -64,3 +64,36 @@ def test_measurement_4_concurrent_processes_on_cpu(bench, capsys):
     for n in (1, 2):
         assert r["runs"][n].get("images_per_s", 0) > 0, r
     assert r["runs"][1]["vs_first"] == 1.0
+
+
+def test_ballot_device_check_runs_and_the_cpu_agrees_with_itself(tmp_path, capsys):
+    """benchmarks/ballot_devices.py (issue #7's GPU check) at toy sizes: CPU against CPU must agree exactly, so the
+    engine is deterministic and the script's comparison is wired (on a GPU the same code compares CPU and CUDA)."""
+    spec = importlib.util.spec_from_file_location("ballot_devices", BENCH.parent / "ballot_devices.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "bd.json"
+    assert mod.main(["--device", "cpu", "--engine-model", "cnn", "--engine-epochs", "2", "--epochs", "2",
+                     "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert {r["tally"] for r in res["engine"]} == set(mod.ENGINE_TALLIES)
+    for r in res["engine"]:
+        assert r["votes_differ"] == 0 and r["total_max_rel"] == 0.0 and r["mask_overlap"] == 1.0
+        assert r["entries"] > 100_000 and r["epochs"] == 2
+    (e2e,) = res["end_to_end"]
+    assert e2e["ballot_overlap"] == 1.0 and e2e["lth_overlap"] == 1.0
+    assert e2e["device_ballot_train_s"] > 0
+    text = capsys.readouterr().out
+    assert "[1] engine" in text and "[2] end to end" in text and "[3] Ballot's run" in text
+
+
+def test_gpu_check_script_runs_without_the_notebook_tooling():
+    """The one-call GPU script must run under a GPU machine's own python3 (no nbval, no papermill): the project's
+    pytest addopts (which name nbval) are overridden, and it falls back to python3 without a .venv."""
+    import subprocess
+
+    script = BENCH.parent / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    text = script.read_text()
+    assert "-o addopts=" in text and "PY=python3" in text
+    assert "ballot_devices.py" in text and "bench_training.py" in text
