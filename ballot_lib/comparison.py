@@ -18,6 +18,12 @@ Improvement of A over B (the paper's headline form, SPEC §5, a reconstruction):
 {CWV, MCD} of (F_B − F_A)/F_B × 100. It explodes when a baseline's CWV is near 0 (digits at high density), so a
 **robust form** is reported beside it: the pooled ratio 100 × (ΣF_B − ΣF_A)/ΣF_B over settings, averaged over
 the two metrics. Both come with 95 % CIs over seeds (each seed's improvement over all settings is one unit).
+
+**Collapsed runs.** A sparse run that loses most of its accuracy (at high sparsity, training from θ0 can end near
+chance on some seeds) also has extreme CWV/MCD, and a paired difference against it measures the collapse, not
+fairness. :func:`collapsed_runs` names every run that keeps less than :data:`COLLAPSE` of its dense run's skill
+over chance (same dataset, model and seed); the tables count them per row (column ``collapsed``) and the reading
+lists them.
 """
 from __future__ import annotations
 
@@ -39,6 +45,8 @@ BASELINES = {"MP": "mp", "LTH": "lth", "SafeCompress": "safecompress", "FairScra
 #: The paper's improvements of Ballot over each baseline (fairness, mean over CWV and MCD), in percent.
 PAPER_IMPROVEMENT = {"MP": 38.00, "LTH": 33.91, "SafeCompress": 17.96, "FairScratch": 35.82}
 SELECTED = " +val"
+#: A run collapses when it keeps less than this share of the same-seed dense run's accuracy above chance (1/C).
+COLLAPSE = 0.5
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,39 @@ def _pick(d: pd.DataFrame, variant: str, setting: tuple) -> pd.DataFrame:
     return part.set_index("seed")
 
 
+def _chance(d: pd.DataFrame) -> pd.Series:
+    """1 / (number of classes) per row, from the per-class accuracy columns the row has."""
+    cols = [c for c in d.columns if c.startswith("acc_class_")]
+    n = d[cols].notna().sum(axis=1) if cols else pd.Series(0, index=d.index)
+    return (1.0 / n.where(n > 0)).astype(float)
+
+
+def collapsed_runs(df: pd.DataFrame, threshold: float = COLLAPSE, split: str = "test") -> pd.DataFrame:
+    """Sparse runs that keep less than ``threshold`` of their dense run's skill over chance on ``split``.
+
+    Skill = (acc − chance) / (dense acc − chance), with chance = 1/C and the dense run of the same dataset, model
+    and seed. Columns: dataset, model, density, variant, seed, acc, dense_acc, skill (one row per collapsed run,
+    sorted). Runs without a same-seed dense run, or whose dense run is itself at chance, are never flagged.
+    """
+    cols = ["dataset", "model", "density", "variant", "seed", "acc", "dense_acc", "skill"]
+    d = _test(df, split)
+    if d.empty or "acc" not in d:
+        return pd.DataFrame(columns=cols)
+    dense = d[d["variant"] == "Dense"].groupby(["dataset", "model", "seed"])["acc"].mean()
+    sparse = d[d["variant"] != "Dense"].copy()
+    if sparse.empty or dense.empty:
+        return pd.DataFrame(columns=cols)
+    key = pd.MultiIndex.from_frame(sparse[["dataset", "model", "seed"]])
+    sparse["dense_acc"] = dense.reindex(key).to_numpy()
+    chance = _chance(sparse)
+    gain = sparse["dense_acc"] - chance
+    sparse["skill"] = (sparse["acc"] - chance) / gain.where(gain > 0)
+    out = sparse[sparse["skill"] < threshold].drop(columns=["density"], errors="ignore").rename(
+        columns={"density_target": "density"})
+    return out[cols].sort_values(["dataset", "model", "density", "variant", "seed"],
+                                 ascending=[True, True, False, True, True]).reset_index(drop=True)
+
+
 def metric_list(df: pd.DataFrame, base: Sequence[str] = ("acc", "cwv", "mcd")) -> list[str]:
     """The headline metrics plus the group metrics the data has (DP/EO gap on a binary target with groups)."""
     extra = [m for m in ("dp_gap", "eo_gap", "group_acc_gap") if m in df.columns and df[m].notna().any()]
@@ -116,12 +157,14 @@ def comparison_table(df: pd.DataFrame, table: Table, metrics: Optional[Sequence[
                      split: str = "test") -> pd.DataFrame:
     """One row per (setting, method): mean of each metric, compute, and Ballot − method paired by seed.
 
-    Columns: dataset, model, density, method, seeds, compute_epochs, selection, ``<m>`` (mean), and for each
-    baseline ``d_<m>``/``lo_<m>``/``hi_<m>`` (Ballot − baseline with its 95 % CI), ``wins_<m>`` (seeds where
-    Ballot is better) and ``sig_<m>`` (the CI excludes 0).
+    Columns: dataset, model, density, method, seeds, collapsed (seeds whose run collapsed, see
+    :func:`collapsed_runs`), compute_epochs, selection, ``<m>`` (mean), and for each baseline
+    ``d_<m>``/``lo_<m>``/``hi_<m>`` (Ballot − baseline with its 95 % CI), ``wins_<m>`` (seeds where Ballot is
+    better) and ``sig_<m>`` (the CI excludes 0).
     """
     d = _test(df, split)
     metrics = list(metrics or metric_list(d))
+    gone = collapsed_runs(df, split=split).groupby(["dataset", "model", "density", "variant"]).size()
     rows = []
     for setting in _settings(d):
         ref = _pick(d, table.ballot, setting)
@@ -131,6 +174,8 @@ def comparison_table(df: pd.DataFrame, table: Table, metrics: Optional[Sequence[
                 continue
             row = {"dataset": setting[0], "model": setting[1], "density": setting[2], "method": method,
                    "seeds": int(part.index.nunique()),
+                   "collapsed": int(gone.get((setting[0], setting[1], setting[2], method), 0))
+                   if method != "Dense" else 0,
                    "compute_epochs": float(part["compute_epochs"].mean()) if "compute_epochs" in part else math.nan,
                    "selection": "val_rule" if (method.endswith(SELECTED) or method in ("Ballot", "Ballot η=0"))
                    else "last"}
@@ -290,20 +335,43 @@ def _fmt_cell(row: Mapping, m: str) -> str:
 def markdown(table: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd")) -> str:
     """The paper-style table: per setting and method the means, compute, and Ballot − method (CI, Ballot wins)."""
     metrics = [m for m in metrics if m in table]
-    head = ("| dataset | model | density | method | selection | compute (epochs) | "
+    head = ("| dataset | model | density | method | selection | compute (epochs) | collapsed | "
             + " | ".join(metrics) + " | " + " | ".join(f"Ballot − method: {m}" for m in metrics) + " |")
-    lines = [head, "|" + "---|" * (6 + 2 * len(metrics))]
+    lines = [head, "|" + "---|" * (7 + 2 * len(metrics))]
     for _, r in table.iterrows():
         means = " | ".join(f"{r[m]:.4f}" if m == "cwv" else f"{r[m]:.3f}" for m in metrics)
         cells = " | ".join(_fmt_cell(r, m) for m in metrics)
+        gone = r.get("collapsed", 0)
+        gone = "" if gone is None or (isinstance(gone, float) and math.isnan(gone)) else (
+            f"**{int(gone)}/{int(r['seeds'])}**" if gone else "0")
         lines.append(f"| {r['dataset']} | {r['model']} | {r['density']:g} | {r['method']} | {r['selection']} | "
-                     f"{r['compute_epochs']:g} | {means} | {cells} |")
+                     f"{r['compute_epochs']:g} | {gone} | {means} | {cells} |")
     return "\n".join(lines)
 
 
+def collapse_reading(collapsed: pd.DataFrame, threshold: float = COLLAPSE) -> str:
+    """One sentence naming the collapsed runs (:func:`collapsed_runs`) per setting, or saying there were none."""
+    rule = (f"test accuracy keeping less than {100 * threshold:.0f} % of the same-seed dense run's skill over "
+            "chance")
+    if collapsed.empty:
+        return f"- **Collapsed runs** ({rule}): none."
+    parts = []
+    for (ds, model, dens), g in collapsed.groupby(["dataset", "model", "density"], sort=False):
+        who = []
+        for variant, v in g.groupby("variant", sort=True):
+            seeds = ", ".join(str(int(x)) for x in v["seed"])
+            accs = ", ".join(f"{a:.3f}" for a in v["acc"])
+            who.append(f"{variant} (seed{'s' if len(v) > 1 else ''} {seeds}: acc {accs})")
+        parts.append(f"{ds}/{model} @ {dens:g}: " + "; ".join(who))
+    return (f"- **Collapsed runs** ({rule}): " + " — ".join(parts) + ". Paired differences in these settings "
+            "compare a collapsed model with a working one (or two collapsed ones): they measure the collapse, not "
+            "fairness; the tables count collapsed seeds per row (column `collapsed`).")
+
+
 def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.DataFrame],
-            decomp: pd.DataFrame) -> str:
-    """Plain sentences generated from this run's numbers: where the paper's claim does and does not reproduce."""
+            decomp: pd.DataFrame, collapsed: Optional[pd.DataFrame] = None) -> str:
+    """Plain sentences generated from this run's numbers: where the paper's claim does and does not reproduce.
+    With ``collapsed`` (:func:`collapsed_runs`), a closing sentence names the runs that collapsed."""
     out = []
     for title, t in tables_.items():
         wc = win_counts(t, ("acc", "cwv", "mcd"))
@@ -356,6 +424,8 @@ def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.D
                    f"{say('total (Ballot − LTH)')}; the vote alone (Ballot plain − LTH) = "
                    f"{say('vote (Ballot plain − LTH)')}; selection and refined training (Ballot − Ballot plain) = "
                    f"{say('selection (Ballot − Ballot plain)')}.")
+    if collapsed is not None:
+        out.append(collapse_reading(collapsed))
     return "\n".join(out)
 
 

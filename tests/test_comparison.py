@@ -110,3 +110,43 @@ def test_reading_is_generated_from_the_numbers():
     t2 = C.comparison_table(frame(worse), C.Table("x", "Ballot", ("LTH",), "val_rule"),
                             metrics=["acc", "cwv", "mcd"])
     assert "significantly less fair in 4" in C.reading({"m": t2}, {}, C.decomposition(frame(worse)))
+
+
+def _with_classes(df: pd.DataFrame, n_classes: int = 10) -> pd.DataFrame:
+    out = df.copy()
+    for k in range(n_classes):
+        out[f"acc_class_{k}"] = out["acc"]
+    return out
+
+
+def test_collapsed_runs_are_found_by_skill_over_chance_against_the_same_seed_dense_run():
+    values = {"Dense": [(0.90, 0.01, 0.2)], "Ballot": [(0.85, 0.01, 0.2)], "LTH": [(0.60, 0.02, 0.4)],
+              "MP": [(0.88, 0.01, 0.2)]}
+    df = _with_classes(frame(values, settings=(("digits_lt", "cnn", 0.05),)))
+    # Seed 2 of Ballot ends at chance (10 classes: 0.1); seed 1 of LTH at 0.45: skill (0.45-0.1)/(0.901-0.1) < 0.5.
+    df.loc[(df["variant"] == "Ballot") & (df["seed"] == 2), [c for c in df if c.startswith("acc")]] = 0.1
+    df.loc[(df["variant"] == "LTH") & (df["seed"] == 1), "acc"] = 0.45
+    gone = C.collapsed_runs(df)
+    assert [(r.variant, r.seed) for r in gone.itertuples()] == [("Ballot", 2), ("LTH", 1)]
+    assert gone.loc[0, "skill"] == pytest.approx(0.0, abs=1e-9)
+    assert gone.loc[1, "skill"] == pytest.approx((0.45 - 0.1) / (0.901 - 0.1))
+    # LTH's other seeds (0.60 = skill 0.62) are kept; a stricter threshold flags them too.
+    assert set(C.collapsed_runs(df, threshold=0.7)["variant"]) == {"Ballot", "LTH"}
+    assert len(C.collapsed_runs(df, threshold=0.7)) == 4
+    t = C.comparison_table(df, C.Table("x", "Ballot", ("LTH", "MP"), "val_rule"), metrics=["acc", "cwv", "mcd"])
+    assert dict(zip(t["method"], t["collapsed"])) == {"Ballot": 1, "LTH": 1, "MP": 0, "Dense": 0}
+    md = C.markdown(t)
+    assert "| collapsed |" in md and "| **1/3** |" in md
+    text = C.collapse_reading(gone)
+    assert "digits_lt/cnn @ 0.05" in text and "Ballot (seed 2: acc 0.100)" in text and "LTH (seed 1: acc 0.450)" in text
+    assert C.collapse_reading(gone.iloc[:0]).endswith("none.")
+    assert "Collapsed runs" in C.reading({"m": t}, {}, C.decomposition(df), gone)
+
+
+def test_no_collapse_without_a_dense_reference_or_when_dense_is_at_chance():
+    df = _with_classes(frame(VALUES))  # no Dense variant
+    assert C.collapsed_runs(df).empty
+    values = {"Dense": [(0.10, 0.01, 0.2)], "Ballot": [(0.10, 0.01, 0.2)]}
+    df = _with_classes(frame(values, settings=(("digits_lt", "cnn", 0.05),)))
+    df["acc"] = 0.1
+    assert C.collapsed_runs(df).empty
