@@ -570,6 +570,8 @@ class VoteCollector(DenseExtra):
                     if pool not in counts:
                         counts[pool] = c.per_tensor(live, names)
                     tally.add_flat(flat, counts[pool])
+                    if dev.type == "cuda":  # per-tally seconds of the device's work, not of the kernel launches
+                        torch.cuda.synchronize(dev)
                     state["tally_seconds"][key] += time.perf_counter() - t1
                 sign = {}
                 for n, g1, g2 in zip(names, ga, gf):
