@@ -572,10 +572,41 @@ def grid_epochs() -> dict:
     return per
 
 
+#: notebook 03's attribution controls that train (Ballot plain +val and the baselines' +val runs are derived from
+#: their last-epoch twins without training): label -> Ballot options.
+NB03_CONTROLS = {"ballot plain": {"refined": False}, "ballot eta0": {"eta": 0.0}}
+
+
+def control_epochs() -> dict:
+    """Extra epochs per (dataset, model, seed) that notebook 03's parameter files spend on Ballot's controls."""
+    from ballot_lib.data import DataConfig
+    from ballot_lib.experiment import Experiment
+    from ballot_lib.methods.base import compute_epochs
+    from ballot_lib.models import ModelConfig
+
+    exp = Experiment(DataConfig("digits"), ModelConfig("mlp"), TrainConfig.authors(PAPER_EPOCHS), device="cpu",
+                     progress=False)
+    return {k: (compute_epochs(exp, "ballot", density=PAPER_DENSITIES[0], **opts) - PAPER_EPOCHS)
+            * len(PAPER_DENSITIES) for k, opts in NB03_CONTROLS.items()}
+
+
+def dataset_shares() -> dict:
+    """Share of the grid's cost per dataset (the same for every model under the pixel-count assumption)."""
+    cost = {name: (n + e / 3) * (side / 32) ** 2 for name, (n, e, side) in PAPER_DATASETS.items()}
+    total = sum(cost.values())
+    return {name: c / total for name, c in cost.items()}
+
+
 def project_grid(ips_by_model: dict, concurrency: dict) -> dict:
-    """GPU-hours of the full paper grid from measured images/s per model (32x32, batch 128)."""
+    """GPU-hours of the full paper grid from measured images/s per model (32x32, batch 128).
+
+    ``gpu_hours*`` count the methods of the issue's grid (dense + the five methods at their defaults);
+    ``*_with_controls`` add notebook 03's attribution controls (:data:`NB03_CONTROLS`), which its parameter files
+    also train."""
     per = grid_epochs()
     epochs_per_cell = sum(per.values())
+    extra = control_epochs()
+    with_controls = (epochs_per_cell + sum(extra.values())) / epochs_per_cell
     rows, total, total_conc = [], 0.0, 0.0
     for model in PAPER_MODELS:
         ips = ips_by_model.get(model)
@@ -594,11 +625,28 @@ def project_grid(ips_by_model: dict, concurrency: dict) -> dict:
         total += hours
         total_conc += hours / factor
     return {"epochs_per_dataset_model_seed": per, "epochs_per_cell": epochs_per_cell, "rows": rows,
-            "gpu_hours": total, "gpu_hours_concurrent": total_conc,
+            "gpu_hours": total, "gpu_hours_concurrent": total_conc, "control_epochs": extra,
+            "gpu_hours_with_controls": total * with_controls,
+            "gpu_hours_concurrent_with_controls": total_conc * with_controls, "dataset_shares": dataset_shares(),
             "complete": all(r.get("images_per_s") for r in rows), "target_gpu_hours": GRID_HOURS_TARGET}
 
 
 # ------------------------------------------------------------------------------------------ main
+
+
+def parse_assumed(text: "str | None") -> dict:
+    """``"resnet18=13200,resnet50=5000"`` -> {model: images/s}; a clear error names a bad entry."""
+    out = {}
+    for part in filter(None, (text or "").split(",")):
+        model, _, value = part.partition("=")
+        try:
+            out[model.strip()] = float(value)
+        except ValueError:
+            raise SystemExit(f"--assume-ips: expected MODEL=IMAGES_PER_S, got {part!r}") from None
+        if model.strip() not in PAPER_MODELS or out[model.strip()] <= 0:
+            raise SystemExit(f"--assume-ips: {part!r}: the model must be one of {', '.join(PAPER_MODELS)} and the "
+                             "images/s positive")
+    return out
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -655,6 +703,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     for hidden in ("--worker-model", "--worker-step-mode", "--worker-ready", "--worker-go", "--worker-result"):
         p.add_argument(hidden, default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-steps", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--assume-ips", default=None, metavar="MODEL=IPS[,...]",
+                   help="projection [6] from these images/s per model instead of measurement 3 (a what-if from "
+                        "numbers measured elsewhere, e.g. resnet18=13200)")
+    p.add_argument("--assume-concurrency", type=float, default=None,
+                   help="with --assume-ips: the concurrent-runs factor applied to every model (e.g. 2.93)")
     p.add_argument("--quick", action="store_true", help="short settings (CPU: a few minutes on two cores)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON to PATH")
     p.add_argument("--check", action="store_true",
@@ -735,7 +788,8 @@ def main(argv=None) -> int:
             print("    note: the >= 5x target is for a GPU (device-resident data, bf16, channels_last); on CPU both "
                   "paths are compute-bound and the figure is informative only.")
 
-    if only is None or "ceilings" in only or "projection" in only:
+    assumed = parse_assumed(args.assume_ips)
+    if only is None or "ceilings" in only or ("projection" in only and not assumed):
         modes = (args.step_modes or ("eager,graph" if cuda else "eager")).split(",")
         c_models = (args.ceiling_models or ("cnn,resnet18,resnet50,vgg16_bn" if cuda else "cnn")).split(",")
         c_steps = args.ceiling_steps or (200 if cuda else 5)
@@ -761,7 +815,7 @@ def main(argv=None) -> int:
               "bare step captured as one CUDA graph;\n    lib/eager, lib/graph: the best library mode over the "
               "ceiling.")
 
-    if only is None or "concurrent" in only or "projection" in only:
+    if only is None or "concurrent" in only or ("projection" in only and not (assumed and args.assume_concurrency)):
         counts = [int(n) for n in (args.runs_per_gpu or ("1,2,4,8" if cuda else "1,2")).split(",")]
         cm = args.concurrent_model or ("resnet18" if cuda else "cnn")
         csteps = args.concurrent_steps or (400 if cuda else 5)
@@ -810,6 +864,11 @@ def main(argv=None) -> int:
             best = max((row.get("vs_first", 0) for row in out["concurrent"]["runs"].values()), default=0)
             if best >= 1:
                 conc = {m: best for m in PAPER_MODELS}  # the measured model's factor applied to every model
+        if assumed:  # a what-if from numbers measured elsewhere (e.g. issue #13's H100 figures), not a measurement
+            ips = assumed
+            conc = {m: args.assume_concurrency for m in PAPER_MODELS} if args.assume_concurrency else conc
+            print(f"\n    [6] uses ASSUMED images/s {assumed} and concurrency factor "
+                  f"{args.assume_concurrency or 'measured/none'} (--assume-ips): a projection, not a measurement")
         proj = project_grid(ips, conc)
         out["projection"] = proj
         print(f"\n[6] projection of the full paper grid: {len(PAPER_DATASETS)} datasets x {len(PAPER_MODELS)} models "
@@ -819,15 +878,24 @@ def main(argv=None) -> int:
               + " + ".join(f"{m} {e:.0f}" for m, e in proj["epochs_per_dataset_model_seed"].items()))
         for row in proj["rows"]:
             if not row.get("images_per_s"):
-                print(f"    {row['model']:<10} not measured here (add it to --ceiling-models)")
+                print(f"    {row['model']:<10} " + ("not given (--assume-ips)" if assumed else
+                                                    "not measured here (add it to --ceiling-models)"))
                 continue
             print(f"    {row['model']:<10}{row['images_per_s']:>10.0f} img/s  {row['gpu_hours']:>10.1f} h one run "
                   f"per device  {row['gpu_hours_concurrent']:>10.1f} h with x{row['concurrency_factor']:.2f} from "
                   f"concurrent runs")
         verdict = ("met" if proj["gpu_hours_concurrent"] <= GRID_HOURS_TARGET else "MISSED") if proj["complete"] \
             else "incomplete"
-        print(f"    total: {proj['gpu_hours']:.1f} device-hours ({proj['gpu_hours_concurrent']:.1f} with concurrent "
-              f"runs) on {dev_name}: {verdict if cuda else 'n/a on CPU'}")
+        scope = "total" if proj["complete"] else "total over the models above only (the grid's total is larger)"
+        where = "assumed rates" if assumed else dev_name
+        print(f"    {scope}: {proj['gpu_hours']:.1f} device-hours ({proj['gpu_hours_concurrent']:.1f} with concurrent "
+              f"runs) at {where}: {verdict if cuda or assumed else 'n/a on CPU'}")
+        print(f"    with notebook 03's attribution controls ("
+              + " + ".join(f"{k} {e:.0f}" for k, e in proj["control_epochs"].items())
+              + f" epochs per dataset x model x seed): {proj['gpu_hours_with_controls']:.1f} device-hours "
+              f"({proj['gpu_hours_concurrent_with_controls']:.1f} with concurrent runs)")
+        print("    share of the cost per dataset: " + ", ".join(
+            f"{k} {100 * v:.0f} %" for k, v in sorted(proj["dataset_shares"].items(), key=lambda kv: -kv[1])))
         print("    assumptions: cost per image ~ pixels relative to 32x32; val+test evaluated every epoch at a third "
               "of a training step per image;\n    dense run once per dataset/model/seed, MP/LTH/Ballot reuse it; "
               "method defaults; the best step mode of [3]; the concurrency\n    factor of [4] (its model) applied "

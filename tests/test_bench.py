@@ -35,6 +35,12 @@ def test_grid_epochs_and_projection_arithmetic(bench):
     assert r18["gpu_hours"] == pytest.approx(expect18) and r18["gpu_hours_concurrent"] == pytest.approx(expect18 / 2)
     assert proj["complete"] and proj["gpu_hours"] == pytest.approx(sum(r["gpu_hours"] for r in proj["rows"]))
     assert not bench.project_grid({"resnet18": 1.0}, {})["complete"]
+    # Notebook 03's parameter files also train Ballot plain and Ballot η=0 at every density: +2000 epochs per cell.
+    assert bench.control_epochs() == {"ballot plain": 1000, "ballot eta0": 1000}
+    assert proj["gpu_hours_with_controls"] == pytest.approx(proj["gpu_hours"] * 7250 / 5250)
+    shares = bench.dataset_shares()
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert shares["celeba"] == pytest.approx((162_770 + 39_829 / 3) * 16 / images)
 
 
 def test_measurements_3_5_6_run_on_cpu(bench, tmp_path, capsys):
@@ -97,3 +103,19 @@ def test_gpu_check_script_runs_without_the_notebook_tooling():
     text = script.read_text()
     assert "-o addopts=" in text and "PY=python3" in text
     assert "ballot_devices.py" in text and "bench_training.py" in text
+
+
+def test_projection_from_assumed_rates_runs_no_measurement(bench, tmp_path, capsys):
+    """--assume-ips/--assume-concurrency: the grid's cost from rates measured elsewhere, printed as a projection."""
+    out = tmp_path / "p.json"
+    assert bench.main(["--device", "cpu", "--only", "projection", "--assume-ips", "resnet18=13200",
+                       "--assume-concurrency", "2", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["ceilings"] == [] and res["concurrent"] is None  # nothing was measured
+    r18 = res["projection"]["rows"][0]
+    assert r18["images_per_s"] == 13200 and r18["gpu_hours_concurrent"] == pytest.approx(r18["gpu_hours"] / 2)
+    assert not res["projection"]["complete"]
+    text = capsys.readouterr().out
+    assert "ASSUMED" in text and "not a measurement" in text and "celeba 82 %" in text
+    with pytest.raises(SystemExit, match="must be one of"):
+        bench.main(["--only", "projection", "--assume-ips", "resnet19=1"])
