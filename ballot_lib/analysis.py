@@ -236,7 +236,7 @@ def notebook_parameters(namespace: Mapping[str, Any], notebook: Optional[str | P
     ``_i1`` ...) left out: call it then before the notebook defines anything else.
     """
     if notebook is not None and Path(notebook).is_file():
-        from .sweep import notebook_parameters as declared
+        from .notebook_files import notebook_parameters as declared
 
         return {k: namespace[k] for k in declared(Path(notebook)) if k in namespace}
     plain = (str, int, float, bool, type(None), list, tuple, dict)

@@ -383,7 +383,7 @@ def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.D
         acc = wc[wc["metric"] == "acc"]
         none = total - better - worse
         if none * 2 >= total:
-            verdict = (f"most comparisons show no significant difference"
+            verdict = ("most comparisons show no significant difference"
                        + ("; where one is significant, Ballot is more often the fairer" if better > worse else
                           "; where one is significant, Ballot is more often the less fair" if worse > better else
                           ""))
@@ -485,9 +485,8 @@ def settings_for(datasets: Sequence[str], models: Sequence[str], params: Mapping
     ``overrides`` maps a dataset to recipe changes (e.g. ``{"adult": {"batch_size": 512}}``). Everything is
     validated before any data is loaded or anything is written.
     """
-    from .data import DataConfig
+    from .checks import ParameterError
     from .experiment import experiment_from
-    from .validation import ParameterError
 
     overrides = dict(overrides or {})  # overrides of datasets not in ``datasets`` are unused
     out = []
@@ -507,8 +506,8 @@ def settings_for(datasets: Sequence[str], models: Sequence[str], params: Mapping
 
 
 # ------------------------------------------------------------------------------------------ paper tables
-# Notebook 03 records its comparison (``paper_tables.record_comparison``) under these kinds; notebook 05 and
-# ``python -m ballot_lib.paper_tables`` rebuild the tables of papers/ballot.md from any store that holds it.
+# Notebook 03 records its comparison (``paper_tables.record_comparison``) under the kinds of PAPER_TABLES; notebook
+# 05 and ``python -m ballot_lib.paper_tables`` rebuild the tables of papers/ballot.md from any store that holds it.
 
 def _baselines_in(frame: pd.DataFrame) -> list[str]:
     return [b for b in BASELINES if b in set(frame["variant"])]
@@ -540,7 +539,7 @@ def paper_decomposition(frame: pd.DataFrame) -> pd.DataFrame:
     return d[d["dataset"] == "pooled"].reset_index(drop=True)
 
 
-def _md_comparison(table: pd.DataFrame) -> str:
+def md_comparison(table: pd.DataFrame) -> str:
     out = []
     for rule, g in table.groupby("table", sort=False):
         title = ("No checkpoint selection (Ballot plain vs baselines, last epoch)" if rule == "last" else
@@ -549,7 +548,7 @@ def _md_comparison(table: pd.DataFrame) -> str:
     return "\n".join(out).strip()
 
 
-def _md_improvement(table: pd.DataFrame) -> str:
+def md_improvement(table: pd.DataFrame) -> str:
     from .analysis import markdown_table
 
     t = table.copy()
@@ -560,7 +559,7 @@ def _md_improvement(table: pd.DataFrame) -> str:
                              "paper's number (%)"]])
 
 
-def _md_decomposition(table: pd.DataFrame) -> str:
+def md_decomposition(table: pd.DataFrame) -> str:
     from .analysis import markdown_table
 
     t = table.copy()
@@ -571,16 +570,10 @@ def _md_decomposition(table: pd.DataFrame) -> str:
     return markdown_table(t[["metric", "part", "Δ (acc, MCD in pts; CWV raw)", "n", "wins"]])
 
 
-def register_paper_tables() -> None:
-    """Register notebook 03's three table kinds with :mod:`ballot_lib.paper_tables` (idempotent)."""
-    from . import paper_tables
-
-    paper_tables.register_table("baseline_comparison", paper_comparison,
-                                ["table", "dataset", "model", "density", "method"], _md_comparison)
-    paper_tables.register_table("baseline_improvement", paper_improvement, ["comparison", "baseline"],
-                                _md_improvement)
-    paper_tables.register_table("ballot_decomposition", paper_decomposition, ["metric", "part"],
-                                _md_decomposition)
-
-
-register_paper_tables()
+#: Notebook 03's table kinds, registered by :mod:`ballot_lib.paper_tables` (this module does not import it):
+#: kind -> (builder from one recorded comparison's rows, identifying columns, markdown renderer).
+PAPER_TABLES = {
+    "baseline_comparison": (paper_comparison, ["table", "dataset", "model", "density", "method"], md_comparison),
+    "baseline_improvement": (paper_improvement, ["comparison", "baseline"], md_improvement),
+    "ballot_decomposition": (paper_decomposition, ["metric", "part"], md_decomposition),
+}

@@ -23,7 +23,7 @@ from .data import DataBundle, DataConfig, get_dataset
 from .models import ModelConfig, build_model
 from .pruning import load_mask, prunable_weights
 from .results import ResultsFormatError, ResultsStore, Run, check_config_file, repair_advice
-from .validation import check_arguments, check_device_name, check_fields, check_int, check_seed
+from .checks import check_arguments, check_device_name, check_fields, check_int, check_seed
 from .training import TrainConfig, TrainResult, resolve_device, state_dict_cpu, train
 
 #: Epochs after which the dense run keeps its weights as rewind points θk (other k are replayed on demand).
@@ -304,7 +304,7 @@ def experiment_from_params(
     """Build an :class:`Experiment` from flat notebook parameters ("" / 0 mean "default"; see the notebooks).
 
     Everything is validated (types without coercion, names, ranges, cross-field rules) before any data is loaded
-    or anything is written; errors are :class:`~ballot_lib.validation.ParameterError` naming the parameter.
+    or anything is written; errors are :class:`~ballot_lib.checks.ParameterError` naming the parameter.
     ``check_device=False`` skips checking that the device exists (its name is still checked), so a GPU parameter
     file can be validated on a CPU machine.
     """

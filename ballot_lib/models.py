@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .registry import Registry
-from .validation import check_fields, check_int
+from .checks import check_fields, check_int
 
 #: name -> builder(input_shape, num_classes, cfg) -> nn.Module
 MODELS: Registry[Callable[[tuple[int, ...], int, "ModelConfig"], nn.Module]] = Registry("model")

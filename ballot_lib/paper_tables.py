@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from .analysis import LOCATION_PARAMETERS, summarize, versus
+from .comparison import PAPER_TABLES as COMPARISON_TABLES
 from .paths import results_root
 from .results import _atomic_write, load_results, read_json
 
@@ -170,6 +171,11 @@ def register_table(kind: str, builder: Callable[[pd.DataFrame], pd.DataFrame], k
     RENDERERS[kind] = markdown
 
 
+# Notebook 03's kinds (ballot_lib.comparison defines them and imports nothing of this module).
+for _kind, (_builder, _keys, _markdown) in COMPARISON_TABLES.items():
+    register_table(_kind, _builder, _keys, _markdown)
+
+
 PROVENANCE_COLUMNS = ["table", "dataset", "model", "record", "notebook", "variants", "seeds", "densities", "epochs",
                       "batch_size", "chosen", "runs", "compute_epochs", "compute_seconds"]
 
@@ -204,8 +210,6 @@ def build(results_dir: Optional[str | Path] = None) -> dict[str, pd.DataFrame]:
 
     Keys: the :data:`KINDS` present, and ``provenance``. Tables concatenate the datasets/models of the store.
     """
-    from . import comparison  # noqa: F401  (registers notebook 03's table kinds)
-
     records = load_records(results_dir)
     rows = load_results(results_dir)
     picked = pick_records(records, rows) if records else []
@@ -370,8 +374,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the imported module's main, not this __main__ copy: table kinds registered by other modules
-    # (notebook 03's, in ballot_lib.comparison) live in ballot_lib.paper_tables.
+    # Run the imported module's main, not this __main__ copy: table kinds that other code registers with
+    # register_table live in ballot_lib.paper_tables.
     from ballot_lib.paper_tables import main as _main
 
     sys.exit(_main())

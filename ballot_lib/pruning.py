@@ -39,9 +39,9 @@ SCOPES = ("global", "layer")
 def check_density(density: float) -> float:
     """Return ``density`` as a float if it is a number in (0, 1], else raise ``ValueError`` naming the valid range.
 
-    Strings (``"0.2"``) and bools are rejected, not converted (see :func:`ballot_lib.validation.check_density`).
+    Strings (``"0.2"``) and bools are rejected, not converted (see :func:`ballot_lib.checks.check_density`).
     """
-    from .validation import check_density as _check
+    from .checks import check_density as _check
 
     return _check(density)
 

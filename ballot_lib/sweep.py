@@ -39,36 +39,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from .notebook_files import NOTEBOOKS, notebook_parameters, notebooks  # noqa: F401 (re-exported)
 from .progress import ENV as PROGRESS_ENV
 from .results import ResultsError, atomic_write_json, config_hash
 
 KERNEL = "python3"
-REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = REPO / "notebooks"
-
-
-def notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
-    """The numbered notebooks of the suite, in reading order."""
-    found = sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
-    if not found:
-        raise FileNotFoundError(f"no notebooks named NN_*.ipynb in {folder}")
-    return found
-
-
-def notebook_parameters(path: Path) -> dict[str, Any]:
-    """The parameters declared in a notebook's ``parameters`` cell, with their defaults."""
-    import papermill
-
-    params = papermill.inspect_notebook(str(path))
-    out = {}
-    for name, info in params.items():
-        try:
-            import ast
-
-            out[name] = ast.literal_eval(info["default"])
-        except (ValueError, SyntaxError):
-            out[name] = info["default"]
-    return out
 
 
 def execute(notebook: Path, output: Path, parameters: Mapping[str, Any], env: Optional[dict] = None,

@@ -36,7 +36,7 @@ from . import metrics as M
 from .data import DataBundle, Split
 from .registry import check_choice
 from .results import ResultsError, atomic_torch_save, safe_torch_load
-from .validation import ParameterError, check_fields, check_int, check_number
+from .checks import ParameterError, check_fields, check_int, check_number
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "multistep", "cosine")

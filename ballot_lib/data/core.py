@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..registry import Registry
-from ..validation import ParameterError, check_fields, check_int, check_number, check_seed
+from ..checks import ParameterError, check_fields, check_int, check_number, check_seed
 
 
 class DatasetError(RuntimeError):

@@ -23,7 +23,7 @@ from ..pruning import check_density, check_mask_matches, density as mask_density
 from ..registry import Registry
 from ..results import Run, discard_if_unstarted
 from ..training import TrainConfig, TrainResult
-from ..validation import ParameterError, check_fields, check_seed
+from ..checks import ParameterError, check_fields, check_seed
 
 
 @dataclass

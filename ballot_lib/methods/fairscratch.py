@@ -48,7 +48,7 @@ from ..models import prunable_names
 from ..pruning import Mask, kept_count, top_indices
 from ..registry import check_choice
 from ..results import Run
-from ..validation import ParameterError, check_number
+from ..checks import ParameterError, check_number
 from .base import MethodOutput, SparseConfig, register
 
 FAIRNESS = ("auto", "dp", "eo", "class")

@@ -45,7 +45,7 @@ from ..pruning import Mask, make_mask, mask_from_scores
 from ..registry import check_choice
 from ..results import Run
 from ..training import DeviceData, epoch_generator, evaluate, lr_at
-from ..validation import ParameterError, check_int, check_number
+from ..checks import ParameterError, check_int, check_number
 from .base import MethodOutput, SparseConfig, register
 
 CANDIDATES = ("random", "gradient")
