@@ -307,6 +307,11 @@ def _logits(net: nn.Module, data: DeviceData, batch_size: int, amp: bool) -> tor
     return torch.cat(out)
 
 
+def device_logits(net: nn.Module, data: DeviceData, batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
+    """Logits (float32) for a whole device-resident split, in eval mode, left on the device (no host transfer)."""
+    return _logits(net, data, batch_size, amp)
+
+
 def predict_logits(net: nn.Module, data: DeviceData, batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
     """Logits (float32, CPU) for a whole device-resident split, in eval mode."""
     return _logits(net, data, batch_size, amp).cpu()

@@ -38,7 +38,7 @@ from ..models import prunable_names
 from ..pruning import (SCOPES, budgets_from_densities, budgets_from_mask, check_density, erk_densities,
                        kept_count, kept_counts, magnitude_mask, overlap, prunable_weights, top_indices, unflatten)
 from ..results import Run, config_hash
-from ..training import DeviceData, epoch_generator, predict_logits
+from ..training import DeviceData, device_logits, epoch_generator
 from ..registry import check_choice
 from .base import (MethodOutput, SparseConfig, check_rewind, register, select_checkpoint, select_epoch_metrics,
                    train_masked)
@@ -532,7 +532,7 @@ class VoteCollector(DenseExtra):
             net.eval()
             # Cell accuracies on the held-out val split, at the current weights.
             vy, vg = val_data.y, val_data.g
-            logits_v = predict_logits(net, val_data).to(dev)
+            logits_v = device_logits(net, val_data)
             correct_v = (logits_v.argmax(1) == vy).double()
             loss_v = F.cross_entropy(logits_v, vy, reduction="none").double()
             cells_v = _cell_index(vy, vg, mode, bundle.num_classes)
