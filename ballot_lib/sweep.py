@@ -204,15 +204,30 @@ class _StopOnSignal:
             stop_jobs()
 
 
+#: Intra-op CPU threads of the suite's notebooks unless ``OMP_NUM_THREADS`` is set: conv nets' CPU results depend on
+#: the thread count (the order of float reductions), so a fixed count makes ``make run`` give the numbers of
+#: papers/ (made on two cores) on any machine with the same torch build and CPU kind.
+SUITE_THREADS = 2
+
+
+def suite_env() -> dict[str, str]:
+    """Environment additions of the suite's notebook jobs: :data:`SUITE_THREADS` unless the user set a count."""
+    return {} if os.environ.get("OMP_NUM_THREADS") else {"OMP_NUM_THREADS": str(SUITE_THREADS)}
+
+
 def run_suite(out: Path, folder: Path = NOTEBOOKS, extra: Optional[Mapping[str, Any]] = None) -> int:
-    """Execute every notebook with its defaults; write ``summary.md``; return the number of failures."""
+    """Execute every notebook with its defaults; write ``summary.md``; return the number of failures.
+
+    Each notebook runs with :func:`suite_env` (``OMP_NUM_THREADS`` = :data:`SUITE_THREADS` unless set)."""
     out = Path(out).resolve()
     results = out / "results"
     failures, lines = 0, []
     with _StopOnSignal():
         failures, lines = _run_suite_notebooks(out, results, folder, extra)
     reports = sorted((results / "reports").glob("*.md")) if (results / "reports").is_dir() else []
-    text = ["# Notebook suite summary", "", f"Executed notebooks and results: `{out}`", "", *lines, ""]
+    threads = {**os.environ, **suite_env()}["OMP_NUM_THREADS"]
+    text = ["# Notebook suite summary", "", f"Executed notebooks and results: `{out}` (CPU threads per notebook: "
+            f"{threads}, `OMP_NUM_THREADS`)", "", *lines, ""]
     for r in reports:
         text += [r.read_text().strip(), ""]
     (out / "summary.md").write_text("\n".join(text))
@@ -229,7 +244,7 @@ def _run_suite_notebooks(out: Path, results: Path, folder: Path, extra: Optional
         params = {k: v for k, v in params.items() if k in known}
         print(f"[suite] {nb.name} ...", flush=True)
         try:
-            secs = execute(nb, out / nb.name, params)
+            secs = execute(nb, out / nb.name, params, env=suite_env())
             lines.append(f"- `{nb.name}`: ok in {secs:.0f} s")
             print(f"[suite] {nb.name} ok ({secs:.0f} s)", flush=True)
         except RuntimeError as e:

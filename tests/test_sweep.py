@@ -169,14 +169,16 @@ def test_run_suite_summary(suite):
 def test_run_suite_passes_only_the_parameters_each_notebook_declares(tmp_path, monkeypatch):
     write_tiny(tmp_path)
     write_failing(tmp_path)  # declares no parameters
-    calls = {}
+    calls, envs = {}, []
 
     def fake_execute(notebook, output, parameters, env=None, log=None):
         calls[Path(notebook).name] = (Path(output), dict(parameters))
+        envs.append(dict(env or {}))
         Path(output).parent.mkdir(parents=True, exist_ok=True)  # as the real one does
         return 2.0
 
     monkeypatch.setattr(sweep, "execute", fake_execute)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     out = tmp_path / "out"
     assert sweep.run_suite(out, folder=tmp_path, extra={"n": 7, "epochs": 1}) == 0
     assert calls == {"00_tiny.ipynb": (out / "00_tiny.ipynb", {"results_dir": str(out / "results"), "n": 7}),
@@ -184,6 +186,12 @@ def test_run_suite_passes_only_the_parameters_each_notebook_declares(tmp_path, m
     summary = (out / "summary.md").read_text()
     assert "- `00_tiny.ipynb`: ok in 2 s" in summary and "- `01_fail.ipynb`: ok in 2 s" in summary
     assert "FAILED" not in summary
+    # A fixed CPU thread count (conv nets' CPU numbers depend on it), unless the user set one.
+    assert envs == [{"OMP_NUM_THREADS": "2"}] * 2 and "CPU threads per notebook: 2" in summary
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    envs.clear()
+    assert sweep.run_suite(tmp_path / "out2", folder=tmp_path) == 0
+    assert envs == [{}, {}] and "CPU threads per notebook: 3" in (tmp_path / "out2" / "summary.md").read_text()
 
 
 # ------------------------------------------------------------------------------------------ grid
