@@ -9,6 +9,8 @@
 #   benchmarks/gpu_check.sh [OUTDIR]            # full: about 10-15 min on an H100
 #   QUICK=1 benchmarks/gpu_check.sh [OUTDIR]    # shorter settings: about 5 min
 #   DEVICE=cpu QUICK=1 benchmarks/gpu_check.sh  # dry run of the script itself on a machine without a GPU
+#   STAGES=ballot,bench benchmarks/gpu_check.sh # only some stages (tests, ballot, bench), e.g. to finish after a
+#                                               # time-out; each stage prints its wall time
 #
 # It runs with the project's .venv when there is one, else with `python3` (e.g. a GPU machine's own torch: it needs
 # torch, torchvision, numpy, pandas, matplotlib, PyYAML and pytest, not nbval or papermill). Everything printed is
@@ -21,6 +23,10 @@ if [ -z "${PY:-}" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
 DEVICE=${DEVICE:-cuda}
+STAGES=",${STAGES:-tests,ballot,bench},"
+stage() { case "$STAGES" in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+T0=$SECONDS
+done_stage() { echo "[gpu_check] $1 done after $((SECONDS - T0)) s" | tee -a "$OUT/gpu.txt"; }
 mkdir -p "$OUT"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} PYTHONUNBUFFERED=1 BALLOT_PROGRESS=none
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -28,7 +34,10 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
   $PY -c "import torch, torchvision; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '|',
 torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA device')"; } | tee "$OUT/gpu.txt"
 # -o addopts= : the project's pytest options name nbval, which a bare GPU image does not have.
-$PY -m pytest -q -p no:cacheprovider -o addopts= tests/test_step_modes.py 2>&1 | tail -8 | tee "$OUT/cuda_tests.txt"
+if stage tests; then
+  $PY -m pytest -q -p no:cacheprovider -o addopts= tests/test_step_modes.py 2>&1 | tail -8 | tee "$OUT/cuda_tests.txt"
+  done_stage tests
+fi
 if [ "${QUICK:-0}" = 1 ]; then
   ballot=(--engine-epochs 2 --epochs 10)
   extra=(--ceiling-models cnn,resnet18,resnet50,vgg16_bn --ceiling-steps 100 --runs-per-gpu 1,4,8
@@ -42,7 +51,13 @@ if [ "$DEVICE" = cpu ]; then  # dry run: tiny settings, nothing of it is a measu
   extra=(--ceiling-models cnn --ceiling-steps 2 --runs-per-gpu 1,2 --concurrent-steps 3 --method-images 256
          --method-epochs 1)
 fi
-$PY benchmarks/ballot_devices.py --device "$DEVICE" --json "$OUT/ballot_devices.json" ${ballot[@]+"${ballot[@]}"} \
-    2>&1 | tee "$OUT/ballot_devices.txt"
-$PY benchmarks/bench_training.py --device "$DEVICE" --only ceilings,concurrent,methods,projection \
-    --json "$OUT/issue13_cuda.json" ${extra[@]+"${extra[@]}"} 2>&1 | tee "$OUT/issue13_cuda.txt"
+if stage ballot; then
+  $PY benchmarks/ballot_devices.py --device "$DEVICE" --json "$OUT/ballot_devices.json" ${ballot[@]+"${ballot[@]}"} \
+      2>&1 | tee "$OUT/ballot_devices.txt"
+  done_stage ballot
+fi
+if stage bench; then
+  $PY benchmarks/bench_training.py --device "$DEVICE" --only ceilings,concurrent,methods,projection \
+      --json "$OUT/issue13_cuda.json" ${extra[@]+"${extra[@]}"} 2>&1 | tee "$OUT/issue13_cuda.txt"
+  done_stage bench
+fi
