@@ -56,7 +56,8 @@ class RunResult:
 
 @dataclass
 class Experiment:
-    """Shared set-up of a comparison. ``device``, ``results_dir`` and ``progress`` do not affect run identity."""
+    """Shared set-up of a comparison. ``device``, ``results_dir``, ``progress`` and ``amp`` do not affect run
+    identity (``amp``: bf16 autocast of every training; None = on for CUDA, as :func:`~ballot_lib.training.train`)."""
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -64,6 +65,7 @@ class Experiment:
     device: str = "auto"
     results_dir: Optional[str] = None
     progress: bool = True
+    amp: Optional[bool] = None
 
     def __post_init__(self) -> None:
         # Validate everything up front, before any data is loaded or any training starts.
@@ -111,6 +113,7 @@ class Experiment:
     def train_net(self, net: nn.Module, run: Run, seed: int, **kwargs) -> TrainResult:
         """Train with this experiment's data, device and progress settings (see :func:`ballot_lib.training.train`)."""
         kwargs.setdefault("checkpoint", run.file(kwargs.pop("checkpoint_name", "checkpoint.pt")))
+        kwargs.setdefault("amp", self.amp)
         return train(net, self.bundle, kwargs.pop("cfg", self.train), seed=seed, device=self.device_,
                      progress=self.progress, **kwargs)
 

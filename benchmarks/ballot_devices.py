@@ -22,7 +22,6 @@ that the script runs, e.g. ``python benchmarks/ballot_devices.py --device cpu --
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import sys
@@ -37,7 +36,7 @@ try:
 except ImportError:  # run from a checkout without the editable install (e.g. the GPU machine's python3)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ballot_lib import experiment as E
+from ballot_lib.experiment import experiment_from_params
 from ballot_lib.methods.base import make_config, prepare_method, run_method
 from ballot_lib.methods.ballot import TallyConfig, VoteTally, mask_from_votes, normalize_dim0
 from ballot_lib.models import ModelConfig, build_model
@@ -64,33 +63,31 @@ def engine_check(model: str, num_classes: int, in_shape: tuple, dev: torch.devic
     names = prunable_names(net)
     shapes = {n: p.shape for n, p in net.named_parameters() if n in names}
     gen = torch.Generator().manual_seed(seed)
-    rows = []
     inputs = []
     for _ in range(epochs):
         ga = {n: torch.randn(sh, generator=gen) for n, sh in shapes.items()}
         gf = {n: torch.randn(sh, generator=gen) for n, sh in shapes.items()}
         w = {n: torch.randn(sh, generator=gen) * 0.05 for n, sh in shapes.items()}
         inputs.append((ga, gf, w))
+
+    def count(tcfg: TallyConfig, d: torch.device) -> tuple[dict, dict, float]:
+        """The tally's votes and summed scores over ``inputs`` on ``d``, and the seconds it took."""
+        tally = VoteTally(tcfg, shapes, d)
+        sync(d)
+        t0 = time.perf_counter()
+        for ga, gf, w in inputs:
+            a = {n: normalize_dim0(g.to(d)) for n, g in ga.items()}
+            f = {n: normalize_dim0(g.to(d)) for n, g in gf.items()}
+            wd = {n: t.to(d) for n, t in w.items()}
+            tally.add(a, f, wd, tcfg.per_tensor(wd, names))
+        sync(d)
+        return (*tally.shaped(), time.perf_counter() - t0)
+
+    rows = []
     for label, tcfg in ENGINE_TALLIES.items():
-        out = {}
-        for d in (torch.device("cpu"), dev):
-            tally = VoteTally(tcfg, shapes, d)
-            sync(d)
-            t0 = time.perf_counter()
-            for ga, gf, w in inputs:
-                a = {n: normalize_dim0(g.to(d)) for n, g in ga.items()}
-                f = {n: normalize_dim0(g.to(d)) for n, g in gf.items()}
-                wd = {n: t.to(d) for n, t in w.items()}
-                tally.add(a, f, wd, tcfg.per_tensor(wd, names))
-            sync(d)
-            secs = time.perf_counter() - t0
-            votes, total = tally.shaped()
-            out[len(out)] = (votes, total, secs)
-        (v_c, t_c, s_c), (v_d, t_d, s_d) = out[0], out[1]
-        kept = {n: int(round(tcfg.density * sh.numel())) for n, sh in shapes.items()} if tcfg.scope == "layer" \
-            else None
-        m_c = mask_from_votes(v_c, t_c, tcfg.density, scope=tcfg.scope, budgets=kept)
-        m_d = mask_from_votes(v_d, t_d, tcfg.density, scope=tcfg.scope, budgets=kept)
+        (v_c, t_c, s_c), (v_d, t_d, s_d) = count(tcfg, torch.device("cpu")), count(tcfg, dev)
+        m_c = mask_from_votes(v_c, t_c, tcfg.density, scope=tcfg.scope)
+        m_d = mask_from_votes(v_d, t_d, tcfg.density, scope=tcfg.scope)
         rows.append({
             "tally": label, "entries": sum(sh.numel() for sh in shapes.values()), "epochs": epochs,
             "votes_differ": int(sum(int((v_c[n] != v_d[n]).sum()) for n in names)),
@@ -104,13 +101,12 @@ def engine_check(model: str, num_classes: int, in_shape: tuple, dev: torch.devic
 def train_three(args, device: str, store: Path, amp: bool = True) -> dict:
     """dense, LTH and Ballot (library defaults) for one seed on ``device`` into ``store``; fp32 on CUDA when ``amp``
     is False (the library's default there is bf16 autocast)."""
-    exp = E.experiment_from_params(dataset=args.dataset, model=args.model, epochs=args.epochs,
-                                   batch_size=args.batch_size, lr=args.lr, schedule="cosine", device=device,
-                                   results_dir=str(store), progress=False)
-    train0 = E.train
+    exp = experiment_from_params(dataset=args.dataset, model=args.model, epochs=args.epochs,
+                                 batch_size=args.batch_size, lr=args.lr, schedule="cosine", device=device,
+                                 results_dir=str(store), progress=False)
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     if not amp:
-        E.train = functools.partial(train0, amp=False)
+        exp.amp = False
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         prepare_method(exp, "ballot", make_config("ballot", density=args.density))  # votes ride the dense run
@@ -127,7 +123,6 @@ def train_three(args, device: str, store: Path, amp: bool = True) -> dict:
         sync(dev)
         wall = time.perf_counter() - t0
     finally:
-        E.train = train0
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     return {"lth": lth, "ballot": ballot, "ballot_wall": wall, "dense_wall": t_dense}
 

@@ -7,6 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import make_experiment
+
 from ballot_lib import pruning as P
 from ballot_lib.training import DeviceData, TrainConfig, lr_at, random_crop, train
 
@@ -248,3 +250,22 @@ def test_gpu_path_pieces_run_on_cpu_bf16_autocast_augmentation_and_channels_last
     cl = build_model("cnn", bundle.input_shape, 10).to(memory_format=torch.channels_last)
     enforcer = MaskEnforcer(cl, magnitude_mask(cl, 0.1))
     assert all(p.stride() == m.stride() for p, m in zip(enforcer.params, enforcer.masks))
+
+
+def test_experiment_amp_reaches_every_training_and_is_checked(tmp_path, monkeypatch):
+    """``Experiment.amp`` (e.g. fp32 on CUDA) is passed to train() by train_net, which every method trains through;
+    None keeps train()'s default; it is not part of a run's identity; a non-bool is a ParameterError."""
+    from ballot_lib import experiment as E
+    from ballot_lib.checks import ParameterError
+
+    seen = []
+    monkeypatch.setattr(E, "train", lambda *a, **k: seen.append(k["amp"]))
+    exp = make_experiment(tmp_path)
+    run = exp.store.run(exp.run_config("dense", {}, 0))
+    exp.train_net(exp.new_model(), run, 0)
+    exp.amp = False
+    exp.train_net(exp.new_model(), run, 0)
+    assert seen == [None, False]
+    assert exp.run_config("dense", {}, 0) == make_experiment(tmp_path).run_config("dense", {}, 0)
+    with pytest.raises(ParameterError, match="amp"):
+        E.Experiment(exp.data, exp.model, exp.train, device="cpu", amp="yes")
