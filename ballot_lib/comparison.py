@@ -174,8 +174,7 @@ def comparison_table(df: pd.DataFrame, table: Table, metrics: Optional[Sequence[
                 continue
             row = {"dataset": setting[0], "model": setting[1], "density": setting[2], "method": method,
                    "seeds": int(part.index.nunique()),
-                   "collapsed": int(gone.get((setting[0], setting[1], setting[2], method), 0))
-                   if method != "Dense" else 0,
+                   "collapsed": int(gone.get((*setting, method), 0)),  # never "Dense": collapsed_runs skips it
                    "compute_epochs": float(part["compute_epochs"].mean()) if "compute_epochs" in part else math.nan,
                    "selection": "val_rule" if (method.endswith(SELECTED) or method in ("Ballot", "Ballot η=0"))
                    else "last"}

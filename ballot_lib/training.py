@@ -295,8 +295,8 @@ def make_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def _logits(net: nn.Module, data: DeviceData, batch_size: int, amp: bool) -> torch.Tensor:
-    """Logits (float32, on the data's device) for a whole device-resident split, in eval mode."""
+def device_logits(net: nn.Module, data: DeviceData, batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
+    """Logits (float32) for a whole device-resident split, in eval mode, left on the data's device."""
     was_training = net.training
     net.eval()
     out = []
@@ -307,19 +307,14 @@ def _logits(net: nn.Module, data: DeviceData, batch_size: int, amp: bool) -> tor
     return torch.cat(out)
 
 
-def device_logits(net: nn.Module, data: DeviceData, batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
-    """Logits (float32) for a whole device-resident split, in eval mode, left on the device (no host transfer)."""
-    return _logits(net, data, batch_size, amp)
-
-
 def predict_logits(net: nn.Module, data: DeviceData, batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
     """Logits (float32, CPU) for a whole device-resident split, in eval mode."""
-    return _logits(net, data, batch_size, amp).cpu()
+    return device_logits(net, data, batch_size, amp).cpu()
 
 
 def predict(net: nn.Module, data: DeviceData, batch_size: int = 1024, amp: bool = False) -> torch.Tensor:
     """Predicted labels for a whole device-resident split (CPU tensor; only the labels leave the device)."""
-    return _logits(net, data, batch_size, amp).argmax(1).cpu()
+    return device_logits(net, data, batch_size, amp).argmax(1).cpu()
 
 
 def evaluate(net: nn.Module, data: DeviceData, bundle: DataBundle, batch_size: int = 1024,
@@ -562,7 +557,7 @@ def _epoch_readout(net: nn.Module, loss_sum: torch.Tensor, correct: torch.Tensor
     Labels, the loss (float32) and the count travel as float64, which holds each of them exactly, so the values
     are those of ``float(loss_sum)``, ``float(correct)`` and ``predict(...)``.
     """
-    preds = {s: _logits(net, d, batch_size, amp).argmax(1) for s, d in evals.items()}
+    preds = {s: device_logits(net, d, batch_size, amp).argmax(1) for s, d in evals.items()}
     parts = [loss_sum.detach().double().view(1), correct.double().view(1)] + [p.double() for p in preds.values()]
     host = torch.cat(parts).cpu()
     out, at = {}, 2

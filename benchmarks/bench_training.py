@@ -555,9 +555,9 @@ PAPER_EPOCHS = 250
 USES_DENSE = {"mp", "lth", "ballot"}
 
 
-def grid_epochs() -> dict:
-    """Epochs of the dense recipe per (dataset, model, seed): the dense run once, plus each sparse method's own
-    training at every density (declared compute, defaults of each method, 250 epochs)."""
+def paper_compute_epochs(method: str, **options) -> float:
+    """A method's declared compute (epochs of the dense recipe) under the paper's 250-epoch recipe at the grid's
+    first density (compute depends on the recipe, not on the data or model)."""
     from ballot_lib.data import DataConfig
     from ballot_lib.experiment import Experiment
     from ballot_lib.methods.base import compute_epochs
@@ -565,9 +565,15 @@ def grid_epochs() -> dict:
 
     exp = Experiment(DataConfig("digits"), ModelConfig("mlp"), TrainConfig.authors(PAPER_EPOCHS), device="cpu",
                      progress=False)
+    return compute_epochs(exp, method, density=PAPER_DENSITIES[0], **options)
+
+
+def grid_epochs() -> dict:
+    """Epochs of the dense recipe per (dataset, model, seed): the dense run once, plus each sparse method's own
+    training at every density (declared compute, defaults of each method, 250 epochs)."""
     per = {"dense": float(PAPER_EPOCHS)}
     for m in PAPER_METHODS[1:]:
-        c = compute_epochs(exp, m, density=PAPER_DENSITIES[0])
+        c = paper_compute_epochs(m)
         per[m] = (c - PAPER_EPOCHS if m in USES_DENSE else c) * len(PAPER_DENSITIES)
     return per
 
@@ -579,15 +585,8 @@ NB03_CONTROLS = {"ballot plain": {"refined": False}, "ballot eta0": {"eta": 0.0}
 
 def control_epochs() -> dict:
     """Extra epochs per (dataset, model, seed) that notebook 03's parameter files spend on Ballot's controls."""
-    from ballot_lib.data import DataConfig
-    from ballot_lib.experiment import Experiment
-    from ballot_lib.methods.base import compute_epochs
-    from ballot_lib.models import ModelConfig
-
-    exp = Experiment(DataConfig("digits"), ModelConfig("mlp"), TrainConfig.authors(PAPER_EPOCHS), device="cpu",
-                     progress=False)
-    return {k: (compute_epochs(exp, "ballot", density=PAPER_DENSITIES[0], **opts) - PAPER_EPOCHS)
-            * len(PAPER_DENSITIES) for k, opts in NB03_CONTROLS.items()}
+    return {k: (paper_compute_epochs("ballot", **opts) - PAPER_EPOCHS) * len(PAPER_DENSITIES)
+            for k, opts in NB03_CONTROLS.items()}
 
 
 def dataset_shares() -> dict:
@@ -639,11 +638,12 @@ def parse_assumed(text: "str | None") -> dict:
     out = {}
     for part in filter(None, (text or "").split(",")):
         model, _, value = part.partition("=")
+        model = model.strip()
         try:
-            out[model.strip()] = float(value)
+            out[model] = float(value)
         except ValueError:
             raise SystemExit(f"--assume-ips: expected MODEL=IMAGES_PER_S, got {part!r}") from None
-        if model.strip() not in PAPER_MODELS or out[model.strip()] <= 0:
+        if model not in PAPER_MODELS or out[model] <= 0:
             raise SystemExit(f"--assume-ips: {part!r}: the model must be one of {', '.join(PAPER_MODELS)} and the "
                              "images/s positive")
     return out
@@ -890,7 +890,7 @@ def main(argv=None) -> int:
         where = "assumed rates" if assumed else dev_name
         print(f"    {scope}: {proj['gpu_hours']:.1f} device-hours ({proj['gpu_hours_concurrent']:.1f} with concurrent "
               f"runs) at {where}: {verdict if cuda or assumed else 'n/a on CPU'}")
-        print(f"    with notebook 03's attribution controls ("
+        print("    with notebook 03's attribution controls ("
               + " + ".join(f"{k} {e:.0f}" for k, e in proj["control_epochs"].items())
               + f" epochs per dataset x model x seed): {proj['gpu_hours_with_controls']:.1f} device-hours "
               f"({proj['gpu_hours_concurrent_with_controls']:.1f} with concurrent runs)")

@@ -573,13 +573,12 @@ class VoteCollector(DenseExtra):
                     if dev.type == "cuda":  # per-tally seconds of the device's work, not of the kernel launches
                         torch.cuda.synchronize(dev)
                     state["tally_seconds"][key] += time.perf_counter() - t1
-                # Sign agreement per tensor, counted on the device and read in one transfer (not 2 per tensor).
-                counts_dev = []
+                # (agreeing, both non-zero) per tensor, counted on the device and read in one transfer.
+                pairs = []
                 for g1, g2 in zip(ga, gf):
                     nz = (g1 != 0) & (g2 != 0)
-                    counts_dev += [((torch.sign(g1) == torch.sign(g2)) & nz).sum(), nz.sum()]
-                flat_counts = torch.stack(counts_dev).tolist()
-                sign = {n: (int(flat_counts[2 * i]), int(flat_counts[2 * i + 1])) for i, n in enumerate(names)}
+                    pairs.append(torch.stack([((torch.sign(g1) == torch.sign(g2)) & nz).sum(), nz.sum()]))
+                sign = {n: tuple(p) for n, p in zip(names, torch.stack(pairs).tolist())}
             state["sign"].append(sign)
             state["epochs"].append(epoch)
             seen = w_cell[~torch.isnan(acc)]
