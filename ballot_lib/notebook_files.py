@@ -1,7 +1,8 @@
 """The suite's notebook files and their ``parameters`` cells (no notebook is executed here).
 
-:func:`notebook_parameters` / :func:`notebook_parameter_types` read a notebook's ``parameters`` cell through
-papermill's ``inspect_notebook`` (papermill is imported only when they are called), :func:`notebook_path` finds a
+:func:`notebook_parameters` reads the defaults of a notebook's ``parameters`` cell from its JSON, and
+:func:`notebook_parameter_types` reads the cell through papermill's ``inspect_notebook`` (papermill is imported
+only when it is called); :func:`notebook_path` finds a
 suite notebook by name, and :func:`injected_parameter_names` tells, inside a kernel, which names papermill
 injected. :mod:`ballot_lib.sweep` runs the notebooks; :mod:`ballot_lib.validation` checks their parameters;
 :mod:`ballot_lib.analysis` reads a running notebook's parameters: all three use this module.
@@ -26,16 +27,30 @@ def notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
 
 
 def notebook_parameters(path: Path) -> dict[str, Any]:
-    """The parameters declared in a notebook's ``parameters`` cell, with their defaults."""
-    import papermill
+    """The parameters declared in a notebook's ``parameters`` cell, with their defaults.
 
-    params = papermill.inspect_notebook(str(path))
-    out = {}
-    for name, info in params.items():
+    Read from the notebook's JSON with :mod:`ast` (no papermill or nbformat needed, so a GPU machine's bare
+    Python can plan a parameter file); a default that is not a literal is kept as its source text, as papermill's
+    ``inspect_notebook`` reports it (``tests/test_cost.py`` checks both agree on every notebook).
+    """
+    import json
+
+    cells = json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
+    tagged = [c for c in cells if c.get("cell_type") == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not tagged:
+        raise ValueError(f"notebook {path} has no cell tagged 'parameters'")
+    source = tagged[0]["source"]
+    source = "".join(source) if isinstance(source, list) else source
+    out: dict[str, Any] = {}
+    for node in ast.parse(source).body:
+        target = node.target if isinstance(node, ast.AnnAssign) else (
+            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        if not isinstance(target, ast.Name) or node.value is None:
+            continue
         try:
-            out[name] = ast.literal_eval(info["default"])
+            out[target.id] = ast.literal_eval(node.value)
         except (ValueError, SyntaxError):
-            out[name] = info["default"]
+            out[target.id] = ast.get_source_segment(source, node.value)
     return out
 
 

@@ -15,6 +15,9 @@ Commands (``python -m ballot_lib.sweep --help``):
   size, :func:`default_runs_per_gpu`); ``--slurm`` submits the jobs through submitit instead.
 * ``validate PARAMS.yaml``: check every parameter of every job against the notebook's annotated types and the
   library's rules (:func:`ballot_lib.validation.validate_notebook_params`), without loading data or training.
+* ``cost PARAMS.yaml ... [--ips MODEL=IMAGES_PER_S,...] [--concurrency X]``: validate, then list what the
+  files' jobs will train (:mod:`ballot_lib.cost`): runs, runs still to train in the store ``grid`` would use,
+  epochs, 32-pixel image equivalents and, given images/s per model, GPU-hours. Nothing is trained or written.
 
 Always executed with the kernel ``python3`` of the current environment. Notebooks are taken from ``notebooks/``
 only. Each job (papermill and its kernel) runs in its own process group; SIGINT/SIGTERM to the runner ends every
@@ -459,6 +462,52 @@ def _slurm_job(nb: str, output: str, params: dict) -> float:
     return secs
 
 
+def plan_params_file(params_file: Path, results_dir: Optional[str] = None, folder: Path = NOTEBOOKS):
+    """Every run a parameter file's jobs train or load (:func:`ballot_lib.cost.plan_jobs`), validated first as
+    ``validate`` does; ``results_dir``: the store whose complete runs are not counted (default: the one ``grid``
+    gives the file's jobs with its default ``--out``, ``outputs/<file stem>/results``)."""
+    from .cost import plan_jobs
+
+    _, nb, jobs = validate_params_file(Path(params_file), folder)
+    store = results_dir or str(Path("outputs") / Path(params_file).stem / "results")
+    df = plan_jobs(nb.name, jobs, store)
+    df.insert(0, "file", str(params_file))
+    return df
+
+
+def _cost(files: Sequence[Path], ips_text: str, concurrency: float, results: Optional[str], by: str,
+          csv: Optional[Path]) -> int:
+    import pandas as pd
+
+    from .cost import EVAL_COST, parse_rates, summarize
+
+    ips = parse_rates(ips_text)
+    keys = [k.strip() for k in by.split(",") if k.strip()]
+    valid = ("file", "dataset", "model", "stage", "variant", "method", "density", "seed")
+    if not keys or set(keys) - set(valid):
+        raise ValueError(f"--by must be a comma-separated list of {', '.join(valid)}, got {by!r}")
+    if not concurrency > 0:
+        raise ValueError(f"--concurrency must be > 0, got {concurrency!r}")
+    plan = pd.concat([plan_params_file(f, results) for f in files], ignore_index=True)
+    table = summarize(plan, ips, concurrency, keys)
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_rows", 500):
+        print(table.to_string(index=False, float_format=lambda x: f"{x:,.1f}"))
+    missing = sorted(set(plan["model"]) - set(ips))
+    print(f"\nepochs: the runs' own training (each run's recipe; shared dense runs and val-rule twins once); "
+          f"Mimages: 32-px image equivalents, train + {EVAL_COST:.2f} x (val + test) per epoch, x (side/32)^2.")
+    if ips:
+        print(f"gpu_hours: Mimages / images/s ({', '.join(f'{m} {r:,.0f}' for m, r in ips.items())}) "
+              f"/ concurrency {concurrency:g}" + (f"; no rate for {', '.join(missing)}" if missing else ""))
+    else:
+        print("gpu_hours: give --ips MODEL=IMAGES_PER_S (32x32, batch of the files; "
+              "benchmarks/bench_training.py measures them)")
+    if csv:
+        Path(csv).parent.mkdir(parents=True, exist_ok=True)
+        plan.to_csv(csv, index=False)
+        print(f"every planned run: {csv}")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ballot_lib.sweep", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -477,6 +526,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     g.add_argument("--slurm-args", default="{}", help='JSON of submitit parameters, e.g. {"slurm_partition": "gpu"}')
     v = sub.add_parser("validate", help="check parameter files without training")
     v.add_argument("params", type=Path, nargs="+")
+    c = sub.add_parser("cost", help="what parameter files will train, and in GPU-hours given images/s")
+    c.add_argument("params", type=Path, nargs="+")
+    c.add_argument("--ips", default="", help="images/s per model at 32x32, e.g. resnet18=13200,resnet50=4000")
+    c.add_argument("--concurrency", type=float, default=1.0,
+                   help="speed-up of several runs per GPU over one (benchmarks/bench_training.py --runs-per-gpu)")
+    c.add_argument("--results", default=None, help="results store whose complete runs are not counted "
+                                                   "(default: outputs/<params file stem>/results)")
+    c.add_argument("--by", default="file,dataset,model", help="grouping columns of the table")
+    c.add_argument("--csv", type=Path, default=None, help="also write every planned run to this CSV file")
     a = p.parse_args(argv)
     try:
         if a.cmd == "suite":
@@ -491,6 +549,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             out = a.out or Path("outputs") / a.params.stem
             return 1 if run_grid_file(a.params, out, workers, gpus, a.slurm, parse_slurm_args(a.slurm_args),
                                       runs_per_gpu=a.runs_per_gpu) else 0
+        if a.cmd == "cost":
+            return _cost(a.params, a.ips, a.concurrency, a.results, a.by, a.csv)
         bad = 0
         for f in a.params:
             try:

@@ -39,10 +39,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+#: the checkout (its params/ hold the paper grid the projection plans)
+ROOT = Path(__file__).resolve().parents[1]
 try:
     import ballot_lib  # noqa: F401
 except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(ROOT))
 
 from ballot_lib.data import DataBundle, Split
 from ballot_lib.models import build_model
@@ -535,65 +537,65 @@ def _time_methods(model: str, dev: torch.device, name: str, epochs: int, batch_s
 
 # ------------------------------------------------------------------------------------------ projection
 
-#: The paper grid (notebook 03's parameter files): dataset -> (train images after the val carve, image side).
-#: Assumptions: cost per image scales with the pixel count relative to 32x32 (conv nets with global pooling);
-#: evaluation of val+test every epoch costs a third of a training step per image (forward only).
-PAPER_DATASETS = {"cifar10": (45_000, 10_000, 32), "cifar100": (45_000, 10_000, 32), "cifar10s": (45_000, 10_000, 32),
-                  "celeba": (162_770, 39_829, 128), "utkface": (16_600, 7_100, 64),
-                  "tinyimagenet": (90_000, 20_000, 64)}
+#: The paper grid: notebook 03's parameter files, planned by ``ballot_lib.cost`` (``python -m ballot_lib.sweep
+#: cost``) -- the runs their jobs train, with the split sizes of the real datasets and each method's declared
+#: compute -- so the projection follows the files (datasets, models, densities, seeds, epochs, image sizes).
+PAPER_GRID = "params/03_*.yaml"
 PAPER_MODELS = ("resnet18", "resnet50", "vgg16_bn")
-PAPER_METHODS = ("dense", "mp", "lth", "ballot", "safecompress", "fairscratch")
-PAPER_DENSITIES = (0.2, 0.1, 0.05, 0.02)
-PAPER_SEEDS = 5
+#: notebook 03's attribution controls (plain training and η = 0 of the chosen Ballot candidate; the "+val" runs are
+#: derived from their last-epoch twins without training): the issue's grid is dense + the five methods without them.
+NB03_CONTROLS = ("Ballot plain", "Ballot plain +val", "Ballot η=0")
+
+_PLAN = None
 
 
-def PAPER_SEEDS_RANGE():  # noqa: N802
-    return range(PAPER_SEEDS)
+def paper_plan():
+    """Every run of the paper grid (one row each, :class:`ballot_lib.cost.PlannedRun`), against an empty store."""
+    global _PLAN
+    if _PLAN is None:
+        import tempfile
 
-PAPER_EPOCHS = 250
-#: methods that reuse the seed's dense run (their declared compute includes it; the projection counts it once)
-USES_DENSE = {"mp", "lth", "ballot"}
+        import pandas as pd
+
+        from ballot_lib.cost import plan_jobs
+        from ballot_lib.sweep import expand_jobs, load_params_file
+
+        files = sorted(ROOT.glob(PAPER_GRID))
+        if not files:
+            raise SystemExit(f"no parameter files {PAPER_GRID} under {ROOT}")
+        # Planned without `sweep validate`'s checks, which need papermill (absent on a bare GPU image); the tests
+        # validate every file of params/, and `python -m ballot_lib.sweep cost` validates first.
+        with tempfile.TemporaryDirectory() as empty:  # nothing is complete there: every run counts
+            _PLAN = pd.concat([plan_jobs(spec["notebook"], expand_jobs(spec), empty).assign(file=str(f))
+                               for f in files for spec in [load_params_file(f)]], ignore_index=True)
+    return _PLAN
 
 
-def paper_compute_epochs(method: str, **options) -> float:
-    """A method's declared compute (epochs of the dense recipe) under the paper's 250-epoch recipe at the grid's
-    first density (compute depends on the recipe, not on the data or model)."""
-    from ballot_lib.data import DataConfig
-    from ballot_lib.experiment import Experiment
-    from ballot_lib.methods.base import compute_epochs
-    from ballot_lib.models import ModelConfig
-
-    exp = Experiment(DataConfig("digits"), ModelConfig("mlp"), TrainConfig.authors(PAPER_EPOCHS), device="cpu",
-                     progress=False)
-    return compute_epochs(exp, method, density=PAPER_DENSITIES[0], **options)
+def _cells(plan) -> int:
+    return plan.groupby(["dataset", "model", "seed"]).ngroups
 
 
 def grid_epochs() -> dict:
-    """Epochs of the dense recipe per (dataset, model, seed): the dense run once, plus each sparse method's own
-    training at every density (declared compute, defaults of each method, 250 epochs)."""
-    per = {"dense": float(PAPER_EPOCHS)}
-    for m in PAPER_METHODS[1:]:
-        c = paper_compute_epochs(m)
-        per[m] = (c - PAPER_EPOCHS if m in USES_DENSE else c) * len(PAPER_DENSITIES)
-    return per
-
-
-#: notebook 03's attribution controls that train (Ballot plain +val and the baselines' +val runs are derived from
-#: their last-epoch twins without training): label -> Ballot options.
-NB03_CONTROLS = {"ballot plain": {"refined": False}, "ballot eta0": {"eta": 0.0}}
+    """Epochs of the dense recipe per (dataset, model, seed) by method, without notebook 03's controls: the dense
+    run once, plus each sparse method's own training at every density."""
+    plan = paper_plan()
+    core = plan[~plan["variant"].isin(NB03_CONTROLS)]
+    return {m: float(e) / _cells(plan) for m, e in core.groupby("method", sort=False)["epochs"].sum().items()}
 
 
 def control_epochs() -> dict:
     """Extra epochs per (dataset, model, seed) that notebook 03's parameter files spend on Ballot's controls."""
-    return {k: (paper_compute_epochs("ballot", **opts) - PAPER_EPOCHS) * len(PAPER_DENSITIES)
-            for k, opts in NB03_CONTROLS.items()}
+    plan = paper_plan()
+    ctl = plan[plan["variant"].isin(NB03_CONTROLS)]
+    return {v: float(e) / _cells(plan) for v, e in ctl.groupby("variant", sort=False)["epochs"].sum().items() if e}
 
 
 def dataset_shares() -> dict:
     """Share of the grid's cost per dataset (the same for every model under the pixel-count assumption)."""
-    cost = {name: (n + e / 3) * (side / 32) ** 2 for name, (n, e, side) in PAPER_DATASETS.items()}
-    total = sum(cost.values())
-    return {name: c / total for name, c in cost.items()}
+    plan = paper_plan()
+    one = plan[plan["model"] == plan["model"].iloc[0]]
+    images = one.groupby("dataset")["images"].sum()
+    return (images / images.sum()).to_dict()
 
 
 def project_grid(ips_by_model: dict, concurrency: dict) -> dict:
@@ -602,32 +604,36 @@ def project_grid(ips_by_model: dict, concurrency: dict) -> dict:
     ``gpu_hours*`` count the methods of the issue's grid (dense + the five methods at their defaults);
     ``*_with_controls`` add notebook 03's attribution controls (:data:`NB03_CONTROLS`), which its parameter files
     also train."""
-    per = grid_epochs()
-    epochs_per_cell = sum(per.values())
-    extra = control_epochs()
-    with_controls = (epochs_per_cell + sum(extra.values())) / epochs_per_cell
-    rows, total, total_conc = [], 0.0, 0.0
+    plan = paper_plan()
+    is_ctl = plan["variant"].isin(NB03_CONTROLS)
+    rows, total, total_conc, total_all, total_all_conc = [], 0.0, 0.0, 0.0, 0.0
     for model in PAPER_MODELS:
         ips = ips_by_model.get(model)
         if not ips:
             rows.append({"model": model, "images_per_s": None})
             continue
-        secs = 0.0
-        for _, (n_train, n_eval, side) in PAPER_DATASETS.items():
-            area = (side / 32) ** 2
-            epoch_s = (n_train + n_eval / 3) * area / ips
-            secs += epoch_s * epochs_per_cell * PAPER_SEEDS
-        hours = secs / 3600
+        mine = plan["model"] == model
+        hours = plan.loc[mine & ~is_ctl, "images"].sum() / ips / 3600
+        hours_all = plan.loc[mine, "images"].sum() / ips / 3600
         factor = concurrency.get(model, 1.0)
         rows.append({"model": model, "images_per_s": ips, "gpu_hours": hours, "concurrency_factor": factor,
-                     "gpu_hours_concurrent": hours / factor})
-        total += hours
-        total_conc += hours / factor
-    return {"epochs_per_dataset_model_seed": per, "epochs_per_cell": epochs_per_cell, "rows": rows,
-            "gpu_hours": total, "gpu_hours_concurrent": total_conc, "control_epochs": extra,
-            "gpu_hours_with_controls": total * with_controls,
-            "gpu_hours_concurrent_with_controls": total_conc * with_controls, "dataset_shares": dataset_shares(),
-            "complete": all(r.get("images_per_s") for r in rows), "target_gpu_hours": GRID_HOURS_TARGET}
+                     "gpu_hours_concurrent": hours / factor, "gpu_hours_with_controls": hours_all})
+        total, total_conc = total + hours, total_conc + hours / factor
+        total_all, total_all_conc = total_all + hours_all, total_all_conc + hours_all / factor
+    per = grid_epochs()
+    return {"epochs_per_dataset_model_seed": per, "epochs_per_cell": sum(per.values()), "rows": rows,
+            "gpu_hours": total, "gpu_hours_concurrent": total_conc, "control_epochs": control_epochs(),
+            "gpu_hours_with_controls": total_all, "gpu_hours_concurrent_with_controls": total_all_conc,
+            "dataset_shares": dataset_shares(), "complete": all(r.get("images_per_s") for r in rows),
+            "target_gpu_hours": GRID_HOURS_TARGET, "grid": describe_grid()}
+
+
+def describe_grid() -> str:
+    plan = paper_plan()
+    dens = sorted({d for d in plan["density"] if d == d}, reverse=True)
+    return (f"{plan['dataset'].nunique()} datasets x {plan['model'].nunique()} models x {plan['seed'].nunique()} "
+            f"seeds, densities {dens}, {len(plan)} runs ({int((plan['epochs'] > 0).sum())} trained) from "
+            f"{PAPER_GRID}")
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -871,9 +877,7 @@ def main(argv=None) -> int:
                   f"{args.assume_concurrency or 'measured/none'} (--assume-ips): a projection, not a measurement")
         proj = project_grid(ips, conc)
         out["projection"] = proj
-        print(f"\n[6] projection of the full paper grid: {len(PAPER_DATASETS)} datasets x {len(PAPER_MODELS)} models "
-              f"x {len(PAPER_SEEDS_RANGE())} seeds, {PAPER_EPOCHS} epochs, densities {list(PAPER_DENSITIES)} | "
-              f"target <= {GRID_HOURS_TARGET:g} GPU-hours")
+        print(f"\n[6] projection of the full paper grid: {proj['grid']} | target <= {GRID_HOURS_TARGET:g} GPU-hours")
         print(f"    epochs of the dense recipe per dataset x model x seed: {proj['epochs_per_cell']:.0f} = "
               + " + ".join(f"{m} {e:.0f}" for m, e in proj["epochs_per_dataset_model_seed"].items()))
         for row in proj["rows"]:
@@ -896,10 +900,12 @@ def main(argv=None) -> int:
               f"({proj['gpu_hours_concurrent_with_controls']:.1f} with concurrent runs)")
         print("    share of the cost per dataset: " + ", ".join(
             f"{k} {100 * v:.0f} %" for k, v in sorted(proj["dataset_shares"].items(), key=lambda kv: -kv[1])))
-        print("    assumptions: cost per image ~ pixels relative to 32x32; val+test evaluated every epoch at a third "
-              "of a training step per image;\n    dense run once per dataset/model/seed, MP/LTH/Ballot reuse it; "
-              "method defaults; the best step mode of [3]; the concurrency\n    factor of [4] (its model) applied "
-              "to every model; no data loading or Ballot engine time beyond what [5] shows.")
+        print("    assumptions (ballot_lib.cost; per file: python -m ballot_lib.sweep cost params/03_*.yaml): cost per "
+              "image ~ pixels relative to 32x32;\n    val+test evaluated every epoch at a third of a training step per "
+              "image; dense run once per dataset/model/seed, MP/LTH/Ballot\n    reuse it, val-rule twins reuse "
+              "their last-epoch run; the files' method options; the best step mode of [3]; the\n    concurrency "
+              "factor of [4] (its model) applied to every model; no data loading or Ballot engine time beyond what "
+              "[5] shows.")
 
     env["load_average_1min_end"] = load_average()
     warn_if_loaded("end")

@@ -48,3 +48,8 @@ def test_notebook03_papermill_with_injected_parameters(tmp_path):
     got = rebuilt[(rebuilt["table"] == "val_rule") & (rebuilt["method"] == "Ballot")]["acc"].iloc[0]
     assert got == stored["acc"].mean()
     assert "Selection-matched" in paper_tables.to_markdown("baseline_comparison", rebuilt)
+    # `sweep cost`'s plan of this job (with the candidate the notebook chose) lists exactly the runs it stored.
+    from ballot_lib.cost import plan_jobs
+
+    plan = plan_jobs("03_baseline_comparison.ipynb", [params], choices={"ballot": record["chosen"]})
+    assert set(plan["run_id"]) == set(rows["run_id"])

@@ -751,7 +751,7 @@ def _compute(exp: Experiment, cfg: BallotConfig) -> float:
     return exp.train.epochs + (exp.train.epochs - cfg.rewind_epoch)
 
 
-@register("ballot", BallotConfig, prepare=_prepare, compute=_compute)
+@register("ballot", BallotConfig, prepare=_prepare, compute=_compute, reuses_dense=True)
 def run_ballot(exp: Experiment, cfg: BallotConfig, seed: int, run: Run) -> MethodOutput:
     """Conflict-vote subnetwork selection, then (refined) training from θk."""
     mask, diag = select_mask(exp, cfg, seed)

@@ -55,6 +55,9 @@ class MethodSpec:
     #: ``compute(exp, cfg)``: total training compute in epochs of the dense recipe (dense training included)
     compute: Optional[Callable[[Experiment, Any], float]] = None
     managed: bool = True
+    #: whether ``compute`` counts the dense training of the seed (the method starts from θT/θk or votes during it):
+    #: a plan that trains the seed's dense run once counts only the rest (:mod:`ballot_lib.cost`)
+    reuses_dense: bool = False
 
     def compute_epochs(self, exp: Experiment, cfg: Any) -> float:
         """Training compute of this method with ``cfg`` on ``exp``, in epochs of the dense recipe."""
@@ -68,7 +71,8 @@ METHODS: Registry[MethodSpec] = Registry("method")
 
 
 def register(name: str, config: type, doc: str = "", prepare: Optional[Callable[[Experiment, Any], None]] = None,
-             compute: Optional[Callable[[Experiment, Any], float]] = None, managed: bool = True):
+             compute: Optional[Callable[[Experiment, Any], float]] = None, managed: bool = True,
+             reuses_dense: bool = False):
     """Decorator registering ``train(exp, cfg, seed, run) -> MethodOutput`` as method ``name``.
 
     Args:
@@ -76,11 +80,12 @@ def register(name: str, config: type, doc: str = "", prepare: Optional[Callable[
         prepare: see :attr:`MethodSpec.prepare`.
         compute: ``compute(exp, cfg)``, the method's training compute in epochs of the dense recipe.
         managed: ``False`` for a method that manages its own run (the dense run): ``run(exp, cfg, seed)``.
+        reuses_dense: ``compute`` includes the seed's dense training (see :attr:`MethodSpec.reuses_dense`).
     """
 
     def wrap(fn):
         METHODS.register(name)(MethodSpec(name, config, fn, doc or (fn.__doc__ or "").strip().splitlines()[0],
-                                          prepare, compute, managed))
+                                          prepare, compute, managed, reuses_dense))
         return fn
 
     return wrap
@@ -155,13 +160,22 @@ def locked_run(exp: Experiment, method: str, cfg: Any, seed: int) -> RunResult:
         return store_output(exp, run, out, spec.compute_epochs(exp, cfg))
 
 
+def last_epoch_twin(cfg: Any) -> Optional[Any]:
+    """The ``select="last"`` config whose training a ``select="val_rule"`` run of ``cfg`` reuses when it is
+    complete, or None (other rules; Ballot's refined training, whose schedule differs from its plain twin's)."""
+    if getattr(cfg, "select", "last") != "val_rule" or getattr(cfg, "refined", False):
+        return None
+    return dataclasses.replace(cfg, select="last")
+
+
 def _derive_selected(exp: Experiment, method: str, cfg: Any, seed: int, run: Run) -> Optional[RunResult]:
     """A ``select="val_rule"`` run whose ``select="last"`` twin is complete: same training (same seed, same data
     order, deterministic), so its mask and history are reused and only the selection is applied — no retraining.
     """
-    if getattr(cfg, "select", "last") != "val_rule" or getattr(cfg, "refined", False):
+    twin_cfg = last_epoch_twin(cfg)
+    if twin_cfg is None:
         return None
-    twin = exp.store.run(exp.run_config(method, config_dict(dataclasses.replace(cfg, select="last")), seed))
+    twin = exp.store.run(exp.run_config(method, config_dict(twin_cfg), seed))
     if not twin.complete or not twin.file("history.json").is_file():
         return None
     history = twin.read_json("history.json")

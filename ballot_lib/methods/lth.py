@@ -46,7 +46,7 @@ def _compute(exp: Experiment, cfg: LTHConfig) -> float:
     return exp.train.epochs + len(cfg.schedule()) * (exp.train.epochs - cfg.rewind_epoch)
 
 
-@register("lth", LTHConfig, compute=_compute)
+@register("lth", LTHConfig, compute=_compute, reuses_dense=True)
 def run_lth(exp: Experiment, cfg: LTHConfig, seed: int, run: Run) -> MethodOutput:
     """IMP with rewinding to θk, retraining the schedule from epoch k at every level."""
     k, T = cfg.rewind_epoch, exp.train.epochs

@@ -58,7 +58,7 @@ def _compute(exp: Experiment, cfg: MagnitudeConfig) -> float:
     return exp.train.epochs + cfg.finetune_epochs_for(exp)
 
 
-@register("mp", MagnitudeConfig, compute=_compute)
+@register("mp", MagnitudeConfig, compute=_compute, reuses_dense=True)
 def run_magnitude(exp: Experiment, cfg: MagnitudeConfig, seed: int, run: Run) -> MethodOutput:
     """Magnitude pruning of θT at ``density``, then fine-tuning from θT."""
     theta_T = exp.dense_weights(seed, exp.train.epochs)

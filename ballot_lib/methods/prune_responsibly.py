@@ -107,7 +107,7 @@ def _register(technique: str) -> None:
         return _prune_and_retrain(technique, exp, cfg, seed, run)
 
     run.__doc__ = f"Prune θT with torch.nn.utils.prune's {technique} at ``density``, then retrain from θT."
-    register(technique, PopulationConfig, compute=_compute)(run)
+    register(technique, PopulationConfig, compute=_compute, reuses_dense=True)(run)
 
 
 for _t in TECHNIQUES:

@@ -38,7 +38,7 @@ def _compute(exp: Experiment, cfg: RandomConfig) -> float:
     return exp.train.epochs + (exp.train.epochs - cfg.rewind_epoch)
 
 
-@register("random", RandomConfig, compute=_compute)
+@register("random", RandomConfig, compute=_compute, reuses_dense=True)
 def run_random(exp: Experiment, cfg: RandomConfig, seed: int, run: Run) -> MethodOutput:
     """A random mask (per-layer matched to LTH's by default), trained from θk like LTH."""
     T, k = exp.train.epochs, cfg.rewind_epoch

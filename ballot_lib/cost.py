@@ -1,0 +1,162 @@
+"""What a parameter file will cost before it runs: ``python -m ballot_lib.sweep cost FILE ...``.
+
+For every job of a parameter file, the notebook's plan (:mod:`ballot_lib.plans`) lists the ``run_grid`` calls it
+makes; each (variant, density, seed) becomes a planned run with its hash -- the folder it will have in the store
+-- so that runs shared between grids or jobs count once, exactly as the store shares them:
+
+* the **dense run** of each (setting, seed) trains once (every method starts from its weights, even SafeCompress
+  and FairScratch, which read θ0 from it); methods that reuse it (``MethodSpec.reuses_dense``) count only their own
+  training, ``compute_epochs`` minus the dense recipe's epochs;
+* a ``select="val_rule"`` run whose ``select="last"`` twin is planned before it reuses that training
+  (:func:`ballot_lib.methods.base.last_epoch_twin`) and costs nothing;
+* a run already complete in the results store (``results_dir``) is loaded, not trained (``todo`` excludes it).
+
+Each epoch costs its training images plus a third of its evaluation images (val and test are evaluated every
+epoch, forward only), in **32-pixel image equivalents** (× (side/32)², conv nets with global pooling); feature
+vectors count one each. Given images/s per model at 32×32 (``--ips resnet18=13200``, as
+``benchmarks/bench_training.py`` measures them) and the speed-up of several runs per GPU (``--concurrency``), the
+images become GPU-hours. Not counted: Ballot's vote scoring during dense training (measured 0.10× an LTH retraining
+on an H100, issue #13), replays of rewind points the dense run does not keep (θk, k ∉ {1, 2, 3, 5}: at most k
+epochs per seed), data loading, and notebook 02's walk-through masks (no training).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import pandas as pd
+
+from .data.sizes import SplitSizes, split_sizes
+from .plans import Grid, notebook_plan
+
+#: evaluation (forward only) of one image, in training steps of one image
+EVAL_COST = 1 / 3
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run a job will train or load (``epochs``: its own training, in epochs of its recipe)."""
+
+    job: int
+    stage: str
+    dataset: str
+    model: str
+    variant: str
+    method: str
+    density: Optional[float]
+    seed: int
+    run_id: str
+    epochs: float
+    images_per_epoch: float  # 32-px image equivalents (train + EVAL_COST × (val + test))
+    derived_from: str  # the run whose training this one reuses ("" if it trains)
+    complete: bool  # already complete in the results store
+
+
+def images_per_epoch(sizes: SplitSizes) -> float:
+    """Cost of one epoch (training + evaluation of val and test) in 32-pixel image equivalents."""
+    scale = 1.0 if sizes.side is None else (sizes.side / 32) ** 2
+    return (sizes.train + EVAL_COST * (sizes.val + sizes.test)) * scale
+
+
+def plan_grid(grid: Grid, job: int = 0, seen: Optional[dict[str, PlannedRun]] = None,
+              results_dir: Optional[str] = None) -> list[PlannedRun]:
+    """The runs of one ``run_grid`` call, in its order; runs already in ``seen`` (an earlier grid or job of the
+    same plan) are not repeated. Nothing is loaded (except an embedded dataset, to count it), trained or written.
+    """
+    from .experiment import experiment_from
+    from .methods import METHODS
+    from .methods.base import config_dict, last_epoch_twin
+    from .methods.grid import expand
+
+    seen = {} if seen is None else seen
+    params = {**grid.params, "results_dir": results_dir or grid.params.get("results_dir", "")}
+    exp = experiment_from(params, check_device=False)
+    T = exp.train.epochs
+    per_epoch = images_per_epoch(split_sizes(exp.data))
+    jobs = expand(grid.variants, grid.densities)
+    for v, cfg in jobs:
+        METHODS.get(v.method).compute_epochs(exp, cfg)  # validates against the recipe (rewind points etc.)
+    out: list[PlannedRun] = []
+
+    def add(variant: str, method: str, cfg: Any, seed: int, epochs: float, derived: str = "") -> str:
+        run = exp.store.run(exp.run_config(method, config_dict(cfg), seed))
+        if run.id not in seen:
+            seen[run.id] = PlannedRun(job, grid.stage, exp.data.name, exp.model.name, variant, method,
+                                      getattr(cfg, "density", None), seed, run.id, float(epochs), per_epoch,
+                                      derived, run.complete)
+            out.append(seen[run.id])
+        return run.id
+
+    dense_cfg = METHODS.get("dense").config()
+    for seed in grid.seeds:
+        for v, cfg in jobs:
+            dense_label = v.label if v.method == "dense" else "dense"
+            add(dense_label, "dense", dense_cfg, seed, T)
+            if v.method == "dense":
+                continue
+            spec = METHODS.get(v.method)
+            twin = last_epoch_twin(cfg)
+            twin_id = exp.store.run(exp.run_config(v.method, config_dict(twin), seed)).id if twin else ""
+            if twin_id and twin_id in seen:
+                add(v.label, v.method, cfg, seed, 0.0, derived=twin_id)
+            else:
+                total = spec.compute_epochs(exp, cfg)
+                add(v.label, v.method, cfg, seed, total - T if spec.reuses_dense else total)
+    return out
+
+
+def plan_jobs(notebook: str, jobs: Sequence[Mapping[str, Any]], results_dir: Optional[str] = None,
+              choices: Optional[Mapping[str, str]] = None) -> pd.DataFrame:
+    """Every run the jobs of one notebook train or load, one row each (:class:`PlannedRun`), shared runs once
+    (``choices``: see :func:`ballot_lib.plans.notebook_plan`)."""
+    seen: dict[str, PlannedRun] = {}
+    rows: list[PlannedRun] = []
+    for j, params in enumerate(jobs):
+        for grid in notebook_plan(notebook, params, choices):
+            rows += plan_grid(grid, j, seen, results_dir)
+    df = pd.DataFrame([asdict(r) for r in rows], columns=list(PlannedRun.__dataclass_fields__))
+    df["todo"] = (df["derived_from"] == "") & ~df["complete"].astype(bool)
+    df["images"] = df["epochs"] * df["images_per_epoch"] * df["todo"]
+    return df
+
+
+def parse_rates(text: str) -> dict[str, float]:
+    """``"resnet18=13200,resnet50=4100"`` -> {model: images/s}; errors name the bad part and the valid models."""
+    from .models import MODELS
+
+    out: dict[str, float] = {}
+    for part in [p for p in (text or "").split(",") if p.strip()]:
+        name, _, value = part.partition("=")
+        name = name.strip()
+        try:
+            rate = float(value)
+        except ValueError:
+            rate = -1.0
+        if name not in MODELS.names() or not rate > 0:
+            raise ValueError(f"--ips: {part!r} must be MODEL=IMAGES_PER_S with MODEL one of "
+                             f"{', '.join(MODELS.names())} and a positive rate")
+        out[name] = rate
+    return out
+
+
+def summarize(plan: pd.DataFrame, ips: Optional[Mapping[str, float]] = None, concurrency: float = 1.0,
+              by: Sequence[str] = ("file", "dataset", "model")) -> pd.DataFrame:
+    """Per group: planned runs, runs to train, dense-recipe epochs and 32-px images (in millions) to train, and
+    GPU-hours = images / (images/s of the model × ``concurrency``) where the model's rate is given."""
+    if concurrency <= 0:
+        raise ValueError(f"concurrency must be > 0, got {concurrency!r}")
+    ips = dict(ips or {})
+    p = plan.assign(todo_epochs=plan["epochs"] * plan["todo"])
+    p["gpu_hours"] = [img / (ips[m] * concurrency) / 3600 if m in ips else float("nan")
+                      for img, m in zip(p["images"], p["model"])]
+    g = p.groupby(list(by), sort=False)
+    out = pd.DataFrame({"runs": g["run_id"].count(), "to_train": g["todo"].sum(),
+                        "epochs": g["todo_epochs"].sum(), "Mimages": g["images"].sum() / 1e6,
+                        "gpu_hours": g["gpu_hours"].sum(min_count=1)}).reset_index()
+    total = {**{k: "total" if i == 0 else "" for i, k in enumerate(by)},
+             "runs": out["runs"].sum(), "to_train": out["to_train"].sum(), "epochs": out["epochs"].sum(),
+             "Mimages": out["Mimages"].sum(),
+             # a total over models of which some have no rate would understate: NaN then
+             "gpu_hours": out["gpu_hours"].sum() if out["gpu_hours"].notna().all() else float("nan")}
+    return pd.concat([out, pd.DataFrame([total])], ignore_index=True)
