@@ -821,7 +821,9 @@ def main(argv=None) -> int:
               "bare step captured as one CUDA graph;\n    lib/eager, lib/graph: the best library mode over the "
               "ceiling.")
 
-    if only is None or "concurrent" in only or ("projection" in only and not (assumed and args.assume_concurrency)):
+    # The projection from assumed rates uses the assumed concurrency (none if not given): a factor measured on
+    # this machine would not belong to rates measured elsewhere.
+    if only is None or "concurrent" in only or ("projection" in only and not assumed):
         counts = [int(n) for n in (args.runs_per_gpu or ("1,2,4,8" if cuda else "1,2")).split(",")]
         cm = args.concurrent_model or ("resnet18" if cuda else "cnn")
         csteps = args.concurrent_steps or (400 if cuda else 5)
@@ -872,9 +874,9 @@ def main(argv=None) -> int:
                 conc = {m: best for m in PAPER_MODELS}  # the measured model's factor applied to every model
         if assumed:  # a what-if from numbers measured elsewhere (e.g. issue #13's H100 figures), not a measurement
             ips = assumed
-            conc = {m: args.assume_concurrency for m in PAPER_MODELS} if args.assume_concurrency else conc
+            conc = {m: args.assume_concurrency for m in PAPER_MODELS} if args.assume_concurrency else {}
             print(f"\n    [6] uses ASSUMED images/s {assumed} and concurrency factor "
-                  f"{args.assume_concurrency or 'measured/none'} (--assume-ips): a projection, not a measurement")
+                  f"{args.assume_concurrency or 'none'} (--assume-ips): a projection, not a measurement")
         proj = project_grid(ips, conc)
         out["projection"] = proj
         print(f"\n[6] projection of the full paper grid: {proj['grid']} | target <= {GRID_HOURS_TARGET:g} GPU-hours")
