@@ -31,14 +31,15 @@ def notebook_parameters(path: Path) -> dict[str, Any]:
 
     Read from the notebook's JSON with :mod:`ast` (no papermill or nbformat needed, so a GPU machine's bare
     Python can plan a parameter file); a default that is not a literal is kept as its source text, as papermill's
-    ``inspect_notebook`` reports it (``tests/test_cost.py`` checks both agree on every notebook).
+    ``inspect_notebook`` reports it, and a notebook without a cell tagged ``parameters`` declares none
+    (``tests/test_cost.py`` checks both agree on every notebook).
     """
     import json
 
     cells = json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
     tagged = [c for c in cells if c.get("cell_type") == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
-    if not tagged:
-        raise ValueError(f"notebook {path} has no cell tagged 'parameters'")
+    if not tagged:  # as papermill: no parameters cell, no parameters
+        return {}
     source = tagged[0]["source"]
     source = "".join(source) if isinstance(source, list) else source
     out: dict[str, Any] = {}

@@ -149,15 +149,11 @@ def setting_params(p: Mapping[str, Any]) -> list[tuple[str, str, dict]]:
 
 def is_tabular(dataset: str) -> bool:
     """Whether ``dataset`` has flat feature vectors (no conv model can take it); real image datasets are known
-    by name, embedded ones are loaded (they are small)."""
+    by name, embedded ones are loaded (they are small; :func:`ballot_lib.data.sizes.split_sizes`)."""
     from .data import DataConfig
-    from .data.sizes import NOMINAL
+    from .data.sizes import split_sizes
 
-    if dataset in NOMINAL:
-        return False
-    from .experiment import _cached_dataset
-
-    return len(_cached_dataset(DataConfig(dataset)).input_shape) != 3
+    return split_sizes(DataConfig(dataset)).side is None
 
 
 # ------------------------------------------------------------------------------------------ notebook 04

@@ -8,12 +8,13 @@ generated fixtures in the exact on-disk formats.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
-from .core import DataConfig, long_tail_counts
+from .core import DataConfig, get_dataset, long_tail_counts
 
 
 @dataclass(frozen=True)
@@ -102,9 +103,8 @@ def split_sizes(cfg: DataConfig, nominal: Optional[Nominal] = None) -> SplitSize
     return SplitSizes(n_train, n_val * nom.eval_copies, n_test * nom.eval_copies, side, True)
 
 
+@functools.lru_cache(maxsize=32)
 def _loaded_sizes(cfg: DataConfig) -> SplitSizes:
-    from ..experiment import _cached_dataset
-
-    b = _cached_dataset(cfg)
+    b = get_dataset(cfg)
     side = b.input_shape[-1] if len(b.input_shape) == 3 else None
     return SplitSizes(len(b.train), len(b.val), len(b.test), side, False)
