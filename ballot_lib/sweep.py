@@ -381,6 +381,9 @@ def run_grid_file(params_file: Path, out: Path, workers: int = 1, gpus: Sequence
         jobs.append((job_id, params))
     todo = [(j, p) for j, p in jobs if not (out / "notebooks" / f"{nb.stem}-{j}.done").exists()]
     print(f"[grid] {nb.name}: {len(jobs)} jobs, {len(jobs) - len(todo)} already done, {len(todo)} to run")
+    plan = plan_line(nb, [p for _, p in jobs], params_file)
+    if plan:
+        print(f"[grid] plan: {plan}", flush=True)
     if slurm:
         return _submit_slurm(nb, todo, out, slurm_args or {}, bool(spec["aggregate"]))
     gpu_pool: "queue.Queue[str]" = queue.Queue()
@@ -473,6 +476,21 @@ def plan_params_file(params_file: Path, results_dir: Optional[str] = None, folde
     df = plan_jobs(nb.name, jobs, store)
     df.insert(0, "file", str(params_file))
     return df
+
+
+def plan_line(nb: Path, jobs: Sequence[Mapping[str, Any]], params_file: Path) -> str:
+    """One line on what the jobs will train (runs, epochs, image equivalents; ``""`` for a notebook without a
+    plan), so a batch states its size before it starts and, when resumed, what is left."""
+    from .cost import plan_jobs
+    from .plans import PLANNERS
+
+    if nb.name not in PLANNERS:
+        return ""
+    plan = plan_jobs(nb.name, jobs)
+    todo = plan[plan["todo"]]
+    return (f"{len(todo)} of {len(plan)} runs still to train, {todo['epochs'].sum():,.0f} epochs, "
+            f"{todo['images'].sum() / 1e6:,.0f} M 32-px image equivalents (in GPU-hours: python -m ballot_lib.sweep "
+            f"cost {params_file} --ips MODEL=IMAGES_PER_S)")
 
 
 def _cost(files: Sequence[Path], ips_text: str, concurrency: float, results: Optional[str], by: str,

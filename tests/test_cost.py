@@ -255,3 +255,13 @@ def test_plans_of_the_notebooks_defaults_are_in_the_suite_store():
     for nb in plans.PLANNERS:
         plan = cost.plan_jobs(nb, [{}], str(SUITE_STORE), {k: v for k, v in choices.get(nb, {}).items() if v})
         assert set(plan["run_id"]) <= stored and plan["complete"].all(), nb
+
+
+def test_sweep_grid_states_what_it_will_train(tmp_path, monkeypatch, capsys):
+    f = _write(tmp_path / "pop.yaml", "notebook: 04_prune_responsibly.ipynb\nparameters:\n  dataset: digits\n"
+               "  techniques: [l1_unstructured]\n  densities: [0.5, 0.1]\n  epochs: 2\n  retrain_epochs: 1\n"
+               "grid:\n  seeds: [[0], [1], [2]]\n")
+    monkeypatch.setattr(sweep, "execute", lambda *a, **k: 1.0)
+    assert sweep.run_grid_file(f, tmp_path / "out") == 0
+    # 3 jobs x (dense 2 epochs + 2 pruned runs x 1 epoch); nothing in the store yet
+    assert "[grid] plan: 9 of 9 runs still to train, 12 epochs" in capsys.readouterr().out
