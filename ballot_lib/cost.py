@@ -106,13 +106,21 @@ def plan_grid(grid: Grid, job: int = 0, seen: Optional[dict[str, PlannedRun]] = 
     return out
 
 
+#: ``PlannedRun.job`` of the runs that a parameter file's aggregate execution (``sweep grid``'s last, serial
+#: notebook run over every job's runs) would train because no job trains them
+AGGREGATE = -1
+
+
 def plan_jobs(notebook: str, jobs: Sequence[Mapping[str, Any]], results_dir: Optional[str] = None,
-              choices: Optional[Mapping[str, str]] = None) -> pd.DataFrame:
+              choices: Optional[Mapping[str, str]] = None, aggregate: Optional[Mapping[str, Any]] = None
+              ) -> pd.DataFrame:
     """Every run the jobs of one notebook train or load, one row each (:class:`PlannedRun`), shared runs once
-    (``choices``: see :func:`ballot_lib.plans.notebook_plan`)."""
+    (``choices``: see :func:`ballot_lib.plans.notebook_plan`; ``aggregate``: the parameters of the aggregate
+    execution, whose runs not trained by any job get ``job`` = :data:`AGGREGATE`)."""
     seen: dict[str, PlannedRun] = {}
     rows: list[PlannedRun] = []
-    for j, params in enumerate(jobs):
+    executions = list(enumerate(jobs)) + ([(AGGREGATE, aggregate)] if aggregate else [])
+    for j, params in executions:
         for grid in notebook_plan(notebook, params, choices):
             rows += plan_grid(grid, j, seen, results_dir)
     df = pd.DataFrame([asdict(r) for r in rows], columns=list(PlannedRun.__dataclass_fields__))

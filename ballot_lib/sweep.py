@@ -381,7 +381,9 @@ def run_grid_file(params_file: Path, out: Path, workers: int = 1, gpus: Sequence
         jobs.append((job_id, params))
     todo = [(j, p) for j, p in jobs if not (out / "notebooks" / f"{nb.stem}-{j}.done").exists()]
     print(f"[grid] {nb.name}: {len(jobs)} jobs, {len(jobs) - len(todo)} already done, {len(todo)} to run")
-    plan = plan_line(nb, [p for _, p in jobs], params_file)
+    agg = aggregate_params(spec)
+    plan = plan_line(nb, [p for _, p in jobs], params_file,
+                     None if agg is None else {**agg, "results_dir": str(out / "results")})
     if plan:
         print(f"[grid] plan: {plan}", flush=True)
     if slurm:
@@ -424,12 +426,17 @@ def run_grid_file(params_file: Path, out: Path, workers: int = 1, gpus: Sequence
     return failures
 
 
+def aggregate_params(spec: Mapping[str, Any]) -> Optional[dict[str, Any]]:
+    """The parameters of a parameter file's aggregate execution (None without one)."""
+    return {**spec["parameters"], **spec["aggregate"]} if spec["aggregate"] else None
+
+
 def _aggregate(nb: Path, spec: Mapping[str, Any], out: Path) -> int:
     """Run the notebook once more over all jobs' runs (e.g. every seed), loading them from the shared store.
 
     Jobs that each train one seed cannot pair seeds; this last execution sees all of them and writes the report.
     """
-    params = {**spec["parameters"], **spec["aggregate"], "results_dir": str(out / "results")}
+    params = {**aggregate_params(spec), "results_dir": str(out / "results")}
     output = out / "notebooks" / f"{nb.stem}-aggregate.ipynb"
     try:
         secs = execute(nb, output, params)
@@ -471,14 +478,15 @@ def plan_params_file(params_file: Path, results_dir: Optional[str] = None, folde
     gives the file's jobs with its default ``--out``, ``outputs/<file stem>/results``)."""
     from .cost import plan_jobs
 
-    _, nb, jobs = validate_params_file(Path(params_file), folder)
+    spec, nb, jobs = validate_params_file(Path(params_file), folder)
     store = results_dir or str(Path("outputs") / Path(params_file).stem / "results")
-    df = plan_jobs(nb.name, jobs, store)
+    df = plan_jobs(nb.name, jobs, store, aggregate=aggregate_params(spec))
     df.insert(0, "file", str(params_file))
     return df
 
 
-def plan_line(nb: Path, jobs: Sequence[Mapping[str, Any]], params_file: Path) -> str:
+def plan_line(nb: Path, jobs: Sequence[Mapping[str, Any]], params_file: Path,
+              aggregate: Optional[Mapping[str, Any]] = None) -> str:
     """One line on what the jobs will train (runs, epochs, image equivalents; ``""`` for a notebook without a
     plan), so a batch states its size before it starts and, when resumed, what is left."""
     from .cost import plan_jobs
@@ -486,11 +494,21 @@ def plan_line(nb: Path, jobs: Sequence[Mapping[str, Any]], params_file: Path) ->
 
     if nb.name not in PLANNERS:
         return ""
-    plan = plan_jobs(nb.name, jobs)
+    plan = plan_jobs(nb.name, jobs, aggregate=aggregate)
     todo = plan[plan["todo"]]
     return (f"{len(todo)} of {len(plan)} runs still to train, {todo['epochs'].sum():,.0f} epochs, "
             f"{todo['images'].sum() / 1e6:,.0f} M 32-px image equivalents (in GPU-hours: python -m ballot_lib.sweep "
-            f"cost {params_file} --ips MODEL=IMAGES_PER_S)")
+            f"cost {params_file} --ips MODEL=IMAGES_PER_S)" + _aggregate_warning(plan))
+
+
+def _aggregate_warning(plan) -> str:
+    from .cost import AGGREGATE
+
+    extra = plan[(plan["job"] == AGGREGATE) & plan["todo"]]
+    if extra.empty:
+        return ""
+    return (f"; WARNING: the aggregate execution would train {len(extra)} runs that no job trains (seeds "
+            f"{sorted(set(extra['seed']))}), one after another in one process: add them to the grid")
 
 
 def _cost(files: Sequence[Path], ips_text: str, concurrency: float, results: Optional[str], by: str,
@@ -510,6 +528,10 @@ def _cost(files: Sequence[Path], ips_text: str, concurrency: float, results: Opt
     table = summarize(plan, ips, concurrency, keys)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_rows", 500):
         print(table.to_string(index=False, float_format=lambda x: f"{x:,.1f}"))
+    for f, part in plan.groupby("file", sort=False):
+        warning = _aggregate_warning(part)
+        if warning:
+            print(f"{f}{warning}")
     missing = sorted(set(plan["model"]) - set(ips))
     print(f"\nepochs: the runs' own training (each run's recipe; shared dense runs and val-rule twins once); "
           f"Mimages: 32-px image equivalents, train + {EVAL_COST:.2f} x (val + test) per epoch, x (side/32)^2.")

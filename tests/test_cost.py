@@ -265,3 +265,17 @@ def test_sweep_grid_states_what_it_will_train(tmp_path, monkeypatch, capsys):
     assert sweep.run_grid_file(f, tmp_path / "out") == 0
     # 3 jobs x (dense 2 epochs + 2 pruned runs x 1 epoch); nothing in the store yet
     assert "[grid] plan: 9 of 9 runs still to train, 12 epochs" in capsys.readouterr().out
+
+
+def test_the_aggregate_execution_is_planned_and_its_own_training_flagged(tmp_path, capsys):
+    text = ("notebook: 04_prune_responsibly.ipynb\nparameters:\n  dataset: digits\n  techniques: [l1_unstructured]\n"
+            "  densities: [0.5]\n  epochs: 2\n  retrain_epochs: 1\ngrid:\n  seeds: [[0], [1]]\naggregate:\n"
+            "  seeds: [0, 1, 2]\n")
+    f = _write(tmp_path / "agg.yaml", text)
+    plan = sweep.plan_params_file(f, str(tmp_path / "store"))
+    # seed 2 appears in the aggregate only: its dense and pruned runs would be trained there, serially
+    assert sorted(plan.loc[plan["job"] == cost.AGGREGATE, "seed"]) == [2, 2]
+    assert sweep.main(["cost", str(f), "--results", str(tmp_path / "store")]) == 0
+    assert "aggregate execution would train 2 runs that no job trains (seeds [2])" in capsys.readouterr().out
+    ok = _write(tmp_path / "ok.yaml", text.replace("[0, 1, 2]", "[0, 1]"))
+    assert (sweep.plan_params_file(ok)["job"] != cost.AGGREGATE).all()
