@@ -21,6 +21,7 @@ epochs per seed), data loading, and notebook 02's walk-through masks (no trainin
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -127,6 +128,45 @@ def plan_jobs(notebook: str, jobs: Sequence[Mapping[str, Any]], results_dir: Opt
     df["todo"] = (df["derived_from"] == "") & ~df["complete"].astype(bool)
     df["images"] = df["epochs"] * df["images_per_epoch"] * df["todo"]
     return df
+
+
+def measured_rates(root: str | Path) -> pd.DataFrame:
+    """Images/s per model at which the complete runs of a results store trained: the 32-px image equivalents of
+    each run's final training (``train_epochs`` × :func:`images_per_epoch`) over its loop time (``seconds``,
+    evaluation included, across interruptions), summed per model. Runs that reused a twin's training are left out.
+
+    The rates are those of whatever device and step mode filled the store (neither is part of a run's identity):
+    measure on a store that one kind of device filled, e.g. the first jobs of a batch. Columns: model, runs,
+    Mimages, seconds, images_per_s.
+    """
+    from .data import DataConfig
+    from .results import load_results
+
+    df = load_results(root)
+    cols = ["model", "runs", "Mimages", "seconds", "images_per_s"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    runs = df[df["split"] == df["split"].iloc[0]]
+    if "derived_from" in runs:
+        runs = runs[runs["derived_from"].isna() | (runs["derived_from"] == "")]
+    runs = runs[(runs["seconds"] > 0) & (runs["train_epochs"] > 0)]
+    fields = set(DataConfig.__dataclass_fields__) - {"root", "verify"}
+    images = []
+    for _, r in runs.iterrows():
+        kw = {k[len("data."):]: r[k] for k in r.index if k.startswith("data.") and k[len("data."):] in fields}
+        kw = {k: None if not isinstance(v, (str, list, tuple)) and pd.isna(v) else v for k, v in kw.items()}
+        if isinstance(kw.get("lt_classes"), str):
+            kw["lt_classes"] = tuple(json.loads(kw["lt_classes"]))
+        for k in ("max_train", "image_size", "split_seed"):
+            if kw.get(k) is not None:
+                kw[k] = int(kw[k])
+        images.append(r["train_epochs"] * images_per_epoch(split_sizes(DataConfig(**kw))))
+    runs = runs.assign(images=images)
+    g = runs.groupby("model")
+    out = pd.DataFrame({"runs": g["run_id"].count(), "Mimages": g["images"].sum() / 1e6,
+                        "seconds": g["seconds"].sum()}).reset_index()
+    out["images_per_s"] = out["Mimages"] * 1e6 / out["seconds"]
+    return out[cols]
 
 
 def parse_rates(text: str) -> dict[str, float]:

@@ -15,9 +15,10 @@ Commands (``python -m ballot_lib.sweep --help``):
   size, :func:`default_runs_per_gpu`); ``--slurm`` submits the jobs through submitit instead.
 * ``validate PARAMS.yaml``: check every parameter of every job against the notebook's annotated types and the
   library's rules (:func:`ballot_lib.validation.validate_notebook_params`), without loading data or training.
-* ``cost PARAMS.yaml ... [--ips MODEL=IMAGES_PER_S,...] [--concurrency X]``: validate, then list what the
-  files' jobs will train (:mod:`ballot_lib.cost`): runs, runs still to train in the store ``grid`` would use,
-  epochs, 32-pixel image equivalents and, given images/s per model, GPU-hours. Nothing is trained or written.
+* ``cost PARAMS.yaml ... [--ips MODEL=IMAGES_PER_S,...] [--rates-from STORE] [--concurrency X]``: validate, then
+  list what the files' jobs will train (:mod:`ballot_lib.cost`): runs, runs still to train in the store ``grid``
+  would use, epochs, 32-pixel image equivalents and, given images/s per model (or a store whose runs measured
+  them), GPU-hours. Nothing is trained or written.
 
 Always executed with the kernel ``python3`` of the current environment. Notebooks are taken from ``notebooks/``
 only. Each job (papermill and its kernel) runs in its own process group; SIGINT/SIGTERM to the runner ends every
@@ -512,12 +513,20 @@ def _aggregate_warning(plan) -> str:
 
 
 def _cost(files: Sequence[Path], ips_text: str, concurrency: float, results: Optional[str], by: str,
-          csv: Optional[Path]) -> int:
+          csv: Optional[Path], rates_from: Optional[Path] = None) -> int:
     import pandas as pd
 
-    from .cost import EVAL_COST, parse_rates, summarize
+    from .cost import EVAL_COST, measured_rates, parse_rates, summarize
 
     ips = parse_rates(ips_text)
+    if rates_from is not None:
+        if not (Path(rates_from) / "runs").is_dir():
+            raise FileNotFoundError(f"--rates-from: {rates_from} is not a results store (no runs/ folder)")
+        measured = measured_rates(rates_from)
+        with pd.option_context("display.width", 200):
+            print(f"images/s measured in {rates_from} (32-px equivalents; --ips overrides):\n"
+                  + measured.to_string(index=False, float_format=lambda x: f"{x:,.1f}") + "\n")
+        ips = {**dict(zip(measured["model"], measured["images_per_s"])), **ips}
     keys = [k.strip() for k in by.split(",") if k.strip()]
     valid = ("file", "dataset", "model", "stage", "variant", "method", "density", "seed")
     if not keys or set(keys) - set(valid):
@@ -575,6 +584,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                    "(default: outputs/<params file stem>/results)")
     c.add_argument("--by", default="file,dataset,model", help="grouping columns of the table")
     c.add_argument("--csv", type=Path, default=None, help="also write every planned run to this CSV file")
+    c.add_argument("--rates-from", type=Path, default=None,
+                   help="a results store whose complete runs give the images/s per model (e.g. a batch's first "
+                        "jobs on the GPUs at hand); --ips overrides")
     a = p.parse_args(argv)
     try:
         if a.cmd == "suite":
@@ -590,7 +602,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 1 if run_grid_file(a.params, out, workers, gpus, a.slurm, parse_slurm_args(a.slurm_args),
                                       runs_per_gpu=a.runs_per_gpu) else 0
         if a.cmd == "cost":
-            return _cost(a.params, a.ips, a.concurrency, a.results, a.by, a.csv)
+            return _cost(a.params, a.ips, a.concurrency, a.results, a.by, a.csv, a.rates_from)
         bad = 0
         for f in a.params:
             try:

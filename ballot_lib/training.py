@@ -333,8 +333,10 @@ class TrainResult:
     net: nn.Module
     history: list[dict] = field(default_factory=list)
     final: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: wall time of the training loop (per-epoch evaluation and checkpoints included) over all the run's epochs,
+    #: the part before an interruption included (saved in the checkpoint)
     seconds: float = 0.0
-    epochs_run: int = 0
+    epochs_run: int = 0  # epochs trained by this call (fewer than the run's after a resume)
     #: the mask at the end of training (CPU bool tensors; ``None`` when trained without a mask). A step hook may
     #: have changed it during training (dynamic sparse training), so this is the mask the final weights obey.
     mask: Optional[dict[str, torch.Tensor]] = None
@@ -442,6 +444,7 @@ def train(
     # Resume from a checkpoint if one exists: weights, optimiser state, RNG, history, extra state, epoch reached.
     extra_state = dict(state or {})
     epoch0 = start_epoch
+    elapsed = 0.0
     if checkpoint is not None and Path(checkpoint).exists():
         saved = safe_torch_load(checkpoint, what="training checkpoint")
         try:
@@ -452,6 +455,7 @@ def train(
                     group["lr"] = lr_t
             torch.set_rng_state(saved["rng"])
             epoch0 = int(saved["epoch"])
+            elapsed = float(saved.get("seconds", 0.0))  # the loop time of the epochs before the interruption
             result.history = list(saved["history"])
             if enforcer and "mask" in saved:
                 enforcer.load_state_dict(saved["mask"])
@@ -467,7 +471,8 @@ def train(
 
     steps_per_epoch = math.ceil(train_data.n / cfg.batch_size)
     bar = _progress(range(epoch0, end), progress, desc, initial=epoch0 - start_epoch, total=end - start_epoch)
-    t0 = time.perf_counter()
+    # result.seconds counts the loop over every epoch of the run, across interruptions (the checkpoint carries it)
+    t0 = time.perf_counter() - elapsed
     net.train()
     for epoch in bar:
         if stepper is None:
@@ -494,7 +499,7 @@ def train(
             hook(net, epoch + 1, row)
         if checkpoint is not None:
             ckpt = {"net": net.state_dict(), "opt": opt.state_dict(), "rng": torch.get_rng_state(),
-                    "epoch": epoch + 1, "history": result.history}
+                    "epoch": epoch + 1, "history": result.history, "seconds": time.perf_counter() - t0}
             if enforcer:
                 ckpt["mask"] = enforcer.state_dict()
             if extra_state:

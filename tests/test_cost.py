@@ -100,7 +100,7 @@ def test_split_sizes_of_real_datasets_and_embedded_ones():
 GRID_PARAMS = {"dataset": "digits", "model": "mlp", "epochs": 2, "batch_size": 128, "lr": 0.1, "device": "cpu"}
 
 
-def test_plan_equals_the_runs_run_grid_creates(tmp_path):
+def test_plan_equals_the_runs_run_grid_creates(tmp_path, capsys):
     results = tmp_path / "results"
     params = {**GRID_PARAMS, "results_dir": str(results)}
     variants = [Variant("dense", "dense"), Variant("MP", "mp", {"select": "last"}),
@@ -131,6 +131,18 @@ def test_plan_equals_the_runs_run_grid_creates(tmp_path):
     assert (planned["derived_from"] == "").sum() == 2 * (1 + 2 * 5) and (planned["derived_from"] != "").sum() == 8
     again = pd.DataFrame([r.__dict__ for r in cost.plan_grid(grid, results_dir=str(results))])
     assert again["complete"].all()
+    # The store's measured images/s: the trained runs' epochs x 32-px equivalents per epoch over their seconds
+    # (digits: 8x8 images count 1/16; derived runs are left out).
+    trained = test[[not r for r in test["derived_from"].fillna("")]]
+    s = split_sizes(DataConfig("digits"))
+    per_epoch = (s.train + (s.val + s.test) / 3) / 16
+    rates = cost.measured_rates(results).set_index("model")
+    assert rates.loc["mlp", "runs"] == len(trained) == 22
+    assert rates.loc["mlp", "images_per_s"] == pytest.approx((trained["train_epochs"] * per_epoch).sum()
+                                                             / trained["seconds"].sum())
+    ok = _write(tmp_path / "p.yaml", "notebook: 04_prune_responsibly.ipynb\nparameters: {epochs: 2}\n")
+    assert sweep.main(["cost", "--rates-from", str(tmp_path), str(ok)]) == 2
+    assert "--rates-from" in capsys.readouterr().err and not (tmp_path / "outputs").exists()
 
 
 def test_summarize_gpu_hours_by_hand():

@@ -124,6 +124,9 @@ def test_resume_at_the_last_epoch_trains_nothing_and_still_evaluates(toy, tmp_pa
     assert again.epochs_run == 0
     assert states_equal(state(again_net), state(net))
     assert again.final == first.final
+    # The run's loop time spans its interruptions: the checkpoint carries the time of the epochs before it.
+    saved = torch.load(ckpt, weights_only=False)["seconds"]
+    assert 0 < saved <= first.seconds and again.seconds >= saved
 
 
 def test_same_seed_same_result_different_seed_different_result(toy):
