@@ -7,8 +7,8 @@ makes; each (variant, density, seed) becomes a planned run with its hash -- the 
 * the **dense run** of each (setting, seed) trains once (every method starts from its weights, even SafeCompress
   and FairScratch, which read θ0 from it); methods that reuse it (``MethodSpec.reuses_dense``) count only their own
   training, ``compute_epochs`` minus the dense recipe's epochs;
-* a ``select="val_rule"`` run whose ``select="last"`` twin is planned before it reuses that training
-  (:func:`ballot_lib.methods.base.last_epoch_twin`) and costs nothing;
+* a ``select="val_rule"`` run whose ``select="last"`` twin is planned before it (or complete in the store) reuses
+  that training (:func:`ballot_lib.methods.base.last_epoch_twin`) and costs nothing;
 * a run already complete in the results store (``results_dir``) is loaded, not trained (``todo`` excludes it).
 
 Each epoch costs its training images plus a third of its evaluation images (val and test are evaluated every
@@ -97,10 +97,10 @@ def plan_grid(grid: Grid, job: int = 0, seen: Optional[dict[str, PlannedRun]] = 
             if v.method == "dense":
                 continue
             spec = METHODS.get(v.method)
-            twin = last_epoch_twin(cfg)
-            twin_id = exp.store.run(exp.run_config(v.method, config_dict(twin), seed)).id if twin else ""
-            if twin_id and twin_id in seen:
-                add(v.label, v.method, cfg, seed, 0.0, derived=twin_id)
+            twin_cfg = last_epoch_twin(cfg)
+            twin = exp.store.run(exp.run_config(v.method, config_dict(twin_cfg), seed)) if twin_cfg else None
+            if twin is not None and (twin.id in seen or twin.complete):
+                add(v.label, v.method, cfg, seed, 0.0, derived=twin.id)
             else:
                 total = spec.compute_epochs(exp, cfg)
                 add(v.label, v.method, cfg, seed, total - T if spec.reuses_dense else total)

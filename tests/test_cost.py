@@ -291,3 +291,19 @@ def test_the_aggregate_execution_is_planned_and_its_own_training_flagged(tmp_pat
     assert "aggregate execution would train 2 runs that no job trains (seeds [2])" in capsys.readouterr().out
     ok = _write(tmp_path / "ok.yaml", text.replace("[0, 1, 2]", "[0, 1]"))
     assert (sweep.plan_params_file(ok)["job"] != cost.AGGREGATE).all()
+
+
+def test_a_val_rule_run_whose_twin_is_in_the_store_costs_nothing(tmp_path):
+    results = tmp_path / "results"
+    params = {**GRID_PARAMS, "results_dir": str(results)}
+    from ballot_lib.experiment import experiment_from
+
+    exp = experiment_from(params)
+    run_grid(exp, [Variant("MP", "mp", {"select": "last"})], [0.3], [0], progress=False)
+    grid = plans.Grid("g", params, [Variant("MP +val", "mp", {"select": "val_rule"})], [0.3], [0])
+    planned = {r.variant: r for r in cost.plan_grid(grid, results_dir=str(results))}
+    assert planned["MP +val"].derived_from and planned["MP +val"].epochs == 0 and not planned["MP +val"].complete
+    run_grid(exp, grid.variants, [0.3], [0], progress=False)
+    stored = load_results(results)
+    assert stored.loc[stored["run_id"] == planned["MP +val"].run_id, "derived_from"].iloc[0] == \
+        planned["MP +val"].derived_from
