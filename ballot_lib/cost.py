@@ -4,9 +4,10 @@ For every job of a parameter file, the notebook's plan (:mod:`ballot_lib.plans`)
 makes; each (variant, density, seed) becomes a planned run with its hash -- the folder it will have in the store
 -- so that runs shared between grids or jobs count once, exactly as the store shares them:
 
-* the **dense run** of each (setting, seed) trains once (every method starts from its weights, even SafeCompress
-  and FairScratch, which read θ0 from it); methods that reuse it (``MethodSpec.reuses_dense``) count only their own
-  training, ``compute_epochs`` minus the dense recipe's epochs;
+* the **dense run** of each (setting, seed) trains once, for the dense variant or the first method that reuses it
+  (``MethodSpec.reuses_dense``: MP, LTH, the random control, Ballot, the Prune Responsibly techniques), which then
+  counts only its own training, ``compute_epochs`` minus the dense recipe's epochs; SafeCompress and FairScratch
+  need only θ0 (:meth:`ballot_lib.experiment.Experiment.initial_weights`) and train no dense run;
 * a ``select="val_rule"`` run whose ``select="last"`` twin is planned before it (or complete in the store) reuses
   that training (:func:`ballot_lib.methods.base.last_epoch_twin`) and costs nothing;
 * a run already complete in the results store (``results_dir``) is loaded, not trained (``todo`` excludes it).
@@ -92,11 +93,11 @@ def plan_grid(grid: Grid, job: int = 0, seen: Optional[dict[str, PlannedRun]] = 
     dense_cfg = METHODS.get("dense").config()
     for seed in grid.seeds:
         for v, cfg in jobs:
-            dense_label = v.label if v.method == "dense" else "dense"
-            add(dense_label, "dense", dense_cfg, seed, T)
+            spec = METHODS.get(v.method)
+            if v.method == "dense" or spec.reuses_dense:  # trains the seed's dense run unless it is planned
+                add(v.label if v.method == "dense" else "dense", "dense", dense_cfg, seed, T)
             if v.method == "dense":
                 continue
-            spec = METHODS.get(v.method)
             twin_cfg = last_epoch_twin(cfg)
             twin = exp.store.run(exp.run_config(v.method, config_dict(twin_cfg), seed)) if twin_cfg else None
             if twin is not None and (twin.id in seen or twin.complete):

@@ -139,8 +139,7 @@ class Experiment:
 
     def _train_dense(self, run: Run, seed: int, extras: list["DenseExtra"]) -> None:
         run.start()
-        torch.manual_seed(seed)
-        net = self.new_model()
+        net = self._initial_net(seed)
         if not run.file("theta0.pt").exists():
             run.save_tensor("theta0.pt", state_dict_cpu(net))
         net.load_state_dict(self.load_weights(run, "theta0.pt"))
@@ -168,6 +167,23 @@ class Experiment:
         for e in extras:
             if not e.finish(run):
                 raise RuntimeError(f"dense extra {e.file} incomplete after a full replay of {run.path}")
+
+    def initial_weights(self, seed: int) -> dict[str, torch.Tensor]:
+        """θ0 of ``seed`` without training anything: the dense run's stored θ0 when it has one, else the same
+        initialisation made the same way (``torch.manual_seed(seed)``, then the model), leaving the global RNG as
+        it was. Methods that need only θ0 (SafeCompress, FairScratch) use this, so a job of those methods alone
+        trains no dense run (their declared compute does not include one)."""
+        run = self.store.run(self.run_config("dense", {}, seed))
+        if run.file("theta0.pt").exists():
+            return self.load_weights(run, "theta0.pt")
+        with torch.random.fork_rng(devices=[]):
+            net = self._initial_net(seed)
+        return state_dict_cpu(net)
+
+    def _initial_net(self, seed: int) -> nn.Module:
+        """The model initialised for ``seed`` (θ0): the global torch RNG seeded with ``seed``, then the model built."""
+        torch.manual_seed(seed)
+        return self.new_model()
 
     def dense_weights(self, seed: int, epoch: int) -> dict[str, torch.Tensor]:
         """Dense weights of ``seed`` after ``epoch`` epochs (0 = θ0, ``train.epochs`` = θT).

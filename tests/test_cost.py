@@ -293,6 +293,19 @@ def test_the_aggregate_execution_is_planned_and_its_own_training_flagged(tmp_pat
     assert (sweep.plan_params_file(ok)["job"] != cost.AGGREGATE).all()
 
 
+def test_a_grid_of_theta0_methods_plans_and_trains_no_dense_run(tmp_path):
+    results = tmp_path / "results"
+    params = {**GRID_PARAMS, "results_dir": str(results)}
+    from ballot_lib.experiment import experiment_from
+
+    variants = [Variant("SafeCompress", "safecompress"), Variant("FairScratch", "fairscratch")]
+    planned = cost.plan_grid(plans.Grid("g", params, variants, [0.2], [0, 1]), results_dir=str(results))
+    assert sorted(r.method for r in planned) == ["fairscratch"] * 2 + ["safecompress"] * 2
+    assert all(r.epochs == 2 for r in planned)
+    run_grid(experiment_from(params), variants, [0.2], [0, 1], progress=False)
+    assert set(load_results(results)["run_id"]) == {r.run_id for r in planned}
+
+
 def test_a_val_rule_run_whose_twin_is_in_the_store_costs_nothing(tmp_path):
     results = tmp_path / "results"
     params = {**GRID_PARAMS, "results_dir": str(results)}

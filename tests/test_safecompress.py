@@ -134,3 +134,23 @@ def test_run_method_stores_exact_density_compute_and_choices_then_loads(tmp_path
     assert run_method(exp, "safecompress", 0, density=0.1).id == res.id
     df = load_results(exp.store.root)
     assert "safecompress" in set(df["method"])
+
+
+def test_safecompress_and_fairscratch_alone_train_no_dense_run(tmp_path):
+    """Both need only θ0: made without training, equal to the θ0 the dense run stores later, global RNG untouched."""
+    from conftest import make_experiment
+
+    from ballot_lib.methods import run_method
+
+    exp = make_experiment(tmp_path / "results")
+    before = torch.get_rng_state()
+    theta0 = exp.initial_weights(3)
+    assert torch.equal(torch.get_rng_state(), before)
+    for method in ("safecompress", "fairscratch"):
+        run_method(exp, method, 3, density=0.2)
+    dense_dir = exp.store.run(exp.run_config("dense", {}, 3)).path
+    assert not dense_dir.exists(), "no dense run was trained"
+    exp.dense(3)
+    stored = exp.load_weights(exp.store.run(exp.run_config("dense", {}, 3)), "theta0.pt")
+    assert stored.keys() == theta0.keys() and all(torch.equal(stored[k], theta0[k]) for k in stored)
+    assert all(torch.equal(exp.initial_weights(3)[k], theta0[k]) for k in theta0)

@@ -55,8 +55,9 @@ class MethodSpec:
     #: ``compute(exp, cfg)``: total training compute in epochs of the dense recipe (dense training included)
     compute: Optional[Callable[[Experiment, Any], float]] = None
     managed: bool = True
-    #: whether ``compute`` counts the dense training of the seed (the method starts from θT/θk or votes during it):
-    #: a plan that trains the seed's dense run once counts only the rest (:mod:`ballot_lib.cost`)
+    #: whether the method needs the seed's trained dense run (it starts from θT/θk or votes during it), so that
+    #: ``compute`` counts that dense training: a plan that trains the dense run once counts only the rest
+    #: (:mod:`ballot_lib.cost`); methods that need only θ0 use ``Experiment.initial_weights`` and train none
     reuses_dense: bool = False
 
     def compute_epochs(self, exp: Experiment, cfg: Any) -> float:

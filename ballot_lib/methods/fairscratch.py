@@ -245,7 +245,7 @@ def _compute(exp: Experiment, cfg: FairScratchConfig) -> float:
 @register("fairscratch", FairScratchConfig, compute=_compute)
 def run_fairscratch(exp: Experiment, cfg: FairScratchConfig, seed: int, run: Run) -> MethodOutput:
     """Fair Scratch Tickets: edge-popup scores on a frozen signed-constant network, CE + λ · fairness surrogate."""
-    net = build_subnetwork(exp.model_from(exp.dense_weights(seed, 0)), cfg.density, seed, cfg.scale_fan)
+    net = build_subnetwork(exp.model_from(exp.initial_weights(seed)), cfg.density, seed, cfg.scale_fan)
     kind = cfg.surrogate_kind(exp)
     train_split = exp.bundle.train
     up, priors = 1, None

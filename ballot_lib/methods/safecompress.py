@@ -289,7 +289,7 @@ def _compute(exp: Experiment, cfg: SafeCompressConfig) -> float:
 @register("safecompress", SafeCompressConfig, compute=_compute)
 def run_safecompress(exp: Experiment, cfg: SafeCompressConfig, seed: int, run: Run) -> MethodOutput:
     """Dynamic sparse training from an ERK random mask; each topology update chosen by a val fairness test."""
-    theta0 = exp.dense_weights(seed, 0)
+    theta0 = exp.initial_weights(seed)
     net0 = exp.model_from(theta0)
     start = make_mask("erk_random", net0, cfg.density, seed=10_007 * seed + 41)
     net = exp.model_from(theta0)
