@@ -11,7 +11,7 @@ the rewind point).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .methods.grid import Variant
@@ -30,8 +30,6 @@ class Grid:
     variants: Sequence[Variant]
     densities: Sequence[float]
     seeds: Sequence[int]
-    #: variants announced before training (``prepare_grid``) but trained only if chosen later
-    prepared: Sequence[Variant] = field(default_factory=tuple)
 
 
 # ------------------------------------------------------------------------------------------ notebook 01
@@ -129,7 +127,7 @@ def _plan_03(p: Mapping[str, Any], choices: Mapping[str, str]) -> list[Grid]:
     out = []
     for ds, model, params in setting_params(p):
         out.append(Grid(f"{ds}/{model} candidates", params, ballot_candidate_variants(cands, eps), p["densities"],
-                        p["seeds"], prepared=ballot_control_variants(cands, eps)))
+                        p["seeds"]))
         out.append(Grid(f"{ds}/{model} comparison", params, comp, p["densities"], p["seeds"]))
     return out
 
