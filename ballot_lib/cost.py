@@ -22,7 +22,6 @@ epochs per seed), data loading, and notebook 02's walk-through masks (no trainin
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -77,8 +76,8 @@ def plan_grid(grid: Grid, job: int = 0, seen: Optional[dict[str, PlannedRun]] = 
     T = exp.train.epochs
     per_epoch = images_per_epoch(split_sizes(exp.data))
     jobs = expand(grid.variants, grid.densities)
-    for v, cfg in jobs:
-        METHODS.get(v.method).compute_epochs(exp, cfg)  # validates against the recipe (rewind points etc.)
+    # Each job's declared compute once, before anything is planned (it also checks options against the recipe).
+    compute = [METHODS.get(v.method).compute_epochs(exp, cfg) for v, cfg in jobs]
     out: list[PlannedRun] = []
 
     def add(variant: str, method: str, cfg: Any, seed: int, epochs: float, derived: str = "") -> str:
@@ -92,7 +91,7 @@ def plan_grid(grid: Grid, job: int = 0, seen: Optional[dict[str, PlannedRun]] = 
 
     dense_cfg = METHODS.get("dense").config()
     for seed in grid.seeds:
-        for v, cfg in jobs:
+        for (v, cfg), total in zip(jobs, compute):
             spec = METHODS.get(v.method)
             if v.method == "dense" or spec.reuses_dense:  # trains the seed's dense run unless it is planned
                 add(v.label if v.method == "dense" else "dense", "dense", dense_cfg, seed, T)
@@ -103,7 +102,6 @@ def plan_grid(grid: Grid, job: int = 0, seen: Optional[dict[str, PlannedRun]] = 
             if twin is not None and (twin.id in seen or twin.complete):
                 add(v.label, v.method, cfg, seed, 0.0, derived=twin.id)
             else:
-                total = spec.compute_epochs(exp, cfg)
                 add(v.label, v.method, cfg, seed, total - T if spec.reuses_dense else total)
     return out
 
@@ -141,39 +139,32 @@ def measured_rates(root: str | Path) -> pd.DataFrame:
     Mimages, seconds, images_per_s.
     """
     from .data import DataConfig
-    from .results import load_results
+    from .results import ResultsStore, check_config_file, read_json
 
-    df = load_results(root)
-    cols = ["model", "runs", "Mimages", "seconds", "images_per_s"]
-    if df.empty:
-        return pd.DataFrame(columns=cols)
-    runs = df[df["split"] == df["split"].iloc[0]]
-    if "derived_from" in runs:
-        runs = runs[runs["derived_from"].isna() | (runs["derived_from"] == "")]
-    runs = runs[(runs["seconds"] > 0) & (runs["train_epochs"] > 0)]
-    fields = set(DataConfig.__dataclass_fields__) - {"root", "verify"}
-    images = []
-    for _, r in runs.iterrows():
-        kw = {k[len("data."):]: r[k] for k in r.index if k.startswith("data.") and k[len("data."):] in fields}
-        kw = {k: None if not isinstance(v, (str, list, tuple)) and pd.isna(v) else v for k, v in kw.items()}
-        if isinstance(kw.get("lt_classes"), str):
-            kw["lt_classes"] = tuple(json.loads(kw["lt_classes"]))
-        for k in ("max_train", "image_size", "split_seed"):
-            if kw.get(k) is not None:
-                kw[k] = int(kw[k])
-        images.append(r["train_epochs"] * images_per_epoch(split_sizes(DataConfig(**kw))))
-    runs = runs.assign(images=images)
+    rows = []
+    for path in ResultsStore(root).complete_runs():
+        summary = read_json(path / "summary.json")
+        if summary.get("derived_from") or not summary.get("seconds", 0) > 0 or not summary.get("train_epochs", 0) > 0:
+            continue
+        config = check_config_file(path)
+        data = DataConfig(**{**config["data"], "lt_classes": tuple(config["data"].get("lt_classes", ()))})
+        rows.append({"model": config["model"]["name"], "seconds": summary["seconds"],
+                     "images": summary["train_epochs"] * images_per_epoch(split_sizes(data))})
+    runs = pd.DataFrame(rows, columns=["model", "seconds", "images"])
     g = runs.groupby("model")
-    out = pd.DataFrame({"runs": g["run_id"].count(), "Mimages": g["images"].sum() / 1e6,
+    out = pd.DataFrame({"runs": g["images"].count(), "Mimages": g["images"].sum() / 1e6,
                         "seconds": g["seconds"].sum()}).reset_index()
     out["images_per_s"] = out["Mimages"] * 1e6 / out["seconds"]
-    return out[cols]
+    return out[["model", "runs", "Mimages", "seconds", "images_per_s"]]
 
 
-def parse_rates(text: str) -> dict[str, float]:
-    """``"resnet18=13200,resnet50=4100"`` -> {model: images/s}; errors name the bad part and the valid models."""
+def parse_rates(text: Optional[str], flag: str = "--ips", models: Optional[Sequence[str]] = None
+                ) -> dict[str, float]:
+    """``"resnet18=13200,resnet50=4100"`` -> {model: images/s}; ``ValueError`` naming ``flag``, the bad part and
+    the valid ``models`` (default: every registered model)."""
     from .models import MODELS
 
+    valid = list(models) if models is not None else MODELS.names()
     out: dict[str, float] = {}
     for part in [p for p in (text or "").split(",") if p.strip()]:
         name, _, value = part.partition("=")
@@ -181,10 +172,10 @@ def parse_rates(text: str) -> dict[str, float]:
         try:
             rate = float(value)
         except ValueError:
-            rate = -1.0
-        if name not in MODELS.names() or not rate > 0:
-            raise ValueError(f"--ips: {part!r} must be MODEL=IMAGES_PER_S with MODEL one of "
-                             f"{', '.join(MODELS.names())} and a positive rate")
+            raise ValueError(f"{flag}: expected MODEL=IMAGES_PER_S, got {part!r}") from None
+        if name not in valid or not rate > 0:
+            raise ValueError(f"{flag}: {part!r}: the model must be one of {', '.join(valid)} and the images/s "
+                             "positive")
         out[name] = rate
     return out
 

@@ -473,13 +473,19 @@ def _slurm_job(nb: str, output: str, params: dict) -> float:
     return secs
 
 
-def plan_params_file(params_file: Path, results_dir: Optional[str] = None, folder: Path = NOTEBOOKS):
+def plan_params_file(params_file: Path, results_dir: Optional[str] = None, folder: Path = NOTEBOOKS,
+                     validate: bool = True):
     """Every run a parameter file's jobs train or load (:func:`ballot_lib.cost.plan_jobs`), validated first as
-    ``validate`` does; ``results_dir``: the store whose complete runs are not counted (default: the one ``grid``
-    gives the file's jobs with its default ``--out``, ``outputs/<file stem>/results``)."""
+    ``validate`` does (``validate=False`` skips those checks, which need papermill: for a bare GPU image);
+    ``results_dir``: the store whose complete runs are not counted (default: the one ``grid`` gives the file's
+    jobs with its default ``--out``, ``outputs/<file stem>/results``)."""
     from .cost import plan_jobs
 
-    spec, nb, jobs = validate_params_file(Path(params_file), folder)
+    if validate:
+        spec, nb, jobs = validate_params_file(Path(params_file), folder)
+    else:
+        spec = load_params_file(Path(params_file))
+        nb, jobs = notebook_in(folder, spec["notebook"], params_file), expand_jobs(spec)
     store = results_dir or str(Path("outputs") / Path(params_file).stem / "results")
     df = plan_jobs(nb.name, jobs, store, aggregate=aggregate_params(spec))
     df.insert(0, "file", str(params_file))
@@ -519,6 +525,12 @@ def _cost(files: Sequence[Path], ips_text: str, concurrency: float, results: Opt
     from .cost import EVAL_COST, measured_rates, parse_rates, summarize
 
     ips = parse_rates(ips_text)
+    keys = [k.strip() for k in by.split(",") if k.strip()]
+    valid = ("file", "dataset", "model", "stage", "variant", "method", "density", "seed")
+    if not keys or set(keys) - set(valid):
+        raise ValueError(f"--by must be a comma-separated list of {', '.join(valid)}, got {by!r}")
+    if not concurrency > 0:
+        raise ValueError(f"--concurrency must be > 0, got {concurrency!r}")
     if rates_from is not None:
         if not (Path(rates_from) / "runs").is_dir():
             raise FileNotFoundError(f"--rates-from: {rates_from} is not a results store (no runs/ folder)")
@@ -527,12 +539,6 @@ def _cost(files: Sequence[Path], ips_text: str, concurrency: float, results: Opt
             print(f"images/s measured in {rates_from} (32-px equivalents; --ips overrides):\n"
                   + measured.to_string(index=False, float_format=lambda x: f"{x:,.1f}") + "\n")
         ips = {**dict(zip(measured["model"], measured["images_per_s"])), **ips}
-    keys = [k.strip() for k in by.split(",") if k.strip()]
-    valid = ("file", "dataset", "model", "stage", "variant", "method", "density", "seed")
-    if not keys or set(keys) - set(valid):
-        raise ValueError(f"--by must be a comma-separated list of {', '.join(valid)}, got {by!r}")
-    if not concurrency > 0:
-        raise ValueError(f"--concurrency must be > 0, got {concurrency!r}")
     plan = pd.concat([plan_params_file(f, results) for f in files], ignore_index=True)
     table = summarize(plan, ips, concurrency, keys)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_rows", 500):

@@ -557,8 +557,7 @@ def paper_plan():
 
         import pandas as pd
 
-        from ballot_lib.cost import plan_jobs
-        from ballot_lib.sweep import expand_jobs, load_params_file
+        from ballot_lib.sweep import plan_params_file
 
         files = sorted(ROOT.glob(PAPER_GRID))
         if not files:
@@ -566,8 +565,7 @@ def paper_plan():
         # Planned without `sweep validate`'s checks, which need papermill (absent on a bare GPU image); the tests
         # validate every file of params/, and `python -m ballot_lib.sweep cost` validates first.
         with tempfile.TemporaryDirectory() as empty:  # nothing is complete there: every run counts
-            _PLAN = pd.concat([plan_jobs(spec["notebook"], expand_jobs(spec), empty).assign(file=str(f))
-                               for f in files for spec in [load_params_file(f)]], ignore_index=True)
+            _PLAN = pd.concat([plan_params_file(f, empty, validate=False) for f in files], ignore_index=True)
     return _PLAN
 
 
@@ -640,19 +638,14 @@ def describe_grid() -> str:
 
 
 def parse_assumed(text: "str | None") -> dict:
-    """``"resnet18=13200,resnet50=5000"`` -> {model: images/s}; a clear error names a bad entry."""
-    out = {}
-    for part in filter(None, (text or "").split(",")):
-        model, _, value = part.partition("=")
-        model = model.strip()
-        try:
-            out[model] = float(value)
-        except ValueError:
-            raise SystemExit(f"--assume-ips: expected MODEL=IMAGES_PER_S, got {part!r}") from None
-        if model not in PAPER_MODELS or out[model] <= 0:
-            raise SystemExit(f"--assume-ips: {part!r}: the model must be one of {', '.join(PAPER_MODELS)} and the "
-                             "images/s positive")
-    return out
+    """``"resnet18=13200,resnet50=5000"`` -> {model: images/s} (``sweep cost --ips``'s parser, restricted to the
+    paper's models); a clear error names a bad entry."""
+    from ballot_lib.cost import parse_rates
+
+    try:
+        return parse_rates(text, "--assume-ips", PAPER_MODELS)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def parse_args(argv=None) -> argparse.Namespace:
