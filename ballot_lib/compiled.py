@@ -37,8 +37,9 @@ those of the eager loop unless a mode is asked for.
 
 Choosing the mode: ``train(..., step_mode=...)``, else the environment variable ``BALLOT_STEP_MODE``
 (``eager``/``compiled``/``graph``/``auto``; so a notebook or ``sweep grid`` job can be switched without changing
-its parameters), else ``"auto"``, which is ``"eager"`` on every device until the GPU benchmark
-(``benchmarks/bench_training.py``) has confirmed the graph mode's speed and agreement on a GPU.
+its parameters), else ``"auto"``: ``"eager"`` on CPU, and on CUDA
+:data:`ballot_lib.gpu_defaults.CUDA_AUTO_STEP_MODE`, which ``benchmarks/decide.py --apply`` sets from the GPU
+benchmark (``"eager"`` until the graph mode's speed and agreement have been confirmed on a GPU).
 
 Limits of ``"graph"``: a step hook must change masks and optimiser state in place (not rebind tensors), it sees
 ``param_groups[i]["lr"]`` as a one-element tensor, and models whose forward does host syncs or data-dependent
@@ -55,6 +56,8 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from . import gpu_defaults
+
 STEP_MODES = ("auto", "eager", "compiled", "graph")
 ENV = "BALLOT_STEP_MODE"
 COMPILE_MODE_ENV = "BALLOT_COMPILE_MODE"
@@ -64,13 +67,21 @@ WARMUP_STEPS = 3
 
 
 def resolve_step_mode(mode: Optional[str], device: torch.device) -> str:
-    """``mode``, else ``$BALLOT_STEP_MODE``, else ``"auto"``; ``"auto"`` is ``"eager"`` (see the module doc)."""
+    """``mode``, else ``$BALLOT_STEP_MODE``, else ``"auto"``; ``"auto"`` is ``"eager"`` except on a CUDA device,
+    where it is :data:`ballot_lib.gpu_defaults.CUDA_AUTO_STEP_MODE` (set from the GPU benchmark; see the module
+    doc)."""
     chosen = mode if mode is not None else (os.environ.get(ENV) or "auto")
     if chosen not in STEP_MODES:
         src = "step_mode" if mode is not None else f"${ENV}"
         raise ValueError(f"{src} must be one of {', '.join(STEP_MODES)}, got {chosen!r}")
     if chosen == "auto":
-        return "eager"
+        if torch.device(device).type != "cuda":
+            return "eager"
+        auto = gpu_defaults.CUDA_AUTO_STEP_MODE
+        if auto not in STEP_MODES or auto == "auto":
+            raise ValueError(f"ballot_lib.gpu_defaults.CUDA_AUTO_STEP_MODE must be one of eager, compiled, graph, "
+                             f"got {auto!r}")
+        return auto
     if chosen == "graph" and torch.device(device).type != "cuda":
         raise ValueError(f"step_mode 'graph' needs a CUDA device, got {str(device)!r}; use 'eager' or 'compiled'")
     return chosen

@@ -43,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from . import gpu_defaults
 from .notebook_files import NOTEBOOKS, notebook_parameters, notebooks  # noqa: F401 (re-exported)
 from .progress import ENV as PROGRESS_ENV
 from .results import ResultsError, atomic_write_json, config_hash
@@ -336,21 +337,37 @@ def validate_params_file(params_file: Path, folder: Path = NOTEBOOKS
     return spec, nb, jobs
 
 
-#: Concurrent jobs per GPU by model (issue #13). Measured on one H100 for resnet18 at batch 128 with the eager step:
-#: 4 processes gave 2.8x the images/s of one, 8 gave less than 4. The other entries are a rule by model size, to be
-#: confirmed by ``benchmarks/bench_training.py --runs-per-gpu N`` on the GPU at hand: models up to resnet18's size
-#: (11M parameters) 4, the larger resnet50/vgg16_bn 2 (more compute and memory per step), unknown models 1.
-RUNS_PER_GPU = {"mlp": 4, "cnn": 4, "resnet18": 4, "resnet50": 2, "vgg16_bn": 2}
+#: Concurrent jobs per GPU by model (issue #13), set from measurement by ``benchmarks/decide.py --apply``: see
+#: :mod:`ballot_lib.gpu_defaults` for where the values come from. Unknown models get 1. (An alias: the sweep reads
+#: ``gpu_defaults.RUNS_PER_GPU``.)
+RUNS_PER_GPU = gpu_defaults.RUNS_PER_GPU
+#: A model's runs per GPU is the smallest N whose aggregate images/s is within this fraction of the best measured.
+RUNS_PER_GPU_TOLERANCE = 0.05
+
+
+def runs_per_gpu_from_curve(curve: Mapping[int, float], tolerance: float = RUNS_PER_GPU_TOLERANCE) -> int:
+    """The smallest process count N of ``curve`` ({N: aggregate images/s of N concurrent runs on one GPU}) whose
+    aggregate is at least ``(1 - tolerance)`` x the best: past it, more runs per GPU add memory and latency, not
+    throughput."""
+    if not curve:
+        raise ValueError("runs_per_gpu_from_curve: no measured process count")
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance must be in [0, 1), got {tolerance!r}")
+    bad = [n for n in curve if not isinstance(n, int) or isinstance(n, bool) or n < 1]
+    if bad:
+        raise ValueError(f"process counts must be integers >= 1, got {bad}")
+    best = max(curve.values())
+    return min(n for n, ips in curve.items() if ips >= (1 - tolerance) * best)
 
 
 def default_runs_per_gpu(jobs: Sequence[Mapping[str, Any]]) -> int:
-    """Jobs per GPU for a grid: the smallest :data:`RUNS_PER_GPU` entry over the models its jobs train (the
+    """Jobs per GPU for a grid: the smallest :data:`ballot_lib.gpu_defaults.RUNS_PER_GPU` entry over the models its jobs train (the
     parameters ``model`` or ``models``); 1 when a job names none or an unknown model."""
     found = []
     for params in jobs:
         named = params.get("models", params.get("model"))
         names = named if isinstance(named, (list, tuple)) else [named]
-        found += [RUNS_PER_GPU.get(n, 1) if isinstance(n, str) else 1 for n in names]
+        found += [gpu_defaults.RUNS_PER_GPU.get(n, 1) if isinstance(n, str) else 1 for n in names]
     return min(found) if found else 1
 
 

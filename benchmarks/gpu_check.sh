@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # The GPU checks of issues #13 and #7 in one go, sized for one device call:
 #   1. the CUDA tests of the step modes (tests/test_step_modes.py; the CPU ones run too),
-#   2. the Ballot device check (benchmarks/ballot_devices.py: engine on identical inputs, CPU-vs-CUDA masks of one
+#   2. the training benchmark's measurements 2-6 (library vs DataLoader loop, step modes vs ceilings, concurrent
+#      runs per GPU for three model sizes, per-method wall time, paper-grid projection),
+#   3. the Ballot device check (benchmarks/ballot_devices.py: engine on identical inputs, CPU-vs-CUDA masks of one
 #      seed beside LTH's, Ballot's non-training share on the GPU),
-#   3. the training benchmark's measurements 3-6 (step modes vs ceilings, concurrent runs per GPU, per-method wall
-#      time, paper-grid projection).
+#   4. benchmarks/decide.py's report: each target met or missed, and the GPU defaults its rules give (apply them
+#      afterwards, on the development machine: python benchmarks/decide.py DIR --apply).
 #
-#   benchmarks/gpu_check.sh [OUTDIR]            # full: about 10-15 min on an H100
-#   QUICK=1 benchmarks/gpu_check.sh [OUTDIR]    # shorter settings: about 5 min
+#   benchmarks/gpu_check.sh [OUTDIR]            # full: about 15-20 min on an H100 (estimate)
+#   QUICK=1 benchmarks/gpu_check.sh [OUTDIR]    # shorter settings: about 6-8 min (estimate, not measured)
 #   DEVICE=cpu QUICK=1 benchmarks/gpu_check.sh  # dry run of the script itself on a machine without a GPU
-#   STAGES=ballot,bench benchmarks/gpu_check.sh # only some stages (tests, ballot, bench), e.g. to finish after a
-#                                               # time-out; each stage prints its wall time
+#   STAGES=bench,ballot benchmarks/gpu_check.sh # only some stages (tests, bench, ballot, decide), e.g. to finish
+#                                               # after a time-out; each stage prints its wall time
 #
-# It runs with the project's .venv when there is one, else with `python3` (e.g. a GPU machine's own torch: it needs
-# torch, torchvision, numpy, pandas, matplotlib, PyYAML and pytest, not nbval or papermill). Everything printed is
-# also written under OUTDIR (default outputs/bench): gpu.txt, cuda_tests.txt, ballot_devices.{txt,json},
-# issue13_cuda.{txt,json}. Quote gpu.txt (GPU name, torch version) with the numbers.
+# Stages run in order of importance for issue #13 (tests, bench, ballot, decide), so a time-out cuts the least
+# needed. It runs with the project's .venv when there is one, else with `python3` (e.g. a GPU machine's own torch:
+# it needs torch, torchvision, numpy, pandas, matplotlib, pillow, PyYAML and pytest, not nbval or papermill).
+# Everything printed is also written under OUTDIR (default outputs/bench): gpu.txt, cuda_tests.txt,
+# issue13_cuda.{txt,json}, ballot_devices.{txt,json}, decide.txt. Quote gpu.txt (GPU name, torch version) with the
+# numbers.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${1:-outputs/bench}
@@ -23,7 +27,7 @@ if [ -z "${PY:-}" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
 DEVICE=${DEVICE:-cuda}
-STAGES=",${STAGES:-tests,ballot,bench},"
+STAGES=",${STAGES:-tests,bench,ballot,decide},"
 stage() { case "$STAGES" in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 T0=$SECONDS
 done_stage() { echo "[gpu_check] $1 done after $((SECONDS - T0)) s" | tee -a "$OUT/gpu.txt"; }
@@ -40,24 +44,31 @@ if stage tests; then
 fi
 if [ "${QUICK:-0}" = 1 ]; then
   ballot=(--engine-epochs 2 --epochs 10)
-  extra=(--ceiling-models cnn,resnet18,resnet50,vgg16_bn --ceiling-steps 100 --runs-per-gpu 1,4,8
-         --concurrent-steps 200 --method-images 20000 --method-epochs 3)
+  extra=(--throughput-models cnn,resnet18 --n-images 20000 --repeats 2
+         --ceiling-models cnn,resnet18,resnet50,vgg16_bn --ceiling-steps 100
+         --concurrent-models cnn,resnet18,resnet50 --runs-per-gpu 1,2,4,8 --concurrent-steps 150
+         --method-images 20000 --method-epochs 3)
 else
   ballot=()
-  extra=()
+  extra=(--n-images 50000)
 fi
 if [ "$DEVICE" = cpu ]; then  # dry run: tiny settings, nothing of it is a measurement
   ballot=(--engine-model cnn --engine-epochs 1 --epochs 2)
-  extra=(--ceiling-models cnn --ceiling-steps 2 --runs-per-gpu 1,2 --concurrent-steps 3 --method-images 256
-         --method-epochs 1)
+  extra=(--throughput-models cnn --n-images 512 --throughput-steps 2 --repeats 1
+         --ceiling-models cnn --ceiling-steps 2 --concurrent-models cnn --runs-per-gpu 1,2 --concurrent-steps 3
+         --method-images 256 --method-epochs 1)
+fi
+if stage bench; then
+  $PY benchmarks/bench_training.py --device "$DEVICE" --only throughput,ceilings,concurrent,methods,projection \
+      --json "$OUT/issue13_cuda.json" ${extra[@]+"${extra[@]}"} 2>&1 | tee "$OUT/issue13_cuda.txt"
+  done_stage bench
 fi
 if stage ballot; then
   $PY benchmarks/ballot_devices.py --device "$DEVICE" --json "$OUT/ballot_devices.json" ${ballot[@]+"${ballot[@]}"} \
       2>&1 | tee "$OUT/ballot_devices.txt"
   done_stage ballot
 fi
-if stage bench; then
-  $PY benchmarks/bench_training.py --device "$DEVICE" --only ceilings,concurrent,methods,projection \
-      --json "$OUT/issue13_cuda.json" ${extra[@]+"${extra[@]}"} 2>&1 | tee "$OUT/issue13_cuda.txt"
-  done_stage bench
+if stage decide; then
+  $PY benchmarks/decide.py "$OUT" 2>&1 | tee "$OUT/decide.txt"
+  done_stage decide
 fi

@@ -109,7 +109,9 @@ def test_gpu_check_script_runs_without_the_notebook_tooling():
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     text = script.read_text()
     assert "-o addopts=" in text and "PY=python3" in text
-    assert "ballot_devices.py" in text and "bench_training.py" in text
+    assert "ballot_devices.py" in text and "bench_training.py" in text and "decide.py" in text
+    # stages in order of importance for issue #13, so that a time-out cuts the least needed
+    assert "STAGES:-tests,bench,ballot,decide" in text
 
 
 def test_projection_from_assumed_rates_runs_no_measurement(bench, tmp_path, capsys):
@@ -145,10 +147,11 @@ def test_gpu_check_imports_nothing_of_the_notebook_tooling(tmp_path):
         "            raise ImportError('not on a bare GPU image: ' + name)\n"
         "sys.meta_path.insert(0, Blocker())\n")
     code = ("import importlib.util, sys\n"
-            "for name in ('bench_training', 'ballot_devices'):\n"
+            "for name in ('bench_training', 'ballot_devices', 'decide'):\n"
             f"    spec = importlib.util.spec_from_file_location(name, r'{repo}/benchmarks/' + name + '.py')\n"
             "    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
-            "    mod.parse_args([])\n"
+            "    if name != 'decide':\n"
+            "        mod.parse_args([])\n"
             "    if name == 'bench_training':  # the projection plans params/03_*.yaml through ballot_lib.sweep\n"
             "        assert mod.project_grid({'resnet18': 13200.0}, {})['rows'][0]['gpu_hours'] > 0\n"
             "import pytest\n"
