@@ -695,6 +695,16 @@ def describe_grid() -> str:
 # ------------------------------------------------------------------------------------------ main
 
 
+def save(out: dict, path: "str | None") -> None:
+    """Write the results so far to ``path`` (atomically: a reader never sees half a file)."""
+    if not path:
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(out, indent=2))
+    tmp.replace(path)
+
+
 def parse_assumed(text: "str | None") -> dict:
     """``"resnet18=13200,resnet50=5000"`` -> {model: images/s} (``sweep cost --ips``'s parser, restricted to the
     paper's models); a clear error names a bad entry."""
@@ -825,6 +835,7 @@ def main(argv=None) -> int:
               " implies; mask strides=param: NO means torch._foreach_mul_ leaves its fused CUDA fast path.")
 
     modes = (args.step_modes or ("eager,graph" if cuda else "eager")).split(",")
+    save(out, args.json)  # after each measurement: a time-out keeps what finished
     if only is None or "throughput" in only:
         span = "full epoch" if tp_steps is None else f"{tp_steps} x {args.batch_size} images (part of an epoch)"
         print(f"\n[2] training throughput, library GPU path vs plain torchvision DataLoader loop | "
@@ -852,6 +863,7 @@ def main(argv=None) -> int:
                   "both paths are compute-bound and the figure is informative only.")
 
     assumed = parse_assumed(args.assume_ips)
+    save(out, args.json)  # after each measurement: a time-out keeps what finished
     if only is None or "ceilings" in only or ("projection" in only and not assumed):
         c_models = (args.ceiling_models or ("cnn,resnet18,resnet50,vgg16_bn" if cuda else "cnn")).split(",")
         c_steps = args.ceiling_steps or (200 if cuda else 5)
@@ -879,6 +891,7 @@ def main(argv=None) -> int:
 
     # The projection from assumed rates uses the assumed concurrency (none if not given): a factor measured on
     # this machine would not belong to rates measured elsewhere.
+    save(out, args.json)  # after each measurement: a time-out keeps what finished
     if only is None or "concurrent" in only or ("projection" in only and not assumed):
         counts = [int(n) for n in (args.runs_per_gpu or ("1,2,4,8" if cuda else "1,2")).split(",")]
         c_models = [m for m in (args.concurrent_models or ("cnn,resnet18,resnet50" if cuda else "cnn")).split(",")
@@ -903,6 +916,7 @@ def main(argv=None) -> int:
         print("    the sweep's defaults per model (ballot_lib.gpu_defaults.RUNS_PER_GPU) are set from the chosen N by "
               "benchmarks/decide.py --apply.")
 
+    save(out, args.json)  # after each measurement: a time-out keeps what finished
     if only is None or "methods" in only:
         mm = args.method_model or ("resnet18" if cuda else "cnn")
         n_img = args.method_images or (50_000 if cuda else 512)
@@ -928,6 +942,7 @@ def main(argv=None) -> int:
               "train (pruning, votes outside the loop,\n    evaluation, storing). The dense run is done first and "
               "shared; later methods do not include it.")
 
+    save(out, args.json)  # after each measurement: a time-out keeps what finished
     if only is None or "projection" in only:
         ips = {r["model"]: r["library_best"] for r in out["ceilings"] if r.get("library_best") == r.get("library_best")}
         conc, conc_note = concurrency_factors(out["ceilings"], out["concurrent"] or [], args.concurrent_step_mode)
@@ -975,8 +990,7 @@ def main(argv=None) -> int:
     env["load_average_1min_end"] = load_average()
     warn_if_loaded("end")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2))
+        save(out, args.json)
         print(f"\nwrote {args.json}")
     if args.check:
         missed = [r["model"] for r in out["mask_ratio"] if not r["meets_target"]]

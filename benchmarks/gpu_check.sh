@@ -46,7 +46,7 @@ if [ "${QUICK:-0}" = 1 ]; then
   ballot=(--engine-epochs 2 --epochs 10)
   extra=(--throughput-models cnn,resnet18 --n-images 20000 --repeats 2
          --ceiling-models cnn,resnet18,resnet50,vgg16_bn --ceiling-steps 100
-         --concurrent-models cnn,resnet18,resnet50 --runs-per-gpu 1,2,4,8 --concurrent-steps 150
+         --concurrent-models cnn,resnet18,resnet50 --runs-per-gpu 1,2,4 --concurrent-steps 150
          --method-images 20000 --method-epochs 3)
 else
   ballot=()

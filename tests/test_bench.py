@@ -163,3 +163,20 @@ def test_gpu_check_imports_nothing_of_the_notebook_tooling(tmp_path):
                          timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "tests collected" in res.stdout or "collected" in res.stdout
+
+
+def test_results_are_saved_after_each_measurement(bench, tmp_path, monkeypatch):
+    """A GPU call cut short by its time limit keeps the measurements that finished (gpu_check's decide stage and a
+    rerun of the rest read them): the JSON is written after each measurement, not only at the end."""
+    out = tmp_path / "b.json"
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt  # what the time limit's kill looks like from inside
+
+    monkeypatch.setattr(bench, "bench_concurrent", killed)
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(["--device", "cpu", "--only", "ceilings,concurrent", "--ceiling-models", "cnn",
+                    "--ceiling-steps", "1", "--batch-size", "8", "--json", str(out)])
+    res = json.loads(out.read_text())
+    assert res["ceilings"][0]["model"] == "cnn" and res["concurrent"] is None
+    assert not Path(f"{out}.tmp").exists()
