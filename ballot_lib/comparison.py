@@ -479,13 +479,15 @@ def decomposition_plot(decomp: pd.DataFrame, metric: str = "mcd", path=None):
 
 def settings_for(datasets: Sequence[str], models: Sequence[str], params: Mapping,
                  overrides: Optional[Mapping[str, Mapping]] = None, **fixed) -> list[tuple[str, str, "object"]]:
-    """(dataset, model, Experiment) for every pair that makes sense: conv models are skipped on tabular data.
+    """(dataset, model, Experiment) for every pair that makes sense: image models are skipped on tabular data
+    (:func:`ballot_lib.models.takes_input`).
 
     ``overrides`` maps a dataset to recipe changes (e.g. ``{"adult": {"batch_size": 512}}``). Everything is
     validated before any data is loaded or anything is written.
     """
     from .checks import ParameterError
     from .experiment import experiment_from
+    from .models import takes_input
 
     overrides = dict(overrides or {})  # overrides of datasets not in ``datasets`` are unused
     out = []
@@ -493,10 +495,10 @@ def settings_for(datasets: Sequence[str], models: Sequence[str], params: Mapping
         for model in models:
             exp = experiment_from({**params, **overrides.get(ds, {}), **fixed}, dataset=ds, model=model)
             out.append((ds, model, exp))
-    # Tabular data cannot feed a conv model: load each dataset once (no writing) to know its input shape.
+    # Tabular data cannot feed an image model: load each dataset once (no writing) to know its input shape.
     kept = []
     for ds, model, exp in out:
-        if model != "mlp" and len(exp.bundle.input_shape) != 3:
+        if not takes_input(model, image=len(exp.bundle.input_shape) == 3):
             continue
         kept.append((ds, model, exp))
     if not kept:

@@ -21,6 +21,16 @@ MODELS: Registry[Callable[[tuple[int, ...], int, "ModelConfig"], nn.Module]] = R
 
 SMALL_IMAGE_MAX = 64
 
+#: Models that take feature vectors (any input shape, flattened). Every other model of :data:`MODELS` needs images
+#: [C, H, W]; a model registered for tabular data adds its name here, so that notebook 03's settings (and their
+#: plans) pair it with tabular datasets.
+FLAT_INPUT_MODELS: set[str] = {"mlp"}
+
+
+def takes_input(model: str, image: bool) -> bool:
+    """Whether ``model`` can train on a dataset whose inputs are images [C, H, W] (``image``) or feature vectors."""
+    return image or model in FLAT_INPUT_MODELS
+
 
 @dataclass(frozen=True)
 class ModelConfig:

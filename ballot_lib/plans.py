@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .methods.grid import Variant
+from .models import takes_input
 
 #: Ballot's attribution controls in notebook 03 (label suffix -> options over a candidate's).
 BALLOT_CONTROLS = {"plain": {"refined": False}, "eta0": {"eta": 0.0}}
@@ -134,12 +135,13 @@ def _plan_03(p: Mapping[str, Any], choices: Mapping[str, str]) -> list[Grid]:
 
 def setting_params(p: Mapping[str, Any]) -> list[tuple[str, str, dict]]:
     """Notebook 03's (dataset, model, experiment parameters) pairs, as :func:`ballot_lib.comparison.settings_for`
-    builds them, without loading data: conv models are skipped on tabular datasets."""
+    builds them, without loading data: image models are skipped on tabular datasets
+    (:func:`ballot_lib.models.takes_input`)."""
     overrides = dict(p.get("dataset_overrides") or {})
     out = []
     for ds in p["datasets"]:
         for model in p["models"]:
-            if model != "mlp" and is_tabular(ds):
+            if not takes_input(model, image=not is_tabular(ds)):
                 continue
             out.append((ds, model, {**p, **overrides.get(ds, {}), "dataset": ds, "model": model}))
     return out

@@ -210,3 +210,31 @@ def test_experiment_from_picks_the_experiment_parameters(tmp_path):
         experiment_from(params, seeds=[2])
     with pytest.raises(Exception, match="epochs"):
         experiment_from({**params, "epochs": "3"})
+
+
+# ------------------------------------------------------------------------------------------ models on tabular data
+
+
+def test_a_registered_flat_input_model_is_paired_with_tabular_data(monkeypatch):
+    """Notebook 03's settings and their plan share one rule (``models.takes_input``): image models are skipped on
+    tabular data, and a model a user registers for feature vectors (named in ``FLAT_INPUT_MODELS``) is kept."""
+    from ballot_lib import models as M
+    from ballot_lib.comparison import settings_for
+    from ballot_lib.plans import setting_params
+
+    monkeypatch.setattr(M.MODELS, "_items", dict(M.MODELS._items))  # registered for this test only
+    monkeypatch.setattr(M, "FLAT_INPUT_MODELS", set(M.FLAT_INPUT_MODELS))
+
+    @M.MODELS.register("logreg")
+    def build_logreg(input_shape, num_classes, cfg):
+        return nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), num_classes))
+
+    params = {"epochs": 1, "batch_size": 32, "results_dir": "unused", "progress": False}
+    pairs = lambda: [(d, m) for d, m, _ in settings_for(["digits", "adult"], ["cnn", "logreg"], params)]  # noqa
+    planned = lambda: [(d, m) for d, m, _ in setting_params({**params, "datasets": ["digits", "adult"],  # noqa
+                                                             "models": ["cnn", "logreg"]})]
+    # not declared: treated as an image model, skipped on adult (tabular) by both
+    assert pairs() == planned() == [("digits", "cnn"), ("digits", "logreg")]
+    M.FLAT_INPUT_MODELS.add("logreg")
+    assert pairs() == planned() == [("digits", "cnn"), ("digits", "logreg"), ("adult", "logreg")]
+    assert M.takes_input("mlp", image=False) and not M.takes_input("cnn", image=False) and M.takes_input("cnn", True)
