@@ -9,8 +9,9 @@ DIR holds what ``benchmarks/gpu_check.sh`` writes: ``issue13_cuda.json`` (requir
 ``gpu.txt`` (GPU name, torch version). The rules:
 
 * **step mode.** ``auto`` on CUDA becomes ``graph`` only if, in measurement 3, the library's graph step ran at least
-  as many images/s as its eager step for *every* model measured (and no model's graph step failed), and the CUDA
-  tests in ``cuda_tests.txt`` passed with none failing; otherwise it stays ``eager``.
+  as many images/s as its eager step for *every* model measured (and no model's graph step failed; cnn and
+  resnet18 at least were measured), and the CUDA tests in ``cuda_tests.txt`` passed with none failing; otherwise it
+  stays ``eager``.
 * **runs per GPU.** For each model of measurement 4, the smallest process count N whose aggregate images/s is within
   ``ballot_lib.sweep.RUNS_PER_GPU_TOLERANCE`` (5 %) of the best N measured
   (:func:`ballot_lib.sweep.runs_per_gpu_from_curve`); models it did not measure keep their current value.
@@ -46,6 +47,8 @@ SPEEDUP_TARGET_DEFAULT = 5.0
 OTHER_TIME_TARGET = 0.10
 GRID_HOURS_TARGET = 100.0
 BALLOT_OVERLAP_TARGET = 0.99
+#: models measurement 3 must include before ``graph`` can become the default (issue #13's two target models)
+STEP_MODE_MODELS = ("cnn", "resnet18")
 
 
 class DecideError(ValueError):
@@ -119,6 +122,10 @@ def decide_step_mode(bench: dict, tests_text: str | None) -> tuple[str, list[str
         ratio = lib["graph"] / lib["eager"]
         why.append(f"{r['model']}: graph {lib['graph']:.0f} vs eager {lib['eager']:.0f} images/s (x{ratio:.2f})")
         ok &= ratio >= 1.0
+    missing = [m for m in STEP_MODE_MODELS if m not in {r["model"] for r in rows}]
+    if missing:
+        ok = False
+        why.append(f"measurement 3 lacks {', '.join(missing)} (a partial run decides nothing)")
     passed, tests_why = tests_verdict(tests_text)
     why.append(tests_why)
     return ("graph" if ok and passed else "eager"), why

@@ -51,18 +51,20 @@ def _ceiling(model, eager, graph=None, error=None):
     return {"model": model, "library": lib, "errors": {"graph": error} if error else {}}
 
 
+BOTH = [_ceiling("cnn", 38_000, 150_000), _ceiling("resnet18", 13_000, 30_000)]
 PASSED = "...........                                                    [100%]\n15 passed, 1 skipped in 40.1s\n"
 
 
 @pytest.mark.parametrize("rows, tests, expected", [
     ([_ceiling("cnn", 38_000, 150_000), _ceiling("resnet18", 13_000, 30_000)], PASSED, "graph"),
-    ([_ceiling("cnn", 38_000, 150_000), _ceiling("resnet50", 5_000, 4_900)], PASSED, "eager"),  # one model slower
-    ([_ceiling("cnn", 38_000, 150_000), _ceiling("vgg16_bn", 9_000, error="RuntimeError: capture")], PASSED,
-     "eager"),  # one model's graph failed
-    ([_ceiling("cnn", 38_000, 150_000)], "1 failed, 14 passed in 30s", "eager"),  # a CUDA test failed
-    ([_ceiling("cnn", 38_000, 150_000)], None, "eager"),  # the tests did not run
-    ([_ceiling("cnn", 38_000, 150_000)], "2 errors in 3s", "eager"),
+    ([_ceiling("cnn", 38_000, 150_000), _ceiling("resnet18", 13_000, 30_000), _ceiling("resnet50", 5_000, 4_900)],
+     PASSED, "eager"),  # one model slower
+    (BOTH + [_ceiling("vgg16_bn", 9_000, error="RuntimeError: capture")], PASSED, "eager"),  # a graph failed
+    (BOTH, "1 failed, 14 passed in 30s", "eager"),  # a CUDA test failed
+    (BOTH, None, "eager"),  # the tests did not run
+    (BOTH, "2 errors in 3s", "eager"),
     ([], PASSED, "eager"),  # measurement 3 did not run
+    ([_ceiling("cnn", 38_000, 150_000)], PASSED, "eager"),  # cut short before resnet18: decides nothing
 ])
 def test_step_mode_rule(decide, rows, tests, expected):
     mode, why = decide.decide_step_mode({"ceilings": rows}, tests)
