@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Training-loop benchmark for ballot_lib (a benchmark script, not a test).
 
-Two measurements, both on synthetic CIFAR-sized data (uint8 images 3x32x32, 10 classes; nothing is downloaded):
+Six measurements, all on synthetic CIFAR-sized data (uint8 images 3x32x32, 10 classes; nothing is downloaded);
+benchmarks/README.md describes each. The first two:
 
 1. **Masked / dense training-step time.** N optimiser steps of the library's own training loop
    (:func:`ballot_lib.training.train`: on-device batching and augmentation, forward, backward,
@@ -17,7 +18,11 @@ Two measurements, both on synthetic CIFAR-sized data (uint8 images 3x32x32, 10 c
    (b) baseline, the authors' style: a torchvision-CIFAR10-like Dataset of uint8 HWC images turned into PIL images
    and transformed per sample (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize), a
    ``DataLoader(batch_size=32, shuffle=True, num_workers=2)``, fp32, default memory format, ``.to(device)`` per
-   batch and ``loss.item()`` per step. Images/s of each and the speed-up. Target: >= 5x on a GPU.
+   batch and ``loss.item()`` per step. Images/s of each and the speed-up (the library in each step mode of
+   ``--step-modes``, the best counted). Targets on a GPU: >= 10x for resnet18 (issue #13), >= 5x otherwise.
+
+3-6 (issue #13): step modes against the bare eager loop and the whole-step CUDA graph; N concurrent runs per
+device for several model sizes; per-method wall time vs training time; the paper grid's projected GPU-hours.
 
 Run ``python benchmarks/bench_training.py --help`` for the options; ``--device cpu --quick`` finishes in a few
 minutes on two CPU cores, ``--device cuda`` runs the full measurement on a GPU.
