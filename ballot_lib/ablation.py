@@ -15,13 +15,15 @@ import pandas as pd
 
 from .analysis import paired, select_by_rule, summarize
 from .methods import ballot
-from .methods.ballot import BUDGETS, CONFLICTS, SCORES, BallotConfig
+from .methods.ballot import BUDGETS, CONFLICTS, SCORES, BallotConfig, checkpoint_rule
 from .methods.grid import Variant
 from .pruning import magnitude_mask
 
 DEFAULT = "default"
-#: Option sets never eligible for the val choice: the authors' final-layer procedure and the LTH reference.
-NOT_CHOSEN = ("faithful (authors, final layer only)", "LTH")
+#: Option sets never eligible for the val choice: the authors' final-layer procedure, the LTH reference, and plain
+#: training (``refined=False``), which keeps its last epoch while the other rows pick theirs on val: its val metrics
+#: are not comparable with theirs (the val-picked epochs are optimistic on val), so it is shown, not chosen.
+NOT_CHOSEN = ("faithful (authors, final layer only)", "LTH", "refined=False")
 
 
 def base_options(default: BallotConfig) -> dict[str, Any]:
@@ -85,11 +87,16 @@ def deduplicate(default: BallotConfig, candidates: Mapping[str, Mapping[str, Any
 
 def variants(default: BallotConfig, options: Mapping[str, Mapping[str, Any]], select_eps: float,
              reference: Optional[str] = "LTH") -> list[Variant]:
-    """One Ballot :class:`Variant` per option set (over the default's options), plus LTH as the reference."""
+    """One Ballot :class:`Variant` per option set (over the default's options), plus LTH as the reference.
+
+    The reference takes its checkpoint by the default's rule (:func:`ballot_lib.methods.ballot.checkpoint_rule`:
+    the val rule with refined training), like the option sets, so that the paired val differences compare like
+    with like; its ``val_rule`` run reuses the training of its last-epoch twin."""
     base = base_options(default)
     out = [Variant(label, "ballot", {**base, **opts, "select_eps": select_eps}) for label, opts in options.items()]
     if reference:
-        out.append(Variant(reference, "lth", {}))
+        same = {"select": "val_rule", "select_eps": select_eps} if checkpoint_rule(base) == "val_rule" else {}
+        out.append(Variant(reference, "lth", same))
     return out
 
 

@@ -39,8 +39,8 @@ KINDS = ["ballot_vs_baselines", "lth_vs_dense"]
 #: Metrics of the paper tables and whether they are written in points.
 METRICS = (("acc", True), ("cwv", False), ("mcd", True))
 #: Columns of each table that identify a row (the rest are numbers).
-KEYS = {"ballot_vs_baselines": ["dataset", "model", "density", "vs"],
-        "lth_vs_dense": ["dataset", "model", "density", "method"]}
+KEYS = {"ballot_vs_baselines": ["dataset", "model", "density", "vs", "selection"],
+        "lth_vs_dense": ["dataset", "model", "density", "method", "selection"]}
 COMPARISONS = "comparisons"
 
 
@@ -118,9 +118,29 @@ def _paired_columns(row: dict, tab: pd.DataFrame) -> None:
                     f"d_{m}_wins": int(r["wins"]), f"d_{m}_n": int(r["n"]), f"d_{m}_sig": bool(r["significant"])})
 
 
+def _rule(frame: pd.DataFrame, variant: str, density: float) -> str:
+    """The checkpoint rule(s) of a variant's runs at a density (``"last"``, ``"val_rule"``; ``"—"`` for dense)."""
+    rows = frame[(frame["variant"] == variant) & np.isclose(frame["density_target"], density)]
+    rules = sorted({str(x) for x in rows["select"].dropna()}) if "select" in rows else []
+    return ", ".join(rules) or "—"
+
+
+def _compute(frame: pd.DataFrame, variant: str, density: float) -> float:
+    """Mean training compute (epochs of the dense recipe, run summaries' ``compute_epochs``) of a variant."""
+    rows = frame[(frame["variant"] == variant) & np.isclose(frame["density_target"], density)]
+    return float(rows["compute_epochs"].mean()) if "compute_epochs" in rows and len(rows) else float("nan")
+
+
+def _selection(frame: pd.DataFrame, a: str, b: str, density: float) -> str:
+    """One rule when both sides share it, else both named: a table says when its methods were not selected alike."""
+    ra, rb = _rule(frame, a, density), _rule(frame, b, density)
+    return ra if ra == rb else f"{a} {ra}; {b} {rb}"
+
+
 def ballot_vs_baselines(frame: pd.DataFrame, baselines: Sequence[str] = ("MP", "LTH")) -> pd.DataFrame:
     """Ballot against each baseline at each density (test split, paired by seed): Ballot's means and the paired
-    differences with CI, seed wins and significance per metric."""
+    differences with CI, seed wins and significance per metric, with each side's checkpoint rule (``selection``)
+    and training compute (``compute_ballot``, ``compute_vs``: epochs of the dense recipe)."""
     metrics = [m for m, _ in METRICS]
     means = summarize(frame, metrics).set_index(["variant", "density"])
     rows = []
@@ -128,7 +148,8 @@ def ballot_vs_baselines(frame: pd.DataFrame, baselines: Sequence[str] = ("MP", "
         tab = versus(frame, b, ["Ballot"], metrics, reference_any_density=False)
         for d in sorted(tab["density"].unique(), reverse=True):
             row = {"dataset": frame["dataset"].iloc[0], "model": frame["model"].iloc[0], "density": float(d),
-                   "vs": b}
+                   "vs": b, "selection": _selection(frame, "Ballot", b, d),
+                   "compute_ballot": _compute(frame, "Ballot", d), "compute_vs": _compute(frame, b, d)}
             row.update({m: means.loc[("Ballot", d), m] for m in metrics})
             _paired_columns(row, tab[np.isclose(tab["density"], d)])
             rows.append(row)
@@ -141,12 +162,14 @@ def lth_vs_dense(frame: pd.DataFrame, methods: Sequence[str] = ("MP", "LTH")) ->
     means = summarize(frame, metrics).set_index(["variant", "density"])
     base = {"dataset": frame["dataset"].iloc[0], "model": frame["model"].iloc[0]}
     dense_density = float(frame.loc[frame["variant"] == "dense", "density_target"].iloc[0])
-    rows = [{**base, "density": dense_density, "method": "dense",
+    rows = [{**base, "density": dense_density, "method": "dense", "selection": "—",
+             "compute": _compute(frame, "dense", dense_density),
              **{m: means.loc[("dense", dense_density), m] for m in metrics}}]
     tab = versus(frame, "dense", list(methods), metrics)
     for meth in methods:
         for d in sorted(tab.loc[tab["a"] == meth, "density"].unique(), reverse=True):
-            row = {**base, "density": float(d), "method": meth, **{m: means.loc[(meth, d), m] for m in metrics}}
+            row = {**base, "density": float(d), "method": meth, "selection": _rule(frame, meth, d),
+                   "compute": _compute(frame, meth, d), **{m: means.loc[(meth, d), m] for m in metrics}}
             _paired_columns(row, tab[(tab["a"] == meth) & np.isclose(tab["density"], d)])
             rows.append(row)
     return pd.DataFrame(rows)
@@ -276,6 +299,10 @@ def _cell(row: Mapping[str, Any], m: str, pts: bool) -> str:
     return (f"**{d}**" if row[f"d_{m}_sig"] else d) + f" [{lo}, {hi}] {int(row[f'd_{m}_wins'])}/{int(row[f'd_{m}_n'])}"
 
 
+def _g(x: Any) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{float(x):g}"
+
+
 def to_markdown(name: str, table: pd.DataFrame) -> str:
     """A paper table as markdown: means, and per metric ``Δ [95 % CI] wins/n`` (**bold**: the CI excludes 0)."""
     from .analysis import markdown_table
@@ -286,10 +313,14 @@ def to_markdown(name: str, table: pd.DataFrame) -> str:
         return markdown_table(table.assign(compute_seconds=table["compute_seconds"].round(0).astype("Int64"),
                                            compute_epochs=table["compute_epochs"].round(0).astype("Int64")))
     means = [f"{r['acc']:.3f} / {r['cwv']:.4f} / {r['mcd']:.3f}" for _, r in table.iterrows()]
-    head = {"ballot_vs_baselines": ["dataset", "model", "density", "vs"],
-            "lth_vs_dense": ["dataset", "model", "density", "method"]}[name]
+    head = [k for k in KEYS[name] if k in table]
     out = table[head].copy()
     out["density"] = out["density"].map("{:g}".format)
+    if name == "ballot_vs_baselines" and "compute_ballot" in table:
+        out["compute (epochs) Ballot / vs"] = [f"{_g(r['compute_ballot'])} / {_g(r['compute_vs'])}"
+                                              for _, r in table.iterrows()]
+    elif "compute" in table:
+        out["compute (epochs)"] = table["compute"].map(_g)
     out["mean acc / CWV / MCD" if name == "lth_vs_dense" else "Ballot acc / CWV / MCD (mean)"] = means
     ref = "dense" if name == "lth_vs_dense" else "baseline"
     for m, pts in METRICS:

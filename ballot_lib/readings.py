@@ -185,27 +185,35 @@ def refined(plain: Mapping[str, float], refined_: Mapping[str, float], selected_
     return first + " One seed: the ablation below measures refined training over seeds."
 
 
+def _names(labels) -> str:
+    """Option-set labels (which may contain commas) as a readable list."""
+    return "; ".join(f"`{x}`" for x in labels)
+
+
 def ablation(tab: pd.DataFrame, chosen: pd.Series, dropped: Mapping[str, str], eps: float,
-             reference: str = "default", others: Sequence[str] = ("LTH",)) -> str:
+             reference: str = "default", others: Sequence[str] = ("LTH",), not_chosen: Sequence[str] = ()) -> str:
     """Notebook 02, the ablation: which option sets differ significantly from the default on val, what was
     chosen and whether the choice rests on a significant difference (``others``: reference rows that are not
-    option sets)."""
+    option sets; ``not_chosen``: rows shown but not eligible, named in the reading)."""
     rows = tab[(tab["variant"] != reference) & ~tab["variant"].isin(list(others))]
     lines = []
     if dropped:
         lines.append(f"{len(dropped)} option sets equal the default (or an earlier row) and were not run twice "
-                     f"({', '.join(dropped)}).")
+                     f"({_names(dropped)}).")
+    shown = [v for v in not_chosen if v in set(rows["variant"])]
+    if shown:
+        lines.append(f"Shown but not eligible: {_names(shown)}.")
     n = int(tab["seeds"].max()) if len(tab) else 0
     acc_worse = rows[rows["d_acc_sig"] & (rows["d_acc"] < 0)]["variant"].tolist()
     acc_better = rows[rows["d_acc_sig"] & (rows["d_acc"] > 0)]["variant"].tolist()
     mcd_better = rows[rows["d_mcd_sig"] & (rows["d_mcd"] < 0)]["variant"].tolist()
     mcd_worse = rows[rows["d_mcd_sig"] & (rows["d_mcd"] > 0)]["variant"].tolist()
     lines.append(f"Over {n} seeds on val, {len(acc_worse)} of {len(rows)} option sets have significantly lower "
-                 f"accuracy than the default" + (f" ({', '.join(acc_worse)})" if acc_worse else "") +
-                 f" and {len(acc_better)} higher" + (f" ({', '.join(acc_better)})" if acc_better else "") + "; "
+                 f"accuracy than the default" + (f" ({_names(acc_worse)})" if acc_worse else "") +
+                 f" and {len(acc_better)} higher" + (f" ({_names(acc_better)})" if acc_better else "") + "; "
                  f"{len(mcd_better)} have significantly lower MCD" +
-                 (f" ({', '.join(mcd_better)})" if mcd_better else "") + f" and {len(mcd_worse)} higher MCD" +
-                 (f" ({', '.join(mcd_worse)})" if mcd_worse else "") + ".")
+                 (f" ({_names(mcd_better)})" if mcd_better else "") + f" and {len(mcd_worse)} higher MCD" +
+                 (f" ({_names(mcd_worse)})" if mcd_worse else "") + ".")
     c = chosen["variant"]
     if c == reference:
         lines.append(f"The rule (accuracy within {100 * eps:g} pts of the best, then lowest MCD) keeps the library "

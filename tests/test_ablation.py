@@ -45,6 +45,10 @@ def test_variants_carry_the_default_options_and_lth_reference():
     assert [v.label for v in vs] == ["default", "eta=0", "LTH"]
     assert vs[1].options["eta"] == 0.0 and vs[1].options["score"] == default.score
     assert vs[1].options["select_eps"] == 0.02 and vs[2].method == "lth"
+    # the LTH reference picks its checkpoint by the default's rule (refined: the val rule), like the option sets
+    assert default.refined and vs[2].options == {"select": "val_rule", "select_eps": 0.02}
+    plain = ablation.variants(BallotConfig(density=0.1, refined=False), {"default": {}}, select_eps=0.02)
+    assert plain[-1].options == {}  # a plain default keeps the last epoch, and so does its reference
 
 
 def _rows(variant, split, acc, mcd, seeds=(0, 1, 2)):
@@ -96,13 +100,21 @@ def test_ablation_reading_states_significance_and_the_choice(abl_df):
 
     tab = ablation.table(abl_df)
     text = readings.ablation(tab, ablation.choose(tab, 0.03), {"eta=1": "default"}, 0.03)
-    assert "1 option sets equal the default (or an earlier row) and were not run twice (eta=1)" in text
+    assert "1 option sets equal the default (or an earlier row) and were not run twice (`eta=1`)" in text
     # LTH is a reference row, not an option set.
-    assert "1 of 1 option sets have significantly lower accuracy than the default (eta=0) and 0 higher;" in text
+    assert "1 of 1 option sets have significantly lower accuracy than the default (`eta=0`) and 0 higher;" in text
     assert "0 have significantly lower MCD and 0 higher MCD." in text
     assert "The rule picks `eta=0`" in text and "within seed noise" in text
     kept = readings.ablation(tab, ablation.choose(tab, 0.001), {}, 0.001)
     assert "keeps the library default" in kept
+    # labels that contain commas stay readable; rows shown but not eligible are named
+    tab2 = ablation.table(abl_df.replace({"eta=0": "score=signed, conflict=veto"}))
+    text2 = readings.ablation(tab2, ablation.choose(tab2, 0.001), {}, 0.001, not_chosen=ablation.NOT_CHOSEN)
+    assert "(`score=signed, conflict=veto`)" in text2 and "not eligible" not in text2
+    tab3 = ablation.table(abl_df.replace({"eta=0": "refined=False"}))
+    assert ablation.choose(tab3, 0.03)["variant"] == "default"  # plain training keeps its last epoch: not eligible
+    text3 = readings.ablation(tab3, ablation.choose(tab3, 0.03), {}, 0.03, not_chosen=ablation.NOT_CHOSEN)
+    assert "Shown but not eligible: `refined=False`." in text3
 
 
 def test_ablation_forest_marks_significant_rows(abl_df, tmp_path):
@@ -146,3 +158,16 @@ def test_reference_masks_on_a_tiny_run(tmp_path):
     for m in others.values():
         assert {n: int(m[n].sum()) for n in mask} == {n: int(mask[n].sum()) for n in mask}
     assert overlap(mask, others["η = 0 vote (no fairness term)"]) == pytest.approx(diag["overlap_eta0"])
+
+
+def test_notebook02_comparison_gives_every_method_ballots_checkpoint_rule():
+    from ballot_lib.methods.ballot import checkpoint_rule
+    from ballot_lib.plans import ballot_method_comparison
+
+    refined = {v.label: v for v in ballot_method_comparison({"eta": 2.0}, 0.02)}  # refined training by default
+    assert checkpoint_rule({"eta": 2.0}) == "val_rule"
+    assert refined["MP"].options == refined["LTH"].options == {"select": "val_rule", "select_eps": 0.02}
+    plain = {v.label: v for v in ballot_method_comparison({"refined": False}, 0.02)}
+    assert checkpoint_rule({"refined": False}) == "last"
+    assert plain["MP"].options == plain["LTH"].options == {}
+    assert checkpoint_rule({"refined": False, "select": "val_rule"}) == "val_rule"

@@ -66,6 +66,10 @@ def test_ballot_table_equals_the_paired_analysis(store):
             assert row[f"d_{m}_wins"] == v.loc[m, "wins"] and row[f"d_{m}_n"] == 2
     s = summarize(df02, ["acc", "cwv", "mcd"])
     assert t.iloc[0]["mcd"] == pytest.approx(float(s.loc[s["variant"] == "Ballot", "mcd"].iloc[0]))
+    # The table says how each side picked its checkpoint and what it trained: this store's Ballot (refined) picks
+    # on val while MP and LTH keep their last epoch, and it says so; 2 epochs of dense + 2 of retraining each.
+    assert list(t["selection"]) == ["Ballot val_rule; MP last", "Ballot val_rule; LTH last"]
+    assert list(t["compute_ballot"]) == [4.0, 4.0] and list(t["compute_vs"]) == [4.0, 4.0]
 
 
 def test_lth_table_has_dense_first_then_methods_by_density(store):
@@ -75,6 +79,8 @@ def test_lth_table_has_dense_first_then_methods_by_density(store):
                                                      ("LTH", 0.05)]
     v = versus(df01, "dense", ["LTH"], ["mcd"])
     assert t.iloc[4]["d_mcd"] == pytest.approx(float(v[np.isclose(v["density"], 0.05)]["diff"].iloc[0]))
+    assert list(t["selection"]) == ["—", "last", "last", "last", "last"]
+    assert list(t["compute"]) == [2.0, 4.0, 4.0, 4.0, 4.0]
     assert np.isnan(t.iloc[0].get("d_mcd", np.nan))
 
 
@@ -96,7 +102,8 @@ def test_export_and_markdown(store, tmp_path):
     back = pt.read_export(tmp_path / "ballot_vs_baselines.json")
     pd.testing.assert_frame_equal(back, tabs["ballot_vs_baselines"], check_dtype=False)
     md = pt.to_markdown("ballot_vs_baselines", tabs["ballot_vs_baselines"])
-    assert md.splitlines()[0].startswith("| dataset | model | density | vs | Ballot acc / CWV / MCD (mean) |")
+    assert md.splitlines()[0].startswith("| dataset | model | density | vs | selection | compute (epochs) Ballot / vs "
+                                         "| Ballot acc / CWV / MCD (mean) |")
     assert " 0/2" in md or " 1/2" in md or " 2/2" in md
 
 

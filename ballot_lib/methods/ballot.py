@@ -738,6 +738,15 @@ def select_mask(exp: Experiment, cfg: BallotConfig, seed: int) -> tuple[dict[str
     return mask, diag
 
 
+def checkpoint_rule(options: Mapping[str, Any]) -> str:
+    """The checkpoint rule of a Ballot run with these options (:class:`BallotConfig` fields; absent ones take the
+    defaults): ``"val_rule"`` with refined training or ``select="val_rule"``, else ``"last"``. A comparison gives
+    every method the rule of the Ballot it compares with."""
+    defaults = BallotConfig(density=0.5)
+    refined = options.get("refined", defaults.refined)
+    return "val_rule" if refined or options.get("select", defaults.select) == "val_rule" else "last"
+
+
 _select_checkpoint = select_checkpoint  # the shared rule (methods.base); kept name for readers of notebook 02
 
 
