@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -200,10 +200,11 @@ def win_counts(table: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd
         for m in metrics:
             if f"d_{m}" not in g:
                 continue
-            better = (g[f"sig_{m}"] == True) & ((g[f"d_{m}"] < 0) if LOWER_IS_BETTER[m] else (g[f"d_{m}"] > 0))  # noqa: E712
-            worse = (g[f"sig_{m}"] == True) & ~better  # noqa: E712
-            rows.append({"baseline": method, "metric": m, "settings": len(g), "Ballot better": int(better.sum()),
-                         "Ballot worse": int(worse.sum()), "no significant difference": int(len(g) - better.sum()
+            gm = g[g[f"d_{m}"].notna()]  # settings where the two were both run: the only ones compared
+            better = (gm[f"sig_{m}"] == True) & ((gm[f"d_{m}"] < 0) if LOWER_IS_BETTER[m] else (gm[f"d_{m}"] > 0))  # noqa: E712
+            worse = (gm[f"sig_{m}"] == True) & ~better  # noqa: E712
+            rows.append({"baseline": method, "metric": m, "settings": len(gm), "Ballot better": int(better.sum()),
+                         "Ballot worse": int(worse.sum()), "no significant difference": int(len(gm) - better.sum()
                                                                                             - worse.sum())})
     return pd.DataFrame(rows)
 
@@ -218,16 +219,26 @@ def _per_seed_fairness(d: pd.DataFrame, variant: str, settings: Sequence[tuple],
 
 
 def improvement_table(df: pd.DataFrame, a: str, baselines: Mapping[str, str], split: str = "test",
-                      metrics: Sequence[str] = ("cwv", "mcd")) -> pd.DataFrame:
+                      metrics: Sequence[str] = ("cwv", "mcd"), exclude: Optional[pd.DataFrame] = None
+                      ) -> pd.DataFrame:
     """Improvement (%) of variant ``a`` over each baseline (label -> variant name), paper form and robust form.
 
     Paper form: mean over settings and metrics of (F_B − F_A)/F_B × 100, on seed means (``paper``) and per seed
     (CI over seeds). Robust form: per metric 100 × (ΣF_B − ΣF_A)/ΣF_B over settings, averaged over metrics.
+    ``exclude``: collapsed runs (:func:`collapsed_runs`); a setting where ``a`` or the baseline collapsed under
+    any seed is left out of that baseline's row (a model near chance has a small CWV, so a collapse would pass for
+    a fairness gain); columns ``settings`` and ``left out`` count the settings used and dropped.
     """
     d = _test(df, split)
-    settings = _settings(d)
+    all_settings = _settings(d)
     rows = []
     for label, b in baselines.items():
+        gone = set()
+        if exclude is not None and not exclude.empty:
+            hit = exclude[exclude["variant"].isin([a, b])]
+            gone = {(ds, m, float(dn)) for ds, m, dn in hit[["dataset", "model", "density"]].itertuples(index=False)}
+        settings = [st for st in all_settings if not any(st[0] == g[0] and st[1] == g[1] and np.isclose(st[2], g[2])
+                                                         for g in gone)]
         per_seed_paper, per_seed_robust, point_terms = {}, {}, []
         for m in metrics:
             A, B = _per_seed_fairness(d, a, settings, m), _per_seed_fairness(d, b, settings, m)
@@ -248,7 +259,8 @@ def improvement_table(df: pd.DataFrame, a: str, baselines: Mapping[str, str], sp
         rm, rh, _, _ = mean_ci(robust_seeds)
         rows.append({"baseline": label, "paper (seed means)": 100 * float(np.mean(point_terms)) if point_terms
                      else math.nan, "paper": pm, "paper_lo": pm - ph, "paper_hi": pm + ph, "robust": rm,
-                     "robust_lo": rm - rh, "robust_hi": rm + rh, "seeds": n,
+                     "robust_lo": rm - rh, "robust_hi": rm + rh, "seeds": n, "settings": len(settings),
+                     "left out": len(all_settings) - len(settings),
                      "paper's number": PAPER_IMPROVEMENT.get(label.replace(SELECTED, ""), math.nan)})
     return pd.DataFrame(rows)
 
@@ -367,6 +379,50 @@ def collapse_reading(collapsed: pd.DataFrame, threshold: float = COLLAPSE) -> st
             "fairness; the tables count collapsed seeds per row (column `collapsed`).")
 
 
+def compute_unmatched(table: pd.DataFrame, rtol: float = 0.01) -> dict[str, tuple[float, float]]:
+    """Baselines of a comparison table whose training compute differs from Ballot's in the same setting:
+    method -> (its compute, Ballot's), in epochs of the dense recipe (means over the settings where they differ)."""
+    if "compute_epochs" not in table or table.empty:
+        return {}
+    first = next((c for c in table.columns if c.startswith("d_")), None)
+    out: dict[str, list[tuple[float, float]]] = {}
+    for _, g in table.groupby(["dataset", "model", "density"], sort=False):
+        ballot = g[(g["method"] != "Dense") & (g[first].isna() if first else True)]
+        if ballot.empty:
+            continue
+        ours = float(ballot["compute_epochs"].iloc[0])
+        for _, r in g[g[first].notna()].iterrows() if first else []:
+            theirs = float(r["compute_epochs"])
+            if not math.isclose(theirs, ours, rel_tol=rtol):
+                out.setdefault(r["method"], []).append((theirs, ours))
+    return {m: (float(np.mean([a for a, _ in v])), float(np.mean([b for _, b in v]))) for m, v in out.items()}
+
+
+def improvement_sentence(r: Mapping[str, Any], title: str) -> str:
+    """One improvement row (:func:`improvement_table`) in words: its direction and significance from the robust
+    form's CI over seeds (none with fewer than 2 seeds), and where the paper's number lies."""
+    claim = r["paper's number"]
+    lo, hi = r["robust_lo"], r["robust_hi"]
+    used = ""
+    if "settings" in r and not pd.isna(r.get("settings")):
+        used = f" over {int(r['settings'])} settings" + (
+            f" ({int(r['left out'])} with collapsed runs left out)" if r.get("left out") else "")
+    head = (f"- Improvement over {r['baseline']} ({title}){used}: paper form {r['paper']:+.1f} % "
+            f"[{r['paper_lo']:+.1f}, {r['paper_hi']:+.1f}], robust form {r['robust']:+.1f} % "
+            f"[{lo:+.1f}, {hi:+.1f}] over {int(r['seeds'])} seeds; the paper reports {claim:+.2f} %. ")
+    if pd.isna(lo) or pd.isna(hi):
+        return head + "With fewer than 2 seeds there is no CI: nothing is decided."
+    if lo > 0:
+        verdict = f"Ballot is significantly fairer than {r['baseline']} by this pooled measure (the robust CI is above 0), "
+    elif hi < 0:
+        verdict = (f"Ballot is significantly less fair than {r['baseline']} by this pooled measure (the robust CI "
+                   "is below 0), ")
+    else:
+        verdict = "The robust CI includes 0 (no significant difference), "
+    where = "and the paper's number lies inside it." if lo <= claim <= hi else "and the paper's number lies outside it."
+    return head + verdict + where
+
+
 def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.DataFrame],
             decomp: pd.DataFrame, collapsed: Optional[pd.DataFrame] = None) -> str:
     """Plain sentences generated from this run's numbers: where the paper's claim does and does not reproduce.
@@ -391,23 +447,28 @@ def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.D
                        "Ballot is more often significantly fairer than significantly less fair" if better > worse
                        else "Ballot is more often significantly less fair than fairer" if worse > better else
                        "Ballot is neither fairer nor less fair on balance")
+        unmatched = compute_unmatched(t)
+        if unmatched:
+            # Ballot's significantly fairer (baseline, setting, metric) results against a baseline that trained
+            # a different amount
+            n_unm = sum(1 for _, r in t.iterrows() if r["method"] in unmatched for m in ("cwv", "mcd")
+                        if r.get(f"sig_{m}") == True and r.get(f"d_{m}", 0) < 0)  # noqa: E712
+            names = ", ".join(f"{meth} {theirs:g}" for meth, (theirs, _) in unmatched.items())
+            ours = sorted({b for _, b in unmatched.values()})
+            compute_note = (f" Compute is not matched for every baseline: Ballot trains "
+                            f"{'/'.join(f'{x:g}' for x in ours)} epochs of the dense recipe (its dense run "
+                            f"included) against {names}; {n_unm} of its {better} significantly fairer results "
+                            "are against these baselines.")
+        else:
+            compute_note = ""
         out.append(f"- **{title}**: over {total} (baseline, setting, fairness metric) comparisons, Ballot is "
                    f"significantly fairer in {better}, significantly less fair in {worse}, and not significantly "
                    f"different in {total - better - worse}: {verdict}. On accuracy it is significantly better in "
                    f"{int(acc['Ballot better'].sum())} and worse in {int(acc['Ballot worse'].sum())} of "
-                   f"{int(acc['settings'].sum())}.")
+                   f"{int(acc['settings'].sum())}." + compute_note)
     for title, imp in improvements.items():
         for _, r in imp.iterrows():
-            sig = (r["robust_lo"] > 0) or (r["robust_hi"] < 0)
-            claim = r["paper's number"]
-            out.append(f"- Improvement over {r['baseline']} ({title}): paper form {r['paper']:+.1f} % "
-                       f"[{r['paper_lo']:+.1f}, {r['paper_hi']:+.1f}], robust form {r['robust']:+.1f} % "
-                       f"[{r['robust_lo']:+.1f}, {r['robust_hi']:+.1f}] over {int(r['seeds'])} seeds; the paper "
-                       f"reports {claim:+.2f} %. "
-                       + ("The robust CI excludes 0, " if sig else "The robust CI includes 0 (no significant "
-                          "improvement), ")
-                       + ("and the paper's number lies inside it." if r["robust_lo"] <= claim <= r["robust_hi"]
-                          else "and the paper's number lies outside it."))
+            out.append(improvement_sentence(r, title))
     pooled = decomp[(decomp["dataset"] == "pooled") & (decomp["metric"] == "mcd")]
     if not pooled.empty:
         parts = {r["part"]: r for _, r in pooled.iterrows()}
@@ -526,12 +587,15 @@ def paper_comparison(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def paper_improvement(frame: pd.DataFrame) -> pd.DataFrame:
-    """Ballot's improvement-% over each baseline, no selection and selection-matched, paper and robust forms."""
+    """Ballot's improvement-% over each baseline, no selection and selection-matched, paper and robust forms
+    (settings with collapsed runs left out: :func:`improvement_table`'s ``exclude``)."""
     base = _baselines_in(frame)
     matched = tables(base)[1].baselines
-    return pd.concat([improvement_table(frame, "Ballot plain", {b: b for b in base}).assign(comparison="last"),
-                      improvement_table(frame, "Ballot", dict(zip(base, matched))).assign(comparison="val_rule")],
-                     ignore_index=True)
+    gone = collapsed_runs(frame)
+    return pd.concat([improvement_table(frame, "Ballot plain", {b: b for b in base}, exclude=gone)
+                      .assign(comparison="last"),
+                      improvement_table(frame, "Ballot", dict(zip(base, matched)), exclude=gone)
+                      .assign(comparison="val_rule")], ignore_index=True)
 
 
 def paper_decomposition(frame: pd.DataFrame) -> pd.DataFrame:
@@ -556,8 +620,9 @@ def md_improvement(table: pd.DataFrame) -> str:
     for f in ("paper", "robust"):
         t[f"{f} form (%)"] = [f"{r[f]:+.1f} [{r[f + '_lo']:+.1f}, {r[f + '_hi']:+.1f}]" for _, r in t.iterrows()]
     t["paper's number (%)"] = t["paper's number"].map("{:+.2f}".format)
-    return markdown_table(t[["comparison", "baseline", "paper form (%)", "robust form (%)", "seeds",
-                             "paper's number (%)"]])
+    cols = ["comparison", "baseline", "paper form (%)", "robust form (%)", "seeds"]
+    cols += [c for c in ("settings", "left out") if c in t]
+    return markdown_table(t[cols + ["paper's number (%)"]])
 
 
 def md_decomposition(table: pd.DataFrame) -> str:

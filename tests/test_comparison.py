@@ -150,3 +150,58 @@ def test_no_collapse_without_a_dense_reference_or_when_dense_is_at_chance():
     df = _with_classes(frame(values, settings=(("digits_lt", "cnn", 0.05),)))
     df["acc"] = 0.1
     assert C.collapsed_runs(df).empty
+
+
+def test_improvement_leaves_out_settings_with_collapsed_runs():
+    """A collapsed run (near chance) has a small CWV and would pass for a fairness gain: the improvement is taken
+    over the settings where neither side collapsed, and says how many it left out."""
+    df = frame(VALUES, seeds=(0, 0)).drop_duplicates()
+    gone = pd.DataFrame([{"dataset": "adult", "model": "mlp", "density": 0.1, "variant": "LTH", "seed": 0,
+                          "acc": 0.1, "dense_acc": 0.9, "skill": 0.0}])
+    r = C.improvement_table(df, "Ballot", {"LTH": "LTH"}, exclude=gone).iloc[0]
+    assert r["settings"] == 1 and r["left out"] == 1
+    assert r["robust"] == pytest.approx(100 * np.mean([0.5, 1 / 3]))  # digits_lt only: cwv .5, mcd 1/3
+    other = C.improvement_table(df, "Ballot", {"LTH": "LTH"},
+                                exclude=gone.assign(variant="SafeCompress")).iloc[0]  # another method collapsed
+    assert other["settings"] == 2 and other["left out"] == 0
+
+
+def test_improvement_sentence_says_direction_and_nothing_without_a_ci():
+    base = {"baseline": "LTH", "paper": 10.0, "paper_lo": 5.0, "paper_hi": 15.0, "seeds": 3, "settings": 4,
+            "left out": 1, "paper's number": 33.91}
+    up = C.improvement_sentence({**base, "robust": 10.0, "robust_lo": 4.0, "robust_hi": 16.0}, "t")
+    assert "significantly fairer than LTH" in up and "1 with collapsed runs left out" in up
+    down = C.improvement_sentence({**base, "robust": -10.0, "robust_lo": -16.0, "robust_hi": -4.0}, "t")
+    assert "significantly less fair than LTH" in down and "outside it" in down
+    none = C.improvement_sentence({**base, "robust": 1.0, "robust_lo": -4.0, "robust_hi": 6.0}, "t")
+    assert "no significant difference" in none
+    one = C.improvement_sentence({**base, "seeds": 1, "robust": 12.0, "robust_lo": math.nan,
+                                  "robust_hi": math.nan}, "t")
+    assert "no CI: nothing is decided" in one and "includes 0" not in one and "outside" not in one
+
+
+def test_win_counts_count_only_settings_where_both_ran():
+    vals = dict(VALUES)
+    df = frame(vals)
+    df = df[~((df["variant"] == "Ballot") & (df["dataset"] == "adult"))]  # Ballot not run on adult
+    t = C.comparison_table(df, C.Table("x", "Ballot", ("LTH",), "val_rule"), metrics=["acc", "cwv", "mcd"])
+    wc = C.win_counts(t).set_index(["baseline", "metric"])
+    assert wc.loc[("LTH", "mcd"), "settings"] == 1
+    assert wc.loc[("LTH", "mcd"), "no significant difference"] + wc.loc[("LTH", "mcd"), "Ballot better"] \
+        + wc.loc[("LTH", "mcd"), "Ballot worse"] == 1
+
+
+def test_reading_names_baselines_whose_compute_differs():
+    vals = {**VALUES, "SafeCompress": [(0.90, 0.030, 0.40), (0.84, 0.040, 0.50)]}
+    df = frame(vals)
+    df.loc[df["variant"] == "SafeCompress", "compute_epochs"] = 10.0  # trains from θ0 only: half Ballot's 20
+    t = C.comparison_table(df, C.Table("x", "Ballot", ("LTH", "SafeCompress"), "val_rule"),
+                           metrics=["acc", "cwv", "mcd"])
+    assert C.compute_unmatched(t) == {"SafeCompress": (10.0, 20.0)}
+    text = C.reading({"matched": t}, {}, C.decomposition(df))
+    assert "Compute is not matched for every baseline: Ballot trains 20 epochs" in text
+    assert "against SafeCompress 10; 4 of its 8 significantly fairer results are against these baselines." in text
+    same = C.comparison_table(frame(VALUES), C.Table("x", "Ballot", ("LTH",), "val_rule"),
+                              metrics=["acc", "cwv", "mcd"])
+    assert C.compute_unmatched(same) == {} and "Compute is not matched" not in C.reading({"m": same}, {},
+                                                                                          C.decomposition(frame(VALUES)))
