@@ -134,7 +134,8 @@ def describe_paired(row: pd.Series, unit_pct: Optional[bool] = None) -> str:
     pct = unit_pct if unit_pct is not None else m in ("acc", "mcd", "group_acc_gap", "worst_group_acc",
                                                        "dp_gap", "eo_gap")
     better = "lower" if LOWER_IS_BETTER.get(m, True) else "higher"
-    verdict = "significant" if row["significant"] else "no significant difference"
+    verdict = ("significant" if row["significant"] else "fewer than 2 seeds: no CI, nothing decided"
+               if row["n"] < 2 else "no significant difference")
     return (f"{m.upper()} {row['a']} − {row['b']}: {_fmt(row['diff'], pct)} "
             f"[95% CI {_fmt(row['ci_low'], pct)}, {_fmt(row['ci_high'], pct)}], "
             f"{row['a']} {better} in {row['wins']}/{row['n']} seeds ({verdict})")

@@ -43,7 +43,8 @@ def paired(tab: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd")) ->
         lower = LOWER_IS_BETTER.get(m, True)
         better = g[g["significant"] & ((g["diff"] < 0) if lower else (g["diff"] > 0))]
         worse = g[g["significant"] & ((g["diff"] > 0) if lower else (g["diff"] < 0))]
-        unclear = g[~g["significant"]]
+        no_ci = g[~g["significant"] & (g["n"] < 2)]  # fewer than 2 paired seeds: no CI, nothing decided
+        unclear = g[~g["significant"] & (g["n"] >= 2)]
         word_b, word_w = ("lower", "higher") if lower else ("higher", "lower")
 
         def where(part: pd.DataFrame) -> str:
@@ -59,8 +60,11 @@ def paired(tab: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd")) ->
         if len(unclear):
             parts.append("not significantly different" + (
                 "" if not has_density or len(g) == 1 else " at " + _densities(unclear["density"])))
+        if len(no_ci):
+            parts.append(f"{where(no_ci)} with fewer than 2 paired seeds: no CI, nothing decided")
         wins, n = int(g["wins"].sum()), int(g["n"].sum())
-        out.append(f"{m.upper()} of {a} vs {b}: " + "; ".join(parts) + f" — {a} better in {wins}/{n} seed pairs.")
+        pairs = "(seed, density) pairs" if has_density and g["density"].nunique() > 1 else "seed pairs"
+        out.append(f"{m.upper()} of {a} vs {b}: " + "; ".join(parts) + f" — {a} better in {wins}/{n} {pairs}.")
     return out
 
 
@@ -109,13 +113,20 @@ def selection(summary: pd.DataFrame, tab: pd.DataFrame, reference: str = "magnit
                 continue
             acc, acc_ref = float(row["acc"].iloc[0]), float(ref["acc"].iloc[0])
             if acc < collapse * acc_ref:
-                lines.append(
-                    f"At density {d:g} the {v} collapses: accuracy {acc:.3f} against {acc_ref:.3f} for the "
-                    f"{reference}, with the same per-layer densities and the same training. Picking weights at "
-                    "random removes most of the paths the dense network learned, and the kept random weights "
-                    "cannot recover them in the retraining budget — so *which* weights are kept matters far more "
-                    "than how many each layer keeps. Its MCD is then large because some classes are barely "
-                    "recognised at all, not because of a subtle bias.")
+                text = (f"At density {d:g} the {v} collapses: accuracy {acc:.3f} against {acc_ref:.3f} for the "
+                        f"{reference}, with the same per-layer densities and the same training.")
+                if "random" in v.lower():
+                    text += (" Picking weights at random removes most of the paths the dense network learned, "
+                             "and the kept random weights cannot recover them in the retraining budget — so "
+                             "*which* weights are kept matters far more than how many each layer keeps.")
+                if "mcd" in row and "mcd" in ref:
+                    mcd, mcd_ref = float(row["mcd"].iloc[0]), float(ref["mcd"].iloc[0])
+                    text += (f" Its MCD is {mcd:.3f} against {mcd_ref:.3f}"
+                             + (": large because some classes are barely recognised at all, not because of a "
+                                "subtle bias." if mcd > mcd_ref else
+                                ": not larger — near chance every class is recognised about equally badly, so a "
+                                "small MCD here is no sign of fairness."))
+                lines.append(text)
     return " ".join(lines) if lines else "No mask was compared with the magnitude mask."
 
 
@@ -301,7 +312,11 @@ def per_class(deltas: pd.DataFrame, unit: str = "class") -> str:
         return f"No per-{unit} changes to read."
     parts = []
     for _, r in deltas.iterrows():
-        worst = min(cols, key=lambda c: r[c])
+        vals = pd.to_numeric(r[cols], errors="coerce").astype(float)
+        if vals.isna().all():  # no seed shared with the reference: nothing paired to read
+            parts.append(f"{r['variant']} @ {r['density']:g}: n/a (no paired seeds)")
+            continue
+        worst = vals.idxmin()
         if r[worst] < 0:
             parts.append(f"{r['variant']} @ {r['density']:g}: {worst} {fmt('acc', r[worst])}")
         else:

@@ -354,7 +354,8 @@ def test_describe_paired_points_for_acc_and_mcd_raw_for_cwv():
 def test_describe_paired_unit_override_and_missing_ci():
     row = paired_row("cwv", 0.003, float("nan"), float("nan"), 1, 1, False)
     assert describe_paired(row, unit_pct=True) == (
-        "CWV LTH − dense: +0.30 pts [95% CI n/a, n/a], LTH lower in 1/1 seeds (no significant difference)")
+        "CWV LTH − dense: +0.30 pts [95% CI n/a, n/a], LTH lower in 1/1 seeds (fewer than 2 seeds: no CI, "
+        "nothing decided)")
 
 
 def test_describe_paired_on_a_versus_row(df):

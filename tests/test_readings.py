@@ -21,7 +21,7 @@ def test_paired_sentences_follow_significance_and_direction():
                      ("Ballot", "LTH", "acc", 0.05, 0.01, True, 4, 5)])
     acc, mcd = sorted(readings.paired(t, ("acc", "mcd")))
     assert mcd.startswith("MCD of Ballot vs LTH: significantly lower (better) at density 0.2 (-5.0 pts)")
-    assert "not significantly different at 0.05" in mcd and "7/10 seed pairs" in mcd
+    assert "not significantly different at 0.05" in mcd and "7/10 (seed, density) pairs" in mcd
     assert "significantly higher (better) at density 0.05 (+1.0 pts)" in acc
     assert "significantly lower (worse) at density 0.2 (-3.0 pts)" in acc
 
@@ -59,6 +59,37 @@ def test_selection_reading_names_a_collapse_from_the_numbers():
     text = readings.selection(summary, tab)
     assert "At density 0.05 the random mask collapses: accuracy 0.220 against 0.870" in text
     assert "density 0.2 the random mask collapses" not in text
+    assert "Picking weights at random" in text
+
+
+def test_selection_reading_explains_only_what_the_numbers_show():
+    """A non-random mask that collapses gets no random-picking story, and 'MCD large' only when it is larger."""
+    summary = pd.DataFrame([{"variant": "magnitude mask", "density": 0.05, "acc": 0.80, "mcd": 0.20},
+                            {"variant": "Ballot mask", "density": 0.05, "acc": 0.30, "mcd": 0.10},
+                            {"variant": "random mask", "density": 0.05, "acc": 0.30, "mcd": 0.60}])
+    text = readings.selection(summary, versus_rows([]))
+    ballot = text[text.index("the Ballot mask collapses"):text.index("the random mask collapses")]
+    assert "at random" not in ballot and "Its MCD is 0.100 against 0.200: not larger" in ballot
+    rand = text[text.index("the random mask collapses"):]
+    assert "at random" in rand and "Its MCD is 0.600 against 0.200: large" in rand
+
+
+def test_one_seed_gets_no_significance_claim():
+    t = versus_rows([("MP", "dense", "mcd", 0.05, 0.04, False, 1, 1),
+                     ("MP", "dense", "mcd", 0.2, 0.01, False, 1, 2)])
+    (text,) = readings.paired(t, ("mcd",))
+    assert "at density 0.05 (+4.0 pts) with fewer than 2 paired seeds: no CI, nothing decided" in text
+    assert "not significantly different at 0.2" in text and "not significantly different at 0.05" not in text
+
+
+def test_per_class_reading_handles_unpaired_rows():
+    import numpy as np
+
+    deltas = pd.DataFrame([{"variant": "LTH", "density": 0.1, "class 0": np.nan, "class 1": -0.2, "class 2": 0.01},
+                           {"variant": "MP", "density": 0.1, "class 0": np.nan, "class 1": np.nan,
+                            "class 2": np.nan}])
+    text = readings.per_class(deltas)
+    assert "LTH @ 0.1: class 1 -20.0 pts" in text and "MP @ 0.1: n/a (no paired seeds)" in text
 
 
 def test_quickstart_and_refined_readings():
