@@ -22,8 +22,20 @@ from .paths import results_root
 
 #: Direction of each headline metric: True when lower is better.
 LOWER_IS_BETTER = {"acc": False, "cwv": True, "mcd": True, "group_acc_gap": True, "worst_group_acc": False,
-                   "dp_gap": True, "eo_gap": True}
+                   "worst_class_acc": False, "dp_gap": True, "eo_gap": True}
 HEADLINE = ("acc", "cwv", "mcd")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a lower value of ``metric`` is better: :data:`LOWER_IS_BETTER`, and per-class/per-group recalls
+    (``acc_class_<c>``, ``acc_group_<g>``) are higher-is-better. An unknown metric is an error (a guessed
+    direction would count wins backwards)."""
+    if metric in LOWER_IS_BETTER:
+        return LOWER_IS_BETTER[metric]
+    if metric.startswith(("acc_class_", "acc_group_")):
+        return False
+    raise ValueError(f"unknown direction for metric {metric!r}: known {', '.join(LOWER_IS_BETTER)} and "
+                     "acc_class_<c>/acc_group_<g>; add it to ballot_lib.analysis.LOWER_IS_BETTER")
 
 
 def class_columns(df: pd.DataFrame, prefix: str = "acc_class_") -> list[str]:
@@ -80,7 +92,7 @@ def paired(df: pd.DataFrame, a: str, b: str, metrics: Sequence[str] = HEADLINE, 
         if m not in d:
             continue
         res = paired_difference(dict(zip(A["seed"], A[m])), dict(zip(B["seed"], B[m])),
-                                lower_is_better=LOWER_IS_BETTER.get(m, True))
+                                lower_is_better=lower_is_better(m))
         rows.append({"a": a, "b": b, "metric": m, **res})
     return pd.DataFrame(rows)
 
@@ -133,7 +145,7 @@ def describe_paired(row: pd.Series, unit_pct: Optional[bool] = None) -> str:
     m = row["metric"]
     pct = unit_pct if unit_pct is not None else m in ("acc", "mcd", "group_acc_gap", "worst_group_acc",
                                                        "dp_gap", "eo_gap")
-    better = "lower" if LOWER_IS_BETTER.get(m, True) else "higher"
+    better = "lower" if lower_is_better(m) else "higher"
     verdict = ("significant" if row["significant"] else "fewer than 2 seeds: no CI, nothing decided"
                if row["n"] < 2 else "no significant difference")
     return (f"{m.upper()} {row['a']} − {row['b']}: {_fmt(row['diff'], pct)} "

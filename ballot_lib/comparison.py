@@ -34,7 +34,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .analysis import LOWER_IS_BETTER
+from .analysis import lower_is_better
 from .metrics import mean_ci, paired_difference
 from .methods import Variant
 
@@ -184,7 +184,7 @@ def comparison_table(df: pd.DataFrame, table: Table, metrics: Optional[Sequence[
                 row[m] = float(part[m].mean())
                 if method not in (table.ballot, "Dense") and not ref.empty:
                     res = paired_difference(ref[m].to_dict(), part[m].to_dict(),
-                                            lower_is_better=LOWER_IS_BETTER.get(m, True))
+                                            lower_is_better=lower_is_better(m))
                     row.update({f"d_{m}": res["diff"], f"lo_{m}": res["ci_low"], f"hi_{m}": res["ci_high"],
                                 f"wins_{m}": res["wins"], f"n_{m}": res["n"], f"sig_{m}": res["significant"]})
             rows.append(row)
@@ -201,7 +201,7 @@ def win_counts(table: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd
             if f"d_{m}" not in g:
                 continue
             gm = g[g[f"d_{m}"].notna()]  # settings where the two were both run: the only ones compared
-            better = (gm[f"sig_{m}"] == True) & ((gm[f"d_{m}"] < 0) if LOWER_IS_BETTER[m] else (gm[f"d_{m}"] > 0))  # noqa: E712
+            better = (gm[f"sig_{m}"] == True) & ((gm[f"d_{m}"] < 0) if lower_is_better(m) else (gm[f"d_{m}"] > 0))  # noqa: E712
             worse = (gm[f"sig_{m}"] == True) & ~better  # noqa: E712
             rows.append({"baseline": method, "metric": m, "settings": len(gm), "Ballot better": int(better.sum()),
                          "Ballot worse": int(worse.sum()), "no significant difference": int(len(gm) - better.sum()
@@ -283,7 +283,7 @@ def decomposition(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd
                 X, Y = _pick(d, x, s), _pick(d, y, s)
                 if X.empty or Y.empty or m not in X:
                     continue
-                res = paired_difference(X[m].to_dict(), Y[m].to_dict(), LOWER_IS_BETTER.get(m, True))
+                res = paired_difference(X[m].to_dict(), Y[m].to_dict(), lower_is_better(m))
                 rows.append({"dataset": s[0], "model": s[1], "density": s[2], "metric": m, "part": part, **res})
                 for seed in X.index.intersection(Y.index):
                     pooled.setdefault((m, part), {}).setdefault(seed, []).append(float(X.loc[seed, m] - Y.loc[seed, m]))
@@ -291,7 +291,7 @@ def decomposition(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd
         diffs = [float(np.mean(v)) for v in by_seed.values()]
         mean, half, _, n = mean_ci(diffs)
         lo, hi = mean - half, mean + half
-        wins = sum((x < 0) if LOWER_IS_BETTER.get(m, True) else (x > 0) for x in diffs)
+        wins = sum((x < 0) if lower_is_better(m) else (x > 0) for x in diffs)
         rows.append({"dataset": "pooled", "model": "", "density": math.nan, "metric": m, "part": part, "diff": mean,
                      "ci_low": lo, "ci_high": hi, "n": n, "wins": wins,
                      "significant": bool(n >= 2 and not math.isnan(half) and (lo > 0 or hi < 0))})
@@ -501,13 +501,13 @@ def forest(table: pd.DataFrame, metric: str = "mcd", title: Optional[str] = None
     fig, ax = plt.subplots(figsize=(8, 0.32 * max(len(t), 3) + 1.2))
     y = np.arange(len(t))[::-1]
     d, lo, hi = (scale * t[f"{k}_{metric}"].to_numpy(dtype=float) for k in ("d", "lo", "hi"))
-    colors = ["tab:green" if s and ((x < 0) == LOWER_IS_BETTER.get(metric, True)) else "tab:red" if s else "grey"
+    colors = ["tab:green" if s and ((x < 0) == lower_is_better(metric)) else "tab:red" if s else "grey"
               for s, x in zip(t[f"sig_{metric}"] if len(t) else [], d)]
     ax.errorbar(d, y, xerr=[d - lo, hi - d], fmt="none", ecolor="grey", capsize=2)
     ax.scatter(d, y, c=colors, zorder=3)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(y, labels, fontsize=8)
-    better = "left" if LOWER_IS_BETTER.get(metric, True) else "right"
+    better = "left" if lower_is_better(metric) else "right"
     ax.set_xlabel(f"Ballot − baseline, {metric}{unit}; Ballot better to the {better}")
     ax.set_title(title or f"Ballot − baseline: {metric} (paired by seed, 95 % CI; green/red = significant)")
     fig.tight_layout()

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .analysis import LOWER_IS_BETTER
+from .analysis import lower_is_better
 
 #: Metrics written in percentage points (the others, e.g. CWV, as raw values).
 POINTS = ("acc", "mcd", "group_acc_gap", "worst_group_acc", "dp_gap", "eo_gap")
@@ -40,7 +40,7 @@ def paired(tab: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd")) ->
         return out
     has_density = "density" in tab
     for (a, b, m), g in tab[tab["metric"].isin(metrics)].groupby(["a", "b", "metric"], sort=False):
-        lower = LOWER_IS_BETTER.get(m, True)
+        lower = lower_is_better(m)
         better = g[g["significant"] & ((g["diff"] < 0) if lower else (g["diff"] > 0))]
         worse = g[g["significant"] & ((g["diff"] > 0) if lower else (g["diff"] < 0))]
         no_ci = g[~g["significant"] & (g["n"] < 2)]  # fewer than 2 paired seeds: no CI, nothing decided
@@ -265,7 +265,7 @@ def win_loss(pair_tabs: Mapping[str, pd.DataFrame], metrics: Sequence[str] = ("a
     won, lost = [], []
     for b, t in pair_tabs.items():
         for r in t[t["metric"].isin(metrics) & t["significant"]].itertuples():
-            good = (r.diff < 0) if LOWER_IS_BETTER.get(r.metric, True) else (r.diff > 0)
+            good = (r.diff < 0) if lower_is_better(r.metric) else (r.diff > 0)
             (won if good else lost).append(f"{r.metric.upper()} vs {b} @ {r.density:g}")
     return won, lost
 

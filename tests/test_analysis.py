@@ -542,3 +542,13 @@ def test_ballot_figures_are_titled_labelled_and_saved(tmp_path, close_figures):
                          "variant": ["a", "a", "b", "b"]})
     fig = plots.training_curves(hist, marker_epoch=2, path=tmp_path / "t.png")
     assert [ax.get_ylabel() for ax in fig.get_axes()] == ["val accuracy", "val MCD (max − min class recall)"]
+
+
+def test_metric_directions_are_known_or_refused():
+    from ballot_lib.analysis import lower_is_better
+
+    assert lower_is_better("mcd") and lower_is_better("cwv") and not lower_is_better("acc")
+    assert not lower_is_better("worst_class_acc") and not lower_is_better("acc_class_3")
+    assert not lower_is_better("acc_group_1")
+    with pytest.raises(ValueError, match="unknown direction for metric 'loss'"):
+        lower_is_better("loss")
