@@ -130,6 +130,7 @@ class Experiment:
             return load_run(run)
         self.bundle  # noqa: B018  (load the data first: a missing dataset must leave no run folder behind)
         with run.lock():
+            run.remove_partial_writes()  # a replay killed while writing leaves temporary files
             extras = [e for e in self.dense_extras.values() if not e.done(run)]
             if run.complete and extras:
                 self._replay_dense(run, seed, extras)

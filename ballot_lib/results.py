@@ -254,9 +254,10 @@ class RunLock:
       thread touches it every :data:`LOCK_HEARTBEAT_S` seconds.
     * Wait: a second process polls until the lock is released (then the caller finds the run complete and loads
       it), or raises :class:`LockTimeout` after ``timeout`` seconds (``None`` = wait for ever).
-    * Stale rule: a lock is taken over when its holder is dead — on the same host, its pid no longer exists; on
-      another host (no way to check the pid), its heart-beat is older than :data:`LOCK_STALE_S` seconds
-      (``$BALLOT_LOCK_STALE_S``, default 600). Take-over itself is serialised by a second ``O_EXCL`` file
+    * Stale rule: a lock is taken over when its holder is dead — on the same host, its pid no longer exists, or
+      its heart-beat is older than :data:`LOCK_STALE_S` seconds (``$BALLOT_LOCK_STALE_S``, default 600: a pid
+      reused after a restart), or it names this process's pid while no thread of this process holds it; on
+      another host (no way to check the pid), its heart-beat is older than :data:`LOCK_STALE_S`. Take-over itself is serialised by a second ``O_EXCL`` file
       (``.lock.takeover``), so two waiters never both take over.
     """
 
@@ -287,9 +288,15 @@ class RunLock:
             except FileNotFoundError:
                 return False
         host, pid, mtime = owner
+        old = time.time() - mtime > LOCK_STALE_S  # no heart-beat for that long: its holder is gone
         if host == socket.gethostname():
-            return not _pid_alive(pid)
-        return time.time() - mtime > LOCK_STALE_S
+            if pid == os.getpid():  # ours only if a thread of this process holds it; else a reused pid's leftover
+                with RunLock._guard:
+                    return not any(k[0] == str(self.path) for k in RunLock._held)
+            # A dead pid is stale at once; a live one whose heart-beat stopped long ago is a reused pid (after a
+            # restart, pids repeat)
+            return not _pid_alive(pid) or old
+        return old
 
     def _try_create(self) -> bool:
         try:
@@ -302,6 +309,15 @@ class RunLock:
         with os.fdopen(fd, "w") as f:
             f.write(f"{socket.gethostname()} {os.getpid()}\n")
         return True
+
+    def _create_and_hold(self, key: tuple[str, int]) -> bool:
+        """Create the lock file and record it as held, as one step for the threads of this process (another
+        thread's stale check then never sees this process's pid in the file without the record)."""
+        with RunLock._guard:
+            if not self._try_create():
+                return False
+            RunLock._held[key] = 1
+            return True
 
     def _take_over(self) -> None:
         guard = self.folder / ".lock.takeover"
@@ -330,18 +346,19 @@ class RunLock:
                 return self
         self.folder.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
-        while not self._try_create():
+        while not self._create_and_hold(key):
             if self._stale():
                 self._take_over()
-                continue
+                if self._create_and_hold(key):
+                    break
+            # Every turn of the loop waits and checks the time-out (a take-over that another waiter is doing, or
+            # whose guard a killed waiter left, must not make this loop spin)
             if self.timeout is not None and time.monotonic() - t0 > self.timeout:
                 owner = self._owner()
                 raise LockTimeout(f"run folder {self.folder} is locked by {owner[:2] if owner else 'another process'}"
                                   f" (file {self.path}); waited {self.timeout:.0f} s. If no process is running this"
                                   f" run, delete {self.path}")
             time.sleep(self.poll)
-        with RunLock._guard:
-            RunLock._held[key] = 1
         self._stop = threading.Event()
         threading.Thread(target=self._beat, args=(self._stop,), daemon=True).start()
         return self
@@ -397,8 +414,16 @@ class Run:
         """The folder's writer lock (a context manager): ``with run.lock(): ...`` (see :class:`RunLock`)."""
         return RunLock(self.path, timeout=timeout)
 
+    def remove_partial_writes(self) -> None:
+        """Delete temporary files that a writer killed during an atomic write left (``.<name>.<random>.tmp``).
+        Called by :meth:`start` and :meth:`finish`, which run under the folder's lock: no other writer exists."""
+        for tmp in self.path.glob(".*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
     def start(self) -> "Run":
         """Create the folder and write ``config.json`` (checks an existing folder holds the same config)."""
+        self.remove_partial_writes()
         cfg_file = self.path / "config.json"
         if cfg_file.is_file():
             existing = read_json(cfg_file)
@@ -424,6 +449,7 @@ class Run:
         """Mark the run complete: remove in-progress checkpoints and write ``summary.json`` last."""
         for ckpt in self.path.glob("checkpoint*.pt"):
             ckpt.unlink()
+        self.remove_partial_writes()
         self.write_json("summary.json", dict(summary))
 
 

@@ -606,3 +606,41 @@ def test_corpus_store_summary_with_a_non_numeric_density_is_named_not_a_crash(tm
         load_results(root)
     with pytest.warns(UserWarning, match=mp):
         assert set(load_results(root, on_error="skip")["run_id"]) == {dense}
+
+
+def test_group_fairness_on_data_without_groups_is_refused_before_anything_is_written(tmp_path):
+    exp = make_experiment(tmp_path / "results")
+    for mode in ("group", "class_group"):
+        with pytest.raises(ValueError, match=f"fairness='{mode}' needs a dataset with a sensitive attribute; "
+                                             "'digits' has none"):
+            run_method(exp, "ballot", 0, density=0.5, fairness=mode)
+    assert not (tmp_path / "results").exists() or not list((tmp_path / "results").rglob("*.json"))
+
+
+def test_a_damaged_twin_is_not_copied_into_a_val_rule_run(tmp_path):
+    """A val_rule run reuses its complete last-epoch twin's training; the twin's files are checked first, so a
+    damaged twin raises (naming its file) instead of spreading into a new run."""
+    exp = make_experiment(tmp_path / "results")
+    twin = run_method(exp, "lth", 0, density=0.5)
+    P.save_mask({"0.weight": torch.ones(3, 3)}, twin.run.file("mask.pt"))  # wrong names and shapes
+    before = {p.name for p in (tmp_path / "results" / "runs").iterdir()}
+    with pytest.raises(Exception, match="mask"):
+        run_method(exp, "lth", 0, density=0.5, select="val_rule")
+    after = {p.name for p in (tmp_path / "results" / "runs").iterdir()}
+    assert after == before  # no new run folder
+
+
+def test_temporary_files_of_a_killed_write_are_removed(tmp_path):
+    """A writer killed during an atomic write leaves ``.<name>.<random>.tmp``; the next writer of the folder (under
+    its lock) removes it, and a finished run holds none."""
+    import shutil
+
+    exp = make_experiment(tmp_path / "results")
+    first = run_method(exp, "lth", 0, density=0.5)
+    folder = first.run.path
+    shutil.rmtree(folder)  # as if it had been killed before finishing ...
+    folder.mkdir()
+    (folder / ".checkpoint.pt.k1ll3d.tmp").write_bytes(b"partial")  # ... while writing its checkpoint
+    again = run_method(exp, "lth", 0, density=0.5)
+    assert again.run.path == folder and again.run.complete
+    assert not list(folder.glob(".*.tmp"))

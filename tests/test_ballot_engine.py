@@ -242,3 +242,47 @@ def test_lock_is_exclusive_between_threads_of_one_process(tmp_path):
         order.append("first")
     t.join(timeout=10)
     assert order == ["first", "other"]
+
+
+def test_a_lock_taken_over_by_someone_else_is_waited_for_politely(tmp_path):
+    """A dead holder whose take-over another waiter is doing (its guard file is fresh): the loop sleeps between
+    tries and keeps its time-out instead of spinning."""
+    import socket
+    import time
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (folder / ".lock").write_text(f"{socket.gethostname()} {dead.pid}\n")
+    (folder / ".lock.takeover").write_text("")  # another waiter's take-over in progress
+    t0, c0 = time.monotonic(), time.process_time()
+    with pytest.raises(Exception, match="locked"):
+        RunLock(folder, timeout=0.5, poll=0.05).acquire()
+    assert time.monotonic() - t0 < 5 and time.process_time() - c0 < 0.5  # no busy loop past the time-out
+
+
+def test_a_reused_pid_does_not_hold_a_lock_for_ever(tmp_path):
+    """After a restart pids repeat: a same-host lock naming a live pid but with no heart-beat for LOCK_STALE_S is
+    stale, and one naming this very process while none of its threads holds it is a leftover."""
+    import socket
+
+    from ballot_lib import results as R
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / ".lock").write_text(f"{socket.gethostname()} {os.getpid()}\n")  # "ours", but nobody holds it
+    with RunLock(folder, timeout=2):
+        pass
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        folder.mkdir(exist_ok=True)
+        (folder / ".lock").write_text(f"{socket.gethostname()} {alive.pid}\n")
+        with pytest.raises(Exception, match="locked"):  # a live holder with a fresh heart-beat is respected
+            RunLock(folder, timeout=0.3).acquire()
+        old = os.stat(folder / ".lock").st_mtime - 2 * R.LOCK_STALE_S
+        os.utime(folder / ".lock", (old, old))
+        with RunLock(folder, timeout=2):  # ... but not once its heart-beat is that old
+            pass
+    finally:
+        alive.kill()

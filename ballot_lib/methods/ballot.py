@@ -40,6 +40,7 @@ from ..pruning import (SCOPES, budgets_from_densities, budgets_from_mask, check_
 from ..results import Run, config_hash
 from ..training import DeviceData, device_logits, epoch_generator
 from ..registry import check_choice
+from ..checks import ParameterError
 from .base import (MethodOutput, SparseConfig, check_rewind, register, select_checkpoint, select_epoch_metrics,
                    train_masked)
 
@@ -682,6 +683,9 @@ class BallotConfig(SparseConfig):
 
     def validate_for(self, exp: Experiment) -> None:
         check_rewind(exp, self.rewind_epoch)
+        if self.fairness in ("group", "class_group") and exp.bundle.num_groups == 0:
+            raise ParameterError(f"fairness={self.fairness!r} needs a dataset with a sensitive attribute; "
+                                 f"{exp.data.name!r} has none (use 'class' or 'auto')")
         if self.refined and self.schedule == "warmup_cosine" and \
                 self.warmup_epochs >= exp.train.epochs - self.rewind_epoch:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below the retraining length "

@@ -19,7 +19,7 @@ from typing import Any, Callable, ClassVar, Mapping, Optional
 import torch
 
 from ..experiment import Experiment, RunResult, finish_run, load_run
-from ..pruning import check_density, check_mask_matches, density as mask_density, load_mask, save_mask
+from ..pruning import check_density, check_mask_matches, density as mask_density, save_mask
 from ..registry import Registry
 from ..results import Run, discard_if_unstarted
 from ..training import TrainConfig, TrainResult
@@ -182,11 +182,14 @@ def _derive_selected(exp: Experiment, method: str, cfg: Any, seed: int, run: Run
     history = twin.read_json("history.json")
     if not history or "val_acc" not in history[0]:
         return None
-    summary = {k: v for k, v in twin.read_json("summary.json").items() if k not in ("selected_epoch", "select")}
-    res = TrainResult(net=None, history=history, final={k: {} for k in twin.read_json("metrics.json")},
+    # The twin's files are checked before they are copied (config hash, schemas, mask shapes): a damaged twin
+    # raises with the fix instead of spreading into a new "complete" run.
+    loaded = load_run(twin, exp)
+    summary = {k: v for k, v in loaded.summary.items() if k not in ("selected_epoch", "select")}
+    res = TrainResult(net=None, history=history, final={k: {} for k in loaded.metrics},
                       seconds=float(summary.pop("seconds", 0.0)))
     summary["derived_from"] = twin.id
-    mask = load_mask(twin.file("mask.pt")) if twin.file("mask.pt").is_file() else None
+    mask = loaded.mask
     out = MethodOutput(res, mask, train_epochs=int(summary.pop("train_epochs", 0)), summary=summary)
     compute = summary.pop("compute_epochs", None)
     summary.pop("density", None)
