@@ -259,13 +259,35 @@ def _run_suite_notebooks(out: Path, results: Path, folder: Path, extra: Optional
     return failures, lines
 
 
+def _unique_keys_loader():
+    """A safe YAML loader that refuses a key given twice in one mapping (``safe_load`` keeps the last silently:
+    ``epochs: 2`` then ``epochs: 200`` would train 200 epochs without a word)."""
+    import yaml
+
+    class UniqueKeys(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return loader.construct_mapping(node, deep=deep)
+
+    UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return UniqueKeys
+
+
 def load_params_file(path: Path) -> dict[str, Any]:
     """Read a YAML/JSON parameter file: ``notebook``, ``parameters`` (fixed) and ``grid`` (lists to combine)."""
     import yaml
 
     path = Path(path)
     try:
-        spec = yaml.safe_load(path.read_text())
+        spec = yaml.load(path.read_text(), Loader=_unique_keys_loader())
     except FileNotFoundError:
         raise FileNotFoundError(f"parameter file {path} does not exist") from None
     except yaml.YAMLError as e:

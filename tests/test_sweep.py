@@ -85,6 +85,8 @@ def test_load_params_file_missing_file_is_named(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("notebook: [unclosed\n", "is not valid YAML"),
+    ("notebook: 00_tiny.ipynb\nparameters: {epochs: 2, epochs: 200}\n", "key 'epochs' is given twice"),
+    ("notebook: 00_tiny.ipynb\ngrid:\n  n: [1]\n  n: [2]\n", "key 'n' is given twice"),
     ("parameters: {n: 1}\n", "must be a mapping with a 'notebook' key"),
     ("- notebook: 00_tiny.ipynb\n", "must be a mapping with a 'notebook' key"),
     ("", "must be a mapping with a 'notebook' key"),
@@ -92,7 +94,8 @@ def test_load_params_file_missing_file_is_named(tmp_path):
     ("notebook: 00_tiny.ipynb\ngrid: {n: 3}\n", "grid entry 'n' must be a non-empty list"),
     ("notebook: 00_tiny.ipynb\ngrid: {n: []}\n", "grid entry 'n' must be a non-empty list"),
     ("notebook: 00_tiny.ipynb\ngrid: {n: [1], name: x}\n", "grid entry 'name' must be a non-empty list"),
-], ids=["bad-yaml", "no-notebook", "list", "empty", "unknown-key", "scalar-grid", "empty-grid", "second-entry"])
+], ids=["bad-yaml", "duplicate-parameter", "duplicate-grid-key", "no-notebook", "list", "empty", "unknown-key",
+        "scalar-grid", "empty-grid", "second-entry"])
 def test_load_params_file_errors(tmp_path, text, message):
     path = write_yaml(tmp_path / "bad.yaml", text)
     with pytest.raises(ValueError, match=message) as info:
