@@ -419,13 +419,20 @@ def run_grid_file(params_file: Path, out: Path, workers: int = 1, gpus: Sequence
         params = {**params, "results_dir": str(out / "results")}
         job_id = config_hash({"notebook": nb.name, **params})
         jobs.append((job_id, params))
-    todo = [(j, p) for j, p in jobs if not (out / "notebooks" / f"{nb.stem}-{j}.done").exists()]
-    print(f"[grid] {nb.name}: {len(jobs)} jobs, {len(jobs) - len(todo)} already done, {len(todo)} to run")
     agg = aggregate_params(spec)
-    plan = plan_line(nb, [p for _, p in jobs], params_file,
-                     None if agg is None else {**agg, "results_dir": str(out / "results")})
-    if plan:
-        print(f"[grid] plan: {plan}", flush=True)
+    agg = None if agg is None else {**agg, "results_dir": str(out / "results")}
+    plan = job_plan(nb, [p for _, p in jobs], agg)
+    # A job counts as done when its marker exists and every run it trains is complete in the store (a marker
+    # outlives runs removed since, e.g. by `results remove-derived`)
+    lacking = set() if plan is None else {int(j) for j in plan.loc[~plan["complete"].astype(bool), "job"] if j >= 0}
+    marked = [(out / "notebooks" / f"{nb.stem}-{j}.done").exists() for j, _ in jobs]
+    todo = [job for i, job in enumerate(jobs) if not marked[i] or i in lacking]
+    redo = sum(1 for i in range(len(jobs)) if marked[i] and i in lacking)
+    print(f"[grid] {nb.name}: {len(jobs)} jobs, {len(jobs) - len(todo)} already done, {len(todo)} to run"
+          + (f" ({redo} marked done whose runs are missing from the store: run again)" if redo else ""))
+    line = plan_line(nb, [p for _, p in jobs], params_file, agg, plan=plan)
+    if line:
+        print(f"[grid] plan: {line}", flush=True)
     if slurm:
         return _submit_slurm(nb, todo, out, slurm_args or {}, bool(spec["aggregate"]))
     gpu_pool: "queue.Queue[str]" = queue.Queue()
@@ -531,16 +538,23 @@ def plan_params_file(params_file: Path, results_dir: Optional[str] = None, folde
     return df
 
 
-def plan_line(nb: Path, jobs: Sequence[Mapping[str, Any]], params_file: Path,
-              aggregate: Optional[Mapping[str, Any]] = None) -> str:
-    """One line on what the jobs will train (runs, epochs, image equivalents; ``""`` for a notebook without a
-    plan), so a batch states its size before it starts and, when resumed, what is left."""
+def job_plan(nb: Path, jobs: Sequence[Mapping[str, Any]], aggregate: Optional[Mapping[str, Any]] = None):
+    """Every run the jobs train (:func:`ballot_lib.cost.plan_jobs`), or None for a notebook without a plan."""
     from .cost import plan_jobs
     from .plans import PLANNERS
 
-    if nb.name not in PLANNERS:
+    return plan_jobs(nb.name, jobs, aggregate=aggregate) if nb.name in PLANNERS else None
+
+
+def plan_line(nb: Path, jobs: Sequence[Mapping[str, Any]], params_file: Path,
+              aggregate: Optional[Mapping[str, Any]] = None, plan=None) -> str:
+    """One line on what the jobs will train (runs, epochs, image equivalents; ``""`` for a notebook without a
+    plan), so a batch states its size before it starts and, when resumed, what is left (``plan``: a
+    :func:`job_plan` already made)."""
+    if plan is None:
+        plan = job_plan(nb, jobs, aggregate)
+    if plan is None:
         return ""
-    plan = plan_jobs(nb.name, jobs, aggregate=aggregate)
     todo = plan[plan["todo"]]
     return (f"{len(todo)} of {len(plan)} runs still to train, {todo['epochs'].sum():,.0f} epochs, "
             f"{todo['images'].sum() / 1e6:,.0f} M 32-px image equivalents (in GPU-hours: python -m ballot_lib.sweep "

@@ -349,3 +349,29 @@ def test_aggregate_runs_after_the_jobs_over_all_grid_values(tmp_path, monkeypatc
     assert sweep.run_grid_file(params, tmp_path / "out", folder=folder) == 0
     assert [c[1] for c in calls] == [[0], [1], [0, 1]]
     assert calls[-1][0] == "01_x-aggregate.ipynb"
+
+
+def test_a_done_job_whose_runs_left_the_store_runs_again(tmp_path, monkeypatch, capsys):
+    """A marker outlives runs removed since (e.g. by `results remove-derived`): a job counts as done only when
+    every run its plan lists is complete in the store."""
+    import pandas as pd
+
+    write_tiny(tmp_path)
+    params = write_yaml(tmp_path / "p.yaml", "notebook: 00_tiny.ipynb\ngrid: {n: [1, 2]}\n")
+    calls = []
+    monkeypatch.setattr(sweep, "execute", lambda nb, output, p, env=None, log=None: calls.append(p["n"]) or 0.5)
+    complete = {0: True, 1: True}
+
+    def plan(nb, jobs, aggregate=None):  # job i trains one run; complete[i] says whether the store has it
+        return pd.DataFrame({"job": [0, 1], "complete": [complete[0], complete[1]], "todo": [not complete[0],
+                             not complete[1]], "epochs": [1, 1], "images": [0, 0]})
+
+    monkeypatch.setattr(sweep, "job_plan", plan)
+    out = tmp_path / "out"
+    assert sweep.run_grid_file(params, out, folder=tmp_path) == 0 and sorted(calls) == [1, 2]
+    calls.clear()
+    assert sweep.run_grid_file(params, out, folder=tmp_path) == 0 and calls == []  # all done, all stored
+    complete[1] = False  # job n=2's run was removed from the store
+    capsys.readouterr()
+    assert sweep.run_grid_file(params, out, folder=tmp_path) == 0 and calls == [2]
+    assert "1 marked done whose runs are missing from the store: run again" in capsys.readouterr().out
