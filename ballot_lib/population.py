@@ -35,7 +35,7 @@ import pandas as pd
 
 from . import pareto
 from .analysis import class_columns, markdown_table
-from .metrics import mean_ci
+from .metrics import mean_ci, paired_difference
 
 #: disparity name -> (column, larger is better)
 DISPARITIES = {"mcd": ("mcd", False), "cwv": ("cwv", False), "worst_class": ("worst_class_acc", True),
@@ -336,17 +336,11 @@ def select(table: pd.DataFrame, rule: str, **params: Any) -> tuple[pd.Series, st
     return front.iloc[i], text + f" (on the {split} split)."
 
 
-def technique_reevaluation(df: pd.DataFrame, disparity: str = "mcd", split: str = "test", key: str = "method",
-                           reference: str = "dense", sparsity_resolution: float = SPARSITY_RESOLUTION
-                           ) -> pd.DataFrame:
-    """Per technique: share of the pooled per-seed front and the hypervolume its own runs dominate.
-
-    For each seed, every pruned run of that seed (all techniques and densities; the dense run excluded) is a
-    point (accuracy ↑, sparsity ↑, disparity); the front is pooled over techniques. A technique's *share* is the
-    fraction of front points that are its runs; its *hypervolume* is that of its own runs with the reference
-    point :data:`HV_REFERENCE`. Mean and 95 % CI half-width over seeds, plus the hypervolume of the pooled
-    front for scale.
-    """
+def per_seed_hypervolume(df: pd.DataFrame, disparity: str = "mcd", split: str = "test", key: str = "method",
+                         reference: str = "dense", sparsity_resolution: float = SPARSITY_RESOLUTION
+                         ) -> pd.DataFrame:
+    """Per (technique, seed): its share of the seed's pooled front and the hypervolume of its own runs
+    (columns ``key``, seed, share, hv, hv_pooled); see :func:`technique_reevaluation`."""
     col, dmax = disparity_column(disparity)
     d = with_derived(_split(df, split))
     d = d[d[key] != reference].dropna(subset=["acc", col])
@@ -364,17 +358,43 @@ def technique_reevaluation(df: pd.DataFrame, disparity: str = "mcd", split: str 
             per_seed.append({key: t, "seed": seed, "share": float(own[front].sum() / max(front.sum(), 1)),
                              "hv": pareto.hypervolume(pts[own], ref, mx) if own.any() else 0.0,
                              "hv_pooled": pooled})
-    ps = pd.DataFrame(per_seed)
+    out = pd.DataFrame(per_seed, columns=[key, "seed", "share", "hv", "hv_pooled"])
+    out.attrs.update(reference=ref)
+    return out
+
+
+def technique_reevaluation(df: pd.DataFrame, disparity: str = "mcd", split: str = "test", key: str = "method",
+                           reference: str = "dense", sparsity_resolution: float = SPARSITY_RESOLUTION
+                           ) -> pd.DataFrame:
+    """Per technique: share of the pooled per-seed front and the hypervolume its own runs dominate.
+
+    For each seed, every pruned run of that seed (all techniques and densities; the dense run excluded) is a
+    point (accuracy ↑, sparsity ↑, disparity); the front is pooled over techniques. A technique's *share* is the
+    fraction of front points that are its runs; its *hypervolume* is that of its own runs with the reference
+    point :data:`HV_REFERENCE`. Mean and 95 % CI half-width over seeds, plus the hypervolume of the pooled
+    front for scale. Two techniques are compared by :func:`paired_hypervolume` (paired by seed).
+    """
+    ps = per_seed_hypervolume(df, disparity, split, key, reference, sparsity_resolution)
     rows = []
-    for t in techniques:
+    for t in sorted(ps[key].unique()):
         g = ps[ps[key] == t]
         share, share_ci, _, n = mean_ci(g["share"].tolist())
         hv, hv_ci, _, _ = mean_ci(g["hv"].tolist())
         rows.append({key: t, "seeds": n, "front_share": share, "front_share_ci": share_ci, "hypervolume": hv,
                      "hypervolume_ci": hv_ci, "hv_fraction_of_pooled": float((g["hv"] / g["hv_pooled"]).mean())})
     out = pd.DataFrame(rows).sort_values("hypervolume", ascending=False).reset_index(drop=True)
-    out.attrs.update(disparity=disparity, split=split, reference=ref)
+    out.attrs.update(disparity=disparity, split=split, reference=ps.attrs["reference"])
     return out
+
+
+def paired_hypervolume(df: pd.DataFrame, a: str, b: str, disparity: str = "mcd", split: str = "test",
+                       key: str = "method", reference: str = "dense",
+                       sparsity_resolution: float = SPARSITY_RESOLUTION) -> dict:
+    """Hypervolume of technique ``a`` minus that of ``b``, paired by seed (each seed's hypervolumes come from the
+    same seed's runs): :func:`ballot_lib.metrics.paired_difference` (diff, CI, wins, n, significant)."""
+    ps = per_seed_hypervolume(df, disparity, split, key, reference, sparsity_resolution)
+    hv = {t: dict(zip(g["seed"], g["hv"])) for t, g in ps.groupby(key)}
+    return paired_difference(hv.get(a, {}), hv.get(b, {}), lower_is_better=False)
 
 
 def _pm(mean: float, half: float, pct: bool = False) -> str:

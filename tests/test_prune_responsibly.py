@@ -183,6 +183,14 @@ def test_front_selection_and_reevaluation(toy_df):
     assert re.loc["b", "hypervolume"] == pytest.approx(np.mean([0.8 + 0.01 * s for s in range(3)]) * 0.5 * 0.8)
     md = population.front_markdown(table)
     assert md.startswith("| technique |") and "dense" not in md
+    # Two techniques compared paired by seed: the per-seed differences of their hypervolumes, worked by hand.
+    ps = population.per_seed_hypervolume(toy_df, "mcd")
+    hv = {t: dict(zip(g["seed"], g["hv"])) for t, g in ps.groupby("method")}
+    diffs = [hv["b"][s] - hv["a"][s] for s in sorted(hv["b"])]
+    pd_ = population.paired_hypervolume(toy_df, "b", "a", disparity="mcd")
+    assert pd_["diff"] == pytest.approx(np.mean(diffs)) and pd_["n"] == len(diffs)
+    assert pd_["wins"] == sum(d > 0 for d in diffs)  # a larger hypervolume is better
+    assert re.loc["b", "hypervolume"] == pytest.approx(np.mean(list(hv["b"].values())))
 
 
 def test_worst_class_disparity_is_maximised(toy_df):
