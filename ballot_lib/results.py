@@ -173,6 +173,11 @@ def _schema_problem(name: str, obj: Any) -> Optional[str]:
     elif name == "history.json":
         if not isinstance(obj, list) or not all(isinstance(row, Mapping) for row in obj):
             return "expected a list of per-epoch mappings"
+        for i, row in enumerate(obj):
+            for k, v in row.items():
+                # per-epoch numbers (metrics, lr, epoch) or a phase label
+                if not (_is_metric_value(v) or (k == "phase" and isinstance(v, str))):
+                    return f"row {i} field {k!r} is {v!r}, expected a number or null"
     return None
 
 
@@ -556,7 +561,7 @@ def load_history(root: str | os.PathLike | None = None, run_ids: Optional[Iterab
         hist_file = run_dir / "history.json"
         if not hist_file.is_file():
             continue
-        config = read_json(run_dir / "config.json")
+        config = check_config_file(run_dir)  # the folder's own configuration (hash-checked), as load_results
         h = pd.DataFrame(read_json(hist_file))
         h["run_id"] = run_dir.name
         h["method"] = config.get("method")

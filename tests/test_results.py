@@ -160,6 +160,25 @@ def test_load_history_has_one_row_per_epoch(two_runs):
     assert (h["method"] == "dense").all() and "val_acc" in h.columns
 
 
+def test_load_history_checks_what_it_reads(tmp_path):
+    """load_history reads like load_results: the configuration must hash to its folder and per-epoch values must
+    be numbers, else the error names the file (a mislabelled or garbled history never reaches a plot)."""
+    exp = make_experiment(tmp_path / "results")
+    dense = run_method(exp, "dense", 0)
+    hist = dense.run.file("history.json")
+    rows = json.loads(hist.read_text())
+    rows[0]["val_acc"] = "x"
+    hist.write_text(json.dumps(rows))
+    with pytest.raises(ResultsError, match=r"history.json is malformed \(row 0 field 'val_acc' is 'x'"):
+        load_history(exp.store.root)
+    rows[0]["val_acc"] = 0.5
+    hist.write_text(json.dumps(rows))
+    cfg = dense.run.file("config.json")
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "seed": 7}))  # edited by hand
+    with pytest.raises(ResultsError, match="not of its folder"):
+        load_history(exp.store.root)
+
+
 # ------------------------------------------------------------------------------------------ skipping and resuming
 
 
