@@ -111,6 +111,7 @@ def repair_advice(path: str | os.PathLike) -> str:
 
     * a training checkpoint: delete it (the run restarts from its start);
     * a rewind point ``theta_e<k>.pt``: delete it (it is replayed from θ0 on demand);
+    * Ballot's streamed votes ``votes_<hash>.pt``: delete it (an exact replay of the dense run streams them again);
     * any other file of a dense run (θ0, θT, metrics, ...): every method under that seed started from the dense
       run's weights, so remove the dense run *and* every run derived from it, with
       ``python -m ballot_lib.results remove-derived <run folder>``;
@@ -121,6 +122,9 @@ def repair_advice(path: str | os.PathLike) -> str:
         return f"delete {path} to start that run afresh"
     if path.name.startswith("theta_e"):
         return f"delete {path}: the rewind point is replayed from θ0 on demand"
+    if path.name.startswith("votes_"):
+        return (f"delete {path}: the votes are streamed again by an exact replay of the dense run (same seed, "
+                "same data order) on the next call")
     run_dir = path.parent
     if run_dir.parent.name != "runs":
         return "delete its run folder to recompute it"

@@ -286,3 +286,31 @@ def test_a_reused_pid_does_not_hold_a_lock_for_ever(tmp_path):
             pass
     finally:
         alive.kill()
+
+
+def test_a_damaged_votes_file_names_itself_and_deleting_it_is_the_fix(tmp_path):
+    """Votes read back are checked (keys, shapes against the model); the advice — delete the file, an exact replay
+    of the dense run streams it again — works and gives the same mask."""
+    from ballot_lib.methods import ballot as B
+    from ballot_lib.methods import run_method
+    from ballot_lib.results import ResultsFormatError
+    from conftest import make_experiment
+
+    exp = make_experiment(tmp_path / "results")
+    cfg = B.BallotConfig(density=0.5)
+    first = run_method(exp, "ballot", 0, density=0.5)
+    record = B.load_votes(exp, 0, cfg.vote_config(), cfg.tally_config())
+    collector = B.register_votes(exp, cfg.vote_config(), [cfg.tally_config()])
+    path = exp.dense(0).run.file(collector.tally_file(cfg.tally_config()))
+    assert path.is_file() and first.run.complete
+    name = next(iter(record["votes"]))
+    bad = {**record, "votes": {**record["votes"], name: torch.zeros(3, 3)}}
+    torch.save(bad, path)
+    with pytest.raises(ResultsFormatError, match=rf"has shape \(3, 3\), the model's weight .*delete {path}"):
+        B.load_votes(exp, 0, cfg.vote_config(), cfg.tally_config())
+    torch.save({"votes": record["votes"]}, path)
+    with pytest.raises(ResultsFormatError, match="has no total, epochs"):
+        B.load_votes(exp, 0, cfg.vote_config(), cfg.tally_config())
+    path.unlink()  # the advised fix
+    again = B.load_votes(exp, 0, cfg.vote_config(), cfg.tally_config())
+    assert all(torch.equal(again["votes"][n], record["votes"][n]) for n in record["votes"])

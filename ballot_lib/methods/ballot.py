@@ -37,7 +37,7 @@ from ..experiment import DenseExtra, Experiment
 from ..models import prunable_names
 from ..pruning import (SCOPES, budgets_from_densities, budgets_from_mask, check_density, erk_densities,
                        kept_count, kept_counts, magnitude_mask, overlap, prunable_weights, top_indices, unflatten)
-from ..results import Run, config_hash
+from ..results import ResultsFormatError, Run, config_hash, repair_advice
 from ..training import DeviceData, device_logits, epoch_generator
 from ..registry import check_choice
 from ..checks import ParameterError
@@ -624,7 +624,32 @@ def load_votes(exp: Experiment, seed: int, cfg: VoteConfig, tally: TallyConfig) 
     (per tensor: entries with equal sign, non-zero entries), ``sign_epochs`` and ``seconds``."""
     collector = register_votes(exp, cfg, [tally])
     run = exp.dense(seed).run
-    return run.load_tensor(collector.tally_file(tally), what="Ballot votes")
+    path = run.file(collector.tally_file(tally))
+    record = run.load_tensor(path.name, what="Ballot votes")
+    problem = _votes_problem(record, exp.param_shapes(prunable=True))
+    if problem:
+        raise ResultsFormatError(f"Ballot votes file {path} is malformed ({problem}); {repair_advice(path)}")
+    return record
+
+
+def _votes_problem(record: Any, shapes: Mapping[str, tuple[int, ...]]) -> Optional[str]:
+    """What is wrong with a votes record read back (``None``: nothing): its keys, and per tensor the shapes of
+    its votes and summed scores against the model's prunable weights."""
+    if not isinstance(record, Mapping):
+        return f"holds a {type(record).__name__}, expected a mapping"
+    missing = [k for k in ("votes", "total", "epochs") if k not in record]
+    if missing:
+        return f"has no {', '.join(missing)}"
+    for key in ("votes", "total"):
+        if not isinstance(record[key], Mapping):
+            return f"{key!r} is a {type(record[key]).__name__}, expected a mapping tensor name -> tensor"
+        for name, t in record[key].items():
+            if name not in shapes:
+                return f"{key}[{name!r}] is not a prunable weight of the model"
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(shapes[name]):
+                got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                return f"{key}[{name!r}] has shape {got}, the model's weight {tuple(shapes[name])}"
+    return None
 
 
 def sign_agreement_from(record: Mapping[str, Any]) -> dict[str, float]:
