@@ -81,6 +81,35 @@ def _comparison_rules(params: Mapping[str, Any]) -> None:
                 _ballot_check(dict(opts), params.get("densities", [0.2])[0])
             except ValueError as e:
                 raise ParameterError(f"ballot_candidates[{name!r}]: {e}") from None
+    _per_dataset_recipes(params)
+
+
+def _per_dataset_recipes(params: Mapping[str, Any]) -> None:
+    """Notebook 03: each dataset's recipe (the parameters with its ``dataset_overrides``) is valid, and every Ballot
+    candidate fits it (e.g. a rewind point inside that dataset's epochs). No data is loaded, nothing is written."""
+    from .experiment import experiment_from
+    from .methods import METHODS, make_config
+
+    if "datasets" not in params and "dataset_overrides" not in params:
+        return
+    over = dict(params.get("dataset_overrides") or {})
+    datasets = list(params.get("datasets") or [])
+    models = [m for m in (params.get("models") or ["mlp"]) if isinstance(m, str)] or ["mlp"]
+    cands = params.get("ballot_candidates") or {}
+    density = (params.get("densities") or [0.2])[0]
+    for ds in dict.fromkeys(datasets + list(over)):
+        where = f"dataset_overrides[{ds!r}]" if ds in over else f"dataset {ds!r}"
+        try:
+            exp = experiment_from({**params, **over.get(ds, {})}, dataset=ds, model=models[0], check_device=False)
+        except ValueError as e:
+            raise ParameterError(f"{where}: {e}") from None
+        if "ballot" not in METHODS or ds not in datasets:
+            continue
+        for name, opts in cands.items():
+            try:
+                make_config("ballot", density=density if is_number(density) else 0.2, **opts).validate_recipe(exp)
+            except ValueError as e:
+                raise ParameterError(f"ballot_candidates[{name!r}] on {ds} ({exp.train.epochs} epochs): {e}") from None
 
 
 def _rules(params: Mapping[str, Any], epochs: int) -> None:
@@ -107,6 +136,8 @@ def _rules(params: Mapping[str, Any], epochs: int) -> None:
             check_int(f"rewind_epochs[{i}]", k, 0, epochs, high_open=True, hint=hint)
     if "include_ballot" in params:
         check_bool("include_ballot", params["include_ballot"])
+    if "choice_eps" in params:
+        check_number("choice_eps", params["choice_eps"], 0)
     if "select_eps" in params:
         check_number("select_eps", params["select_eps"], 0)
         _ballot_check({"select_eps": float(params["select_eps"])}, density)

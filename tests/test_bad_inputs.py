@@ -644,3 +644,24 @@ def test_temporary_files_of_a_killed_write_are_removed(tmp_path):
     again = run_method(exp, "lth", 0, density=0.5)
     assert again.run.path == folder and again.run.complete
     assert not list(folder.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"datasets": ["digits", "digits_s"], "epochs": 2, "dataset_overrides": {"digits_s": {"epochs": 1}},
+      "ballot_candidates": {"default": {}, "r1": {"rewind_epoch": 1}}},
+     r"ballot_candidates\['r1'\] on digits_s \(1 epochs\): rewind_epoch must be in \[0, 1\)"),
+    ({"datasets": ["digits"], "epochs": 2, "ballot_candidates": {"r": {"rewind_epoch": 50}}},
+     r"ballot_candidates\['r'\] on digits \(2 epochs\): rewind_epoch must be in \[0, 2\)"),
+    ({"datasets": ["digits"], "dataset_overrides": {"digits": {"epochs": -4}}},
+     r"dataset_overrides\['digits'\]: epochs must be >= 1, got -4"),
+    ({"choice_eps": -5.0}, "choice_eps must be >= 0"),
+])
+def test_notebook03_per_dataset_recipes_are_checked_before_anything_runs(tmp_path, params, message):
+    """Each dataset's recipe (with its overrides) and every Ballot candidate against it are checked up front, with
+    no data loaded and nothing written: before, these passed `sweep validate` and failed after training."""
+    from ballot_lib.validation import ParameterError, validate_notebook_params
+
+    with pytest.raises(ParameterError, match=message):
+        validate_notebook_params("03_baseline_comparison.ipynb",
+                                 {**params, "results_dir": str(tmp_path / "results"), "device": "cpu"})
+    assert tree(tmp_path) == []

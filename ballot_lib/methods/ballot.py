@@ -706,15 +706,19 @@ class BallotConfig(SparseConfig):
         self.vote_config().validate()
         return self
 
-    def validate_for(self, exp: Experiment) -> None:
+    def validate_recipe(self, exp: Experiment) -> None:
+        """The rules against the experiment's training recipe alone (no data loaded): rewind point, warm-up."""
         check_rewind(exp, self.rewind_epoch)
-        if self.fairness in ("group", "class_group") and exp.bundle.num_groups == 0:
-            raise ParameterError(f"fairness={self.fairness!r} needs a dataset with a sensitive attribute; "
-                                 f"{exp.data.name!r} has none (use 'class' or 'auto')")
         if self.refined and self.schedule == "warmup_cosine" and \
                 self.warmup_epochs >= exp.train.epochs - self.rewind_epoch:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below the retraining length "
                              f"({exp.train.epochs - self.rewind_epoch} epochs)")
+
+    def validate_for(self, exp: Experiment) -> None:
+        self.validate_recipe(exp)
+        if self.fairness in ("group", "class_group") and exp.bundle.num_groups == 0:
+            raise ParameterError(f"fairness={self.fairness!r} needs a dataset with a sensitive attribute; "
+                                 f"{exp.data.name!r} has none (use 'class' or 'auto')")
 
     def tally_config(self, **override: Any) -> TallyConfig:
         """How this configuration's votes are counted each epoch (``override`` e.g. ``eta=0.0``)."""
