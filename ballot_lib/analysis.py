@@ -134,6 +134,36 @@ def per_class_deltas(df: pd.DataFrame, reference: str = "dense", split: str = "t
     return pd.DataFrame(rows)
 
 
+def ceag_excess(df: pd.DataFrame, reference: str = "dense", split: str = "test") -> pd.DataFrame:
+    """CEAG's max_g ψ_g per pruned run against the same seed's ``reference`` run (datasets with a sensitive
+    attribute): ψ_g = (acc_g(dense) − acc_g(sparse)) − (acc(dense) − acc(sparse)), the group's accuracy loss beyond
+    the overall one. One row per (variant, density, seed): ``ceag_max`` and the group it names (``worst_group``).
+    Empty when the runs have no per-group accuracies."""
+    from .metrics import ceag
+
+    d = df[df["split"] == split]
+    cols = class_columns(d, "acc_group_")
+    out_cols = ["variant", "density", "seed", "ceag_max", "worst_group"]
+    if not cols:
+        return pd.DataFrame(columns=out_cols)
+    ref = d[d["variant"] == reference].set_index("seed")
+    rows = []
+    for _, r in d[d["variant"] != reference].iterrows():
+        if r["seed"] not in ref.index:
+            continue
+        base = ref.loc[r["seed"]]
+        base = base.iloc[0] if isinstance(base, pd.DataFrame) else base
+        psi = ceag(base[cols].to_numpy(dtype=float), r[cols].to_numpy(dtype=float), float(base["acc"]),
+                   float(r["acc"])).numpy()
+        ok = ~np.isnan(psi)
+        if not ok.any():
+            continue
+        g = int(np.nanargmax(psi))
+        rows.append({"variant": r["variant"], "density": r["density_target"], "seed": r["seed"],
+                     "ceag_max": float(psi[g]), "worst_group": int(cols[g].rsplit("_", 1)[1])})
+    return pd.DataFrame(rows, columns=out_cols)
+
+
 def _fmt(x: float, pct: bool) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"

@@ -144,6 +144,14 @@ def ceag(dense_group_acc, sparse_group_acc, dense_acc: float, sparse_acc: float)
     return (d - s) - (dense_acc - sparse_acc)
 
 
+def ceag_max(dense_group_acc, sparse_group_acc, dense_acc: float, sparse_acc: float) -> float:
+    """max_g ψ_g (:func:`ceag`): the largest excess accuracy loss of any group present in both evaluations (NaN
+    when none is)."""
+    psi = ceag(dense_group_acc, sparse_group_acc, dense_acc, sparse_acc)
+    psi = psi[~torch.isnan(psi)]
+    return float(psi.max()) if psi.numel() else float("nan")
+
+
 def evaluate_predictions(
     y_true, y_pred, num_classes: int, groups=None, num_groups: int = 0
 ) -> dict[str, float]:

@@ -261,3 +261,28 @@ def test_bootstrap_ci_brackets_the_point_estimate_and_is_reproducible():
     assert point == M.mcd(y_true, y_pred, 3)
     assert lo <= point <= hi and lo < hi
     assert M.bootstrap_ci(y_true, y_pred, M.mcd, n_boot=200, seed=1, num_classes=3) == (point, lo, hi)
+
+
+def test_ceag_max_and_its_table_by_hand():
+    """SPEC §5: ψ_g = (acc_g(dense) − acc_g(sparse)) − (acc(dense) − acc(sparse)) and max_g ψ_g."""
+    import numpy as np
+    import pandas as pd
+
+    from ballot_lib.analysis import ceag_excess
+    from ballot_lib.metrics import ceag_max
+
+    # dense: overall 0.9, groups 0.95 / 0.80; sparse: overall 0.85, groups 0.93 / 0.65
+    # ψ = (0.02, 0.15) − 0.05 = (−0.03, 0.10): group 1 lost 10 points beyond the overall loss
+    assert ceag_max([0.95, 0.80], [0.93, 0.65], 0.9, 0.85) == pytest.approx(0.10)
+    assert ceag_max([0.95, float("nan")], [0.93, 0.5], 0.9, 0.85) == pytest.approx(-0.03)  # absent group ignored
+    assert math.isnan(ceag_max([float("nan")], [0.5], 0.9, 0.85))
+    rows = []
+    for seed, (sa, s0, s1) in enumerate([(0.85, 0.93, 0.65), (0.88, 0.94, 0.70)]):
+        rows.append({"variant": "dense", "density_target": 1.0, "seed": seed, "split": "test", "acc": 0.9,
+                     "acc_group_0": 0.95, "acc_group_1": 0.80})
+        rows.append({"variant": "LTH", "density_target": 0.1, "seed": seed, "split": "test", "acc": sa,
+                     "acc_group_0": s0, "acc_group_1": s1})
+    t = ceag_excess(pd.DataFrame(rows))
+    assert list(t["worst_group"]) == [1, 1]
+    np.testing.assert_allclose(t["ceag_max"], [0.10, 0.08])  # seed 1: ψ_1 = (0.80 − 0.70) − (0.90 − 0.88)
+    assert ceag_excess(pd.DataFrame(rows).drop(columns=["acc_group_0", "acc_group_1"])).empty
