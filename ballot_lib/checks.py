@@ -47,6 +47,18 @@ def _show(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
+def _yaml_number_hint(value: Any) -> str:
+    """PyYAML (YAML 1.1) reads ``1e-3`` as a string: say how to write it when a string parses as a number."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return (f" (a parameter file's YAML reads {value} as text: write it with a dot and a signed exponent, "
+                "e.g. 1.0e-3)")
+    return ""
+
+
 def is_int(value: Any) -> bool:
     """True for Python/numpy integers, False for bools and everything else."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -192,7 +204,7 @@ def check_type(name: str, value: Any, annotation: Any, paths: bool = False) -> A
         return check_int(name, value)
     if annotation is float:
         if not is_number(value):
-            raise ParameterError(f"{name} must be a number, got {_show(value)}")
+            raise ParameterError(f"{name} must be a number, got {_show(value)}" + _yaml_number_hint(value))
         return value
     if annotation is bool:
         return check_bool(name, value)

@@ -92,9 +92,15 @@ def quickstart(table: pd.DataFrame, reference: str = "dense") -> str:
     for label in [i for i in table.index if i != reference]:
         r = table.loc[label]
         da, dm = r["acc"] - ref["acc"], r["mcd"] - ref["mcd"]
-        change = ("lost accuracy" if da < 0 else "kept or gained accuracy") + (
-            " and became less fair (MCD up)" if dm > 0 else " and did not become less fair (MCD not up)")
-        lines.append(f"{label} {change}: accuracy {fmt('acc', da)}, MCD {fmt('mcd', dm)} vs dense.")
+        dc = r["cwv"] - ref["cwv"] if "cwv" in table else None
+        up = [m for m, d in (("CWV", dc), ("MCD", dm)) if d is not None and d > 0]
+        measured = "CWV and MCD" if dc is not None else "MCD"
+        fair = (f" and became less fair ({' and '.join(up)} up)" if len(up) == (2 if dc is not None else 1) else
+                f" and was mixed on fairness ({up[0]} up, the other not)" if up else
+                f" and did not become less fair ({measured} not up)")
+        change = ("lost accuracy" if da < 0 else "kept or gained accuracy") + fair
+        lines.append(f"{label} {change}: accuracy {fmt('acc', da)}, "
+                     + (f"CWV {fmt('cwv', dc)}, " if dc is not None else "") + f"MCD {fmt('mcd', dm)} vs dense.")
     lines.append("One seed only: differences of a few points are within seed noise here; notebook 01 repeats "
                  "this over paired seeds with confidence intervals.")
     return " ".join(lines)
@@ -284,9 +290,12 @@ def ballot_report(title: str, setting: str, chosen: str, pair_tabs: Mapping[str,
     from .metrics import improvement
 
     def impr(a: str, b: str) -> float:
-        fa = summary[summary["variant"] == a].sort_values("density")
-        fb = summary[summary["variant"] == b].sort_values("density")
-        return improvement({m: fa[m].tolist() for m in ("cwv", "mcd")}, {m: fb[m].tolist() for m in ("cwv", "mcd")})
+        # aligned by density value (the densities both were run at), never by list position
+        fa = summary[summary["variant"] == a].set_index("density")
+        fb = summary[summary["variant"] == b].set_index("density")
+        common = sorted(set(fa.index) & set(fb.index))
+        return improvement({m: fa.loc[common, m].tolist() for m in ("cwv", "mcd")},
+                           {m: fb.loc[common, m].tolist() for m in ("cwv", "mcd")})
 
     lines = [f"## {title}", f"{setting}; options chosen on val: `{chosen}`.", ""]
     won, lost = win_loss(pair_tabs, metrics)

@@ -196,7 +196,8 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         obj = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ResultsError(f"results file {path} does not exist") from None
+        fix = f"; {repair_advice(path)}" if path.parent.parent.name == "runs" and path.parent.is_dir() else ""
+        raise ResultsError(f"results file {path} does not exist{fix}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ResultsError(f"results file {path} is corrupt ({e}); {repair_advice(path)}") from None
     problem = _schema_problem(path.name, obj) if path.parent.parent.name == "runs" else None

@@ -658,8 +658,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise ValueError("--runs-per-gpu needs --gpus (without GPUs, --workers sets the parallel jobs)")
             workers = max(a.workers, len(gpus)) if gpus else a.workers
             out = a.out or Path("outputs") / a.params.stem
-            return 1 if run_grid_file(a.params, out, workers, gpus, a.slurm, parse_slurm_args(a.slurm_args),
-                                      runs_per_gpu=a.runs_per_gpu) else 0
+            slurm_args = parse_slurm_args(a.slurm_args)
+            try:
+                return 1 if run_grid_file(a.params, out, workers, gpus, a.slurm, slurm_args,
+                                          runs_per_gpu=a.runs_per_gpu) else 0
+            except USER_ERRORS as e:  # name the file, as `validate` does
+                _error(f"{a.params}: {e}" if str(a.params) not in str(e) else e)
+                return 2
         if a.cmd == "cost":
             return _cost(a.params, a.ips, a.concurrency, a.results, a.by, a.csv, a.rates_from)
         bad = 0

@@ -570,6 +570,11 @@ def test_corpus_sweep_missing_params_file_and_bad_workers(tmp_path, capsys):
     (tmp_path / "p.yaml").write_text("notebook: 00_quickstart.ipynb\n")
     assert sweep.main(["grid", str(tmp_path / "p.yaml"), "--workers", "0", "--out", str(tmp_path / "o")]) == 2
     assert "--workers" in capsys.readouterr().err
+    (tmp_path / "q.yaml").write_text("notebook: 00_quickstart.ipynb\nparameters: {training_density: 2}\n")
+    assert sweep.main(["grid", str(tmp_path / "q.yaml"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'q.yaml'}: ") and "training_density" in err  # names the file
+    assert not (tmp_path / "o").exists()
 
 
 # ------------------------------------------------------------------------------------------ papermill

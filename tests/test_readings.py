@@ -97,6 +97,11 @@ def test_quickstart_and_refined_readings():
     text = readings.quickstart(table)
     assert "MP lost accuracy and became less fair (MCD up): accuracy -5.0 pts, MCD +10.0 pts" in text
     assert "LTH kept or gained accuracy and did not become less fair" in text and "One seed only" in text
+    both = pd.DataFrame({"acc": [0.9, 0.85, 0.92], "cwv": [0.01, 0.02, 0.005], "mcd": [0.3, 0.25, 0.25]},
+                        index=["dense", "MP", "LTH"])
+    text = readings.quickstart(both)  # CWV and MCD both count: MP is mixed, LTH is not less fair on either
+    assert "MP lost accuracy and was mixed on fairness (CWV up, the other not): accuracy -5.0 pts, CWV +0.0100" in text
+    assert "LTH kept or gained accuracy and did not become less fair (CWV and MCD not up)" in text
     assert "kept the last epoch (30)" in readings.refined({"acc": 0.9, "mcd": 0.2}, {"acc": 0.9, "mcd": 0.2}, 30, 30)
     picked = readings.refined({"acc": 0.9, "mcd": 0.3}, {"acc": 0.88, "mcd": 0.2}, 12, 30)
     assert "epoch 12 of 30" in picked and "-2.0 pts" in picked and "-10.0 pts" in picked
@@ -113,3 +118,16 @@ def test_verdict_counts():
                                             ("mcd", float("nan"), "n/a")])
 def test_fmt_units(metric, x, out):
     assert readings.fmt(metric, x) == out
+
+
+def test_ballot_report_aligns_densities_by_value():
+    """The improvement in the paper's form pairs Ballot and the baseline at the same density values (a baseline
+    run at other densities must not be paired by list position)."""
+    summary = pd.DataFrame([{"variant": "Ballot", "density": 0.2, "cwv": 0.01, "mcd": 0.2},
+                            {"variant": "Ballot", "density": 0.05, "cwv": 0.02, "mcd": 0.4},
+                            {"variant": "MP", "density": 0.2, "cwv": 0.02, "mcd": 0.4},
+                            {"variant": "MP", "density": 0.1, "cwv": 0.5, "mcd": 0.9}])
+    tab = versus_rows([("Ballot", "MP", "mcd", 0.2, -0.2, True, 3, 3)])
+    text = readings.ballot_report("t", "s", "default", {"MP": tab}, summary)
+    # only density 0.2 is shared: cwv (0.02 − 0.01)/0.02 = 50 %, mcd (0.4 − 0.2)/0.4 = 50 %
+    assert "mean over densities and CWV/MCD: +50.0 %" in text

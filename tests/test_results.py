@@ -234,3 +234,11 @@ def test_interrupted_dense_run_resumes_to_the_same_weights(tmp_path, monkeypatch
     assert not run.file("checkpoint.pt").exists()  # removed once the run completed
     assert not any(name.endswith(".tmp") for name in tree(exp.store.root))
     assert not math.isnan(resumed.metrics["test"]["acc"])
+
+
+def test_a_complete_run_missing_a_file_gets_the_fix(tmp_path):
+    exp = make_experiment(tmp_path / "results")
+    mp = run_method(exp, "mp", 0, density=0.5)
+    mp.run.file("metrics.json").unlink()
+    with pytest.raises(ResultsError, match=r"metrics.json does not exist; remove the run folder .*recomputed"):
+        load_results(exp.store.root)

@@ -375,3 +375,16 @@ def test_a_done_job_whose_runs_left_the_store_runs_again(tmp_path, monkeypatch, 
     capsys.readouterr()
     assert sweep.run_grid_file(params, out, folder=tmp_path) == 0 and calls == [2]
     assert "1 marked done whose runs are missing from the store: run again" in capsys.readouterr().out
+
+
+def test_a_yaml_number_read_as_text_gets_a_hint(tmp_path):
+    """PyYAML reads 1e-3 as the string '1e-3': the error says how to write the number."""
+    from ballot_lib.checks import ParameterError, check_type
+
+    spec = sweep.load_params_file(write_yaml(tmp_path / "p.yaml", "notebook: 00_tiny.ipynb\nparameters: {lr: 1e-3}\n"))
+    assert spec["parameters"]["lr"] == "1e-3"
+    with pytest.raises(ParameterError, match=r"lr must be a number, got '1e-3' \(str\) \(a parameter file's YAML "
+                                             r"reads 1e-3 as text: write it .* 1.0e-3\)"):
+        check_type("lr", spec["parameters"]["lr"], float)
+    with pytest.raises(ParameterError, match=r"must be a number, got 'fast' \(str\)$"):
+        check_type("lr", "fast", float)

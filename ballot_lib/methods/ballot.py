@@ -25,6 +25,7 @@ What is known, and from where (details in ``papers/ballot.md``):
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar, Mapping, Optional, Sequence
@@ -701,8 +702,8 @@ class BallotConfig(SparseConfig):
                                      ("conflict", self.conflict, CONFLICTS), ("scope", self.scope, SCOPES),
                                      ("budgets", self.budgets, BUDGETS), ("schedule", self.schedule, SCHEDULES)):
             check_choice(field_, value, valid)
-        if not self.select_eps >= 0:
-            raise ValueError(f"select_eps must be >= 0, got {self.select_eps}")
+        if not 0 <= self.select_eps < math.inf:
+            raise ValueError(f"select_eps must be a finite number >= 0, got {self.select_eps}")
         self.vote_config().validate()
         return self
 

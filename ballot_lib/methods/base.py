@@ -12,6 +12,7 @@ Compute: each method declares ``compute(exp, cfg)``, its total training cost in 
 """
 from __future__ import annotations
 
+import math
 import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, ClassVar, Mapping, Optional
@@ -283,8 +284,8 @@ class SparseConfig:
         check_density(self.density)
         if self.select not in SELECT_RULES:
             raise ValueError(f"unknown select {self.select!r}; valid choices: {', '.join(SELECT_RULES)}")
-        if not self.select_eps >= 0:
-            raise ValueError(f"select_eps must be >= 0, got {self.select_eps}")
+        if not 0 <= self.select_eps < math.inf:
+            raise ValueError(f"select_eps must be a finite number >= 0, got {self.select_eps}")
         if self.select == "val_rule" and self.NO_VAL_RULE:
             raise ParameterError(self.NO_VAL_RULE)
         return self
