@@ -40,8 +40,14 @@ from .methods import Variant
 
 SETTING = ["dataset", "model", "density_target"]
 
-#: The baselines of the paper, by label -> method name.
-BASELINES = {"MP": "mp", "LTH": "lth", "SafeCompress": "safecompress", "FairScratch": "fairscratch"}
+#: The baselines of the paper, by label -> method name. SafeCompress and FairScratch train from θ0 only (T epochs
+#: of the dense recipe, against the 2T of the methods that start from a trained dense network); their "2T"
+#: variants train twice as long (:data:`BASELINE_OPTIONS`), so that Ballot is also compared at equal compute.
+BASELINES = {"MP": "mp", "LTH": "lth", "SafeCompress": "safecompress", "FairScratch": "fairscratch",
+             "SafeCompress 2T": "safecompress", "FairScratch 2T": "fairscratch"}
+MATCHED = " 2T"
+#: Options that define a baseline label beyond its method (the compute-matched variants).
+BASELINE_OPTIONS = {"SafeCompress" + MATCHED: {"budget": 2.0}, "FairScratch" + MATCHED: {"budget": 2.0}}
 #: The paper's improvements of Ballot over each baseline (fairness, mean over CWV and MCD), in percent.
 PAPER_IMPROVEMENT = {"MP": 38.00, "LTH": 33.91, "SafeCompress": 17.96, "FairScratch": 35.82}
 SELECTED = " +val"
@@ -59,6 +65,14 @@ class Table:
     rule: str
 
 
+def baselines_for(compute_matched: bool = True) -> list[str]:
+    """The baseline labels notebook 03 runs: every baseline whose method is registered, the compute-matched "2T"
+    variants only with ``compute_matched``."""
+    from .methods import METHODS
+
+    return [b for b, m in BASELINES.items() if m in METHODS and (compute_matched or not b.endswith(MATCHED))]
+
+
 def comparison_variants(ballot_options: Optional[Mapping] = None, baselines: Iterable[str] = tuple(BASELINES),
                         baseline_options: Optional[Mapping[str, Mapping]] = None) -> list[Variant]:
     """Dense, each baseline with the last epoch and with the val rule, Ballot and its three controls."""
@@ -66,7 +80,7 @@ def comparison_variants(ballot_options: Optional[Mapping] = None, baselines: Ite
     baseline_options = {k: dict(v) for k, v in (baseline_options or {}).items()}
     out = [Variant("Dense", "dense", {})]
     for label in baselines:
-        opts = baseline_options.get(label, {})
+        opts = {**BASELINE_OPTIONS.get(label, {}), **baseline_options.get(label, {})}
         out.append(Variant(label, BASELINES[label], {**opts, "select": "last"}))
         if selectable(BASELINES[label]):
             out.append(Variant(label + SELECTED, BASELINES[label], {**opts, "select": "val_rule"}))
@@ -261,7 +275,8 @@ def improvement_table(df: pd.DataFrame, a: str, baselines: Mapping[str, str], sp
                      else math.nan, "paper": pm, "paper_lo": pm - ph, "paper_hi": pm + ph, "robust": rm,
                      "robust_lo": rm - rh, "robust_hi": rm + rh, "seeds": n, "settings": len(settings),
                      "left out": len(all_settings) - len(settings),
-                     "paper's number": PAPER_IMPROVEMENT.get(label.replace(SELECTED, ""), math.nan)})
+                     "paper's number": PAPER_IMPROVEMENT.get(label.replace(SELECTED, "").replace(MATCHED, ""),
+                                                             math.nan)})
     return pd.DataFrame(rows)
 
 

@@ -122,9 +122,8 @@ def ballot_control_variants(candidates: Mapping[str, Mapping[str, Any]], select_
 
 def _plan_03(p: Mapping[str, Any], choices: Mapping[str, str]) -> list[Grid]:
     from . import comparison as C
-    from .methods import METHODS
 
-    baselines = [b for b, m in C.BASELINES.items() if m in METHODS]
+    baselines = C.baselines_for(p.get("compute_matched", True))
     cands = dict(p["ballot_candidates"])
     eps = p["select_eps"]
     chosen = choices.get("ballot", "default" if "default" in cands else next(iter(cands)))

@@ -575,9 +575,10 @@ def _time_methods(model: str, dev: torch.device, name: str, epochs: int, batch_s
 #: compute -- so the projection follows the files (datasets, models, densities, seeds, epochs, image sizes).
 PAPER_GRID = "params/03_*.yaml"
 PAPER_MODELS = ("resnet18", "resnet50", "vgg16_bn")
-#: notebook 03's attribution controls (plain training and η = 0 of the chosen Ballot candidate; the "+val" runs are
-#: derived from their last-epoch twins without training): the issue's grid is dense + the five methods without them.
-NB03_CONTROLS = ("Ballot plain", "Ballot plain +val", "Ballot η=0")
+#: notebook 03's controls (plain training and η = 0 of the chosen Ballot candidate, the compute-matched 2T runs of
+#: SafeCompress and FairScratch; the "+val" runs are derived from their last-epoch twins without training): the
+#: issue's grid is dense + the five methods without them.
+NB03_CONTROLS = ("Ballot plain", "Ballot plain +val", "Ballot η=0", "SafeCompress 2T", "FairScratch 2T")
 
 _PLAN = None
 

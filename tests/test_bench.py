@@ -42,9 +42,11 @@ def test_grid_epochs_and_projection_arithmetic(bench):
     assert r18["gpu_hours"] == pytest.approx(expect18) and r18["gpu_hours_concurrent"] == pytest.approx(expect18 / 2)
     assert proj["complete"] and proj["gpu_hours"] == pytest.approx(sum(r["gpu_hours"] for r in proj["rows"]))
     assert not bench.project_grid({"resnet18": 1.0}, {})["complete"]
-    # Notebook 03's parameter files also train Ballot plain and Ballot η=0 at every density: +2000 epochs per cell.
-    assert bench.control_epochs() == {"Ballot plain": 1000, "Ballot η=0": 1000}
-    assert proj["gpu_hours_with_controls"] == pytest.approx(proj["gpu_hours"] * 7250 / 5250)
+    # Notebook 03's parameter files also train Ballot plain and Ballot η=0 at every density (+2000 epochs per cell)
+    # and the compute-matched SafeCompress and FairScratch (2T each: +4000).
+    assert bench.control_epochs() == {"Ballot plain": 1000, "Ballot η=0": 1000, "SafeCompress 2T": 2000,
+                                      "FairScratch 2T": 2000}
+    assert proj["gpu_hours_with_controls"] == pytest.approx(proj["gpu_hours"] * 11250 / 5250)
     shares = bench.dataset_shares()
     assert sum(shares.values()) == pytest.approx(1.0)
     assert shares["celeba"] == pytest.approx(epoch["celeba"] / images)

@@ -205,3 +205,13 @@ def test_reading_names_baselines_whose_compute_differs():
                               metrics=["acc", "cwv", "mcd"])
     assert C.compute_unmatched(same) == {} and "Compute is not matched" not in C.reading({"m": same}, {},
                                                                                           C.decomposition(frame(VALUES)))
+
+
+def test_compute_matched_baselines_train_twice_as_long():
+    vs = {v.label: v for v in C.comparison_variants({}, C.baselines_for(True))}
+    assert vs["SafeCompress 2T"].method == "safecompress" and vs["SafeCompress 2T"].options["budget"] == 2.0
+    assert vs["FairScratch 2T"].options["budget"] == 2.0 and "budget" not in vs["FairScratch"].options
+    assert "SafeCompress 2T +val" not in vs  # dynamic masks keep their last epoch
+    assert [b for b in C.baselines_for(False) if b.endswith(C.MATCHED)] == []
+    t = C.tables(C.baselines_for(True))[1]
+    assert "SafeCompress 2T" in t.baselines and "MP +val" in t.baselines

@@ -154,3 +154,25 @@ def test_safecompress_and_fairscratch_alone_train_no_dense_run(tmp_path):
     stored = exp.load_weights(exp.store.run(exp.run_config("dense", {}, 3)), "theta0.pt")
     assert stored.keys() == theta0.keys() and all(torch.equal(stored[k], theta0[k]) for k in stored)
     assert all(torch.equal(exp.initial_weights(3)[k], theta0[k]) for k in theta0)
+
+
+@pytest.mark.parametrize("method", ["safecompress", "fairscratch"])
+def test_budget_trains_a_longer_schedule_and_declares_it(tmp_path, method):
+    """budget=2 trains 2 × the recipe's epochs from θ0 (compute-matched with the methods that start from a trained
+    dense network) and declares it; budget=1 leaves the run's identity as it was; 2 and 2.0 are one run."""
+    from ballot_lib.methods.base import budget_recipe, compute_epochs, config_dict
+    from ballot_lib.training import TrainConfig
+
+    exp = make_experiment(tmp_path / "results")  # 2 epochs
+    plain = make_config(method, density=0.5)
+    assert "budget" not in config_dict(plain)  # hash-neutral default: earlier runs keep their ids
+    assert make_config(method, density=0.5, budget=2) == make_config(method, density=0.5, budget=2.0)
+    assert compute_epochs(exp, method, density=0.5, budget=2.0) == 4.0
+    res = run_method(exp, method, 0, density=0.5, budget=2.0)
+    assert len(res.history()) == 4 and res.summary["compute_epochs"] == 4.0 and res.summary["train_epochs"] == 4
+    one = run_method(exp, method, 0, density=0.5)
+    assert len(one.history()) == 2 and one.id != res.id
+    with pytest.raises(ValueError, match="budget"):
+        run_method(exp, method, 0, density=0.5, budget=0)
+    r = budget_recipe(TrainConfig(epochs=10, schedule="multistep", milestones=(5, 8)), 2.0)
+    assert r.epochs == 20 and r.milestones == (10, 16)

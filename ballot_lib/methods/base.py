@@ -291,6 +291,25 @@ class SparseConfig:
         return self
 
 
+def budget_recipe(train: TrainConfig, budget: float) -> TrainConfig:
+    """The training recipe stretched to ``budget`` × its length (``budget=2``: a method trained from θ0 gets the
+    compute of one that starts from a trained dense network — dense training plus retraining). Epochs are
+    ``round(budget × epochs)`` (at least 1); multistep milestones scale with them; the schedule's shape is kept."""
+    if budget == 1.0:
+        return train
+    epochs = max(1, int(round(budget * train.epochs)))
+    milestones = tuple(sorted({m2 for m in train.milestones if 0 < (m2 := int(round(budget * m))) < epochs}))
+    return dataclasses.replace(train, epochs=epochs, milestones=milestones)
+
+
+def check_budget(budget: Any) -> None:
+    from ..checks import check_number
+
+    check_number("budget", budget, 0, low_open=True)
+    if not budget < math.inf:
+        raise ParameterError(f"budget must be a finite number > 0, got {budget!r}")
+
+
 def check_rewind(exp: Experiment, epoch: int, what: str = "rewind_epoch") -> None:
     if not 0 <= epoch < exp.train.epochs:
         raise ValueError(f"{what} must be in [0, {exp.train.epochs}) (train.epochs = {exp.train.epochs}), got {epoch}")

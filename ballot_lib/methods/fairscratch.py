@@ -49,7 +49,7 @@ from ..pruning import Mask, kept_count, top_indices
 from ..registry import check_choice
 from ..results import Run
 from ..checks import ParameterError, check_number
-from .base import MethodOutput, SparseConfig, register
+from .base import MethodOutput, SparseConfig, budget_recipe, check_budget, register
 
 FAIRNESS = ("auto", "dp", "eo", "class")
 
@@ -71,6 +71,14 @@ class FairScratchConfig(SparseConfig):
     fairness_weight: float = 0.05  # λ: loss = CE + λ · surrogate (0: plain edge-popup)
     fairness: str = "auto"  # "auto", "dp", "eo" (binary target with groups) or "class" (class fairness)
     scale_fan: bool = True  # signed constant σ = gain/√(fan_in · density) (False: gain/√fan_in)
+    budget: float = 1.0  # training length in units of the dense recipe (2: compute-matched with MP/LTH/Ballot)
+
+    HASH_NEUTRAL: ClassVar[dict] = {**SparseConfig.HASH_NEUTRAL, "budget": 1.0}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if type(self.budget) is int:  # budget=2 and budget=2.0 are one run
+            object.__setattr__(self, "budget", float(self.budget))
 
     NO_VAL_RULE: ClassVar[Optional[str]] = (
         "select='val_rule' is not available for fairscratch: its mask (the top scores) changes at every step, so an "
@@ -80,6 +88,7 @@ class FairScratchConfig(SparseConfig):
         super().validate()
         check_number("fairness_weight", self.fairness_weight, 0)
         check_choice("fairness", self.fairness, FAIRNESS)
+        check_budget(self.budget)
         return self
 
     def validate_for(self, exp: Experiment) -> None:
@@ -238,8 +247,8 @@ def fairness_loss(kind: str, lam: float, up: int = 1, priors: Optional[torch.Ten
 
 
 def _compute(exp: Experiment, cfg: FairScratchConfig) -> float:
-    # One schedule that trains the scores; θ0 only gives the signs (no trained dense network is needed).
-    return exp.train.epochs
+    # One schedule (budget × the recipe) that trains the scores; θ0 only gives the signs (no dense training).
+    return budget_recipe(exp.train, cfg.budget).epochs
 
 
 @register("fairscratch", FairScratchConfig, compute=_compute)
@@ -252,10 +261,11 @@ def run_fairscratch(exp: Experiment, cfg: FairScratchConfig, seed: int, run: Run
     if kind in ("dp", "eo"):
         up = favoured_group(train_split.g, train_split.y)
         priors = group_priors(train_split.g, train_split.y, kind)
-    res = exp.train_net(net, run, seed, loss_fn=fairness_loss(kind, cfg.fairness_weight, up, priors),
+    recipe = budget_recipe(exp.train, cfg.budget)
+    res = exp.train_net(net, run, seed, loss_fn=fairness_loss(kind, cfg.fairness_weight, up, priors), cfg=recipe,
                         desc=f"fairscratch d={cfg.density} λ={cfg.fairness_weight} s{seed}")
     mask = subnet_mask(net)
     summary = {"surrogate": kind, "layer_kept": {n: int(m.sum()) for n, m in mask.items()}}
     if priors is not None:
         summary.update(favoured_group=up, group_prior_0=float(priors[0]), group_prior_1=float(priors[1]))
-    return MethodOutput(res, mask, train_epochs=exp.train.epochs, summary=summary)
+    return MethodOutput(res, mask, train_epochs=recipe.epochs, summary=summary)

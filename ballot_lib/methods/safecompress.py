@@ -46,7 +46,7 @@ from ..registry import check_choice
 from ..results import Run
 from ..training import DeviceData, epoch_generator, evaluate, lr_at
 from ..checks import ParameterError, check_int, check_number
-from .base import MethodOutput, SparseConfig, register
+from .base import MethodOutput, SparseConfig, budget_recipe, check_budget, register
 
 CANDIDATES = ("random", "gradient")
 GAPS = ("auto", "mcd", "cwv", "group_acc_gap", "dp_gap", "eo_gap")
@@ -92,11 +92,16 @@ class SafeCompressConfig(SparseConfig):
     gap: str = "auto"  # the gap: "auto" (group_acc_gap with a sensitive attribute, else mcd) or a metric name
     probe_steps: int = 2  # SGD steps each candidate is probed with before its val score (on a copy)
     init_scale: str = "sparse"  # "sparse": kept θ0 weights × 1/√(layer density); "none": θ0 as is
+    budget: float = 1.0  # training length in units of the dense recipe (2: compute-matched with MP/LTH/Ballot)
+
+    HASH_NEUTRAL: ClassVar[dict] = {**SparseConfig.HASH_NEUTRAL, "budget": 1.0}
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if isinstance(self.candidates, list):  # from JSON / YAML parameter files
             object.__setattr__(self, "candidates", tuple(self.candidates))
+        if type(self.budget) is int:  # budget=2 and budget=2.0 are one run
+            object.__setattr__(self, "budget", float(self.budget))
 
     NO_VAL_RULE: ClassVar[Optional[str]] = (
         "select='val_rule' is not available for safecompress: its mask changes during training, so an earlier "
@@ -115,6 +120,7 @@ class SafeCompressConfig(SparseConfig):
         check_choice("gap", self.gap, GAPS)
         check_int("probe_steps", self.probe_steps, 0)
         check_choice("init_scale", self.init_scale, INIT_SCALES)
+        check_budget(self.budget)
         return self
 
     def validate_for(self, exp: Experiment) -> None:
@@ -171,10 +177,11 @@ class SafeCompressHook:
 
     def __init__(self, exp: Experiment, cfg: SafeCompressConfig, seed: int, net: nn.Module) -> None:
         self.exp, self.cfg, self.seed, self.net = exp, cfg, seed, net
+        self.recipe = budget_recipe(exp.train, cfg.budget)  # the schedule this run trains (budget × the recipe)
         bundle = exp.bundle
         self.steps_per_epoch = math.ceil(len(bundle.train) / exp.train.batch_size)
         self.every = cfg.update_every or self.steps_per_epoch
-        self.stop_step = int(cfg.stop_fraction * exp.train.epochs * self.steps_per_epoch)
+        self.stop_step = int(cfg.stop_fraction * self.recipe.epochs * self.steps_per_epoch)
         self.gap = cfg.gap_metric(exp)
         self.updates: list[dict[str, Any]] = []
         self._data: Optional[tuple[DeviceData, DeviceData]] = None
@@ -251,7 +258,7 @@ class SafeCompressHook:
         kept, counts = prune_smallest({n: params[n] for n in names}, current, rate)
         if sum(counts.values()) == 0:
             return
-        lr = lr_at(self.exp.train, (step + 1) / self.steps_per_epoch)
+        lr = lr_at(self.recipe, (step + 1) / self.steps_per_epoch)
         candidates: list[tuple[str, Mask]] = []
         for i, kind in enumerate(self.cfg.candidates):
             if kind == "random":
@@ -282,8 +289,8 @@ class SafeCompressHook:
 
 
 def _compute(exp: Experiment, cfg: SafeCompressConfig) -> float:
-    # One sparse schedule from θ0; no trained dense network is needed (θ0 is only the initialisation).
-    return exp.train.epochs
+    # One sparse schedule from θ0 (budget × the recipe); no trained dense network is needed (θ0 only initialises).
+    return budget_recipe(exp.train, cfg.budget).epochs
 
 
 @register("safecompress", SafeCompressConfig, compute=_compute)
@@ -297,11 +304,11 @@ def run_safecompress(exp: Experiment, cfg: SafeCompressConfig, seed: int, run: R
         scale_for_density(net, start)
     hook = SafeCompressHook(exp, cfg, seed, net)
     res = exp.train_net(net, run, seed, mask=start, step_hooks=[hook], state={"safecompress": hook},
-                        desc=f"safecompress d={cfg.density} s{seed}")
+                        cfg=hook.recipe, desc=f"safecompress d={cfg.density} s{seed}")
     # The fairness test's choices: a count per candidate kind (columns of load_results) and every update's
     # candidates with their val scores (summary "updates").
     chosen = {f"chosen_{k}": sum(u["chosen"] == k for u in hook.updates) for k in dict.fromkeys(cfg.candidates)}
-    return MethodOutput(res, res.mask, train_epochs=exp.train.epochs, summary={
+    return MethodOutput(res, res.mask, train_epochs=hook.recipe.epochs, summary={
         "gap_metric": hook.gap, "topology_updates": len(hook.updates), **chosen,
         "probe_examples": len(hook.updates) * len(cfg.candidates) * cfg.probe_steps * exp.train.batch_size,
         "val_evaluations": len(hook.updates) * len(cfg.candidates),
