@@ -15,7 +15,7 @@ import pandas as pd
 
 from .analysis import paired, select_by_rule, summarize
 from .methods import ballot
-from .methods.ballot import BUDGETS, CONFLICTS, SCORES, BallotConfig, checkpoint_rule
+from .methods.ballot import BUDGETS, CONFLICTS, SCORES, BallotConfig, same_selection
 from .methods.grid import Variant
 from .pruning import magnitude_mask
 
@@ -89,14 +89,13 @@ def variants(default: BallotConfig, options: Mapping[str, Mapping[str, Any]], se
              reference: Optional[str] = "LTH") -> list[Variant]:
     """One Ballot :class:`Variant` per option set (over the default's options), plus LTH as the reference.
 
-    The reference takes its checkpoint by the default's rule (:func:`ballot_lib.methods.ballot.checkpoint_rule`:
+    The reference takes its checkpoint by the default's rule (:func:`ballot_lib.methods.ballot.same_selection`:
     the val rule with refined training), like the option sets, so that the paired val differences compare like
     with like; its ``val_rule`` run reuses the training of its last-epoch twin."""
     base = base_options(default)
     out = [Variant(label, "ballot", {**base, **opts, "select_eps": select_eps}) for label, opts in options.items()]
     if reference:
-        same = {"select": "val_rule", "select_eps": select_eps} if checkpoint_rule(base) == "val_rule" else {}
-        out.append(Variant(reference, "lth", same))
+        out.append(Variant(reference, "lth", same_selection(base, select_eps)))
     return out
 
 

@@ -398,20 +398,36 @@ def compute_unmatched(table: pd.DataFrame, rtol: float = 0.01) -> dict[str, tupl
     """Baselines of a comparison table whose training compute differs from Ballot's in the same setting:
     method -> (smallest, largest) ratio of Ballot's compute to the baseline's over the settings where they differ
     (epochs of the dense recipe; settings may have different recipes, so ratios, not epochs, are comparable)."""
-    if "compute_epochs" not in table or table.empty:
+    first = next((c for c in table.columns if c.startswith("d_")), None)  # baseline rows carry differences
+    if first is None or "compute_epochs" not in table:
         return {}
-    first = next((c for c in table.columns if c.startswith("d_")), None)
-    out: dict[str, list[tuple[float, float]]] = {}
+    out: dict[str, list[float]] = {}
     for _, g in table.groupby(["dataset", "model", "density"], sort=False):
-        ballot = g[(g["method"] != "Dense") & (g[first].isna() if first else True)]
+        ballot = g[(g["method"] != "Dense") & g[first].isna()]  # the row the others are paired against
         if ballot.empty:
             continue
         ours = float(ballot["compute_epochs"].iloc[0])
-        for _, r in g[g[first].notna()].iterrows() if first else []:
-            theirs = float(r["compute_epochs"])
-            if not math.isclose(theirs, ours, rel_tol=rtol):
-                out.setdefault(r["method"], []).append((theirs, ours))
-    return {m: (min(b / a for a, b in v), max(b / a for a, b in v)) for m, v in out.items()}
+        for _, r in g[g[first].notna()].iterrows():
+            if not math.isclose(float(r["compute_epochs"]), ours, rel_tol=rtol):
+                out.setdefault(r["method"], []).append(ours / float(r["compute_epochs"]))
+    return {m: (min(v), max(v)) for m, v in out.items()}
+
+
+def _compute_note(table: pd.DataFrame, wc: pd.DataFrame, better: int) -> str:
+    """The reading's sentence on baselines whose compute differs from Ballot's (:func:`compute_unmatched`) and
+    how many of Ballot's significantly fairer results (``wc``: :func:`win_counts` of ``table``) are against them."""
+    unmatched = compute_unmatched(table)
+    if not unmatched:
+        return ""
+    fair = wc[wc["metric"].isin(["cwv", "mcd"]) & wc["baseline"].isin(list(unmatched))]
+
+    def times(lo: float, hi: float) -> str:
+        return f"{lo:.2g}×" if math.isclose(lo, hi, rel_tol=0.01) else f"{lo:.2g}–{hi:.2g}×"
+
+    names = "; ".join(f"{times(lo, hi)} the epochs of {meth}" for meth, (lo, hi) in unmatched.items())
+    return (f" Compute is not matched for every baseline: Ballot (its dense run included) trains {names}; "
+            f"{int(fair['Ballot better'].sum())} of its {better} significantly fairer results are against these "
+            "baselines.")
 
 
 def improvement_sentence(r: Mapping[str, Any], title: str) -> str:
@@ -463,26 +479,11 @@ def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.D
                        "Ballot is more often significantly fairer than significantly less fair" if better > worse
                        else "Ballot is more often significantly less fair than fairer" if worse > better else
                        "Ballot is neither fairer nor less fair on balance")
-        unmatched = compute_unmatched(t)
-        if unmatched:
-            # Ballot's significantly fairer (baseline, setting, metric) results against a baseline that trained
-            # a different amount
-            n_unm = sum(1 for _, r in t.iterrows() if r["method"] in unmatched for m in ("cwv", "mcd")
-                        if r.get(f"sig_{m}") == True and r.get(f"d_{m}", 0) < 0)  # noqa: E712
-            def times(lo: float, hi: float) -> str:
-                return f"{lo:.2g}×" if math.isclose(lo, hi, rel_tol=0.01) else f"{lo:.2g}–{hi:.2g}×"
-
-            names = "; ".join(f"{times(lo, hi)} the epochs of {meth}" for meth, (lo, hi) in unmatched.items())
-            compute_note = (f" Compute is not matched for every baseline: Ballot (its dense run included) trains "
-                            f"{names}; {n_unm} of its {better} significantly fairer results are against these "
-                            "baselines.")
-        else:
-            compute_note = ""
         out.append(f"- **{title}**: over {total} (baseline, setting, fairness metric) comparisons, Ballot is "
                    f"significantly fairer in {better}, significantly less fair in {worse}, and not significantly "
                    f"different in {total - better - worse}: {verdict}. On accuracy it is significantly better in "
                    f"{int(acc['Ballot better'].sum())} and worse in {int(acc['Ballot worse'].sum())} of "
-                   f"{int(acc['settings'].sum())}." + compute_note)
+                   f"{int(acc['settings'].sum())}." + _compute_note(t, wc, better))
     for title, imp in improvements.items():
         for _, r in imp.iterrows():
             out.append(improvement_sentence(r, title))

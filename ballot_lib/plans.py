@@ -75,13 +75,12 @@ def ballot_walkthrough_variants(select_eps: float) -> list[Variant]:
 
 def ballot_method_comparison(ballot_options: Mapping[str, Any], select_eps: float) -> list[Variant]:
     """Notebook 02's final comparison: dense, MP, LTH and Ballot with the options the ablation chose. MP and LTH
-    take their checkpoint by Ballot's rule (:func:`ballot_lib.methods.ballot.checkpoint_rule`: the val rule with
+    take their checkpoint by Ballot's rule (:func:`ballot_lib.methods.ballot.same_selection`: the val rule with
     refined training), so the table compares like with like (a ``val_rule`` run reuses its stored last-epoch twin's
     training)."""
-    from .methods.ballot import checkpoint_rule
+    from .methods.ballot import same_selection
 
-    same = ({"select": "val_rule", "select_eps": select_eps} if checkpoint_rule(ballot_options) == "val_rule"
-            else {})
+    same = same_selection(ballot_options, select_eps)
     return [Variant("dense", "dense"), Variant("MP", "mp", same), Variant("LTH", "lth", same),
             Variant("Ballot", "ballot", {**ballot_options, "select_eps": select_eps})]
 

@@ -359,10 +359,6 @@ def validate_params_file(params_file: Path, folder: Path = NOTEBOOKS
     return spec, nb, jobs
 
 
-#: Concurrent jobs per GPU by model (issue #13), set from measurement by ``benchmarks/decide.py --apply``: see
-#: :mod:`ballot_lib.gpu_defaults` for where the values come from. Unknown models get 1. (An alias: the sweep reads
-#: ``gpu_defaults.RUNS_PER_GPU``.)
-RUNS_PER_GPU = gpu_defaults.RUNS_PER_GPU
 #: A model's runs per GPU is the smallest N whose aggregate images/s is within this fraction of the best measured.
 RUNS_PER_GPU_TOLERANCE = 0.05
 

@@ -39,12 +39,14 @@ NOTEBOOK_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": 
                   "dict": dict}
 
 
-def _ballot_check(options: Mapping[str, Any], density: Any) -> None:
-    """Validate Ballot options with the method's own rules (when the method is available)."""
+def _ballot_check(options: Mapping[str, Any], density: Any) -> Any:
+    """Validate Ballot options with the method's own rules; return the configuration (``None`` when the method
+    is not available)."""
     from .methods import METHODS, make_config
 
     if "ballot" in METHODS:
-        make_config("ballot", density=density if is_number(density) else 0.2, **options)
+        return make_config("ballot", density=density if is_number(density) else 0.2, **options)
+    return None
 
 
 def _comparison_rules(params: Mapping[str, Any]) -> None:
@@ -70,6 +72,7 @@ def _comparison_rules(params: Mapping[str, Any]) -> None:
             if not isinstance(changes, Mapping) or set(changes) - allowed:
                 raise ParameterError(f"dataset_overrides[{ds!r}] must be a dict of recipe parameters "
                                      f"({', '.join(sorted(allowed))}), got {changes!r}")
+    configs = {}
     if "ballot_candidates" in params:
         cands = params["ballot_candidates"]
         if not isinstance(cands, Mapping) or not cands:
@@ -78,36 +81,34 @@ def _comparison_rules(params: Mapping[str, Any]) -> None:
             if not isinstance(opts, Mapping):
                 raise ParameterError(f"ballot_candidates[{name!r}] must be a dict of Ballot options, got {opts!r}")
             try:
-                _ballot_check(dict(opts), params.get("densities", [0.2])[0])
+                configs[name] = _ballot_check(dict(opts), params.get("densities", [0.2])[0])
             except ValueError as e:
                 raise ParameterError(f"ballot_candidates[{name!r}]: {e}") from None
-    _per_dataset_recipes(params)
+    _per_dataset_recipes(params, {k: c for k, c in configs.items() if c is not None})
 
 
-def _per_dataset_recipes(params: Mapping[str, Any]) -> None:
+def _per_dataset_recipes(params: Mapping[str, Any], candidates: Mapping[str, Any]) -> None:
     """Notebook 03: each dataset's recipe (the parameters with its ``dataset_overrides``) is valid, and every Ballot
-    candidate fits it (e.g. a rewind point inside that dataset's epochs). No data is loaded, nothing is written."""
+    candidate (``candidates``: name -> its checked configuration) fits it (e.g. a rewind point inside that
+    dataset's epochs). No data is loaded, nothing is written."""
     from .experiment import experiment_from
-    from .methods import METHODS, make_config
 
     if "datasets" not in params and "dataset_overrides" not in params:
         return
     over = dict(params.get("dataset_overrides") or {})
     datasets = list(params.get("datasets") or [])
     models = [m for m in (params.get("models") or ["mlp"]) if isinstance(m, str)] or ["mlp"]
-    cands = params.get("ballot_candidates") or {}
-    density = (params.get("densities") or [0.2])[0]
     for ds in dict.fromkeys(datasets + list(over)):
         where = f"dataset_overrides[{ds!r}]" if ds in over else f"dataset {ds!r}"
         try:
             exp = experiment_from({**params, **over.get(ds, {})}, dataset=ds, model=models[0], check_device=False)
         except ValueError as e:
             raise ParameterError(f"{where}: {e}") from None
-        if "ballot" not in METHODS or ds not in datasets:
+        if ds not in datasets:
             continue
-        for name, opts in cands.items():
+        for name, cfg in candidates.items():
             try:
-                make_config("ballot", density=density if is_number(density) else 0.2, **opts).validate_recipe(exp)
+                cfg.validate_recipe(exp)
             except ValueError as e:
                 raise ParameterError(f"ballot_candidates[{name!r}] on {ds} ({exp.train.epochs} epochs): {e}") from None
 

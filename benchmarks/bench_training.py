@@ -54,7 +54,8 @@ except ImportError:  # run from a checkout without `pip install -e .`
 from ballot_lib.data import DataBundle, Split
 from ballot_lib.models import build_model
 from ballot_lib.pruning import magnitude_mask
-from ballot_lib.sweep import RUNS_PER_GPU, RUNS_PER_GPU_TOLERANCE, runs_per_gpu_from_curve
+from ballot_lib import gpu_defaults
+from ballot_lib.sweep import RUNS_PER_GPU_TOLERANCE, runs_per_gpu_from_curve
 from ballot_lib.training import MaskEnforcer, TrainConfig, resolve_device, train
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # as ballot_lib.data.real
@@ -918,7 +919,7 @@ def main(argv=None) -> int:
                           f"{row.get('vs_first', float('nan')):>5.2f}x N={counts[0]}", flush=True)
             if r["chosen_runs_per_gpu"]:
                 print(f"    {cm:<10}-> {r['chosen_runs_per_gpu']} per GPU (x{r['chosen_factor']:.2f}); the sweep's "
-                      f"default now: {RUNS_PER_GPU.get(cm, 1)}", flush=True)
+                      f"default now: {gpu_defaults.RUNS_PER_GPU.get(cm, 1)}", flush=True)
         print("    the sweep's defaults per model (ballot_lib.gpu_defaults.RUNS_PER_GPU) are set from the chosen N by "
               "benchmarks/decide.py --apply.")
 

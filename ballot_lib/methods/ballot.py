@@ -25,7 +25,6 @@ What is known, and from where (details in ``papers/ballot.md``):
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar, Mapping, Optional, Sequence
@@ -702,8 +701,6 @@ class BallotConfig(SparseConfig):
                                      ("conflict", self.conflict, CONFLICTS), ("scope", self.scope, SCOPES),
                                      ("budgets", self.budgets, BUDGETS), ("schedule", self.schedule, SCHEDULES)):
             check_choice(field_, value, valid)
-        if not 0 <= self.select_eps < math.inf:
-            raise ValueError(f"select_eps must be a finite number >= 0, got {self.select_eps}")
         self.vote_config().validate()
         return self
 
@@ -779,6 +776,12 @@ def checkpoint_rule(options: Mapping[str, Any]) -> str:
     defaults = BallotConfig(density=0.5)
     refined = options.get("refined", defaults.refined)
     return "val_rule" if refined or options.get("select", defaults.select) == "val_rule" else "last"
+
+
+def same_selection(options: Mapping[str, Any], select_eps: float) -> dict[str, Any]:
+    """The options that give another sparse method the checkpoint rule of a Ballot run with ``options``
+    (:func:`checkpoint_rule`): the val rule with ``select_eps``, or none (its last epoch)."""
+    return {"select": "val_rule", "select_eps": select_eps} if checkpoint_rule(options) == "val_rule" else {}
 
 
 _select_checkpoint = select_checkpoint  # the shared rule (methods.base); kept name for readers of notebook 02

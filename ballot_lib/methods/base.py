@@ -302,12 +302,30 @@ def budget_recipe(train: TrainConfig, budget: float) -> TrainConfig:
     return dataclasses.replace(train, epochs=epochs, milestones=milestones)
 
 
-def check_budget(budget: Any) -> None:
-    from ..checks import check_number
+@dataclass(frozen=True)
+class BudgetConfig(SparseConfig):
+    """A sparse method that trains from θ0 only (no trained dense network: SafeCompress, FairScratch), with the
+    length of its schedule as an option: ``budget`` × the recipe (:func:`budget_recipe`)."""
 
-    check_number("budget", budget, 0, low_open=True)
-    if not budget < math.inf:
-        raise ParameterError(f"budget must be a finite number > 0, got {budget!r}")
+    budget: float = 1.0  # training length in units of the dense recipe (2: compute-matched with MP/LTH/Ballot)
+
+    HASH_NEUTRAL: ClassVar[dict] = {**SparseConfig.HASH_NEUTRAL, "budget": 1.0}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if type(self.budget) is int:  # budget=2 and budget=2.0 are one run
+            object.__setattr__(self, "budget", float(self.budget))
+
+    def validate(self) -> "BudgetConfig":
+        from ..checks import check_number
+
+        super().validate()
+        check_number("budget", self.budget, 0, low_open=True)  # finite and > 0
+        return self
+
+    def recipe(self, exp: Experiment) -> TrainConfig:
+        """The schedule this configuration trains on ``exp``: ``budget`` × its recipe."""
+        return budget_recipe(exp.train, self.budget)
 
 
 def check_rewind(exp: Experiment, epoch: int, what: str = "rewind_epoch") -> None:

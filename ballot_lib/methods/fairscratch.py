@@ -49,13 +49,13 @@ from ..pruning import Mask, kept_count, top_indices
 from ..registry import check_choice
 from ..results import Run
 from ..checks import ParameterError, check_number
-from .base import MethodOutput, SparseConfig, budget_recipe, check_budget, register
+from .base import BudgetConfig, MethodOutput, register
 
 FAIRNESS = ("auto", "dp", "eo", "class")
 
 
 @dataclass(frozen=True)
-class FairScratchConfig(SparseConfig):
+class FairScratchConfig(BudgetConfig):
     """FairScratch options. Defaults and why:
 
     * ``fairness_weight=0.05``: the logistic surrogate is unbounded below (it keeps falling as the favoured
@@ -71,14 +71,6 @@ class FairScratchConfig(SparseConfig):
     fairness_weight: float = 0.05  # λ: loss = CE + λ · surrogate (0: plain edge-popup)
     fairness: str = "auto"  # "auto", "dp", "eo" (binary target with groups) or "class" (class fairness)
     scale_fan: bool = True  # signed constant σ = gain/√(fan_in · density) (False: gain/√fan_in)
-    budget: float = 1.0  # training length in units of the dense recipe (2: compute-matched with MP/LTH/Ballot)
-
-    HASH_NEUTRAL: ClassVar[dict] = {**SparseConfig.HASH_NEUTRAL, "budget": 1.0}
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if type(self.budget) is int:  # budget=2 and budget=2.0 are one run
-            object.__setattr__(self, "budget", float(self.budget))
 
     NO_VAL_RULE: ClassVar[Optional[str]] = (
         "select='val_rule' is not available for fairscratch: its mask (the top scores) changes at every step, so an "
@@ -88,7 +80,6 @@ class FairScratchConfig(SparseConfig):
         super().validate()
         check_number("fairness_weight", self.fairness_weight, 0)
         check_choice("fairness", self.fairness, FAIRNESS)
-        check_budget(self.budget)
         return self
 
     def validate_for(self, exp: Experiment) -> None:
@@ -248,7 +239,7 @@ def fairness_loss(kind: str, lam: float, up: int = 1, priors: Optional[torch.Ten
 
 def _compute(exp: Experiment, cfg: FairScratchConfig) -> float:
     # One schedule (budget × the recipe) that trains the scores; θ0 only gives the signs (no dense training).
-    return budget_recipe(exp.train, cfg.budget).epochs
+    return cfg.recipe(exp).epochs
 
 
 @register("fairscratch", FairScratchConfig, compute=_compute)
@@ -261,7 +252,7 @@ def run_fairscratch(exp: Experiment, cfg: FairScratchConfig, seed: int, run: Run
     if kind in ("dp", "eo"):
         up = favoured_group(train_split.g, train_split.y)
         priors = group_priors(train_split.g, train_split.y, kind)
-    recipe = budget_recipe(exp.train, cfg.budget)
+    recipe = cfg.recipe(exp)
     res = exp.train_net(net, run, seed, loss_fn=fairness_loss(kind, cfg.fairness_weight, up, priors), cfg=recipe,
                         desc=f"fairscratch d={cfg.density} λ={cfg.fairness_weight} s{seed}")
     mask = subnet_mask(net)

@@ -46,7 +46,7 @@ from ..registry import check_choice
 from ..results import Run
 from ..training import DeviceData, epoch_generator, evaluate, lr_at
 from ..checks import ParameterError, check_int, check_number
-from .base import MethodOutput, SparseConfig, budget_recipe, check_budget, register
+from .base import BudgetConfig, MethodOutput, register
 
 CANDIDATES = ("random", "gradient")
 GAPS = ("auto", "mcd", "cwv", "group_acc_gap", "dp_gap", "eo_gap")
@@ -64,7 +64,7 @@ def scale_for_density(net: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:
 
 
 @dataclass(frozen=True)
-class SafeCompressConfig(SparseConfig):
+class SafeCompressConfig(BudgetConfig):
     """SafeCompress options. Defaults and why:
 
     * ``update_every=0``: one topology update per epoch. Each update costs K probes and K val evaluations, so
@@ -92,16 +92,11 @@ class SafeCompressConfig(SparseConfig):
     gap: str = "auto"  # the gap: "auto" (group_acc_gap with a sensitive attribute, else mcd) or a metric name
     probe_steps: int = 2  # SGD steps each candidate is probed with before its val score (on a copy)
     init_scale: str = "sparse"  # "sparse": kept θ0 weights × 1/√(layer density); "none": θ0 as is
-    budget: float = 1.0  # training length in units of the dense recipe (2: compute-matched with MP/LTH/Ballot)
-
-    HASH_NEUTRAL: ClassVar[dict] = {**SparseConfig.HASH_NEUTRAL, "budget": 1.0}
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if isinstance(self.candidates, list):  # from JSON / YAML parameter files
             object.__setattr__(self, "candidates", tuple(self.candidates))
-        if type(self.budget) is int:  # budget=2 and budget=2.0 are one run
-            object.__setattr__(self, "budget", float(self.budget))
 
     NO_VAL_RULE: ClassVar[Optional[str]] = (
         "select='val_rule' is not available for safecompress: its mask changes during training, so an earlier "
@@ -120,7 +115,6 @@ class SafeCompressConfig(SparseConfig):
         check_choice("gap", self.gap, GAPS)
         check_int("probe_steps", self.probe_steps, 0)
         check_choice("init_scale", self.init_scale, INIT_SCALES)
-        check_budget(self.budget)
         return self
 
     def validate_for(self, exp: Experiment) -> None:
@@ -177,7 +171,7 @@ class SafeCompressHook:
 
     def __init__(self, exp: Experiment, cfg: SafeCompressConfig, seed: int, net: nn.Module) -> None:
         self.exp, self.cfg, self.seed, self.net = exp, cfg, seed, net
-        self.recipe = budget_recipe(exp.train, cfg.budget)  # the schedule this run trains (budget × the recipe)
+        self.recipe = cfg.recipe(exp)  # the schedule this run trains (budget × the recipe)
         bundle = exp.bundle
         self.steps_per_epoch = math.ceil(len(bundle.train) / exp.train.batch_size)
         self.every = cfg.update_every or self.steps_per_epoch
@@ -290,7 +284,7 @@ class SafeCompressHook:
 
 def _compute(exp: Experiment, cfg: SafeCompressConfig) -> float:
     # One sparse schedule from θ0 (budget × the recipe); no trained dense network is needed (θ0 only initialises).
-    return budget_recipe(exp.train, cfg.budget).epochs
+    return cfg.recipe(exp).epochs
 
 
 @register("safecompress", SafeCompressConfig, compute=_compute)
