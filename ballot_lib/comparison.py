@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from .analysis import lower_is_better
-from .metrics import mean_ci, paired_difference
+from .metrics import adjust_pvalues, mean_ci, paired_difference
 from .methods import Variant
 
 SETTING = ["dataset", "model", "density_target"]
@@ -51,6 +51,9 @@ BASELINE_OPTIONS = {"SafeCompress" + MATCHED: {"budget": 2.0}, "FairScratch" + M
 #: The paper's improvements of Ballot over each baseline (fairness, mean over CWV and MCD), in percent.
 PAPER_IMPROVEMENT = {"MP": 38.00, "LTH": 33.91, "SafeCompress": 17.96, "FairScratch": 35.82}
 SELECTED = " +val"
+#: Multiple-comparison correction over the paired tests of one comparison table (every baseline, setting and
+#: metric of the table is one family): Holm–Bonferroni, which keeps the family-wise error at 5 %.
+FAMILY_CORRECTION = "holm"
 #: A run collapses when it keeps less than this share of the same-seed dense run's accuracy above chance (1/C).
 COLLAPSE = 0.5
 
@@ -174,7 +177,10 @@ def comparison_table(df: pd.DataFrame, table: Table, metrics: Optional[Sequence[
     Columns: dataset, model, density, method, seeds, collapsed (seeds whose run collapsed, see
     :func:`collapsed_runs`), compute_epochs, selection, ``<m>`` (mean), and for each baseline
     ``d_<m>``/``lo_<m>``/``hi_<m>`` (Ballot − baseline with its 95 % CI), ``wins_<m>`` (seeds where Ballot is
-    better) and ``sig_<m>`` (the CI excludes 0).
+    better), ``sig_<m>`` (the CI excludes 0), ``p_<m>`` (the paired t-test's p-value) and ``padj_<m>`` /
+    ``sigadj_<m>``: the p-value adjusted over all paired tests of the table (:data:`FAMILY_CORRECTION`) and
+    whether it stays below 0.05. Each cell alone is a 5 % test; a table of dozens of them finds "significant"
+    differences by chance, which the adjusted columns guard against.
     """
     d = _test(df, split)
     metrics = list(metrics or metric_list(d))
@@ -200,13 +206,41 @@ def comparison_table(df: pd.DataFrame, table: Table, metrics: Optional[Sequence[
                     res = paired_difference(ref[m].to_dict(), part[m].to_dict(),
                                             lower_is_better=lower_is_better(m))
                     row.update({f"d_{m}": res["diff"], f"lo_{m}": res["ci_low"], f"hi_{m}": res["ci_high"],
-                                f"wins_{m}": res["wins"], f"n_{m}": res["n"], f"sig_{m}": res["significant"]})
+                                f"wins_{m}": res["wins"], f"n_{m}": res["n"], f"sig_{m}": res["significant"],
+                                f"p_{m}": res["p"]})
             rows.append(row)
-    return pd.DataFrame(rows)
+    return adjust_table(pd.DataFrame(rows))
 
 
-def win_counts(table: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd")) -> pd.DataFrame:
-    """Per baseline and metric: settings where Ballot is significantly better, significantly worse, or neither."""
+def adjust_table(table: pd.DataFrame, correction: str = FAMILY_CORRECTION, alpha: float = 0.05) -> pd.DataFrame:
+    """Add ``padj_<m>`` and ``sigadj_<m>`` to a comparison table: every ``p_<m>`` of the table (all baselines,
+    settings and metrics) adjusted as one family (:func:`ballot_lib.metrics.adjust_pvalues`); rows without a
+    test (Ballot's own row, Dense, fewer than 2 seeds) stay NaN and are not counted as tests."""
+    cols = [c for c in table.columns if c.startswith("p_")]
+    if not cols:
+        return table
+    out = table.copy()
+    flat = out[cols].to_numpy(dtype=float).ravel()
+    adj = adjust_pvalues(flat, correction).reshape(len(out), len(cols))
+    for j, c in enumerate(cols):
+        m = c[2:]
+        out[f"padj_{m}"] = adj[:, j]
+        out[f"sigadj_{m}"] = pd.Series([None if np.isnan(q) else bool(q < alpha) for q in adj[:, j]],
+                                       index=out.index, dtype=object)
+    return out
+
+
+def family_size(table: pd.DataFrame) -> int:
+    """The number of paired tests in a comparison table (the family :func:`adjust_table` corrects over)."""
+    cols = [c for c in table.columns if c.startswith("p_")]
+    return int(table[cols].notna().to_numpy().sum()) if cols else 0
+
+
+def win_counts(table: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd"),
+               adjusted: bool = False) -> pd.DataFrame:
+    """Per baseline and metric: settings where Ballot is significantly better, significantly worse, or neither;
+    with ``adjusted``, significance after the table's multiple-comparison correction (``sigadj_<m>``)."""
+    sig = "sigadj" if adjusted else "sig"
     rows = []
     for method, g in table[table["method"].isin(table["method"].unique())].groupby("method", sort=False):
         if f"d_{metrics[0]}" not in g or g[f"d_{metrics[0]}"].isna().all():
@@ -215,8 +249,11 @@ def win_counts(table: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd
             if f"d_{m}" not in g:
                 continue
             gm = g[g[f"d_{m}"].notna()]  # settings where the two were both run: the only ones compared
-            better = (gm[f"sig_{m}"] == True) & ((gm[f"d_{m}"] < 0) if lower_is_better(m) else (gm[f"d_{m}"] > 0))  # noqa: E712
-            worse = (gm[f"sig_{m}"] == True) & ~better  # noqa: E712
+            if f"{sig}_{m}" not in gm:
+                raise ValueError(f"the table has no column {sig}_{m}: build it with comparison_table (or "
+                                 "adjust_table) to count adjusted wins")
+            better = (gm[f"{sig}_{m}"] == True) & ((gm[f"d_{m}"] < 0) if lower_is_better(m) else (gm[f"d_{m}"] > 0))  # noqa: E712
+            worse = (gm[f"{sig}_{m}"] == True) & ~better  # noqa: E712
             rows.append({"baseline": method, "metric": m, "settings": len(gm), "Ballot better": int(better.sum()),
                          "Ballot worse": int(worse.sum()), "no significant difference": int(len(gm) - better.sum()
                                                                                             - worse.sum())})
@@ -354,12 +391,14 @@ def _fmt_cell(row: Mapping, m: str) -> str:
     if d is None or (isinstance(d, float) and math.isnan(d)):
         return ""
     bold = "**" if row.get(f"sig_{m}") else ""
-    return (f"{bold}{fmt.format(scale * d)}{bold} [{fmt.format(scale * row[f'lo_{m}'])}, "
+    dagger = "†" if row.get(f"sigadj_{m}") is True else ""
+    return (f"{bold}{fmt.format(scale * d)}{bold}{dagger} [{fmt.format(scale * row[f'lo_{m}'])}, "
             f"{fmt.format(scale * row[f'hi_{m}'])}] {int(row[f'wins_{m}'])}/{int(row[f'n_{m}'])}")
 
 
 def markdown(table: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd")) -> str:
-    """The paper-style table: per setting and method the means, compute, and Ballot − method (CI, Ballot wins)."""
+    """The paper-style table: per setting and method the means, compute, and Ballot − method (CI, Ballot wins).
+    Bold: the CI excludes 0; †: still significant after the table's multiple-comparison correction."""
     metrics = [m for m in metrics if m in table]
     head = ("| dataset | model | density | method | selection | compute (epochs) | collapsed | "
             + " | ".join(metrics) + " | " + " | ".join(f"Ballot − method: {m}" for m in metrics) + " |")
@@ -430,6 +469,20 @@ def _compute_note(table: pd.DataFrame, wc: pd.DataFrame, better: int) -> str:
             "baselines.")
 
 
+def _family_note(table: pd.DataFrame) -> str:
+    """The reading's sentence on the table's counts after the multiple-comparison correction."""
+    if "sigadj_mcd" not in table and "sigadj_cwv" not in table:
+        return ""
+    k = family_size(table)
+    wc = win_counts(table, ("acc", "cwv", "mcd"), adjusted=True)
+    fair = wc[wc["metric"].isin(["cwv", "mcd"])]
+    better, worse = int(fair["Ballot better"].sum()), int(fair["Ballot worse"].sum())
+    name = {"holm": "Holm's", "bh": "Benjamini–Hochberg's"}.get(FAMILY_CORRECTION, FAMILY_CORRECTION)
+    return (f" Each cell is a 5 % test and the table holds {k} of them; with {name} correction over all {k} "
+            f"(family-wise 5 %), Ballot stays significantly fairer in {better} and less fair in {worse} of the "
+            "fairness comparisons (marked † in the table).")
+
+
 def improvement_sentence(r: Mapping[str, Any], title: str) -> str:
     """One improvement row (:func:`improvement_table`) in words: its direction and significance from the robust
     form's CI over seeds (none with fewer than 2 seeds), and where the paper's number lies."""
@@ -483,7 +536,7 @@ def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.D
                    f"significantly fairer in {better}, significantly less fair in {worse}, and not significantly "
                    f"different in {total - better - worse}: {verdict}. On accuracy it is significantly better in "
                    f"{int(acc['Ballot better'].sum())} and worse in {int(acc['Ballot worse'].sum())} of "
-                   f"{int(acc['settings'].sum())}." + _compute_note(t, wc, better))
+                   f"{int(acc['settings'].sum())}." + _compute_note(t, wc, better) + _family_note(t))
     for title, imp in improvements.items():
         for _, r in imp.iterrows():
             out.append(improvement_sentence(r, title))

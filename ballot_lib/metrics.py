@@ -198,20 +198,67 @@ def mean_ci(values: Sequence[float], alpha: float = 0.05) -> tuple[float, float,
     return float(v.mean()), _t_quantile(n - 1, 1 - alpha / 2) * sd / math.sqrt(n), sd, n
 
 
+def paired_t_pvalue(mean: float, sd: float, n: int) -> float:
+    """Two-sided p-value of the paired t-test (H0: mean difference 0) from the differences' mean, sd and count;
+    the same test as ``scipy.stats.ttest_rel``. NaN with fewer than 2 differences; with zero spread, 0 when the
+    mean is not 0 (every seed moved by the same amount) and 1 when it is."""
+    if n < 2 or math.isnan(mean) or math.isnan(sd):
+        return float("nan")
+    if sd == 0.0:
+        return 0.0 if mean != 0.0 else 1.0
+    from scipy import stats
+
+    t = mean / (sd / math.sqrt(n))
+    return float(2.0 * stats.t.sf(abs(t), n - 1))
+
+
 def paired_difference(a: Mapping[int, float], b: Mapping[int, float], lower_is_better: bool = True,
                       alpha: float = 0.05) -> dict[str, float]:
     """Paired comparison of method A against B over the seeds both have.
 
     Returns the mean difference A − B, its Student-t CI, the number of paired seeds, the number of seeds where
-    A wins (strictly better in the metric's direction) and whether the CI excludes 0 (``significant``).
+    A wins (strictly better in the metric's direction), whether the CI excludes 0 (``significant``) and the
+    paired t-test's two-sided p-value ``p`` (``p < alpha`` exactly when the CI excludes 0; it is what a
+    multiple-comparison correction, :func:`adjust_pvalues`, takes).
     """
     seeds = sorted(set(a) & set(b))
     diffs = [a[s] - b[s] for s in seeds if not (math.isnan(a[s]) or math.isnan(b[s]))]
-    mean, half, _, n = mean_ci(diffs, alpha)
+    mean, half, sd, n = mean_ci(diffs, alpha)
     wins = sum((d < 0) if lower_is_better else (d > 0) for d in diffs)
     lo, hi = mean - half, mean + half
     significant = bool(n >= 2 and not math.isnan(half) and (lo > 0 or hi < 0))
-    return {"diff": mean, "ci_low": lo, "ci_high": hi, "n": n, "wins": int(wins), "significant": significant}
+    return {"diff": mean, "ci_low": lo, "ci_high": hi, "n": n, "wins": int(wins), "significant": significant,
+            "p": paired_t_pvalue(mean, sd, n)}
+
+
+#: Multiple-comparison corrections of :func:`adjust_pvalues`.
+CORRECTIONS = ("bh", "holm", "none")
+
+
+def adjust_pvalues(p: Sequence[float], correction: str = "bh") -> np.ndarray:
+    """Multiple-comparison adjusted p-values: ``"bh"`` (Benjamini–Hochberg, false discovery rate), ``"holm"``
+    (Holm–Bonferroni, family-wise error) or ``"none"``. NaN p-values stay NaN and do not count as tests."""
+    if correction not in CORRECTIONS:
+        raise ValueError(f"unknown correction {correction!r}; valid: {list(CORRECTIONS)}")
+    p = np.asarray(p, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = ~np.isnan(p)
+    q = p[ok]
+    m = len(q)
+    if m == 0 or correction == "none":
+        out[ok] = q
+        return out
+    order = np.argsort(q, kind="stable")
+    ranked = q[order]
+    if correction == "bh":
+        adj = ranked * m / np.arange(1, m + 1)
+        adj = np.minimum.accumulate(adj[::-1])[::-1]
+    else:
+        adj = np.maximum.accumulate(ranked * (m - np.arange(m)))
+    res = np.empty(m)
+    res[order] = np.minimum(adj, 1.0)
+    out[ok] = res
+    return out
 
 
 def improvement(fair_a: Mapping[str, Sequence[float]], fair_b: Mapping[str, Sequence[float]]) -> float:

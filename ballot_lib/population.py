@@ -35,7 +35,7 @@ import pandas as pd
 
 from . import pareto
 from .analysis import class_columns, markdown_table
-from .metrics import mean_ci, paired_difference
+from .metrics import CORRECTIONS, adjust_pvalues, mean_ci, paired_difference  # noqa: F401 (re-exported)
 
 #: disparity name -> (column, larger is better)
 DISPARITIES = {"mcd": ("mcd", False), "cwv": ("cwv", False), "worst_class": ("worst_class_acc", True),
@@ -43,7 +43,6 @@ DISPARITIES = {"mcd": ("mcd", False), "cwv": ("cwv", False), "worst_class": ("wo
 #: Reference point of the hypervolume: accuracy 0, sparsity 0, and the worst disparity (1 for gaps/variance,
 #: 0 for worst-class recall).
 HV_REFERENCE = {"acc": 0.0, "sparsity": 0.0, "mcd": 1.0, "cwv": 1.0, "worst_class_acc": 0.0, "group_acc_gap": 1.0}
-CORRECTIONS = ("bh", "holm", "none")
 RULES = ("epsilon", "lexicographic", "chebyshev")
 #: Sparsities closer than this are ties in the fronts (0.1 % of the prunable weights).
 SPARSITY_RESOLUTION = 1e-3
@@ -121,32 +120,6 @@ def excess_summary(excess: pd.DataFrame, key: str = "method") -> pd.DataFrame:
         row["most_hurt_excess"] = float(means.min())
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def adjust_pvalues(p: Sequence[float], correction: str = "bh") -> np.ndarray:
-    """Multiple-comparison adjusted p-values: ``"bh"`` (Benjamini–Hochberg, false discovery rate), ``"holm"``
-    (Holm–Bonferroni, family-wise error) or ``"none"``. NaN p-values stay NaN and do not count as tests."""
-    if correction not in CORRECTIONS:
-        raise ValueError(f"unknown correction {correction!r}; valid: {list(CORRECTIONS)}")
-    p = np.asarray(p, dtype=float)
-    out = np.full_like(p, np.nan)
-    ok = ~np.isnan(p)
-    q = p[ok]
-    m = len(q)
-    if m == 0 or correction == "none":
-        out[ok] = q
-        return out
-    order = np.argsort(q, kind="stable")
-    ranked = q[order]
-    if correction == "bh":
-        adj = ranked * m / np.arange(1, m + 1)
-        adj = np.minimum.accumulate(adj[::-1])[::-1]
-    else:
-        adj = np.maximum.accumulate(ranked * (m - np.arange(m)))
-    res = np.empty(m)
-    res[order] = np.minimum(adj, 1.0)
-    out[ok] = res
-    return out
 
 
 def welch(a: np.ndarray, b: np.ndarray):

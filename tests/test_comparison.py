@@ -215,3 +215,47 @@ def test_compute_matched_baselines_train_twice_as_long():
     assert [b for b in C.baselines_for(False) if b.endswith(C.MATCHED)] == []
     t = C.tables(C.baselines_for(True))[1]
     assert "SafeCompress 2T" in t.baselines and "MP +val" in t.baselines
+
+
+def test_table_is_corrected_for_multiple_comparisons_with_holm_by_hand():
+    # Two baselines x one setting x metrics acc/cwv/mcd. Seeds 0..2 with hand-made per-seed differences.
+    rows = []
+    diffs = {  # Ballot − baseline per seed
+        "LTH": {"acc": (0.0, 0.01, -0.01), "cwv": (-0.010, -0.011, -0.009), "mcd": (-0.10, -0.08, -0.05)},
+        "MP": {"acc": (0.01, 0.02, 0.0), "cwv": (0.001, -0.002, 0.0005), "mcd": (-0.30, -0.31, -0.29)},
+    }
+    for seed in range(3):
+        rows.append({"variant": "Ballot", "seed": seed, "acc": 0.9, "cwv": 0.05, "mcd": 0.5})
+        for b, d in diffs.items():
+            rows.append({"variant": b, "seed": seed, **{m: base - d[m][seed] for m, base in
+                                                         (("acc", 0.9), ("cwv", 0.05), ("mcd", 0.5))}})
+    df = pd.DataFrame(rows).assign(dataset="digits", model="mlp", density_target=0.1, split="test",
+                                   compute_epochs=20.0)
+    t = C.comparison_table(df, C.Table("x", "Ballot", ("LTH", "MP"), "last"), metrics=["acc", "cwv", "mcd"])
+    assert C.family_size(t) == 6
+    from scipy import stats
+
+    raw = {(b, m): stats.ttest_rel([0.0] * 3, [-x for x in d[m]]).pvalue for b, d in diffs.items() for m in d}
+    order = sorted(raw, key=raw.get)
+    holm, running = {}, 0.0
+    for i, k in enumerate(order):  # Holm by hand: (m − i)·p, made monotone, capped at 1
+        running = max(running, min(1.0, (6 - i) * raw[k]))
+        holm[k] = running
+    for b in diffs:
+        r = t[t["method"] == b].iloc[0]
+        for m in ("acc", "cwv", "mcd"):
+            assert r[f"p_{m}"] == pytest.approx(raw[(b, m)], rel=1e-9)
+            assert r[f"padj_{m}"] == pytest.approx(holm[(b, m)], rel=1e-9)
+            assert r[f"sigadj_{m}"] is bool(holm[(b, m)] < 0.05)
+    # Ballot's own row is not a test.
+    assert t[t["method"] == "Ballot"].iloc[0]["sigadj_mcd"] is None
+    # LTH's mcd is significant alone (CI excludes 0) but not after Holm over 6 tests; MP's mcd survives.
+    lth = t[t["method"] == "LTH"].iloc[0]
+    assert 0.01 < raw[("LTH", "mcd")] < 0.05 and lth["sig_mcd"] and lth["sigadj_mcd"] is False
+    raw_wc = C.win_counts(t)
+    adj_wc = C.win_counts(t, adjusted=True)
+    assert adj_wc["Ballot better"].sum() <= raw_wc["Ballot better"].sum()
+    assert adj_wc.set_index(["baseline", "metric"]).loc[("MP", "mcd"), "Ballot better"] == 1
+    text = C.reading({"x": t}, {}, pd.DataFrame(columns=["dataset", "metric", "part"]))
+    assert "holds 6 of them" in text and "Holm" in text
+    assert "†" in C.markdown(t)

@@ -286,3 +286,23 @@ def test_ceag_max_and_its_table_by_hand():
     assert list(t["worst_group"]) == [1, 1]
     np.testing.assert_allclose(t["ceag_max"], [0.10, 0.08])  # seed 1: ψ_1 = (0.80 − 0.70) − (0.90 − 0.88)
     assert ceag_excess(pd.DataFrame(rows).drop(columns=["acc_group_0", "acc_group_1"])).empty
+
+
+def test_paired_difference_p_value_is_scipys_paired_t_test_and_agrees_with_the_ci():
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    agree = 0
+    for trial in range(300):
+        n = int(rng.integers(2, 8))
+        a = rng.normal(0.3, 0.05, n)
+        b = a + rng.normal(rng.choice([0.0, 0.03]), 0.03, n)
+        out = M.paired_difference(dict(enumerate(a)), dict(enumerate(b)))
+        assert out["p"] == pytest.approx(stats.ttest_rel(a, b).pvalue, rel=1e-9)
+        # p < 0.05 exactly when the 95 % CI excludes 0 (same t distribution, same df).
+        agree += (out["p"] < 0.05) == out["significant"]
+    assert agree == 300
+    # Fewer than two seeds: no test; zero spread: p is 0 unless nothing moved.
+    assert math.isnan(M.paired_difference({0: 0.1}, {0: 0.2})["p"])
+    assert M.paired_difference({0: 0.1, 1: 0.2}, {0: 0.3, 1: 0.4})["p"] == pytest.approx(0.0, abs=1e-12)
+    assert M.paired_difference({0: 0.1, 1: 0.2}, {0: 0.1, 1: 0.2})["p"] == 1.0
