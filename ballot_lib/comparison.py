@@ -21,9 +21,10 @@ the two metrics. Both come with 95 % CIs over seeds (each seed's improvement ove
 
 **Collapsed runs.** A sparse run that loses most of its accuracy (at high sparsity, training from θ0 can end near
 chance on some seeds) also has extreme CWV/MCD, and a paired difference against it measures the collapse, not
-fairness. :func:`collapsed_runs` names every run that keeps less than :data:`COLLAPSE` of its dense run's skill
-over chance (same dataset, model and seed); the tables count them per row (column ``collapsed``) and the reading
-lists them.
+fairness. :func:`collapsed_runs` names every run that keeps less than :data:`COLLAPSE` of its dense run's
+balanced-accuracy skill over chance (same dataset, model and seed), decided on the val split so that what a
+comparison leaves out is not chosen on test; the tables count them per row (column ``collapsed``), the
+improvement-% and the decomposition leave their settings out (and say how many), and the reading lists them.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from .analysis import lower_is_better
-from .metrics import adjust_pvalues, mean_ci, paired_difference
+from .metrics import adjust_pvalues, mean_ci, paired_difference, seed_mean_test
 from .methods import Variant
 
 SETTING = ["dataset", "model", "density_target"]
@@ -131,37 +132,49 @@ def _pick(d: pd.DataFrame, variant: str, setting: tuple) -> pd.DataFrame:
     return part.set_index("seed")
 
 
-def _chance(d: pd.DataFrame) -> pd.Series:
-    """1 / (number of classes) per row, from the per-class accuracy columns the row has."""
+def _balanced(d: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Per row: balanced accuracy (the mean of the per-class recalls ``acc_class_<c>`` the row has) and chance,
+    1 / (number of those classes). Rows without per-class columns fall back to accuracy and NaN chance."""
     cols = [c for c in d.columns if c.startswith("acc_class_")]
-    n = d[cols].notna().sum(axis=1) if cols else pd.Series(0, index=d.index)
-    return (1.0 / n.where(n > 0)).astype(float)
+    if not cols:
+        return d["acc"].astype(float), pd.Series(math.nan, index=d.index)
+    n = d[cols].notna().sum(axis=1)
+    return d[cols].mean(axis=1).astype(float), (1.0 / n.where(n > 0)).astype(float)
 
 
-def collapsed_runs(df: pd.DataFrame, threshold: float = COLLAPSE, split: str = "test") -> pd.DataFrame:
+def collapsed_runs(df: pd.DataFrame, threshold: float = COLLAPSE, split: str = "val") -> pd.DataFrame:
     """Sparse runs that keep less than ``threshold`` of their dense run's skill over chance on ``split``.
 
-    Skill = (acc − chance) / (dense acc − chance), with chance = 1/C and the dense run of the same dataset, model
-    and seed. Columns: dataset, model, density, variant, seed, acc, dense_acc, skill (one row per collapsed run,
-    sorted). Runs without a same-seed dense run, or whose dense run is itself at chance, are never flagged.
+    Skill = (bacc − chance) / (dense bacc − chance), with bacc the **balanced** accuracy (mean per-class recall),
+    chance = 1/C and the dense run of the same dataset, model and seed. Balanced accuracy is at chance for any
+    model that predicts one class, whatever the class balance (plain accuracy is not: on adult, always predicting
+    the majority class scores 0.75). The default split is **val**: the runs left out of a comparison are chosen
+    without looking at test. Columns: dataset, model, density, variant, seed, acc, balanced_acc,
+    dense_balanced_acc, skill (one row per collapsed run, sorted); ``attrs["split"]`` names the split. Runs
+    without a same-seed dense run, or whose dense run is itself at chance, are never flagged.
     """
-    cols = ["dataset", "model", "density", "variant", "seed", "acc", "dense_acc", "skill"]
+    cols = ["dataset", "model", "density", "variant", "seed", "acc", "balanced_acc", "dense_balanced_acc", "skill"]
     d = _test(df, split)
+    empty = pd.DataFrame(columns=cols)
+    empty.attrs["split"] = split
     if d.empty or "acc" not in d:
-        return pd.DataFrame(columns=cols)
-    dense = d[d["variant"] == "Dense"].groupby(["dataset", "model", "seed"])["acc"].mean()
+        return empty
+    d = d.copy()
+    d["balanced_acc"], d["_chance"] = _balanced(d)
+    dense = d[d["variant"] == "Dense"].groupby(["dataset", "model", "seed"])["balanced_acc"].mean()
     sparse = d[d["variant"] != "Dense"].copy()
     if sparse.empty or dense.empty:
-        return pd.DataFrame(columns=cols)
+        return empty
     key = pd.MultiIndex.from_frame(sparse[["dataset", "model", "seed"]])
-    sparse["dense_acc"] = dense.reindex(key).to_numpy()
-    chance = _chance(sparse)
-    gain = sparse["dense_acc"] - chance
-    sparse["skill"] = (sparse["acc"] - chance) / gain.where(gain > 0)
+    sparse["dense_balanced_acc"] = dense.reindex(key).to_numpy()
+    gain = sparse["dense_balanced_acc"] - sparse["_chance"]
+    sparse["skill"] = (sparse["balanced_acc"] - sparse["_chance"]) / gain.where(gain > 0)
     out = sparse[sparse["skill"] < threshold].drop(columns=["density"], errors="ignore").rename(
         columns={"density_target": "density"})
-    return out[cols].sort_values(["dataset", "model", "density", "variant", "seed"],
-                                 ascending=[True, True, False, True, True]).reset_index(drop=True)
+    out = out[cols].sort_values(["dataset", "model", "density", "variant", "seed"],
+                                ascending=[True, True, False, True, True]).reset_index(drop=True)
+    out.attrs["split"] = split
+    return out
 
 
 def metric_list(df: pd.DataFrame, base: Sequence[str] = ("acc", "cwv", "mcd")) -> list[str]:
@@ -184,7 +197,7 @@ def comparison_table(df: pd.DataFrame, table: Table, metrics: Optional[Sequence[
     """
     d = _test(df, split)
     metrics = list(metrics or metric_list(d))
-    gone = collapsed_runs(df, split=split).groupby(["dataset", "model", "density", "variant"]).size()
+    gone = collapsed_runs(df).groupby(["dataset", "model", "density", "variant"]).size()  # decided on val
     rows = []
     for setting in _settings(d):
         ref = _pick(d, table.ballot, setting)
@@ -314,20 +327,47 @@ def improvement_table(df: pd.DataFrame, a: str, baselines: Mapping[str, str], sp
                      "left out": len(all_settings) - len(settings),
                      "paper's number": PAPER_IMPROVEMENT.get(label.replace(SELECTED, "").replace(MATCHED, ""),
                                                              math.nan)})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if exclude is not None and not exclude.empty and len(out) and (out["left out"] > 0).any():
+        # The same rows over every setting: what leaving the collapsed settings out changed.
+        full = improvement_table(df, a, baselines, split, metrics)
+        for c in ("robust", "robust_lo", "robust_hi"):
+            out[f"{c} (all settings)"] = full[c].to_numpy()
+    return out
+
+
+#: The parts of :func:`decomposition`: label -> (A, B) of the paired difference A − B. The first three add up
+#: (total = vote + selection); the last two are controls: Ballot against LTH under the same checkpoint rule, and
+#: the fairness term of the vote (Ballot against its η = 0 twin, same refined training).
+DECOMPOSITION_PARTS = {"total (Ballot − LTH)": ("Ballot", "LTH"),
+                       "vote (Ballot plain − LTH)": ("Ballot plain", "LTH"),
+                       "checkpoint selection (Ballot − Ballot plain)": ("Ballot", "Ballot plain"),
+                       "selection-matched total (Ballot − LTH +val)": ("Ballot", "LTH" + SELECTED),
+                       "fairness term (Ballot − Ballot η=0)": ("Ballot", "Ballot η=0")}
 
 
 def decomposition(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd"), split: str = "test",
-                  ballot: str = "Ballot", plain: str = "Ballot plain", lth: str = "LTH") -> pd.DataFrame:
-    """Ballot − LTH = vote (Ballot plain − LTH) + selection and refined training (Ballot − Ballot plain).
+                  exclude: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """Ballot − LTH = vote (Ballot plain − LTH) + checkpoint selection with refined training (Ballot − Ballot
+    plain), and two controls (:data:`DECOMPOSITION_PARTS`): Ballot − LTH +val (both pick their checkpoint on val)
+    and Ballot − Ballot η=0 (the fairness term of the vote).
 
     One row per (setting, metric, part) and a pooled row per (metric, part) whose unit is the seed (its mean over
-    settings); every difference is paired by seed with its 95 % CI.
+    settings); every difference is paired by seed with its 95 % CI. ``exclude``: collapsed runs
+    (:func:`collapsed_runs`); a setting where any variant of the decomposition collapsed under any seed is left
+    out of every part (so the parts still add up), as :func:`improvement_table` does; the pooled rows count the
+    settings used (``settings``) and left out (``left out``).
     """
     d = _test(df, split)
-    settings = _settings(d)
-    parts = {"total (Ballot − LTH)": (ballot, lth), "vote (Ballot plain − LTH)": (plain, lth),
-             "selection (Ballot − Ballot plain)": (ballot, plain)}
+    all_settings = _settings(d)
+    involved = {v for pair in DECOMPOSITION_PARTS.values() for v in pair}
+    gone = set()
+    if exclude is not None and not exclude.empty:
+        hit = exclude[exclude["variant"].isin(involved)]
+        gone = {(ds, m, float(dn)) for ds, m, dn in hit[["dataset", "model", "density"]].itertuples(index=False)}
+    settings = [st for st in all_settings if not any(st[0] == g[0] and st[1] == g[1] and np.isclose(st[2], g[2])
+                                                     for g in gone)]
+    parts = DECOMPOSITION_PARTS
     rows, pooled = [], {}
     for s in settings:
         for m in metrics:
@@ -341,12 +381,10 @@ def decomposition(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd
                     pooled.setdefault((m, part), {}).setdefault(seed, []).append(float(X.loc[seed, m] - Y.loc[seed, m]))
     for (m, part), by_seed in pooled.items():
         diffs = [float(np.mean(v)) for v in by_seed.values()]
-        mean, half, _, n = mean_ci(diffs)
-        lo, hi = mean - half, mean + half
         wins = sum((x < 0) if lower_is_better(m) else (x > 0) for x in diffs)
-        rows.append({"dataset": "pooled", "model": "", "density": math.nan, "metric": m, "part": part, "diff": mean,
-                     "ci_low": lo, "ci_high": hi, "n": n, "wins": wins,
-                     "significant": bool(n >= 2 and not math.isnan(half) and (lo > 0 or hi < 0))})
+        rows.append({"dataset": "pooled", "model": "", "density": math.nan, "metric": m, "part": part,
+                     **seed_mean_test(diffs), "wins": wins,
+                     "settings": len(settings), "left out": len(all_settings) - len(settings)})
     return pd.DataFrame(rows)
 
 
@@ -416,8 +454,9 @@ def markdown(table: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd")
 
 def collapse_reading(collapsed: pd.DataFrame, threshold: float = COLLAPSE) -> str:
     """One sentence naming the collapsed runs (:func:`collapsed_runs`) per setting, or saying there were none."""
-    rule = (f"test accuracy keeping less than {100 * threshold:.0f} % of the same-seed dense run's skill over "
-            "chance")
+    split = collapsed.attrs.get("split", "val")
+    rule = (f"{split} balanced accuracy keeping less than {100 * threshold:.0f} % of the same-seed dense run's "
+            "skill over chance")
     if collapsed.empty:
         return f"- **Collapsed runs** ({rule}): none."
     parts = []
@@ -425,8 +464,8 @@ def collapse_reading(collapsed: pd.DataFrame, threshold: float = COLLAPSE) -> st
         who = []
         for variant, v in g.groupby("variant", sort=True):
             seeds = ", ".join(str(int(x)) for x in v["seed"])
-            accs = ", ".join(f"{a:.3f}" for a in v["acc"])
-            who.append(f"{variant} (seed{'s' if len(v) > 1 else ''} {seeds}: acc {accs})")
+            accs = ", ".join(f"{a:.3f}" for a in v["balanced_acc"])
+            who.append(f"{variant} (seed{'s' if len(v) > 1 else ''} {seeds}: balanced acc {accs})")
         parts.append(f"{ds}/{model} @ {dens:g}: " + "; ".join(who))
     return (f"- **Collapsed runs** ({rule}): " + " — ".join(parts) + ". Paired differences in these settings "
             "compare a collapsed model with a working one (or two collapsed ones): they measure the collapse, not "
@@ -452,6 +491,11 @@ def compute_unmatched(table: pd.DataFrame, rtol: float = 0.01) -> dict[str, tupl
     return {m: (min(v), max(v)) for m, v in out.items()}
 
 
+def _times(lo: float, hi: float) -> str:
+    """A compute ratio or range of ratios, e.g. ``2×`` or ``1.5–2×``."""
+    return f"{lo:.2g}×" if math.isclose(lo, hi, rel_tol=0.01) else f"{lo:.2g}–{hi:.2g}×"
+
+
 def _compute_note(table: pd.DataFrame, wc: pd.DataFrame, better: int) -> str:
     """The reading's sentence on baselines whose compute differs from Ballot's (:func:`compute_unmatched`) and
     how many of Ballot's significantly fairer results (``wc``: :func:`win_counts` of ``table``) are against them."""
@@ -460,10 +504,7 @@ def _compute_note(table: pd.DataFrame, wc: pd.DataFrame, better: int) -> str:
         return ""
     fair = wc[wc["metric"].isin(["cwv", "mcd"]) & wc["baseline"].isin(list(unmatched))]
 
-    def times(lo: float, hi: float) -> str:
-        return f"{lo:.2g}×" if math.isclose(lo, hi, rel_tol=0.01) else f"{lo:.2g}–{hi:.2g}×"
-
-    names = "; ".join(f"{times(lo, hi)} the epochs of {meth}" for meth, (lo, hi) in unmatched.items())
+    names = "; ".join(f"{_times(lo, hi)} the epochs of {meth}" for meth, (lo, hi) in unmatched.items())
     return (f" Compute is not matched for every baseline: Ballot (its dense run included) trains {names}; "
             f"{int(fair['Ballot better'].sum())} of its {better} significantly fairer results are against these "
             "baselines.")
@@ -504,42 +545,74 @@ def improvement_sentence(r: Mapping[str, Any], title: str) -> str:
                    "is below 0), ")
     else:
         verdict = "The robust CI includes 0 (no significant difference), "
-    where = "and the paper's number lies inside it." if lo <= claim <= hi else "and the paper's number lies outside it."
-    return head + verdict + where
+    where = ("and the paper's number lies inside it" if lo <= claim <= hi else
+             "and the paper's number lies outside it") + (
+        " (for orientation only: the paper's number is its own form on its datasets and full-size models).")
+    out = head + verdict + where
+    if r.get("left out") and not pd.isna(r.get("robust (all settings)", math.nan)):
+        out += (f" Over every setting, collapsed runs included, the robust form is "
+                f"{r['robust (all settings)']:+.1f} % [{r['robust_lo (all settings)']:+.1f}, "
+                f"{r['robust_hi (all settings)']:+.1f}].")
+    return out
+
+
+def _verdict(better: int, worse: int, total: int) -> str:
+    """The reading's summary of significant fairness wins and losses out of ``total`` comparisons."""
+    none = total - better - worse
+    if none * 2 >= total:
+        return ("most comparisons show no significant difference"
+                + ("; where one is significant, Ballot is more often the fairer" if better > worse else
+                   "; where one is significant, Ballot is more often the less fair" if worse > better else ""))
+    return ("Ballot is significantly fairer more often than not" if better > worse + none else
+            "Ballot is more often significantly fairer than significantly less fair" if better > worse
+            else "Ballot is more often significantly less fair than fairer" if worse > better else
+            "Ballot is neither fairer nor less fair on balance")
+
+
+def _fair_counts(wc: pd.DataFrame) -> tuple[int, int, int]:
+    fair = wc[wc["metric"].isin(["cwv", "mcd"])]
+    return int(fair["Ballot better"].sum()), int(fair["Ballot worse"].sum()), int(fair["settings"].sum())
 
 
 def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.DataFrame],
             decomp: pd.DataFrame, collapsed: Optional[pd.DataFrame] = None) -> str:
     """Plain sentences generated from this run's numbers: where the paper's claim does and does not reproduce.
-    With ``collapsed`` (:func:`collapsed_runs`), a closing sentence names the runs that collapsed."""
+
+    Where some baselines train with other compute than Ballot (:func:`compute_unmatched`), each table's
+    headline counts only the compute-matched baselines, then the counts with every baseline; improvement lines
+    against an unmatched baseline say so. With ``collapsed`` (:func:`collapsed_runs`), a closing sentence names
+    the runs that collapsed."""
     out = []
+    unmatched_all: dict[str, tuple[float, float]] = {}
     for title, t in tables_.items():
         wc = win_counts(t, ("acc", "cwv", "mcd"))
         if wc.empty:
             continue
-        fair = wc[wc["metric"].isin(["cwv", "mcd"])]
-        better, worse, total = int(fair["Ballot better"].sum()), int(fair["Ballot worse"].sum()), int(
-            fair["settings"].sum())
+        unmatched = compute_unmatched(t)
+        unmatched_all.update(unmatched)
+        better, worse, total = _fair_counts(wc)
         acc = wc[wc["metric"] == "acc"]
-        none = total - better - worse
-        if none * 2 >= total:
-            verdict = ("most comparisons show no significant difference"
-                       + ("; where one is significant, Ballot is more often the fairer" if better > worse else
-                          "; where one is significant, Ballot is more often the less fair" if worse > better else
-                          ""))
+        if unmatched:
+            mb, mw, mt = _fair_counts(wc[~wc["baseline"].isin(list(unmatched))])
+            head = (f"over {mt} (baseline, setting, fairness metric) comparisons **at equal compute**, Ballot is "
+                    f"significantly fairer in {mb}, significantly less fair in {mw}, and not significantly different "
+                    f"in {mt - mb - mw}: {_verdict(mb, mw, mt) if mt else 'nothing to compare'}. With the baselines "
+                    f"that train with other compute too ({total} comparisons): fairer in {better}, less fair in "
+                    f"{worse}.")
         else:
-            verdict = ("Ballot is significantly fairer more often than not" if better > worse + none else
-                       "Ballot is more often significantly fairer than significantly less fair" if better > worse
-                       else "Ballot is more often significantly less fair than fairer" if worse > better else
-                       "Ballot is neither fairer nor less fair on balance")
-        out.append(f"- **{title}**: over {total} (baseline, setting, fairness metric) comparisons, Ballot is "
-                   f"significantly fairer in {better}, significantly less fair in {worse}, and not significantly "
-                   f"different in {total - better - worse}: {verdict}. On accuracy it is significantly better in "
+            head = (f"over {total} (baseline, setting, fairness metric) comparisons, Ballot is significantly fairer "
+                    f"in {better}, significantly less fair in {worse}, and not significantly different in "
+                    f"{total - better - worse}: {_verdict(better, worse, total)}.")
+        out.append(f"- **{title}**: {head} On accuracy it is significantly better in "
                    f"{int(acc['Ballot better'].sum())} and worse in {int(acc['Ballot worse'].sum())} of "
                    f"{int(acc['settings'].sum())}." + _compute_note(t, wc, better) + _family_note(t))
     for title, imp in improvements.items():
         for _, r in imp.iterrows():
-            out.append(improvement_sentence(r, title))
+            ratio = unmatched_all.get(r["baseline"]) or unmatched_all.get(f"{r['baseline']}{SELECTED}")
+            out.append(improvement_sentence(r, title) + (
+                f" Compute is not matched: Ballot trains {_times(*ratio)} the epochs of {r['baseline']}"
+                + (f" (its {r['baseline']}{MATCHED} row is the equal-compute comparison)."
+                   if f"{r['baseline']}{MATCHED}" in set(imp["baseline"]) else ".") if ratio else ""))
     pooled = decomp[(decomp["dataset"] == "pooled") & (decomp["metric"] == "mcd")]
     if not pooled.empty:
         parts = {r["part"]: r for _, r in pooled.iterrows()}
@@ -551,10 +624,16 @@ def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.D
             s = "significant" if r["significant"] else "not significant"
             return f"{100 * r['diff']:+.1f} pts MCD [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}], {s}"
 
-        out.append(f"- Decomposition, pooled over settings (seed as unit): Ballot − LTH = "
+        first = next(iter(parts.values()))
+        left = (f" ({int(first['left out'])} setting{'s' if int(first['left out']) != 1 else ''} with collapsed "
+                "runs left out)" if first.get("left out") else "")
+        out.append(f"- Decomposition, pooled over settings (seed as unit){left}: Ballot − LTH = "
                    f"{say('total (Ballot − LTH)')}; the vote alone (Ballot plain − LTH) = "
-                   f"{say('vote (Ballot plain − LTH)')}; selection and refined training (Ballot − Ballot plain) = "
-                   f"{say('selection (Ballot − Ballot plain)')}.")
+                   f"{say('vote (Ballot plain − LTH)')}; checkpoint selection and refined training (Ballot − "
+                   f"Ballot plain) = {say('checkpoint selection (Ballot − Ballot plain)')}. Controls: Ballot − LTH "
+                   f"with both picking their checkpoint on val = {say('selection-matched total (Ballot − LTH +val)')}"
+                   f"; the vote's fairness term (Ballot − Ballot η=0) = "
+                   f"{say('fairness term (Ballot − Ballot η=0)')}.")
     if collapsed is not None:
         out.append(collapse_reading(collapsed))
     return "\n".join(out)
@@ -587,22 +666,25 @@ def forest(table: pd.DataFrame, metric: str = "mcd", title: Optional[str] = None
 
 
 def decomposition_plot(decomp: pd.DataFrame, metric: str = "mcd", path=None):
-    """The pooled decomposition of Ballot − LTH into vote and selection, with 95 % CIs over seeds."""
+    """The pooled decomposition of Ballot − LTH into vote and checkpoint selection, and its two controls, with
+    95 % CIs over seeds."""
     import matplotlib.pyplot as plt
 
     from .plots import save
 
     d = decomp[(decomp["dataset"] == "pooled") & (decomp["metric"] == metric)]
     scale, unit = (1, "") if metric == "cwv" else (100, " (pts)")
-    fig, ax = plt.subplots(figsize=(7, 2.6))
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(d) + 1.2))
     y = np.arange(len(d))[::-1]
     mid = scale * d["diff"].to_numpy(dtype=float)
-    ax.barh(y, mid, color=["tab:blue", "tab:orange", "tab:purple"][:len(d)])
+    ax.barh(y, mid, color=["tab:blue", "tab:orange", "tab:purple", "tab:cyan", "tab:olive"][:len(d)])
     ax.errorbar(mid, y, xerr=[mid - scale * d["ci_low"].to_numpy(dtype=float),
                               scale * d["ci_high"].to_numpy(dtype=float) - mid], fmt="none", ecolor="black", capsize=3)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(y, d["part"].tolist())
-    ax.set_xlabel(f"paired difference in test {metric}{unit}, mean over settings")
+    left = int(d["left out"].iloc[0]) if "left out" in d and len(d) else 0
+    ax.set_xlabel(f"paired difference in test {metric}{unit}, mean over settings"
+                  + (f" ({left} with collapsed runs left out)" if left else ""))
     ax.set_title(f"Where Ballot's {metric} change vs LTH comes from (95 % CI over seeds)")
     fig.tight_layout()
     save(fig, path)
@@ -671,7 +753,7 @@ def paper_improvement(frame: pd.DataFrame) -> pd.DataFrame:
 
 def paper_decomposition(frame: pd.DataFrame) -> pd.DataFrame:
     """The pooled decomposition rows of Ballot − LTH (vote, selection)."""
-    d = decomposition(frame)
+    d = decomposition(frame, exclude=collapsed_runs(frame))
     return d[d["dataset"] == "pooled"].reset_index(drop=True)
 
 
@@ -693,6 +775,12 @@ def md_improvement(table: pd.DataFrame) -> str:
     t["paper's number (%)"] = t["paper's number"].map("{:+.2f}".format)
     cols = ["comparison", "baseline", "paper form (%)", "robust form (%)", "seeds"]
     cols += [c for c in ("settings", "left out") if c in t]
+    if "robust (all settings)" in t:
+        t["robust, every setting (%)"] = [
+            "" if pd.isna(r["robust (all settings)"]) else
+            f"{r['robust (all settings)']:+.1f} [{r['robust_lo (all settings)']:+.1f}, "
+            f"{r['robust_hi (all settings)']:+.1f}]" for _, r in t.iterrows()]
+        cols.append("robust, every setting (%)")
     return markdown_table(t[cols + ["paper's number (%)"]])
 
 
@@ -704,7 +792,8 @@ def md_decomposition(table: pd.DataFrame) -> str:
         (f"{r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]" if r["metric"] == "cwv" else
          f"{100 * r['diff']:+.1f} [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]")
         + (" **significant**" if r["significant"] else "") for _, r in t.iterrows()]
-    return markdown_table(t[["metric", "part", "Δ (acc, MCD in pts; CWV raw)", "n", "wins"]])
+    cols = ["metric", "part", "Δ (acc, MCD in pts; CWV raw)", "n", "wins"]
+    return markdown_table(t[cols + [c for c in ("settings", "left out") if c in t]])
 
 
 #: Notebook 03's table kinds, registered by :mod:`ballot_lib.paper_tables` (this module does not import it):

@@ -200,12 +200,16 @@ def mean_ci(values: Sequence[float], alpha: float = 0.05) -> tuple[float, float,
 
 def paired_t_pvalue(mean: float, sd: float, n: int) -> float:
     """Two-sided p-value of the paired t-test (H0: mean difference 0) from the differences' mean, sd and count;
-    the same test as ``scipy.stats.ttest_rel``. NaN with fewer than 2 differences; with zero spread, 0 when the
-    mean is not 0 (every seed moved by the same amount) and 1 when it is."""
+    the same test as ``scipy.stats.ttest_rel``. NaN with fewer than 2 differences.
+
+    Zero spread (every seed moved by exactly the same amount, common when metrics move in steps of one test
+    image) makes the t statistic infinite and its p-value 0 even with two seeds. There the exact sign-flip
+    (permutation) test is used instead: all n differences share one sign, so p = 2 / 2ⁿ (1 when the mean is 0),
+    which cannot fall below 0.05 with fewer than 6 seeds."""
     if n < 2 or math.isnan(mean) or math.isnan(sd):
         return float("nan")
     if sd == 0.0:
-        return 0.0 if mean != 0.0 else 1.0
+        return min(1.0, 2.0 / 2 ** n) if mean != 0.0 else 1.0
     from scipy import stats
 
     t = mean / (sd / math.sqrt(n))
@@ -217,18 +221,27 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float], lower_is_b
     """Paired comparison of method A against B over the seeds both have.
 
     Returns the mean difference A − B, its Student-t CI, the number of paired seeds, the number of seeds where
-    A wins (strictly better in the metric's direction), whether the CI excludes 0 (``significant``) and the
-    paired t-test's two-sided p-value ``p`` (``p < alpha`` exactly when the CI excludes 0; it is what a
-    multiple-comparison correction, :func:`adjust_pvalues`, takes).
+    A wins (strictly better in the metric's direction), the two-sided p-value ``p`` of
+    :func:`paired_t_pvalue` (what a multiple-comparison correction, :func:`adjust_pvalues`, takes) and
+    ``significant`` = ``p < alpha``: the CI excludes 0, except with zero spread, where the CI has no width and
+    the exact sign-flip test decides.
     """
     seeds = sorted(set(a) & set(b))
     diffs = [a[s] - b[s] for s in seeds if not (math.isnan(a[s]) or math.isnan(b[s]))]
     mean, half, sd, n = mean_ci(diffs, alpha)
     wins = sum((d < 0) if lower_is_better else (d > 0) for d in diffs)
-    lo, hi = mean - half, mean + half
-    significant = bool(n >= 2 and not math.isnan(half) and (lo > 0 or hi < 0))
-    return {"diff": mean, "ci_low": lo, "ci_high": hi, "n": n, "wins": int(wins), "significant": significant,
-            "p": paired_t_pvalue(mean, sd, n)}
+    p = paired_t_pvalue(mean, sd, n)
+    return {"diff": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n, "wins": int(wins),
+            "significant": bool(p < alpha), "p": p}
+
+
+def seed_mean_test(diffs: Sequence[float], alpha: float = 0.05) -> dict[str, float]:
+    """Mean of per-seed differences (already paired, e.g. averaged over settings) with its Student-t CI,
+    ``p`` (:func:`paired_t_pvalue`) and ``significant`` (``p < alpha``), as :func:`paired_difference` does."""
+    mean, half, sd, n = mean_ci(diffs, alpha)
+    p = paired_t_pvalue(mean, sd, n)
+    return {"diff": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n, "significant": bool(p < alpha),
+            "p": p}
 
 
 #: Multiple-comparison corrections of :func:`adjust_pvalues`.

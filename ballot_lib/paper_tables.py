@@ -204,28 +204,37 @@ PROVENANCE_COLUMNS = ["table", "dataset", "model", "record", "notebook", "varian
 
 
 def provenance(picked: Sequence[tuple[Mapping[str, Any], pd.DataFrame]]) -> pd.DataFrame:
-    """Which runs each table rests on: per record, the configuration, seeds, densities and compute."""
+    """Which runs each table rests on: per record and (dataset, model) setting, the configuration, seeds,
+    densities and compute (a record of notebook 03 spans several settings, each with its own recipe)."""
     rows = []
     for rec, frame in picked:
         test = frame[frame["split"] == "test"]
         p = rec.get("parameters", {})
-        rows.append({
-            "table": rec["kind"], "dataset": test["dataset"].iloc[0], "model": test["model"].iloc[0],
-            "record": rec["name"], "notebook": rec.get("notebook", ""),
-            "variants": ", ".join(sorted(test["variant"].unique())),
-            "seeds": ", ".join(str(s) for s in sorted(test["seed"].unique())),
-            "densities": ", ".join(f"{d:g}" for d in sorted(test.loc[test["method"] != "dense",
-                                                                     "density_target"].unique(), reverse=True)),
-            "epochs": int(test["train.epochs"].iloc[0]) if "train.epochs" in test else p.get("epochs"),
-            "batch_size": int(test["train.batch_size"].iloc[0]) if "train.batch_size" in test else
-            p.get("batch_size"),
-            "chosen": rec.get("chosen", ""),
-            "runs": int(test["run_id"].nunique()),
-            "compute_epochs": float(test["compute_epochs"].fillna(0).sum()) if "compute_epochs" in test
-            else float("nan"),
-            "compute_seconds": float(test["seconds"].fillna(0).sum()) if "seconds" in test else float("nan"),
-        })
+        for (dataset, model), part in test.groupby(["dataset", "model"], sort=True):
+            rows.append({
+                "table": rec["kind"], "dataset": dataset, "model": model,
+                "record": rec["name"], "notebook": rec.get("notebook", ""),
+                "variants": ", ".join(sorted(part["variant"].unique())),
+                "seeds": ", ".join(str(s) for s in sorted(part["seed"].unique())),
+                "densities": ", ".join(f"{d:g}" for d in sorted(part.loc[part["method"] != "dense",
+                                                                         "density_target"].unique(), reverse=True)),
+                "epochs": _one(part, "train.epochs", p.get("epochs")),
+                "batch_size": _one(part, "train.batch_size", p.get("batch_size")),
+                "chosen": rec.get("chosen", ""),
+                "runs": int(part["run_id"].nunique()),
+                "compute_epochs": float(part["compute_epochs"].fillna(0).sum()) if "compute_epochs" in part
+                else float("nan"),
+                "compute_seconds": float(part["seconds"].fillna(0).sum()) if "seconds" in part else float("nan"),
+            })
     return pd.DataFrame(rows, columns=PROVENANCE_COLUMNS)
+
+
+def _one(part: pd.DataFrame, column: str, default: Any) -> Any:
+    """The setting's value of a recipe column (its runs share it; several values are listed)."""
+    if column not in part:
+        return default
+    values = sorted({int(v) for v in part[column].dropna()})
+    return values[0] if len(values) == 1 else ", ".join(map(str, values)) if values else default
 
 
 def build(results_dir: Optional[str | Path] = None) -> dict[str, pd.DataFrame]:

@@ -33,6 +33,7 @@ import itertools
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -220,6 +221,32 @@ def suite_env() -> dict[str, str]:
     return {} if os.environ.get("OMP_NUM_THREADS") else {"OMP_NUM_THREADS": str(SUITE_THREADS)}
 
 
+def report_section(text: str, stem: str) -> str:
+    """A notebook's report as one section of ``summary.md``: its headings shifted so that its top level is
+    ``##`` (every notebook's report sits at the same level, its sub-sections below it), and a ``## <stem>``
+    heading when the report has none. Headings inside fenced code blocks are left alone."""
+    lines = text.strip().splitlines()
+    fenced, levels = False, []
+    for line in lines:
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(r"#{1,6} ", line):
+            levels.append(len(line) - len(line.lstrip("#")))
+    if not levels or not re.match(r"#{1,6} ", lines[0]):
+        lines = [f"## {stem}", ""] + lines
+        levels.append(2)
+    shift = 2 - min(levels)
+    out, fenced = [], False
+    for line in lines:
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(r"#{1,6} ", line):
+            level = len(line) - len(line.lstrip("#"))
+            line = "#" * min(6, max(2, level + shift)) + line[level:]
+        out.append(line)
+    return "\n".join(out)
+
+
 def run_suite(out: Path, folder: Path = NOTEBOOKS, extra: Optional[Mapping[str, Any]] = None) -> int:
     """Execute every notebook with its defaults; write ``summary.md``; return the number of failures.
 
@@ -234,7 +261,7 @@ def run_suite(out: Path, folder: Path = NOTEBOOKS, extra: Optional[Mapping[str, 
     text = ["# Notebook suite summary", "", f"Executed notebooks and results: `{out}` (CPU threads per notebook: "
             f"{threads}, `OMP_NUM_THREADS`)", "", *lines, ""]
     for r in reports:
-        text += [r.read_text().strip(), ""]
+        text += [report_section(r.read_text(), r.stem), ""]
     (out / "summary.md").write_text("\n".join(text))
     print(f"[suite] summary: {out / 'summary.md'} ({failures} failed)")
     return failures

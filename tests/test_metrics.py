@@ -1,6 +1,7 @@
 """Metrics against hand-computed values, against the SPEC §5 formulas in plain numpy, and against fairlearn."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -302,7 +303,19 @@ def test_paired_difference_p_value_is_scipys_paired_t_test_and_agrees_with_the_c
         # p < 0.05 exactly when the 95 % CI excludes 0 (same t distribution, same df).
         agree += (out["p"] < 0.05) == out["significant"]
     assert agree == 300
-    # Fewer than two seeds: no test; zero spread: p is 0 unless nothing moved.
+    # Fewer than two seeds: no test.
     assert math.isnan(M.paired_difference({0: 0.1}, {0: 0.2})["p"])
-    assert M.paired_difference({0: 0.1, 1: 0.2}, {0: 0.3, 1: 0.4})["p"] == pytest.approx(0.0, abs=1e-12)
     assert M.paired_difference({0: 0.1, 1: 0.2}, {0: 0.1, 1: 0.2})["p"] == 1.0
+
+
+def test_zero_spread_is_decided_by_the_exact_sign_flip_test_not_an_infinite_t():
+    # Every seed moved by exactly 0.1 (e.g. one test image): the t statistic is infinite, its CI has no width.
+    for n in range(2, 9):
+        a = {s: 0.3 for s in range(n)}
+        b = {s: 0.2 for s in range(n)}
+        out = M.paired_difference(a, b)
+        # Brute force: of the 2^n sign flips of the n equal differences, 2 are as extreme (all +, all −).
+        flips = [sum(sign * 0.1 for sign in signs) for signs in itertools.product((1, -1), repeat=n)]
+        p_exact = sum(abs(f) >= n * 0.1 - 1e-12 for f in flips) / len(flips)
+        assert out["p"] == pytest.approx(p_exact)
+        assert out["significant"] is (n >= 6) and out["ci_low"] == pytest.approx(out["ci_high"])

@@ -217,3 +217,18 @@ def test_a_registered_table_kind_is_built_rendered_and_recorded(store, monkeypat
         assert pt.to_markdown("counts", tabs["counts"]) == "counted Ballot,LTH,MP,dense"
     finally:
         (root / "comparisons" / "03_tiny.json").unlink()
+
+
+def test_provenance_has_one_row_per_setting_of_a_record():
+    rows = []
+    for ds, model, epochs, bs in (("digits_lt", "cnn", 20, 32), ("adult", "mlp", 4, 512)):
+        for seed in (0, 1):
+            for method, dens in (("dense", 1.0), ("lth", 0.1)):
+                rows.append({"split": "test", "dataset": ds, "model": model, "variant": method, "method": method,
+                             "seed": seed, "density_target": dens, "train.epochs": epochs, "train.batch_size": bs,
+                             "run_id": f"{ds}{model}{method}{seed}", "compute_epochs": float(epochs),
+                             "seconds": 1.0})
+    prov = pt.provenance([({"kind": "baseline_comparison", "name": "03_x"}, pd.DataFrame(rows))])
+    assert list(prov["dataset"]) == ["adult", "digits_lt"] and list(prov["model"]) == ["mlp", "cnn"]
+    assert list(prov["epochs"]) == [4, 20] and list(prov["batch_size"]) == [512, 32]
+    assert list(prov["runs"]) == [4, 4] and list(prov["compute_epochs"]) == [16.0, 80.0]

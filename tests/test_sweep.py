@@ -388,3 +388,16 @@ def test_a_yaml_number_read_as_text_gets_a_hint(tmp_path):
         check_type("lr", spec["parameters"]["lr"], float)
     with pytest.raises(ParameterError, match=r"must be a number, got 'fast' \(str\)$"):
         check_type("lr", "fast", float)
+
+
+def test_report_sections_sit_at_one_level_in_the_summary():
+    from ballot_lib.sweep import report_section
+
+    # A report whose top heading is "#" with "##" sub-sections is shifted one level down.
+    text = "# 03 · Comparison\n\nreading\n\n## table A\n\n```\n# not a heading\n```\n"
+    assert report_section(text, "03_x").splitlines() == ["## 03 · Comparison", "", "reading", "", "### table A", "",
+                                                         "```", "# not a heading", "```"]
+    # A report at "##" stays; one without a heading gets its file name as heading.
+    assert report_section("## 01 · LTH\nx", "01_y") == "## 01 · LTH\nx"
+    assert report_section("Quickstart on digits:\n- MP", "00_quickstart_abc").splitlines()[:3] == [
+        "## 00_quickstart_abc", "", "Quickstart on digits:"]
