@@ -122,9 +122,13 @@ def per_class_deltas(df: pd.DataFrame, reference: str = "dense", split: str = "t
     ``unit="group"`` gives the per-group accuracy changes instead (datasets with a sensitive attribute).
     """
     d = df[df["split"] == split]
+    setting = [c for c in ("dataset", "model") if c in d]
+    if setting and len(d[setting].drop_duplicates()) > 1:
+        raise ValueError(f"per_class_deltas takes one (dataset, model) setting; the frame has "
+                         f"{sorted(map(tuple, d[setting].drop_duplicates().to_numpy()))}: filter it first")
     prefix = f"acc_{unit}_"
     cols = class_columns(d, prefix)
-    ref = d[d["variant"] == reference].set_index("seed")[cols]
+    ref = _reference_by_seed(d, reference, [])[cols]
     rows = []
     for (v, dens), g in d[d["variant"] != reference].groupby(["variant", "density_target"]):
         g = g.set_index("seed")[cols]
@@ -132,6 +136,18 @@ def per_class_deltas(df: pd.DataFrame, reference: str = "dense", split: str = "t
         delta = (g.loc[seeds] - ref.loc[seeds]).mean()
         rows.append({"variant": v, "density": dens, **{c.replace(prefix, f"{unit} "): x for c, x in delta.items()}})
     return pd.DataFrame(rows)
+
+
+def _reference_by_seed(d: pd.DataFrame, reference: str, setting: Sequence[str]) -> pd.DataFrame:
+    """The ``reference`` variant's rows indexed by ``setting`` columns + seed (the unit of pairing); several
+    reference runs for one key (e.g. two dense runs of a seed with different recipes) are an error, not a guess."""
+    ref = d[d["variant"] == reference]
+    keys = list(setting) + ["seed"]
+    dup = ref[ref.duplicated(keys, keep=False)]
+    if not dup.empty:
+        raise ValueError(f"several {reference!r} runs for {keys} = "
+                         f"{sorted(set(map(tuple, dup[keys].to_numpy())))}: pass a frame with one per seed")
+    return ref.set_index(keys if len(keys) > 1 else "seed")
 
 
 def ceag_excess(df: pd.DataFrame, reference: str = "dense", split: str = "test") -> pd.DataFrame:
@@ -143,23 +159,25 @@ def ceag_excess(df: pd.DataFrame, reference: str = "dense", split: str = "test")
 
     d = df[df["split"] == split]
     cols = class_columns(d, "acc_group_")
-    out_cols = ["variant", "density", "seed", "ceag_max", "worst_group"]
+    setting = [c for c in ("dataset", "model") if c in d]
+    out_cols = setting + ["variant", "density", "seed", "ceag_max", "worst_group"]
     if not cols:
         return pd.DataFrame(columns=out_cols)
-    ref = d[d["variant"] == reference].set_index("seed")
+    ref = _reference_by_seed(d, reference, setting)
     rows = []
     for _, r in d[d["variant"] != reference].iterrows():
-        if r["seed"] not in ref.index:
+        key = tuple(r[c] for c in setting) + (r["seed"],) if setting else r["seed"]
+        if key not in ref.index:
             continue
-        base = ref.loc[r["seed"]]
-        base = base.iloc[0] if isinstance(base, pd.DataFrame) else base
+        base = ref.loc[key]
         psi = ceag(base[cols].to_numpy(dtype=float), r[cols].to_numpy(dtype=float), float(base["acc"]),
                    float(r["acc"])).numpy()
         ok = ~np.isnan(psi)
         if not ok.any():
             continue
         g = int(np.nanargmax(psi))
-        rows.append({"variant": r["variant"], "density": r["density_target"], "seed": r["seed"],
+        rows.append({**{c: r[c] for c in setting}, "variant": r["variant"], "density": r["density_target"],
+                     "seed": r["seed"],
                      "ceag_max": float(psi[g]), "worst_group": int(cols[g].rsplit("_", 1)[1])})
     return pd.DataFrame(rows, columns=out_cols)
 

@@ -15,7 +15,7 @@ Uncertainty: bootstrap CIs over test samples, mean/CI over seeds and paired diff
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -116,10 +116,14 @@ def _rate_gap(values: torch.Tensor, g: torch.Tensor, num_groups: int) -> tuple[f
     return float(r.max() - r.min()), float(r.max() - r.min())
 
 
-def group_metrics(y_true, y_pred, groups, num_groups: int, positive: int = 1) -> dict[str, float]:
+def group_metrics(y_true, y_pred, groups, num_groups: int, positive: int = 1,
+                  num_classes: Optional[int] = None) -> dict[str, float]:
     """Per-group accuracies, max gap, worst-group accuracy; DP and EO gaps for a binary target.
 
     Signed gaps are group 1 minus group 0 (for two groups). The EO gap is the difference in true-positive rate.
+    The target is binary when ``num_classes`` is 2 (given: :func:`evaluate_predictions` passes it; an evaluation
+    set of a 3-class task that happens to hold only labels 0 and 1 gets no DP/EO gap); without it, when the labels
+    and predictions seen are all 0/1.
     """
     yt, yp = _check_pair(y_true, y_pred)
     g = _as_long(groups)
@@ -128,7 +132,8 @@ def group_metrics(y_true, y_pred, groups, num_groups: int, positive: int = 1) ->
     out: dict[str, float] = {f"acc_group_{i}": float(a) for i, a in enumerate(acc_g)}
     out["group_acc_gap"] = float(present.max() - present.min()) if len(present) else float("nan")
     out["worst_group_acc"] = float(present.min()) if len(present) else float("nan")
-    if int(max(yt.max(), yp.max())) <= 1:
+    binary = num_classes == 2 if num_classes is not None else int(max(yt.max(), yp.max())) <= 1
+    if binary:
         pos_pred = (yp == positive).double()
         out["dp_gap_signed"], out["dp_gap"] = _rate_gap(pos_pred, g, num_groups)
         is_pos = yt == positive
@@ -161,7 +166,7 @@ def evaluate_predictions(
     for c, a in enumerate(per_class_accuracy(yt, yp, num_classes).tolist()):
         out[f"acc_class_{c}"] = a
     if groups is not None and num_groups > 0:
-        out.update(group_metrics(yt, yp, groups, num_groups))
+        out.update(group_metrics(yt, yp, groups, num_groups, num_classes=num_classes))
     return out
 
 

@@ -552,3 +552,12 @@ def test_metric_directions_are_known_or_refused():
     assert not lower_is_better("acc_group_1")
     with pytest.raises(ValueError, match="unknown direction for metric 'loss'"):
         lower_is_better("loss")
+
+
+def test_per_class_deltas_refuses_a_frame_of_several_settings():
+    rows = [{"variant": v, "dataset": ds, "model": "mlp", "density_target": d, "seed": 0, "split": "test",
+             "acc_class_0": 0.9, "acc_class_1": 0.8} for ds in ("digits", "adult") for v, d in (("dense", 1.0),
+                                                                                             ("LTH", 0.1))]
+    with pytest.raises(ValueError, match="one \\(dataset, model\\) setting"):
+        per_class_deltas(pd.DataFrame(rows))
+    assert len(per_class_deltas(pd.DataFrame(rows[:2]))) == 1

@@ -287,6 +287,17 @@ def test_ceag_max_and_its_table_by_hand():
     assert list(t["worst_group"]) == [1, 1]
     np.testing.assert_allclose(t["ceag_max"], [0.10, 0.08])  # seed 1: ψ_1 = (0.80 − 0.70) − (0.90 − 0.88)
     assert ceag_excess(pd.DataFrame(rows).drop(columns=["acc_group_0", "acc_group_1"])).empty
+    # Several settings: each run is paired with the dense run of its own (dataset, model, seed), never another's.
+    two = pd.concat([pd.DataFrame(rows).assign(dataset="adult", model="mlp"),
+                     pd.DataFrame(rows).assign(dataset="celeba", model="mlp",
+                                               acc_group_1=lambda f: f["acc_group_1"] - 0.05)], ignore_index=True)
+    t2 = ceag_excess(two).set_index(["dataset", "seed"])
+    assert len(t2) == 4
+    np.testing.assert_allclose(t2.loc["adult", "ceag_max"], [0.10, 0.08])
+    np.testing.assert_allclose(t2.loc["celeba", "ceag_max"], [0.10, 0.08])  # both sides moved by −0.05
+    # Two dense runs for one (dataset, model, seed) are an error, not a silent first pick.
+    with pytest.raises(ValueError, match="several 'dense' runs"):
+        ceag_excess(pd.concat([two, two[two["variant"] == "dense"].iloc[:1]], ignore_index=True))
 
 
 def test_paired_difference_p_value_is_scipys_paired_t_test_and_agrees_with_the_ci():
@@ -319,3 +330,12 @@ def test_zero_spread_is_decided_by_the_exact_sign_flip_test_not_an_infinite_t():
         p_exact = sum(abs(f) >= n * 0.1 - 1e-12 for f in flips) / len(flips)
         assert out["p"] == pytest.approx(p_exact)
         assert out["significant"] is (n >= 6) and out["ci_low"] == pytest.approx(out["ci_high"])
+
+
+def test_dp_and_eo_gaps_only_for_a_binary_task_even_when_a_split_holds_two_labels():
+    y_true, y_pred, groups = [0, 1, 1, 0], [0, 1, 0, 0], [0, 0, 1, 1]
+    three = M.evaluate_predictions(y_true, y_pred, 3, groups=groups, num_groups=2)
+    assert "dp_gap" not in three and "eo_gap" not in three and "group_acc_gap" in three
+    two = M.evaluate_predictions(y_true, y_pred, 2, groups=groups, num_groups=2)
+    # positive rate: group 0 predicts 1 once of 2, group 1 never: DP gap 0.5; TPR 1/1 vs 0/1: EO gap 1.
+    assert two["dp_gap"] == pytest.approx(0.5) and two["eo_gap"] == pytest.approx(1.0)
