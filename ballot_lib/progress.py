@@ -40,7 +40,7 @@ def bar(it: Iterable, desc: str = "", total: Optional[int] = None, leave: bool =
         from tqdm import tqdm
 
         # Text refreshes are stored in executed notebooks: refresh rarely, and as plain ASCII.
-        kwargs.setdefault("mininterval", 2.0)
+        kwargs.setdefault("mininterval", 15.0)
         return tqdm(it, desc=desc, total=total, leave=leave, file=sys.stdout, ascii=True, **kwargs)
     from tqdm.auto import tqdm
 
