@@ -639,27 +639,64 @@ def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.D
     return "\n".join(out)
 
 
+#: The range a paired difference of a metric can take (metric units): a CI beyond it is cut at the bound.
+DIFF_BOUNDS = {"acc": 1.0, "mcd": 1.0, "worst_group_acc": 1.0, "group_acc_gap": 1.0, "dp_gap": 1.0, "eo_gap": 1.0}
+
+
 def forest(table: pd.DataFrame, metric: str = "mcd", title: Optional[str] = None, path=None):
-    """Ballot − baseline for ``metric`` per setting and baseline, with 95 % CIs (points = seeds' mean)."""
+    """Ballot − baseline for ``metric`` per setting and baseline, with 95 % CIs (points = seeds' mean).
+
+    Colour: significant in Ballot's favour (green), against it (red), neither (grey); a black ring: still
+    significant after the table's multiple-comparison correction; a hollow marker: a row with collapsed runs
+    (Ballot's or the baseline's, :func:`collapsed_runs`), whose difference measures the collapse. CIs reaching past
+    what the metric can differ by (±100 points for accuracy and MCD) are cut there and end in an arrow."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     from .plots import save
 
     t = table.dropna(subset=[f"d_{metric}"]) if f"d_{metric}" in table else table.iloc[0:0]
     scale, unit = (1, "") if metric == "cwv" else (100, " (pts)")
     labels = [f"{r.dataset}/{r.model} d={r.density:g} vs {r.method}" for r in t.itertuples()]
-    fig, ax = plt.subplots(figsize=(8, 0.32 * max(len(t), 3) + 1.2))
+    fig, ax = plt.subplots(figsize=(8.5, 0.32 * max(len(t), 3) + 1.6))
     y = np.arange(len(t))[::-1]
     d, lo, hi = (scale * t[f"{k}_{metric}"].to_numpy(dtype=float) for k in ("d", "lo", "hi"))
+    bound = scale * DIFF_BOUNDS[metric] if metric in DIFF_BOUNDS else math.inf
+    lo_c, hi_c = np.maximum(lo, -bound), np.minimum(hi, bound)
     colors = ["tab:green" if s and ((x < 0) == lower_is_better(metric)) else "tab:red" if s else "grey"
               for s, x in zip(t[f"sig_{metric}"] if len(t) else [], d)]
-    ax.errorbar(d, y, xerr=[d - lo, hi - d], fmt="none", ecolor="grey", capsize=2)
-    ax.scatter(d, y, c=colors, zorder=3)
+    ballot_gone = {}
+    if "collapsed" in table:
+        # Ballot's own row of a setting carries no difference: its collapsed seeds mark every row of the setting.
+        own = table[table[f"d_{metric}"].isna() & (table["method"] != "Dense")] if f"d_{metric}" in table else table
+        ballot_gone = {(r.dataset, r.model, r.density): r.collapsed for r in own.itertuples()}
+    hollow = [bool((getattr(r, "collapsed", 0) or 0) > 0 or (ballot_gone.get((r.dataset, r.model, r.density)) or 0) > 0)
+              for r in t.itertuples()]
+    adj = [bool(v is True) for v in t.get(f"sigadj_{metric}", pd.Series([None] * len(t)))]
+    ax.errorbar(d, y, xerr=[d - lo_c, hi_c - d], fmt="none", ecolor="grey", capsize=2)
+    for yi, lo_i, hi_i in zip(y, lo, hi):
+        for end, cut in ((-bound, lo_i < -bound), (bound, hi_i > bound)):
+            if cut:
+                ax.annotate("", xy=(end, yi), xytext=(end * 0.9, yi), arrowprops={"arrowstyle": "->", "color": "grey"})
+    for xi, yi, c, h, a in zip(d, y, colors, hollow, adj):
+        ax.scatter([xi], [yi], s=42, zorder=3, facecolors="white" if h else c, edgecolors="black" if a else c,
+                   linewidths=2 if a else 1.2)
     ax.axvline(0, color="black", lw=0.8)
+    if math.isfinite(bound) and len(t):
+        ax.set_xlim(-1.05 * bound if lo.min() < -bound else None, 1.05 * bound if hi.max() > bound else None)
     ax.set_yticks(y, labels, fontsize=8)
     better = "left" if lower_is_better(metric) else "right"
     ax.set_xlabel(f"Ballot − baseline, {metric}{unit}; Ballot better to the {better}")
-    ax.set_title(title or f"Ballot − baseline: {metric} (paired by seed, 95 % CI; green/red = significant)")
+    ax.set_title(title or f"Ballot − baseline: {metric} (paired by seed, 95 % CI)", fontsize=10)
+    handles = [Line2D([], [], marker="o", ls="", color=c, label=lab) for c, lab in
+               (("tab:green", "Ballot significantly better"), ("tab:red", "Ballot significantly worse"),
+                ("grey", "no significant difference"))]
+    handles += [Line2D([], [], marker="o", ls="", markerfacecolor="white", markeredgecolor="grey",
+                       label="collapsed runs in the setting"),
+                Line2D([], [], marker="o", ls="", markerfacecolor="grey", markeredgecolor="black", markeredgewidth=2,
+                       label="significant after Holm")]
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.3 / max(len(t), 3)),
+              ncol=3, frameon=False)
     fig.tight_layout()
     save(fig, path)
     return fig

@@ -299,3 +299,17 @@ def test_table_is_corrected_for_multiple_comparisons_with_holm_by_hand():
     text = C.reading({"x": t}, {}, pd.DataFrame(columns=["dataset", "metric", "part"]))
     assert "holds 6 of them" in text and "Holm" in text
     assert "†" in C.markdown(t)
+
+
+def test_forest_cuts_impossible_cis_and_explains_its_marks(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    t = C.comparison_table(frame(VALUES), C.Table("x", "Ballot", ("LTH",), "val_rule"), metrics=["acc", "cwv", "mcd"])
+    t.loc[t["method"] == "LTH", ["lo_mcd", "hi_mcd"]] = [-1.4, 1.3]  # a 3-seed CI wider than MCD can differ
+    fig = C.forest(t, "mcd", path=tmp_path / "f.png")
+    ax = fig.axes[0]
+    assert ax.get_xlim()[0] >= -105 and ax.get_xlim()[1] <= 105
+    labels = [h.get_label() for h in ax.get_legend().legend_handles]
+    assert "no significant difference" in labels and "significant after Holm" in labels
+    assert (tmp_path / "f.png").stat().st_size > 0
