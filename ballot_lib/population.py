@@ -9,6 +9,13 @@ density) pair run under several seeds. The dense runs (method ``dense``) are the
 * :func:`excess_change` — per pruned run and class, the excess change ``δ_c − δ`` where
   ``δ_c = acc_c(pruned) − acc_c(dense)`` and ``δ = acc(pruned) − acc(dense)``, against the dense model of the same
   seed: negative means the class lost more than the model did overall.
+* :func:`collapsed_configurations` — per configuration, how many seeds *collapsed*: the rule of
+  :func:`ballot_lib.comparison.collapsed_runs` (a run keeping less than :data:`~ballot_lib.comparison.COLLAPSE` of
+  its same-seed dense run's balanced-accuracy gain over chance 1/C, judged on val). A collapsed model has lost most of its skill (at the
+  extreme it predicts one class for everything), so its per-class changes measure the collapse, not who pays:
+  :func:`who_pays` and :func:`who_pays_reading`
+  name the most hurt class among the configurations with no collapsed seed and list the ones left out;
+  :func:`excess_heatmap` draws the excess changes on a clipped colour scale with collapsed rows marked.
 * :func:`hurt_classes` — classes significantly hurt, as Hooker et al. (2019): per configuration and class, a
   two-sided Welch t-test across seeds between the pruned and the dense models' normalised recall
   ``acc_c / acc``; p-values adjusted over the whole table (Benjamini–Hochberg by default, Holm optional); a class
@@ -28,13 +35,14 @@ from __future__ import annotations
 import argparse
 import math
 import warnings
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from . import pareto
 from .analysis import class_columns, markdown_table
+from .comparison import COLLAPSE, collapsed_runs
 from .metrics import CORRECTIONS, adjust_pvalues, mean_ci, paired_difference  # noqa: F401 (re-exported)
 
 #: disparity name -> (column, larger is better)
@@ -108,8 +116,8 @@ def excess_change(df: pd.DataFrame, reference: str = "dense", split: str = "test
 
 
 def excess_summary(excess: pd.DataFrame, key: str = "method") -> pd.DataFrame:
-    """Mean excess change per (technique, density, class) with its 95 % CI half-width over seeds (wide: one
-    column per class, plus the most hurt class and its mean excess)."""
+    """Mean excess change per (technique, density, class) over seeds (wide: one column per class, plus the most
+    hurt class, its mean excess and ``delta``, the mean overall accuracy change δ)."""
     rows = []
     for (t, dens), g in excess.groupby([key, "density_target"], sort=True):
         row: dict[str, Any] = {key: t, "density_target": dens, "seeds": int(g["seed"].nunique())}
@@ -118,8 +126,201 @@ def excess_summary(excess: pd.DataFrame, key: str = "method") -> pd.DataFrame:
             row[f"class {c}"] = m
         row["most_hurt_class"] = int(means.idxmin())
         row["most_hurt_excess"] = float(means.min())
+        row["delta"] = float(g.drop_duplicates("run_id")["delta"].mean())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def collapsed_configurations(df: pd.DataFrame, reference: str = "dense", split: str = "val", key: str = "method",
+                             threshold: float = COLLAPSE) -> pd.DataFrame:
+    """Per pruned configuration (technique, requested density): how many of its seeds collapsed on ``split``.
+
+    The rule is :func:`ballot_lib.comparison.collapsed_runs` (notebook 03's): a run collapses when it keeps less
+    than ``threshold`` of the same-seed ``reference`` run's balanced-accuracy gain over chance (1/C, C = classes
+    present), judged on val by default (what is left out is not chosen by looking at test).
+    Columns: ``key``, density_target, seeds, collapsed_seeds and ``collapsed`` (True when any seed collapsed: the
+    configuration's means over seeds then mix in a collapse).
+    """
+    d = _split(df, split)
+    pruned = d[d[key] != reference]
+    out = (pruned.groupby([key, "density_target"], sort=True)["seed"].nunique().rename("seeds").reset_index())
+    runs = d.assign(variant=np.where(d[key] == reference, "Dense", d[key].astype(str)))
+    for c in ("dataset", "model"):  # collapsed_runs pairs runs by (dataset, model, seed)
+        if c not in runs:
+            runs[c] = ""
+    gone = collapsed_runs(runs, threshold, split)
+    n = {(str(v), float(dn)): int(g["seed"].nunique()) for (v, dn), g in gone.groupby(["variant", "density"])}
+    out["collapsed_seeds"] = [n.get((str(t), float(dn)), 0) for t, dn in zip(out[key], out["density_target"])]
+    out["collapsed"] = out["collapsed_seeds"] > 0
+    out.attrs.update(threshold=threshold)
+    return out
+
+
+def flag_collapsed(table: pd.DataFrame, collapsed: pd.DataFrame, key: str = "method") -> pd.DataFrame:
+    """``table`` (one row per configuration: :func:`excess_summary`, :func:`hurt_counts`, ...) with the
+    ``collapsed_seeds`` and ``collapsed`` columns of :func:`collapsed_configurations` (0 / False where absent)."""
+    flags = collapsed[[key, "density_target", "collapsed_seeds"]]
+    out = table.drop(columns=["collapsed_seeds", "collapsed"], errors="ignore").merge(
+        flags, on=[key, "density_target"], how="left")
+    out["collapsed_seeds"] = out["collapsed_seeds"].fillna(0).astype(int)
+    out["collapsed"] = out["collapsed_seeds"] > 0
+    out.attrs.update(table.attrs, threshold=collapsed.attrs.get("threshold", COLLAPSE))
+    return out
+
+
+def who_pays(summary: pd.DataFrame, key: str = "method") -> tuple[Optional[pd.Series], pd.DataFrame]:
+    """The configuration of a flagged :func:`excess_summary` (:func:`flag_collapsed`) with the largest mean
+    excess loss among those with no collapsed seed (None when every one has a collapsed seed), and the rows left
+    out (the collapsed configurations, sorted by technique and density)."""
+    flagged = summary["collapsed"].astype(bool) if "collapsed" in summary else pd.Series(False, index=summary.index)
+    kept = summary[~flagged]
+    best = kept.loc[kept["most_hurt_excess"].idxmin()] if len(kept) else None
+    left = summary[flagged].sort_values([key, "density_target"], ascending=[True, False])
+    return best, left
+
+
+def _collapse_rule(threshold: float) -> str:
+    return (f"on val, at least one seed keeps less than {100 * threshold:.0f} % of its same-seed dense run's "
+            "balanced-accuracy gain over chance, 1/C")
+
+
+def _configs(rows: pd.DataFrame, key: str) -> str:
+    """'t at 0.1 (5 of 5 seeds), 0.05 (5 of 5); u at 0.05 (1 of 5)' for rows with ``collapsed_seeds``."""
+    parts = []
+    for t, g in rows.groupby(key, sort=True):
+        items = [f"{r['density_target']:g} ({int(r['collapsed_seeds'])} of {int(r['seeds'])} seeds)"
+                 for _, r in g.sort_values("density_target", ascending=False).iterrows()]
+        parts.append(f"{t} at " + ", ".join(items))
+    return "; ".join(parts)
+
+
+def who_pays_reading(summary: pd.DataFrame, counts: Optional[pd.DataFrame] = None, key: str = "method",
+                     correction: str = "bh", alpha: float = 0.05) -> str:
+    """The "who pays" paragraph of notebook 04, generated from the numbers.
+
+    ``summary``: :func:`excess_summary` flagged by :func:`flag_collapsed`; ``counts``: :func:`hurt_counts`
+    flagged the same way (optional). The most hurt class is named among the configurations with no collapsed
+    seed; the collapsed ones are listed with the reason, and the significant tests are counted with and without
+    them.
+    """
+    threshold = summary.attrs.get("threshold", COLLAPSE)
+    best, left = who_pays(summary, key)
+    n_all = len(summary)
+    lines = []
+    if best is None:
+        lines.append(f"**Who pays.** Every one of the {n_all} operating points (technique, density) has a collapsed "
+                     "seed, so no class can be named as the one that pays.")
+    else:
+        kept = summary[~summary["collapsed"].astype(bool)] if "collapsed" in summary else summary
+        freq = kept["most_hurt_class"].value_counts()
+        top = sorted(int(c) for c, v in freq.items() if v == freq.max())
+        often = (f"class {top[0]} ({int(freq.max())} of {len(kept)})" if len(top) == 1 else
+                 f"classes {', '.join(map(str, top))} ({int(freq.max())} of {len(kept)} each)")
+        scope = (f"Among the {len(kept)} of {n_all} operating points (technique, density) with no collapsed seed"
+                 if len(left) else f"Over all {n_all} operating points (technique, density; none collapsed)")
+        lines.append(f"**Who pays.** {scope}, the largest mean excess loss is class {int(best['most_hurt_class'])} "
+                     f"under {best[key]} at density {best['density_target']:g} "
+                     f"({100 * best['most_hurt_excess']:+.1f} points beyond the overall change"
+                     + (f" of {100 * best['delta']:+.1f}" if "delta" in best else "")
+                     + f"); the most hurt class is most often {often}.")
+    if len(left):
+        worst_left = left.loc[left["most_hurt_excess"].idxmin()]
+        lines.append(f"Left out as collapsed ({_collapse_rule(threshold)}: such a model has lost most of its skill, "
+                     "so its per-class changes measure the collapse, not who pays): "
+                     f"{_configs(left, key)}. Their largest excess loss is {100 * worst_left['most_hurt_excess']:+.1f} "
+                     f"points (class {int(worst_left['most_hurt_class'])}, {worst_left[key]} at "
+                     f"{worst_left['density_target']:g}).")
+    if counts is not None and len(counts):
+        flagged = counts["collapsed"].astype(bool) if "collapsed" in counts else pd.Series(False, index=counts.index)
+        n_hurt, n_tests = int(counts["hurt"].sum()), int(counts["classes"].sum())
+        seeds = int(summary["seeds"].max()) if "seeds" in summary and len(summary) else 0
+        if n_hurt:
+            in_left = int(counts.loc[flagged, "hurt"].sum())
+            text = (f"{n_hurt} of {n_tests} (technique, density, class) tests find a class significantly hurt after "
+                    f"{correction} correction (α = {alpha:g})")
+            by_t = counts[~flagged].groupby(key)["hurt"].sum()
+            top = sorted(t for t, v in by_t.items() if v == by_t.max()) if len(by_t) else []
+            most = (f"the most under {' and '.join(map(str, top))} ({int(by_t.max())}"
+                    f"{' each' if len(top) > 1 else ''})") if top else ""
+            if in_left:
+                text += f"; {in_left} of them in the collapsed configurations"
+                text += (f"; of the other {n_hurt - in_left}, {most}." if n_hurt > in_left else
+                         ", none elsewhere.")
+            else:
+                text += f"; {most}."
+            lines.append(text)
+            mild = counts[np.isclose(counts["density_target"], counts["density_target"].max())]
+            if mild["hurt"].sum() == 0:
+                lines.append(f"At the mildest density ({counts['density_target'].max():g}) no class is significantly "
+                             "hurt by any technique.")
+        else:
+            lines.append(f"No class is significantly hurt after {correction} correction (α = {alpha:g}, {seeds} "
+                         "seeds): with this many tests and seeds, the tests cannot separate the per-class changes "
+                         "from noise.")
+    return "\n".join(lines)
+
+
+def robust_limit(values, q: float = 80.0, floor: float = 1.0) -> float:
+    """Symmetric colour limit: the ``q``-th percentile of ``|values|`` (NaNs ignored), at least ``floor``, so a
+    few extreme cells (a collapse) do not wash out the typical differences."""
+    v = np.abs(np.asarray(values, dtype=float)).ravel()
+    v = v[np.isfinite(v)]
+    return max(floor, float(np.percentile(v, q))) if v.size else floor
+
+
+def excess_matrix(summary: pd.DataFrame, key: str = "method", class_names: Optional[Sequence[str]] = None
+                  ) -> pd.DataFrame:
+    """Mean excess change δ_c − δ in points, one row per configuration of an :func:`excess_summary` (technique,
+    then density from mild to severe), one column per class (named by ``class_names`` when given). Rows with a
+    collapsed seed (:func:`flag_collapsed`) are labelled "technique @ density · collapsed k/n"."""
+    cols = sorted((c for c in summary.columns if c.startswith("class ")), key=lambda c: int(c.split()[1]))
+    s = summary.sort_values([key, "density_target"], ascending=[True, False])
+    labels = []
+    for _, r in s.iterrows():
+        lab = f"{r[key]} @ {r['density_target']:g}"
+        if "collapsed" in s and bool(r["collapsed"]):
+            lab += f" · collapsed {int(r['collapsed_seeds'])}/{int(r['seeds'])}"
+        labels.append(lab)
+    mat = pd.DataFrame(100 * s[cols].to_numpy(dtype=float), index=labels,
+                       columns=[class_names[int(c.split()[1])] if class_names else c.split()[1] for c in cols])
+    mat.index.name, mat.columns.name = "configuration", "class"
+    return mat
+
+
+def excess_heatmap(summary: pd.DataFrame, key: str = "method", class_names: Optional[Sequence[str]] = None,
+                   q: float = 80.0, path=None):
+    """Heat map of :func:`excess_matrix`: colour clipped symmetrically at :func:`robust_limit` (``q``-th
+    percentile of |excess|), every cell annotated with its true value (up to 12 classes), cells beyond the scale
+    outlined, collapsed rows labelled. Returns the figure (saved to ``path`` when given)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    from matplotlib.patches import Rectangle
+
+    from .plots import save
+
+    mat = excess_matrix(summary, key, class_names)
+    lim = robust_limit(mat.to_numpy(), q)
+    clipped = mat.abs() > lim
+    annot = mat.shape[1] <= 12
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.62 * mat.shape[1] + 4.5), 0.42 * len(mat) + 1.9))
+    sns.heatmap(mat.clip(-lim, lim), cmap="RdBu", center=0, vmin=-lim, vmax=lim, annot=mat if annot else False,
+                fmt=".1f", annot_kws={"fontsize": 8}, ax=ax,
+                cbar_kws={"label": "excess change δ_c − δ (pts)", "extend": "both"})
+    for i, j in zip(*np.nonzero(clipped.to_numpy())):
+        ax.add_patch(Rectangle((j, i), 1, 1, fill=False, edgecolor="black", lw=1.0))
+    step = max(1, int(np.ceil(mat.shape[1] / 25)))  # at most ~25 class ticks
+    ax.set_xticks(np.arange(0, mat.shape[1], step) + 0.5, [str(c) for c in mat.columns[::step]], rotation=0)
+    ax.set_xlabel("class")
+    ax.set_ylabel("")
+    for lbl in ax.get_yticklabels():
+        if "collapsed" in lbl.get_text():
+            lbl.set_color("firebrick")
+    ax.set_title(f"excess change δ_c − δ vs the same-seed dense model (test, mean over seeds, points)\n"
+                 f"colour clipped at ±{lim:.1f} (the {q:g}th percentile of |δ_c − δ|); outlined: {int(clipped.sum().sum())}"
+                 f" cells beyond it" + (" (true value printed)" if annot else ""), fontsize=9)
+    fig.tight_layout()
+    save(fig, path)
+    return fig
 
 
 def welch(a: np.ndarray, b: np.ndarray):
@@ -309,6 +510,17 @@ def select(table: pd.DataFrame, rule: str, **params: Any) -> tuple[pd.Series, st
     return front.iloc[i], text + f" (on the {split} split)."
 
 
+def selection_labels(chosen: Mapping[str, pd.Series], key: str = "method") -> dict[str, pd.Series]:
+    """Short figure labels for chosen operating points (``chosen``: judgement name -> row of a
+    :func:`pareto_table`): each name cut at its first ":" ("A: efficiency" -> "A"), and judgements that chose the
+    same configuration merged into one label ("A = B"), so that no two labels are drawn on the same point."""
+    out: dict[tuple, tuple[list[str], pd.Series]] = {}
+    for name, row in chosen.items():
+        cfg = (row[key], float(row["density_target"]))
+        out.setdefault(cfg, ([], row))[0].append(name.split(":", 1)[0].strip())
+    return {" = ".join(names): row for names, row in out.values()}
+
+
 def per_seed_hypervolume(df: pd.DataFrame, disparity: str = "mcd", split: str = "test", key: str = "method",
                          reference: str = "dense", sparsity_resolution: float = SPARSITY_RESOLUTION
                          ) -> pd.DataFrame:
@@ -406,29 +618,39 @@ def reevaluation_markdown(reeval: pd.DataFrame, key: str = "method") -> str:
 
 
 def hurt_markdown(counts: pd.DataFrame, key: str = "method") -> str:
+    """:func:`hurt_counts` as Markdown (with its ``collapsed_seeds`` column when flagged by :func:`flag_collapsed`)."""
     counts = counts.assign(density_target=counts["density_target"].map("{:g}".format))
-    out = counts.rename(columns={key: "technique", "density_target": "density (target)",
-                                 "hurt": "classes hurt (adjusted)", "hurt_unadjusted": "p < 0.05 unadjusted"})
+    out = counts.drop(columns=["collapsed"], errors="ignore").rename(columns={
+        key: "technique", "density_target": "density (target)", "hurt": "classes hurt (adjusted)",
+        "hurt_unadjusted": "p < 0.05 unadjusted", "collapsed_seeds": "collapsed seeds"})
     return markdown_table(out)
 
 
 def tables(df: pd.DataFrame, disparity: str = "mcd", correction: str = "bh", key: str = "method") -> str:
     """All Markdown tables of notebook 04 from a results DataFrame (used by ``python -m ballot_lib.population``)."""
     tests = hurt_classes(df, correction=correction, key=key)
-    excess = excess_summary(excess_change(df, key=key), key=key)
+    collapsed = collapsed_configurations(df, key=key)
+    excess = flag_collapsed(excess_summary(excess_change(df, key=key), key=key), collapsed, key)
+    counts = flag_collapsed(hurt_counts(tests, key), collapsed, key)
     table = pareto_table(df, disparity, key=key)
     reeval = technique_reevaluation(df, disparity, key=key)
     n_pruned = df.loc[(df[key] != "dense") & (df["split"] == "test"), "run_id"].nunique()
     lines = [f"Population: {n_pruned} pruned runs over {df.loc[df[key] != 'dense', key].nunique()} techniques, "
              f"{df['seed'].nunique()} seeds.", "",
              "### Most hurt class per configuration (mean excess change δ_c − δ, test, points)", "",
-             markdown_table(excess[[key, "density_target", "seeds", "most_hurt_class"]].assign(
+             markdown_table(excess[[key, "density_target", "seeds", "collapsed_seeds", "most_hurt_class"]].assign(
                  density_target=excess["density_target"].map("{:g}".format),
                  most_hurt_excess_pts=100 * excess["most_hurt_excess"]).rename(columns={
-                     key: "technique", "density_target": "density (target)", "most_hurt_class": "most hurt class",
-                     "most_hurt_excess_pts": "its excess change (points)"}), floatfmt=".2f"), "",
+                     key: "technique", "density_target": "density (target)", "collapsed_seeds": "collapsed seeds",
+                     "most_hurt_class": "most hurt class", "most_hurt_excess_pts": "its excess change (points)"}),
+                 floatfmt=".2f"), "",
+             f"`collapsed seeds`: seeds whose run keeps less than {100 * COLLAPSE:.0f} % of its same-seed dense "
+             "run's balanced-accuracy gain over chance (1/C) on val; such a configuration's per-class changes and "
+             "tests measure the "
+             "collapse, not who pays.", "",
              f"### Classes significantly hurt (Welch t-test across seeds, {correction} correction, α = 0.05)", "",
-             hurt_markdown(hurt_counts(tests, key), key), "",
+             hurt_markdown(counts, key), "",
+             who_pays_reading(excess, counts, key, correction), "",
              f"### Pareto front (accuracy ↑, sparsity ↑, {disparity.upper()} "
              f"{'↑' if DISPARITIES[disparity][1] else '↓'}) chosen on val, reported on test", "",
              front_markdown(table), "",
@@ -439,18 +661,20 @@ def tables(df: pd.DataFrame, disparity: str = "mcd", correction: str = "bh", key
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m ballot_lib.population RESULTS_DIR [--disparity mcd] [--correction bh]``: print the tables."""
-    from .results import load_results
-
     ap = argparse.ArgumentParser(prog="python -m ballot_lib.population", description=main.__doc__)
     ap.add_argument("results_dir", help="results store of notebook 04 (its results_dir)")
     ap.add_argument("--disparity", default="mcd", choices=sorted(DISPARITIES))
     ap.add_argument("--correction", default="bh", choices=CORRECTIONS)
     args = ap.parse_args(argv)
-    df = load_results(args.results_dir)
-    from .methods.prune_responsibly import TECHNIQUES
+    # A shared store (the suite's) holds dense runs of other experiments too: paper_tables splits it into one
+    # population per experiment (data, model, training recipe), each against its own dense runs.
+    from .paper_tables import prune_responsibly
 
-    df = df[df["method"].isin(("dense",) + TECHNIQUES)]
-    print(tables(df, args.disparity, args.correction))
+    text = prune_responsibly(args.results_dir, disparity=args.disparity, correction=args.correction)
+    if text is None:
+        print(f"no Prune Responsibly population in {args.results_dir}")
+        return 1
+    print(text)
     return 0
 
 

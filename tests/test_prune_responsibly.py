@@ -137,6 +137,7 @@ def test_excess_change_by_hand(toy_df):
     assert ex[ex["method"] == "b"]["excess"].abs().max() == pytest.approx(0.0)
     summ = population.excess_summary(ex).set_index("method")
     assert summ.loc["a", "most_hurt_class"] == 1 and summ.loc["a", "most_hurt_excess"] == pytest.approx(-0.15)
+    assert summ.loc["a", "delta"] == pytest.approx(-0.15) and summ.loc["b", "delta"] == pytest.approx(0.0)
 
 
 def test_adjusted_pvalues_by_hand():
@@ -200,6 +201,118 @@ def test_worst_class_disparity_is_maximised(toy_df):
     assert row["val_worst_class_acc"] == table.loc[table["on_front"], "val_worst_class_acc"].max()
 
 
+# -- collapsed configurations, who pays, the excess heat map ---------------------------------------------------
+
+@pytest.fixture
+def collapse_df():
+    """Three classes (chance 1/3), two seeds; dense at 0.9 in every class.
+
+    'ok' (d 0.5) keeps its skill; 'half' (d 0.1) collapses under seed 0 only (acc 0.4: skill 0.12); 'dead' (d 0.05)
+    predicts class 0 for everything under both seeds (acc 1/3: skill 0)."""
+    rows = []
+    for split in ("val", "test"):
+        for s in (0, 1):
+            rows.append(_row("dense", s, 1.0, split, 0.9, [0.9, 0.9, 0.9]))
+            rows.append(_row("ok", s, 0.5, split, 0.8, [0.9, 0.8, 0.7]))
+            rows.append(_row("half", s, 0.1, split, *((0.4, [1.0, 0.1, 0.1]) if s == 0 else (0.7, [0.9, 0.7, 0.5]))))
+            rows.append(_row("dead", s, 0.05, split, 1 / 3, [1.0, 0.0, 0.0]))
+    return pd.DataFrame(rows)
+
+
+def test_collapsed_configurations_count_collapsed_seeds_with_notebook_03s_rule(collapse_df):
+    from ballot_lib import comparison
+
+    col = population.collapsed_configurations(collapse_df).set_index("method")
+    assert col["collapsed_seeds"].to_dict() == {"dead": 2, "half": 1, "ok": 0}
+    assert col["collapsed"].to_dict() == {"dead": True, "half": True, "ok": False}
+    assert (col["seeds"] == 2).all() and col.attrs["threshold"] == comparison.COLLAPSE
+    # The threshold is the rule's: at 0.1 'half' (skill 0.12 under seed 0) is no longer collapsed, 'dead' is.
+    low = population.collapsed_configurations(collapse_df, threshold=0.1).set_index("method")
+    assert low["collapsed_seeds"].to_dict() == {"dead": 2, "half": 0, "ok": 0}
+    # Flags merge onto any per-configuration table; configurations missing from the flags are not collapsed.
+    summ = population.excess_summary(population.excess_change(collapse_df))
+    flagged = population.flag_collapsed(summ, col.reset_index().iloc[1:])  # drop 'dead' from the flags
+    assert flagged.set_index("method")["collapsed"].to_dict() == {"dead": False, "half": True, "ok": False}
+
+
+def test_who_pays_leaves_collapsed_configurations_out(collapse_df):
+    col = population.collapsed_configurations(collapse_df)
+    summ = population.flag_collapsed(population.excess_summary(population.excess_change(collapse_df)), col)
+    s = summ.set_index("method")
+    # By hand: ok: δ = −0.1, δ_c = (0, −0.1, −0.2) -> excess (+0.1, 0, −0.1); dead: δ = −0.567, excess
+    # (+0.667, −0.333, −0.333); half: mean of (+0.6, −0.3, −0.3) and (+0.2, 0, −0.2) = (+0.4, −0.15, −0.25).
+    assert s.loc["ok", "most_hurt_class"] == 2 and s.loc["ok", "most_hurt_excess"] == pytest.approx(-0.1)
+    assert s.loc["dead", "most_hurt_excess"] == pytest.approx(-1 / 3)
+    assert s.loc["half", "most_hurt_class"] == 2 and s.loc["half", "most_hurt_excess"] == pytest.approx(-0.25)
+    best, left = population.who_pays(summ)
+    assert best["method"] == "ok" and list(left["method"]) == ["dead", "half"]
+    best_all, left_all = population.who_pays(population.excess_summary(population.excess_change(collapse_df)))
+    assert best_all["method"] == "dead" and left_all.empty  # unflagged: the collapse would lead
+    counts = pd.DataFrame({"method": ["dead", "half", "ok"], "density_target": [0.05, 0.1, 0.5],
+                           "hurt": [2, 0, 1], "hurt_unadjusted": [2, 1, 1], "classes": [3, 3, 3]})
+    text = population.who_pays_reading(summ, population.flag_collapsed(counts, col), correction="holm")
+    assert "Among the 1 of 3 operating points" in text
+    assert "class 2 under ok at density 0.5 (-10.0 points beyond the overall change of -10.0)" in text
+    assert "Left out as collapsed" in text and "50 %" in text
+    assert "dead at 0.05 (2 of 2 seeds); half at 0.1 (1 of 2 seeds)" in text
+    assert "Their largest excess loss is -33.3 points (class 1, dead at 0.05)" in text
+    assert ("3 of 9 (technique, density, class) tests find a class significantly hurt after holm correction"
+            in text and "2 of them in the collapsed configurations; of the other 1, the most under ok (1)" in text)
+    # Nothing collapsed: no "left out" sentence; everything collapsed: no class is named.
+    none = summ.assign(collapsed=False, collapsed_seeds=0)
+    text = population.who_pays_reading(none)
+    assert "Over all 3 operating points" in text and "class 1 under dead" in text and "Left out" not in text
+    assert "most often class 2 (2 of 3)" in text  # ok and half: class 2; dead: class 1
+    text = population.who_pays_reading(none[none["method"] != "half"])
+    assert "most often classes 1, 2 (1 of 2 each)" in text
+    text = population.who_pays_reading(summ.assign(collapsed=True, collapsed_seeds=1))
+    assert "no class can be named" in text and "Left out as collapsed" in text
+
+
+def test_robust_limit_and_excess_matrix(collapse_df):
+    assert population.robust_limit([-1, 2, -3, 4, 100, np.nan], q=50) == pytest.approx(3.0)
+    assert population.robust_limit([0.1, -0.2], q=100) == 1.0  # the floor
+    assert population.robust_limit([], q=80) == 1.0
+    col = population.collapsed_configurations(collapse_df)
+    summ = population.flag_collapsed(population.excess_summary(population.excess_change(collapse_df)), col)
+    mat = population.excess_matrix(summ, class_names=["a", "b", "c"])
+    # Technique order, then density from mild to severe; points; collapsed rows labelled with their count.
+    assert list(mat.index) == ["dead @ 0.05 · collapsed 2/2", "half @ 0.1 · collapsed 1/2", "ok @ 0.5"]
+    assert list(mat.columns) == ["a", "b", "c"]
+    np.testing.assert_allclose(mat.loc["ok @ 0.5"].to_numpy(), [10.0, 0.0, -10.0], atol=1e-9)
+    plain = population.excess_matrix(population.excess_summary(population.excess_change(collapse_df)))
+    assert list(plain.columns) == ["0", "1", "2"] and "ok @ 0.5" in plain.index
+
+
+def test_excess_heatmap_clips_the_scale_and_outlines_clipped_cells(collapse_df, tmp_path):
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    col = population.collapsed_configurations(collapse_df)
+    summ = population.flag_collapsed(population.excess_summary(population.excess_change(collapse_df)), col)
+    mat = population.excess_matrix(summ)
+    fig = population.excess_heatmap(summ, q=50, path=tmp_path / "h.png")
+    lim = population.robust_limit(mat.to_numpy(), 50)
+    ax = fig.axes[0]
+    outlined = [p for p in ax.patches if isinstance(p, Rectangle) and not p.get_fill()]
+    assert len(outlined) == int((mat.abs() > lim).to_numpy().sum()) > 0
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2"]
+    assert f"±{lim:.1f}" in ax.get_title() and (tmp_path / "h.png").is_file()
+    red = [t.get_text() for t in ax.get_yticklabels() if t.get_color() == "firebrick"]
+    assert red == ["dead @ 0.05 · collapsed 2/2", "half @ 0.1 · collapsed 1/2"]
+    plt.close(fig)
+
+
+def test_selection_labels_merge_judgements_that_chose_the_same_point(toy_df):
+    table = population.pareto_table(toy_df, "mcd")
+    a = table[table["method"] == "a"].iloc[0]
+    b = table[table["method"] == "b"].iloc[0]
+    merged = population.selection_labels({"A: efficiency": a, "B: efficiency + fairness": a.copy()})
+    assert list(merged) == ["A = B"] and merged["A = B"]["method"] == "a"
+    apart = population.selection_labels({"A: efficiency": a, "B: efficiency + fairness": b, "Chebyshev": b})
+    assert list(apart) == ["A", "B = Chebyshev"]
+
+
 # -- cards ----------------------------------------------------------------------------------------------------
 
 def test_card_has_every_section_in_markdown_and_html(population_store, tmp_path):
@@ -258,9 +371,11 @@ def test_tables_command_prints_the_notebook_tables(population_store, capsys):
     assert population.main([str(exp.store.root), "--correction", "holm"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("Population: 10 pruned runs over 5 techniques, 2 seeds.")
-    for title in ("Most hurt class", "Classes significantly hurt", "holm correction", "Pareto front",
-                  "Technique re-evaluation"):
+    for title in ("Most hurt class", "collapsed seeds", "Classes significantly hurt", "holm correction",
+                  "**Who pays.**", "Pareto front", "Technique re-evaluation"):
         assert title in out
+    assert population.main([str(exp.store.root / "no_such_store")]) == 1  # no population: says so, exit 1
+    assert "no Prune Responsibly population" in capsys.readouterr().out
 
 
 def test_notebook_04_under_papermill_leaves_the_population_and_a_card(tmp_path):
