@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import pandas as pd
 
-from .analysis import paired, select_by_rule, summarize
+from .analysis import class_columns, paired, select_by_rule, summarize
 from .methods import ballot
 from .methods.ballot import BUDGETS, CONFLICTS, SCORES, BallotConfig, same_selection
 from .methods.grid import Variant
@@ -24,6 +24,10 @@ DEFAULT = "default"
 #: training (``refined=False``), which keeps its last epoch while the other rows pick theirs on val: its val metrics
 #: are not comparable with theirs (the val-picked epochs are optimistic on val), so it is shown, not chosen.
 NOT_CHOSEN = ("faithful (authors, final layer only)", "LTH", "refined=False")
+#: A seed of an option set counts as collapsed when its accuracy keeps less than this share of the reference's
+#: (the default's) accuracy gain over chance in the same seed -- the rule of :data:`ballot_lib.comparison.COLLAPSE`,
+#: with the default in place of the dense run.
+COLLAPSE = 0.5
 
 
 def base_options(default: BallotConfig) -> dict[str, Any]:
@@ -99,16 +103,44 @@ def variants(default: BallotConfig, options: Mapping[str, Mapping[str, Any]], se
     return out
 
 
+def chance_level(df: pd.DataFrame) -> float:
+    """Accuracy of a uniform guess: 1 / (number of classes), from the per-class recall columns (NaN without)."""
+    cols = class_columns(df)
+    return 1.0 / len(cols) if cols else float("nan")
+
+
+def collapsed_seeds(df: pd.DataFrame, chance: float, split: str = "val", reference: str = DEFAULT,
+                    threshold: float = COLLAPSE) -> pd.Series:
+    """Per variant, the number of seeds whose ``split`` accuracy keeps less than ``threshold`` of the
+    ``reference``'s gain over ``chance`` in the same seed (0 where the reference has no such seed, or is itself
+    at chance there)."""
+    d = df[df["split"] == split]
+    ref = d[d["variant"] == reference].drop_duplicates("seed").set_index("seed")["acc"]
+    out = {}
+    for v, g in d.groupby("variant", sort=False):
+        g = g.drop_duplicates("seed").set_index("seed")["acc"]
+        gain = (ref.reindex(g.index) - chance)
+        skill = (g - chance) / gain.where(gain > 0)
+        out[v] = int((skill < threshold).sum())
+    return pd.Series(out, dtype=int)
+
+
 def table(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "mcd", "cwv"), select_split: str = "val",
-          report_split: str = "test", reference: str = DEFAULT) -> pd.DataFrame:
+          report_split: str = "test", reference: str = DEFAULT, chance: Optional[float] = None) -> pd.DataFrame:
     """The ablation table: per option set, mean and 95 % CI over seeds of each metric on ``select_split``, the
     difference to ``reference`` paired by seed (with CI and significance) on ``select_split``, and the means on
     ``report_split`` (shown, never used for the choice).
 
     Columns: ``variant``, ``seeds``, ``<m>``, ``<m>_ci`` (select split), ``d_<m>``, ``d_<m>_low``, ``d_<m>_high``,
-    ``d_<m>_sig`` (paired vs reference), ``<m>_<report_split>``. Rows keep the order of first appearance in ``df``.
+    ``d_<m>_sig`` (paired vs reference), ``<m>_<report_split>``, and ``collapsed``: the seeds whose accuracy on
+    ``select_split`` is near chance (:func:`collapsed_seeds`; ``chance`` defaults to 1 / number of classes, from
+    the per-class columns; without them the column is 0). ``attrs["chance"]`` holds the chance level used.
+    Rows keep the order of first appearance in ``df``.
     """
     order = list(dict.fromkeys(df["variant"]))
+    chance = chance_level(df) if chance is None else float(chance)
+    collapsed = (collapsed_seeds(df, chance, select_split, reference) if "acc" in df and chance == chance
+                 else pd.Series(dtype=int))
     sel = summarize(df, metrics, by=("variant",), split=select_split).set_index("variant")
     rep = summarize(df, metrics, by=("variant",), split=report_split).set_index("variant")
     rows = []
@@ -129,8 +161,11 @@ def table(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "mcd", "cwv"), sele
                 row[f"d_{m}_sig"] = False
         for m in metrics:
             row[f"{m}_{report_split}"] = rep.loc[v, m] if v in rep.index else float("nan")
+        row["collapsed"] = int(collapsed.get(v, 0))
         rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs["chance"] = chance
+    return out
 
 
 def display_table(tab: pd.DataFrame, metrics: Sequence[str] = ("acc", "mcd")) -> pd.DataFrame:
@@ -146,6 +181,8 @@ def display_table(tab: pd.DataFrame, metrics: Sequence[str] = ("acc", "mcd")) ->
     for m in metrics:
         if f"{m}_test" in tab:
             out[f"test {m.upper()} (pts)"] = (100 * tab[f"{m}_test"]).round(1)
+    if "collapsed" in tab and tab["collapsed"].any():
+        out["collapsed seeds (val)"] = [f"{c}/{n}" if c else "" for c, n in zip(tab["collapsed"], tab["seeds"])]
     return out
 
 

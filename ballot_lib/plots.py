@@ -24,18 +24,55 @@ def save(fig: plt.Figure, path: Optional[str | Path]) -> Optional[Path]:
     return path
 
 
+def coinciding(data: pd.DataFrame, by: str, x: str, metrics: Sequence[str], tol: float = 1e-9) -> dict[str, str]:
+    """Groups of ``by`` whose mean curves (mean of each metric per ``x``) are identical to an earlier group's:
+    ``{later: earlier}``. Such curves are drawn on top of each other, and a legend must say so."""
+    means = {k: g.groupby(x)[list(metrics)].mean().sort_index() for k, g in data.groupby(by, sort=False)}
+    same: dict[str, str] = {}
+    keys = list(means)
+    for i, a in enumerate(keys):
+        if a in same:
+            continue
+        for b in keys[i + 1:]:
+            if b in same:
+                continue
+            A, B = means[a], means[b]
+            if A.index.equals(B.index) and np.allclose(A.to_numpy(float), B.to_numpy(float), rtol=0, atol=tol,
+                                                       equal_nan=True):
+                same[b] = a
+    return same
+
+
+def _dodge(values: pd.Series, position: int, count: int, step: float = 0.035) -> pd.Series:
+    """Shift x values on a log axis by a small factor per line, so that lines with equal means stay visible."""
+    return values * np.exp(step * (position - (count - 1) / 2))
+
+
 def metric_vs_density(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd"), split: str = "test",
                       hue: str = "variant", path: Optional[str | Path] = None) -> plt.Figure:
     """One panel per metric: mean over seeds (95 % CI band) against density (log axis), one line per variant.
 
-    The dense reference (density 1) is drawn as a horizontal line with its CI band.
+    Each variant has its own marker and line style, and its points sit slightly apart along the density axis (a
+    few per cent), so lines with nearly equal means stay distinguishable; a variant whose mean curve is identical
+    to another's in every panel is named so in the legend. The dense reference (density 1) is drawn as a
+    horizontal line with its CI band.
     """
     d = df[df["split"] == split]
     dense = d[d["method"] == "dense"]
-    sparse = d[d["method"] != "dense"]
+    sparse = d[d["method"] != "dense"].copy()
+    order = list(dict.fromkeys(sparse[hue]))
+    same = coinciding(sparse, hue, "density_target", [m for m in metrics if m in sparse])
+    names = {v: (f"{v} (identical to {same[v]})" if v in same else v) for v in order}
+    sparse["_x"] = sparse["density_target"]
+    for i, v in enumerate(order):
+        sel = sparse[hue] == v
+        sparse.loc[sel, "_x"] = _dodge(sparse.loc[sel, "density_target"], i, len(order))
+    sparse[hue] = sparse[hue].map(names)
+    labels = [names[v] for v in order]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.6), squeeze=False)
     for ax, m in zip(axes[0], metrics):
-        sns.lineplot(data=sparse, x="density_target", y=m, hue=hue, marker="o", errorbar=("ci", 95), ax=ax)
+        sns.lineplot(data=sparse, x="_x", y=m, hue=hue, hue_order=labels, style=hue, style_order=labels,
+                     markers=True, dashes=True, errorbar=("ci", 95), ax=ax)
         if len(dense):
             mu, sd = dense[m].mean(), dense[m].std(ddof=1) if len(dense) > 1 else 0.0
             ax.axhline(mu, color="k", ls="--", lw=1, label="dense")
@@ -46,7 +83,10 @@ def metric_vs_density(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", 
         ticks = sorted(sparse["density_target"].unique())
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.minorticks_off()
-        ax.invert_xaxis()
+        if ticks:
+            ax.set_xlim(max(ticks) * 1.25, min(ticks) / 1.25)  # inverted: density falls to the right
+        else:
+            ax.invert_xaxis()
         ax.set_xlabel("density (kept fraction)")
         ax.set_ylabel(f"{split} {m.upper()}")
         ax.set_title(f"{m.upper()} vs density ({split})")
@@ -55,8 +95,8 @@ def metric_vs_density(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", 
             if leg:
                 leg.remove()
     axes[0][-1].legend(loc="best", fontsize="small")
-    fig.suptitle("mean over seeds; bands: unpaired 95 % bootstrap CI (descriptive — the paired CIs decide)",
-                 fontsize=9)
+    fig.suptitle("mean over seeds (lines set slightly apart along density to stay visible); bands: unpaired 95 % "
+                 "bootstrap CI (descriptive — the paired CIs decide)", fontsize=9)
     fig.tight_layout()
     save(fig, path)
     return fig
@@ -102,21 +142,35 @@ def paired_forest(table: pd.DataFrame, metric: str, path: Optional[str | Path] =
     """Forest plot of paired differences (with 95 % CI) for one metric; one row per comparison.
 
     Accuracy-like metrics (accuracy, MCD, group gaps) are drawn in percentage points, as the text states them.
+    When every row has the same reference and density, the rows are labelled by their variant alone and the
+    reference goes into the axis label; a long title is wrapped to the figure's width.
     """
+    import textwrap
+
     from .readings import POINTS
 
     t = table[table["metric"] == metric].reset_index(drop=True)
     scale, unit = (100.0, " (pts)") if metric in POINTS else (1.0, "")
     t = t.assign(diff=t["diff"] * scale, ci_low=t["ci_low"] * scale, ci_high=t["ci_high"] * scale)
-    labels = [f"{r.a} − {r.b} @ {r.density:g}" if "density" in t else f"{r.a} − {r.b}" for r in t.itertuples()]
-    fig, ax = plt.subplots(figsize=(6, 0.4 * len(t) + 1.3))
+    one_ref = len(t) > 1 and t["b"].nunique() == 1 and ("density" not in t or t["density"].nunique() == 1)
+    if one_ref:
+        labels = list(t["a"].astype(str))
+        where = f" @ {t['density'].iloc[0]:g}" if "density" in t else ""
+        versus_text = f"variant − {t['b'].iloc[0]}{where}"
+    else:
+        labels = [f"{r.a} − {r.b} @ {r.density:g}" if "density" in t else f"{r.a} − {r.b}" for r in t.itertuples()]
+        versus_text = "paired difference"
+    longest = max((len(x) for x in labels), default=0)
+    width = min(11.0, max(6.0, 3.4 + 0.085 * longest))
+    fig, ax = plt.subplots(figsize=(width, 0.4 * len(t) + 1.6))
     y = np.arange(len(t))
     ax.errorbar(t["diff"], y, xerr=[t["diff"] - t["ci_low"], t["ci_high"] - t["diff"]], fmt="o", capsize=3)
     ax.axvline(0, color="k", lw=1)
-    ax.set_yticks(y, labels)
+    ax.set_yticks(y, labels, fontsize="small" if longest > 28 else None)
     ax.invert_yaxis()
-    ax.set_xlabel(f"paired difference in {metric.upper()}{unit}, 95% CI over seeds")
-    ax.set_title(title or f"paired difference in {metric.upper()}")
+    ax.set_xlabel(f"{versus_text} in {metric.upper()}{unit}, 95% CI over seeds")
+    text = title or f"paired difference in {metric.upper()}"
+    ax.set_title("\n".join(textwrap.wrap(text, width=max(30, int(7.5 * width)))), fontsize="medium")
     fig.tight_layout()
     save(fig, path)
     return fig
@@ -248,10 +302,23 @@ _LABELS = {"val_acc": "val accuracy", "val_mcd": "val MCD (max − min class rec
 def training_curves(history: pd.DataFrame, metrics: Sequence[str] = ("val_acc", "val_mcd"), hue: str = "variant",
                     marker_epoch: Optional[int] = None, marker_label: str = "selected epoch",
                     path: Optional[str | Path] = None) -> plt.Figure:
-    """Per-epoch curves (one panel per metric, one line per ``hue``), with an optional vertical marker."""
+    """Per-epoch curves (one panel per metric, one line per ``hue``), with an optional vertical marker.
+
+    Curves that are identical in every panel (e.g. two runs of the same training that differ only in the
+    checkpoint they keep) are drawn once, labelled ``a = b (identical curves)``; the others get distinct line
+    styles."""
+    h = history.copy()
+    same = coinciding(h, hue, "epoch", [m for m in metrics if m in h])
+    groups: dict[str, list[str]] = {}
+    for v in dict.fromkeys(h[hue]):
+        groups.setdefault(same.get(v, v), []).append(v)
+    names = {v: (" = ".join(g) + " (identical curves)" if len(g) > 1 else v) for v0, g in groups.items() for v in g}
+    h = h[h[hue].isin(list(groups))]
+    h[hue] = h[hue].map(names)
+    labels = [names[v] for v in groups]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.6), squeeze=False)
     for ax, m in zip(axes[0], metrics):
-        sns.lineplot(data=history, x="epoch", y=m, hue=hue, ax=ax)
+        sns.lineplot(data=h, x="epoch", y=m, hue=hue, hue_order=labels, style=hue, style_order=labels, ax=ax)
         if marker_epoch is not None:
             ax.axvline(marker_epoch, color="k", ls=":", lw=1, label=marker_label)
         ax.set_xlabel("epoch")

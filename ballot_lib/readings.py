@@ -191,15 +191,20 @@ def votes(record: Mapping[str, Any], diagnostics: Mapping[str, Any], flat: float
     return " ".join(lines)
 
 
-def refined(plain: Mapping[str, float], refined_: Mapping[str, float], selected_epoch: int, epochs: int) -> str:
-    """Notebook 02, plain vs refined training of one ticket (one seed: an illustration)."""
+def refined(plain: Mapping[str, float], refined_: Mapping[str, float], selected_epoch: int, epochs: int,
+            same_curves: bool = False) -> str:
+    """Notebook 02, plain vs refined training of one ticket (one seed: an illustration). ``same_curves``: the two
+    runs' per-epoch curves are identical (the same training; refined only keeps another checkpoint)."""
+    same = (" The two runs' per-epoch val curves are identical: refined training trained exactly as plain did "
+            "and differs only in the checkpoint it keeps, so the figure draws one curve."
+            if same_curves else "")
     if selected_epoch >= epochs:
         first = f"Checkpoint selection kept the last epoch ({epochs}), so refined equals plain training here."
     else:
         first = (f"Checkpoint selection picked epoch {selected_epoch} of {epochs}: test accuracy "
                  f"{fmt('acc', refined_['acc'] - plain['acc'])} and test MCD "
                  f"{fmt('mcd', refined_['mcd'] - plain['mcd'])} against the plain ticket.")
-    return first + " One seed: the ablation below measures refined training over seeds."
+    return first + same + " One seed: the ablation below measures refined training over seeds."
 
 
 def _names(labels) -> str:
@@ -207,11 +212,65 @@ def _names(labels) -> str:
     return "; ".join(f"`{x}`" for x in labels)
 
 
+#: Scores that ignore the weight's magnitude (``ballot_lib.methods.ballot.SCORES``): the authors' signed sum
+#: ĝ_acc + η·ĝ_fair and its absolute value.
+MAGNITUDE_FREE = {"signed": "the authors' signed score ĝ_acc + η·ĝ_fair",
+                  "agreement": "the agreement score |ĝ_acc + η·ĝ_fair|"}
+
+
+def collapses(tab: pd.DataFrame, options: Optional[Mapping[str, Mapping[str, Any]]] = None,
+              reference: str = "default", base: Optional[Mapping[str, Any]] = None) -> list[str]:
+    """Notebook 02, the ablation's collapsed option sets (column ``collapsed`` of
+    :func:`ballot_lib.ablation.table`: seeds near chance on val), with the reason where the option says it: a
+    score that ignores the weight's magnitude (``papers/ballot.md``). ``options``: label -> the options that the
+    set changes (as given to :func:`ballot_lib.ablation.variants`); ``base``: the default's options
+    (:func:`ballot_lib.ablation.base_options`), which each set changes."""
+    if "collapsed" not in tab or not tab["collapsed"].any():
+        return []
+    base = dict(base or {})
+    options = {k: {**base, **v} for k, v in dict(options or {}).items()}
+    chance = tab.attrs.get("chance", float("nan"))
+    ref = tab[tab["variant"] == reference]
+    ref_acc = float(ref["acc"].iloc[0]) if len(ref) else float("nan")
+    bad = tab[tab["collapsed"] > 0]
+    names = "; ".join(f"`{r.variant}` ({r.collapsed}/{r.seeds} seeds, mean val accuracy {fmt('acc', r.acc, False)})"
+                      for r in bad.itertuples())
+    lines = [f"Collapsed on val (accuracy near chance, {fmt('acc', chance, False)}: less than half of the "
+             f"{reference}'s gain over chance in the same seed; the {reference} has {fmt('acc', ref_acc, False)}): "
+             f"{names}. Their MCD and CWV measure the collapse, not fairness."]
+    scores = {}
+    for r in bad.itertuples():
+        opt = options.get(r.variant, {})
+        if opt.get("mode", "full") != "faithful" and opt.get("score") in MAGNITUDE_FREE:
+            scores.setdefault(opt["score"], []).append(r.variant)
+    if scores:
+        which = " and ".join(MAGNITUDE_FREE[s] for s in scores)
+        verb = "ignore" if len(scores) > 1 else "ignores"
+        text = (f"Why: {which} {verb} the weight's magnitude. When every layer votes, the kept weights are chosen "
+                "by their gradients alone, and the structure the dense network learned is thrown away "
+                "(papers/ballot.md)")
+        if base.get("score") == "taylor":
+            text += f"; the {reference} scores |θ ⊙ (ĝ_acc + η·ĝ_fair)|, which keeps the magnitude"
+        lines.append(text + ".")
+        faithful = [r for r in tab.itertuples() if options.get(r.variant, {}).get("mode") == "faithful"]
+        if "signed" in scores and faithful:
+            f = faithful[0]
+            state = (f"and collapses too in {f.collapsed}/{f.seeds} seeds" if f.collapsed else "and does not collapse")
+            lines.append(f"The authors use the signed score on the final layer only, where the rest of the network "
+                         f"stays dense: that procedure (`{f.variant}`) reaches {fmt('acc', f.acc, False)} mean val "
+                         f"accuracy here, {state}.")
+    return lines
+
+
 def ablation(tab: pd.DataFrame, chosen: pd.Series, dropped: Mapping[str, str], eps: float,
-             reference: str = "default", others: Sequence[str] = ("LTH",), not_chosen: Sequence[str] = ()) -> str:
-    """Notebook 02, the ablation: which option sets differ significantly from the default on val, what was
-    chosen and whether the choice rests on a significant difference (``others``: reference rows that are not
-    option sets; ``not_chosen``: rows shown but not eligible, named in the reading)."""
+             reference: str = "default", others: Sequence[str] = ("LTH",), not_chosen: Sequence[str] = (),
+             options: Optional[Mapping[str, Mapping[str, Any]]] = None,
+             base: Optional[Mapping[str, Any]] = None) -> str:
+    """Notebook 02, the ablation: which option sets differ significantly from the default on val, which
+    collapsed to chance and why (:func:`collapses`; ``options``: label -> changed options, ``base``: the default's
+    options), what was chosen and
+    whether the choice rests on a significant difference (``others``: reference rows that are not option sets;
+    ``not_chosen``: rows shown but not eligible, named in the reading)."""
     rows = tab[(tab["variant"] != reference) & ~tab["variant"].isin(list(others))]
     lines = []
     if dropped:
@@ -231,6 +290,7 @@ def ablation(tab: pd.DataFrame, chosen: pd.Series, dropped: Mapping[str, str], e
                  f"{len(mcd_better)} have significantly lower MCD" +
                  (f" ({_names(mcd_better)})" if mcd_better else "") + f" and {len(mcd_worse)} higher MCD" +
                  (f" ({_names(mcd_worse)})" if mcd_worse else "") + ".")
+    lines += collapses(tab, options, reference, base)
     c = chosen["variant"]
     if c == reference:
         lines.append(f"The rule (accuracy within {100 * eps:g} pts of the best, then lowest MCD) keeps the library "
@@ -278,13 +338,13 @@ def win_loss(pair_tabs: Mapping[str, pd.DataFrame], metrics: Sequence[str] = ("a
 
 
 def ballot_report(title: str, setting: str, chosen: str, pair_tabs: Mapping[str, pd.DataFrame],
-                  summary: pd.DataFrame, cost: Optional[float] = None,
+                  summary: pd.DataFrame, cost: Optional[float | str] = None,
                   metrics: Sequence[str] = ("acc", "cwv", "mcd")) -> str:
     """Notebook 02's closing summary (markdown) from the paired tables of Ballot against each baseline.
 
     ``summary`` is :func:`ballot_lib.analysis.summarize` of the comparison (for the improvement in the paper's
     form, (F_B − F_A) / F_B averaged over densities and CWV/MCD); ``cost`` the vote-collection cost as a multiple
-    of one LTH retraining.
+    of one LTH retraining, or the sentence that states it (:func:`vote_cost_text`).
     """
     from .analysis import describe_paired
     from .metrics import improvement
@@ -310,7 +370,9 @@ def ballot_report(title: str, setting: str, chosen: str, pair_tabs: Mapping[str,
         lines.append("")
     lines.append("**Reading.** " + comparison(pair_tabs, metrics))
     if cost is not None:
-        lines += ["", f"Vote collection cost: {cost:.2f}x one LTH retraining (mean over seeds)."]
+        lines += ["", cost if isinstance(cost, str) else
+                  f"Vote collection cost: {cost:.2f}× one LTH retraining (the chosen option set's vote-streaming "
+                  "seconds over the same seed's LTH retraining seconds, mean over seeds and densities)."]
     return "\n".join(lines)
 
 
@@ -332,3 +394,226 @@ def per_class(deltas: pd.DataFrame, unit: str = "class") -> str:
             parts.append(f"{r['variant']} @ {r['density']:g}: no {unit} lost recall")
     return (f"Largest mean recall loss vs dense per setting (mean over paired seeds; one {unit} moves by whole "
             "test images, so small changes are noise): " + "; ".join(parts) + ".")
+
+
+# ------------------------------------------------------------------------------------------------ display
+
+def rounded(table: pd.DataFrame, digits: int = 2, cwv_digits: int = 4) -> pd.DataFrame:
+    """``table`` rounded for display: CWV columns (``cwv``, ``cwv_ci``, ``d_cwv`` ...) to ``cwv_digits`` decimals,
+    every other numeric column to ``digits``. CWV is a variance of recalls (~0.01 here): at two decimals every
+    value reads 0.01 ± 0.00."""
+    cols = {c: (cwv_digits if "cwv" in str(c).lower() else digits) for c in table.columns
+            if pd.api.types.is_numeric_dtype(table[c])}
+    return table.round(cols)
+
+
+# ------------------------------------------------------------------------------ notebook 01: training effect
+
+def _per_seed(df: pd.DataFrame, variant: str, split: str, density: Optional[float] = None) -> pd.DataFrame:
+    d = df[(df["split"] == split) & (df["variant"] == variant)]
+    if density is not None and "density_target" in d:
+        d = d[np.isclose(d["density_target"], density)]
+    return d.drop_duplicates("seed").set_index("seed").sort_index()
+
+
+def _settings(df: pd.DataFrame, split: str) -> list[tuple[str, Optional[float]]]:
+    """(variant, density) pairs of ``df`` in order of appearance (density None without a density column)."""
+    d = df[df["split"] == split]
+    if "density_target" not in d:
+        return [(v, None) for v in dict.fromkeys(d["variant"])]
+    return list(dict.fromkeys(zip(d["variant"], d["density_target"].astype(float))))
+
+
+def training_runs(df: pd.DataFrame, others: Optional[Mapping[str, pd.DataFrame]] = None,
+                  split: str = "test") -> pd.DataFrame:
+    """One row per (variant, density) of ``df``: its method, retraining epochs (``train_epochs``: the final
+    training only), total compute (``compute_epochs``, the dense run included), its run ids in seed order, and
+    ``same runs as``: the other (variant, density) settings -- of ``df`` or of a table in ``others`` (name ->
+    results frame, e.g. another section of the notebook) -- that consist of exactly the same runs (the same run
+    id in every seed). Two labels on one set of runs are one training shown twice: their rows repeat each other
+    by construction."""
+    pool = {("", v, d): _per_seed(df, v, split, d) for v, d in _settings(df, split)}
+    for name, frame in dict(others or {}).items():
+        for v, d in _settings(frame, split):
+            pool[(name, v, d)] = _per_seed(frame, v, split, d)
+    rows = []
+    for v, d in _settings(df, split):
+        g = pool[("", v, d)]
+        ids = g["run_id"] if "run_id" in g else pd.Series(dtype=object)
+        same = []
+        for (name, w, e), h in pool.items():
+            if (name, w, e) == ("", v, d) or "run_id" not in h or ids.empty:
+                continue
+            if len(h) == len(g) and set(h.index) == set(g.index) and (h.loc[g.index, "run_id"] == ids).all():
+                where = f"{w} @ {e:g}" if e is not None else w
+                same.append(f"`{where}` ({name})" if name else f"`{where}`")
+        rows.append({"variant": v, "density": d, "method": g["method"].iloc[0] if "method" in g else "",
+                     "retrain epochs": _median(g, "train_epochs"), "compute epochs": _median(g, "compute_epochs"),
+                     "seeds": len(g), "run ids": ", ".join(str(x) for x in ids), "same runs as": "; ".join(same)})
+    return pd.DataFrame(rows)
+
+
+def _median(g: pd.DataFrame, col: str) -> float:
+    return float(pd.to_numeric(g[col], errors="coerce").median()) if col in g else float("nan")
+
+
+def metric_ties(df: pd.DataFrame, variants: Optional[Sequence[str]] = None,
+                metrics: Sequence[str] = ("acc", "mcd"), split: str = "test", tol: float = 1e-12) -> pd.DataFrame:
+    """Pairs of variants (of ``variants``, default: all but dense) at the same density whose value of a metric is
+    the same in every shared seed, so that their summary rows and paired differences in it are identical.
+
+    Columns: ``a``, ``b``, ``density``, ``metric``, ``seeds`` (shared seeds), ``same_runs`` (the same run id in
+    every shared seed: one training under two labels), ``differs`` (the metrics of ``metrics`` that differ in at
+    least one seed), ``same_extremes`` (the best and the worst class recall are each equal in every seed: a tie of
+    MCD = max − min that comes from identical extremes)."""
+    from .analysis import class_columns
+
+    cols_out = ["a", "b", "density", "metric", "seeds", "same_runs", "differs", "same_extremes"]
+    settings = _settings(df, split)
+    if variants is None:
+        variants = [v for v, _ in settings if v != "dense"]
+    keep = set(variants)
+    rows = []
+    for i, (a, da) in enumerate(settings):
+        for b, db in settings[i + 1:]:
+            if a not in keep or b not in keep or a == b or not (da == db or np.isclose(da, db)):
+                continue
+            A, B = _per_seed(df, a, split, da), _per_seed(df, b, split, db)
+            seeds = A.index.intersection(B.index)
+            if not len(seeds):
+                continue
+            A, B = A.loc[seeds], B.loc[seeds]
+            same_runs = "run_id" in A and "run_id" in B and bool((A["run_id"] == B["run_id"]).all())
+            equal = {m: bool(np.allclose(A[m].astype(float), B[m].astype(float), rtol=0, atol=tol))
+                     for m in metrics if m in A and m in B}
+            cls = class_columns(A)
+            extremes = bool(cls) and bool(
+                np.allclose(A[cls].max(axis=1), B[cls].max(axis=1), rtol=0, atol=tol)
+                and np.allclose(A[cls].min(axis=1), B[cls].min(axis=1), rtol=0, atol=tol))
+            for m, eq in equal.items():
+                if eq:
+                    rows.append({"a": a, "b": b, "density": da, "metric": m, "seeds": len(seeds),
+                                 "same_runs": same_runs, "differs": [x for x, e in equal.items() if not e],
+                                 "same_extremes": extremes})
+    return pd.DataFrame(rows, columns=cols_out)
+
+
+def training(df: pd.DataFrame, tab: pd.DataFrame, reference: str = "rewind θ0",
+             others: Optional[Mapping[str, pd.DataFrame]] = None, metrics: Sequence[str] = ("acc", "mcd"),
+             split: str = "test", confound: float = 0.5) -> str:
+    """Notebook 01, training effect (one density): the paired sentences of ``tab`` against ``reference``, then
+    :func:`training_notes`."""
+    return " ".join(paired(tab, metrics) + training_notes(df, reference, others, metrics, split, confound))
+
+
+def training_notes(df: pd.DataFrame, reference: str = "rewind θ0",
+                   others: Optional[Mapping[str, pd.DataFrame]] = None, metrics: Sequence[str] = ("acc", "mcd"),
+                   split: str = "test", confound: float = 0.5) -> list[str]:
+    """What the training-effect numbers alone would hide: rows that are the same training as another row (same
+    run ids; ``others``: the notebook's other sections, name -> results frame), rows whose metric ties in every
+    seed although their runs differ (:func:`metric_ties`), and the compute of each recipe: a variant that
+    retrains fewer than ``confound`` × the ``reference``'s epochs is named as confounded by compute."""
+    lines: list[str] = []
+    runs = training_runs(df, others, split)
+    runs = runs[runs["method"] != "dense"].drop_duplicates("variant").set_index("variant")
+    # One set of runs under two labels (within this table, or shared with another section).
+    for v, r in runs.iterrows():
+        if r["same runs as"]:
+            lines.append(f"`{v}` is the same training as {r['same runs as']} (identical run ids in all {r['seeds']} "
+                         "seeds): its numbers repeat that row, they are not a second measurement.")
+    ties = metric_ties(df, list(runs.index), metrics, split)
+    for t in ties[~ties["same_runs"]].itertuples():
+        m = t.metric.upper()
+        text = (f"`{t.a}` and `{t.b}` have the same {m} in all {t.seeds} seeds, so their {m} rows are identical, "
+                "yet they are different runs (different run ids"
+                + (f"; their {', '.join(x.upper() for x in t.differs)} "
+                   f"{'differs' if len(t.differs) == 1 else 'differ'})" if t.differs else ")"))
+        if t.metric == "mcd" and t.same_extremes:
+            text += (": in every seed their best- and worst-recognised classes end with the same recall (a class's "
+                     "recall moves in whole test images)")
+        ma, mb = runs.loc[t.a, "method"], runs.loc[t.b, "method"]
+        ea, eb = runs.loc[t.a, "retrain epochs"], runs.loc[t.b, "retrain epochs"]
+        if ma == mb:
+            text += f". Both are `{ma}` runs at density {t.density:g}, with {ea:g} and {eb:g} retraining epochs"
+            if abs(ea - eb) <= 0.1 * max(ea, eb):
+                text += ": two nearly identical trainings"
+        lines.append(text + ". The tie is genuine, not one run counted twice.")
+    # Compute: the retraining epochs of each recipe against the reference's.
+    if reference in runs.index:
+        r_ep, r_tot = runs.loc[reference, "retrain epochs"], runs.loc[reference, "compute epochs"]
+        lines.append("Retraining epochs after the dense run: "
+                     + ", ".join(f"{v} {r['retrain epochs']:g}" for v, r in runs.iterrows()) + ".")
+        for v, r in runs.iterrows():
+            ep, tot = r["retrain epochs"], r["compute epochs"]
+            if v != reference and r_ep > 0 and ep < confound * r_ep:
+                lines.append(f"`{v}` retrains {ep:g} epochs ({tot:g} with the dense run) against {r_ep:g} "
+                             f"({r_tot:g}) for `{reference}` — {ep / r_ep:.2f}× the retraining compute — so its "
+                             f"difference against `{reference}` mixes the recipe with less compute (a compute "
+                             "confound), not the starting point alone.")
+    return lines
+
+
+# ------------------------------------------------------------------------------------ notebook 02: vote cost
+
+#: The authors collect votes in a separate full training run: about one LTH retraining (papers/ballot.md).
+AUTHORS_VOTE_COST = 1.0
+
+
+def vote_cost(df: pd.DataFrame, subject: str = "Ballot", reference: str = "LTH", split: str = "test"
+              ) -> pd.DataFrame:
+    """The vote-collection cost per seed, as a multiple of one ``reference`` retraining.
+
+    Per seed: ``vote_seconds`` (the ``subject``'s vote streaming -- the shared gradients plus its own scoring --
+    mean over its densities), ``retrain_seconds`` (the ``reference``'s training seconds, mean over the same
+    densities) and ``ratio`` = vote_seconds / retrain_seconds. The same quantity as :func:`vote_cost_walkthrough`
+    reports for one seed and one density."""
+    d = df[df["split"] == split]
+    if "vote_seconds" not in d or "seconds" not in d:
+        return pd.DataFrame(columns=["vote_seconds", "retrain_seconds", "ratio"]).rename_axis("seed")
+    s = d[d["variant"] == subject]
+    r = d[(d["variant"] == reference) & d["density_target"].isin(s["density_target"].unique())]
+    out = pd.DataFrame({"vote_seconds": s.groupby("seed")["vote_seconds"].mean(),
+                        "retrain_seconds": r.groupby("seed")["seconds"].mean()}).dropna()
+    out["ratio"] = out["vote_seconds"] / out["retrain_seconds"]
+    out.index.name = "seed"
+    return out
+
+
+def vote_cost_text(cost: pd.DataFrame, densities: Sequence[float], subject: str = "Ballot",
+                   reference: str = "LTH") -> str:
+    """Section 5 of notebook 02: the vote cost over seeds (:func:`vote_cost`), what it measures, and how it
+    compares with the authors' separate vote run (:data:`AUTHORS_VOTE_COST` × one retraining)."""
+    if cost.empty:
+        return f"No {subject} run carried vote seconds: no vote cost to state."
+    r = cost["ratio"]
+    mean = float(r.mean())
+    text = (f"Vote collection cost: {mean:.2f}× one {reference} retraining (mean over {len(r)} seeds of the "
+            f"chosen option set's vote-streaming seconds — shared gradients plus its own scoring — over the same "
+            f"seed's {reference} retraining seconds, each averaged over densities {_densities(densities)}; "
+            f"min {r.min():.2f}×, max {r.max():.2f}×; wall-clock on this machine). ")
+    text += (f"The reference point is the authors' separate vote run, a full training: ≈ {AUTHORS_VOTE_COST:g}× one "
+             "retraining (papers/ballot.md); " +
+             ("streaming the votes cost less than that here." if mean < AUTHORS_VOTE_COST else
+              "streaming the votes saved nothing against it here."))
+    return text
+
+
+def vote_cost_walkthrough(record: Mapping[str, Any], retrain_seconds: float, dense_seconds: Optional[float],
+                          n_tallies: int, seed: int, density: float, slow: float = 3.0) -> str:
+    """Section 1 of notebook 02: the vote cost of one seed, the default options at one density -- the quantity
+    of :func:`vote_cost` for one (seed, density) -- labelled as such. When the dense run of the seed took more
+    than ``slow`` × (one retraining of equal length + every vote it streamed), the run was slowed by something
+    other than the votes, and the sentence says so."""
+    vote = float(record["seconds"])
+    total = float(record.get("collector_seconds", vote))
+    text = (f"Seed {seed}, library default options, density {density:g}: vote streaming {vote:.2f} s (shared "
+            f"gradients plus this option set's scoring; {total:.2f} s for all {n_tallies} tallies this collection "
+            f"carried) against {retrain_seconds:.2f} s for the same seed's LTH retraining: "
+            f"{vote / retrain_seconds:.2f}× one retraining. One seed, one wall-clock measurement; section 5 measures "
+            "the same ratio for the chosen option set over every seed and density, the figure the summary quotes.")
+    if dense_seconds is not None and dense_seconds > slow * (retrain_seconds + total):
+        text += (f" This seed's dense run took {dense_seconds:.2f} s, {dense_seconds / retrain_seconds:.0f}× an LTH "
+                 "retraining of the same length, far more than its votes add: it was slowed by something else "
+                 "(the first run of a process pays start-up costs; a shared CPU adds contention), and vote "
+                 "seconds measured in it are inflated with it.")
+    return text

@@ -130,9 +130,10 @@ def test_ablation_forest_marks_significant_rows(abl_df, tmp_path):
     assert (tmp_path / "f.png").stat().st_size > 0
     assert [t.get_text() for t in ax_acc.get_yticklabels()] == ["eta=0", "LTH"]
     # eta=0's accuracy difference is significant (filled marker), its MCD difference is not.
-    # LTH's accuracy is +1 pt in every seed (a zero-width CI): significant too.
+    # LTH's accuracy is +1 pt in every seed: a zero-width CI, where the exact sign-flip test decides
+    # (ballot_lib.metrics.paired_t_pvalue: p = 2/2³ = 0.25 with 3 seeds), so it is not significant.
     filled_acc = ax_acc.collections[1].get_offsets()
-    assert [round(float(x), 6) for x in filled_acc[:, 0]] == [-2.1, 1.0]
+    assert [round(float(x), 6) for x in filled_acc[:, 0]] == [-2.1]
     assert len(ax_mcd.collections[2].get_offsets()) == 1  # eta=0's MCD difference is not significant
     assert "pts" in ax_acc.get_xlabel()
     plt.close(fig)
@@ -171,3 +172,24 @@ def test_notebook02_comparison_gives_every_method_ballots_checkpoint_rule():
     assert checkpoint_rule({"refined": False}) == "last"
     assert plain["MP"].options == plain["LTH"].options == {}
     assert checkpoint_rule({"refined": False, "select": "val_rule"}) == "val_rule"
+
+
+def test_table_counts_seeds_near_chance_against_the_default_of_the_same_seed(abl_df):
+    # abl_df has no per-class columns: no chance level, no collapse
+    tab = ablation.table(abl_df)
+    assert tab["collapsed"].tolist() == [0, 0, 0] and np.isnan(tab.attrs["chance"])
+    assert "collapsed seeds (val)" not in ablation.display_table(tab)
+    # chance 0.25 (4 classes, given): default 0.90/0.80/0.85 -> half its gain over chance: 0.575/0.525/0.55
+    low = abl_df.copy()
+    low.loc[(low["variant"] == "eta=0") & (low["split"] == "val"), "acc"] = [0.50, 0.53, 0.30]
+    tab = ablation.table(low, chance=0.25)
+    assert dict(zip(tab["variant"], tab["collapsed"])) == {"default": 0, "eta=0": 2, "LTH": 0}
+    assert ablation.display_table(tab)["collapsed seeds (val)"].tolist() == ["", "2/3", ""]
+    # the chance level defaults to 1 / number of classes (per-class recall columns)
+    with_classes = low.assign(acc_class_0=0.5, acc_class_1=0.5, acc_class_2=0.5, acc_class_3=0.5)
+    assert ablation.table(with_classes).attrs["chance"] == 0.25
+    assert ablation.chance_level(with_classes) == 0.25
+    # a reference at chance in a seed flags nothing there
+    flat = low.copy()
+    flat.loc[(flat["variant"] == "default") & (flat["split"] == "val") & (flat["seed"] == 2), "acc"] = 0.25
+    assert ablation.collapsed_seeds(flat, 0.25)["eta=0"] == 1

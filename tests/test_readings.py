@@ -1,6 +1,7 @@
 """The generated "Reading" texts: each sentence follows the numbers (CI excludes 0, seed wins), never a fixed text."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -131,3 +132,218 @@ def test_ballot_report_aligns_densities_by_value():
     text = readings.ballot_report("t", "s", "default", {"MP": tab}, summary)
     # only density 0.2 is shared: cwv (0.02 − 0.01)/0.02 = 50 %, mcd (0.4 − 0.2)/0.4 = 50 %
     assert "mean over densities and CWV/MCD: +50.0 %" in text
+
+
+def test_rounded_shows_cwv_with_four_decimals():
+    t = pd.DataFrame({"variant": ["a"], "acc (pts)": [87.0234], "cwv": [0.011505], "cwv_ci": [0.00213],
+                      "mcd (pts)": [37.351]})
+    r = readings.rounded(t)
+    assert r.loc[0, "cwv"] == 0.0115 and r.loc[0, "cwv_ci"] == 0.0021
+    assert r.loc[0, "acc (pts)"] == 87.02 and r.loc[0, "mcd (pts)"] == 37.35 and r.loc[0, "variant"] == "a"
+
+
+# ------------------------------------------------------------------ notebook 01: the training-effect rows
+
+def _run(variant, method, seed, run_id, acc, recalls, train_epochs, density=0.05):
+    row = {"variant": variant, "method": method, "seed": seed, "run_id": run_id, "split": "test",
+           "density_target": density, "acc": acc, "train_epochs": train_epochs, "compute_epochs": 30 + train_epochs,
+           "mcd": max(recalls) - min(recalls)}
+    row.update({f"acc_class_{c}": r for c, r in enumerate(recalls)})
+    return row
+
+
+@pytest.fixture
+def training_df():
+    """Two seeds. `LR rewinding` and `fine-tune (full)` are different runs with different accuracy and a middle
+    class that differs, but the same best and worst class recall in each seed: the same MCD. `fine-tune (full)`
+    is the MP run of another section (same run ids). `short` retrains 3 of 30 epochs."""
+    rows = []
+    for s in (0, 1):
+        rows.append(_run("dense", "dense", s, f"d{s}", 0.90, [1.0, 0.9, 0.8], 30, density=1.0))
+        rows.append(_run("rewind θ0", "lth", s, f"l{s}", 0.85, [1.0, 0.8, 0.6 + 0.1 * s], 30))
+        rows.append(_run("short", "mp", s, f"s{s}", 0.70, [0.9, 0.5, 0.3], 3))
+        rows.append(_run("LR rewinding", "mp", s, f"r{s}", 0.88 + 0.01 * s, [1.0, 0.85, 0.7], 29))
+        rows.append(_run("fine-tune (full)", "mp", s, f"m{s}", 0.89 + 0.01 * s, [1.0, 0.9, 0.7], 30))
+    return pd.DataFrame(rows)
+
+
+def test_training_runs_name_rows_that_are_the_same_runs(training_df):
+    section1 = pd.DataFrame([{**r, "variant": "MP"} for r in training_df.to_dict("records")
+                             if r["variant"] == "fine-tune (full)"]
+                            + [{**r, "variant": "MP", "density_target": 0.2, "run_id": r["run_id"] + "x"}
+                               for r in training_df.to_dict("records") if r["variant"] == "fine-tune (full)"])
+    runs = readings.training_runs(training_df, {"section 1": section1}).set_index("variant")
+    assert runs.loc["fine-tune (full)", "same runs as"] == "`MP @ 0.05` (section 1)"  # not MP @ 0.2
+    assert runs.loc["LR rewinding", "same runs as"] == "" and runs.loc["LR rewinding", "run ids"] == "r0, r1"
+    assert runs.loc["short", "retrain epochs"] == 3 and runs.loc["short", "compute epochs"] == 33
+
+
+def test_metric_ties_tell_a_genuine_tie_from_one_run_counted_twice(training_df):
+    ties = readings.metric_ties(training_df)
+    assert len(ties) == 1
+    t = ties.iloc[0]
+    assert (t["a"], t["b"], t["metric"], t["seeds"]) == ("LR rewinding", "fine-tune (full)", "mcd", 2)
+    assert not t["same_runs"] and t["differs"] == ["acc"] and t["same_extremes"]
+    # The bug the check exists for: one set of runs under two labels ties in every metric, with the same ids.
+    dup = pd.concat([training_df, training_df[training_df["variant"] == "short"].assign(variant="short again")])
+    twice = readings.metric_ties(dup, ["short", "short again"])
+    assert set(twice["metric"]) == {"acc", "mcd"} and twice["same_runs"].all()
+    text = readings.training(dup, versus_rows([]), "rewind θ0")
+    assert "`short` is the same training as `short again @ 0.05` (identical run ids in all 2 seeds)" in text
+
+
+def test_training_reading_states_ties_identities_and_compute(training_df):
+    section1 = training_df[training_df["variant"] == "fine-tune (full)"].assign(variant="MP")
+    tab = versus_rows([("LR rewinding", "rewind θ0", "mcd", 0.05, -0.10, True, 2, 2),
+                       ("fine-tune (full)", "rewind θ0", "mcd", 0.05, -0.10, True, 2, 2)])
+    text = readings.training(training_df, tab, "rewind θ0", {"section 1": section1})
+    assert "MCD of LR rewinding vs rewind θ0: significantly lower (better) (-10.0 pts)" in text
+    assert "`fine-tune (full)` is the same training as `MP @ 0.05` (section 1)" in text
+    assert ("`LR rewinding` and `fine-tune (full)` have the same MCD in all 2 seeds, so their MCD rows are "
+            "identical, yet they are different runs (different run ids; their ACC differs)") in text
+    assert "best- and worst-recognised classes end with the same recall" in text
+    assert "Both are `mp` runs at density 0.05, with 29 and 30 retraining epochs: two nearly identical" in text
+    assert "The tie is genuine, not one run counted twice." in text
+    # compute: 3 of 30 retraining epochs is a confound; 29 of 30 is not
+    assert "Retraining epochs after the dense run: rewind θ0 30, short 3, LR rewinding 29, fine-tune (full) 30." in text
+    assert "`short` retrains 3 epochs (33 with the dense run) against 30 (60) for `rewind θ0` — 0.10×" in text
+    assert "compute confound" in text and "`LR rewinding` retrains" not in text
+    # no tie, no identity: nothing but the paired sentences and the compute
+    plain = readings.training_notes(training_df[training_df["variant"] != "LR rewinding"], "rewind θ0")
+    assert not any("same" in n for n in plain) and len(plain) == 2
+
+
+# ------------------------------------------------------------------ notebook 02: collapse, curves, vote cost
+
+def test_ablation_reading_explains_a_collapse_by_the_score():
+    from ballot_lib import ablation
+
+    rows = []
+    for s, (d, sig, agr, fai) in enumerate([(0.92, 0.10, 0.30, 0.53), (0.92, 0.10, 0.67, 0.55)]):
+        for v, a in (("default", d), ("score=signed, conflict=none", sig), ("score=agreement, conflict=none", agr),
+                     ("faithful (authors, final layer only)", fai), ("eta=2", d)):
+            rows.append({"variant": v, "split": "val", "seed": s, "acc": a, "mcd": 0.3, "cwv": 0.01,
+                         "density_target": 0.05, **{f"acc_class_{c}": a for c in range(10)}})
+    tab = ablation.table(pd.DataFrame(rows), metrics=("acc", "mcd"), report_split="val")
+    assert tab.attrs["chance"] == pytest.approx(0.1)
+    # skill over chance vs the default (0.92 − 0.1 = 0.82): signed 0/0.82, agreement 0.24 and 0.70, faithful
+    # 0.52 and 0.55 -> collapsed in 2, 1 and 0 seeds
+    assert dict(zip(tab["variant"], tab["collapsed"])) == {
+        "default": 0, "score=signed, conflict=none": 2, "score=agreement, conflict=none": 1,
+        "faithful (authors, final layer only)": 0, "eta=2": 0}
+    options = {"default": {}, "score=signed, conflict=none": {"score": "signed", "conflict": "none"},
+               "score=agreement, conflict=none": {"score": "agreement", "conflict": "none"},
+               "faithful (authors, final layer only)": {"mode": "faithful"}, "eta=2": {"eta": 2.0}}
+    base = {"score": "taylor", "mode": "full"}
+    text = " ".join(readings.collapses(tab, options, base=base))
+    assert "Collapsed on val (accuracy near chance, 10.0 %" in text and "the default has 92.0 %" in text
+    assert "`score=signed, conflict=none` (2/2 seeds, mean val accuracy 10.0 %)" in text
+    assert "`score=agreement, conflict=none` (1/2 seeds" in text and "`eta=2`" not in text
+    assert "the authors' signed score ĝ_acc + η·ĝ_fair and the agreement score |ĝ_acc + η·ĝ_fair| ignore" in text
+    assert "magnitude" in text and "the default scores |θ ⊙ (ĝ_acc + η·ĝ_fair)|" in text
+    assert "(`faithful (authors, final layer only)`) reaches 54.0 % mean val accuracy here, and does not collapse" in text
+    # Without collapsed rows the reading adds nothing; without the options it names them but gives no reason.
+    assert readings.collapses(tab[tab["collapsed"] == 0].assign()) == []
+    assert "Why" not in " ".join(readings.collapses(tab))
+    full = readings.ablation(tab, ablation.choose(tab, 0.01), {}, 0.01, options=options, base=base)
+    assert "Collapsed on val" in full and full.index("Collapsed") < full.index("The rule")
+
+
+def test_refined_reading_says_when_the_curves_coincide():
+    text = readings.refined({"acc": 0.9, "mcd": 0.3}, {"acc": 0.91, "mcd": 0.3}, 24, 30, same_curves=True)
+    assert "per-epoch val curves are identical" in text and "only in the checkpoint it keeps" in text
+    assert "identical" not in readings.refined({"acc": 0.9, "mcd": 0.3}, {"acc": 0.91, "mcd": 0.3}, 24, 30)
+
+
+def test_vote_cost_is_one_quantity_per_seed_and_density():
+    rows = []
+    for s, (v1, v2, l1, l2) in enumerate([(0.2, 0.4, 1.0, 1.0), (0.3, 0.3, 0.5, 1.5)]):
+        for d, v, l in ((0.2, v1, l1), (0.05, v2, l2)):
+            rows.append({"variant": "Ballot", "split": "test", "seed": s, "density_target": d, "vote_seconds": v,
+                         "seconds": 9.0})
+            rows.append({"variant": "LTH", "split": "test", "seed": s, "density_target": d, "seconds": l})
+    rows.append({"variant": "LTH", "split": "test", "seed": 0, "density_target": 0.5, "seconds": 100.0})
+    cost = readings.vote_cost(pd.DataFrame(rows))
+    # seed 0: mean vote 0.3 / mean LTH 1.0; seed 1: 0.3 / 1.0 (LTH at a density Ballot did not run is ignored)
+    assert list(cost.index) == [0, 1] and cost["ratio"].tolist() == pytest.approx([0.3, 0.3])
+    text = readings.vote_cost_text(cost, [0.2, 0.05])
+    assert text.startswith("Vote collection cost: 0.30× one LTH retraining (mean over 2 seeds")
+    assert "densities 0.2, 0.05" in text and "min 0.30×, max 0.30×" in text
+    assert "authors' separate vote run, a full training: ≈ 1× one retraining" in text
+    assert "streaming the votes cost less than that here." in text
+    assert readings.vote_cost(pd.DataFrame(rows).drop(columns="vote_seconds")).empty
+    assert "no vote cost to state" in readings.vote_cost_text(readings.vote_cost(pd.DataFrame(rows).iloc[:0]), [])
+    over = readings.vote_cost_text(cost.assign(ratio=[1.2, 1.4]), [0.2])
+    assert "1.30×" in over and "saved nothing against it" in over
+    assert "budget" not in text
+    report = readings.ballot_report("t", "s", "default", {}, pd.DataFrame(columns=["variant", "density"]),
+                                    cost=text)
+    assert report.endswith(text)
+    rec = {"seconds": 2.0, "collector_seconds": 3.5}
+    one = readings.vote_cost_walkthrough(rec, retrain_seconds=0.5, dense_seconds=1.5, n_tallies=22, seed=0,
+                                         density=0.05)
+    assert "vote streaming 2.00 s" in one and "3.50 s for all 22 tallies" in one and "4.00× one retraining" in one
+    assert "One seed" in one and "section 5" in one and "slowed" not in one
+    slow = readings.vote_cost_walkthrough(rec, 0.5, 18.0, 22, 0, 0.05)  # 18 s > 3 × (0.5 + 3.5)
+    assert "This seed's dense run took 18.00 s, 36× an LTH retraining" in slow and "inflated" in slow
+
+
+# ------------------------------------------------------------------ the figures the readings refer to
+
+def test_figures_keep_coinciding_lines_visible(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from ballot_lib import plots
+
+    # plain and refined: the same curve -> drawn once, labelled as identical
+    hist = pd.DataFrame({"epoch": [1, 2, 1, 2], "val_acc": [0.5, 0.8, 0.5, 0.8], "val_mcd": [0.9, 0.4, 0.9, 0.4],
+                         "variant": ["plain", "plain", "refined", "refined"]})
+    assert plots.coinciding(hist, "variant", "epoch", ["val_acc", "val_mcd"]) == {"refined": "plain"}
+    fig = plots.training_curves(hist, marker_epoch=2)
+    labels = [t.get_text() for t in fig.get_axes()[0].get_legend().get_texts()]
+    assert labels == ["plain = refined (identical curves)", "selected epoch"]
+    plt.close(fig)
+    differ = hist.assign(val_acc=[0.5, 0.8, 0.5, 0.7])
+    assert plots.coinciding(differ, "variant", "epoch", ["val_acc", "val_mcd"]) == {}
+    # density plot: each variant its own line style; identical means named in the legend; points set apart
+    rows = []
+    for s in (0, 1):
+        rows.append({"variant": "dense", "method": "dense", "split": "test", "seed": s, "density_target": 1.0,
+                     "acc": 0.9})
+        for v in ("magnitude mask", "Ballot mask", "random mask"):
+            for d in (0.2, 0.05):
+                rows.append({"variant": v, "method": "m", "split": "test", "seed": s, "density_target": d,
+                             "acc": 0.3 if v == "random mask" else 0.8 + 0.01 * s})
+    fig = plots.metric_vs_density(pd.DataFrame(rows), metrics=("acc",))
+    ax = fig.get_axes()[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "Ballot mask (identical to magnitude mask)" in labels and "random mask" in labels
+    data_lines = [ln for ln in ax.get_lines() if len(ln.get_xdata()) == 2 and ln.get_label() != "dense"]
+    xs = {tuple(np.round(ln.get_xdata(), 4)) for ln in data_lines}
+    assert len(xs) == 3  # three variants, three sets of x positions near 0.2 and 0.05
+    assert len({ln.get_linestyle() for ln in data_lines}) > 1
+    plt.close(fig)
+
+
+def test_forest_plot_wraps_a_long_title_and_shortens_shared_labels():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from ballot_lib import plots
+
+    t = versus_rows([("fine-tune θT (short)", "rewind θ0", "mcd", 0.05, 0.3, True, 0, 5),
+                     ("LR rewinding", "rewind θ0", "mcd", 0.05, -0.09, True, 5, 5)])
+    title = "MCD vs rewind-θ0 at density 0.05, paired by seed, a title much longer than the figure is wide"
+    fig = plots.paired_forest(t, "mcd", title=title)
+    ax = fig.get_axes()[0]
+    assert "\n" in ax.get_title() and ax.get_title().replace("\n", " ") == title
+    assert [x.get_text() for x in ax.get_yticklabels()] == ["fine-tune θT (short)", "LR rewinding"]
+    assert "variant − rewind θ0 @ 0.05" in ax.get_xlabel()
+    fig.canvas.draw()
+    assert ax.title.get_window_extent().x1 <= fig.bbox.x1 + 1  # the title stays inside the figure
+    plt.close(fig)
