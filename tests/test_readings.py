@@ -131,7 +131,14 @@ def test_ballot_report_aligns_densities_by_value():
     tab = versus_rows([("Ballot", "MP", "mcd", 0.2, -0.2, True, 3, 3)])
     text = readings.ballot_report("t", "s", "default", {"MP": tab}, summary)
     # only density 0.2 is shared: cwv (0.02 − 0.01)/0.02 = 50 %, mcd (0.4 − 0.2)/0.4 = 50 %
-    assert "mean over densities and CWV/MCD: +50.0 %" in text
+    assert "mean over densities and CWV/MCD of (F_B − F_A)/F_B, +50.0 %" in text
+    # robust pooled form on the shared density: the same 50 % here, and "no CI" is said
+    assert "robust pooled form +50.0 %" in text and "no CI" in text
+    summary.loc[len(summary)] = {"variant": "Ballot", "density": 0.1, "cwv": 0.001, "mcd": 0.5}
+    # with 0.1 shared too: paper form mean(50, 99.8, 50, 44.4) = 61.05; robust: cwv (0.52 − 0.011)/0.52 and
+    # mcd (1.3 − 0.7)/1.3, averaged: 72.0 %
+    text = readings.ballot_report("t", "s", "default", {"MP": tab}, summary)
+    assert "+61.1 %" in text and "robust pooled form +72.0 %" in text
 
 
 def test_rounded_shows_cwv_with_four_decimals():
