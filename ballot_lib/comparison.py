@@ -830,7 +830,11 @@ def md_decomposition(table: pd.DataFrame) -> str:
          f"{100 * r['diff']:+.1f} [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]")
         + (" **significant**" if r["significant"] else "") for _, r in t.iterrows()]
     cols = ["metric", "part", "Δ (acc, MCD in pts; CWV raw)", "n", "wins"]
-    return markdown_table(t[cols + [c for c in ("settings", "left out") if c in t]])
+    for c in ("settings", "left out"):
+        if c in t:
+            t[c] = t[c].astype(int)
+            cols.append(c)
+    return markdown_table(t[cols])
 
 
 #: Notebook 03's table kinds, registered by :mod:`ballot_lib.paper_tables` (this module does not import it):
