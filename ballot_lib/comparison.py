@@ -346,6 +346,10 @@ DECOMPOSITION_PARTS = {"total (Ballot − LTH)": ("Ballot", "LTH"),
                        "fairness term (Ballot − Ballot η=0)": ("Ballot", "Ballot η=0")}
 
 
+DECOMPOSITION_COLUMNS = ["dataset", "model", "density", "metric", "part", "diff", "ci_low", "ci_high", "n", "wins",
+                         "significant", "p", "settings", "left out"]
+
+
 def decomposition(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd"), split: str = "test",
                   exclude: Optional[pd.DataFrame] = None) -> pd.DataFrame:
     """Ballot − LTH = vote (Ballot plain − LTH) + checkpoint selection with refined training (Ballot − Ballot
@@ -385,7 +389,9 @@ def decomposition(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd
         rows.append({"dataset": "pooled", "model": "", "density": math.nan, "metric": m, "part": part,
                      **seed_mean_test(diffs), "wins": wins,
                      "settings": len(settings), "left out": len(all_settings) - len(settings)})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows, columns=DECOMPOSITION_COLUMNS)
+    out.attrs.update(settings=len(settings), left_out=len(all_settings) - len(settings))
+    return out
 
 
 def choose_on_val(df: pd.DataFrame, candidates: Sequence[str], eps: float = 0.01,
@@ -614,6 +620,9 @@ def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.D
                 + (f" (its {r['baseline']}{MATCHED} row is the equal-compute comparison)."
                    if f"{r['baseline']}{MATCHED}" in set(imp["baseline"]) else ".") if ratio else ""))
     pooled = decomp[(decomp["dataset"] == "pooled") & (decomp["metric"] == "mcd")]
+    if pooled.empty and decomp.attrs.get("left_out") and not decomp.attrs.get("settings"):
+        out.append(f"- Decomposition: every one of the {decomp.attrs['left_out']} settings holds collapsed runs of "
+                   "the decomposition's variants, so there is nothing to decompose.")
     if not pooled.empty:
         parts = {r["part"]: r for _, r in pooled.iterrows()}
 

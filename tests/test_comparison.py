@@ -313,3 +313,17 @@ def test_forest_cuts_impossible_cis_and_explains_its_marks(tmp_path):
     labels = [h.get_label() for h in ax.get_legend().legend_handles]
     assert "no significant difference" in labels and "significant after Holm" in labels
     assert (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_decomposition_with_every_setting_left_out_is_an_empty_table_the_reading_explains():
+    df = frame(VALUES)
+    gone = pd.DataFrame([{"dataset": ds, "model": m, "density": d, "variant": "LTH", "seed": 0}
+                         for ds, m, d in (("digits_lt", "mlp", 0.1), ("adult", "mlp", 0.1))])
+    d = C.decomposition(df, exclude=gone)
+    assert d.empty and list(d.columns) == C.DECOMPOSITION_COLUMNS
+    t = C.comparison_table(df, C.Table("x", "Ballot", ("LTH",), "val_rule"), metrics=["acc", "cwv", "mcd"])
+    assert "every one of the 2 settings holds collapsed runs" in C.reading({"x": t}, {}, d)
+    # One setting left out: the pooled rows say so.
+    part = C.decomposition(df, exclude=gone.iloc[:1])
+    pooled = part[part["dataset"] == "pooled"]
+    assert set(pooled["settings"]) == {1} and set(pooled["left out"]) == {1}

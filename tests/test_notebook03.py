@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_notebook03_papermill_with_injected_parameters(tmp_path):
     out = tmp_path / "03.ipynb"
     results = tmp_path / "results"
-    params = {"datasets": ["digits"], "models": ["mlp"], "densities": [0.1], "seeds": [0, 1], "epochs": 3,
+    params = {"datasets": ["digits"], "models": ["mlp"], "densities": [0.1], "seeds": [0, 1], "epochs": 6,
               "batch_size": 128, "ballot_candidates": {"default": {}, "veto": {"conflict": "veto"}},
               "dataset_overrides": {}, "results_dir": str(results), "device": "cpu"}
     sweep.execute(REPO / "notebooks" / "03_baseline_comparison.ipynb", out, params)
