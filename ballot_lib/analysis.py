@@ -182,6 +182,55 @@ def ceag_excess(df: pd.DataFrame, reference: str = "dense", split: str = "test")
     return pd.DataFrame(rows, columns=out_cols)
 
 
+#: A run collapses when it keeps less than this share of the same-seed dense run's accuracy above chance (1/C).
+COLLAPSE = 0.5
+
+
+def _balanced(d: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Per row: balanced accuracy (the mean of the per-class recalls ``acc_class_<c>`` the row has) and chance,
+    1 / (number of those classes). Rows without per-class columns fall back to accuracy and NaN chance."""
+    cols = [c for c in d.columns if c.startswith("acc_class_")]
+    if not cols:
+        return d["acc"].astype(float), pd.Series(math.nan, index=d.index)
+    n = d[cols].notna().sum(axis=1)
+    return d[cols].mean(axis=1).astype(float), (1.0 / n.where(n > 0)).astype(float)
+
+
+def collapsed_runs(df: pd.DataFrame, threshold: float = COLLAPSE, split: str = "val") -> pd.DataFrame:
+    """Sparse runs that keep less than ``threshold`` of their dense run's skill over chance on ``split``.
+
+    Skill = (bacc − chance) / (dense bacc − chance), with bacc the **balanced** accuracy (mean per-class recall),
+    chance = 1/C and the dense run of the same dataset, model and seed. Balanced accuracy is at chance for any
+    model that predicts one class, whatever the class balance (plain accuracy is not: on adult, always predicting
+    the majority class scores 0.75). The default split is **val**: the runs left out of a comparison are chosen
+    without looking at test. Columns: dataset, model, density, variant, seed, acc, balanced_acc,
+    dense_balanced_acc, skill (one row per collapsed run, sorted); ``attrs["split"]`` names the split. Runs
+    without a same-seed dense run, or whose dense run is itself at chance, are never flagged.
+    """
+    cols = ["dataset", "model", "density", "variant", "seed", "acc", "balanced_acc", "dense_balanced_acc", "skill"]
+    d = df[df["split"] == split]
+    empty = pd.DataFrame(columns=cols)
+    empty.attrs["split"] = split
+    if d.empty or "acc" not in d:
+        return empty
+    d = d.copy()
+    d["balanced_acc"], d["_chance"] = _balanced(d)
+    dense = d[d["variant"] == "Dense"].groupby(["dataset", "model", "seed"])["balanced_acc"].mean()
+    sparse = d[d["variant"] != "Dense"].copy()
+    if sparse.empty or dense.empty:
+        return empty
+    key = pd.MultiIndex.from_frame(sparse[["dataset", "model", "seed"]])
+    sparse["dense_balanced_acc"] = dense.reindex(key).to_numpy()
+    gain = sparse["dense_balanced_acc"] - sparse["_chance"]
+    sparse["skill"] = (sparse["balanced_acc"] - sparse["_chance"]) / gain.where(gain > 0)
+    out = sparse[sparse["skill"] < threshold].drop(columns=["density"], errors="ignore").rename(
+        columns={"density_target": "density"})
+    out = out[cols].sort_values(["dataset", "model", "density", "variant", "seed"],
+                                ascending=[True, True, False, True, True]).reset_index(drop=True)
+    out.attrs["split"] = split
+    return out
+
+
 def _fmt(x: float, pct: bool) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"

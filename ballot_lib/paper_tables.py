@@ -255,25 +255,11 @@ def build(results_dir: Optional[str | Path] = None) -> dict[str, pd.DataFrame]:
 
 
 def prune_responsibly(results_dir: Optional[str | Path] = None, **kwargs: Any) -> Optional[str]:
-    """Notebook 04's population tables (markdown) when the store holds a population, else None."""
-    from .methods.prune_responsibly import TECHNIQUES
-    from .population import tables
+    """Notebook 04's population tables (markdown) when the store holds a population, else None
+    (:func:`ballot_lib.population.store_tables`: one population per experiment of the store)."""
+    from .population import store_tables
 
-    df = load_results(results_dir)
-    if df.empty or not df["method"].isin(TECHNIQUES).any():
-        return None
-    # A shared store (the suite's) holds dense runs of other experiments too: one population per experiment
-    # (data, model, training recipe), each against its own dense runs.
-    ident = [c for c in df.columns if c.startswith(("data.", "model.", "train."))]
-    key = pd.Series([repr(t) for t in df[ident].itertuples(index=False)], index=df.index)
-    out = []
-    for k in sorted(set(key[df["method"].isin(TECHNIQUES)])):
-        part = df[(key == k) & df["method"].isin(("dense",) + tuple(TECHNIQUES))]
-        title = f"{part['dataset'].iloc[0]} / {part['model'].iloc[0]}"
-        out.append((title, tables(part, **kwargs)))
-    if len(out) == 1:
-        return out[0][1]
-    return "\n\n".join(f"#### {title}\n\n{text}" for title, text in out)
+    return store_tables(results_dir, **kwargs)
 
 
 def long_form(name: str, table: pd.DataFrame) -> pd.DataFrame:

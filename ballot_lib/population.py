@@ -15,7 +15,7 @@ density) pair run under several seeds. The dense runs (method ``dense``) are the
   extreme it predicts one class for everything), so its per-class changes measure the collapse, not who pays:
   :func:`who_pays` and :func:`who_pays_reading`
   name the most hurt class among the configurations with no collapsed seed and list the ones left out;
-  :func:`excess_heatmap` draws the excess changes on a clipped colour scale with collapsed rows marked.
+  :func:`ballot_lib.plots.excess_heatmap` draws the excess changes on a clipped colour scale with collapsed rows marked.
 * :func:`hurt_classes` — classes significantly hurt, as Hooker et al. (2019): per configuration and class, a
   two-sided Welch t-test across seeds between the pruned and the dense models' normalised recall
   ``acc_c / acc``; p-values adjusted over the whole table (Benjamini–Hochberg by default, Holm optional); a class
@@ -41,8 +41,7 @@ import numpy as np
 import pandas as pd
 
 from . import pareto
-from .analysis import class_columns, markdown_table
-from .comparison import COLLAPSE, collapsed_runs
+from .analysis import COLLAPSE, class_columns, collapsed_runs, markdown_table
 from .metrics import CORRECTIONS, adjust_pvalues, mean_ci, paired_difference  # noqa: F401 (re-exported)
 
 #: disparity name -> (column, larger is better)
@@ -285,42 +284,6 @@ def excess_matrix(summary: pd.DataFrame, key: str = "method", class_names: Optio
                        columns=[class_names[int(c.split()[1])] if class_names else c.split()[1] for c in cols])
     mat.index.name, mat.columns.name = "configuration", "class"
     return mat
-
-
-def excess_heatmap(summary: pd.DataFrame, key: str = "method", class_names: Optional[Sequence[str]] = None,
-                   q: float = 80.0, path=None):
-    """Heat map of :func:`excess_matrix`: colour clipped symmetrically at :func:`robust_limit` (``q``-th
-    percentile of |excess|), every cell annotated with its true value (up to 12 classes), cells beyond the scale
-    outlined, collapsed rows labelled. Returns the figure (saved to ``path`` when given)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    from matplotlib.patches import Rectangle
-
-    from .plots import save
-
-    mat = excess_matrix(summary, key, class_names)
-    lim = robust_limit(mat.to_numpy(), q)
-    clipped = mat.abs() > lim
-    annot = mat.shape[1] <= 12
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.62 * mat.shape[1] + 4.5), 0.42 * len(mat) + 1.9))
-    sns.heatmap(mat.clip(-lim, lim), cmap="RdBu", center=0, vmin=-lim, vmax=lim, annot=mat if annot else False,
-                fmt=".1f", annot_kws={"fontsize": 8}, ax=ax,
-                cbar_kws={"label": "excess change δ_c − δ (pts)", "extend": "both"})
-    for i, j in zip(*np.nonzero(clipped.to_numpy())):
-        ax.add_patch(Rectangle((j, i), 1, 1, fill=False, edgecolor="black", lw=1.0))
-    step = max(1, int(np.ceil(mat.shape[1] / 25)))  # at most ~25 class ticks
-    ax.set_xticks(np.arange(0, mat.shape[1], step) + 0.5, [str(c) for c in mat.columns[::step]], rotation=0)
-    ax.set_xlabel("class")
-    ax.set_ylabel("")
-    for lbl in ax.get_yticklabels():
-        if "collapsed" in lbl.get_text():
-            lbl.set_color("firebrick")
-    ax.set_title(f"excess change δ_c − δ vs the same-seed dense model (test, mean over seeds, points)\n"
-                 f"colour clipped at ±{lim:.1f} (the {q:g}th percentile of |δ_c − δ|); outlined: {int(clipped.sum().sum())}"
-                 f" cells beyond it" + (" (true value printed)" if annot else ""), fontsize=9)
-    fig.tight_layout()
-    save(fig, path)
-    return fig
 
 
 def welch(a: np.ndarray, b: np.ndarray):
@@ -659,6 +622,29 @@ def tables(df: pd.DataFrame, disparity: str = "mcd", correction: str = "bh", key
     return "\n".join(lines)
 
 
+def store_tables(results_dir=None, **kwargs: Any) -> Optional[str]:
+    """The population tables (markdown, :func:`tables`) of every population a results store holds, else None.
+
+    A shared store (the suite's) holds dense runs of other experiments too: one population per experiment (data,
+    model, training recipe: the ``data.``/``model.``/``train.`` columns), each against its own dense runs."""
+    from .methods.prune_responsibly import TECHNIQUES
+    from .results import load_results
+
+    df = load_results(results_dir)
+    if df.empty or not df["method"].isin(TECHNIQUES).any():
+        return None
+    ident = [c for c in df.columns if c.startswith(("data.", "model.", "train."))]
+    key = pd.Series([repr(t) for t in df[ident].itertuples(index=False)], index=df.index)
+    out = []
+    for k in sorted(set(key[df["method"].isin(TECHNIQUES)])):
+        part = df[(key == k) & df["method"].isin(("dense",) + tuple(TECHNIQUES))]
+        title = f"{part['dataset'].iloc[0]} / {part['model'].iloc[0]}"
+        out.append((title, tables(part, **kwargs)))
+    if len(out) == 1:
+        return out[0][1]
+    return "\n\n".join(f"#### {title}\n\n{text}" for title, text in out)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m ballot_lib.population RESULTS_DIR [--disparity mcd] [--correction bh]``: print the tables."""
     ap = argparse.ArgumentParser(prog="python -m ballot_lib.population", description=main.__doc__)
@@ -666,11 +652,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--disparity", default="mcd", choices=sorted(DISPARITIES))
     ap.add_argument("--correction", default="bh", choices=CORRECTIONS)
     args = ap.parse_args(argv)
-    # A shared store (the suite's) holds dense runs of other experiments too: paper_tables splits it into one
-    # population per experiment (data, model, training recipe), each against its own dense runs.
-    from .paper_tables import prune_responsibly
-
-    text = prune_responsibly(args.results_dir, disparity=args.disparity, correction=args.correction)
+    text = store_tables(args.results_dir, disparity=args.disparity, correction=args.correction)
     if text is None:
         print(f"no Prune Responsibly population in {args.results_dir}")
         return 1

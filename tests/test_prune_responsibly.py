@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ballot_lib import cards, population
+from ballot_lib import cards, plots, population
 from ballot_lib.methods import METHODS, make_config, run_method
 from ballot_lib.methods.prune_responsibly import STRUCTURED, TECHNIQUES
 from ballot_lib.results import load_results
@@ -291,7 +291,7 @@ def test_excess_heatmap_clips_the_scale_and_outlines_clipped_cells(collapse_df, 
     col = population.collapsed_configurations(collapse_df)
     summ = population.flag_collapsed(population.excess_summary(population.excess_change(collapse_df)), col)
     mat = population.excess_matrix(summ)
-    fig = population.excess_heatmap(summ, q=50, path=tmp_path / "h.png")
+    fig = plots.excess_heatmap(summ, q=50, path=tmp_path / "h.png")
     lim = population.robust_limit(mat.to_numpy(), 50)
     ax = fig.axes[0]
     outlined = [p for p in ax.patches if isinstance(p, Rectangle) and not p.get_fill()]
