@@ -384,7 +384,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="write CSV/JSON/markdown of every table here")
     ap.add_argument("--papers", type=Path, default=None, help="rewrite the marked table blocks of these pages")
     a = ap.parse_args(argv)
+    # Check everything before a line is written: a wrong path must not empty papers/ (its blocks and exports).
+    if not (a.results / "runs").is_dir():
+        print(f"error: {a.results} is not a results store (no runs/ folder in it); give the store a notebook or "
+              "`sweep grid` wrote, e.g. outputs/suite/results", file=sys.stderr)
+        return 2
+    for flag, folder in (("--out", a.out), ("--papers", a.papers)):
+        if folder is not None and folder.exists() and not folder.is_dir():
+            print(f"error: {flag} {folder} is a file, not a folder", file=sys.stderr)
+            return 2
     tables = build(a.results)
+    pr = prune_responsibly(a.results) if a.papers else None
+    if (a.out or a.papers) and set(tables) == {"provenance"} and not pr:
+        print(f"error: {a.results} holds no recorded comparison (notebooks 01-03 record theirs under "
+              f"{a.results / COMPARISONS}); nothing written", file=sys.stderr)
+        return 2
     for name, t in tables.items():
         print(f"### {name}\n\n{to_markdown(name, t)}\n")
     if a.out:
@@ -393,7 +407,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if a.papers:
         # The exports next to the pages are what the test of papers/ compares the marked blocks with.
         export(tables, Path(a.papers) / "tables")
-        pr = prune_responsibly(a.results)
         changed = update_papers(tables, a.papers, {"prune_responsibly": pr} if pr else {})
         print("updated:", ", ".join(map(str, changed)) or "nothing")
     return 0

@@ -232,3 +232,18 @@ def test_provenance_has_one_row_per_setting_of_a_record():
     assert list(prov["dataset"]) == ["adult", "digits_lt"] and list(prov["model"]) == ["mlp", "cnn"]
     assert list(prov["epochs"]) == [4, 20] and list(prov["batch_size"]) == [512, 32]
     assert list(prov["runs"]) == [4, 4] and list(prov["compute_epochs"]) == [16.0, 80.0]
+
+
+def test_the_command_refuses_a_path_that_is_not_a_store_and_writes_nothing(tmp_path, capsys):
+    papers = tmp_path / "papers"
+    papers.mkdir()
+    page = papers / "ballot.md"
+    page.write_text("<!-- table:provenance -->\nkept\n<!-- /table:provenance -->\n")
+    assert pt.main([str(tmp_path / "no_such_store"), "--papers", str(papers), "--out", str(tmp_path / "o")]) == 2
+    assert "is not a results store" in capsys.readouterr().err
+    # A store with nothing recorded: nothing to export, nothing written either.
+    (tmp_path / "empty" / "runs").mkdir(parents=True)
+    assert pt.main([str(tmp_path / "empty"), "--papers", str(papers)]) == 2
+    assert "holds no recorded comparison" in capsys.readouterr().err
+    assert page.read_text().splitlines()[1] == "kept" and not (papers / "tables").exists()
+    assert not (tmp_path / "o").exists()
