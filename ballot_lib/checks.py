@@ -205,6 +205,8 @@ def check_type(name: str, value: Any, annotation: Any, paths: bool = False) -> A
     if annotation is float:
         if not is_number(value):
             raise ParameterError(f"{name} must be a number, got {_show(value)}" + _yaml_number_hint(value))
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return float(value)  # 1 and 1.0 are one setting: check_fields stores the float (one run id for both)
         return value
     if annotation is bool:
         return check_bool(name, value)
@@ -245,11 +247,16 @@ def check_fields(obj: Any, paths: Sequence[str] = ()) -> Any:
     """Check every field of the dataclass instance ``obj`` against its annotation; return ``obj``.
 
     ``paths``: names of string fields that also accept ``os.PathLike`` (folders such as ``root``).
+    An integer given for a float field is stored as that float (``lr=1`` and ``lr=1.0`` are the same setting and
+    must hash to the same run id).
     """
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         if f.name in hints:
-            check_type(f.name, getattr(obj, f.name), hints[f.name], paths=f.name in paths)
+            value = getattr(obj, f.name)
+            checked = check_type(f.name, value, hints[f.name], paths=f.name in paths)
+            if isinstance(checked, float) and not isinstance(value, float):
+                object.__setattr__(obj, f.name, checked)  # frozen dataclasses too
     return obj
 
 

@@ -670,3 +670,25 @@ def test_notebook03_per_dataset_recipes_are_checked_before_anything_runs(tmp_pat
         validate_notebook_params("03_baseline_comparison.ipynb",
                                  {**params, "results_dir": str(tmp_path / "results"), "device": "cpu"})
     assert tree(tmp_path) == []
+
+
+def test_an_integer_for_a_float_setting_is_the_same_run_as_its_float(tmp_path):
+    """`lr: 1` in a YAML file and `lr=1.0` are one setting: same config, same hash, so the run is reused (an int
+    used to hash differently and train the same run twice, breaking seed pairing)."""
+    import dataclasses
+
+    from ballot_lib.experiment import experiment_from_params
+    from ballot_lib.methods import make_config
+    from ballot_lib.results import config_hash
+
+    a = experiment_from_params(dataset="digits", model="mlp", lr=1, weight_decay=0, results_dir=str(tmp_path))
+    b = experiment_from_params(dataset="digits", model="mlp", lr=1.0, weight_decay=0.0, results_dir=str(tmp_path))
+    assert type(a.train.lr) is float and type(a.train.weight_decay) is float
+    assert config_hash(dataclasses.asdict(a.train)) == config_hash(dataclasses.asdict(b.train))
+    for method, opts in (("ballot", {"eta": 2}), ("mp", {"finetune_lr": 1}), ("safecompress", {"fairness_weight": 1})):
+        i, f = make_config(method, density=0.1, **opts), make_config(method, density=0.1,
+                                                                     **{k: float(v) for k, v in opts.items()})
+        assert i == f and config_hash(dataclasses.asdict(i)) == config_hash(dataclasses.asdict(f)), method
+    # Booleans are not numbers here.
+    with pytest.raises(ValueError, match="lr"):
+        experiment_from_params(dataset="digits", model="mlp", lr=True, results_dir=str(tmp_path))
