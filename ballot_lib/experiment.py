@@ -20,10 +20,11 @@ import torch
 from torch import nn
 
 from .data import DataBundle, DataConfig, get_dataset
-from .models import ModelConfig, build_model
+from .models import ModelConfig, build_model, check_takes_input
 from .pruning import load_mask, prunable_weights
+from .paths import results_root
 from .results import ResultsFormatError, ResultsStore, Run, check_config_file, repair_advice
-from .checks import check_arguments, check_device_name, check_fields, check_int, check_seed
+from .checks import ParameterError, check_arguments, check_device_name, check_fields, check_int, check_seed
 from .training import TrainConfig, TrainResult, resolve_device, state_dict_cpu, train
 
 #: Epochs after which the dense run keeps its weights as rewind points θk (other k are replayed on demand).
@@ -75,6 +76,10 @@ class Experiment:
         self.model.validate()
         self.train.validate()
         self.device_ = resolve_device(self.device)
+        root = results_root(self.results_dir)
+        if root.exists() and not root.is_dir():
+            raise ParameterError(f"results_dir {str(root)!r} exists and is not a folder: give the results store's "
+                                 "folder (it is created if missing)")
         self.store = ResultsStore(self.results_dir)
         self.dense_extras: dict[str, DenseExtra] = {}
 
@@ -129,6 +134,8 @@ class Experiment:
         if run.complete and all(e.done(run) for e in self.dense_extras.values()):
             return load_run(run)
         self.bundle  # noqa: B018  (load the data first: a missing dataset must leave no run folder behind)
+        # a model that cannot take the dataset's inputs is refused before the run folder is made
+        check_takes_input(self.model.name, self.data.name, len(self.bundle.input_shape) == 3)
         with run.lock():
             run.remove_partial_writes()  # a replay killed while writing leaves temporary files
             extras = [e for e in self.dense_extras.values() if not e.done(run)]

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .registry import Registry
-from .checks import check_fields, check_int
+from .checks import ParameterError, check_fields, check_int
 
 #: name -> builder(input_shape, num_classes, cfg) -> nn.Module
 MODELS: Registry[Callable[[tuple[int, ...], int, "ModelConfig"], nn.Module]] = Registry("model")
@@ -30,6 +30,14 @@ FLAT_INPUT_MODELS: set[str] = {"mlp"}
 def takes_input(model: str, image: bool) -> bool:
     """Whether ``model`` can train on a dataset whose inputs are images [C, H, W] (``image``) or feature vectors."""
     return image or model in FLAT_INPUT_MODELS
+
+
+def check_takes_input(model: str, dataset: str, image: Optional[bool]) -> None:
+    """Refuse ``model`` on a dataset of feature vectors when it takes images (``image``: whether the dataset gives
+    images; None: not known, nothing refused). Raises :class:`~ballot_lib.checks.ParameterError`."""
+    if image is not None and not takes_input(model, image=image):
+        raise ParameterError(f"model {model!r} takes images and dataset {dataset!r} gives feature vectors: use "
+                             f"model {' or '.join(repr(m) for m in sorted(FLAT_INPUT_MODELS))}")
 
 
 @dataclass(frozen=True)

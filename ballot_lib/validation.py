@@ -20,11 +20,13 @@ Example:
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Mapping, Optional
 
 from .checks import (MAX_SEED, ParameterError, check_arguments, check_bool, check_density,  # noqa: F401
                      check_device_name, check_fields, check_int, check_list, check_number, check_seed, check_str,
                      check_type, is_int, is_number)
+from .models import check_takes_input
 from .notebook_files import injected_parameter_names, notebook_parameter_types, notebook_path  # noqa: F401
 
 #: Public names, the single-value checks of :mod:`ballot_lib.checks` included (re-exported).
@@ -44,6 +46,8 @@ def _ballot_check(options: Mapping[str, Any], density: Any) -> Any:
     is not available)."""
     from .methods import METHODS, make_config
 
+    if "density" in options:
+        raise ParameterError("'density' is not a Ballot option here: the notebook's densities set it")
     if "ballot" in METHODS:
         return make_config("ballot", density=density if is_number(density) else 0.2, **options)
     return None
@@ -87,6 +91,17 @@ def _comparison_rules(params: Mapping[str, Any]) -> None:
     _per_dataset_recipes(params, {k: c for k, c in configs.items() if c is not None})
 
 
+def image_input(data: Any) -> Optional[bool]:
+    """Whether the dataset of ``data`` (a :class:`~ballot_lib.data.DataConfig`) gives images (True) or feature
+    vectors (False), known without loading a real dataset (its nominal sizes); None when it cannot be told."""
+    from .data.sizes import split_sizes
+
+    try:
+        return split_sizes(data).side is not None
+    except (ValueError, OSError):
+        return None
+
+
 def _per_dataset_recipes(params: Mapping[str, Any], candidates: Mapping[str, Any]) -> None:
     """Notebook 03: each dataset's recipe (the parameters with its ``dataset_overrides``) is valid, and every Ballot
     candidate (``candidates``: name -> its checked configuration) fits it (e.g. a rewind point inside that
@@ -98,6 +113,7 @@ def _per_dataset_recipes(params: Mapping[str, Any], candidates: Mapping[str, Any
     over = dict(params.get("dataset_overrides") or {})
     datasets = list(params.get("datasets") or [])
     models = [m for m in (params.get("models") or ["mlp"]) if isinstance(m, str)] or ["mlp"]
+    pairs = 0
     for ds in dict.fromkeys(datasets + list(over)):
         where = f"dataset_overrides[{ds!r}]" if ds in over else f"dataset {ds!r}"
         try:
@@ -106,11 +122,21 @@ def _per_dataset_recipes(params: Mapping[str, Any], candidates: Mapping[str, Any
             raise ParameterError(f"{where}: {e}") from None
         if ds not in datasets:
             continue
+        image = image_input(exp.data)
+        for m in models:  # the notebook skips a model that cannot take the dataset's inputs
+            try:
+                check_takes_input(m, ds, image)
+                pairs += 1
+            except ParameterError:
+                pass
         for name, cfg in candidates.items():
             try:
                 cfg.validate_recipe(exp)
             except ValueError as e:
                 raise ParameterError(f"ballot_candidates[{name!r}] on {ds} ({exp.train.epochs} epochs): {e}") from None
+    if datasets and not pairs:
+        raise ParameterError(f"no (dataset, model) pair of datasets {datasets} x models {models} is valid: the "
+                             "models take images and the datasets give feature vectors")
 
 
 def _rules(params: Mapping[str, Any], epochs: int) -> None:
@@ -139,6 +165,13 @@ def _rules(params: Mapping[str, Any], epochs: int) -> None:
         check_bool("include_ballot", params["include_ballot"])
     if "choice_eps" in params:
         check_number("choice_eps", params["choice_eps"], 0)
+    if params.get("out_dir") and Path(params["out_dir"]).exists() and not Path(params["out_dir"]).is_dir():
+        raise ParameterError(f"out_dir {params['out_dir']!r} exists and is not a folder")
+    if "results_dir" in params and params["results_dir"]:
+        root = Path(params["results_dir"])
+        if root.exists() and not root.is_dir():
+            raise ParameterError(f"results_dir {str(root)!r} exists and is not a folder: give the results store's "
+                                 "folder (it is created if missing)")
     if "select_eps" in params:
         check_number("select_eps", params["select_eps"], 0)
         _ballot_check({"select_eps": float(params["select_eps"])}, density)
@@ -240,6 +273,8 @@ def validate_notebook_params(notebook: str | os.PathLike, params: Mapping[str, A
     exp = None
     if set(experiment_params()) & set(declared):
         exp = experiment_from(merged, check_device=check_device)
+        if "model" in declared and "dataset" in declared:
+            check_takes_input(exp.model.name, exp.data.name, image_input(exp.data))
     # 3. The notebook's own parameters (densities, seeds, rewind points, ablation lists).
     _rules(merged, exp.train.epochs if exp is not None else 10**9)
     return exp

@@ -692,3 +692,36 @@ def test_an_integer_for_a_float_setting_is_the_same_run_as_its_float(tmp_path):
     # Booleans are not numbers here.
     with pytest.raises(ValueError, match="lr"):
         experiment_from_params(dataset="digits", model="mlp", lr=True, results_dir=str(tmp_path))
+
+
+def test_an_image_model_on_feature_vectors_is_refused_by_validate_and_before_any_file(tmp_path):
+    from ballot_lib.experiment import experiment_from_params
+    from ballot_lib.validation import validate_notebook_params
+
+    with pytest.raises(ValueError, match="model 'cnn' takes images and dataset 'adult' gives feature vectors"):
+        validate_notebook_params("00_quickstart.ipynb", {"dataset": "adult", "model": "cnn"})
+    with pytest.raises(ValueError, match="no \\(dataset, model\\) pair"):
+        validate_notebook_params("03_baseline_comparison.ipynb", {"datasets": ["adult"], "models": ["cnn"]})
+    # notebook 03 skips the conv model on adult when another pair is valid
+    validate_notebook_params("03_baseline_comparison.ipynb", {"datasets": ["adult", "digits"], "models": ["cnn"]})
+    exp = experiment_from_params(dataset="adult", model="cnn", epochs=1, results_dir=str(tmp_path / "r"))
+    with pytest.raises(ValueError, match="use model 'mlp'"):
+        exp.dense(0)
+    assert tree(tmp_path) == []
+
+
+def test_a_results_dir_or_out_dir_that_is_a_file_is_refused(tmp_path):
+    from ballot_lib.experiment import experiment_from_params
+    from ballot_lib.validation import validate_notebook_params
+
+    f = tmp_path / "afile"
+    f.write_text("x")
+    with pytest.raises(ValueError, match="results_dir .* is not a folder"):
+        validate_notebook_params("00_quickstart.ipynb", {"results_dir": str(f)})
+    with pytest.raises(ValueError, match="results_dir .* is not a folder"):
+        experiment_from_params(dataset="digits", results_dir=str(f))
+    with pytest.raises(ValueError, match="out_dir .* is not a folder"):
+        validate_notebook_params("05_results_report.ipynb", {"out_dir": str(f)})
+    with pytest.raises(ValueError, match="'density' is not a Ballot option"):
+        validate_notebook_params("03_baseline_comparison.ipynb",
+                                 {"ballot_candidates": {"default": {}, "x": {"density": 0.5}}})
