@@ -22,6 +22,8 @@ epochs per seed), data loading, and notebook 02's walk-through masks (no trainin
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -173,9 +175,9 @@ def parse_rates(text: Optional[str], flag: str = "--ips", models: Optional[Seque
             rate = float(value)
         except ValueError:
             raise ValueError(f"{flag}: expected MODEL=IMAGES_PER_S, got {part!r}") from None
-        if name not in valid or not rate > 0:
+        if name not in valid or not (rate > 0 and math.isfinite(rate)):
             raise ValueError(f"{flag}: {part!r}: the model must be one of {', '.join(valid)} and the images/s "
-                             "positive")
+                             "a positive finite number")
         out[name] = rate
     return out
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import queue
 import re
@@ -317,6 +318,9 @@ def load_params_file(path: Path) -> dict[str, Any]:
         spec = yaml.load(path.read_text(), Loader=_unique_keys_loader())
     except FileNotFoundError:
         raise FileNotFoundError(f"parameter file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:  # a folder, no permission, not text
+        raise ValueError(f"parameter file {path} cannot be read as a YAML/JSON text file: "
+                         f"{type(e).__name__}: {getattr(e, 'strerror', None) or e}") from None
     except yaml.YAMLError as e:
         raise ValueError(f"parameter file {path} is not valid YAML: {e}") from None
     if not isinstance(spec, dict) or "notebook" not in spec:
@@ -333,6 +337,10 @@ def load_params_file(path: Path) -> dict[str, Any]:
     for k, v in spec["grid"].items():
         if not isinstance(v, list) or not v:
             raise ValueError(f"parameter file {path}: grid entry {k!r} must be a non-empty list")
+        seen = [repr(x) for x in v]
+        twice = sorted({x for x in seen if seen.count(x) > 1})
+        if twice:  # the same job twice would run twice, at the same time with several workers, into one output
+            raise ValueError(f"parameter file {path}: grid entry {k!r} lists {', '.join(twice)} more than once")
     return spec
 
 
@@ -605,8 +613,10 @@ def _cost(files: Sequence[Path], ips_text: str, concurrency: float, results: Opt
     valid = ("file", "dataset", "model", "stage", "variant", "method", "density", "seed")
     if not keys or set(keys) - set(valid):
         raise ValueError(f"--by must be a comma-separated list of {', '.join(valid)}, got {by!r}")
-    if not concurrency > 0:
-        raise ValueError(f"--concurrency must be > 0, got {concurrency!r}")
+    if not (concurrency > 0 and math.isfinite(concurrency)):
+        raise ValueError(f"--concurrency must be a positive finite number, got {concurrency!r}")
+    if csv is not None and Path(csv).is_dir():
+        raise ValueError(f"--csv {csv} is a folder: give a file name, e.g. {Path(csv) / 'plan.csv'}")
     if rates_from is not None:
         if not (Path(rates_from) / "runs").is_dir():
             raise FileNotFoundError(f"--rates-from: {rates_from} is not a results store (no runs/ folder)")
@@ -670,6 +680,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="a results store whose complete runs give the images/s per model (e.g. a batch's first "
                         "jobs on the GPUs at hand); --ips overrides")
     a = p.parse_args(argv)
+    out_flag = getattr(a, "out", None)
+    if out_flag is not None and out_flag.exists() and not out_flag.is_dir():
+        _error(f"--out {out_flag} is a file, not a folder: give the folder the outputs go to")
+        return 2
     try:
         if a.cmd == "suite":
             return 1 if run_suite(a.out) else 0

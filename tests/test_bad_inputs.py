@@ -725,3 +725,26 @@ def test_a_results_dir_or_out_dir_that_is_a_file_is_refused(tmp_path):
     with pytest.raises(ValueError, match="'density' is not a Ballot option"):
         validate_notebook_params("03_baseline_comparison.ipynb",
                                  {"ballot_candidates": {"default": {}, "x": {"density": 0.5}}})
+
+
+def test_sweep_command_line_mistakes_are_one_line_errors_before_anything_runs(tmp_path, capsys):
+    from ballot_lib import sweep
+
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("notebook: 00_quickstart.ipynb\ngrid: {seed: [0, 0]}\n")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cases = [
+        (["validate", str(tmp_path)], "cannot be read"),                   # a folder, not a file
+        (["validate", str(dup)], "lists 0 more than once"),                # the same job twice
+        (["grid", str(dup), "--out", str(afile)], "is a file, not a folder"),
+        (["suite", "--out", str(afile)], "is a file, not a folder"),
+        (["cost", str(dup), "--csv", str(tmp_path)], "is a folder"),
+        (["cost", str(dup), "--ips", "resnet18=inf"], "positive finite"),
+        (["cost", str(dup), "--concurrency", "inf"], "positive finite"),
+    ]
+    for argv, message in cases:
+        assert sweep.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "dup.yaml"]
