@@ -131,7 +131,7 @@ class DataConfig:
     skew: float = 0.95  # *_s datasets: share of a class's train images in its majority domain
     target: Optional[str] = None  # target attribute (celeba, utkface); None = dataset default
     sensitive: Optional[str] = None  # sensitive attribute g (adult: sex/race, celeba: Male, utkface: gender/race)
-    image_size: Optional[int] = None  # resize images to this size (celeba, utkface); None = dataset default
+    image_size: Optional[int] = None  # resize images to this size, 8..256 (celeba, utkface); None = dataset default
     max_train: Optional[int] = None  # keep at most this many train samples (stratified), for quick runs
     verify: bool = True  # check torchvision md5 sums of real files (test fixtures turn this off)
 
@@ -162,7 +162,8 @@ class DataConfig:
         if self.max_train is not None:
             check_int("max_train", self.max_train, 1, hint=" (or None for all)")
         if self.image_size is not None:
-            check_int("image_size", self.image_size, 1, hint=" (pixels; empty/0/None: the dataset default)")
+            check_int("image_size", self.image_size, IMAGE_SIZE_MIN, IMAGE_SIZE_MAX,
+                      hint=" (pixels; empty/0/None: the dataset default)")
         # Options a dataset does not take would be silently ignored, yet hashed into the run: reject them.
         options = DATASET_OPTIONS.get(self.name, {})
         for key in ("target", "sensitive", "image_size"):
@@ -176,20 +177,59 @@ class DataConfig:
             if options[key] is not None and value not in options[key]:
                 raise ParameterError(f"unknown {key} {value!r} for dataset {self.name!r}; valid choices: "
                                      f"{', '.join(options[key])}")
+        if self.name in ATTRIBUTE_DEFAULTS:
+            target, sensitive = resolved_attributes(self)
+            if sensitive == target:
+                others = [a for a in DATASET_OPTIONS[self.name]["sensitive"] if a != target]
+                raise ParameterError(
+                    f"sensitive attribute {sensitive!r} equals the target {target!r} of dataset {self.name!r}"
+                    f"{' (the default target)' if self.target is None else ''}: choose another target or a "
+                    f"sensitive attribute among {', '.join(others)}"
+                )
         return self
 
 
 #: name -> loader(cfg: DataConfig) -> DataBundle
 DATASETS: Registry[Callable[[DataConfig], DataBundle]] = Registry("dataset")
 
+#: The 40 binary attributes of CelebA, in the column order of the official ``list_attr_celeba.txt`` header (the
+#: loader still checks the names against the file it reads).
+CELEBA_ATTRIBUTES: tuple[str, ...] = tuple(
+    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "
+    "Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup "
+    "High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose "
+    "Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat "
+    "Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young".split()
+)
+UTKFACE_ATTRIBUTES: tuple[str, ...] = ("gender", "race", "age_bin")
+
+#: Bounds of ``DataConfig.image_size`` (pixels). The faces are natively 178 px (CelebA's centre crop) and 200 px
+#: (UTKFace); a larger side only upsamples, and CelebA held in memory at 256 px already takes ~39 GB.
+IMAGE_SIZE_MIN, IMAGE_SIZE_MAX = 8, 256
+
 #: Which datasets take ``target``, ``sensitive`` and ``image_size``, and (where fixed) their valid values; ``None``
-#: means the loader checks the value (CelebA's attribute names come from its files). Any other dataset rejects them.
+#: means any value in range. Any other dataset rejects them. ``"none"`` as ``sensitive`` turns groups off.
 DATASET_OPTIONS: dict[str, dict[str, Optional[tuple]]] = {
     "adult": {"sensitive": ("sex", "race")},
-    "celeba": {"target": None, "sensitive": None, "image_size": None},
-    "utkface": {"target": ("gender", "race", "age_bin"), "sensitive": ("gender", "race", "age_bin", "none"),
-                "image_size": None},
+    "celeba": {"target": CELEBA_ATTRIBUTES, "sensitive": CELEBA_ATTRIBUTES + ("none",), "image_size": None},
+    "utkface": {"target": UTKFACE_ATTRIBUTES, "sensitive": UTKFACE_ATTRIBUTES + ("none",), "image_size": None},
 }
+
+#: name -> (default target, default sensitive attribute, sensitive attribute when the target is that default;
+#: None = no groups). CelebA: target Male without groups, any other target with g = Male (FST's setting);
+#: UTKFace: target gender with g = race, target race with g = gender.
+ATTRIBUTE_DEFAULTS: dict[str, tuple[str, Optional[str], Optional[str]]] = {
+    "celeba": ("Male", "Male", None),
+    "utkface": ("gender", "race", "gender"),
+}
+
+
+def resolved_attributes(cfg: DataConfig) -> tuple[str, Optional[str]]:
+    """(target, sensitive attribute or None for no groups) that ``cfg`` selects, its defaults filled in."""
+    default_target, default_sensitive, alternative = ATTRIBUTE_DEFAULTS[cfg.name]
+    target = cfg.target or default_target
+    sensitive = cfg.sensitive or (alternative if target == default_sensitive else default_sensitive)
+    return target, None if sensitive == "none" else sensitive
 
 
 def stratified_split(
@@ -277,8 +317,26 @@ def finalize(bundle: DataBundle, cfg: DataConfig) -> DataBundle:
     bundle.notes["long_tail"] = profile
     train = cap_train(train, cfg.max_train, cfg.split_seed)
     bundle = replace(bundle, train=train)
+    check_splits(bundle, cfg)
     bundle.notes.setdefault("train_class_counts", bundle.train.class_counts(bundle.num_classes).tolist())
     return bundle
+
+
+def check_splits(bundle: DataBundle, cfg: Optional[DataConfig] = None) -> None:
+    """Raise :class:`DatasetError` if a split of ``bundle`` is empty (training and evaluation need every one)."""
+    sizes = {name: len(getattr(bundle, name)) for name in ("train", "val", "test")}
+    empty = [name for name, n in sizes.items() if n == 0]
+    if not empty:
+        return
+    source = bundle.notes.get("source")
+    capped = cfg is not None and cfg.max_train is not None and "train" in empty
+    raise DatasetError(
+        f"{bundle.name}: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty "
+        f"(train/val/test = {sizes['train']}/{sizes['val']}/{sizes['test']} samples)"
+        + (f" with max_train={cfg.max_train}" if capped else "")
+        + f"; the dataset{f' in {source}' if source else ''} has too few samples to split: check that its files "
+        f"are complete" + (" or raise max_train" if capped else "")
+    )
 
 
 def get_dataset(name_or_cfg: str | DataConfig, **overrides) -> DataBundle:

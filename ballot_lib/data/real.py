@@ -73,7 +73,7 @@ from torchvision.transforms import functional as TF
 
 from ..paths import data_root
 from ..progress import bar
-from .core import DATASETS, DataBundle, DataConfig, DatasetError, Split, stratified_split
+from .core import DATASETS, DataBundle, DataConfig, DatasetError, Split, resolved_attributes, stratified_split
 from .embedded import _both_domains, skewed_domains
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -118,8 +118,9 @@ UTK_AGE_EDGES = (20, 40, 60)  # age_bin = number of edges <= age
 # --------------------------------------------------------------------------------------------------------------
 
 
-def require_files(folder: Path, files: Sequence[str], dataset: str, source: str) -> None:
-    """Raise :class:`DatasetError` unless every path in ``files`` (relative to ``folder``) exists.
+def require_files(folder: Path, files: Sequence[str], dataset: str, source: str, folders: Sequence[str] = ()) -> None:
+    """Raise :class:`DatasetError` unless every path in ``files`` (relative to ``folder``) exists, as a folder
+    for the entries also listed in ``folders`` and as a file for the others.
 
     The message lists the missing files, every expected file, the folder and where to obtain the dataset.
     """
@@ -130,6 +131,26 @@ def require_files(folder: Path, files: Sequence[str], dataset: str, source: str)
             f"Obtain the dataset from {source}, or point DataConfig.root / $BALLOT_DATA_ROOT at the folder "
             f"that contains {folder.name}/."
         )
+    for f in files:
+        want_folder = f in folders
+        if (folder / f).is_dir() != want_folder:
+            raise DatasetError(
+                f"{dataset}: {folder / f} is a {'file' if want_folder else 'folder'}, expected a "
+                f"{'folder' if want_folder else 'file'}. Obtain the dataset from {source}."
+            )
+
+
+def _read_text(path: Path, dataset: str, expected: str) -> str:
+    """The text of ``path`` (UTF-8); any failure to read it raises :class:`DatasetError` naming the file."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except IsADirectoryError as e:
+        raise DatasetError(f"{dataset}: {path} is a folder, expected a file ({expected})") from e
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{dataset}: {path} is not UTF-8 text (byte {e.start}: {e.reason}); expected "
+                           f"{expected}") from e
+    except OSError as e:
+        raise DatasetError(f"{dataset}: cannot read {path} ({e.strerror or e}); expected {expected}") from e
 
 
 def _square_resize(size: int) -> Callable[[Image.Image], Image.Image]:
@@ -213,7 +234,7 @@ def _cifar_split(cls: type, root: Path, train: bool, num_classes: int, source: s
             f"{folder}: {e} (md5 mismatch: these are not the official files; use verify=False only for "
             f"test fixtures). Obtain the dataset from {source}."
         ) from e
-    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, AttributeError) as e:
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, AttributeError, OSError) as e:
         raise DatasetError(f"malformed CIFAR files in {folder}: {type(e).__name__}: {e}") from e
     y = np.asarray(ds.targets, dtype=np.int64)
     _check_labels(y, num_classes, folder)
@@ -297,7 +318,7 @@ class UncheckedCelebA(tvd.CelebA):
 def _celeba_attributes(root: Path, verify: bool) -> tuple[list[str], torch.Tensor, list[str]]:
     """Parse the CelebA text files with torchvision: (file names, 0/1 attributes ``[N, 40]``, attribute names)."""
     folder = root / "celeba"
-    require_files(folder, CELEBA_FILES + ("img_align_celeba",), "CelebA", CELEBA_SOURCE)
+    require_files(folder, CELEBA_FILES + ("img_align_celeba",), "CelebA", CELEBA_SOURCE, folders=("img_align_celeba",))
     cls = tvd.CelebA if verify else UncheckedCelebA
     try:
         ds = cls(str(root), split="all", target_type="attr", download=False)
@@ -306,7 +327,7 @@ def _celeba_attributes(root: Path, verify: bool) -> tuple[list[str], torch.Tenso
             f"{folder}: {e} (md5 mismatch: these are not the official text files; use verify=False only for "
             f"test fixtures). Obtain the dataset from {CELEBA_SOURCE}."
         ) from e
-    except (ValueError, IndexError) as e:
+    except (ValueError, IndexError, OSError) as e:  # UnicodeDecodeError is a ValueError
         raise DatasetError(f"malformed CelebA text files in {folder}: {type(e).__name__}: {e}") from e
     names = [n for n in ds.attr_names if n]  # the real header line ends with a space
     if ds.attr.shape != (len(ds.filename), len(names)):
@@ -320,7 +341,8 @@ def _celeba_attributes(root: Path, verify: bool) -> tuple[list[str], torch.Tenso
 def _celeba_partition(folder: Path, filenames: Sequence[str]) -> np.ndarray:
     """Partition codes (0 train, 1 valid, 2 test) in the order of ``filenames``, from list_eval_partition.txt."""
     path = folder / "list_eval_partition.txt"
-    rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    text = _read_text(path, "CelebA", "lines '<file> 0|1|2'")
+    rows = [line.split() for line in text.splitlines() if line.strip()]
     if [r[0] for r in rows] != list(filenames) or any(len(r) != 2 or r[1] not in ("0", "1", "2") for r in rows):
         raise DatasetError(f"malformed {path}: expected lines '<file> 0|1|2' matching the attribute file")
     return np.array([int(r[1]) for r in rows], dtype=np.int64)
@@ -398,9 +420,7 @@ def _celeba_columns(names: list[str], target: str, sensitive: Optional[str]) -> 
 @DATASETS.register("celeba")
 def load_celeba(cfg: DataConfig) -> DataBundle:
     """CelebA with its official partition; binary target ``cfg.target`` (default Male), g = ``cfg.sensitive``."""
-    target = cfg.target or "Male"
-    sensitive = cfg.sensitive or (None if target == "Male" else "Male")
-    sensitive = None if sensitive == "none" else sensitive
+    target, sensitive = resolved_attributes(cfg)
     size = cfg.image_size or 128
     root = data_root(cfg.root)
     filenames, attr, names = _celeba_attributes(root, cfg.verify)
@@ -447,9 +467,11 @@ def parse_utkface_name(name: str) -> Optional[dict[str, int]]:
 
 def utkface_index(folder: Path) -> tuple[list[Path], dict[str, np.ndarray], list[str]]:
     """The well-named images in ``folder`` (sorted), their label arrays, and the names of skipped files."""
-    if not folder.is_dir():
-        require_files(folder.parent, [folder.name], "UTKFace", UTKFACE_SOURCE)
-    files = sorted(p for p in folder.iterdir() if p.name.lower().endswith(".jpg"))
+    require_files(folder.parent, [folder.name], "UTKFace", UTKFACE_SOURCE, folders=[folder.name])
+    try:
+        files = sorted(p for p in folder.iterdir() if p.name.lower().endswith(".jpg"))
+    except OSError as e:
+        raise DatasetError(f"UTKFace: cannot list folder {folder} ({e.strerror or e})") from e
     if not files:
         raise DatasetError(
             f"UTKFace: no [age]_[gender]_[race]_[datetime].jpg.chip.jpg files in folder {folder}. "
@@ -480,9 +502,7 @@ def _utk_split_indices(key: np.ndarray, cfg: DataConfig) -> tuple[np.ndarray, np
 @DATASETS.register("utkface")
 def load_utkface(cfg: DataConfig) -> DataBundle:
     """UTKFace faces with labels from file names; target/sensitive among gender, race, age_bin."""
-    target = cfg.target or "gender"
-    sensitive = cfg.sensitive or ("gender" if target == "race" else "race")
-    sensitive = None if sensitive == "none" else sensitive
+    target, sensitive = resolved_attributes(cfg)
     _utk_attributes(target, sensitive)
     folder = data_root(cfg.root) / "UTKFace"
     paths, labels, skipped = utkface_index(folder)
@@ -516,9 +536,10 @@ TINYIMAGENET_SIZE = 64
 
 def _tiny_classes(folder: Path) -> tuple[list[str], list[str]]:
     """(sorted wnids, class names): each name is the first synonym listed for the wnid in words.txt."""
-    wnids = sorted({line.strip() for line in (folder / "wnids.txt").read_text().splitlines() if line.strip()})
+    text = _read_text(folder / "wnids.txt", "Tiny-ImageNet", "one wnid such as n01443537 per line")
+    wnids = sorted({line.strip() for line in text.splitlines() if line.strip()})
     words = {}
-    for line in (folder / "words.txt").read_text(encoding="utf-8").splitlines():
+    for line in _read_text(folder / "words.txt", "Tiny-ImageNet", "lines wnid<TAB>synonyms").splitlines():
         wnid, _, text = line.partition("\t")
         words[wnid.strip()] = text.split(",")[0].strip()
     if not wnids:
@@ -545,7 +566,8 @@ def _tiny_val(folder: Path, wnids: list[str]) -> tuple[list[Path], np.ndarray]:
     ann = folder / "val" / "val_annotations.txt"
     index = {w: i for i, w in enumerate(wnids)}
     paths, labels = [], []
-    for n, line in enumerate(ann.read_text().splitlines(), start=1):
+    text = _read_text(ann, "Tiny-ImageNet", "lines file<TAB>wnid<TAB>box")
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split("\t")
@@ -554,6 +576,9 @@ def _tiny_val(folder: Path, wnids: list[str]) -> tuple[list[Path], np.ndarray]:
                                f"from wnids.txt)")
         paths.append(folder / "val" / "images" / fields[0])
         labels.append(index[fields[1]])
+    if not paths:
+        raise DatasetError(f"Tiny-ImageNet: {ann} lists no image (expected lines file<TAB>wnid<TAB>box, one per "
+                           f"image of {folder / 'val' / 'images'}). Obtain the dataset from {TINYIMAGENET_SOURCE}.")
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
         raise DatasetError(f"Tiny-ImageNet: {len(missing)} images listed in {ann} missing in "
@@ -565,7 +590,7 @@ def _tiny_val(folder: Path, wnids: list[str]) -> tuple[list[Path], np.ndarray]:
 def load_tinyimagenet(cfg: DataConfig) -> DataBundle:
     """Tiny-ImageNet-200 (64x64): val carved from train, the labelled ``val/`` used as test."""
     folder = data_root(cfg.root) / "tiny-imagenet-200"
-    require_files(folder, TINYIMAGENET_FILES, "Tiny-ImageNet", TINYIMAGENET_SOURCE)
+    require_files(folder, TINYIMAGENET_FILES, "Tiny-ImageNet", TINYIMAGENET_SOURCE, folders=("train", "val/images"))
     wnids, names = _tiny_classes(folder)
     train_paths, train_y = _tiny_train(folder, wnids)
     test_paths, test_y = _tiny_val(folder, wnids)
