@@ -106,15 +106,78 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+def _run_folder(path: Path) -> Optional[Path]:
+    """The run folder (``<root>/runs/<run_id>``) that holds file ``path``, or ``None`` when it is not in one."""
+    run_dir = Path(path).parent
+    return run_dir if run_dir.parent.name == "runs" else None
+
+
+def _trusted_config(run_dir: Path) -> Optional[dict]:
+    """``run_dir``'s configuration when it reads as a mapping and hashes to the folder's name, else ``None``."""
+    try:
+        config = json.loads((Path(run_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, Mapping) or config_hash(config) != Path(run_dir).name:
+        return None
+    return dict(config)
+
+
+#: Files only a dense run keeps (θ0, early θk, θT, Ballot's streamed votes): they mark a dense run folder whose
+#: configuration cannot be read.
+_DENSE_FILES = ("theta0.pt", "thetaT.pt", "theta_e*.pt", "votes_*.pt")
+
+#: The configuration fields a run shares with the dense run of its seed (every method starts from its weights).
+_DENSE_KEY = ("version", "data", "model", "train", "seed")
+
+
+def dense_run_id(config: Mapping[str, Any]) -> str:
+    """The run id of the dense run that a run of ``config`` starts from (same data, model, recipe and seed)."""
+    dense = {k: config[k] for k in _DENSE_KEY if k in config}
+    return config_hash({**dense, "method": "dense", "method_cfg": {}})
+
+
+def _sibling_configs(run_dir: Path) -> Iterable[tuple[Path, dict]]:
+    """``(folder, configuration)`` of every other run folder next to ``run_dir`` whose config.json reads as a
+    mapping (unreadable ones are skipped: ``check`` reports them)."""
+    run_dir = Path(run_dir)
+    if not run_dir.parent.is_dir():
+        return
+    for other in sorted(run_dir.parent.iterdir()):
+        if other.name == run_dir.name or not other.is_dir():
+            continue
+        try:
+            cfg = json.loads((other / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(cfg, Mapping):
+            yield other, dict(cfg)
+
+
+def is_dense_run(run_dir: str | os.PathLike) -> bool:
+    """Whether ``run_dir`` is a seed's dense run: by its configuration when that is sound (it hashes to the folder's
+    name), else by what only a dense run holds (θ0, θT, early θk, votes), else by another run of the store naming it
+    as the dense run it started from. So a dense run whose config.json is truncated, replaced or deleted is still
+    recognised (and :func:`repair_advice` and ``remove-derived`` agree on it)."""
+    run_dir = Path(run_dir)
+    config = _trusted_config(run_dir)
+    if config is not None:
+        return config.get("method") == "dense"
+    if any(next(run_dir.glob(pattern), None) is not None for pattern in _DENSE_FILES):
+        return True
+    return any(cfg.get("method") != "dense" and dense_run_id(cfg) == run_dir.name
+               for _, cfg in _sibling_configs(run_dir))
+
+
 def repair_advice(path: str | os.PathLike) -> str:
     """What to do about a bad file of the store: the fix that works for that file.
 
     * a training checkpoint: delete it (the run restarts from its start);
     * a rewind point ``theta_e<k>.pt``: delete it (it is replayed from θ0 on demand);
     * Ballot's streamed votes ``votes_<hash>.pt``: delete it (an exact replay of the dense run streams them again);
-    * any other file of a dense run (θ0, θT, metrics, ...): every method under that seed started from the dense
-      run's weights, so remove the dense run *and* every run derived from it, with
-      ``python -m ballot_lib.results remove-derived <run folder>``;
+    * any other file of a dense run (θ0, θT, metrics, its config.json, ...; see :func:`is_dense_run`): every method
+      under that seed started from the dense run's weights, so remove the dense run *and* every run derived from
+      it, with ``python -m ballot_lib.results remove-derived <run folder>``;
     * a file of any other run: remove that run's folder (it is recomputed on the next call).
     """
     path = Path(path)
@@ -125,14 +188,10 @@ def repair_advice(path: str | os.PathLike) -> str:
     if path.name.startswith("votes_"):
         return (f"delete {path}: the votes are streamed again by an exact replay of the dense run (same seed, "
                 "same data order) on the next call")
-    run_dir = path.parent
-    if run_dir.parent.name != "runs":
+    run_dir = _run_folder(path)
+    if run_dir is None:
         return "delete its run folder to recompute it"
-    try:
-        method = json.loads((run_dir / "config.json").read_text()).get("method")
-    except (OSError, ValueError, AttributeError):
-        method = None
-    if method == "dense" or path.name in ("theta0.pt", "thetaT.pt"):
+    if path.name in ("theta0.pt", "thetaT.pt") or is_dense_run(run_dir):
         return (f"every run under this seed starts from this dense run's weights: remove the dense run and every "
                 f"run derived from it with `python -m ballot_lib.results remove-derived {run_dir}` (deleting only "
                 f"the file does not help: the run counts as complete), then run again")
@@ -196,7 +255,7 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         obj = json.loads(path.read_text())
     except FileNotFoundError:
-        fix = f"; {repair_advice(path)}" if path.parent.parent.name == "runs" and path.parent.is_dir() else ""
+        fix = f"; {repair_advice(path)}" if _run_folder(path) is not None and path.parent.is_dir() else ""
         raise ResultsError(f"results file {path} does not exist{fix}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ResultsError(f"results file {path} is corrupt ({e}); {repair_advice(path)}") from None
@@ -226,7 +285,8 @@ def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     """``torch.load(weights_only=True)`` with clear errors for missing, truncated or foreign files."""
     path = Path(path)
     if not path.is_file():
-        raise ResultsError(f"{what} file {path} does not exist")
+        fix = f"; {repair_advice(path)}" if _run_folder(path) is not None and path.parent.is_dir() else ""
+        raise ResultsError(f"{what} file {path} does not exist{fix}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle with forbidden globals, ...
@@ -236,10 +296,43 @@ def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
         ) from None
 
 
-#: Seconds between heart-beats of a held lock, and the age after which a lock of a process that cannot be
-#: checked (another host) counts as stale. Override with ``$BALLOT_LOCK_STALE_S``.
+#: Longest interval between heart-beats of a held lock (the beat runs at a third of the stale time when that is
+#: shorter, see :func:`lock_heartbeat_s`).
 LOCK_HEARTBEAT_S = 30.0
-LOCK_STALE_S = float(os.environ.get("BALLOT_LOCK_STALE_S", "600"))
+#: Shortest stale time accepted from ``$BALLOT_LOCK_STALE_S``: a live holder must beat well within it.
+LOCK_STALE_MIN_S = 5.0
+#: An empty or unreadable lock file (its creator died between creating and writing it, or it was truncated) is stale
+#: once untouched for this long (or :data:`LOCK_STALE_S`, if shorter): a live holder writes its host and pid right
+#: after creating the file and touches it at least every :data:`LOCK_HEARTBEAT_S` seconds.
+LOCK_UNREADABLE_STALE_S = 60.0
+#: A process that has waited this long for a lock says so, once, on stderr (naming the lock file and the fix).
+LOCK_NOTICE_S = 2.0
+
+
+def _parse_stale_s(text: Optional[str]) -> tuple[float, Optional[str]]:
+    """``$BALLOT_LOCK_STALE_S`` as (seconds, None), or (the default, the error to raise when a lock is used)."""
+    if text is None or not text.strip():
+        return 600.0, None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not LOCK_STALE_MIN_S <= value < math.inf:
+        return 600.0, (f"$BALLOT_LOCK_STALE_S={text!r} is not a usable lock stale time: set it to a number of "
+                       f"seconds >= {LOCK_STALE_MIN_S:g} (default 600; on NFS well above its attribute-cache time) "
+                       f"or unset it")
+    return value, None
+
+
+#: The age without a heart-beat after which a lock counts as stale (its holder gone): ``$BALLOT_LOCK_STALE_S``,
+#: default 600, at least :data:`LOCK_STALE_MIN_S` (another value makes taking a lock a :class:`ResultsError`).
+LOCK_STALE_S, _LOCK_STALE_ERROR = _parse_stale_s(os.environ.get("BALLOT_LOCK_STALE_S"))
+
+
+def lock_heartbeat_s() -> float:
+    """Seconds between heart-beats of a held lock: a third of :data:`LOCK_STALE_S`, at most
+    :data:`LOCK_HEARTBEAT_S`, so that a live holder's lock never looks stale."""
+    return min(LOCK_HEARTBEAT_S, LOCK_STALE_S / 3)
 
 
 class LockTimeout(ResultsError):
@@ -260,44 +353,53 @@ class RunLock:
     """One writer per run folder: an exclusive ``.lock`` file, re-entrant within one thread.
 
     * Acquire: ``os.open(..., O_CREAT | O_EXCL)`` of ``<run>/.lock``, which is atomic on local filesystems and
-      on NFSv3+/Lustre/GPFS as used by Slurm clusters. The file holds ``host pid``; while held, a background
-      thread touches it every :data:`LOCK_HEARTBEAT_S` seconds.
+      on NFSv3+/Lustre/GPFS as used by Slurm clusters. The file holds ``host pid token`` (the token is new for each
+      acquisition); while held, a background thread touches it every :func:`lock_heartbeat_s` seconds (a third of
+      the stale time, at most :data:`LOCK_HEARTBEAT_S`).
+    * Release removes the file only while it still holds this acquisition's token: a lock taken over meanwhile
+      (judged stale by another process) is left to its new owner.
     * Wait: a second process polls until the lock is released (then the caller finds the run complete and loads
-      it), or raises :class:`LockTimeout` after ``timeout`` seconds (``None`` = wait for ever).
+      it), or raises :class:`LockTimeout` after ``timeout`` seconds (``None`` = wait for ever). After
+      :data:`LOCK_NOTICE_S` seconds it says once on stderr what it waits for and how to clear a stale lock.
     * Stale rule: a lock is taken over when its holder is dead — on the same host, its pid no longer exists, or
       its heart-beat is older than :data:`LOCK_STALE_S` seconds (``$BALLOT_LOCK_STALE_S``, default 600: a pid
       reused after a restart), or it names this process's pid while no thread of this process holds it; on
-      another host (no way to check the pid), its heart-beat is older than :data:`LOCK_STALE_S`. Take-over itself is serialised by a second ``O_EXCL`` file
-      (``.lock.takeover``), so two waiters never both take over.
+      another host (no way to check the pid), its heart-beat is older than :data:`LOCK_STALE_S`; an empty or
+      unreadable lock file, once untouched for :data:`LOCK_UNREADABLE_STALE_S` seconds. Take-over itself is
+      serialised by a second ``O_EXCL`` file (``.lock.takeover``), so two waiters never both take over.
     """
 
     _held: dict[tuple[str, int], int] = {}  # (path, thread) -> depth: re-entrant within one thread only
+    _owned: dict[tuple[str, int], tuple[str, threading.Event]] = {}  # (path, thread) -> (token, heart-beat stop)
     _guard = threading.Lock()
 
-    def __init__(self, folder: Path, timeout: Optional[float] = None, poll: float = 0.2) -> None:
+    def __init__(self, folder: Path, timeout: Optional[float] = None, poll: float = 0.2,
+                 heartbeat: bool = True) -> None:
         self.folder = Path(folder)
         self.path = self.folder / ".lock"
         self.timeout = timeout
         self.poll = poll
-        self._stop: Optional[threading.Event] = None
+        self.heartbeat = heartbeat  # False only for a hold far shorter than the stale time (no beating thread)
 
-    def _owner(self) -> Optional[tuple[str, int, float]]:
+    def _owner(self) -> Optional[tuple[str, int, float, Optional[str]]]:
+        """``(host, pid, mtime, token)`` of the lock file (token ``None`` in a file without one); ``None`` when it
+        is missing, empty or unreadable."""
         try:
             text = self.path.read_text().split()
             mtime = self.path.stat().st_mtime
-            return text[0], int(text[1]), mtime
-        except (FileNotFoundError, IndexError, ValueError):
+            return text[0], int(text[1]), mtime, (text[2] if len(text) > 2 else None)
+        except (FileNotFoundError, IndexError, ValueError, UnicodeDecodeError):
             return None
 
     def _stale(self) -> bool:
         owner = self._owner()
         if owner is None:
-            # Unreadable (being written, or truncated by a crash): stale only when old.
+            # Empty or unreadable (its creator died before writing it, or it was truncated): judged by its age.
             try:
-                return time.time() - self.path.stat().st_mtime > LOCK_STALE_S
+                return time.time() - self.path.stat().st_mtime > min(LOCK_STALE_S, LOCK_UNREADABLE_STALE_S)
             except FileNotFoundError:
                 return False
-        host, pid, mtime = owner
+        host, pid, mtime, _ = owner
         old = time.time() - mtime > LOCK_STALE_S  # no heart-beat for that long: its holder is gone
         if host == socket.gethostname():
             if pid == os.getpid():  # ours only if a thread of this process holds it; else a reused pid's leftover
@@ -308,7 +410,7 @@ class RunLock:
             return not _pid_alive(pid) or old
         return old
 
-    def _try_create(self) -> bool:
+    def _try_create(self, token: str) -> bool:
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -317,14 +419,14 @@ class RunLock:
             self.folder.mkdir(parents=True, exist_ok=True)
             return False
         with os.fdopen(fd, "w") as f:
-            f.write(f"{socket.gethostname()} {os.getpid()}\n")
+            f.write(f"{socket.gethostname()} {os.getpid()} {token}\n")
         return True
 
-    def _create_and_hold(self, key: tuple[str, int]) -> bool:
+    def _create_and_hold(self, key: tuple[str, int], token: str) -> bool:
         """Create the lock file and record it as held, as one step for the threads of this process (another
         thread's stale check then never sees this process's pid in the file without the record)."""
         with RunLock._guard:
-            if not self._try_create():
+            if not self._try_create(token):
                 return False
             RunLock._held[key] = 1
             return True
@@ -348,33 +450,66 @@ class RunLock:
             with contextlib.suppress(FileNotFoundError):
                 guard.unlink()
 
+    def _waiting_notice(self) -> str:
+        owner = self._owner()
+        if owner is not None:
+            who = f"{owner[0]} pid {owner[1]}"
+        else:
+            who = (f"an empty or unreadable lock file (taken over once untouched for "
+                   f"{min(LOCK_STALE_S, LOCK_UNREADABLE_STALE_S):.0f} s)")
+        return (f"waiting for run folder {self.folder}: locked by {who} (lock file {self.path}); if no process is "
+                f"running this run, delete {self.path}")
+
     def acquire(self) -> "RunLock":
+        import sys
+        import uuid
+
+        if _LOCK_STALE_ERROR:
+            raise ResultsError(_LOCK_STALE_ERROR)
         key = (str(self.path), threading.get_ident())
         with RunLock._guard:
             if key in RunLock._held:
                 RunLock._held[key] += 1
                 return self
         self.folder.mkdir(parents=True, exist_ok=True)
+        token = uuid.uuid4().hex
         t0 = time.monotonic()
-        while not self._create_and_hold(key):
+        noticed = False
+        while not self._create_and_hold(key, token):
             if self._stale():
                 self._take_over()
-                if self._create_and_hold(key):
+                if self._create_and_hold(key, token):
                     break
             # Every turn of the loop waits and checks the time-out (a take-over that another waiter is doing, or
             # whose guard a killed waiter left, must not make this loop spin)
-            if self.timeout is not None and time.monotonic() - t0 > self.timeout:
+            waited = time.monotonic() - t0
+            if self.timeout is not None and waited > self.timeout:
                 owner = self._owner()
                 raise LockTimeout(f"run folder {self.folder} is locked by {owner[:2] if owner else 'another process'}"
                                   f" (file {self.path}); waited {self.timeout:.0f} s. If no process is running this"
                                   f" run, delete {self.path}")
+            if not noticed and waited >= LOCK_NOTICE_S:
+                print(self._waiting_notice(), file=sys.stderr, flush=True)
+                noticed = True
             time.sleep(self.poll)
-        self._stop = threading.Event()
-        threading.Thread(target=self._beat, args=(self._stop,), daemon=True).start()
+        stop = threading.Event()
+        with RunLock._guard:
+            RunLock._owned[key] = (token, stop)
+        if self.heartbeat:
+            threading.Thread(target=self._beat, args=(token, stop, lock_heartbeat_s()), daemon=True).start()
         return self
 
-    def _beat(self, stop: threading.Event) -> None:
-        while not stop.wait(LOCK_HEARTBEAT_S):
+    def _beat(self, token: str, stop: threading.Event, interval: float) -> None:
+        import sys
+
+        while not stop.wait(interval):
+            owner = self._owner()
+            if owner is not None and owner[3] != token:
+                if not stop.is_set():
+                    print(f"warning: the lock {self.path} was taken over by {owner[0]} pid {owner[1]} while this "
+                          f"process held it (no heart-beat seen for {LOCK_STALE_S:.0f} s): another process may be "
+                          f"writing run folder {self.folder}", file=sys.stderr, flush=True)
+                return
             with contextlib.suppress(OSError):
                 os.utime(self.path)
 
@@ -386,10 +521,13 @@ class RunLock:
                 RunLock._held[key] = depth - 1
                 return
             RunLock._held.pop(key, None)
-        if self._stop is not None:
-            self._stop.set()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            token, stop = RunLock._owned.pop(key, (None, None))
+        if stop is not None:
+            stop.set()
+        owner = self._owner()
+        if token is not None and owner is not None and owner[3] == token:  # still ours: not taken over meanwhile
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
         # A run that wrote nothing (e.g. failed validation) leaves no empty folder behind.
         with contextlib.suppress(OSError):
             self.folder.rmdir()
@@ -600,44 +738,244 @@ def derived_runs(run_dir: str | os.PathLike) -> list[Path]:
     """The run folder ``run_dir`` and every run of the same store that shares its data, model, recipe and seed.
 
     For a dense run these are the runs derived from it: every method under a seed starts from that seed's dense
-    θ0/θT. Runs whose ``config.json`` cannot be read are not matched (they are reported by ``check``).
+    θ0/θT. A run matches when its configuration names ``run_dir`` as its dense run (:func:`dense_run_id`) or, when
+    ``run_dir``'s own configuration is sound, shares those fields with it; so the runs of a dense run whose
+    config.json is corrupt or missing are found too. Runs whose ``config.json`` cannot be read are not matched
+    (they are reported by ``check``).
     """
     run_dir = Path(run_dir).resolve()
-    config = read_json(run_dir / "config.json")
-    key = {k: config.get(k) for k in ("version", "data", "model", "train", "seed")}
+    config = _trusted_config(run_dir)
+    key = None if config is None else {k: config.get(k) for k in _DENSE_KEY}
     out = [run_dir]
-    for other in sorted(run_dir.parent.iterdir()):
-        if other == run_dir or not other.is_dir():
-            continue
-        try:
-            cfg = read_json(other / "config.json")
-        except ResultsError:
-            continue
-        if {k: cfg.get(k) for k in key} == key:
+    for other, cfg in _sibling_configs(run_dir):
+        if dense_run_id(cfg) == run_dir.name or (key is not None and {k: cfg.get(k) for k in key} == key):
             out.append(other)
     return out
 
 
-def remove_derived(run_dir: str | os.PathLike, dry_run: bool = False) -> list[Path]:
-    """Remove ``run_dir`` and every run derived from it (see :func:`derived_runs`); return the removed folders."""
-    import shutil
+def _check_dense_folder(run_dir: Path) -> None:
+    """Refuse (:class:`ResultsError`) anything but a dense run folder of a store, saying what is accepted."""
+    if not run_dir.is_dir() or run_dir.resolve().parent.name != "runs":
+        raise ResultsError(f"{run_dir} is not a run folder of a results store (expected <results root>/runs/<run id>)")
+    if is_dense_run(run_dir):
+        return
+    config = _trusted_config(run_dir)
+    kind = (f"a run of method {config.get('method')!r}" if config is not None else
+            "not recognisable as a dense run (its config.json is unreadable and it holds no theta0.pt/thetaT.pt)")
+    raise ResultsError(
+        f"{run_dir} is {kind}, not a dense run: remove-derived takes only a seed's dense run (method 'dense', or "
+        f"with an unreadable config.json a folder holding theta0.pt or thetaT.pt) and removes it with every run "
+        f"derived from it; to remove this run alone (it is recomputed on the next run): rm -r {run_dir}")
 
-    folders = derived_runs(run_dir)
-    if not dry_run:
+
+def remove_derived(run_dir: str | os.PathLike, dry_run: bool = False) -> list[Path]:
+    """Remove the dense run ``run_dir`` and every run derived from it (see :func:`derived_runs`); return the folders
+    (the dense run last).
+
+    Anything but a dense run folder (:func:`is_dense_run`) is refused with :class:`ResultsError`, and so is a set
+    of folders of which one is locked by a live process (its writer would recreate it half-written); nothing is
+    removed then. Every folder is first moved out of ``runs/`` (into ``<root>/.removing/``, the dense run last)
+    and only then deleted, so a removal killed midway leaves each run either whole in place or gone, and running
+    the command again completes it.
+    """
+    import shutil
+    import uuid
+
+    run_dir = Path(run_dir)
+    _check_dense_folder(run_dir)
+    found = derived_runs(run_dir)
+    folders = found[1:] + found[:1]  # the dense run last: a removal killed midway can be run again
+    if dry_run:
+        return folders
+    trash = found[0].parent.parent / ".removing"
+    locks: list[RunLock] = []
+    moved: list[Path] = []
+    try:
         for f in folders:
-            shutil.rmtree(f)
+            locks.append(RunLock(f, timeout=0, heartbeat=False).acquire())  # held for a few renames only
+        trash.mkdir(exist_ok=True)
+        for f in folders:
+            dest = trash / f"{f.name}.{uuid.uuid4().hex[:8]}"
+            os.rename(f, dest)
+            moved.append(dest)
+    finally:
+        for lock in locks:
+            lock.release()
+    for d in list(trash.iterdir()) if trash.is_dir() else []:  # these, and any left by a removal killed earlier
+        shutil.rmtree(d, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        trash.rmdir()
     return folders
 
 
-def check_store(root: str | os.PathLike | None = None) -> list[str]:
-    """Read every complete run of a store as :func:`load_results` does; return one message per bad run."""
-    problems = []
-    for run_dir in ResultsStore(root).complete_runs():
+# ------------------------------------------------------------------------------------------ check
+
+
+def _tensor_dict_problem(obj: Any) -> Optional[str]:
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return f"it holds a {type(obj).__name__}, not a mapping name -> tensor"
+    return None
+
+
+def _shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def _fits(shapes: Mapping[str, tuple[int, ...]], reference: Mapping[str, tuple[int, ...]]) -> Optional[str]:
+    """What is wrong with tensors of ``shapes`` that should be weights of a model with state ``reference``."""
+    extra = sorted(set(shapes) - set(reference))
+    if extra:
+        return f"its tensors {extra[:5]} are not weights of the dense run's model"
+    bad = [f"{k} {shapes[k]} (model: {reference[k]})" for k in sorted(shapes) if shapes[k] != reference[k]]
+    return f"wrong shapes {bad[:5]}" if bad else None
+
+
+def _state_fits(shapes: Mapping[str, tuple[int, ...]], reference: Mapping[str, tuple[int, ...]]) -> Optional[str]:
+    """:func:`_fits`, and a full state: no tensor of ``reference`` missing."""
+    missing = sorted(set(reference) - set(shapes))
+    return _fits(shapes, reference) or (f"missing {missing[:5]}" if missing else None)
+
+
+class _DenseReference:
+    """Per dense run id: the names and shapes of its stored weights (``None`` when they cannot be told), and the
+    problems of its weights files (files that disagree with the others)."""
+
+    def __init__(self, runs_dir: Path) -> None:
+        self.runs_dir = runs_dir
+        self._cache: dict[str, tuple[Optional[dict], dict[str, str]]] = {}
+
+    def get(self, dense_id: str) -> tuple[Optional[dict], dict[str, str]]:
+        if dense_id not in self._cache:
+            self._cache[dense_id] = self._compute(self.runs_dir / dense_id)
+        return self._cache[dense_id]
+
+    @staticmethod
+    def _compute(folder: Path) -> tuple[Optional[dict], dict[str, str]]:
+        signatures: dict[Path, dict] = {}
+        for name in ["theta0.pt", "thetaT.pt"] + sorted(p.name for p in folder.glob("theta_e*.pt")):
+            try:
+                state = safe_torch_load(folder / name, what="weights")
+            except ResultsError:
+                continue  # missing or corrupt: reported by the file's own check
+            if _tensor_dict_problem(state) is None:
+                signatures[folder / name] = _shapes(state)
+        groups: list[tuple[dict, list[Path]]] = []
+        for path, sig in signatures.items():
+            for ref, members in groups:
+                if ref == sig:
+                    members.append(path)
+                    break
+            else:
+                groups.append((sig, [path]))
+        if not groups:
+            return None, {}
+        groups.sort(key=lambda g: -len(g[1]))
+        if len(groups) == 1:
+            return groups[0][0], {}
+        if len(groups[0][1]) > len(groups[1][1]):  # a majority: the odd files are the bad ones
+            ref = groups[0][0]
+            return ref, {str(p): f"its tensors do not match the dense run's other weights files "
+                                 f"({_state_fits(sig, ref)})" for sig, members in groups[1:] for p in members}
+        names = ", ".join(p.name for _, members in groups for p in members)
+        return None, {str(p): f"the dense run's weights files disagree on names or shapes ({names})"
+                      for _, members in groups for p in members}
+
+
+def _check_tensor_file(path: Path, reference: Optional[dict], dense_problems: Mapping[str, str]) -> None:
+    """Load a ``.pt`` file of a run folder weights-only and check what it holds, by its kind (raises)."""
+    name = path.name
+    what = ("mask" if name.endswith("mask.pt") else "Ballot votes" if name.startswith("votes_") else
+            "training checkpoint" if name.startswith("checkpoint") else "weights")
+    obj = safe_torch_load(path, what=what)
+    problem = None
+    if what == "mask" or name.startswith("theta") or name.endswith("_weights.pt"):
+        problem = _tensor_dict_problem(obj)
+        if problem and what == "mask":
+            problem = "it does not hold a mask (a dict of tensors)"
+        elif problem is None and str(path) in dense_problems:
+            problem = dense_problems[str(path)]
+        elif problem is None and reference is not None:
+            problem = (_fits if what == "mask" else _state_fits)(_shapes(obj), reference)
+    elif what == "Ballot votes":
+        if not isinstance(obj, Mapping) or any(k not in obj for k in ("votes", "total", "epochs")):
+            problem = "expected a mapping with votes, total and epochs"
+        else:
+            for key in ("votes", "total"):
+                wrong = _tensor_dict_problem(obj[key])
+                if wrong is None and reference is not None:
+                    wrong = _fits(_shapes(obj[key]), reference)
+                if wrong:
+                    problem = f"{key!r}: {wrong}"
+                    break
+    elif what == "training checkpoint":
+        if not isinstance(obj, Mapping) or any(k not in obj for k in ("net", "epoch")):
+            problem = "expected a training checkpoint (a mapping with net, opt, epoch, ...)"
+    if problem:
+        raise ResultsFormatError(f"{what} file {path} is malformed ({problem}); {repair_advice(path)}")
+
+
+def check_run(run_dir: str | os.PathLike, _dense: Optional[_DenseReference] = None) -> list[str]:
+    """Read every file of one run folder that the store knows, as the loaders do; one message per bad file.
+
+    ``config.json`` (schema, hash against the folder's name), ``metrics.json``, ``summary.json``, ``history.json``
+    and any other ``*.json`` (schema where it has one); every ``*.pt`` loaded weights-only: masks are dicts of
+    tensors, weights (θ0, θk, θT, LTH's per-level weights) dicts of tensors whose names and shapes agree with the
+    seed's dense run, Ballot's votes hold votes/total/epochs of those shapes, training checkpoints hold their
+    state. A complete run is then read as :func:`load_results` reads it. Files the store writes for itself (the
+    lock, temporary files of an interrupted write) are skipped. Every message names the file and the fix.
+    """
+    run_dir = Path(run_dir)
+    dense = _dense or _DenseReference(run_dir.parent)
+    problems: list[str] = []
+
+    def attempt(fn, *args) -> bool:
         try:
-            run_rows(run_dir)
+            fn(*args)
+            return True
         except ResultsError as e:
             problems.append(str(e))
+            return False
+
+    config = _trusted_config(run_dir)
+    attempt(check_config_file, run_dir)
+    complete = (run_dir / "summary.json").is_file()
+    if complete:
+        for name in ("metrics.json", "summary.json"):
+            attempt(read_json, run_dir / name)
+    files = sorted(p for p in run_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    for p in files:
+        if p.suffix == ".json" and p.name not in ("config.json", "metrics.json", "summary.json"):
+            attempt(read_json, p)
+    dense_id = run_dir.name if config is None or config.get("method") == "dense" else dense_run_id(config)
+    reference, dense_problems = dense.get(dense_id) if (run_dir.parent / dense_id).is_dir() else (None, {})
+    for p in files:
+        if p.suffix == ".pt":
+            attempt(_check_tensor_file, p, reference, dense_problems)
+    if complete and not problems:
+        attempt(run_rows, run_dir)
     return problems
+
+
+def check_store(root: str | os.PathLike | None = None) -> list[str]:
+    """Read every file of every run of a store (see :func:`check_run`); return one message per bad file.
+
+    A folder that is not a results store (it has no ``runs/`` folder) raises :class:`ResultsError` naming it.
+    """
+    return [msg for _, problems in _check_runs(root) for msg in problems]
+
+
+def _check_runs(root: str | os.PathLike | None) -> list[tuple[Path, list[str]]]:
+    store = ResultsStore(root)
+    if not store.runs_dir.is_dir():
+        raise ResultsError(f"{store.root} is not a results store (it has no runs/ folder): give the results root "
+                           f"that holds runs/ (default $BALLOT_RESULTS or ./results)")
+    dense = _DenseReference(store.runs_dir)
+    out = []
+    for run_dir in sorted(p for p in store.runs_dir.iterdir() if p.is_dir()):
+        if not any(not f.name.startswith(".") for f in run_dir.iterdir()):
+            continue  # a run that is just starting (its lock only)
+        out.append((run_dir, check_run(run_dir, dense)))
+    return out
 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
@@ -647,21 +985,21 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m ballot_lib.results", description="Check or repair a results store.")
     sub = p.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("check", help="read every complete run and report the bad ones")
+    c = sub.add_parser("check", help="read every file of every run and report the bad ones")
     c.add_argument("root", nargs="?", default=None, help="results root (default: $BALLOT_RESULTS or ./results)")
-    r = sub.add_parser("remove-derived", help="remove a (dense) run folder and every run derived from it")
+    r = sub.add_parser("remove-derived", help="remove a dense run folder and every run derived from it")
     r.add_argument("run_dir", type=Path)
     r.add_argument("--dry-run", action="store_true", help="only list the folders")
     a = p.parse_args(None if argv is None else list(argv))
     try:
         if a.cmd == "check":
-            problems = check_store(a.root)
-            for msg in problems:
-                print(msg)
-            print(f"{len(problems)} bad run(s) in {ResultsStore(a.root).root}")
-            return 1 if problems else 0
-        if not (a.run_dir / "config.json").is_file():
-            raise ResultsError(f"{a.run_dir} is not a run folder (no config.json)")
+            checked = _check_runs(a.root)
+            bad = [(run_dir, problems) for run_dir, problems in checked if problems]
+            for _, problems in bad:
+                for msg in problems:
+                    print(msg)
+            print(f"{len(bad)} bad run(s) of {len(checked)} in {ResultsStore(a.root).root}")
+            return 1 if bad else 0
         folders = remove_derived(a.run_dir, dry_run=a.dry_run)
         for f in folders:
             print(("would remove " if a.dry_run else "removed ") + str(f))
