@@ -29,6 +29,7 @@ command with a one-line ``error: ...`` and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import math
@@ -48,7 +49,7 @@ from typing import Any, Mapping, Optional, Sequence
 from . import gpu_defaults
 from .notebook_files import NOTEBOOKS, notebook_parameters, notebooks  # noqa: F401 (re-exported)
 from .progress import ENV as PROGRESS_ENV
-from .results import ResultsError, atomic_write_json, config_hash
+from .results import LockTimeout, ResultsError, RunLock, atomic_write_json, config_hash
 
 KERNEL = "python3"
 
@@ -479,21 +480,29 @@ def run_grid_file(params_file: Path, out: Path, workers: int = 1, gpus: Sequence
     if gpus and "OMP_NUM_THREADS" not in os.environ:
         threads = {"OMP_NUM_THREADS": job_threads(min(workers, len(tokens)))}
 
+    redone = {jobs[i][0] for i in range(len(jobs)) if marked[i] and i in lacking}
+
     def one(job):
         job_id, params = job
-        gpu = gpu_pool.get()
-        try:
-            env = {**threads, **({"CUDA_VISIBLE_DEVICES": gpu} if gpu != "" else {})}
-            output = out / "notebooks" / f"{nb.stem}-{job_id}.ipynb"
-            secs = execute(nb, output, params, env=env)
-            atomic_write_json({"seconds": secs, "parameters": params}, output.with_suffix(".done"))
-            print(f"[grid] {job_id} done in {secs:.0f} s (gpu {gpu or '-'})", flush=True)
-            return 0
-        except RuntimeError as e:
-            print(f"[grid] {e}", file=sys.stderr, flush=True)
-            return 1
-        finally:
-            gpu_pool.put(gpu)
+        output = out / "notebooks" / f"{nb.stem}-{job_id}.ipynb"
+        with claim_job(output) as mine:
+            if not mine:
+                return 0
+            if output.with_suffix(".done").exists() and job_id not in redone:  # another process finished it
+                print(f"[grid] {job_id}: done meanwhile by another process", flush=True)
+                return 0
+            gpu = gpu_pool.get()
+            try:
+                env = {**threads, **({"CUDA_VISIBLE_DEVICES": gpu} if gpu != "" else {})}
+                secs = execute(nb, output, params, env=env)
+                atomic_write_json({"seconds": secs, "parameters": params}, output.with_suffix(".done"))
+                print(f"[grid] {job_id} done in {secs:.0f} s (gpu {gpu or '-'})", flush=True)
+                return 0
+            except RuntimeError as e:
+                print(f"[grid] {e}", file=sys.stderr, flush=True)
+                return 1
+            finally:
+                gpu_pool.put(gpu)
 
     with _StopOnSignal():
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -502,6 +511,28 @@ def run_grid_file(params_file: Path, out: Path, workers: int = 1, gpus: Sequence
         if spec["aggregate"] and not failures:
             failures += _aggregate(nb, spec, out)
     return failures
+
+
+@contextlib.contextmanager
+def claim_job(output: Path):
+    """Claim the job whose executed notebook is ``output`` for this process (yields True), or learn that another
+    live process holds it (yields False, after saying so): two ``grid`` processes on one parameter file and
+    ``--out`` then share the jobs instead of each running every job into the same notebook, log and marker.
+    The claim is a :class:`~ballot_lib.results.RunLock` on ``<notebooks>/.claims/<job>`` (a claim whose process
+    died is stale and taken over, as a run's lock is)."""
+    lock = RunLock(output.parent / ".claims" / output.stem, timeout=0)
+    try:
+        lock.acquire()
+    except LockTimeout:
+        print(f"[grid] {output.stem}: another process is running this job; left to it", flush=True)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+        with contextlib.suppress(OSError):  # an empty claim folder (a claimant that finds it gone makes it again)
+            lock.folder.rmdir()
 
 
 def aggregate_params(spec: Mapping[str, Any]) -> Optional[dict[str, Any]]:
@@ -516,11 +547,14 @@ def _aggregate(nb: Path, spec: Mapping[str, Any], out: Path) -> int:
     """
     params = {**aggregate_params(spec), "results_dir": str(out / "results")}
     output = out / "notebooks" / f"{nb.stem}-aggregate.ipynb"
-    try:
-        secs = execute(nb, output, params)
-    except RuntimeError as e:
-        print(f"[grid] aggregate: {e}", file=sys.stderr, flush=True)
-        return 1
+    with claim_job(output) as mine:
+        if not mine:
+            return 0
+        try:
+            secs = execute(nb, output, params)
+        except RuntimeError as e:
+            print(f"[grid] aggregate: {e}", file=sys.stderr, flush=True)
+            return 1
     print(f"[grid] aggregate analysis over {spec['aggregate']} done in {secs:.0f} s: {output}")
     return 0
 

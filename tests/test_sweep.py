@@ -401,3 +401,33 @@ def test_report_sections_sit_at_one_level_in_the_summary():
     assert report_section("## 01 · LTH\nx", "01_y") == "## 01 · LTH\nx"
     assert report_section("Quickstart on digits:\n- MP", "00_quickstart_abc").splitlines()[:3] == [
         "## 00_quickstart_abc", "", "Quickstart on digits:"]
+
+
+def test_a_job_another_process_is_running_is_left_to_it(tmp_path, monkeypatch):
+    """Two `grid` processes on one file and --out share the jobs: a job whose claim is held is not run again."""
+    from ballot_lib.results import RunLock
+
+    write_tiny(tmp_path)
+    params = write_yaml(tmp_path / "p.yaml", "notebook: 00_tiny.ipynb\ngrid: {n: [1, 2]}\n")
+    calls = []
+
+    def fake_execute(notebook, output, parameters, env=None, log=None):
+        calls.append(parameters["n"])
+        return 0.5
+
+    monkeypatch.setattr(sweep, "execute", fake_execute)
+    out = tmp_path / "out"
+    spec, nb, jobs = sweep.validate_params_file(params, tmp_path)
+    held = {**jobs[0], "results_dir": str((out / "results").resolve())}
+    job_id = sweep.config_hash({"notebook": nb.name, **held})
+    output = out.resolve() / "notebooks" / f"{nb.stem}-{job_id}.ipynb"
+    claim = RunLock(output.parent / ".claims" / output.stem).acquire()  # "another process" holds job n=1
+    try:
+        assert sweep.run_grid_file(params, out, folder=tmp_path, workers=2) == 0
+    finally:
+        claim.release()
+    assert calls == [2] and not output.with_suffix(".done").exists()
+    # Once released, the next grid runs it; no claim folder is left behind.
+    assert sweep.run_grid_file(params, out, folder=tmp_path) == 0
+    assert sorted(calls) == [1, 2] and output.with_suffix(".done").exists()
+    assert not any((out / "notebooks" / ".claims").iterdir())
