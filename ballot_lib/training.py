@@ -112,6 +112,12 @@ def lr_at(cfg: TrainConfig, epoch_float: float) -> float:
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+def sync_device(dev: torch.device) -> None:
+    """Wait for the device's queued work (a no-op off CUDA): what a timer must do before it reads the clock."""
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``"auto"`` picks CUDA when available, else CPU; an unavailable device raises ``ValueError``."""
     if device is None or str(device) == "auto":

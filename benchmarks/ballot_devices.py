@@ -41,6 +41,7 @@ from ballot_lib.methods.base import make_config, prepare_method, run_method
 from ballot_lib.methods.ballot import TallyConfig, VoteTally, mask_from_votes, normalize_dim0
 from ballot_lib.models import ModelConfig, build_model
 from ballot_lib.pruning import overlap, prunable_names
+from ballot_lib.training import sync_device as sync
 
 #: The tallies of measurement 1: Ballot's defaults and the options notebook 02's ablation varies.
 #: issue #7: Ballot's CPU and GPU masks of one seed must overlap at least this much
@@ -52,11 +53,6 @@ ENGINE_TALLIES = {
     "erk": TallyConfig(density=0.1, budgets="erk"),
     "signed": TallyConfig(density=0.1, score="signed", eta=0.5),
 }
-
-
-def sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 def engine_check(model: str, num_classes: int, in_shape: tuple, dev: torch.device, epochs: int, seed: int

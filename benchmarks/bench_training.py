@@ -57,6 +57,7 @@ from ballot_lib.pruning import magnitude_mask
 from ballot_lib import gpu_defaults
 from ballot_lib.sweep import RUNS_PER_GPU_TOLERANCE, runs_per_gpu_from_curve
 from ballot_lib.training import MaskEnforcer, TrainConfig, resolve_device, train
+from ballot_lib.training import sync_device as sync
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # as ballot_lib.data.real
 RATIO_TARGET = 1.05
@@ -80,11 +81,6 @@ RATIO_STEPS = {
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 def synthetic_images(n: int, num_classes: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
