@@ -512,17 +512,20 @@ def per_seed_hypervolume(df: pd.DataFrame, disparity: str = "mcd", split: str = 
 
 
 def technique_reevaluation(df: pd.DataFrame, disparity: str = "mcd", split: str = "test", key: str = "method",
-                           reference: str = "dense", sparsity_resolution: float = SPARSITY_RESOLUTION
-                           ) -> pd.DataFrame:
+                           reference: str = "dense", sparsity_resolution: float = SPARSITY_RESOLUTION,
+                           per_seed: Optional[pd.DataFrame] = None) -> pd.DataFrame:
     """Per technique: share of the pooled per-seed front and the hypervolume its own runs dominate.
 
     For each seed, every pruned run of that seed (all techniques and densities; the dense run excluded) is a
     point (accuracy ↑, sparsity ↑, disparity); the front is pooled over techniques. A technique's *share* is the
     fraction of front points that are its runs; its *hypervolume* is that of its own runs with the reference
     point :data:`HV_REFERENCE`. Mean and 95 % CI half-width over seeds, plus the hypervolume of the pooled
-    front for scale. Two techniques are compared by :func:`paired_hypervolume` (paired by seed).
+    front for scale. Two techniques are compared by :func:`paired_hypervolume` (paired by seed). ``per_seed``:
+    :func:`per_seed_hypervolume` of the same arguments, when the caller has it (at the scale of a 10,000-model
+    population, computing the per-seed fronts once for both functions matters).
     """
-    ps = per_seed_hypervolume(df, disparity, split, key, reference, sparsity_resolution)
+    ps = per_seed if per_seed is not None else per_seed_hypervolume(df, disparity, split, key, reference,
+                                                                     sparsity_resolution)
     rows = []
     for t in sorted(ps[key].unique()):
         g = ps[ps[key] == t]
@@ -537,10 +540,13 @@ def technique_reevaluation(df: pd.DataFrame, disparity: str = "mcd", split: str 
 
 def paired_hypervolume(df: pd.DataFrame, a: str, b: str, disparity: str = "mcd", split: str = "test",
                        key: str = "method", reference: str = "dense",
-                       sparsity_resolution: float = SPARSITY_RESOLUTION) -> dict:
+                       sparsity_resolution: float = SPARSITY_RESOLUTION,
+                       per_seed: Optional[pd.DataFrame] = None) -> dict:
     """Hypervolume of technique ``a`` minus that of ``b``, paired by seed (each seed's hypervolumes come from the
-    same seed's runs): :func:`ballot_lib.metrics.paired_difference` (diff, CI, wins, n, significant)."""
-    ps = per_seed_hypervolume(df, disparity, split, key, reference, sparsity_resolution)
+    same seed's runs): :func:`ballot_lib.metrics.paired_difference` (diff, CI, wins, n, significant, p).
+    ``per_seed``: :func:`per_seed_hypervolume` of the same arguments, when the caller has it."""
+    ps = per_seed if per_seed is not None else per_seed_hypervolume(df, disparity, split, key, reference,
+                                                                     sparsity_resolution)
     hv = {t: dict(zip(g["seed"], g["hv"])) for t, g in ps.groupby(key)}
     return paired_difference(hv.get(a, {}), hv.get(b, {}), lower_is_better=False)
 

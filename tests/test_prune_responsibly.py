@@ -192,6 +192,9 @@ def test_front_selection_and_reevaluation(toy_df):
     assert pd_["diff"] == pytest.approx(np.mean(diffs)) and pd_["n"] == len(diffs)
     assert pd_["wins"] == sum(d > 0 for d in diffs)  # a larger hypervolume is better
     assert re.loc["b", "hypervolume"] == pytest.approx(np.mean(list(hv["b"].values())))
+    # The per-seed fronts passed in (computed once) give the same answers as computing them again.
+    assert population.paired_hypervolume(toy_df, "b", "a", disparity="mcd", per_seed=ps) == pd_
+    pd.testing.assert_frame_equal(population.technique_reevaluation(toy_df, "mcd", per_seed=ps).set_index("method"), re)
 
 
 def test_worst_class_disparity_is_maximised(toy_df):
