@@ -249,7 +249,8 @@ def test_run_grid_file_skips_finished_jobs(grid, capsys):
     assert {p: p.stat().st_mtime_ns for p in (out / "notebooks").iterdir()} == before
 
 
-def test_run_grid_file_reruns_only_the_job_without_its_done_marker(tmp_path, monkeypatch):
+def two_job_grid(tmp_path, monkeypatch):
+    """A parameter file of two jobs (n = 1, 2) of the tiny notebook, and the list of the n each fake execution ran."""
     write_tiny(tmp_path)
     params = write_yaml(tmp_path / "p.yaml", "notebook: 00_tiny.ipynb\ngrid: {n: [1, 2]}\n")
     calls = []
@@ -259,6 +260,11 @@ def test_run_grid_file_reruns_only_the_job_without_its_done_marker(tmp_path, mon
         return 0.5
 
     monkeypatch.setattr(sweep, "execute", fake_execute)
+    return params, calls
+
+
+def test_run_grid_file_reruns_only_the_job_without_its_done_marker(tmp_path, monkeypatch):
+    params, calls = two_job_grid(tmp_path, monkeypatch)
     out = tmp_path / "out"
     assert sweep.run_grid_file(params, out, folder=tmp_path) == 0
     assert sorted(calls) == [1, 2]
@@ -407,15 +413,7 @@ def test_a_job_another_process_is_running_is_left_to_it(tmp_path, monkeypatch):
     """Two `grid` processes on one file and --out share the jobs: a job whose claim is held is not run again."""
     from ballot_lib.results import RunLock
 
-    write_tiny(tmp_path)
-    params = write_yaml(tmp_path / "p.yaml", "notebook: 00_tiny.ipynb\ngrid: {n: [1, 2]}\n")
-    calls = []
-
-    def fake_execute(notebook, output, parameters, env=None, log=None):
-        calls.append(parameters["n"])
-        return 0.5
-
-    monkeypatch.setattr(sweep, "execute", fake_execute)
+    params, calls = two_job_grid(tmp_path, monkeypatch)
     out = tmp_path / "out"
     spec, nb, jobs = sweep.validate_params_file(params, tmp_path)
     held = {**jobs[0], "results_dir": str((out / "results").resolve())}
