@@ -13,7 +13,10 @@ from typing import Any, Mapping, Optional, Sequence
 
 import pandas as pd
 
-from .analysis import class_columns, paired, select_by_rule, summarize
+# A seed of an option set counts as collapsed when its accuracy keeps less than COLLAPSE of the reference's (the
+# default's) accuracy gain over chance in the same seed: the threshold of ballot_lib.analysis.collapsed_runs, with
+# the default in place of the dense run.
+from .analysis import COLLAPSE, class_columns, paired, select_by_rule, summarize
 from .methods import ballot
 from .methods.ballot import BUDGETS, CONFLICTS, SCORES, BallotConfig, same_selection
 from .methods.grid import Variant
@@ -24,10 +27,6 @@ DEFAULT = "default"
 #: training (``refined=False``), which keeps its last epoch while the other rows pick theirs on val: its val metrics
 #: are not comparable with theirs (the val-picked epochs are optimistic on val), so it is shown, not chosen.
 NOT_CHOSEN = ("faithful (authors, final layer only)", "LTH", "refined=False")
-#: A seed of an option set counts as collapsed when its accuracy keeps less than this share of the reference's
-#: (the default's) accuracy gain over chance in the same seed -- the rule of :data:`ballot_lib.comparison.COLLAPSE`,
-#: with the default in place of the dense run.
-COLLAPSE = 0.5
 
 
 def base_options(default: BallotConfig) -> dict[str, Any]:

@@ -182,7 +182,8 @@ def ceag_excess(df: pd.DataFrame, reference: str = "dense", split: str = "test")
     return pd.DataFrame(rows, columns=out_cols)
 
 
-#: A run collapses when it keeps less than this share of the same-seed dense run's accuracy above chance (1/C).
+#: A run collapses when it keeps less than this share of the same-seed dense run's balanced-accuracy gain over
+#: chance (1/C): :func:`collapsed_runs`.
 COLLAPSE = 0.5
 
 

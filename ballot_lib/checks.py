@@ -205,7 +205,7 @@ def check_type(name: str, value: Any, annotation: Any, paths: bool = False) -> A
     if annotation is float:
         if not is_number(value):
             raise ParameterError(f"{name} must be a number, got {_show(value)}" + _yaml_number_hint(value))
-        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if is_int(value):
             return float(value)  # 1 and 1.0 are one setting: check_fields stores the float (one run id for both)
         return value
     if annotation is bool:

@@ -235,6 +235,17 @@ def _per_seed_fairness(d: pd.DataFrame, variant: str, settings: Sequence[tuple],
     return pd.DataFrame(cols)
 
 
+def _kept_settings(settings: Sequence[tuple], exclude: Optional[pd.DataFrame], variants) -> list[tuple]:
+    """``settings`` without those where one of ``variants`` has a run in ``exclude`` (collapsed runs,
+    :func:`collapsed_runs`: columns dataset, model, density, variant)."""
+    if exclude is None or exclude.empty:
+        return list(settings)
+    hit = exclude[exclude["variant"].isin(list(variants))]
+    gone = {(ds, m, float(dn)) for ds, m, dn in hit[["dataset", "model", "density"]].itertuples(index=False)}
+    return [st for st in settings if not any(st[0] == g[0] and st[1] == g[1] and np.isclose(st[2], g[2])
+                                             for g in gone)]
+
+
 def improvement_table(df: pd.DataFrame, a: str, baselines: Mapping[str, str], split: str = "test",
                       metrics: Sequence[str] = ("cwv", "mcd"), exclude: Optional[pd.DataFrame] = None
                       ) -> pd.DataFrame:
@@ -250,12 +261,7 @@ def improvement_table(df: pd.DataFrame, a: str, baselines: Mapping[str, str], sp
     all_settings = _settings(d)
     rows = []
     for label, b in baselines.items():
-        gone = set()
-        if exclude is not None and not exclude.empty:
-            hit = exclude[exclude["variant"].isin([a, b])]
-            gone = {(ds, m, float(dn)) for ds, m, dn in hit[["dataset", "model", "density"]].itertuples(index=False)}
-        settings = [st for st in all_settings if not any(st[0] == g[0] and st[1] == g[1] and np.isclose(st[2], g[2])
-                                                         for g in gone)]
+        settings = _kept_settings(all_settings, exclude, (a, b))
         per_seed_paper, per_seed_robust, point_terms = {}, {}, []
         for m in metrics:
             A, B = _per_seed_fairness(d, a, settings, m), _per_seed_fairness(d, b, settings, m)
@@ -317,18 +323,11 @@ def decomposition(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd
     """
     d = _test(df, split)
     all_settings = _settings(d)
-    involved = {v for pair in DECOMPOSITION_PARTS.values() for v in pair}
-    gone = set()
-    if exclude is not None and not exclude.empty:
-        hit = exclude[exclude["variant"].isin(involved)]
-        gone = {(ds, m, float(dn)) for ds, m, dn in hit[["dataset", "model", "density"]].itertuples(index=False)}
-    settings = [st for st in all_settings if not any(st[0] == g[0] and st[1] == g[1] and np.isclose(st[2], g[2])
-                                                     for g in gone)]
-    parts = DECOMPOSITION_PARTS
+    settings = _kept_settings(all_settings, exclude, {v for pair in DECOMPOSITION_PARTS.values() for v in pair})
     rows, pooled = [], {}
     for s in settings:
         for m in metrics:
-            for part, (x, y) in parts.items():
+            for part, (x, y) in DECOMPOSITION_PARTS.items():
                 X, Y = _pick(d, x, s), _pick(d, y, s)
                 if X.empty or Y.empty or m not in X:
                     continue
@@ -474,9 +473,7 @@ def _family_note(table: pd.DataFrame) -> str:
     if "sigadj_mcd" not in table and "sigadj_cwv" not in table:
         return ""
     k = family_size(table)
-    wc = win_counts(table, ("acc", "cwv", "mcd"), adjusted=True)
-    fair = wc[wc["metric"].isin(["cwv", "mcd"])]
-    better, worse = int(fair["Ballot better"].sum()), int(fair["Ballot worse"].sum())
+    better, worse, _ = _fair_counts(win_counts(table, ("acc", "cwv", "mcd"), adjusted=True))
     name = {"holm": "Holm's", "bh": "Benjamini–Hochberg's"}.get(FAMILY_CORRECTION, FAMILY_CORRECTION)
     return (f" Each cell is a 5 % test and the table holds {k} of them; with {name} correction over all {k} "
             f"(family-wise 5 %), Ballot stays significantly fairer in {better} and less fair in {worse} of the "

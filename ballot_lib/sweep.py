@@ -228,25 +228,18 @@ def report_section(text: str, stem: str) -> str:
     ``##`` (every notebook's report sits at the same level, its sub-sections below it), and a ``## <stem>``
     heading when the report has none. Headings inside fenced code blocks are left alone."""
     lines = text.strip().splitlines()
-    fenced, levels = False, []
-    for line in lines:
-        if line.startswith("```"):
-            fenced = not fenced
-        elif not fenced and re.match(r"#{1,6} ", line):
-            levels.append(len(line) - len(line.lstrip("#")))
-    if not levels or not re.match(r"#{1,6} ", lines[0]):
+    if not re.match(r"#{1,6} ", lines[0] if lines else ""):
         lines = [f"## {stem}", ""] + lines
-        levels.append(2)
-    shift = 2 - min(levels)
-    out, fenced = [], False
-    for line in lines:
+    headings, fenced = {}, False  # line index -> heading level, outside fenced code
+    for i, line in enumerate(lines):
         if line.startswith("```"):
             fenced = not fenced
         elif not fenced and re.match(r"#{1,6} ", line):
-            level = len(line) - len(line.lstrip("#"))
-            line = "#" * min(6, max(2, level + shift)) + line[level:]
-        out.append(line)
-    return "\n".join(out)
+            headings[i] = len(line) - len(line.lstrip("#"))
+    shift = 2 - min(headings.values())
+    for i, level in headings.items():
+        lines[i] = "#" * min(6, max(2, level + shift)) + lines[i][level:]
+    return "\n".join(lines)
 
 
 def run_suite(out: Path, folder: Path = NOTEBOOKS, extra: Optional[Mapping[str, Any]] = None) -> int:
@@ -459,7 +452,8 @@ def run_grid_file(params_file: Path, out: Path, workers: int = 1, gpus: Sequence
     lacking = set() if plan is None else {int(j) for j in plan.loc[~plan["complete"].astype(bool), "job"] if j >= 0}
     marked = [(out / "notebooks" / f"{nb.stem}-{j}.done").exists() for j, _ in jobs]
     todo = [job for i, job in enumerate(jobs) if not marked[i] or i in lacking]
-    redo = sum(1 for i in range(len(jobs)) if marked[i] and i in lacking)
+    redone = {jobs[i][0] for i in range(len(jobs)) if marked[i] and i in lacking}  # marked, but runs are missing
+    redo = len(redone)
     print(f"[grid] {nb.name}: {len(jobs)} jobs, {len(jobs) - len(todo)} already done, {len(todo)} to run"
           + (f" ({redo} marked done whose runs are missing from the store: run again)" if redo else ""))
     line = plan_line(nb, [p for _, p in jobs], params_file, agg, plan=plan)
@@ -479,8 +473,6 @@ def run_grid_file(params_file: Path, out: Path, workers: int = 1, gpus: Sequence
     threads = {}
     if gpus and "OMP_NUM_THREADS" not in os.environ:
         threads = {"OMP_NUM_THREADS": job_threads(min(workers, len(tokens)))}
-
-    redone = {jobs[i][0] for i in range(len(jobs)) if marked[i] and i in lacking}
 
     def one(job):
         job_id, params = job

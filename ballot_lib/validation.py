@@ -26,7 +26,7 @@ from typing import Any, Mapping, Optional
 from .checks import (MAX_SEED, ParameterError, check_arguments, check_bool, check_density,  # noqa: F401
                      check_device_name, check_fields, check_int, check_list, check_number, check_seed, check_str,
                      check_type, is_int, is_number)
-from .models import check_takes_input
+from .models import check_takes_input, takes_input
 from .notebook_files import injected_parameter_names, notebook_parameter_types, notebook_path  # noqa: F401
 
 #: Public names, the single-value checks of :mod:`ballot_lib.checks` included (re-exported).
@@ -122,13 +122,8 @@ def _per_dataset_recipes(params: Mapping[str, Any], candidates: Mapping[str, Any
             raise ParameterError(f"{where}: {e}") from None
         if ds not in datasets:
             continue
-        image = image_input(exp.data)
-        for m in models:  # the notebook skips a model that cannot take the dataset's inputs
-            try:
-                check_takes_input(m, ds, image)
-                pairs += 1
-            except ParameterError:
-                pass
+        image = image_input(exp.data)  # the notebook skips a model that cannot take the dataset's inputs
+        pairs += sum(image is None or takes_input(m, image) for m in models)
         for name, cfg in candidates.items():
             try:
                 cfg.validate_recipe(exp)
@@ -167,11 +162,6 @@ def _rules(params: Mapping[str, Any], epochs: int) -> None:
         check_number("choice_eps", params["choice_eps"], 0)
     if params.get("out_dir") and Path(params["out_dir"]).exists() and not Path(params["out_dir"]).is_dir():
         raise ParameterError(f"out_dir {params['out_dir']!r} exists and is not a folder")
-    if "results_dir" in params and params["results_dir"]:
-        root = Path(params["results_dir"])
-        if root.exists() and not root.is_dir():
-            raise ParameterError(f"results_dir {str(root)!r} exists and is not a folder: give the results store's "
-                                 "folder (it is created if missing)")
     if "select_eps" in params:
         check_number("select_eps", params["select_eps"], 0)
         _ballot_check({"select_eps": float(params["select_eps"])}, density)
