@@ -46,22 +46,27 @@ def test_signal_to_sweep_grid_leaves_no_papermill_or_kernel_running(tmp_path, si
                                str(tmp_path / "out")], cwd=REPO, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     me = psutil.Process(runner.pid)
-    seen: dict[int, tuple] = {}  # pid -> (process, command line when first seen)
+    # pid -> (process, every command line read for it). A child polled between fork and exec still shows its
+    # parent's command line, so each look adds what it reads now instead of keeping only the first reading.
+    seen: dict[int, tuple] = {}
+
+    def look() -> None:
+        for c in me.children(recursive=True):
+            seen.setdefault(c.pid, (c, set()))[1].add(_cmdline(c))
+
     try:
         deadline = time.monotonic() + 120
         kernel_up = False
         while time.monotonic() < deadline and runner.poll() is None:
-            for c in me.children(recursive=True):
-                seen.setdefault(c.pid, (c, _cmdline(c)))
-            kernels = [p for p, cmd in seen.values() if "ipykernel" in cmd and _alive(p)]
+            look()
+            kernels = [p for p, cmds in seen.values() if any("ipykernel" in c for c in cmds) and _alive(p)]
             # Wait until the kernel has started training (a run folder exists): the state a user interrupts.
             if kernels and (results / "runs").is_dir():
                 kernel_up = True
                 break
             time.sleep(0.2)
         assert kernel_up, f"the job's kernel did not start: {runner.communicate(timeout=30)[0][-2000:]}"
-        for c in me.children(recursive=True):  # everything started until now
-            seen.setdefault(c.pid, (c, _cmdline(c)))
+        look()  # everything started until now, with the command lines they run now
         runner.send_signal(sig)
         out, _ = runner.communicate(timeout=60)
     finally:
@@ -72,9 +77,9 @@ def test_signal_to_sweep_grid_leaves_no_papermill_or_kernel_running(tmp_path, si
                 p.kill()
     assert runner.returncode == 128 + sig, out[-2000:]
     assert "Traceback" not in out, out[-2000:]
-    survivors = [(p.pid, cmd[:120]) for p, cmd in seen.values() if _alive(p)]
+    survivors = [(p.pid, sorted(cmds)) for p, cmds in seen.values() if _alive(p)]
     assert survivors == [], survivors
-    commands = [cmd for _, cmd in seen.values()]
+    commands = [c for _, cmds in seen.values() for c in cmds]
     assert any("papermill" in c for c in commands) and any("ipykernel" in c for c in commands), commands
     # The second job never started; the first left no finished run behind.
     assert not list((tmp_path / "out" / "notebooks").glob("*.done"))
