@@ -13,10 +13,10 @@ from typing import Any, Mapping, Optional, Sequence
 
 import pandas as pd
 
-# A seed of an option set counts as collapsed when its accuracy keeps less than COLLAPSE of the reference's (the
-# default's) accuracy gain over chance in the same seed: the threshold of ballot_lib.analysis.collapsed_runs, with
-# the default in place of the dense run.
-from .analysis import COLLAPSE, class_columns, paired, select_by_rule, summarize
+# A seed of an option set counts as collapsed when its balanced accuracy keeps less than COLLAPSE of the reference's
+# (the default's) gain over chance in the same seed: the rule of ballot_lib.analysis.collapsed_runs, with the
+# default in place of the dense run.
+from .analysis import COLLAPSE, balanced_accuracy, class_columns, paired, select_by_rule, summarize
 from .methods import ballot
 from .methods.ballot import BUDGETS, CONFLICTS, SCORES, BallotConfig, same_selection
 from .methods.grid import Variant
@@ -110,16 +110,21 @@ def chance_level(df: pd.DataFrame) -> float:
 
 def collapsed_seeds(df: pd.DataFrame, chance: float, split: str = "val", reference: str = DEFAULT,
                     threshold: float = COLLAPSE) -> pd.Series:
-    """Per variant, the number of seeds whose ``split`` accuracy keeps less than ``threshold`` of the
-    ``reference``'s gain over ``chance`` in the same seed (0 where the reference has no such seed, or is itself
-    at chance there)."""
-    d = df[df["split"] == split]
-    ref = d[d["variant"] == reference].drop_duplicates("seed").set_index("seed")["acc"]
+    """Per variant, the number of seeds whose ``split`` skill keeps less than ``threshold`` of the ``reference``'s
+    in the same seed (0 where the reference has no such seed, or is itself at chance there).
+
+    Skill is measured as in :func:`ballot_lib.analysis.collapsed_runs`: **balanced** accuracy over its chance level
+    1/C when the rows carry per-class recalls (a majority-class predictor is then at chance whatever the class
+    balance); rows without them fall back to plain accuracy over the given ``chance``."""
+    d = df[df["split"] == split].drop_duplicates(["variant", "seed"]).copy()
+    d["_score"], d["_chance"] = balanced_accuracy(d)
+    d["_chance"] = d["_chance"].fillna(chance)
+    ref = d[d["variant"] == reference].set_index("seed")["_score"]
     out = {}
     for v, g in d.groupby("variant", sort=False):
-        g = g.drop_duplicates("seed").set_index("seed")["acc"]
-        gain = (ref.reindex(g.index) - chance)
-        skill = (g - chance) / gain.where(gain > 0)
+        g = g.set_index("seed")
+        gain = ref.reindex(g.index) - g["_chance"]
+        skill = (g["_score"] - g["_chance"]) / gain.where(gain > 0)
         out[v] = int((skill < threshold).sum())
     return pd.Series(out, dtype=int)
 
@@ -131,8 +136,8 @@ def table(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "mcd", "cwv"), sele
     ``report_split`` (shown, never used for the choice).
 
     Columns: ``variant``, ``seeds``, ``<m>``, ``<m>_ci`` (select split), ``d_<m>``, ``d_<m>_low``, ``d_<m>_high``,
-    ``d_<m>_sig`` (paired vs reference), ``<m>_<report_split>``, and ``collapsed``: the seeds whose accuracy on
-    ``select_split`` is near chance (:func:`collapsed_seeds`; ``chance`` defaults to 1 / number of classes, from
+    ``d_<m>_sig`` (paired vs reference), ``<m>_<report_split>``, and ``collapsed``: the seeds whose balanced
+    accuracy on ``select_split`` is near chance (:func:`collapsed_seeds`; ``chance`` defaults to 1 / number of classes, from
     the per-class columns; without them the column is 0). ``attrs["chance"]`` holds the chance level used.
     Rows keep the order of first appearance in ``df``.
     """

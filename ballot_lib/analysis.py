@@ -187,7 +187,7 @@ def ceag_excess(df: pd.DataFrame, reference: str = "dense", split: str = "test")
 COLLAPSE = 0.5
 
 
-def _balanced(d: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+def balanced_accuracy(d: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """Per row: balanced accuracy (the mean of the per-class recalls ``acc_class_<c>`` the row has) and chance,
     1 / (number of those classes). Rows without per-class columns fall back to accuracy and NaN chance."""
     cols = [c for c in d.columns if c.startswith("acc_class_")]
@@ -215,7 +215,7 @@ def collapsed_runs(df: pd.DataFrame, threshold: float = COLLAPSE, split: str = "
     if d.empty or "acc" not in d:
         return empty
     d = d.copy()
-    d["balanced_acc"], d["_chance"] = _balanced(d)
+    d["balanced_acc"], d["_chance"] = balanced_accuracy(d)
     dense = d[d["variant"] == "Dense"].groupby(["dataset", "model", "seed"])["balanced_acc"].mean()
     sparse = d[d["variant"] != "Dense"].copy()
     if sparse.empty or dense.empty:

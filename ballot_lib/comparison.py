@@ -75,14 +75,44 @@ def baselines_for(compute_matched: bool = True) -> list[str]:
     return [b for b, m in BASELINES.items() if m in METHODS and (compute_matched or not b.endswith(MATCHED))]
 
 
+#: The methods that rewind the kept weights to θk after selecting their mask (``rewind_epoch``): notebook 03's
+#: ``rewind_epoch`` applies to all of them alike, so the comparison stays paired on the rewind point.
+REWINDING = ("lth", "ballot")
+
+
+def rewound(ballot_candidates: Mapping[str, Mapping[str, Any]], rewind_epoch: int = 0) -> dict[str, dict]:
+    """Notebook 03's Ballot candidates with the comparison's rewind point θk (``rewind_epoch``; 0 = θ0, the
+    original LTH). A candidate may not set its own ``rewind_epoch`` to another value: LTH rewinds to the same
+    point, and a Ballot rewinding elsewhere would mix the rewind point into the comparison."""
+    return {name: _rewind(opts, rewind_epoch, f"ballot_candidates[{name!r}]")
+            for name, opts in ballot_candidates.items()}
+
+
+def _rewind(opts: Mapping[str, Any], rewind_epoch: int, where: str) -> dict:
+    opts = dict(opts)
+    own = opts.get("rewind_epoch", rewind_epoch)
+    if own != rewind_epoch:
+        raise ValueError(f"{where} sets rewind_epoch={own!r} but the comparison's rewind_epoch is {rewind_epoch}: set "
+                         "the notebook's rewind_epoch instead (it applies to LTH and Ballot alike)")
+    if rewind_epoch:
+        opts["rewind_epoch"] = rewind_epoch
+    return opts
+
+
 def comparison_variants(ballot_options: Optional[Mapping] = None, baselines: Iterable[str] = tuple(BASELINES),
-                        baseline_options: Optional[Mapping[str, Mapping]] = None) -> list[Variant]:
-    """Dense, each baseline with the last epoch and with the val rule, Ballot and its three controls."""
-    ballot_options = dict(ballot_options or {})
+                        baseline_options: Optional[Mapping[str, Mapping]] = None,
+                        rewind_epoch: int = 0) -> list[Variant]:
+    """Dense, each baseline with the last epoch and with the val rule, Ballot and its three controls.
+
+    ``rewind_epoch`` k > 0 rewinds every method of :data:`REWINDING` (LTH and Ballot) to θk instead of θ0 ("late
+    rewinding"); ``ballot_options`` must then not name another rewind point (:func:`rewound`)."""
+    ballot_options = _rewind(ballot_options or {}, rewind_epoch, "ballot_options")
     baseline_options = {k: dict(v) for k, v in (baseline_options or {}).items()}
     out = [Variant("Dense", "dense", {})]
     for label in baselines:
         opts = {**BASELINE_OPTIONS.get(label, {}), **baseline_options.get(label, {})}
+        if rewind_epoch and BASELINES[label] in REWINDING:
+            opts["rewind_epoch"] = rewind_epoch
         out.append(Variant(label, BASELINES[label], {**opts, "select": "last"}))
         if selectable(BASELINES[label]):
             out.append(Variant(label + SELECTED, BASELINES[label], {**opts, "select": "val_rule"}))

@@ -123,13 +123,15 @@ def _plan_03(p: Mapping[str, Any], choices: Mapping[str, str]) -> list[Grid]:
     from . import comparison as C
 
     baselines = C.baselines_for(p.get("compute_matched", True))
-    cands = dict(p["ballot_candidates"])
+    rewind = p.get("rewind_epoch", 0)
+    cands = C.rewound(p["ballot_candidates"], rewind)
     eps = p["select_eps"]
     chosen = choices.get("ballot", "default" if "default" in cands else next(iter(cands)))
     if chosen not in cands:
         raise ValueError(f"choices['ballot']: {chosen!r} is not a Ballot candidate; candidates: {', '.join(cands)}")
     comp = C.comparison_variants({**cands[chosen], "select_eps": eps}, baselines, {b: {"select_eps": eps}
-                                                                                    for b in baselines})
+                                                                                    for b in baselines},
+                                 rewind_epoch=rewind)
     out = []
     for ds, model, params in setting_params(p):
         out.append(Grid(f"{ds}/{model} candidates", params, ballot_candidate_variants(cands, eps), p["densities"],

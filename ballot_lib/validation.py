@@ -77,6 +77,8 @@ def _comparison_rules(params: Mapping[str, Any]) -> None:
                 raise ParameterError(f"dataset_overrides[{ds!r}] must be a dict of recipe parameters "
                                      f"({', '.join(sorted(allowed))}), got {changes!r}")
     configs = {}
+    # Notebook 03's rewind point applies to LTH and every Ballot candidate alike (ballot_lib.comparison.rewound).
+    rewind = check_int("rewind_epoch", params["rewind_epoch"], 0) if "rewind_epoch" in params else None
     if "ballot_candidates" in params:
         cands = params["ballot_candidates"]
         if not isinstance(cands, Mapping) or not cands:
@@ -84,6 +86,13 @@ def _comparison_rules(params: Mapping[str, Any]) -> None:
         for name, opts in cands.items():
             if not isinstance(opts, Mapping):
                 raise ParameterError(f"ballot_candidates[{name!r}] must be a dict of Ballot options, got {opts!r}")
+            if rewind is not None:
+                from .comparison import rewound
+
+                try:
+                    opts = rewound({name: opts}, rewind)[name]
+                except ValueError as e:
+                    raise ParameterError(str(e)) from None
             try:
                 configs[name] = _ballot_check(dict(opts), params.get("densities", [0.2])[0])
             except ValueError as e:
@@ -122,6 +131,9 @@ def _per_dataset_recipes(params: Mapping[str, Any], candidates: Mapping[str, Any
             raise ParameterError(f"{where}: {e}") from None
         if ds not in datasets:
             continue
+        if "rewind_epoch" in params and not 0 <= params["rewind_epoch"] < exp.train.epochs:
+            raise ParameterError(f"rewind_epoch={params['rewind_epoch']} on {ds} ({exp.train.epochs} epochs): the "
+                                 f"rewind point must be in [0, {exp.train.epochs}) for every dataset")
         image = image_input(exp.data)  # the notebook skips a model that cannot take the dataset's inputs
         pairs += sum(image is None or takes_input(m, image) for m in models)
         for name, cfg in candidates.items():

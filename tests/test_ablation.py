@@ -193,3 +193,23 @@ def test_table_counts_seeds_near_chance_against_the_default_of_the_same_seed(abl
     flat = low.copy()
     flat.loc[(flat["variant"] == "default") & (flat["split"] == "val") & (flat["seed"] == 2), "acc"] = 0.25
     assert ablation.collapsed_seeds(flat, 0.25)["eta=0"] == 1
+
+
+def test_a_majority_class_predictor_counts_as_collapsed_on_imbalanced_data():
+    """Binary, 75 % majority: always predicting the majority class scores 0.75 plain accuracy, which keeps 71 % of a
+    0.85-accurate default's gain over chance 0.5 (never flagged by plain accuracy), but its balanced accuracy is
+    0.5, exactly chance (skill 0): the rule of analysis.collapsed_runs flags it."""
+    rows = []
+    for seed in (0, 1):
+        rows.append({"variant": "default", "split": "val", "seed": seed, "acc": 0.85,
+                     "acc_class_0": 0.9, "acc_class_1": 0.7})
+        rows.append({"variant": "majority", "split": "val", "seed": seed, "acc": 0.75,
+                     "acc_class_0": 1.0, "acc_class_1": 0.0})
+        rows.append({"variant": "fine", "split": "val", "seed": seed, "acc": 0.84,
+                     "acc_class_0": 0.9, "acc_class_1": 0.66})
+    df = pd.DataFrame(rows)
+    got = ablation.collapsed_seeds(df, chance=0.5)
+    assert got.to_dict() == {"default": 0, "majority": 2, "fine": 0}
+    # plain accuracy alone (no per-class columns) would not have flagged it
+    plain = ablation.collapsed_seeds(df.drop(columns=["acc_class_0", "acc_class_1"]), chance=0.5)
+    assert plain["majority"] == 0

@@ -653,10 +653,15 @@ def test_temporary_files_of_a_killed_write_are_removed(tmp_path):
 
 @pytest.mark.parametrize("params, message", [
     ({"datasets": ["digits", "digits_s"], "epochs": 2, "dataset_overrides": {"digits_s": {"epochs": 1}},
-      "ballot_candidates": {"default": {}, "r1": {"rewind_epoch": 1}}},
-     r"ballot_candidates\['r1'\] on digits_s \(1 epochs\): rewind_epoch must be in \[0, 1\)"),
-    ({"datasets": ["digits"], "epochs": 2, "ballot_candidates": {"r": {"rewind_epoch": 50}}},
-     r"ballot_candidates\['r'\] on digits \(2 epochs\): rewind_epoch must be in \[0, 2\)"),
+      "rewind_epoch": 1},
+     r"rewind_epoch=1 on digits_s \(1 epochs\): the rewind point must be in \[0, 1\)"),
+    ({"datasets": ["digits", "digits_s"], "epochs": 2, "dataset_overrides": {"digits_s": {"epochs": 1}},
+      "ballot_candidates": {"default": {}, "w": {"refined": True, "schedule": "warmup_cosine", "warmup_epochs": 1}}},
+     r"ballot_candidates\['w'\] on digits_s \(1 epochs\): warmup_epochs"),
+    # a candidate's own rewind point would make the comparison measure the rewind point too (LTH rewinds to θ0)
+    ({"datasets": ["digits"], "epochs": 2, "ballot_candidates": {"r": {"rewind_epoch": 1}}},
+     r"ballot_candidates\['r'\] sets rewind_epoch=1 but the comparison's rewind_epoch is 0"),
+    ({"datasets": ["digits"], "epochs": 2, "rewind_epoch": "1"}, "rewind_epoch must be an integer"),
     ({"datasets": ["digits"], "dataset_overrides": {"digits": {"epochs": -4}}},
      r"dataset_overrides\['digits'\]: epochs must be >= 1, got -4"),
     ({"choice_eps": -5.0}, "choice_eps must be >= 0"),

@@ -105,6 +105,23 @@ def test_variants_and_tables_cover_both_rules():
     assert t[1].ballot == "Ballot" and t[1].baselines == ("MP +val", "LTH +val")
 
 
+def test_a_rewind_point_applies_to_lth_and_ballot_alike_and_nowhere_else():
+    vs = {v.label: v for v in C.comparison_variants({"score": "taylor"}, C.baselines_for(True), rewind_epoch=2)}
+    rewinding = {k for k, v in vs.items() if v.options.get("rewind_epoch") == 2}
+    assert rewinding == {"LTH", "LTH +val", "Ballot", "Ballot plain", "Ballot plain +val", "Ballot η=0"}
+    assert all("rewind_epoch" not in v.options for k, v in vs.items() if k not in rewinding)
+    # θ0 (the default) leaves every option set as it was: the stored runs of earlier sessions keep their ids
+    plain = C.comparison_variants({"score": "taylor"}, C.baselines_for(True))
+    assert all("rewind_epoch" not in v.options for v in plain)
+    assert C.rewound({"a": {}, "b": {"eta": 1.0}}, 1) == {"a": {"rewind_epoch": 1}, "b": {"eta": 1.0, "rewind_epoch": 1}}
+    assert C.rewound({"a": {"rewind_epoch": 1}}, 1) == {"a": {"rewind_epoch": 1}}
+    assert C.rewound({"a": {"rewind_epoch": 0}}, 0) == {"a": {"rewind_epoch": 0}}
+    with pytest.raises(ValueError, match=r"ballot_candidates\['a'\] sets rewind_epoch=3 .* rewind_epoch is 1"):
+        C.rewound({"a": {"rewind_epoch": 3}}, 1)
+    with pytest.raises(ValueError, match="ballot_options sets rewind_epoch=3"):
+        C.comparison_variants({"rewind_epoch": 3}, ["LTH"], rewind_epoch=1)
+
+
 def test_reading_is_generated_from_the_numbers():
     df = frame(VALUES)
     t = C.comparison_table(df, C.Table("x", "Ballot", ("LTH",), "val_rule"), metrics=["acc", "cwv", "mcd"])

@@ -168,6 +168,11 @@ def test_notebook_plans_follow_the_parameters():
     assert [g.stage for g in g03] == [f"{s} {k}" for s in ("digits_lt/mlp", "digits_lt/cnn", "adult/mlp")
                                       for k in ("candidates", "comparison")]
     assert g03[-1].params["epochs"] == 4  # dataset_overrides of adult
+    # notebook 03's rewind point reaches LTH and every Ballot run of the plan, as in the notebook
+    late = plans.notebook_plan("03_baseline_comparison.ipynb", {"rewind_epoch": 1})
+    for g in late:
+        for v in g.variants:
+            assert (v.options.get("rewind_epoch") == 1) == (v.method in ("lth", "ballot")), (g.stage, v)
     g01 = plans.notebook_plan("01_lth_fairness_failure.ipynb", {"include_ballot": False, "training_density": 0.2})
     assert [v.method for v in g01[1].variants] == ["dense", "lth", "random"] and g01[2].densities == [0.2]
     g02 = plans.notebook_plan("02_ballot_method.ipynb", {}, {"ablation": "eta=0"})

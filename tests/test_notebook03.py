@@ -16,7 +16,7 @@ def test_notebook03_papermill_with_injected_parameters(tmp_path):
     results = tmp_path / "results"
     params = {"datasets": ["digits"], "models": ["mlp"], "densities": [0.1], "seeds": [0, 1], "epochs": 6,
               "batch_size": 128, "ballot_candidates": {"default": {}, "veto": {"conflict": "veto"}},
-              "dataset_overrides": {}, "results_dir": str(results), "device": "cpu"}
+              "dataset_overrides": {}, "rewind_epoch": 1, "results_dir": str(results), "device": "cpu"}
     sweep.execute(REPO / "notebooks" / "03_baseline_comparison.ipynb", out, params)
     nb = nbformat.read(out, as_version=4)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
@@ -28,11 +28,13 @@ def test_notebook03_papermill_with_injected_parameters(tmp_path):
     df = load_results(results)
     assert {"dense", "mp", "lth", "ballot", "safecompress", "fairscratch"} <= set(df["method"])
     assert set(df["dataset"]) == {"digits"} and set(df.loc[df["method"] != "dense", "density_target"]) == {0.1}
+    # the injected rewind point reached LTH and every Ballot run (late rewinding for both alike)
+    assert set(df.loc[df["method"].isin(["lth", "ballot"]), "method_cfg.rewind_epoch"]) == {1}
     # Every selection-matched baseline run reuses its last-epoch twin's training.
     val = df[(df["split"] == "test") & (df.get("select") == "val_rule") & (df["method"] != "ballot")]
     assert len(val) and val["derived_from"].notna().all()
     reports = list((results / "reports").glob("03_*.md"))
-    assert reports and "Improvement" in reports[0].read_text()
+    assert reports and "Improvement" in reports[0].read_text() and "rewind to θ1" in reports[0].read_text()
     # Notebook 05's builder rebuilds notebook 03's tables from the store alone.
     from ballot_lib import comparison, paper_tables
 
