@@ -440,8 +440,21 @@ def markdown(table: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd")
     return "\n".join(lines)
 
 
-def collapse_reading(collapsed: pd.DataFrame, threshold: float = COLLAPSE) -> str:
-    """One sentence naming the collapsed runs (:func:`collapsed_runs`) per setting, or saying there were none."""
+def method_of(label: str) -> Optional[str]:
+    """The method behind a label of :func:`comparison_variants` (``"LTH +val"`` -> ``"lth"``, ``"Ballot η=0"`` ->
+    ``"ballot"``); None for ``"Dense"`` and unknown labels."""
+    base = label[:-len(SELECTED)] if label.endswith(SELECTED) else label
+    if base in BASELINES:
+        return BASELINES[base]
+    return "ballot" if base.startswith("Ballot") else None
+
+
+def collapse_reading(collapsed: pd.DataFrame, threshold: float = COLLAPSE,
+                     rewind_epoch: Optional[int] = None) -> str:
+    """One sentence naming the collapsed runs (:func:`collapsed_runs`) per setting, or saying there were none.
+
+    With ``rewind_epoch`` 0 (notebook 03's parameter) and a collapsed run of a method that rewinds (LTH, Ballot),
+    it adds how to re-run with late rewinding for both: a suggestion, not a claim about this run."""
     split = collapsed.attrs.get("split", "val")
     rule = (f"{split} balanced accuracy keeping less than {100 * threshold:.0f} % of the same-seed dense run's "
             "skill over chance")
@@ -455,9 +468,15 @@ def collapse_reading(collapsed: pd.DataFrame, threshold: float = COLLAPSE) -> st
             accs = ", ".join(f"{a:.3f}" for a in v["balanced_acc"])
             who.append(f"{variant} (seed{'s' if len(v) > 1 else ''} {seeds}: balanced acc {accs})")
         parts.append(f"{ds}/{model} @ {dens:g}: " + "; ".join(who))
-    return (f"- **Collapsed runs** ({rule}): " + " — ".join(parts) + ". Paired differences in these settings "
+    text = (f"- **Collapsed runs** ({rule}): " + " — ".join(parts) + ". Paired differences in these settings "
             "compare a collapsed model with a working one (or two collapsed ones): they measure the collapse, not "
             "fairness; the tables count collapsed seeds per row (column `collapsed`).")
+    rewinders = sorted({str(v) for v in collapsed["variant"] if method_of(str(v)) in REWINDING})
+    if rewind_epoch == 0 and rewinders:
+        text += (f" {', '.join(rewinders)} retrained from θ0 (`rewind_epoch: 0`, the original LTH); re-running with "
+                 "`rewind_epoch: 1` rewinds LTH and Ballot alike to θ1 (late rewinding, the usual remedy for a sparse "
+                 "network that cannot train from θ0); its own collapse count will say whether it helped.")
+    return text
 
 
 def compute_unmatched(table: pd.DataFrame, rtol: float = 0.01) -> dict[str, tuple[float, float]]:
@@ -561,13 +580,15 @@ def _fair_counts(wc: pd.DataFrame) -> tuple[int, int, int]:
 
 
 def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.DataFrame],
-            decomp: pd.DataFrame, collapsed: Optional[pd.DataFrame] = None) -> str:
+            decomp: pd.DataFrame, collapsed: Optional[pd.DataFrame] = None,
+            rewind_epoch: Optional[int] = None) -> str:
     """Plain sentences generated from this run's numbers: where the paper's claim does and does not reproduce.
 
     Where some baselines train with other compute than Ballot (:func:`compute_unmatched`), each table's
     headline counts only the compute-matched baselines, then the counts with every baseline; improvement lines
     against an unmatched baseline say so. With ``collapsed`` (:func:`collapsed_runs`), a closing sentence names
-    the runs that collapsed."""
+    the runs that collapsed (and, with ``rewind_epoch``, how to re-run with late rewinding:
+    :func:`collapse_reading`)."""
     out = []
     unmatched_all: dict[str, tuple[float, float]] = {}
     for title, t in tables_.items():
@@ -624,7 +645,7 @@ def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.D
                    f"; the vote's fairness term (Ballot − Ballot η=0) = "
                    f"{say('fairness term (Ballot − Ballot η=0)')}.")
     if collapsed is not None:
-        out.append(collapse_reading(collapsed))
+        out.append(collapse_reading(collapsed, rewind_epoch=rewind_epoch))
     return "\n".join(out)
 
 

@@ -172,6 +172,15 @@ def test_collapsed_runs_are_found_by_skill_over_chance_against_the_same_seed_den
     assert "val balanced accuracy" in text and "digits_lt/cnn @ 0.05" in text
     assert "Ballot (seed 2: balanced acc 0.100)" in text and "LTH (seed 1: balanced acc 0.450)" in text
     assert C.collapse_reading(gone.iloc[:0]).endswith("none.")
+    # LTH and Ballot collapsed after rewinding to θ0: the reading says how to re-run with late rewinding ...
+    hint = "`rewind_epoch: 1` rewinds LTH and Ballot alike to θ1"
+    assert hint in C.collapse_reading(gone, rewind_epoch=0) and "Ballot, LTH retrained from θ0" in \
+        C.collapse_reading(gone, rewind_epoch=0)
+    # ... not when they already rewound later, nor when only methods that do not rewind collapsed
+    assert hint not in C.collapse_reading(gone, rewind_epoch=1) and hint not in text
+    assert hint not in C.collapse_reading(gone.assign(variant="MP +val"), rewind_epoch=0)
+    assert [C.method_of(x) for x in ("LTH +val", "Ballot η=0", "SafeCompress 2T", "Dense")] == [
+        "lth", "ballot", "safecompress", None]
     assert "Collapsed runs" in C.reading({"m": t}, {}, C.decomposition(df), gone)
 
 
