@@ -137,8 +137,8 @@ def table(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "mcd", "cwv"), sele
 
     Columns: ``variant``, ``seeds``, ``<m>``, ``<m>_ci`` (select split), ``d_<m>``, ``d_<m>_low``, ``d_<m>_high``,
     ``d_<m>_sig`` (paired vs reference), ``<m>_<report_split>``, and ``collapsed``: the seeds whose balanced
-    accuracy on ``select_split`` is near chance (:func:`collapsed_seeds`; ``chance`` defaults to 1 / number of classes, from
-    the per-class columns; without them the column is 0). ``attrs["chance"]`` holds the chance level used.
+    accuracy on ``select_split`` is near chance (:func:`collapsed_seeds`; ``chance`` defaults to 1 / number of
+    classes, from the per-class columns; without them the column is 0). ``attrs["chance"]`` holds the chance level used.
     Rows keep the order of first appearance in ``df``.
     """
     order = list(dict.fromkeys(df["variant"]))

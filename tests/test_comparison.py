@@ -113,7 +113,8 @@ def test_a_rewind_point_applies_to_lth_and_ballot_alike_and_nowhere_else():
     # θ0 (the default) leaves every option set as it was: the stored runs of earlier sessions keep their ids
     plain = C.comparison_variants({"score": "taylor"}, C.baselines_for(True))
     assert all("rewind_epoch" not in v.options for v in plain)
-    assert C.rewound({"a": {}, "b": {"eta": 1.0}}, 1) == {"a": {"rewind_epoch": 1}, "b": {"eta": 1.0, "rewind_epoch": 1}}
+    assert C.rewound({"a": {}, "b": {"eta": 1.0}}, 1) == {"a": {"rewind_epoch": 1},
+                                                           "b": {"eta": 1.0, "rewind_epoch": 1}}
     assert C.rewound({"a": {"rewind_epoch": 1}}, 1) == {"a": {"rewind_epoch": 1}}
     assert C.rewound({"a": {"rewind_epoch": 0}}, 0) == {"a": {"rewind_epoch": 0}}
     with pytest.raises(ValueError, match=r"ballot_candidates\['a'\] sets rewind_epoch=3 .* rewind_epoch is 1"):
