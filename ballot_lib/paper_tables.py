@@ -14,6 +14,10 @@ papers/ballot.md shows them):
 * ``prune_responsibly`` (notebook 04): the population tables of :func:`ballot_lib.population.tables`, when the
   store holds a population (markdown only).
 
+A table rests on one experiment: records of one table, dataset and model whose parameters differ beyond the
+seeds (notebook 03 at two rewind points, say) make :func:`pick_records` warn, naming what differs and the record
+it used; :func:`build`'s ``records`` (notebook 05's ``record_names``, ``--record``) chooses.
+
 Markdown blocks in ``papers/*.md`` between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` are written by
 :func:`update_papers` from the same tables, so the papers carry only tables this module produces.
 """
@@ -24,6 +28,7 @@ import json
 import math
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -85,23 +90,91 @@ def _frame(rec: Mapping[str, Any], rows: pd.DataFrame) -> pd.DataFrame:
     return rows.drop(columns=["variant"]).merge(labels, on="run_id")
 
 
-def pick_records(records: Sequence[Mapping[str, Any]], rows: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
+#: Parameters in which the one-seed jobs of a grid and its aggregate execution differ: records that differ in
+#: nothing else are one experiment (the one over the most seeds is kept, silently).
+SEED_PARAMETERS = ("seed", "seeds", "ablation_seeds", "device")
+
+
+def select_records(records: Sequence[Mapping[str, Any]], names: Optional[Sequence[str]] = None) -> list[dict]:
+    """The records named by ``names`` (a record's whole name, or any part of it such as its tag), or all of them
+    when ``names`` is empty. A name that matches no record is an error listing the records of the store."""
+    if not names:
+        return [dict(r) for r in records]
+    if isinstance(names, (str, bytes)) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"record names must be a list of non-empty strings, got {names!r}")
+    unknown = [n for n in names if not any(n in r["name"] for r in records)]
+    if unknown:
+        have = ", ".join(r["name"] for r in records) or "none"
+        raise ValueError(f"no recorded comparison matches {unknown}; the store's records: {have}")
+    return [dict(r) for r in records if any(n in r["name"] for n in names)]
+
+
+def _experiment(rec: Mapping[str, Any]) -> dict:
+    """A record's parameters without its seeds, a missing one read as the recording notebook's default (a record
+    written before a parameter existed is the same experiment as one written with its default)."""
+    params = {**_notebook_defaults(str(rec.get("notebook") or "")), **(rec.get("parameters") or {})}
+    return {k: v for k, v in params.items() if k not in SEED_PARAMETERS and k not in LOCATION_PARAMETERS}
+
+
+def _notebook_defaults(notebook: str) -> dict:
+    from .notebook_files import notebook_parameters, notebook_path
+
+    if not notebook:
+        return {}
+    try:
+        return notebook_parameters(notebook_path(notebook))
+    except (OSError, ValueError, KeyError):  # a notebook since renamed or removed: compare what was recorded
+        return {}
+
+
+def _differences(recs: Sequence[Mapping[str, Any]]) -> dict[str, list]:
+    """parameter -> each record's value, for the parameters in which ``recs`` differ (seeds left out)."""
+    exps = [_experiment(r) for r in recs]
+    keys = sorted({k for e in exps for k in e})
+    return {k: [e.get(k) for e in exps] for k in keys
+            if len({json.dumps(e.get(k), sort_keys=True, default=str) for e in exps}) > 1}
+
+
+def pick_records(records: Sequence[Mapping[str, Any]], rows: pd.DataFrame,
+                 names: Optional[Sequence[str]] = None) -> list[tuple[dict, pd.DataFrame]]:
     """One record per (kind, dataset, model): the one over the most seeds (ties: the last by name), with its rows.
 
     A grid of one-seed jobs and its aggregate run share a store; the aggregate (all seeds) is the one a table
-    should rest on.
+    should rest on. Records of one (kind, dataset, model) whose parameters differ beyond the seeds are different
+    experiments (e.g. notebook 03 at two rewind points): a table can rest on one only, so a warning names them,
+    what differs, and which one is used; ``names`` (:func:`select_records`) chooses.
     """
     best: dict[tuple, tuple[int, str, dict, pd.DataFrame]] = {}
-    for rec in records:
+    seen: dict[tuple, list[tuple[dict, pd.DataFrame]]] = {}
+    for rec in select_records(records, names):
         if rec.get("kind") not in KINDS:
             continue
         frame = _frame(rec, rows)
         if frame.empty:
             continue
         key = (rec["kind"], frame["dataset"].iloc[0], frame["model"].iloc[0])
+        seen.setdefault(key, []).append((rec, frame))
         cand = (frame["seed"].nunique(), rec["name"], dict(rec), frame)
         if key not in best or cand[:2] >= best[key][:2]:
             best[key] = cand
+    conflicts = {key: _differences([r for r, _ in pairs]) for key, pairs in sorted(seen.items())}
+    conflicts = {key: d for key, d in conflicts.items() if d}
+    if conflicts:
+        params = sorted({k for d in conflicts.values() for k in d})
+        values = {k: sorted({json.dumps(v, default=str) for d in conflicts.values() for v in d.get(k, [])})
+                  for k in params}
+        used = sorted({best[key][1] for key in conflicts})
+        chosen = sorted({f"{k}={json.dumps(_experiment(best[key][2]).get(k), default=str)}"
+                         for key in conflicts for k in params})
+        kinds = ", ".join(dict.fromkeys(kind for kind, _, _ in conflicts))
+        settings = ", ".join(sorted({f"{d}/{m}" for key in conflicts for _, f in seen[key]
+                                     for d, m in f[["dataset", "model"]].drop_duplicates().itertuples(index=False)}))
+        cells = f"{kinds} on {settings}"
+        warnings.warn(f"the store holds different experiments for the same tables (they differ in "
+                      f"{'; '.join(f'{k}: ' + ', '.join(values[k]) for k in params)}) for {cells}; a table rests on "
+                      f"one experiment: these use {', '.join(chosen)} (records {', '.join(used)}). Choose with "
+                      "record names or tags (notebook 05: record_names; the command line: --record NAME).",
+                      stacklevel=2)
     return [(rec, frame) for _, _, rec, frame in (best[k] for k in sorted(best))]
 
 
@@ -237,14 +310,19 @@ def _one(part: pd.DataFrame, column: str, default: Any) -> Any:
     return values[0] if len(values) == 1 else ", ".join(map(str, values)) if values else default
 
 
-def build(results_dir: Optional[str | Path] = None) -> dict[str, pd.DataFrame]:
+def build(results_dir: Optional[str | Path] = None,
+          records: Optional[Sequence[str]] = None) -> dict[str, pd.DataFrame]:
     """Every paper table that the store's recorded comparisons support, plus ``provenance``.
 
     Keys: the :data:`KINDS` present, and ``provenance``. Tables concatenate the datasets/models of the store.
+    ``records``: build only from the records these names (or tags) match (:func:`select_records`); a store
+    holding several experiments of one table warns and says which one it used (:func:`pick_records`).
     """
-    records = load_records(results_dir)
+    stored = load_records(results_dir)
+    if records:
+        select_records(stored, records)  # an unknown name is an error before the store's runs are read
     rows = load_results(results_dir)
-    picked = pick_records(records, rows) if records else []
+    picked = pick_records(stored, rows, records) if stored else []
     out: dict[str, pd.DataFrame] = {}
     for kind in KINDS:
         parts = [BUILDERS[kind](frame) for rec, frame in picked if rec["kind"] == kind]
@@ -378,11 +456,14 @@ def update_papers(tables: Mapping[str, pd.DataFrame], papers: str | Path, extra:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m ballot_lib.paper_tables RESULTS [--out DIR] [--papers papers/]``."""
+    """``python -m ballot_lib.paper_tables RESULTS [--out DIR] [--papers papers/] [--record NAME ...]``."""
     ap = argparse.ArgumentParser(prog="python -m ballot_lib.paper_tables", description=main.__doc__)
     ap.add_argument("results", type=Path, help="results store (e.g. outputs/suite/results)")
     ap.add_argument("--out", type=Path, default=None, help="write CSV/JSON/markdown of every table here")
     ap.add_argument("--papers", type=Path, default=None, help="rewrite the marked table blocks of these pages")
+    ap.add_argument("--record", action="append", default=[], metavar="NAME",
+                    help="build only from the recorded comparisons whose name contains NAME (e.g. a tag); "
+                         "repeatable; default: every record (one per table, dataset and model)")
     a = ap.parse_args(argv)
     # Check everything before a line is written: a wrong path must not empty papers/ (its blocks and exports).
     if not (a.results / "runs").is_dir():
@@ -393,7 +474,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if folder is not None and folder.exists() and not folder.is_dir():
             print(f"error: {flag} {folder} is a file, not a folder", file=sys.stderr)
             return 2
-    tables = build(a.results)
+    try:
+        tables = build(a.results, a.record)
+    except ValueError as e:
+        print(f"error: --record: {e}", file=sys.stderr)
+        return 2
     pr = prune_responsibly(a.results) if a.papers else None
     if (a.out or a.papers) and set(tables) == {"provenance"} and not pr:
         print(f"error: {a.results} holds no recorded comparison (notebooks 01-03 record theirs under "

@@ -18,3 +18,19 @@ def test_notebook05_rejects_a_results_dir_that_is_not_a_store(tmp_path):
     log = (tmp_path / "o.log").read_text()
     assert "ParameterError" in log and "is not a results store" in log and str(missing) in log
     assert not missing.exists()
+
+
+def test_notebook05_rejects_record_names_that_match_no_record(tmp_path):
+    store = tmp_path / "results"
+    (store / "runs").mkdir(parents=True)
+    (store / "comparisons").mkdir()
+    (store / "comparisons" / "03_x_1a2b3c4d_baseline_comparison.json").write_text(
+        '{"name": "03_x_1a2b3c4d_baseline_comparison", "kind": "baseline_comparison", "parameters": {}, "runs": []}')
+    before = sorted(p.relative_to(store) for p in store.rglob("*"))
+    with pytest.raises(RuntimeError, match="05_results_report.ipynb failed"):
+        sweep.execute(REPO / "notebooks" / "05_results_report.ipynb", tmp_path / "o.ipynb",
+                      {"results_dir": str(store), "record_names": ["9z9z9z9z"]})
+    log = (tmp_path / "o.log").read_text()
+    assert "ParameterError" in log and "record_names: no recorded comparison matches ['9z9z9z9z']" in log
+    assert "03_x_1a2b3c4d_baseline_comparison" in log  # the store's records, to choose from
+    assert sorted(p.relative_to(store) for p in store.rglob("*")) == before  # nothing written

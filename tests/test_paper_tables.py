@@ -37,7 +37,8 @@ def store(tmp_path_factory):
     pt.record_comparison("02_tiny", "ballot_vs_baselines", df02, {"dataset": "digits"}, root,
                          notebook="02_ballot_method.ipynb", chosen="vote_fraction=0.3")
     # A one-seed record of the same kind and setting: never chosen over the two-seed one.
-    pt.record_comparison("02_tiny_one_seed", "ballot_vs_baselines", df02[df02["seed"] == 0], {}, root)
+    pt.record_comparison("02_tiny_one_seed", "ballot_vs_baselines", df02[df02["seed"] == 0],
+                         {"dataset": "digits", "seeds": [0]}, root, notebook="02_ballot_method.ipynb")
     return root, df01, df02
 
 
@@ -247,3 +248,49 @@ def test_the_command_refuses_a_path_that_is_not_a_store_and_writes_nothing(tmp_p
     assert "holds no recorded comparison" in capsys.readouterr().err
     assert page.read_text().splitlines()[1] == "kept" and not (papers / "tables").exists()
     assert not (tmp_path / "o").exists()
+
+
+def test_records_of_different_experiments_warn_and_can_be_chosen(store, tmp_path, capsys):
+    """A grid's one-seed record beside its aggregate is one experiment (no warning); two records of one table that
+    differ in another parameter (notebook 03 at two rewind points, say) are two: the build warns, names what
+    differs and which record it used, and record names or tags choose."""
+    import shutil
+    import warnings
+
+    root, _, df02 = store
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pt.build(root)  # 02_tiny and 02_tiny_one_seed differ only in their seeds
+    copy = tmp_path / "results"
+    shutil.copytree(root, copy)
+    # a record written before a parameter existed is read with the notebook's default for it: same experiment
+    from ballot_lib.notebook_files import notebook_parameters, notebook_path
+
+    epochs = notebook_parameters(notebook_path("02_ballot_method.ipynb"))["epochs"]
+    pt.record_comparison("02_tiny_with_default", "ballot_vs_baselines", df02, {"dataset": "digits", "epochs": epochs},
+                         copy, notebook="02_ballot_method.ipynb")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pt.build(copy)
+    (copy / "comparisons" / "02_tiny_with_default.json").unlink()
+    pt.record_comparison("02_tiny_eta2", "ballot_vs_baselines", df02, {"dataset": "digits", "eta": 2.0}, copy,
+                         notebook="02_ballot_method.ipynb")
+    with pytest.warns(UserWarning, match=r"differ in eta: 2\.0, null\) for ballot_vs_baselines on digits/mlp.*"
+                                         r"these use eta=2\.0 \(records 02_tiny_eta2\)"):
+        tabs = pt.build(copy)
+    assert set(tabs["provenance"].loc[tabs["provenance"]["table"] == "ballot_vs_baselines", "record"]) == {
+        "02_tiny_eta2"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        only = pt.build(copy, ["_one_seed"])  # any part of a name (a tag) selects
+        both = pt.build(copy, ["01_tiny", "eta2"])
+    assert set(only["provenance"]["record"]) == {"02_tiny_one_seed"} and "lth_vs_dense" not in only
+    assert set(both["provenance"]["record"]) == {"01_tiny", "02_tiny_eta2"}
+    # a part that matches records of both experiments keeps both, and the warning with them
+    with pytest.warns(UserWarning, match="different experiments"):
+        pt.build(copy, ["02_tiny"])
+    with pytest.raises(ValueError, match=r"no recorded comparison matches \['nope'\]; the store's records: 01_tiny"):
+        pt.build(copy, ["nope"])
+    out = tmp_path / "o"
+    assert pt.main([str(copy), "--record", "nope", "--out", str(out)]) == 2
+    assert "--record: no recorded comparison matches" in capsys.readouterr().err and not out.exists()
