@@ -99,13 +99,24 @@ def _rewind(opts: Mapping[str, Any], rewind_epoch: int, where: str) -> dict:
     return opts
 
 
+def matched_budget(budget: float, rewind_epoch: int, epochs: int) -> float:
+    """The ``budget`` (in units of the recipe's T epochs) that trains as long as Ballot rewound to θk: 2T − k
+    epochs for the "2T" variants, i.e. ``budget − k/T`` (``budget_recipe`` rounds budget × T to whole epochs)."""
+    if not 0 <= rewind_epoch < epochs:
+        raise ValueError(f"rewind_epoch must be in [0, {epochs}) (train.epochs = {epochs}), got {rewind_epoch}")
+    return float(budget) - rewind_epoch / epochs
+
+
 def comparison_variants(ballot_options: Optional[Mapping] = None, baselines: Iterable[str] = tuple(BASELINES),
                         baseline_options: Optional[Mapping[str, Mapping]] = None,
-                        rewind_epoch: int = 0) -> list[Variant]:
+                        rewind_epoch: int = 0, epochs: Optional[int] = None) -> list[Variant]:
     """Dense, each baseline with the last epoch and with the val rule, Ballot and its three controls.
 
     ``rewind_epoch`` k > 0 rewinds every method of :data:`REWINDING` (LTH and Ballot) to θk instead of θ0 ("late
-    rewinding"); ``ballot_options`` must then not name another rewind point (:func:`rewound`)."""
+    rewinding"); ``ballot_options`` must then not name another rewind point (:func:`rewound`). Ballot then trains
+    2T − k epochs (dense run included): given the setting's ``epochs`` T, the compute-matched variants
+    (:data:`BASELINE_OPTIONS`, "2T") train 2T − k too (``budget`` 2 − k/T), so they stay matched; without
+    ``epochs`` they keep 2T (and the comparison table says the compute differs)."""
     ballot_options = _rewind(ballot_options or {}, rewind_epoch, "ballot_options")
     baseline_options = {k: dict(v) for k, v in (baseline_options or {}).items()}
     out = [Variant("Dense", "dense", {})]
@@ -113,6 +124,9 @@ def comparison_variants(ballot_options: Optional[Mapping] = None, baselines: Ite
         opts = {**BASELINE_OPTIONS.get(label, {}), **baseline_options.get(label, {})}
         if rewind_epoch and BASELINES[label] in REWINDING:
             opts["rewind_epoch"] = rewind_epoch
+        if rewind_epoch and epochs and "budget" in BASELINE_OPTIONS.get(label, {}) \
+                and "budget" not in baseline_options.get(label, {}):
+            opts["budget"] = matched_budget(BASELINE_OPTIONS[label]["budget"], rewind_epoch, epochs)
         out.append(Variant(label, BASELINES[label], {**opts, "select": "last"}))
         if selectable(BASELINES[label]):
             out.append(Variant(label + SELECTED, BASELINES[label], {**opts, "select": "val_rule"}))

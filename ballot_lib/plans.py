@@ -129,11 +129,12 @@ def _plan_03(p: Mapping[str, Any], choices: Mapping[str, str]) -> list[Grid]:
     chosen = choices.get("ballot", "default" if "default" in cands else next(iter(cands)))
     if chosen not in cands:
         raise ValueError(f"choices['ballot']: {chosen!r} is not a Ballot candidate; candidates: {', '.join(cands)}")
-    comp = C.comparison_variants({**cands[chosen], "select_eps": eps}, baselines, {b: {"select_eps": eps}
-                                                                                    for b in baselines},
-                                 rewind_epoch=rewind)
     out = []
     for ds, model, params in setting_params(p):
+        # per setting: with late rewinding the compute-matched budgets depend on the setting's epochs
+        comp = C.comparison_variants({**cands[chosen], "select_eps": eps}, baselines,
+                                     {b: {"select_eps": eps} for b in baselines}, rewind_epoch=rewind,
+                                     epochs=params.get("epochs"))
         out.append(Grid(f"{ds}/{model} candidates", params, ballot_candidate_variants(cands, eps), p["densities"],
                         p["seeds"]))
         out.append(Grid(f"{ds}/{model} comparison", params, comp, p["densities"], p["seeds"]))

@@ -121,6 +121,22 @@ def test_a_rewind_point_applies_to_lth_and_ballot_alike_and_nowhere_else():
         C.rewound({"a": {"rewind_epoch": 3}}, 1)
     with pytest.raises(ValueError, match="ballot_options sets rewind_epoch=3"):
         C.comparison_variants({"rewind_epoch": 3}, ["LTH"], rewind_epoch=1)
+    # given the setting's T, the compute-matched "2T" runs train 2T − k epochs, as Ballot rewound to θk does
+    from ballot_lib.methods.base import budget_recipe
+    from ballot_lib.training import TrainConfig
+
+    for T, k in ((20, 1), (20, 2), (4, 1), (250, 3)):
+        late = {v.label: v for v in C.comparison_variants({}, C.baselines_for(True), rewind_epoch=k, epochs=T)}
+        for label in ("SafeCompress 2T", "FairScratch 2T"):
+            assert budget_recipe(TrainConfig(epochs=T), late[label].options["budget"]).epochs == 2 * T - k
+        assert "budget" not in late["SafeCompress"].options and "budget" not in late["MP"].options
+    assert vs["SafeCompress 2T"].options["budget"] == 2.0  # no T given: 2T, and the table says compute differs
+    # a budget the caller sets is kept
+    own = {v.label: v for v in C.comparison_variants({}, ["SafeCompress 2T"], {"SafeCompress 2T": {"budget": 3.0}},
+                                                     rewind_epoch=1, epochs=20)}
+    assert own["SafeCompress 2T"].options["budget"] == 3.0
+    with pytest.raises(ValueError, match=r"rewind_epoch must be in \[0, 4\)"):
+        C.matched_budget(2.0, 4, 4)
 
 
 def test_reading_is_generated_from_the_numbers():

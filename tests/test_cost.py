@@ -173,6 +173,10 @@ def test_notebook_plans_follow_the_parameters():
     for g in late:
         for v in g.variants:
             assert (v.options.get("rewind_epoch") == 1) == (v.method in ("lth", "ballot")), (g.stage, v)
+    # ... and the compute-matched 2T runs train 2T − 1 epochs of each setting's T (adult: T = 4)
+    budgets = {(g.stage, v.label): v.options["budget"] for g in late for v in g.variants if "budget" in v.options}
+    assert budgets[("digits_lt/mlp comparison", "SafeCompress 2T")] == pytest.approx(2 - 1 / 20)
+    assert budgets[("adult/mlp comparison", "FairScratch 2T")] == pytest.approx(2 - 1 / 4)
     g01 = plans.notebook_plan("01_lth_fairness_failure.ipynb", {"include_ballot": False, "training_density": 0.2})
     assert [v.method for v in g01[1].variants] == ["dense", "lth", "random"] and g01[2].densities == [0.2]
     g02 = plans.notebook_plan("02_ballot_method.ipynb", {}, {"ablation": "eta=0"})

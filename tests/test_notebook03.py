@@ -30,6 +30,11 @@ def test_notebook03_papermill_with_injected_parameters(tmp_path):
     assert set(df["dataset"]) == {"digits"} and set(df.loc[df["method"] != "dense", "density_target"]) == {0.1}
     # the injected rewind point reached LTH and every Ballot run (late rewinding for both alike)
     assert set(df.loc[df["method"].isin(["lth", "ballot"]), "method_cfg.rewind_epoch"]) == {1}
+    # ... and the compute-matched runs train as long as Ballot: 2T − k = 11 epochs (dense run included for Ballot)
+    t = df[df["split"] == "test"]
+    # (a budget of 1, the default, is not stored in the config)
+    matched = t[t["method"].isin(["safecompress", "fairscratch"]) & t["method_cfg.budget"].notna()]
+    assert set(matched["compute_epochs"]) == set(t.loc[t["method"] == "ballot", "compute_epochs"]) == {11.0}
     # Every selection-matched baseline run reuses its last-epoch twin's training.
     val = df[(df["split"] == "test") & (df.get("select") == "val_rule") & (df["method"] != "ballot")]
     assert len(val) and val["derived_from"].notna().all()
