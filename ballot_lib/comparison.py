@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from .analysis import COLLAPSE, collapsed_runs, lower_is_better  # noqa: F401 (collapse rule: re-exported)
+from .checks import check_int
 from .metrics import adjust_pvalues, mean_ci, paired_difference, seed_mean_test
 from .methods import Variant
 
@@ -102,8 +103,7 @@ def _rewind(opts: Mapping[str, Any], rewind_epoch: int, where: str) -> dict:
 def matched_budget(budget: float, rewind_epoch: int, epochs: int) -> float:
     """The ``budget`` (in units of the recipe's T epochs) that trains as long as Ballot rewound to θk: 2T − k
     epochs for the "2T" variants, i.e. ``budget − k/T`` (``budget_recipe`` rounds budget × T to whole epochs)."""
-    if not 0 <= rewind_epoch < epochs:
-        raise ValueError(f"rewind_epoch must be in [0, {epochs}) (train.epochs = {epochs}), got {rewind_epoch}")
+    check_int("rewind_epoch", rewind_epoch, 0, epochs, high_open=True, hint=f" (train.epochs = {epochs})")
     return float(budget) - rewind_epoch / epochs
 
 

@@ -24,6 +24,7 @@ Markdown blocks in ``papers/*.md`` between ``<!-- table:NAME -->`` and ``<!-- /t
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
@@ -116,7 +117,9 @@ def _experiment(rec: Mapping[str, Any]) -> dict:
     return {k: v for k, v in params.items() if k not in SEED_PARAMETERS and k not in LOCATION_PARAMETERS}
 
 
+@functools.lru_cache(maxsize=None)
 def _notebook_defaults(notebook: str) -> dict:
+    """The declared defaults of a recording notebook, read once per process (every record of a store asks)."""
     from .notebook_files import notebook_parameters, notebook_path
 
     if not notebook:
