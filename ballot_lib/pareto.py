@@ -37,7 +37,7 @@ def _as_minimization(points, maximize: Sequence[bool]) -> np.ndarray:
         raise ValueError(f"points must be an n x k array, got shape {p.shape}")
     flags = np.asarray(maximize, dtype=bool).ravel()
     if flags.size != p.shape[1] or flags.size == 0:
-        raise ValueError(f"maximize must have one flag per objective ({p.shape[1]} columns), got {list(maximize)}")
+        raise ValueError(f"maximize must have one flag per objective ({p.shape[1]} columns), got {flags.tolist()}")
     if not np.isfinite(p).all():
         bad = np.argwhere(~np.isfinite(p))[0]
         raise ValueError(f"points must be finite; row {bad[0]}, objective {bad[1]} is {p[tuple(bad)]}")
@@ -131,9 +131,10 @@ def hypervolume(points, reference, maximize: Sequence[bool]) -> float:
         4.0
     """
     p = _as_minimization(points, maximize)
-    r = _as_minimization(np.asarray(reference, dtype=float).reshape(1, -1), maximize)[0]
-    if r.size != p.shape[1]:
-        raise ValueError(f"reference must have {p.shape[1]} values, got {len(r)}")
+    ref = np.asarray(reference, dtype=float).reshape(1, -1)
+    if ref.shape[1] != p.shape[1]:
+        raise ValueError(f"reference must have one value per objective ({p.shape[1]}), got {ref.ravel().tolist()}")
+    r = _as_minimization(ref, maximize)[0]
     p = p[(p < r).all(axis=1)]
     if len(p) == 0:
         return 0.0

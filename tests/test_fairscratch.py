@@ -57,6 +57,24 @@ def test_build_subnetwork_freezes_everything_but_scores_and_keeps_exact_counts()
     assert {n: int(m.sum()) for n, m in mask.items()} == {"0.weight": 20, "3.weight": 6}  # round(0.25·80), (·24)
 
 
+def test_a_layer_left_out_of_pruning_stays_dense_and_frozen():
+    """A Conv/Linear weight the model does not prune (``prune_ignore``) keeps every entry as a frozen signed
+    constant at density 1: zeroing it like a bias would make the network's output constant."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+    net.prune_ignore = ("0.weight",)
+    signs = torch.sign(net[0].weight.detach().clone())
+    build_subnetwork(net, 0.25, seed=0)
+    first = net[0].weight
+    assert not first.requires_grad and not hasattr(net[0], "parametrizations")
+    assert torch.equal(torch.sign(first), torch.where(signs == 0, 1.0, signs))
+    assert first.abs().unique().tolist() == [pytest.approx(math.sqrt(2) / math.sqrt(9))]  # fan-in 1·3·3, d = 1
+    assert net[0].bias.abs().sum() == 0
+    assert list(subnet_mask(net)) == ["3.weight"]
+    x = torch.randn(5, 1, 6, 6)
+    assert net(x).std(0).max() > 0  # the output depends on the input
+
+
 def test_logistic_surrogate_by_hand():
     f = torch.tensor([0.0, 0.0])
     g = torch.tensor([0, 1])

@@ -215,6 +215,8 @@ BAD_CALLS = [
     ("lth", {"levels": 0}, "levels"),
     ("random", {"like": "magnitude"}, "lth, uniform"),
     ("random", {"scope": "local"}, "global, layer"),
+    ("dense", {"density": 0.5}, r"method 'dense' keeps every weight: density must be 1.0 .*got 0.5"),
+    ("dense", {"density": "1"}, r"method 'dense' keeps every weight"),
 ]
 
 
@@ -233,6 +235,17 @@ def test_bad_arguments_leave_an_existing_store_untouched(ran, method, kw, messag
     with pytest.raises(ValueError, match=message):
         run_method(exp, method, SEED, **kw)
     assert tree(exp.store.root) == before
+
+
+def test_run_method_takes_the_spec_signature(ran):
+    """SPEC §9: ``run_method(exp, name, seed, density=...)`` for every name, by position or by keyword; ``dense``
+    takes ``density=1.0`` (one call shape for every method) and is the same run as without it."""
+    exp, results, _ = ran
+    before = tree(exp.store.root)
+    assert run_method(exp, name="dense", seed=SEED, density=1.0).id == results["dense"].id
+    assert run_method(exp, name="dense", seed=SEED, density=None).id == results["dense"].id
+    assert run_method(exp, name="mp", seed=SEED, density=DENSITY).id == results["mp_full"].id
+    assert tree(exp.store.root) == before  # loaded, nothing new written
 
 
 def test_registry_and_make_config():

@@ -106,6 +106,12 @@ def test_bad_inputs_raise():
         pareto.non_dominated([[1, float("nan")]], [True, True])
     with pytest.raises(ValueError, match="n x k"):
         pareto.hypervolume([1, 2, 3], [0, 0], [True, True])
+    # A scalar flag is named in the message (not a TypeError while formatting it).
+    with pytest.raises(ValueError, match=r"one flag per objective \(2 columns\), got \[True\]"):
+        pareto.non_dominated([[1, 2]], True)
+    # A reference of the wrong length blames the reference, not the flags.
+    with pytest.raises(ValueError, match=r"reference must have one value per objective \(2\), got \[0.0, 0.0, 0.0\]"):
+        pareto.hypervolume([[1, 2]], [0, 0, 0], [True, True])
 
 
 def test_selection_rules():

@@ -123,17 +123,35 @@ def check_method_args(exp: Experiment, method: str, cfg: Any) -> None:
         cfg.validate_for(exp)
 
 
-def run_method(exp: Experiment, method: str, seed: int, **kwargs: Any) -> RunResult:
-    """Run (or load, if already complete) ``method`` under ``seed``.
+def run_method(exp: Experiment, name: str, seed: int, **kwargs: Any) -> RunResult:
+    """Run (or load, if already complete) method ``name`` under ``seed`` with options ``kwargs``.
+
+    Args:
+        exp: the experiment (data, model, training recipe, results store) shared by every method.
+        name: a registered method (``ballot_lib.methods.METHODS``): ``dense``, ``mp``, ``lth``, ``random``,
+            ``ballot``, ``safecompress``, ``fairscratch`` and the Prune Responsibly techniques.
+        seed: the seed; every method under one seed starts from the same θ0 and sees the same data order.
+        **kwargs: the method's options (its config's fields), e.g. ``density``. ``dense`` keeps every weight:
+            it accepts ``density=1.0`` (so one call shape serves every method) and refuses any other density.
+
+    Returns:
+        The run's :class:`~ballot_lib.results.RunResult` (trained now, or loaded from the store).
 
     Example:
         >>> run_method(exp, "lth", seed=0, density=0.2, rewind_epoch=1)  # doctest: +SKIP
     """
     check_seed(seed)
-    cfg = make_config(method, **kwargs)
-    check_method_args(exp, method, cfg)
-    prepare_method(exp, method, cfg)
-    return locked_run(exp, method, cfg, seed)
+    if name == "dense" and "density" in kwargs:
+        kwargs = dict(kwargs)
+        density = kwargs.pop("density")
+        if density is not None and not (isinstance(density, (int, float)) and not isinstance(density, bool)
+                                        and float(density) == 1.0):
+            raise ValueError(f"method 'dense' keeps every weight: density must be 1.0 (or left out), got "
+                             f"{density!r}; for a sparse model use one of {sorted(set(METHODS.names()) - {'dense'})}")
+    cfg = make_config(name, **kwargs)
+    check_method_args(exp, name, cfg)
+    prepare_method(exp, name, cfg)
+    return locked_run(exp, name, cfg, seed)
 
 
 def locked_run(exp: Experiment, method: str, cfg: Any, seed: int) -> RunResult:

@@ -145,7 +145,9 @@ def build_subnetwork(net: nn.Module, density: float, seed: int, scale_fan: bool 
 
     Prunable weights become frozen signed constants with a trained score each (the forward pass keeps the top
     ``round(density · n_l)`` |scores| of every layer); every other parameter is frozen: biases at 0, normalisation
-    layers at weight 1, bias 0 (no affine transform).
+    layers at weight 1, bias 0 (no affine transform). The weight of a Conv/Linear layer the model leaves out of
+    pruning (``prune_ignore``, e.g. the first conv) stays dense: a frozen signed constant at density 1 (zeroing it,
+    like a bias, would cut every path through the layer).
     """
     names = prunable_names(net)
     gen = torch.Generator().manual_seed(10_007 * seed + 53)
@@ -154,8 +156,12 @@ def build_subnetwork(net: nn.Module, density: float, seed: int, scale_fan: bool 
             p.requires_grad_(False)
             if name not in names:
                 owner = net.get_submodule(name.rsplit(".", 1)[0]) if "." in name else net
-                is_norm_weight = isinstance(owner, nn.modules.batchnorm._NormBase) and name.endswith("weight")
-                p.fill_(1.0 if is_norm_weight else 0.0)
+                is_weight = name.endswith("weight")
+                if is_weight and isinstance(owner, (nn.Linear, nn.modules.conv._ConvNd)):
+                    p.copy_(signed_constant(p, 1.0, scale_fan))
+                else:
+                    is_norm_weight = isinstance(owner, nn.modules.batchnorm._NormBase) and is_weight
+                    p.fill_(1.0 if is_norm_weight else 0.0)
     for name in names:
         module_name, attr = name.rsplit(".", 1) if "." in name else ("", name)
         module = net.get_submodule(module_name)
