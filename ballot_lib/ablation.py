@@ -26,7 +26,7 @@ DEFAULT = "default"
 #: Option sets never eligible for the val choice: the authors' final-layer procedure, the LTH reference, and plain
 #: training (``refined=False``), which keeps its last epoch while the other rows pick theirs on val: its val metrics
 #: are not comparable with theirs (the val-picked epochs are optimistic on val), so it is shown, not chosen.
-NOT_CHOSEN = ("faithful (authors, final layer only)", "LTH", "refined=False")
+NOT_CHOSEN = ("faithful (authors' vote, final layer)", "LTH", "refined=False")
 
 
 def base_options(default: BallotConfig) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def candidate_options(etas: Sequence[float] = (0.0, 0.5, 1.0, 2.0), gammas: Sequ
     for b in BUDGETS:
         out[f"budgets={b}"] = {"budgets": b}
     out["refined=False"] = {"refined": False}
-    out["faithful (authors, final layer only)"] = {"mode": "faithful"}
+    out["faithful (authors' vote, final layer)"] = {"mode": "faithful"}
     return out
 
 

@@ -257,8 +257,8 @@ def collapses(tab: pd.DataFrame, options: Optional[Mapping[str, Mapping[str, Any
         if "signed" in scores and faithful:
             f = faithful[0]
             state = (f"and collapses too in {f.collapsed}/{f.seeds} seeds" if f.collapsed else "and does not collapse")
-            lines.append(f"The authors use the signed score on the final layer only, where the rest of the network "
-                         f"stays dense: that procedure (`{f.variant}`) reaches {fmt('acc', f.acc, False)} mean val "
+            lines.append(f"The authors vote with the signed score on the final layer only; the rest of the network "
+                         f"keeps its magnitude (LTH) mask: that procedure (`{f.variant}`) reaches {fmt('acc', f.acc, False)} mean val "
                          f"accuracy here, {state}.")
     return lines
 

@@ -56,7 +56,8 @@ class TrainConfig:
     schedule: str = "cosine"  # "constant", "multistep" or "cosine"
     milestones: tuple[int, ...] = ()  # multistep: epochs at which the LR is multiplied by gamma
     gamma: float = 0.1  # multistep decay factor
-    warmup_epochs: int = 0  # linear warm-up from lr/10 over this many epochs
+    warmup_epochs: int = 0  # linear warm-up from lr/10 until this epoch (of the schedule's epoch axis)
+    warmup_start: int = 0  # epoch at which the warm-up starts (a retraining from θk warms up from epoch k)
     eval_batch_size: int = 1024  # batch size for evaluation (does not change results)
 
     @staticmethod
@@ -68,6 +69,8 @@ class TrainConfig:
     def identity(self) -> dict:
         d = asdict(self)
         d.pop("eval_batch_size")
+        if d["warmup_start"] == 0:  # added after results existed: out of the identity at its default
+            d.pop("warmup_start")
         d["milestones"] = list(self.milestones)
         return d
 
@@ -86,6 +89,9 @@ class TrainConfig:
         if self.warmup_epochs != 0:
             check_int("warmup_epochs", self.warmup_epochs, 0, self.epochs, high_open=True,
                       hint=f" (epochs = {self.epochs})")
+        if self.warmup_start != 0:
+            check_int("warmup_start", self.warmup_start, 0, self.warmup_epochs, high_open=True,
+                      hint=f" (the warm-up ends at epoch warmup_epochs = {self.warmup_epochs})")
         # Milestones are epochs inside the schedule at which the learning rate decays, in increasing order.
         for i, m in enumerate(self.milestones):
             check_int(f"milestones[{i}]", m, 1, self.epochs, high_open=True,
@@ -102,7 +108,8 @@ def lr_at(cfg: TrainConfig, epoch_float: float) -> float:
     """Learning rate at a (fractional) epoch of the schedule."""
     e = epoch_float
     if cfg.warmup_epochs > 0 and e < cfg.warmup_epochs:
-        return cfg.lr * (0.1 + 0.9 * e / cfg.warmup_epochs)
+        start = cfg.warmup_start
+        return cfg.lr * (0.1 + 0.9 * max(e - start, 0.0) / (cfg.warmup_epochs - start))
     if cfg.schedule == "constant":
         return cfg.lr
     if cfg.schedule == "multistep":

@@ -609,24 +609,62 @@ def test_test_metrics_are_those_of_the_selected_epoch_not_the_last(during, monke
     assert res.metrics["test"] != {m[5:]: v for m, v in last.items() if m.startswith("test_")}
 
 
-def test_faithful_mode_prunes_only_the_final_layer(during):
+def test_faithful_mode_votes_on_the_final_layer_at_the_lth_density(during):
     exp, _ = during
     cfg = make_config("ballot", mode="faithful", density=0.3, eta=0.5, score="taylor", rewind_epoch=1)
     assert (cfg.eta, cfg.score, cfg.conflict, cfg.rewind_epoch, cfg.budgets) == (1.0, "signed", "none", 0, "none")
     res = run_method(exp, "ballot", SEED, mode="faithful", density=0.3, eta=0.5, score="taylor")
     assert res.run.config["method_cfg"]["eta"] == 1.0 and res.run.config["method_cfg"]["score"] == "signed"
+    assert res.run.config["method_cfg"]["fixes"] == ["faithful_density"]
     net = exp.new_model()
     names = prunable_names(net)
     last = [n for n in names if isinstance(net.get_submodule(n.rsplit(".", 1)[0]), torch.nn.Linear)][-1]
     assert last == names[-1]
+    # Every other layer carries the LTH (global magnitude) mask of θT; the whole mask is at the density, like LTH's.
+    lth = P.magnitude_mask(exp.model_from(exp.dense_weights(SEED, exp.train.epochs)), 0.3, "global")
     for n in names[:-1]:
-        assert bool(res.mask[n].all()), n
-    assert int(res.mask[last].sum()) == round(0.3 * res.mask[last].numel())
-    # The final layer's mask is the authors' vote (signed score, global top-k) on its streamed tally.
+        assert torch.equal(res.mask[n], lth[n]), n
+    assert int(res.mask[last].sum()) == int(lth[last].sum())
+    assert P.density(res.mask) == pytest.approx(round(0.3 * sum(m.numel() for m in lth.values()))
+                                                / sum(m.numel() for m in lth.values()))
+    # The final layer's entries are the authors' vote (signed score, global top-k each epoch) on its streamed
+    # tally, the LTH mask's count of them kept.
     cfg_f = make_config("ballot", mode="faithful", density=0.3)
     rec = record_of(exp, cfg_f)
     assert list(rec["votes"]) == [last]
-    assert torch.equal(res.mask[last], ballot.mask_from_votes(rec["votes"], rec["total"], 0.3)[last])
+    expected = ballot.mask_from_votes(rec["votes"], rec["total"], 0.3, budgets={last: int(lth[last].sum())})
+    assert torch.equal(res.mask[last], expected[last])
+
+
+def test_behaviour_fixes_join_the_identity_of_the_configurations_they_change():
+    from ballot_lib.methods.base import config_dict
+
+    assert "fixes" not in config_dict(make_config("ballot", density=0.2))
+    assert "fixes" not in config_dict(make_config("ballot", density=0.2, schedule="warmup_cosine"))
+    assert "fixes" not in config_dict(make_config("ballot", density=0.2, rewind_epoch=1))
+    late_warm = make_config("ballot", density=0.2, schedule="warmup_cosine", rewind_epoch=1)
+    assert config_dict(late_warm)["fixes"] == ["warmup_from_k"]
+    assert config_dict(make_config("ballot", density=0.2, mode="faithful"))["fixes"] == ["faithful_density"]
+
+
+def test_refined_warmup_after_late_rewinding_starts_from_a_tenth_of_the_rate(tmp_path, monkeypatch):
+    from ballot_lib.training import lr_at
+
+    exp = make_experiment(tmp_path / "results", epochs=4)
+    seen = {}
+    real = ballot.train_masked
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ballot, "train_masked", spy)
+    run_method(exp, "ballot", SEED, density=DENSITY, schedule="warmup_cosine", warmup_epochs=1, rewind_epoch=1)
+    sched, k = seen["schedule"], seen["start_epoch"]
+    assert k == 1
+    lr = exp.train.lr
+    # lr/10 when the retraining starts (epoch 1), the peak one warm-up epoch later, then cosine down to 0 at T.
+    assert [lr_at(sched, e) for e in (1, 1.5, 2, 4)] == pytest.approx([lr / 10, 0.55 * lr, lr, 0.0], abs=1e-12)
 
 
 @pytest.mark.parametrize("kw,message", [

@@ -228,7 +228,7 @@ def test_ablation_reading_explains_a_collapse_by_the_score():
     rows = []
     for s, (d, sig, agr, fai) in enumerate([(0.92, 0.10, 0.30, 0.53), (0.92, 0.10, 0.67, 0.55)]):
         for v, a in (("default", d), ("score=signed, conflict=none", sig), ("score=agreement, conflict=none", agr),
-                     ("faithful (authors, final layer only)", fai), ("eta=2", d)):
+                     ("faithful (authors' vote, final layer)", fai), ("eta=2", d)):
             rows.append({"variant": v, "split": "val", "seed": s, "acc": a, "mcd": 0.3, "cwv": 0.01,
                          "density_target": 0.05, **{f"acc_class_{c}": a for c in range(10)}})
     tab = ablation.table(pd.DataFrame(rows), metrics=("acc", "mcd"), report_split="val")
@@ -237,10 +237,10 @@ def test_ablation_reading_explains_a_collapse_by_the_score():
     # 0.52 and 0.55 -> collapsed in 2, 1 and 0 seeds
     assert dict(zip(tab["variant"], tab["collapsed"])) == {
         "default": 0, "score=signed, conflict=none": 2, "score=agreement, conflict=none": 1,
-        "faithful (authors, final layer only)": 0, "eta=2": 0}
+        "faithful (authors' vote, final layer)": 0, "eta=2": 0}
     options = {"default": {}, "score=signed, conflict=none": {"score": "signed", "conflict": "none"},
                "score=agreement, conflict=none": {"score": "agreement", "conflict": "none"},
-               "faithful (authors, final layer only)": {"mode": "faithful"}, "eta=2": {"eta": 2.0}}
+               "faithful (authors' vote, final layer)": {"mode": "faithful"}, "eta=2": {"eta": 2.0}}
     base = {"score": "taylor", "mode": "full"}
     text = " ".join(readings.collapses(tab, options, base=base))
     assert "Collapsed on val (accuracy near chance, 10.0 %" in text and "the default has 92.0 %" in text
@@ -248,7 +248,7 @@ def test_ablation_reading_explains_a_collapse_by_the_score():
     assert "`score=agreement, conflict=none` (1/2 seeds" in text and "`eta=2`" not in text
     assert "the authors' signed score ĝ_acc + η·ĝ_fair and the agreement score |ĝ_acc + η·ĝ_fair| ignore" in text
     assert "magnitude" in text and "the default scores |θ ⊙ (ĝ_acc + η·ĝ_fair)|" in text
-    assert "(`faithful (authors, final layer only)`) reaches 54.0 % mean val accuracy here, and does not collapse" in text
+    assert "(`faithful (authors' vote, final layer)`) reaches 54.0 % mean val accuracy here, and does not collapse" in text
     # Without collapsed rows the reading adds nothing; without the options it names them but gives no reason.
     assert readings.collapses(tab[tab["collapsed"] == 0].assign()) == []
     assert "Why" not in " ".join(readings.collapses(tab))

@@ -71,6 +71,39 @@ def test_density_is_exact_after_every_prune_regrow_step(tmp_path):
     assert all(bool((params[n][~res.mask[n]] == 0).all()) for n in res.mask)  # pruned weights are exactly 0
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_regrown_weights_start_at_zero_with_no_optimizer_state(tmp_path, optimizer):
+    """After a topology update, a regrown entry has weight 0 and no state in the optimizer (SGD's momentum,
+    Adam's two moments): it does not inherit moments from when it was last active."""
+    exp = make_experiment(tmp_path / "results", optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 0.005)
+    cfg = make_config("safecompress", density=0.3, update_every=2, stop_fraction=1.0)
+    before, checked = {}, {"grown": 0, "states": set()}
+
+    def pre(step, opt, mask):  # runs before the SafeCompress hook of the same step
+        before["mask"] = {n: m.clone().bool() for n, m in mask.items()}
+
+    def post(step, opt, mask):  # runs right after it
+        params = dict(net_holder["net"].named_parameters())
+        for n, m in mask.items():
+            grown = m.bool() & ~before["mask"][n]
+            checked["grown"] += int(grown.sum())
+            assert bool((params[n].detach()[grown] == 0).all())
+            for key, buf in opt.state.get(params[n], {}).items():
+                if torch.is_tensor(buf) and buf.shape == m.shape:
+                    checked["states"].add(key)
+                    assert bool((buf[grown] == 0).all()), f"{key} of regrown entries of {n} is not 0"
+
+    theta0 = exp.dense_weights(0, 0)
+    net = exp.model_from(theta0)
+    net_holder = {"net": net}
+    mask = P.make_mask("erk_random", net, cfg.density, seed=1)
+    hook = SafeCompressHook(exp, cfg, 0, net)
+    train(net, exp.bundle, exp.train, seed=0, mask=mask, device="cpu", progress=False, step_hooks=[pre, hook, post],
+          state={"safecompress": hook}, eval_splits=("val",))
+    assert checked["grown"] > 0
+    assert checked["states"] == ({"momentum_buffer"} if optimizer == "sgd" else {"exp_avg", "exp_avg_sq"})
+
+
 def test_fairness_test_keeps_the_best_scored_candidate(tmp_path):
     exp = make_experiment(tmp_path / "results", epochs=3)
     cfg = make_config("safecompress", density=0.5, update_every=5, candidates=["random", "gradient", "random"],

@@ -182,6 +182,18 @@ def test_lr_warmup_then_cosine_by_hand():
     assert lr_at(cfg, 10) == pytest.approx(0.0, abs=1e-15)
 
 
+def test_lr_warmup_from_a_later_epoch_by_hand():
+    # A retraining from θ2 with one warm-up epoch: lr/10 at epoch 2, lr at 3, then cosine over the last 7.
+    cfg = TrainConfig(epochs=10, lr=1.0, schedule="cosine", warmup_epochs=3, warmup_start=2)
+    assert [lr_at(cfg, e) for e in (2, 2.5, 3)] == pytest.approx([0.1, 0.55, 1.0])
+    assert lr_at(cfg, 6.5) == pytest.approx(0.5)
+    # Not part of a run's identity at its default (hashes of earlier runs stay valid), part of it otherwise.
+    assert "warmup_start" not in TrainConfig(epochs=10).identity()
+    assert cfg.identity()["warmup_start"] == 2
+    with pytest.raises(ValueError, match=r"warmup_start must be .*\[0, 3\)"):
+        TrainConfig(epochs=10, warmup_epochs=3, warmup_start=3).validate()
+
+
 def test_lr_warmup_then_multistep_and_constant():
     cfg = TrainConfig(epochs=10, lr=1.0, schedule="multistep", milestones=(5,), warmup_epochs=1)
     assert [lr_at(cfg, e) for e in (0, 0.5, 1, 4.9, 5)] == pytest.approx([0.1, 0.55, 1.0, 1.0, 0.1])

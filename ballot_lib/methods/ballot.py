@@ -9,7 +9,9 @@ What is known, and from where (details in ``papers/ballot.md``):
   the mask keeps the k most-voted entries; the network is rewound to θ0 and retrained with the mask.
   Entries whose two gradients disagree in sign cancel and rarely collect votes: the "conflict detection".
   Bugs of that code which we fix: class weights truncated to integers (so g_fair = g_acc), g_fair taken from
-  pre-epoch weights, the ticket's mask not kept during training.
+  pre-epoch weights, the ticket's mask not kept during training, the mask only on the final layer (the other
+  layers dense, so its density is not comparable with LTH's: ours keeps the LTH mask of θT there, and the vote
+  chooses the final layer's entries at that mask's count for the layer).
 * **Our reconstruction** (full mode, [reconstruction]): votes over every prunable layer, both gradients at the
   same weights, w_c ∝ (1/(acc_c + δ))^γ (per class, per group or per class×group cell), gradients estimated on
   a vote subset each epoch, scores ``signed`` / ``agreement`` |ĝa+ηĝf| / ``taylor`` |θ⊙(ĝa+ηĝf)|, conflict
@@ -663,7 +665,7 @@ def sign_agreement_from(record: Mapping[str, Any]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class BallotConfig(SparseConfig):
-    mode: str = "full"  # "full" (all prunable layers) or "faithful" (authors' procedure on the final layer)
+    mode: str = "full"  # "full" (all prunable layers) or "faithful" (authors' vote on the final layer, LTH mask elsewhere)
     eta: float = 1.0  # weight of the fairness gradient in the score
     score: str = "taylor"  # "signed" (authors), "agreement", "taylor" (default chosen on the pooled val split)
     conflict: str = "none"  # "none" or "veto" (default chosen on the pooled val split: papers/ballot.md)
@@ -718,6 +720,21 @@ class BallotConfig(SparseConfig):
             raise ParameterError(f"fairness={self.fairness!r} needs a dataset with a sensitive attribute; "
                                  f"{exp.data.name!r} has none (use 'class' or 'auto')")
 
+    def behaviour_fixes(self) -> tuple[str, ...]:
+        """Corrections that changed what this configuration trains (part of its identity: :func:`config_dict`).
+
+        * ``faithful_density``: faithful mode's mask is at ``density`` overall (the LTH mask of θT on the other
+          layers, the final layer's LTH count chosen by the vote); before, the other layers stayed dense.
+        * ``warmup_from_k``: refined ``warmup_cosine`` with ``rewind_epoch`` k > 0 warms up from lr/10 at epoch k;
+          before, the ramp started at epoch 0, so retraining began at most of the peak rate.
+        """
+        fixes = []
+        if self.mode == "faithful":
+            fixes.append("faithful_density")
+        if self.refined and self.schedule == "warmup_cosine" and self.rewind_epoch > 0:
+            fixes.append("warmup_from_k")
+        return tuple(fixes)
+
     def tally_config(self, **override: Any) -> TallyConfig:
         """How this configuration's votes are counted each epoch (``override`` e.g. ``eta=0.0``)."""
         faithful = self.mode == "faithful"
@@ -750,12 +767,16 @@ def select_mask(exp: Experiment, cfg: BallotConfig, seed: int) -> tuple[dict[str
     net_T = exp.model_from(exp.dense_weights(seed, exp.train.epochs))
     names = prunable_names(net_T)
     voted = list(rec["votes"])
+    lth_mask = magnitude_mask(net_T, cfg.density, "global")
     budgets, scope = final_budgets(cfg, net_T, voted)
+    if cfg.mode == "faithful":
+        # The authors' vote picks the final layer's entries; how many, and every other layer's mask, come from
+        # the LTH (global magnitude) mask of θT, so the whole mask is at `density` like every other method's
+        # (the authors' code left the other layers dense: not comparable, SPEC §6).
+        budgets = {n: int(lth_mask[n].sum()) for n in voted}
     voted_mask = mask_from_votes(rec["votes"], rec["total"], cfg.density, scope, budgets)
     eta0 = mask_from_votes(rec0["votes"], rec0["total"], cfg.density, scope, budgets)
-    params = dict(net_T.named_parameters())
-    mask = {n: voted_mask[n] if n in voted_mask else torch.ones_like(params[n], dtype=torch.bool) for n in names}
-    lth_mask = magnitude_mask(net_T, cfg.density, "global")
+    mask = {n: voted_mask[n] if n in voted_mask else lth_mask[n].clone() for n in names}
     agreement = sign_agreement_from(rec)
     diag = {
         "vote_epochs": len(rec["epochs"]),
@@ -805,8 +826,9 @@ def run_ballot(exp: Experiment, cfg: BallotConfig, seed: int, run: Run) -> Metho
     theta_k = exp.dense_weights(seed, k)
     schedule = None
     if cfg.refined and cfg.schedule == "warmup_cosine":
-        # Warm-up + cosine over the remaining epochs, expressed on the original epoch axis (k .. T).
-        schedule = replace(exp.train, schedule="cosine", milestones=(), warmup_epochs=k + cfg.warmup_epochs)
+        # Warm-up (from lr/10 at epoch k) + cosine over the remaining epochs, on the original epoch axis (k .. T).
+        schedule = replace(exp.train, schedule="cosine", milestones=(), warmup_epochs=k + cfg.warmup_epochs,
+                           warmup_start=k)
     res = train_masked(exp, run, seed, theta_k, mask, start_epoch=k, schedule=schedule,
                        desc=f"ballot d={cfg.density} s{seed}")
     selected_epoch = T

@@ -271,11 +271,20 @@ def config_dict(cfg: Any) -> dict:
 
     Options added after results existed are left out of the identity while they hold their default (listed in
     the config's ``HASH_NEUTRAL``), so the hashes of earlier runs stay valid (as open_lth does).
+
+    A correction of the library that changes what a configuration trains is named by the config's
+    ``behaviour_fixes()`` (a tuple of fix names, for the configurations the correction affects): the names join the
+    identity as ``"fixes"``, so runs stored before the correction are never loaded as its results, while every
+    configuration the correction does not touch keeps its hash.
     """
     d = asdict(cfg)
     neutral = getattr(cfg, "HASH_NEUTRAL", {})
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()
-            if not (k in neutral and v == neutral[k] and type(v) is type(neutral[k]))}
+    out = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()
+           if not (k in neutral and v == neutral[k] and type(v) is type(neutral[k]))}
+    fixes = cfg.behaviour_fixes() if hasattr(cfg, "behaviour_fixes") else ()
+    if fixes:
+        out["fixes"] = sorted(fixes)
+    return out
 
 
 @dataclass(frozen=True)

@@ -264,16 +264,18 @@ class SafeCompressHook:
         results = [self.score(m, step + 1, lr) for _, m in candidates]
         best = max(range(len(candidates)), key=lambda j: (results[j]["score"], -j))
         chosen = candidates[best][1]
-        # The mask changes in place (the loop re-masks the weights); regrown weights start at 0 with no momentum.
+        # The mask changes in place (the loop re-masks the weights); regrown weights start at 0 with no optimizer
+        # state: every per-weight state tensor (SGD's momentum buffer, Adam's first and second moments, AMSGrad's
+        # maximum) is zeroed outside the new mask, so a regrown entry does not inherit moments from before.
         with torch.no_grad():
             for n in names:
                 new = chosen[n].to(mask[n].device)
                 grown = new & ~current[n].to(new.device)
                 mask[n].copy_(new.to(mask[n].dtype))
                 params[n].masked_fill_(grown, 0.0)
-                buf = opt.state.get(params[n], {}).get("momentum_buffer")
-                if buf is not None:
-                    buf.mul_(new.to(buf.dtype))
+                for buf in opt.state.get(params[n], {}).values():
+                    if torch.is_tensor(buf) and buf.shape == new.shape:
+                        buf.mul_(new.to(buf.dtype))
         self.updates.append({
             "step": step + 1, "prune_rate": rate, "moved": int(sum(counts.values())),
             "candidates": [{"kind": kind, **r} for (kind, _), r in zip(candidates, results)],
