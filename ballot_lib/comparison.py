@@ -116,7 +116,8 @@ def comparison_variants(ballot_options: Optional[Mapping] = None, baselines: Ite
     rewinding"); ``ballot_options`` must then not name another rewind point (:func:`rewound`). Ballot then trains
     2T − k epochs (dense run included): given the setting's ``epochs`` T, the compute-matched variants
     (:data:`BASELINE_OPTIONS`, "2T") train 2T − k too (``budget`` 2 − k/T), so they stay matched; without
-    ``epochs`` they keep 2T (and the comparison table says the compute differs)."""
+    ``epochs`` they keep 2T (and the comparison table says the compute differs). The "+val" variants pick their
+    epoch by Ballot's rule, with ``ballot_options``' ``select_eps`` where it names one."""
     ballot_options = _rewind(ballot_options or {}, rewind_epoch, "ballot_options")
     baseline_options = {k: dict(v) for k, v in (baseline_options or {}).items()}
     out = [Variant("Dense", "dense", {})]
@@ -129,7 +130,9 @@ def comparison_variants(ballot_options: Optional[Mapping] = None, baselines: Ite
             opts["budget"] = matched_budget(BASELINE_OPTIONS[label]["budget"], rewind_epoch, epochs)
         out.append(Variant(label, BASELINES[label], {**opts, "select": "last"}))
         if selectable(BASELINES[label]):
-            out.append(Variant(label + SELECTED, BASELINES[label], {**opts, "select": "val_rule"}))
+            # The same val rule as Ballot's: its select_eps unless the baseline's own options name one.
+            eps = {"select_eps": ballot_options["select_eps"]} if "select_eps" in ballot_options else {}
+            out.append(Variant(label + SELECTED, BASELINES[label], {**eps, **opts, "select": "val_rule"}))
     out += [
         Variant("Ballot", "ballot", {**ballot_options, "refined": True}),
         Variant("Ballot plain", "ballot", {**ballot_options, "refined": False, "select": "last"}),

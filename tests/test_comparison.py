@@ -105,6 +105,17 @@ def test_variants_and_tables_cover_both_rules():
     assert t[1].ballot == "Ballot" and t[1].baselines == ("MP +val", "LTH +val")
 
 
+def test_val_rule_baselines_take_ballots_select_eps():
+    vs = {v.label: v.options for v in C.comparison_variants({"select_eps": 0.05}, baselines=["MP", "LTH"])}
+    assert vs["MP +val"]["select_eps"] == vs["LTH +val"]["select_eps"] == vs["Ballot plain +val"]["select_eps"] == 0.05
+    assert "select_eps" not in vs["MP"]  # the last-epoch runs select nothing
+    own = {v.label: v.options for v in C.comparison_variants({"select_eps": 0.05}, baselines=["MP"],
+                                                             baseline_options={"MP": {"select_eps": 0.02}})}
+    assert own["MP +val"]["select_eps"] == 0.02  # a baseline's own option wins
+    default = {v.label: v.options for v in C.comparison_variants({}, baselines=["MP"])}
+    assert "select_eps" not in default["MP +val"]  # the library default (0.01), as Ballot's
+
+
 def test_a_rewind_point_applies_to_lth_and_ballot_alike_and_nowhere_else():
     vs = {v.label: v for v in C.comparison_variants({"score": "taylor"}, C.baselines_for(True), rewind_epoch=2)}
     rewinding = {k for k, v in vs.items() if v.options.get("rewind_epoch") == 2}
