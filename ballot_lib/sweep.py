@@ -249,12 +249,19 @@ def run_suite(out: Path, folder: Path = NOTEBOOKS, extra: Optional[Mapping[str, 
     out = Path(out).resolve()
     results = out / "results"
     failures, lines = 0, []
+    started = time.time()
     with _StopOnSignal():
         failures, lines = _run_suite_notebooks(out, results, folder, extra)
-    reports = sorted((results / "reports").glob("*.md")) if (results / "reports").is_dir() else []
+    # Only the reports this run wrote (a notebook rewrites its report on every run, loaded runs included): a store
+    # reused from an earlier suite may hold reports of other parameters or code, which are not this run's findings.
+    every = sorted((results / "reports").glob("*.md")) if (results / "reports").is_dir() else []
+    reports = [r for r in every if r.stat().st_mtime >= started]
     threads = {**os.environ, **suite_env()}["OMP_NUM_THREADS"]
     text = ["# Notebook suite summary", "", f"Executed notebooks and results: `{out}` (CPU threads per notebook: "
             f"{threads}, `OMP_NUM_THREADS`)", "", *lines, ""]
+    if len(every) > len(reports):
+        text += [f"({len(every) - len(reports)} older report(s) in `{results / 'reports'}`, written before this run, "
+                 "are not included.)", ""]
     for r in reports:
         text += [report_section(r.read_text(), r.stem), ""]
     (out / "summary.md").write_text("\n".join(text))

@@ -7,6 +7,8 @@ each is done once per module and shared by the tests that look at its outputs.
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import nbformat
@@ -167,6 +169,27 @@ def test_run_suite_summary(suite):
     failed = [ln for ln in lines if ln.startswith("- `01_fail.ipynb`")]
     assert len(failed) == 1 and "**FAILED**" in failed[0] and "01_fail.ipynb failed" in failed[0]
     assert "n=3" in lines  # the tiny notebook's closing report
+
+
+def test_run_suite_summary_holds_only_this_runs_reports(tmp_path, monkeypatch):
+    """A reused store keeps reports of earlier runs (other parameters, older code): the summary leaves them out
+    and says how many it left out."""
+    write_tiny(tmp_path)
+    out = tmp_path / "out"
+    old = out / "results" / "reports" / "old_run.md"
+    old.parent.mkdir(parents=True)
+    old.write_text("an earlier run's finding")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+
+    def fake_execute(notebook, output, parameters, env=None, log=None):
+        (Path(parameters["results_dir"]) / "reports" / "tiny.md").write_text("this run's finding")
+        return 1.0
+
+    monkeypatch.setattr(sweep, "execute", fake_execute)
+    assert sweep.run_suite(out, folder=tmp_path) == 0
+    summary = (out / "summary.md").read_text()
+    assert "this run's finding" in summary and "an earlier run's finding" not in summary
+    assert "1 older report(s)" in summary
 
 
 def test_run_suite_passes_only_the_parameters_each_notebook_declares(tmp_path, monkeypatch):
