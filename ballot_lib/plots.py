@@ -88,7 +88,7 @@ def metric_vs_density(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", 
         else:
             ax.invert_xaxis()
         ax.set_xlabel("density (kept fraction)")
-        ax.set_ylabel(f"{split} {m.upper()}")
+        ax.set_ylabel(f"{split} {m.upper()}" + (" (fraction; 0.01 = 1 pt)" if m in ("acc", "mcd") else ""))
         ax.set_title(f"{m.upper()} vs density ({split})")
         if ax is not axes[0][-1]:
             leg = ax.get_legend()
@@ -96,7 +96,8 @@ def metric_vs_density(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", 
                 leg.remove()
     axes[0][-1].legend(loc="best", fontsize="small")
     fig.suptitle("mean over seeds (lines set slightly apart along density to stay visible); bands: unpaired 95 % "
-                 "bootstrap CI (descriptive — the paired CIs decide)", fontsize=9)
+                 "CI — bootstrap for the methods, normal approximation for dense (descriptive: the paired CIs decide)",
+                 fontsize=9)
     fig.tight_layout()
     save(fig, path)
     return fig

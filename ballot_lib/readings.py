@@ -16,7 +16,7 @@ import pandas as pd
 from .analysis import lower_is_better
 
 #: Metrics written in percentage points (the others, e.g. CWV, as raw values).
-POINTS = ("acc", "mcd", "group_acc_gap", "worst_group_acc", "dp_gap", "eo_gap")
+POINTS = ("acc", "mcd", "group_acc_gap", "worst_group_acc", "worst_class_acc", "dp_gap", "eo_gap")
 
 
 def fmt(metric: str, x: float, signed: bool = True) -> str:
@@ -119,7 +119,7 @@ def selection(summary: pd.DataFrame, tab: pd.DataFrame, reference: str = "magnit
                 continue
             acc, acc_ref = float(row["acc"].iloc[0]), float(ref["acc"].iloc[0])
             if acc < collapse * acc_ref:
-                text = (f"At density {d:g} the {v} collapses: accuracy {acc:.3f} against {acc_ref:.3f} for the "
+                text = (f"At density {d:g} the {v} collapses: accuracy {fmt('acc', acc, False)} against {fmt('acc', acc_ref, False)} for the "
                         f"{reference}, with the same per-layer densities and the same training.")
                 if "random" in v.lower():
                     text += (" Picking weights at random removes most of the paths the dense network learned, "
@@ -127,7 +127,7 @@ def selection(summary: pd.DataFrame, tab: pd.DataFrame, reference: str = "magnit
                              "*which* weights are kept matters far more than how many each layer keeps.")
                 if "mcd" in row and "mcd" in ref:
                     mcd, mcd_ref = float(row["mcd"].iloc[0]), float(ref["mcd"].iloc[0])
-                    text += (f" Its MCD is {mcd:.3f} against {mcd_ref:.3f}"
+                    text += (f" Its MCD is {100 * mcd:.1f} pts against {100 * mcd_ref:.1f} pts"
                              + (": large because some classes are barely recognised at all, not because of a "
                                 "subtle bias." if mcd > mcd_ref else
                                 ": not larger — near chance every class is recognised about equally badly, so a "

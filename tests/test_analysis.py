@@ -393,7 +393,7 @@ def test_metric_vs_density_figure(df, tmp_path, close_figures):
     assert saved(path)
     axes = fig.get_axes()
     assert len(axes) == 2
-    assert [ax.get_ylabel() for ax in axes] == ["test ACC", "test MCD"]
+    assert [ax.get_ylabel() for ax in axes] == ["test ACC (fraction; 0.01 = 1 pt)", "test MCD (fraction; 0.01 = 1 pt)"]
     assert [ax.get_title() for ax in axes] == ["ACC vs density (test)", "MCD vs density (test)"]
     assert "unpaired" in fig._suptitle.get_text()
     assert all(ax.get_xscale() == "log" for ax in axes)

@@ -58,7 +58,7 @@ def test_selection_reading_names_a_collapse_from_the_numbers():
                             {"variant": "magnitude mask", "density": 0.2, "acc": 0.90}])
     tab = versus_rows([("random mask", "magnitude mask", "acc", 0.05, -0.65, True, 0, 5)])
     text = readings.selection(summary, tab)
-    assert "At density 0.05 the random mask collapses: accuracy 0.220 against 0.870" in text
+    assert "At density 0.05 the random mask collapses: accuracy 22.0 % against 87.0 %" in text
     assert "density 0.2 the random mask collapses" not in text
     assert "Picking weights at random" in text
 
@@ -70,9 +70,9 @@ def test_selection_reading_explains_only_what_the_numbers_show():
                             {"variant": "random mask", "density": 0.05, "acc": 0.30, "mcd": 0.60}])
     text = readings.selection(summary, versus_rows([]))
     ballot = text[text.index("the Ballot mask collapses"):text.index("the random mask collapses")]
-    assert "at random" not in ballot and "Its MCD is 0.100 against 0.200: not larger" in ballot
+    assert "at random" not in ballot and "Its MCD is 10.0 pts against 20.0 pts: not larger" in ballot
     rand = text[text.index("the random mask collapses"):]
-    assert "at random" in rand and "Its MCD is 0.600 against 0.200: large" in rand
+    assert "at random" in rand and "Its MCD is 60.0 pts against 20.0 pts: large" in rand
 
 
 def test_one_seed_gets_no_significance_claim():
