@@ -335,6 +335,10 @@ def build(results_dir: Optional[str | Path] = None,
     return out
 
 
+#: The marked block of papers/prune_responsibly.md (and its markdown export) holding notebook 04's tables.
+PRUNE_RESPONSIBLY = "prune_responsibly"
+
+
 def prune_responsibly(results_dir: Optional[str | Path] = None, **kwargs: Any) -> Optional[str]:
     """Notebook 04's population tables (markdown) when the store holds a population, else None
     (:func:`ballot_lib.population.store_tables`: one population per experiment of the store)."""
@@ -482,7 +486,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as e:
         print(f"error: --record: {e}", file=sys.stderr)
         return 2
-    pr = prune_responsibly(a.results) if a.papers else None
+    pr = prune_responsibly(a.results) if (a.papers or a.out) else None
     if (a.out or a.papers) and set(tables) == {"provenance"} and not pr:
         print(f"error: {a.results} holds no recorded comparison (notebooks 01-03 record theirs under "
               f"{a.results / COMPARISONS}); nothing written", file=sys.stderr)
@@ -491,11 +495,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"### {name}\n\n{to_markdown(name, t)}\n")
     if a.out:
         export(tables, a.out)
+        if pr:
+            (a.out / f"{PRUNE_RESPONSIBLY}.md").write_text(pr + "\n")
         print(f"exported to {a.out}")
     if a.papers:
         # The exports next to the pages are what the test of papers/ compares the marked blocks with.
         export(tables, Path(a.papers) / "tables")
-        changed = update_papers(tables, a.papers, {"prune_responsibly": pr} if pr else {})
+        if pr:  # notebook 04's population tables: markdown only (several tables and their readings)
+            (Path(a.papers) / "tables" / f"{PRUNE_RESPONSIBLY}.md").write_text(pr + "\n")
+        changed = update_papers(tables, a.papers, {PRUNE_RESPONSIBLY: pr} if pr else {})
         print("updated:", ", ".join(map(str, changed)) or "nothing")
     return 0
 
