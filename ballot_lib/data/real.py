@@ -4,8 +4,10 @@
 Every dataset lives under one data root, :func:`ballot_lib.paths.data_root` (``DataConfig.root``, else
 ``$BALLOT_DATA_ROOT``, else ``~/ballot_data``). Nothing is ever downloaded: a missing or malformed dataset raises
 :class:`~ballot_lib.data.core.DatasetError` naming the files expected, the folder they were expected in and where
-to obtain them, before any image is decoded. Images are returned as ``uint8`` tensors ``[N, 3, H, W]`` (RGB),
-labels as ``int64``; ``mean``/``std`` are per-channel statistics applied on the training device.
+to obtain them, before any image is decoded. Every CIFAR batch and CelebA annotation file is checked (format,
+keys, shapes, counts, label ranges); a problem is reported with the file, the line or key, what was expected and
+where to obtain the dataset. Images are returned as ``uint8`` tensors ``[N, 3, H, W]`` (RGB), labels as
+``int64``; ``mean``/``std`` are per-channel statistics applied on the training device.
 
 Expected layout (``<root>`` = the data root)::
 
@@ -19,23 +21,26 @@ Expected layout (``<root>`` = the data root)::
 
 Datasets:
 
-* ``cifar10`` / ``cifar100``: torchvision's ``CIFAR10``/``CIFAR100`` (fine labels). Test = the official test
-  batch; val = ``val_fraction`` of the official train set, stratified with ``split_seed``. Augmentation on
-  (crop padding 4, flip).
-* ``cifar10s``: CIFAR-10S (Wang et al., CVPR 2020) built from ``cifar10``'s splits. In train, classes 0-4 keep
-  exactly ``round(skew * n_c)`` images in colour and render the rest in grayscale (ITU-R 601-2 luma, the same
-  integer formula as PIL's ``convert("L")``, replicated on three channels); classes 5-9 the reverse. The choice is
-  seeded by ``split_seed`` (:func:`ballot_lib.data.embedded.skewed_domains`). Val and test hold every image in
-  both versions. g = domain: 0 ``color``, 1 ``gray``.
-* ``celeba``: torchvision's ``CelebA`` with the official partition (``list_eval_partition.txt``: 0 train,
-  1 valid, 2 test). Target = binary attribute ``cfg.target`` (default ``Male``, as in the Ballot authors' code);
-  g = attribute ``cfg.sensitive``: default none when the target is ``Male``, else ``Male`` (FST's setting:
-  ``Smiling``/``Blond_Hair`` with g = ``Male``); ``sensitive="none"`` turns groups off. Preprocessing as the
-  authors: CenterCrop 178 then Resize ``cfg.image_size or 128`` (bilinear). Decoding ~200k JPEGs is slow, so the
-  decoded images are cached per (split, image size) in ``<root>/celeba/_ballot_cache/<split>_<size>px.pt``
-  (written atomically; a corrupt or stale cache is rebuilt). The cache holds images only, not labels, because
-  images do not depend on the target: labels come from the attribute file at every load, so one cache serves
-  every target/sensitive choice.
+* ``cifar10`` / ``cifar100``: the pickled batches in torchvision's ``CIFAR10``/``CIFAR100`` format (fine labels),
+  read here with torchvision's file list and md5 sums so that each file is checked in the pass that loads it.
+  Test = the official test batch; val = ``val_fraction`` of the official train set, stratified with
+  ``split_seed``. Augmentation on (crop padding 4, flip).
+* ``cifar10s``: CIFAR-10S (Wang et al., CVPR 2020) built from ``cifar10``'s splits. In train, classes 0-4 (or the
+  classes ``skew_classes``) keep exactly ``round(skew * n_c)`` images in colour and render the rest in grayscale
+  (ITU-R 601-2 luma, the same integer formula as PIL's ``convert("L")``, replicated on three channels); the other
+  classes the reverse. The choice is seeded by ``split_seed`` (:func:`ballot_lib.data.embedded.skewed_domains`).
+  Val and test hold every image in both versions. g = domain: 0 ``color``, 1 ``gray``.
+* ``celeba``: the files of torchvision's ``CelebA`` with the official partition (``list_eval_partition.txt``:
+  0 train, 1 valid, 2 test). The five annotation files are parsed and checked here (torchvision pairs their lines
+  by position without checking that they name the same image): each must list the same images in the same order
+  as ``list_attr_celeba.txt``. Target = binary attribute ``cfg.target`` (default ``Male``, as in the Ballot
+  authors' code); g = attribute ``cfg.sensitive``: default none when the target is ``Male``, else ``Male``
+  (FST's setting: ``Smiling``/``Blond_Hair`` with g = ``Male``); ``sensitive="none"`` turns groups off.
+  Preprocessing as the authors: CenterCrop 178 then Resize ``cfg.image_size or 128`` (bilinear). Decoding ~200k
+  JPEGs is slow, so the decoded images are cached per (split, image size) in
+  ``<root>/celeba/_ballot_cache/<split>_<size>px.pt`` (written atomically; a corrupt or stale cache is rebuilt).
+  The cache holds images only, not labels, because images do not depend on the target: labels come from the
+  attribute file at every load, so one cache serves every target/sensitive choice.
 * ``utkface``: UTKFace aligned and cropped faces (200x200), labels parsed from file names. Target
   ``cfg.target or "gender"`` and g ``cfg.sensitive or "race"`` (``"gender"`` when the target is race), each one
   of ``gender`` (0 male, 1 female), ``race`` (0 White, 1 Black, 2 Asian, 3 Indian, 4 Others), ``age_bin``
@@ -47,21 +52,24 @@ Datasets:
   ``val/`` split serves as test (``test/`` has no labels); val is carved from train. Augmentation on (crop
   padding 8, flip).
 
-Checksums and test fixtures: torchvision's CIFAR and CelebA classes check the md5 sums of the real files and
-refuse anything else. With ``DataConfig(verify=False)`` the loaders use small subclasses whose
-``_check_integrity`` returns True (and, for CIFAR, whose meta file is read without its md5 check), so the
-format-faithful fixtures that the tests write (``tests/fixtures_real.py``) load through the same code path as
-the real files. Keep ``verify=True`` (the default) for real data.
+Checksums and test fixtures: with ``DataConfig(verify=True)`` (the default) the CIFAR and CelebA files must have
+the md5 sums of the official release (torchvision's lists); anything else raises :class:`DatasetError` naming the
+file. ``DataConfig(verify=False)`` skips only the checksums, so the format-faithful fixtures that the tests write
+(``tests/fixtures_real.py``) load through the same code path, with the same format checks, as the real files.
+Keep ``verify=True`` for real data.
 
 Security: CIFAR batches are pickles, and unpickling runs code; load them only from your own data root.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
+import re
 import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -73,7 +81,9 @@ from torchvision.transforms import functional as TF
 
 from ..paths import data_root
 from ..progress import bar
-from .core import DATASETS, DataBundle, DataConfig, DatasetError, Split, resolved_attributes, stratified_split
+from .core import (
+    DATASETS, DataBundle, DataConfig, DatasetError, Split, default_skew_classes, resolved_attributes, stratified_split,
+)
 from .embedded import _both_domains, skewed_domains
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -118,18 +128,23 @@ UTK_AGE_EDGES = (20, 40, 60)  # age_bin = number of edges <= age
 # --------------------------------------------------------------------------------------------------------------
 
 
-def require_files(folder: Path, files: Sequence[str], dataset: str, source: str, folders: Sequence[str] = ()) -> None:
+def require_files(
+    folder: Path, files: Sequence[str], dataset: str, source: str, folders: Sequence[str] = (),
+    dataset_folder: Optional[str] = None,
+) -> None:
     """Raise :class:`DatasetError` unless every path in ``files`` (relative to ``folder``) exists, as a folder
     for the entries also listed in ``folders`` and as a file for the others.
 
-    The message lists the missing files, every expected file, the folder and where to obtain the dataset.
+    The message lists the missing files, every expected file, the folder and where to obtain the dataset, and
+    says to point the data root at the folder that contains ``dataset_folder`` (the dataset's own folder under
+    the data root; default ``folder.name``, for a ``folder`` that is the dataset's folder itself).
     """
     missing = [f for f in files if not (folder / f).exists()]
     if missing:
         raise DatasetError(
             f"{dataset}: missing {', '.join(missing)} in folder {folder} (expected: {', '.join(files)}). "
             f"Obtain the dataset from {source}, or point DataConfig.root / $BALLOT_DATA_ROOT at the folder "
-            f"that contains {folder.name}/."
+            f"that contains {dataset_folder or folder.name}/."
         )
     for f in files:
         want_folder = f in folders
@@ -187,73 +202,150 @@ def _decode_images(
     return out
 
 
-def _check_labels(y: np.ndarray, num_classes: int, where: Path) -> None:
-    if len(y) and (y.min() < 0 or y.max() >= num_classes):
-        raise DatasetError(f"labels in {where} outside [0, {num_classes}): found {y.min()}..{y.max()}")
-
-
 # --------------------------------------------------------------------------------------------------------------
 # CIFAR-10, CIFAR-100, CIFAR-10S
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _read_meta_unchecked(self: tvd.CIFAR10) -> None:
-    """``CIFAR10._load_meta`` without the md5 check (the rest is torchvision's behaviour)."""
-    with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
-        self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
-    self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+@dataclass(frozen=True)
+class CifarFormat:
+    """Where a CIFAR release lives and what its pickles hold. File names, md5 sums and the meta key are
+    torchvision's (``torchvision.datasets.CIFAR10``/``CIFAR100``), so the two read the same files."""
+
+    dataset: str  # name in messages
+    folder: str  # folder under the data root
+    train: tuple[tuple[str, str], ...]  # (file, md5) of the official train batches
+    test: tuple[tuple[str, str], ...]  # (file, md5) of the official test batch
+    meta: tuple[str, str]  # (file, md5) of the meta file
+    labels_key: str  # key of the labels in a batch
+    names_key: str  # key of the class names in the meta file
+    num_classes: int
+    source: str  # where to obtain it
+
+    @property
+    def files(self) -> list[str]:
+        return [f for f, _ in self.train + self.test] + [self.meta[0]]
 
 
-class UncheckedCIFAR10(tvd.CIFAR10):
-    """``torchvision.datasets.CIFAR10`` that skips the md5 checks (``DataConfig(verify=False)``)."""
-
-    def _check_integrity(self) -> bool:
-        return True
-
-    _load_meta = _read_meta_unchecked
+def _cifar_format(cls: type, dataset: str, labels_key: str, num_classes: int, source: str) -> CifarFormat:
+    pairs = lambda lst: tuple((str(f), str(m)) for f, m in lst)  # noqa: E731
+    return CifarFormat(dataset, cls.base_folder, pairs(cls.train_list), pairs(cls.test_list),
+                       (cls.meta["filename"], cls.meta["md5"]), labels_key, cls.meta["key"], num_classes, source)
 
 
-class UncheckedCIFAR100(tvd.CIFAR100):
-    """``torchvision.datasets.CIFAR100`` that skips the md5 checks (``DataConfig(verify=False)``)."""
-
-    def _check_integrity(self) -> bool:
-        return True
-
-    _load_meta = _read_meta_unchecked
+CIFAR10_FORMAT = _cifar_format(tvd.CIFAR10, "CIFAR10", "labels", 10, CIFAR10_SOURCE)
+CIFAR100_FORMAT = _cifar_format(tvd.CIFAR100, "CIFAR100", "fine_labels", 100, CIFAR100_SOURCE)
 
 
-def _cifar_split(cls: type, root: Path, train: bool, num_classes: int, source: str) -> tuple[Split, list[str]]:
-    """Load one official CIFAR split with torchvision as a :class:`Split` plus the class names."""
-    folder = root / cls.base_folder
-    files = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-    require_files(folder, files, cls.__name__.replace("Unchecked", ""), source)
+def _md5_mismatch(path: Path, got: str, want: str, dataset: str, source: str) -> DatasetError:
+    """The error for a file whose md5 sum is not the official one (``DataConfig(verify=True)``)."""
+    return DatasetError(
+        f"{dataset}: {path} is not the official file (md5 mismatch: {got}, expected {want}). Obtain the dataset "
+        f"from {source}. A copy you built yourself (e.g. a test fixture) loads with DataConfig(verify=False), "
+        f"which skips the checksums."
+    )
+
+
+def _md5(data: bytes) -> str:
+    """Hex md5 sum of ``data`` (a checksum of the release, not a security check)."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def _read_cifar_pickle(path: Path, md5: Optional[str], fmt: CifarFormat, keys: Sequence[str], expected: str) -> dict:
+    """Unpickle one CIFAR file (``encoding="latin1"``, as torchvision) into a dict holding ``keys``.
+
+    ``md5`` (None: no check) is checked on the bytes read for unpickling, so each file is read once. Any problem
+    raises :class:`DatasetError` naming the file, what was ``expected`` and where to obtain the dataset.
+    """
+    hint = f"; expected {expected}. Obtain the dataset from {fmt.source}."
     try:
-        ds = cls(str(root), train=train, download=False)
-    except RuntimeError as e:  # torchvision's md5 check failed
-        raise DatasetError(
-            f"{folder}: {e} (md5 mismatch: these are not the official files; use verify=False only for "
-            f"test fixtures). Obtain the dataset from {source}."
-        ) from e
-    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, AttributeError, OSError) as e:
-        raise DatasetError(f"malformed CIFAR files in {folder}: {type(e).__name__}: {e}") from e
-    y = np.asarray(ds.targets, dtype=np.int64)
-    _check_labels(y, num_classes, folder)
-    if len(ds.classes) != num_classes or len(y) != len(ds.data):
-        raise DatasetError(f"malformed CIFAR files in {folder}: {len(ds.classes)} class names, "
-                           f"{len(ds.data)} images, {len(y)} labels (expected {num_classes} class names)")
-    x = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))  # HWC -> CHW
-    return Split(x, torch.from_numpy(y)), list(ds.classes)
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DatasetError(f"{fmt.dataset}: cannot read {path} ({e.strerror or e}){hint}") from e
+    if md5 is not None and _md5(raw) != md5:
+        raise _md5_mismatch(path, _md5(raw), md5, fmt.dataset, fmt.source)
+    try:
+        obj = pickle.loads(raw, encoding="latin1")
+    except Exception as e:  # a damaged pickle raises nearly any exception type (EOFError, UnpicklingError, ...)
+        raise DatasetError(f"{fmt.dataset}: {path} is not a readable pickle ({type(e).__name__}: {e}){hint}") from e
+    if not isinstance(obj, dict):
+        raise DatasetError(f"{fmt.dataset}: {path} holds a {type(obj).__name__}, not a dict{hint}")
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        found = ", ".join(sorted(repr(k) for k in obj)) or "none"
+        raise DatasetError(f"{fmt.dataset}: {path} has no key {', '.join(map(repr, missing))} (keys found: "
+                           f"{found}){hint}")
+    return obj
+
+
+def _cifar_batch(path: Path, md5: Optional[str], fmt: CifarFormat) -> tuple[np.ndarray, np.ndarray]:
+    """(images ``[N, 3072]`` uint8, labels ``[N]`` int64) of one checked CIFAR batch file."""
+    expected = (f"a pickled dict with 'data' (N x 3072 uint8: 1024 red, 1024 green, 1024 blue values) and "
+                f"'{fmt.labels_key}' (N labels in [0, {fmt.num_classes}))")
+    obj = _read_cifar_pickle(path, md5, fmt, ("data", fmt.labels_key), expected)
+    hint = f"; expected {expected}. Obtain the dataset from {fmt.source}."
+    data = obj["data"]
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
+        found = (f"an array of shape {data.shape} and dtype {data.dtype}" if isinstance(data, np.ndarray)
+                 else f"a {type(data).__name__}")
+        raise DatasetError(f"{fmt.dataset}: 'data' in {path} is {found}{hint}")
+    labels = obj[fmt.labels_key]
+    try:
+        y = np.asarray(labels)
+    except Exception:  # ragged or odd objects: reported below like any other non-integer labels
+        y = np.asarray([None])
+    if y.size == 0:
+        y = y.astype(np.int64).reshape(0)
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise DatasetError(f"{fmt.dataset}: '{fmt.labels_key}' in {path} is not a list of integers (found "
+                           f"{type(labels).__name__} of dtype {y.dtype}, shape {y.shape}){hint}")
+    if len(y) != len(data):
+        raise DatasetError(f"{fmt.dataset}: {path} holds {len(data)} images but {len(y)} labels{hint}")
+    if len(y) and (y.min() < 0 or y.max() >= fmt.num_classes):
+        raise DatasetError(f"{fmt.dataset}: labels in {path} outside [0, {fmt.num_classes}): found "
+                           f"{y.min()}..{y.max()}{hint}")
+    return data, y.astype(np.int64)
+
+
+def _cifar_names(folder: Path, fmt: CifarFormat, verify: bool) -> list[str]:
+    """The class names from the meta file (``label_names`` / ``fine_label_names``), checked."""
+    name, md5 = fmt.meta
+    expected = f"a pickled dict with '{fmt.names_key}' (a list of {fmt.num_classes} class names)"
+    obj = _read_cifar_pickle(folder / name, md5 if verify else None, fmt, (fmt.names_key,), expected)
+    names = obj[fmt.names_key]
+    if isinstance(names, (list, tuple)):
+        names = [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
+    if not isinstance(names, list) or len(names) != fmt.num_classes or not all(isinstance(n, str) for n in names):
+        found = f"{len(names)} entries" if isinstance(names, list) else f"a {type(names).__name__}"
+        raise DatasetError(f"{fmt.dataset}: '{fmt.names_key}' in {folder / name} is {found}; expected {expected}. "
+                           f"Obtain the dataset from {fmt.source}.")
+    return names
+
+
+def _cifar_split(folder: Path, files: Sequence[tuple[str, str]], fmt: CifarFormat, verify: bool) -> Split:
+    """One official split (the batches ``files``) as a :class:`Split` of ``uint8`` ``[N, 3, 32, 32]`` images.
+
+    Each file is read once: its md5 (when ``verify``), its format and its labels are checked on the bytes that
+    are then loaded, as torchvision's ``CIFAR10`` stacks them (rows of 1024 red, green, blue values).
+    """
+    batches = [_cifar_batch(folder / name, md5 if verify else None, fmt) for name, md5 in files]
+    x = np.concatenate([b[0] for b in batches]).reshape(-1, 3, 32, 32)
+    y = np.concatenate([b[1] for b in batches])
+    return Split(torch.from_numpy(x), torch.from_numpy(y))
 
 
 def cifar_splits(cfg: DataConfig, hundred: bool = False) -> tuple[Split, Split, Split, list[str]]:
-    """CIFAR-10 (or CIFAR-100) as (train, val, test, class names): val carved from the official train set."""
-    cls = (UncheckedCIFAR100 if hundred else UncheckedCIFAR10) if not cfg.verify else (
-        tvd.CIFAR100 if hundred else tvd.CIFAR10
-    )
-    num_classes, source = (100, CIFAR100_SOURCE) if hundred else (10, CIFAR10_SOURCE)
-    root = data_root(cfg.root)
-    full, names = _cifar_split(cls, root, True, num_classes, source)
-    test, _ = _cifar_split(cls, root, False, num_classes, source)
+    """CIFAR-10 (or CIFAR-100) as (train, val, test, class names): val carved from the official train set.
+
+    Every file is checked before any is used (keys, shapes, label count and range, class names; the md5 sums
+    when ``cfg.verify``); a problem raises :class:`DatasetError` naming the file.
+    """
+    fmt = CIFAR100_FORMAT if hundred else CIFAR10_FORMAT
+    folder = data_root(cfg.root) / fmt.folder
+    require_files(folder, fmt.files, fmt.dataset, fmt.source)
+    names = _cifar_names(folder, fmt, cfg.verify)
+    full = _cifar_split(folder, fmt.train, fmt, cfg.verify)
+    test = _cifar_split(folder, fmt.test, fmt, cfg.verify)
     tr, va = stratified_split(full.y.numpy(), cfg.val_fraction, cfg.split_seed)
     return full.subset(tr), full.subset(va), test, names
 
@@ -293,13 +385,15 @@ def to_grayscale(x: torch.Tensor) -> torch.Tensor:
 def load_cifar10s(cfg: DataConfig) -> DataBundle:
     """CIFAR-10S: skewed colour/grayscale train split, every val/test image in both domains (g = domain)."""
     train, val, test, names = cifar_splits(cfg)
-    g = torch.from_numpy(skewed_domains(train.y.numpy(), 10, cfg.skew, cfg.split_seed + 7))
+    g = torch.from_numpy(skewed_domains(train.y.numpy(), 10, cfg.skew, cfg.split_seed + 7, cfg.skew_classes))
     x = torch.where(g.view(-1, 1, 1, 1).bool(), to_grayscale(train.x), train.x)
     return DataBundle(
         name="cifar10s", train=Split(x, train.y, g), val=_both_domains(val, to_grayscale),
         test=_both_domains(test, to_grayscale), num_classes=10, class_names=names,
         group_names=["color", "gray"], group_attribute="domain", mean=CIFAR10_MEAN, std=CIFAR10_STD,
-        augment=True, crop_padding=4, notes={"skew": cfg.skew, "source": str(data_root(cfg.root))},
+        augment=True, crop_padding=4,
+        notes={"skew": cfg.skew, "skew_classes": sorted(cfg.skew_classes) or default_skew_classes("cifar10s"),
+               "source": str(data_root(cfg.root))},
     )
 
 
@@ -308,44 +402,169 @@ def load_cifar10s(cfg: DataConfig) -> DataBundle:
 # --------------------------------------------------------------------------------------------------------------
 
 
-class UncheckedCelebA(tvd.CelebA):
-    """``torchvision.datasets.CelebA`` that skips the md5 checks (``DataConfig(verify=False)``)."""
+@dataclass(frozen=True)
+class CelebaTable:
+    """The format of one CelebA annotation file: optional count and header lines, then one line per image, the
+    file name followed by ``values`` values, separated by one or more spaces."""
 
-    def _check_integrity(self) -> bool:
-        return True
+    file: str
+    header: Optional[int]  # None: no count/header lines; else line 1 = image count, line 2 = ``header`` names
+    values: int  # values after the file name on each image line
+    value: str  # regular expression of one value
+    value_text: str  # what one value is, in words (for messages)
+    layout: str  # the expected format, in words (for messages)
+
+    @property
+    def first_image_line(self) -> int:
+        """Line number (1-based) of the first image line."""
+        return 1 if self.header is None else 3
+
+
+CELEBA_TABLES: dict[str, CelebaTable] = {t.file: t for t in (
+    CelebaTable("list_attr_celeba.txt", 40, 40, "-1|1", "-1 or 1",
+                "line 1 the image count, line 2 the 40 attribute names, then one line per image: the file name "
+                "and 40 values -1 or 1"),
+    CelebaTable("list_eval_partition.txt", None, 1, "[012]", "0, 1 or 2",
+                "one line per image: the file name and 0 (train), 1 (valid) or 2 (test)"),
+    CelebaTable("identity_CelebA.txt", None, 1, "[0-9]+", "a non-negative integer",
+                "one line per image: the file name and the identity number"),
+    CelebaTable("list_bbox_celeba.txt", 5, 4, "-?[0-9]+", "an integer",
+                "line 1 the image count, line 2 'image_id x_1 y_1 width height', then one line per image: the "
+                "file name and 4 integers"),
+    CelebaTable("list_landmarks_align_celeba.txt", 10, 10, "-?[0-9]+", "an integer",
+                "line 1 the image count, line 2 the 10 landmark names, then one line per image: the file name "
+                "and 10 integers"),
+)}
+
+
+def _celeba_table(folder: Path, table: CelebaTable) -> tuple[list[str], list[str], list[str], int]:
+    """Read and check one annotation file: (header names, file names, the values part of each image line, the line
+    number of the first image line).
+
+    Lines may end in CRLF and carry trailing spaces; empty lines at the very end of the file are ignored. Any other
+    deviation from ``table`` raises :class:`DatasetError` naming the file, the line and the expected format.
+    """
+    path = folder / table.file
+    text = _read_text(path, "CelebA", table.layout)
+    lines = text.replace("\r\n", "\n").split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+
+    def malformed(line_no: int, problem: str) -> DatasetError:
+        return DatasetError(f"CelebA: malformed {path}, line {line_no}: {problem}; expected {table.layout}. "
+                            f"Obtain the dataset from {CELEBA_SOURCE}.")
+
+    header: list[str] = []
+    first = table.first_image_line
+    if table.header is not None:
+        if len(lines) < 2:
+            raise malformed(len(lines) + 1, "the file ends before its header line")
+        if not re.fullmatch(r"\s*[0-9]+\s*", lines[0]):
+            raise malformed(1, f"{lines[0].strip()[:60]!r} is not the image count")
+        header = lines[1].split()
+        if len(header) != table.header:
+            raise malformed(2, f"the header has {len(header)} names, expected {table.header}")
+    row = re.compile(rf"[ \t]*(\S+)((?:[ \t]+(?:{table.value})){{{table.values}}})[ \t\r]*")
+    names, values = [], []
+    for line_no, line in enumerate(lines[first - 1:], start=first):
+        m = row.fullmatch(line)
+        if m is None:
+            raise malformed(line_no, _celeba_row_problem(line, table))
+        names.append(m.group(1))
+        values.append(m.group(2))
+    if table.header is not None and int(lines[0]) != len(names):
+        raise malformed(1, f"the image count {int(lines[0])} differs from the {len(names)} image lines that follow")
+    if not names:
+        raise DatasetError(f"CelebA: {path} lists no image; expected {table.layout}. Obtain the dataset from "
+                           f"{CELEBA_SOURCE}.")
+    return header, names, values, first
+
+
+def _celeba_row_problem(line: str, table: CelebaTable) -> str:
+    """What is wrong with an image line that does not match ``table`` (for the error message)."""
+    fields = line.split()
+    shown = line.strip() if len(line) <= 80 else line.strip()[:77] + "..."
+    if not fields:
+        return "an empty line among the image lines"
+    if len(fields) != table.values + 1:
+        return f"{len(fields) - 1} values after the file name {fields[0]!r}, expected {table.values} ({shown!r})"
+    bad = next((v for v in fields[1:] if not re.fullmatch(table.value, v)), None)
+    if bad is not None:
+        return f"value {bad!r} for {fields[0]} is not {table.value_text} ({shown!r})"
+    return f"values not separated by spaces ({shown!r})"
+
+
+def _check_celeba_md5(folder: Path) -> None:
+    """Compare the annotation files with the md5 sums of the official release (torchvision's list)."""
+    for _, md5, name in tvd.CelebA.file_list:
+        if name in CELEBA_TABLES:
+            path = folder / name
+            try:
+                got = _md5(path.read_bytes())
+            except OSError as e:
+                raise DatasetError(f"CelebA: cannot read {path} ({e.strerror or e})") from e
+            if got != md5:
+                raise _md5_mismatch(path, got, md5, "CelebA", CELEBA_SOURCE)
+
+
+def _same_images(folder: Path, ref: tuple[str, list[str], int], other: tuple[str, list[str], int]) -> None:
+    """Raise unless two annotation files list the same images in the same order (the files are aligned by
+    position: the n-th image line of each describes the same image)."""
+    (ref_file, ref_names, ref_first), (file, names, first) = ref, other
+    for i, (a, b) in enumerate(zip(ref_names, names)):
+        if a != b:
+            raise DatasetError(
+                f"CelebA: {folder / file} line {first + i} names {b!r} where {folder / ref_file} line "
+                f"{ref_first + i} names {a!r}: every annotation file must list the same images in the same "
+                f"order. Obtain the dataset from {CELEBA_SOURCE}."
+            )
+    if len(names) != len(ref_names):
+        raise DatasetError(
+            f"CelebA: {folder / file} lists {len(names)} images but {folder / ref_file} lists {len(ref_names)}: "
+            f"every annotation file must list the same images in the same order. Obtain the dataset from "
+            f"{CELEBA_SOURCE}."
+        )
 
 
 def _celeba_attributes(root: Path, verify: bool) -> tuple[list[str], torch.Tensor, list[str]]:
-    """Parse the CelebA text files with torchvision: (file names, 0/1 attributes ``[N, 40]``, attribute names)."""
+    """Read and check the CelebA annotation files: (file names, 0/1 attributes ``[N, 40]``, attribute names).
+
+    The files are parsed here, in torchvision's ``CelebA`` format, rather than by torchvision: its parser pairs
+    the files' lines by position only and fails without naming file or line. The file names are those of
+    ``list_attr_celeba.txt``. ``verify`` checks the official md5 sums of the five annotation files first.
+    """
     folder = root / "celeba"
     require_files(folder, CELEBA_FILES + ("img_align_celeba",), "CelebA", CELEBA_SOURCE, folders=("img_align_celeba",))
-    cls = tvd.CelebA if verify else UncheckedCelebA
-    try:
-        ds = cls(str(root), split="all", target_type="attr", download=False)
-    except RuntimeError as e:  # torchvision's md5 check failed
-        raise DatasetError(
-            f"{folder}: {e} (md5 mismatch: these are not the official text files; use verify=False only for "
-            f"test fixtures). Obtain the dataset from {CELEBA_SOURCE}."
-        ) from e
-    except (ValueError, IndexError, OSError) as e:  # UnicodeDecodeError is a ValueError
-        raise DatasetError(f"malformed CelebA text files in {folder}: {type(e).__name__}: {e}") from e
-    names = [n for n in ds.attr_names if n]  # the real header line ends with a space
-    if ds.attr.shape != (len(ds.filename), len(names)):
-        raise DatasetError(
-            f"malformed {folder / 'list_attr_celeba.txt'}: attribute table {tuple(ds.attr.shape)} does not match "
-            f"{len(ds.filename)} files in list_eval_partition.txt and {len(names)} attribute names"
-        )
-    return list(ds.filename), ds.attr, names
+    if verify:
+        _check_celeba_md5(folder)
+    attr_file = "list_attr_celeba.txt"
+    header, filenames, values, _ = _celeba_table(folder, CELEBA_TABLES[attr_file])
+    # The values were checked to be -1 or 1, so the parse cannot fail; 1 -> 1, -1 -> 0 as torchvision maps them.
+    signs = np.fromstring(" ".join(values), dtype=np.int8, sep=" ").reshape(len(filenames), len(header))
+    return filenames, torch.from_numpy((signs > 0).astype(np.int64)), header
 
 
 def _celeba_partition(folder: Path, filenames: Sequence[str]) -> np.ndarray:
-    """Partition codes (0 train, 1 valid, 2 test) in the order of ``filenames``, from list_eval_partition.txt."""
-    path = folder / "list_eval_partition.txt"
-    text = _read_text(path, "CelebA", "lines '<file> 0|1|2'")
-    rows = [line.split() for line in text.splitlines() if line.strip()]
-    if [r[0] for r in rows] != list(filenames) or any(len(r) != 2 or r[1] not in ("0", "1", "2") for r in rows):
-        raise DatasetError(f"malformed {path}: expected lines '<file> 0|1|2' matching the attribute file")
-    return np.array([int(r[1]) for r in rows], dtype=np.int64)
+    """Partition codes (0 train, 1 valid, 2 test) in the order of ``filenames``, from list_eval_partition.txt.
+
+    ``filenames`` are the image names of ``list_attr_celeba.txt`` (see :func:`_celeba_attributes`): the two files
+    are paired line by line, so a line naming another image than the attribute file's raises
+    :class:`DatasetError` naming both lines, both names and both files.
+    """
+    table = CELEBA_TABLES["list_eval_partition.txt"]
+    _, names, codes, first = _celeba_table(folder, table)
+    attr_first = CELEBA_TABLES["list_attr_celeba.txt"].first_image_line
+    _same_images(folder, ("list_attr_celeba.txt", list(filenames), attr_first), (table.file, names, first))
+    return np.array([int(c) for c in codes], dtype=np.int64)
+
+
+def _check_celeba_unused(folder: Path, filenames: Sequence[str]) -> None:
+    """Check the identity, bounding-box and landmark files (not used, but part of the release that torchvision's
+    class reads): their format, and that they list the images ``filenames`` of the attribute file in its order."""
+    attr = ("list_attr_celeba.txt", list(filenames), CELEBA_TABLES["list_attr_celeba.txt"].first_image_line)
+    for name in ("identity_CelebA.txt", "list_bbox_celeba.txt", "list_landmarks_align_celeba.txt"):
+        _, names, _, first = _celeba_table(folder, CELEBA_TABLES[name])
+        _same_images(folder, attr, (name, names, first))
 
 
 def _celeba_prepare(size: int) -> Callable[[Image.Image], Image.Image]:
@@ -426,6 +645,7 @@ def load_celeba(cfg: DataConfig) -> DataBundle:
     filenames, attr, names = _celeba_attributes(root, cfg.verify)
     t, s = _celeba_columns(names, target, sensitive)
     parts = _celeba_partition(root / "celeba", filenames)
+    _check_celeba_unused(root / "celeba", filenames)
     splits = {}
     for split, code in CELEBA_SPLITS.items():
         idx = np.flatnonzero(parts == code)
@@ -467,7 +687,8 @@ def parse_utkface_name(name: str) -> Optional[dict[str, int]]:
 
 def utkface_index(folder: Path) -> tuple[list[Path], dict[str, np.ndarray], list[str]]:
     """The well-named images in ``folder`` (sorted), their label arrays, and the names of skipped files."""
-    require_files(folder.parent, [folder.name], "UTKFace", UTKFACE_SOURCE, folders=[folder.name])
+    require_files(folder.parent, [folder.name], "UTKFace", UTKFACE_SOURCE, folders=[folder.name],
+                  dataset_folder=folder.name)
     try:
         files = sorted(p for p in folder.iterdir() if p.name.lower().endswith(".jpg"))
     except OSError as e:
