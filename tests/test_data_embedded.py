@@ -263,7 +263,8 @@ GOOD_ROW = "39, State-gov, 77516, Bachelors, 13, Never-married, Adm-clerical, No
 @pytest.mark.parametrize("data", [
     "this is not a csv file\nat all\n",  # too few columns, no income
     GOOD_ROW.replace("<=50K", "maybe"),  # unknown income label
-], ids=["garbage", "bad-label"])
+    GOOD_ROW.replace("39, ", "39, 1, ", 1) * 2,  # 16 fields per row (pandas would take one as the index)
+], ids=["garbage", "bad-label", "16-fields"])
 def test_adult_with_malformed_files_raises_dataset_error_naming_the_file(tmp_path, data):
     folder = _write_adult(tmp_path, data, "|1x3 Cross validator\n" + GOOD_ROW.replace("<=50K", "<=50K."))
     with pytest.raises(DatasetError, match=str(folder / "adult.data")):

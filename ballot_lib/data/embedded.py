@@ -182,14 +182,16 @@ def read_adult_table(path: Path) -> "pandas.DataFrame":  # noqa: F821
     import pandas as pd
 
     try:
-        df = pd.read_csv(
-            path, header=None, names=ADULT_COLUMNS, skipinitialspace=True, comment="|", na_values="?",
-            skip_blank_lines=True,
-        )
+        # No column names while reading: with names, pandas would take a 16th field as the index without a word.
+        df = pd.read_csv(path, header=None, skipinitialspace=True, comment="|", na_values="?", skip_blank_lines=True)
     except Exception as e:  # pandas raises several types for malformed CSV
         raise DatasetError(f"could not parse Adult file {path}: {e}") from e
-    if df.shape[1] != 15 or df["income"].isna().all():
-        raise DatasetError(f"Adult file {path} does not have the 15 UCI columns")
+    if df.shape[1] != len(ADULT_COLUMNS):
+        raise DatasetError(f"Adult file {path} has {df.shape[1]} comma-separated fields per row; expected the "
+                           f"{len(ADULT_COLUMNS)} UCI columns ({', '.join(ADULT_COLUMNS)})")
+    df.columns = ADULT_COLUMNS
+    if df["income"].isna().all():
+        raise DatasetError(f"Adult file {path} does not have the 15 UCI columns (its income column is empty)")
     df["income"] = df["income"].astype(str).str.rstrip(".").str.strip()
     bad = set(df["income"].unique()) - {"<=50K", ">50K"}
     if bad:
