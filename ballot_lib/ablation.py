@@ -16,7 +16,7 @@ import pandas as pd
 # A seed of an option set counts as collapsed when its balanced accuracy keeps less than COLLAPSE of the reference's
 # (the default's) gain over chance in the same seed: the rule of ballot_lib.analysis.collapsed_runs, with the
 # default in place of the dense run.
-from .analysis import COLLAPSE, balanced_accuracy, class_columns, paired, select_by_rule, summarize
+from .analysis import COLLAPSE, balanced_accuracy, class_columns, collapsed_runs, paired, select_by_rule, summarize
 from .methods import ballot
 from .methods.ballot import BUDGETS, CONFLICTS, SCORES, BallotConfig, same_selection
 from .methods.grid import Variant
@@ -130,7 +130,8 @@ def collapsed_seeds(df: pd.DataFrame, chance: float, split: str = "val", referen
 
 
 def table(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "mcd", "cwv"), select_split: str = "val",
-          report_split: str = "test", reference: str = DEFAULT, chance: Optional[float] = None) -> pd.DataFrame:
+          report_split: str = "test", reference: str = DEFAULT, chance: Optional[float] = None,
+          dense: Optional[pd.DataFrame] = None) -> pd.DataFrame:
     """The ablation table: per option set, mean and 95 % CI over seeds of each metric on ``select_split``, the
     difference to ``reference`` paired by seed (with CI and significance) on ``select_split``, and the means on
     ``report_split`` (shown, never used for the choice).
@@ -139,12 +140,20 @@ def table(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "mcd", "cwv"), sele
     ``d_<m>_sig`` (paired vs reference), ``<m>_<report_split>``, and ``collapsed``: the seeds whose balanced
     accuracy on ``select_split`` is near chance (:func:`collapsed_seeds`; ``chance`` defaults to 1 / number of
     classes, from the per-class columns; without them the column is 0). ``attrs["chance"]`` holds the chance level used.
-    Rows keep the order of first appearance in ``df``.
+    With ``dense`` (the same seeds' dense runs, rows of :func:`ballot_lib.methods.run_grid`), collapse is judged
+    as in every comparison of the suite (:func:`ballot_lib.analysis.collapsed_runs`: less than half of the
+    same-seed dense run's balanced-accuracy gain over chance) and ``attrs["collapse_reference"]`` is ``"dense"``;
+    without it, against ``reference``. Rows keep the order of first appearance in ``df``.
     """
     order = list(dict.fromkeys(df["variant"]))
     chance = chance_level(df) if chance is None else float(chance)
-    collapsed = (collapsed_seeds(df, chance, select_split, reference) if "acc" in df and chance == chance
-                 else pd.Series(dtype=int))
+    if dense is not None and "acc" in df:
+        runs = collapsed_runs(pd.concat([df, dense.assign(variant="Dense")], ignore_index=True), split=select_split)
+        collapsed = runs.groupby("variant")["seed"].nunique()
+    elif "acc" in df and chance == chance:
+        collapsed = collapsed_seeds(df, chance, select_split, reference)
+    else:
+        collapsed = pd.Series(dtype=int)
     sel = summarize(df, metrics, by=("variant",), split=select_split).set_index("variant")
     rep = summarize(df, metrics, by=("variant",), split=report_split).set_index("variant")
     rows = []
@@ -169,6 +178,10 @@ def table(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "mcd", "cwv"), sele
         rows.append(row)
     out = pd.DataFrame(rows)
     out.attrs["chance"] = chance
+    out.attrs["collapse_reference"] = "dense" if dense is not None else reference
+    if dense is not None:
+        d = dense[dense["split"] == select_split]
+        out.attrs["dense_acc"] = float(d["acc"].mean()) if len(d) else float("nan")
     return out
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ballot_lib import ablation
+from ballot_lib import ablation, readings
 from ballot_lib.methods.ballot import BallotConfig
 
 
@@ -193,6 +193,26 @@ def test_table_counts_seeds_near_chance_against_the_default_of_the_same_seed(abl
     flat = low.copy()
     flat.loc[(flat["variant"] == "default") & (flat["split"] == "val") & (flat["seed"] == 2), "acc"] = 0.25
     assert ablation.collapsed_seeds(flat, 0.25)["eta=0"] == 1
+
+
+def test_with_dense_runs_collapse_follows_the_rule_of_every_comparison():
+    """Given the same seeds' dense runs, a row collapses when its balanced accuracy keeps less than half of the
+    dense run's gain over chance (analysis.collapsed_runs, notebooks 03 and 04), not the default's."""
+    def rows(variant, bacc):  # 2 classes, chance 0.5; per-class recalls (b, b) give balanced accuracy b
+        return [{"variant": variant, "split": split, "seed": s, "dataset": "d", "model": "m", "density_target": 0.1,
+                 "acc": b, "mcd": 0.0, "cwv": 0.0, "acc_class_0": b, "acc_class_1": b}
+                for split in ("val", "test") for s, b in enumerate(bacc)]
+    # Dense 0.90 in both seeds: half its gain is 0.70. The default is itself low in seed 1 (0.66), so against the
+    # default "eta=0" (0.62 in seed 1: 0.12 of 0.16 gain, 75 %) would not collapse there; against dense it does.
+    df = pd.DataFrame(rows("default", [0.88, 0.66]) + rows("eta=0", [0.86, 0.62]))
+    dense = pd.DataFrame(rows("dense", [0.90, 0.90])).assign(density_target=1.0)
+    tab = ablation.table(df, dense=dense)
+    assert dict(zip(tab["variant"], tab["collapsed"])) == {"default": 1, "eta=0": 1}
+    assert tab.attrs["collapse_reference"] == "dense" and tab.attrs["dense_acc"] == pytest.approx(0.90)
+    assert dict(zip(ablation.table(df)["variant"], ablation.table(df)["collapsed"])) == {"default": 0, "eta=0": 0}
+    text = " ".join(readings.collapses(tab))
+    assert "less than half of the same-seed dense run's gain over chance (50.0 %)" in text
+    assert "the dense runs have 90.0 % mean val accuracy" in text
 
 
 def test_a_majority_class_predictor_counts_as_collapsed_on_imbalanced_data():
