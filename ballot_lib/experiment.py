@@ -23,7 +23,7 @@ from .data import DataBundle, DataConfig, get_dataset
 from .models import ModelConfig, build_model, check_takes_input
 from .pruning import load_mask, prunable_weights
 from .paths import results_root
-from .results import ResultsFormatError, ResultsStore, Run, check_config_file, repair_advice
+from .results import ResultsFormatError, ResultsStore, Run, check_complete, check_config_file, repair_advice
 from .checks import ParameterError, check_arguments, check_device_name, check_fields, check_int, check_seed
 from .training import TrainConfig, TrainResult, resolve_device, state_dict_cpu, train
 
@@ -297,7 +297,8 @@ def load_run(run: Run, exp: Optional["Experiment"] = None) -> RunResult:
     mask must cover exactly the model's prunable weights with their shapes; else :class:`ResultsError` names the
     file and the fix.
     """
-    check_config_file(run.path)
+    config = check_config_file(run.path)
+    check_complete(run.path, config)  # every file a complete run must hold (a sparse run's mask among them)
     like = None if exp is None else exp.param_shapes(prunable=True)
     mask = load_mask(run.file("mask.pt"), like) if run.file("mask.pt").exists() else None
     return RunResult(run, run.read_json("metrics.json"), run.read_json("summary.json"), mask)

@@ -281,6 +281,35 @@ def check_config_file(run_dir: str | os.PathLike) -> dict:
     return config
 
 
+#: Splits every complete run is evaluated on (``training.train``'s default ``eval_splits``).
+EVALUATED_SPLITS = ("val", "test")
+
+
+def required_files(config: Mapping[str, Any]) -> list[str]:
+    """The files a complete run of ``config`` must hold: its metrics, summary and per-epoch history, and the mask
+    for every method but the dense run."""
+    files = ["metrics.json", "summary.json", "history.json"]
+    return files + ([] if config.get("method") == "dense" else ["mask.pt"])
+
+
+def check_complete(run_dir: str | os.PathLike, config: Mapping[str, Any]) -> None:
+    """Raise :class:`ResultsError` naming the first file a complete run lacks (:func:`required_files`), or a
+    ``metrics.json`` without an evaluated split (:data:`EVALUATED_SPLITS`), with the fix for that file.
+
+    A deleted mask must not pass for a dense model (density 1), nor a lost test split for a run never evaluated."""
+    run_dir = Path(run_dir)
+    for name in required_files(config):
+        if not (run_dir / name).is_file():
+            raise ResultsError(f"results file {run_dir / name} does not exist; {repair_advice(run_dir / name)} "
+                               f"(run {run_dir.name} is marked complete, and a complete {config.get('method')} run "
+                               f"holds {', '.join(required_files(config))})")
+    metrics = read_json(run_dir / "metrics.json")
+    missing = [s for s in EVALUATED_SPLITS if s not in metrics]
+    if missing:
+        raise ResultsFormatError(f"results file {run_dir / 'metrics.json'} has no {', '.join(missing)} split "
+                                 f"(found: {', '.join(metrics) or 'none'}); {repair_advice(run_dir / 'metrics.json')}")
+
+
 def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     """``torch.load(weights_only=True)`` with clear errors for missing, truncated or foreign files."""
     path = Path(path)
@@ -638,6 +667,7 @@ def run_rows(run_dir: Path) -> list[dict]:
     """
     run_dir = Path(run_dir)
     config = check_config_file(run_dir)
+    check_complete(run_dir, config)
     metrics = read_json(run_dir / "metrics.json")
     summary = read_json(run_dir / "summary.json")
     base: dict[str, Any] = {"run_id": run_dir.name}
@@ -702,9 +732,8 @@ def load_history(root: str | os.PathLike | None = None, run_ids: Optional[Iterab
         if wanted is not None and run_dir.name not in wanted:
             continue
         hist_file = run_dir / "history.json"
-        if not hist_file.is_file():
-            continue
         config = check_config_file(run_dir)  # the folder's own configuration (hash-checked), as load_results
+        check_complete(run_dir, config)  # a lost history.json raises, naming it (a run is not skipped silently)
         h = pd.DataFrame(read_json(hist_file))
         h["run_id"] = run_dir.name
         h["method"] = config.get("method")
@@ -942,6 +971,8 @@ def check_run(run_dir: str | os.PathLike, _dense: Optional[_DenseReference] = No
     if complete:
         for name in ("metrics.json", "summary.json"):
             attempt(read_json, run_dir / name)
+        if config is not None and not problems:
+            attempt(check_complete, run_dir, config)
     files = sorted(p for p in run_dir.iterdir() if p.is_file() and not p.name.startswith("."))
     for p in files:
         if p.suffix == ".json" and p.name not in ("config.json", "metrics.json", "summary.json"):

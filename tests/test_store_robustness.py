@@ -79,6 +79,10 @@ CHECK_CASES = [
     ("dense", "theta_e1.pt", _truncate, "delete"),
     ("lth", "history.json", lambda p: p.write_text('{"a": 1}'), "list of per-epoch"),
     ("dense", "history.json", lambda p: p.write_text('[{"epoch": 1,'), "remove-derived"),
+    # Files a complete run must hold: gone, or without a split it was evaluated on.
+    ("mp", "mask.pt", lambda p: p.unlink(), "is marked complete, and a complete"),
+    ("lth", "history.json", lambda p: p.unlink(), "is marked complete, and a complete"),
+    ("mp", "metrics.json", lambda p: p.write_text('{"val": {"acc": 0.5}}'), "has no test split"),
 ]
 
 
@@ -95,6 +99,29 @@ def test_check_reads_every_file_of_a_run(copy, capsys, which, name, corrupt, exp
     line = next(line for line in out.splitlines() if str(path) in line)
     assert expected in line, line
     assert tree(root) == before  # check writes nothing
+
+
+@pytest.mark.parametrize("name", ["mask.pt", "history.json", "metrics.json"])
+def test_a_complete_run_missing_a_file_is_an_error_everywhere_it_is_read(copy, name):
+    """A sparse run without its mask must not load as a dense model (density 1), nor be used as the twin of a
+    val-rule run; a lost history or test split must not drop the run from a table without a word."""
+    root, ids = copy
+    path = _run_dir(root, ids["mp"]) / name
+    if name == "metrics.json":
+        path.write_text('{"val": {"acc": 0.5}}')
+    else:
+        path.unlink()
+    before = tree(root)
+    with pytest.raises(ResultsError, match=str(path)):
+        load_results(root)
+    with pytest.raises(ResultsError, match=str(path)):
+        R.load_history(root)
+    exp = make_experiment(root)
+    with pytest.raises(ResultsError, match=str(path)):
+        run_method(exp, "mp", 0, density=0.5, finetune="short")
+    with pytest.raises(ResultsError, match=str(path)):  # the val-rule twin of the damaged run
+        run_method(exp, "mp", 0, density=0.5, finetune="short", select="val_rule")
+    assert tree(root) == before
 
 
 def test_check_reports_each_bad_file_of_the_reviewers_case(copy, capsys):

@@ -196,14 +196,14 @@ def _derive_selected(exp: Experiment, method: str, cfg: Any, seed: int, run: Run
     if twin_cfg is None:
         return None
     twin = exp.store.run(exp.run_config(method, config_dict(twin_cfg), seed))
-    if not twin.complete or not twin.file("history.json").is_file():
+    if not twin.complete:
         return None
+    # The twin's files are checked before they are used (config hash, schemas, every file a complete run holds,
+    # mask shapes): a damaged twin raises with the fix instead of spreading into a new "complete" run.
+    loaded = load_run(twin, exp)
     history = twin.read_json("history.json")
     if not history or "val_acc" not in history[0]:
         return None
-    # The twin's files are checked before they are copied (config hash, schemas, mask shapes): a damaged twin
-    # raises with the fix instead of spreading into a new "complete" run.
-    loaded = load_run(twin, exp)
     summary = {k: v for k, v in loaded.summary.items() if k not in ("selected_epoch", "select")}
     res = TrainResult(net=None, history=history, final={k: {} for k in loaded.metrics},
                       seconds=float(summary.pop("seconds", 0.0)))
