@@ -25,6 +25,7 @@ import dataclasses
 import math
 import numbers
 import os
+import re
 import types
 import typing
 from typing import Any, Mapping, Optional, Sequence
@@ -48,14 +49,18 @@ def _show(value: Any) -> str:
 
 
 def _yaml_number_hint(value: Any) -> str:
-    """PyYAML (YAML 1.1) reads ``1e-3`` as a string: say how to write it when a string parses as a number."""
+    """How to write a number that arrived as text: PyYAML (YAML 1.1) reads ``1e-3`` as a string (it wants a dot and
+    a signed exponent); any other numeric string was quoted."""
     if isinstance(value, str):
         try:
             float(value)
         except ValueError:
             return ""
-        return (f" (a parameter file's YAML reads {value} as text: write it with a dot and a signed exponent, "
-                "e.g. 1.0e-3)")
+        if re.fullmatch(r"\s*[-+]?[0-9.]*[eE][-+]?[0-9]+\s*", value) and not re.fullmatch(
+                r"\s*[-+]?[0-9]*\.[0-9]*[eE][-+][0-9]+\s*", value):
+            return (f" (a parameter file's YAML reads {value} as text: write it with a dot and a signed exponent, "
+                    "e.g. 1.0e-3)")
+        return " (a number in quotes is text: remove the quotes)"
     return ""
 
 

@@ -335,14 +335,38 @@ def load_params_file(path: Path) -> dict[str, Any]:
         if not isinstance(spec[key], dict):
             raise ValueError(f"parameter file {path}: '{key}' must be a mapping of names to values, "
                              f"got {type(spec[key]).__name__}")
+    for key in ("parameters", "grid", "aggregate"):
+        for name in sorted(set(RUNNER_PARAMETERS) & set(spec[key])):
+            raise ValueError(f"parameter file {path}: '{key}' sets {name!r}, which `sweep grid` sets itself "
+                             f"({RUNNER_PARAMETERS[name]}); remove it")
     for k, v in spec["grid"].items():
         if not isinstance(v, list) or not v:
             raise ValueError(f"parameter file {path}: grid entry {k!r} must be a non-empty list")
-        seen = [repr(x) for x in v]
-        twice = sorted({x for x in seen if seen.count(x) > 1})
+        seen = [_same_value(x) for x in v]
+        twice = sorted({repr(x) for x, key in zip(v, seen) if seen.count(key) > 1})
         if twice:  # the same job twice would run twice, at the same time with several workers, into one output
-            raise ValueError(f"parameter file {path}: grid entry {k!r} lists {', '.join(twice)} more than once")
+            raise ValueError(f"parameter file {path}: grid entry {k!r} lists the same value more than once "
+                             f"({', '.join(twice)}; 1 and 1.0 are one value)")
     return spec
+
+
+#: Parameters the batch runner gives every job itself (a value in a parameter file would be overwritten).
+RUNNER_PARAMETERS = {"results_dir": "every job writes to the shared store <--out>/results: choose it with --out; "
+                                    "to report on another store, run the notebook with papermill -p results_dir"}
+
+
+def _same_value(x: Any) -> str:
+    """A grid value as it identifies a run: numbers by value (``1`` and ``1.0`` are one learning rate; a run's
+    hash sees the same number), everything else by its representation; lists and mappings element by element."""
+    if isinstance(x, bool) or x is None or isinstance(x, str):
+        return repr(x)
+    if isinstance(x, (int, float)):
+        return repr(float(x))
+    if isinstance(x, (list, tuple)):
+        return "[" + ", ".join(_same_value(e) for e in x) + "]"
+    if isinstance(x, dict):
+        return "{" + ", ".join(f"{k!r}: {_same_value(e)}" for k, e in sorted(x.items(), key=lambda kv: repr(kv[0]))) + "}"
+    return repr(x)
 
 
 def expand_jobs(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -714,9 +738,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "jobs on the GPUs at hand); --ips overrides")
     a = p.parse_args(argv)
     out_flag = getattr(a, "out", None)
-    if out_flag is not None and out_flag.exists() and not out_flag.is_dir():
-        _error(f"--out {out_flag} is a file, not a folder: give the folder the outputs go to")
-        return 2
+    if out_flag is not None:
+        # The folder itself, or the nearest part of its path that exists, must be a folder (it is created later).
+        found = next((q for q in (out_flag, *out_flag.parents) if q.exists()), None)
+        if found is not None and not found.is_dir():
+            where = "is a file" if found == out_flag else f"lies under {found}, which is a file"
+            _error(f"--out {out_flag} {where}, not a folder: give the folder the outputs go to")
+            return 2
     try:
         if a.cmd == "suite":
             return 1 if run_suite(a.out) else 0

@@ -741,8 +741,9 @@ def test_sweep_command_line_mistakes_are_one_line_errors_before_anything_runs(tm
     afile.write_text("x")
     cases = [
         (["validate", str(tmp_path)], "cannot be read"),                   # a folder, not a file
-        (["validate", str(dup)], "lists 0 more than once"),                # the same job twice
+        (["validate", str(dup)], "lists the same value more than once (0"),  # the same job twice
         (["grid", str(dup), "--out", str(afile)], "is a file, not a folder"),
+        (["grid", str(dup), "--out", str(afile / "sub")], "which is a file, not a folder"),  # a file on the way
         (["suite", "--out", str(afile)], "is a file, not a folder"),
         (["cost", str(dup), "--csv", str(tmp_path)], "is a folder"),
         (["cost", str(dup), "--ips", "resnet18=inf"], "positive finite"),

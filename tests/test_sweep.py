@@ -96,8 +96,16 @@ def test_load_params_file_missing_file_is_named(tmp_path):
     ("notebook: 00_tiny.ipynb\ngrid: {n: 3}\n", "grid entry 'n' must be a non-empty list"),
     ("notebook: 00_tiny.ipynb\ngrid: {n: []}\n", "grid entry 'n' must be a non-empty list"),
     ("notebook: 00_tiny.ipynb\ngrid: {n: [1], name: x}\n", "grid entry 'name' must be a non-empty list"),
+    ("notebook: 00_tiny.ipynb\ngrid: {lr: [1, 0.5, 1.0]}\n", r"grid entry 'lr' lists the same value more than once "
+                                                           r"\(1, 1.0; 1 and 1.0 are one value\)"),
+    ("notebook: 00_tiny.ipynb\ngrid: {d: [[0.2, 1], [0.2, 1.0]]}\n", "grid entry 'd' lists the same value"),
+    ("notebook: 00_tiny.ipynb\nparameters: {results_dir: /elsewhere}\n",
+     "'parameters' sets 'results_dir', which `sweep grid` sets itself .*--out"),
+    ("notebook: 00_tiny.ipynb\ngrid: {results_dir: [a, b]}\n", "'grid' sets 'results_dir'"),
+    ("notebook: 00_tiny.ipynb\naggregate: {results_dir: a}\n", "'aggregate' sets 'results_dir'"),
 ], ids=["bad-yaml", "duplicate-parameter", "duplicate-grid-key", "no-notebook", "list", "empty", "unknown-key",
-        "scalar-grid", "empty-grid", "second-entry"])
+        "scalar-grid", "empty-grid", "second-entry", "same-number-twice", "same-list-twice", "results-dir",
+        "results-dir-grid", "results-dir-aggregate"])
 def test_load_params_file_errors(tmp_path, text, message):
     path = write_yaml(tmp_path / "bad.yaml", text)
     with pytest.raises(ValueError, match=message) as info:
@@ -417,6 +425,12 @@ def test_a_yaml_number_read_as_text_gets_a_hint(tmp_path):
         check_type("lr", spec["parameters"]["lr"], float)
     with pytest.raises(ParameterError, match=r"must be a number, got 'fast' \(str\)$"):
         check_type("lr", "fast", float)
+    # A number written in quotes is text too, but YAML read it right: the hint says to remove the quotes.
+    spec = sweep.load_params_file(write_yaml(tmp_path / "q.yaml", 'notebook: 00_tiny.ipynb\nparameters: {lr: "0.2"}\n'))
+    with pytest.raises(ParameterError, match=r"got '0.2' \(str\) \(a number in quotes is text: remove the quotes\)$"):
+        check_type("lr", spec["parameters"]["lr"], float)
+    with pytest.raises(ParameterError, match=r"reads 2E-4 as text"):  # no dot: YAML 1.1 reads it as text as well
+        check_type("lr", "2E-4", float)
 
 
 def test_report_sections_sit_at_one_level_in_the_summary():
