@@ -449,6 +449,29 @@ def default_runs_per_gpu(jobs: Sequence[Mapping[str, Any]]) -> int:
     return min(found) if found else 1
 
 
+def check_data_present(jobs: Sequence[Mapping[str, Any]]) -> None:
+    """Before local jobs start: every real dataset they name (``dataset`` / ``datasets``, under their
+    ``data_root``) has its files where the loaders look (:func:`ballot_lib.data.real.check_present`); else
+    ``FileNotFoundError`` with the loader's message (files expected, folder, where to obtain them), before any job
+    runs or writes. Slurm jobs are not checked here: their nodes may see other paths."""
+    from .data import DataConfig
+    from .data.core import DatasetError
+    from .data.real import check_present
+
+    seen = set()
+    for params in jobs:
+        names = params.get("datasets", params.get("dataset"))
+        for name in names if isinstance(names, (list, tuple)) else [names]:
+            key = (name, params.get("data_root") or None)
+            if not isinstance(name, str) or key in seen:
+                continue
+            seen.add(key)
+            try:
+                check_present(DataConfig(name, root=key[1]))
+            except DatasetError as e:
+                raise FileNotFoundError(str(e)) from None
+
+
 def job_threads(concurrent: int, cpus: Optional[int] = None) -> str:
     """``OMP_NUM_THREADS`` of each job when ``concurrent`` run at once: the CPUs shared out, at least 1."""
     return str(max(1, (cpus or os.cpu_count() or 1) // max(1, concurrent)))
@@ -492,6 +515,7 @@ def run_grid_file(params_file: Path, out: Path, workers: int = 1, gpus: Sequence
         print(f"[grid] plan: {line}", flush=True)
     if slurm:
         return _submit_slurm(nb, todo, out, slurm_args or {}, bool(spec["aggregate"]))
+    check_data_present([p for _, p in todo] + ([agg] if agg and todo else []))
     gpu_pool: "queue.Queue[str]" = queue.Queue()
     # runs_per_gpu tokens per GPU (jobs pinned to it), round-robin so that a few jobs spread over the GPUs; without
     # GPUs, one token per worker (CPU jobs in parallel).

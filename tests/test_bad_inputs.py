@@ -732,6 +732,22 @@ def test_a_results_dir_or_out_dir_that_is_a_file_is_refused(tmp_path):
                                  {"ballot_candidates": {"default": {}, "x": {"density": 0.5}}})
 
 
+def test_grid_with_a_missing_real_dataset_stops_before_any_job(tmp_path, capsys):
+    """A job on a real dataset whose files are absent would fail inside the notebook (its error only in a log):
+    `grid` names the missing files in one line, exits 2 and writes nothing."""
+    from ballot_lib import sweep
+
+    params = tmp_path / "cifar.yaml"
+    nodata = tmp_path / "nodata"
+    nodata.mkdir()
+    params.write_text(f"notebook: 00_quickstart.ipynb\nparameters: {{dataset: cifar10, model: cnn, data_root: {nodata}}}\n")
+    out = tmp_path / "out"
+    assert sweep.main(["grid", str(params), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "CIFAR10: missing data_batch_1" in err and str(nodata / "cifar-10-batches-py") in err, err
+    assert "Traceback" not in err and not out.exists()
+
+
 def test_sweep_command_line_mistakes_are_one_line_errors_before_anything_runs(tmp_path, capsys):
     from ballot_lib import sweep
 

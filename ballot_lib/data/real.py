@@ -824,3 +824,27 @@ def load_tinyimagenet(cfg: DataConfig) -> DataBundle:
         class_names=names, mean=TINYIMAGENET_MEAN, std=TINYIMAGENET_STD, augment=True, crop_padding=8,
         notes={"wnids": wnids, "source": str(folder)},
     )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Presence check (a batch runner's check before it launches jobs)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def check_present(cfg: DataConfig) -> None:
+    """Raise :class:`DatasetError` (naming the files expected, the folder and where to obtain the dataset) when a
+    real dataset's files are not where ``cfg`` points; embedded datasets pass. Nothing is read or decoded: the
+    check ``sweep grid`` runs before it launches a job that would fail on loading."""
+    root = data_root(cfg.root)
+    if cfg.name in ("cifar10", "cifar10s", "cifar100"):
+        fmt = CIFAR100_FORMAT if cfg.name == "cifar100" else CIFAR10_FORMAT
+        require_files(root / fmt.folder, fmt.files, fmt.dataset, fmt.source)
+    elif cfg.name == "celeba":
+        require_files(root / "celeba", CELEBA_FILES + ("img_align_celeba",), "CelebA", CELEBA_SOURCE,
+                      folders=("img_align_celeba",))
+    elif cfg.name == "utkface":
+        require_files(root, ["UTKFace"], "UTKFace", UTKFACE_SOURCE, folders=["UTKFace"], dataset_folder="UTKFace")
+    elif cfg.name == "tinyimagenet":
+        require_files(root / "tiny-imagenet-200", TINYIMAGENET_FILES, "Tiny-ImageNet", TINYIMAGENET_SOURCE,
+                      folders=("train", "val/images"))
+
