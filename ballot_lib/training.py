@@ -22,6 +22,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -133,6 +134,30 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use 'cpu' or 'auto'")
     return dev
+
+
+def training_seed(seed: int, start_epoch: int = 0) -> int:
+    """The seed of a training call's own random draws (dropout): from the run's seed and where the call starts."""
+    return (seed * 1_000_003 + start_epoch * 7919 + 31) % (2**63)
+
+
+@contextlib.contextmanager
+def seeded_rng(seed: int, dev: torch.device):
+    """Inside: python, numpy and torch (CPU, and ``dev`` on CUDA) seeded with ``seed``; on exit, every one of them
+    back in the state it had before (torch's by ``torch.random.fork_rng``), so a training call neither depends on
+    nor changes the caller's random state."""
+    import random
+
+    import numpy as np
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            seed_everything(seed)
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
 
 
 def seed_everything(seed: int) -> None:
@@ -454,75 +479,84 @@ def train(
     if step_mode != "eager":
         stepper = make_stepper(step_mode, net, opt, enforcer, train_data, loss_fn, amp, lr_t, cfg.batch_size)
 
-    # Resume from a checkpoint if one exists: weights, optimiser state, RNG, history, extra state, epoch reached.
-    extra_state = dict(state or {})
-    epoch0 = start_epoch
-    elapsed = 0.0
-    if checkpoint is not None and Path(checkpoint).exists():
-        saved = safe_torch_load(checkpoint, what="training checkpoint")
-        try:
-            net.load_state_dict(saved["net"])
-            opt.load_state_dict(saved["opt"])
-            if stepper is not None:  # keep the shared lr tensor (a checkpoint of an eager run holds floats)
-                for group in opt.param_groups:
-                    group["lr"] = lr_t
-            torch.set_rng_state(saved["rng"])
-            epoch0 = int(saved["epoch"])
-            elapsed = float(saved.get("seconds", 0.0))  # the loop time of the epochs before the interruption
-            result.history = list(saved["history"])
-            if enforcer and "mask" in saved:
-                enforcer.load_state_dict(saved["mask"])
-            extras = saved.get("extras", {})
-            for name, obj in extra_state.items():
-                obj.load_state_dict(extras.get(name))
-        except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            raise ResultsError(f"training checkpoint {checkpoint} does not match this run ({e}); delete it") from None
-        if not start_epoch <= epoch0 <= end:  # a checkpoint past the schedule would mark the run done untrained
-            raise ResultsError(f"training checkpoint {checkpoint} is at epoch {epoch0}, outside this run's schedule "
-                               f"[{start_epoch}, {end}] (from another run?); delete it to start the run afresh")
-        enforcer.apply_weights()
+    # Every random draw of the loop (dropout, on CPU and CUDA) comes from torch's generators, seeded here from
+    # (seed, start_epoch) -- or restored from the checkpoint -- and forked, so the caller's random state is
+    # untouched and a run does not depend on what the process did before it. Data order and augmentation use
+    # their own per-epoch generators (epoch_generator).
+    with seeded_rng(training_seed(seed, start_epoch), dev):
+        # Resume from a checkpoint if one exists: weights, optimiser state, RNG, history, extra state, epoch reached.
+        extra_state = dict(state or {})
+        epoch0 = start_epoch
+        elapsed = 0.0
+        if checkpoint is not None and Path(checkpoint).exists():
+            saved = safe_torch_load(checkpoint, what="training checkpoint")
+            try:
+                net.load_state_dict(saved["net"])
+                opt.load_state_dict(saved["opt"])
+                if stepper is not None:  # keep the shared lr tensor (a checkpoint of an eager run holds floats)
+                    for group in opt.param_groups:
+                        group["lr"] = lr_t
+                torch.set_rng_state(saved["rng"])
+                if dev.type == "cuda" and "cuda_rng" in saved:
+                    torch.cuda.set_rng_state(saved["cuda_rng"], dev)
+                epoch0 = int(saved["epoch"])
+                elapsed = float(saved.get("seconds", 0.0))  # the loop time of the epochs before the interruption
+                result.history = list(saved["history"])
+                if enforcer and "mask" in saved:
+                    enforcer.load_state_dict(saved["mask"])
+                extras = saved.get("extras", {})
+                for name, obj in extra_state.items():
+                    obj.load_state_dict(extras.get(name))
+            except (KeyError, RuntimeError, ValueError, TypeError) as e:
+                raise ResultsError(f"training checkpoint {checkpoint} does not match this run ({e}); delete it") from None
+            if not start_epoch <= epoch0 <= end:  # a checkpoint past the schedule would mark the run done untrained
+                raise ResultsError(f"training checkpoint {checkpoint} is at epoch {epoch0}, outside this run's schedule "
+                                   f"[{start_epoch}, {end}] (from another run?); delete it to start the run afresh")
+            enforcer.apply_weights()
 
-    steps_per_epoch = math.ceil(train_data.n / cfg.batch_size)
-    bar = _progress(range(epoch0, end), progress, desc, initial=epoch0 - start_epoch, total=end - start_epoch)
-    # result.seconds counts the loop over every epoch of the run, across interruptions (the checkpoint carries it)
-    t0 = time.perf_counter() - elapsed
-    net.train()
-    for epoch in bar:
-        if stepper is None:
-            loss_sum, correct = _eager_epoch(net, opt, enforcer, train_data, cfg, sched, seed, epoch, steps_per_epoch,
-                                             amp, loss_fn, step_hooks)
-        else:
-            stepper.start_epoch()
-            for i, (idx, crop, flip) in enumerate(train_data.index_batches(cfg.batch_size, seed, epoch)):
-                stepper.set_lr(lr_at(sched, epoch + i / steps_per_epoch))
-                stepper.step(idx, crop, flip)
-                if step_hooks:
-                    _run_step_hooks(step_hooks, epoch * steps_per_epoch + i, opt, enforcer)
-            loss_sum, correct = stepper.loss_sum, stepper.correct
-        # Everything the epoch's row needs leaves the device in one transfer (one host sync per epoch).
-        train_loss, train_acc, preds = _epoch_readout(net, loss_sum, correct, evals, cfg.eval_batch_size, amp)
-        row = {"epoch": epoch + 1, "lr": lr_at(sched, epoch + 1), "train_loss": train_loss / train_data.n,
-               "train_acc": train_acc / train_data.n}
-        for s, d in evals.items():
-            result.final[s] = M.evaluate_predictions(d.y_host, preds[s], bundle.num_classes, d.g_host,
-                                                     bundle.num_groups)
-            row.update({f"{s}_{k}": v for k, v in result.final[s].items()})
-        result.history.append(row)
-        for hook in hooks:
-            hook(net, epoch + 1, row)
-        if checkpoint is not None:
-            ckpt = {"net": net.state_dict(), "opt": opt.state_dict(), "rng": torch.get_rng_state(),
-                    "epoch": epoch + 1, "history": result.history, "seconds": time.perf_counter() - t0}
-            if enforcer:
-                ckpt["mask"] = enforcer.state_dict()
-            if extra_state:
-                ckpt["extras"] = {name: obj.state_dict() for name, obj in extra_state.items()}
-            atomic_torch_save(ckpt, checkpoint)
-        if hasattr(bar, "set_postfix"):
-            shown = {"loss": f"{row['train_loss']:.3f}"}
-            if "val_acc" in row:
-                shown["val_acc"] = f"{row['val_acc']:.3f}"
-            bar.set_postfix(shown)
+        steps_per_epoch = math.ceil(train_data.n / cfg.batch_size)
+        bar = _progress(range(epoch0, end), progress, desc, initial=epoch0 - start_epoch, total=end - start_epoch)
+        # result.seconds counts the loop over every epoch of the run, across interruptions (the checkpoint carries it)
+        t0 = time.perf_counter() - elapsed
+        net.train()
+        for epoch in bar:
+            if stepper is None:
+                loss_sum, correct = _eager_epoch(net, opt, enforcer, train_data, cfg, sched, seed, epoch, steps_per_epoch,
+                                                 amp, loss_fn, step_hooks)
+            else:
+                stepper.start_epoch()
+                for i, (idx, crop, flip) in enumerate(train_data.index_batches(cfg.batch_size, seed, epoch)):
+                    stepper.set_lr(lr_at(sched, epoch + i / steps_per_epoch))
+                    stepper.step(idx, crop, flip)
+                    if step_hooks:
+                        _run_step_hooks(step_hooks, epoch * steps_per_epoch + i, opt, enforcer)
+                loss_sum, correct = stepper.loss_sum, stepper.correct
+            # Everything the epoch's row needs leaves the device in one transfer (one host sync per epoch).
+            train_loss, train_acc, preds = _epoch_readout(net, loss_sum, correct, evals, cfg.eval_batch_size, amp)
+            row = {"epoch": epoch + 1, "lr": lr_at(sched, epoch), "train_loss": train_loss / train_data.n,
+                   "train_acc": train_acc / train_data.n}
+            for s, d in evals.items():
+                result.final[s] = M.evaluate_predictions(d.y_host, preds[s], bundle.num_classes, d.g_host,
+                                                         bundle.num_groups)
+                row.update({f"{s}_{k}": v for k, v in result.final[s].items()})
+            result.history.append(row)
+            for hook in hooks:
+                hook(net, epoch + 1, row)
+            if checkpoint is not None:
+                ckpt = {"net": net.state_dict(), "opt": opt.state_dict(), "rng": torch.get_rng_state(),
+                        "epoch": epoch + 1, "history": result.history, "seconds": time.perf_counter() - t0}
+                if dev.type == "cuda":
+                    ckpt["cuda_rng"] = torch.cuda.get_rng_state(dev)
+                if enforcer:
+                    ckpt["mask"] = enforcer.state_dict()
+                if extra_state:
+                    ckpt["extras"] = {name: obj.state_dict() for name, obj in extra_state.items()}
+                atomic_torch_save(ckpt, checkpoint)
+            if hasattr(bar, "set_postfix"):
+                shown = {"loss": f"{row['train_loss']:.3f}"}
+                if "val_acc" in row:
+                    shown["val_acc"] = f"{row['val_acc']:.3f}"
+                bar.set_postfix(shown)
     result.seconds = time.perf_counter() - t0
     result.epochs_run = end - epoch0
     result.mask = enforcer.state_dict() if enforcer else None
