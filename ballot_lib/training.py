@@ -136,6 +136,24 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
+def checkpoint_identity(cfg: TrainConfig, sched: TrainConfig, seed: int, start_epoch: int,
+                        mask: Optional[Mapping[str, torch.Tensor]], bundle: DataBundle) -> str:
+    """What a training checkpoint must have been written by to be resumed: the recipe, the schedule, the seed, the
+    start epoch, the mask's entries and the data's sizes, as a hash. The end epoch (a run may stop early and
+    resume to the end), the step mode, device and precision (a run may resume under another) are left out."""
+    import hashlib
+
+    from .results import config_hash
+
+    digest = hashlib.sha1()
+    for name in sorted(mask or {}):
+        digest.update(name.encode())
+        digest.update(mask[name].detach().to("cpu", torch.bool).contiguous().numpy().tobytes())
+    sizes = {s: len(getattr(bundle, s)) for s in ("train", "val", "test") if getattr(bundle, s, None) is not None}
+    return config_hash({"train": cfg.identity(), "schedule": sched.identity(), "seed": seed, "start": start_epoch,
+                        "mask": digest.hexdigest() if mask else None, "data": sizes})
+
+
 def training_seed(seed: int, start_epoch: int = 0) -> int:
     """The seed of a training call's own random draws (dropout): from the run's seed and where the call starts."""
     return (seed * 1_000_003 + start_epoch * 7919 + 31) % (2**63)
@@ -488,8 +506,12 @@ def train(
         extra_state = dict(state or {})
         epoch0 = start_epoch
         elapsed = 0.0
+        identity = checkpoint_identity(cfg, sched, seed, start_epoch, mask, bundle)
         if checkpoint is not None and Path(checkpoint).exists():
             saved = safe_torch_load(checkpoint, what="training checkpoint")
+            if "identity" in saved and saved["identity"] != identity:  # checkpoints before 2026-12-02 carry none
+                raise ResultsError(f"training checkpoint {checkpoint} was written by a training with other settings "
+                                   "(recipe, schedule, seed, epochs, mask or data); delete it to start this run afresh")
             try:
                 net.load_state_dict(saved["net"])
                 opt.load_state_dict(saved["opt"])
@@ -544,7 +566,8 @@ def train(
                 hook(net, epoch + 1, row)
             if checkpoint is not None:
                 ckpt = {"net": net.state_dict(), "opt": opt.state_dict(), "rng": torch.get_rng_state(),
-                        "epoch": epoch + 1, "history": result.history, "seconds": time.perf_counter() - t0}
+                        "epoch": epoch + 1, "history": result.history, "seconds": time.perf_counter() - t0,
+                        "identity": identity}
                 if dev.type == "cuda":
                     ckpt["cuda_rng"] = torch.cuda.get_rng_state(dev)
                 if enforcer:

@@ -157,6 +157,34 @@ def test_random_draws_in_training_depend_on_the_seed_only_and_leave_the_callers_
     assert states_equal(state(resumed), outs[0])
 
 
+@pytest.mark.parametrize("change", ["lr", "batch_size", "schedule", "seed", "mask", "no mask", "start_epoch"])
+def test_a_checkpoint_of_another_training_is_refused(toy, tmp_path, change):
+    """A checkpoint written with other settings is not resumed silently (its mask would replace the run's)."""
+    from ballot_lib.results import ResultsError
+
+    cfg = TrainConfig(epochs=4, batch_size=8, lr=0.1, schedule="cosine")
+    mask = fixed_mask(small_net())
+    ckpt = tmp_path / "checkpoint.pt"
+    train(small_net(), toy, cfg, seed=3, mask=mask, device="cpu", progress=False, checkpoint=ckpt, end_epoch=2)
+    kw = {"cfg": cfg, "seed": 3, "mask": mask, "start_epoch": 0}
+    if change in ("lr", "batch_size"):
+        kw["cfg"] = TrainConfig(**{**cfg.__dict__, change: {"lr": 0.5, "batch_size": 4}[change]})
+    elif change == "schedule":
+        kw["cfg"] = TrainConfig(**{**cfg.__dict__, "schedule": "constant"})
+    elif change == "seed":
+        kw["seed"] = 4
+    elif change == "mask":
+        kw["mask"] = {n: ~m for n, m in mask.items()}
+    elif change == "no mask":
+        kw["mask"] = None
+    else:
+        kw["start_epoch"] = 1
+    before = ckpt.read_bytes()
+    with pytest.raises(ResultsError, match=r"written by a training with other settings .*delete it"):
+        train(small_net(), toy, kw.pop("cfg"), device="cpu", progress=False, checkpoint=ckpt, **kw)
+    assert ckpt.read_bytes() == before
+
+
 def test_resume_at_the_last_epoch_trains_nothing_and_still_evaluates(toy, tmp_path):
     cfg = TrainConfig(epochs=2, batch_size=8, lr=0.1, schedule="constant")
     ckpt = tmp_path / "ckpt.pt"
