@@ -47,11 +47,15 @@ from .metrics import CORRECTIONS, adjust_pvalues, mean_ci, paired_difference  # 
 #: disparity name -> (column, larger is better)
 DISPARITIES = {"mcd": ("mcd", False), "cwv": ("cwv", False), "worst_class": ("worst_class_acc", True),
                "group_gap": ("group_acc_gap", False)}
+#: Notebook 04's lexicographic rule: how much worse than the best val disparity still counts as a tie, in each
+#: disparity's own unit (2 points for gaps and recalls; CWV is a variance of recalls, so 2 points is 0.02² there).
+DISPARITY_TOLERANCE = {"mcd": 0.02, "cwv": 0.0004, "worst_class": 0.02, "group_gap": 0.02}
 #: Reference point of the hypervolume: accuracy 0, sparsity 0, and the worst disparity (1 for gaps/variance,
 #: 0 for worst-class recall).
 HV_REFERENCE = {"acc": 0.0, "sparsity": 0.0, "mcd": 1.0, "cwv": 1.0, "worst_class_acc": 0.0, "group_acc_gap": 1.0}
 RULES = ("epsilon", "lexicographic", "chebyshev")
-#: Sparsities closer than this are ties in the fronts (0.1 % of the prunable weights).
+#: The grid sparsity is rounded to in the fronts (0.1 % of the prunable weights): sparsities in one cell tie. A grid,
+#: not a tolerance: two values either side of a grid line stay one step apart.
 SPARSITY_RESOLUTION = 1e-3
 
 
@@ -120,10 +124,14 @@ def excess_summary(excess: pd.DataFrame, key: str = "method") -> pd.DataFrame:
     rows = []
     for (t, dens), g in excess.groupby([key, "density_target"], sort=True):
         row: dict[str, Any] = {key: t, "density_target": dens, "seeds": int(g["seed"].nunique())}
-        means = g.groupby("class")["excess"].mean()
+        # Rounded before the minimum: classes whose recall changed by the same whole number of images tie exactly,
+        # and float noise (1e-18) must not pick one of them. Ties keep the lowest class and name the others.
+        means = g.groupby("class")["excess"].mean().round(12)
         for c, m in means.items():
             row[f"class {c}"] = m
-        row["most_hurt_class"] = int(means.idxmin())
+        tied = [int(c) for c, m in means.items() if m == means.min()]
+        row["most_hurt_class"] = tied[0]
+        row["most_hurt_tied_with"] = ", ".join(map(str, tied[1:]))
         row["most_hurt_excess"] = float(means.min())
         row["delta"] = float(g.drop_duplicates("run_id")["delta"].mean())
         rows.append(row)
@@ -211,10 +219,16 @@ def who_pays_reading(summary: pd.DataFrame, counts: Optional[pd.DataFrame] = Non
                      "seed, so no class can be named as the one that pays.")
     else:
         kept = summary[~summary["collapsed"].astype(bool)] if "collapsed" in summary else summary
-        freq = kept["most_hurt_class"].value_counts()
+        # A configuration whose most hurt class ties with others names no single class: not counted.
+        tied = (kept["most_hurt_tied_with"].astype(str) != "") if "most_hurt_tied_with" in kept else \
+            pd.Series(False, index=kept.index)
+        freq = kept.loc[~tied, "most_hurt_class"].value_counts()
         top = sorted(int(c) for c, v in freq.items() if v == freq.max())
-        often = (f"class {top[0]} ({int(freq.max())} of {len(kept)})" if len(top) == 1 else
-                 f"classes {', '.join(map(str, top))} ({int(freq.max())} of {len(kept)} each)")
+        n_named = int((~tied).sum())
+        ties = f"; {int(tied.sum())} point(s) with a tie for most hurt are not counted" if tied.any() else ""
+        often = ("no single class (every point has a tie)" if freq.empty else
+                 f"class {top[0]} ({int(freq.max())} of {n_named}{ties})" if len(top) == 1 else
+                 f"classes {', '.join(map(str, top))} ({int(freq.max())} of {n_named} each{ties})")
         scope = (f"Among the {len(kept)} of {n_all} operating points (technique, density) with no collapsed seed"
                  if len(left) else f"Over all {n_all} operating points (technique, density; none collapsed)")
         lines.append(f"**Who pays.** {scope}, the largest mean excess loss is class {int(best['most_hurt_class'])} "
@@ -609,6 +623,8 @@ def tables(df: pd.DataFrame, disparity: str = "mcd", correction: str = "bh", key
              "### Most hurt class per configuration (mean excess change δ_c − δ, test, points)", "",
              markdown_table(excess[[key, "density_target", "seeds", "collapsed_seeds", "most_hurt_class"]].assign(
                  density_target=excess["density_target"].map("{:g}".format),
+                 most_hurt_class=[f"{c}" + (f" (tied with {t})" if t else "") for c, t in
+                                  zip(excess["most_hurt_class"], excess.get("most_hurt_tied_with", [""] * len(excess)))],
                  most_hurt_excess_pts=100 * excess["most_hurt_excess"]).rename(columns={
                      key: "technique", "density_target": "density (target)", "collapsed_seeds": "collapsed seeds",
                      "most_hurt_class": "most hurt class", "most_hurt_excess_pts": "its excess change (points)"}),

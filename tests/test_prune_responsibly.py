@@ -28,6 +28,24 @@ def population_store(tmp_path_factory):
     return exp, out
 
 
+def test_retraining_compresses_a_multistep_schedule(tmp_path, monkeypatch):
+    """retrain_epochs shorter than the recipe: the milestones scale into them (the retraining still anneals),
+    rather than being cut off (which left every pruned model at the peak learning rate)."""
+    from ballot_lib.methods import prune_responsibly as PR
+
+    exp = make_experiment(tmp_path / "results", epochs=10, schedule="multistep", milestones=(4, 6, 8))
+    seen = {}
+    real = PR.train_masked
+
+    def spy(*args, cfg=None, **kwargs):
+        seen["recipe"] = cfg
+        return real(*args, cfg=cfg, **kwargs)
+
+    monkeypatch.setattr(PR, "train_masked", spy)
+    run_method(exp, "l1_unstructured", 0, density=0.5, retrain_epochs=5)
+    assert seen["recipe"].epochs == 5 and seen["recipe"].milestones == (2, 3, 4)
+
+
 def test_every_technique_is_registered_under_its_torch_name():
     assert set(TECHNIQUES) == {"l1_unstructured", "global_unstructured", "random_unstructured", "ln_structured",
                                "random_structured"}
@@ -138,6 +156,18 @@ def test_excess_change_by_hand(toy_df):
     summ = population.excess_summary(ex).set_index("method")
     assert summ.loc["a", "most_hurt_class"] == 1 and summ.loc["a", "most_hurt_excess"] == pytest.approx(-0.15)
     assert summ.loc["a", "delta"] == pytest.approx(-0.15) and summ.loc["b", "delta"] == pytest.approx(0.0)
+    # 'b': both classes unchanged, a tie: the lowest class, the other named (not picked by float noise).
+    assert summ.loc["a", "most_hurt_tied_with"] == "" and summ.loc["b", "most_hurt_tied_with"] == "1"
+    assert summ.loc["b", "most_hurt_class"] == 0
+
+
+def test_most_hurt_class_ties_are_not_decided_by_float_noise():
+    # The suite's case: six classes with the same change, one of them lower by 2e-18 of rounding.
+    v = -0.004456824512534841
+    ex = pd.DataFrame({"method": "t", "density_target": 0.5, "seed": 0, "run_id": "r", "delta": 0.0,
+                       "class": [0, 1, 2, 3], "excess": [v, v, 0.01, v - 2e-18]})
+    row = population.excess_summary(ex).iloc[0]
+    assert row["most_hurt_class"] == 0 and row["most_hurt_tied_with"] == "1, 3"
 
 
 def test_adjusted_pvalues_by_hand():
@@ -265,9 +295,10 @@ def test_who_pays_leaves_collapsed_configurations_out(collapse_df):
     none = summ.assign(collapsed=False, collapsed_seeds=0)
     text = population.who_pays_reading(none)
     assert "Over all 3 operating points" in text and "class 1 under dead" in text and "Left out" not in text
-    assert "most often class 2 (2 of 3)" in text  # ok and half: class 2; dead: class 1
+    # ok and half: class 2; dead: classes 1 and 2 tie (−0.333 each), so it names no single class
+    assert "most often class 2 (2 of 2; 1 point(s) with a tie for most hurt are not counted)" in text
     text = population.who_pays_reading(none[none["method"] != "half"])
-    assert "most often classes 1, 2 (1 of 2 each)" in text
+    assert "most often class 2 (1 of 1; 1 point(s) with a tie" in text
     text = population.who_pays_reading(summ.assign(collapsed=True, collapsed_seeds=1))
     assert "no class can be named" in text and "Left out as collapsed" in text
 

@@ -34,7 +34,7 @@ from typing import Optional
 from ..experiment import Experiment
 from ..pruning import Mask, layer_densities, make_mask
 from ..results import Run
-from .base import MethodOutput, SparseConfig, register, train_masked
+from .base import MethodOutput, SparseConfig, budget_recipe, register, train_masked
 
 #: The techniques, in the order ``torch.nn.utils.prune`` documents them.
 TECHNIQUES = ("l1_unstructured", "global_unstructured", "random_unstructured", "ln_structured",
@@ -94,8 +94,9 @@ def _prune_and_retrain(technique: str, exp: Experiment, cfg: PopulationConfig, s
     theta_T = exp.dense_weights(seed, T)
     mask = technique_mask(technique, exp.model_from(theta_T), cfg, seed)
     epochs = cfg.retrain_epochs or T
-    recipe = replace(exp.train, epochs=epochs, lr=cfg.retrain_lr or exp.train.lr,
-                     milestones=tuple(m for m in exp.train.milestones if m < epochs),
+    # The recipe compressed into the retraining epochs: multistep milestones scale with them (budget_recipe), so a
+    # short retraining still anneals; cosine keeps its shape over the shorter span.
+    recipe = replace(budget_recipe(exp.train, epochs / T), lr=cfg.retrain_lr or exp.train.lr,
                      warmup_epochs=min(exp.train.warmup_epochs, epochs - 1))
     res = train_masked(exp, run, seed, theta_T, mask, cfg=recipe, desc=f"{technique} d={cfg.density} s{seed}")
     return MethodOutput(res, mask, train_epochs=epochs,
