@@ -118,7 +118,7 @@ def card_blocks(df: pd.DataFrame, choice: pd.Series, table: pd.DataFrame, rule: 
     train_cols = sorted(c for c in d.columns if c.startswith("train."))
     recipe = ", ".join(f"{c[6:]} {first[c]}" for c in train_cols if c in first and first[c] is not None)
     blocks.append(("p", f"Dense {first.get('model')} trained from θ0 under each seed with: {recipe}. "
-                        f"Test accuracy {_mean_pm(dense['acc'])} %, {disp.upper()} "
+                        f"{split.capitalize()} accuracy {_mean_pm(dense['acc'])} %, {disp.upper()} "
                         f"{_mean_pm(dense[disparity_column(disp)[0]], disp != 'cwv')}; "
                         f"runs {', '.join(sorted(dense['run_id']))}."))
     # Technique and schedule.

@@ -600,21 +600,24 @@ def reevaluation_markdown(reeval: pd.DataFrame, key: str = "method") -> str:
     return markdown_table(out)
 
 
-def hurt_markdown(counts: pd.DataFrame, key: str = "method") -> str:
-    """:func:`hurt_counts` as Markdown (with its ``collapsed_seeds`` column when flagged by :func:`flag_collapsed`)."""
+def hurt_markdown(counts: pd.DataFrame, key: str = "method", alpha: float = 0.05) -> str:
+    """:func:`hurt_counts` (made with ``alpha``) as Markdown (with its ``collapsed_seeds`` column when flagged by
+    :func:`flag_collapsed`)."""
     counts = counts.assign(density_target=counts["density_target"].map("{:g}".format))
     out = counts.drop(columns=["collapsed"], errors="ignore").rename(columns={
         key: "technique", "density_target": "density (target)", "hurt": "classes hurt (adjusted)",
-        "hurt_unadjusted": "p < 0.05 unadjusted", "collapsed_seeds": "collapsed seeds"})
+        "hurt_unadjusted": f"p < {alpha:g} unadjusted", "collapsed_seeds": "collapsed seeds"})
     return markdown_table(out)
 
 
-def tables(df: pd.DataFrame, disparity: str = "mcd", correction: str = "bh", key: str = "method") -> str:
-    """All Markdown tables of notebook 04 from a results DataFrame (used by ``python -m ballot_lib.population``)."""
-    tests = hurt_classes(df, correction=correction, key=key)
+def tables(df: pd.DataFrame, disparity: str = "mcd", correction: str = "bh", key: str = "method",
+           alpha: float = 0.05) -> str:
+    """All Markdown tables of notebook 04 from a results DataFrame (used by ``python -m ballot_lib.population``);
+    ``alpha``: the significance level of the hurt-class tests."""
+    tests = hurt_classes(df, correction=correction, key=key, alpha=alpha)
     collapsed = collapsed_configurations(df, key=key)
     excess = flag_collapsed(excess_summary(excess_change(df, key=key), key=key), collapsed, key)
-    counts = flag_collapsed(hurt_counts(tests, key), collapsed, key)
+    counts = flag_collapsed(hurt_counts(tests, key, alpha), collapsed, key)
     table = pareto_table(df, disparity, key=key)
     reeval = technique_reevaluation(df, disparity, key=key)
     n_pruned = df.loc[(df[key] != "dense") & (df["split"] == "test"), "run_id"].nunique()
@@ -633,9 +636,9 @@ def tables(df: pd.DataFrame, disparity: str = "mcd", correction: str = "bh", key
              "run's balanced-accuracy gain over chance (1/C) on val; such a configuration's per-class changes and "
              "tests measure the "
              "collapse, not who pays.", "",
-             f"### Classes significantly hurt (Welch t-test across seeds, {correction} correction, α = 0.05)", "",
-             hurt_markdown(counts, key), "",
-             who_pays_reading(excess, counts, key, correction), "",
+             f"### Classes significantly hurt (Welch t-test across seeds, {correction} correction, α = {alpha:g})", "",
+             hurt_markdown(counts, key, alpha), "",
+             who_pays_reading(excess, counts, key, correction, alpha), "",
              f"### Pareto front (accuracy ↑, sparsity ↑, {disparity.upper()} "
              f"{'↑' if DISPARITIES[disparity][1] else '↓'}) chosen on val, reported on test", "",
              front_markdown(table), "",

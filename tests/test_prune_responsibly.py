@@ -189,6 +189,10 @@ def test_hurt_classes_flags_the_class_that_lost(toy_df):
     assert not tests[tests["method"] == "b"]["hurt"].any()  # no change: not hurt
     counts = population.hurt_counts(tests).set_index("method")
     assert counts.loc["a", "hurt"] >= 1 and counts.loc["b", "hurt"] == 0 and counts.loc["a", "classes"] == 2
+    # The tables say the level they were made with.
+    md = population.tables(toy_df, alpha=0.1)
+    assert "holm" not in md and "bh correction, α = 0.1)" in md and "p < 0.1 unadjusted" in md
+    assert "α = 0.05" not in md and "p < 0.05" not in md
 
 
 def test_front_selection_and_reevaluation(toy_df):
