@@ -262,8 +262,10 @@ def _read_cifar_pickle(path: Path, md5: Optional[str], fmt: CifarFormat, keys: S
         raw = path.read_bytes()
     except OSError as e:
         raise DatasetError(f"{fmt.dataset}: cannot read {path} ({e.strerror or e}){hint}") from e
-    if md5 is not None and _md5(raw) != md5:
-        raise _md5_mismatch(path, _md5(raw), md5, fmt.dataset, fmt.source)
+    if md5 is not None:
+        got = _md5(raw)
+        if got != md5:
+            raise _md5_mismatch(path, got, md5, fmt.dataset, fmt.source)
     try:
         obj = pickle.loads(raw, encoding="latin1")
     except Exception as e:  # a damaged pickle raises nearly any exception type (EOFError, UnpicklingError, ...)
@@ -341,8 +343,9 @@ def cifar_splits(cfg: DataConfig, hundred: bool = False) -> tuple[Split, Split, 
     when ``cfg.verify``); a problem raises :class:`DatasetError` naming the file.
     """
     fmt = CIFAR100_FORMAT if hundred else CIFAR10_FORMAT
-    folder = data_root(cfg.root) / fmt.folder
-    require_files(folder, fmt.files, fmt.dataset, fmt.source)
+    root = data_root(cfg.root)
+    require_dataset(root, "cifar100" if hundred else "cifar10")
+    folder = root / fmt.folder
     names = _cifar_names(folder, fmt, cfg.verify)
     full = _cifar_split(folder, fmt.train, fmt, cfg.verify)
     test = _cifar_split(folder, fmt.test, fmt, cfg.verify)
@@ -534,7 +537,7 @@ def _celeba_attributes(root: Path, verify: bool) -> tuple[list[str], torch.Tenso
     ``list_attr_celeba.txt``. ``verify`` checks the official md5 sums of the five annotation files first.
     """
     folder = root / "celeba"
-    require_files(folder, CELEBA_FILES + ("img_align_celeba",), "CelebA", CELEBA_SOURCE, folders=("img_align_celeba",))
+    require_dataset(root, "celeba")
     if verify:
         _check_celeba_md5(folder)
     attr_file = "list_attr_celeba.txt"
@@ -687,8 +690,7 @@ def parse_utkface_name(name: str) -> Optional[dict[str, int]]:
 
 def utkface_index(folder: Path) -> tuple[list[Path], dict[str, np.ndarray], list[str]]:
     """The well-named images in ``folder`` (sorted), their label arrays, and the names of skipped files."""
-    require_files(folder.parent, [folder.name], "UTKFace", UTKFACE_SOURCE, folders=[folder.name],
-                  dataset_folder=folder.name)
+    _require_folder(folder, "UTKFace", UTKFACE_SOURCE)
     try:
         files = sorted(p for p in folder.iterdir() if p.name.lower().endswith(".jpg"))
     except OSError as e:
@@ -811,7 +813,7 @@ def _tiny_val(folder: Path, wnids: list[str]) -> tuple[list[Path], np.ndarray]:
 def load_tinyimagenet(cfg: DataConfig) -> DataBundle:
     """Tiny-ImageNet-200 (64x64): val carved from train, the labelled ``val/`` used as test."""
     folder = data_root(cfg.root) / "tiny-imagenet-200"
-    require_files(folder, TINYIMAGENET_FILES, "Tiny-ImageNet", TINYIMAGENET_SOURCE, folders=("train", "val/images"))
+    require_dataset(data_root(cfg.root), "tinyimagenet")
     wnids, names = _tiny_classes(folder)
     train_paths, train_y = _tiny_train(folder, wnids)
     test_paths, test_y = _tiny_val(folder, wnids)
@@ -831,20 +833,29 @@ def load_tinyimagenet(cfg: DataConfig) -> DataBundle:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def check_present(cfg: DataConfig) -> None:
-    """Raise :class:`DatasetError` (naming the files expected, the folder and where to obtain the dataset) when a
-    real dataset's files are not where ``cfg`` points; embedded datasets pass. Nothing is read or decoded: the
-    check ``sweep grid`` runs before it launches a job that would fail on loading."""
-    root = data_root(cfg.root)
-    if cfg.name in ("cifar10", "cifar10s", "cifar100"):
-        fmt = CIFAR100_FORMAT if cfg.name == "cifar100" else CIFAR10_FORMAT
+def require_dataset(root: Path, name: str) -> None:
+    """Raise :class:`DatasetError` (naming the files expected, the folder and where to obtain the dataset) unless
+    the files the loader of real dataset ``name`` reads are under the data root ``root``; other names pass. Nothing
+    is read: the loaders call it first, and ``sweep grid`` (:func:`check_present`) before it launches any job."""
+    if name in ("cifar10", "cifar10s", "cifar100"):
+        fmt = CIFAR100_FORMAT if name == "cifar100" else CIFAR10_FORMAT
         require_files(root / fmt.folder, fmt.files, fmt.dataset, fmt.source)
-    elif cfg.name == "celeba":
+    elif name == "celeba":
         require_files(root / "celeba", CELEBA_FILES + ("img_align_celeba",), "CelebA", CELEBA_SOURCE,
                       folders=("img_align_celeba",))
-    elif cfg.name == "utkface":
-        require_files(root, ["UTKFace"], "UTKFace", UTKFACE_SOURCE, folders=["UTKFace"], dataset_folder="UTKFace")
-    elif cfg.name == "tinyimagenet":
+    elif name == "utkface":
+        _require_folder(root / "UTKFace", "UTKFace", UTKFACE_SOURCE)
+    elif name == "tinyimagenet":
         require_files(root / "tiny-imagenet-200", TINYIMAGENET_FILES, "Tiny-ImageNet", TINYIMAGENET_SOURCE,
                       folders=("train", "val/images"))
+
+
+def _require_folder(folder: Path, dataset: str, source: str) -> None:
+    """A dataset that is one folder of files (UTKFace): the folder must exist (:func:`require_files`)."""
+    require_files(folder.parent, [folder.name], dataset, source, folders=[folder.name], dataset_folder=folder.name)
+
+
+def check_present(cfg: DataConfig) -> None:
+    """:func:`require_dataset` for the dataset and data root of ``cfg`` (embedded datasets pass)."""
+    require_dataset(data_root(cfg.root), cfg.name)
 
