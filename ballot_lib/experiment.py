@@ -298,10 +298,10 @@ def load_run(run: Run, exp: Optional["Experiment"] = None) -> RunResult:
     file and the fix.
     """
     config = check_config_file(run.path)
-    check_complete(run.path, config)  # every file a complete run must hold (a sparse run's mask among them)
+    metrics = check_complete(run.path, config)  # every file a complete run must hold (a sparse run's mask too)
     like = None if exp is None else exp.param_shapes(prunable=True)
     mask = load_mask(run.file("mask.pt"), like) if run.file("mask.pt").exists() else None
-    return RunResult(run, run.read_json("metrics.json"), run.read_json("summary.json"), mask)
+    return RunResult(run, metrics, run.read_json("summary.json"), mask)
 
 
 def experiment_from_params(

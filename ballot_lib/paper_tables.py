@@ -408,8 +408,9 @@ def to_markdown(name: str, table: pd.DataFrame) -> str:
     return markdown_table(out)
 
 
-def export(tables: Mapping[str, pd.DataFrame], out_dir: str | Path) -> list[Path]:
-    """Write every table as ``<name>.csv`` and ``<name>.json`` (records) and ``<name>.md`` into ``out_dir``."""
+def export(tables: Mapping[str, pd.DataFrame], out_dir: str | Path, markdown: Mapping[str, str] = ()) -> list[Path]:
+    """Write every table as ``<name>.csv`` and ``<name>.json`` (records) and ``<name>.md`` into ``out_dir``, and each
+    ready-made ``markdown`` text (name -> text: notebook 04's population tables) as ``<name>.md``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -420,6 +421,10 @@ def export(tables: Mapping[str, pd.DataFrame], out_dir: str | Path) -> list[Path
             p = out_dir / f"{name}{suffix}"
             write(p)
             paths.append(p)
+    for name, text in dict(markdown).items():
+        p = out_dir / f"{name}.md"
+        p.write_text(text + "\n")
+        paths.append(p)
     return paths
 
 
@@ -493,17 +498,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     for name, t in tables.items():
         print(f"### {name}\n\n{to_markdown(name, t)}\n")
+    # Notebook 04's population tables: markdown only (several tables and their readings).
+    extra = {PRUNE_RESPONSIBLY: pr} if pr else {}
     if a.out:
-        export(tables, a.out)
-        if pr:
-            (a.out / f"{PRUNE_RESPONSIBLY}.md").write_text(pr + "\n")
+        export(tables, a.out, extra)
         print(f"exported to {a.out}")
     if a.papers:
         # The exports next to the pages are what the test of papers/ compares the marked blocks with.
-        export(tables, Path(a.papers) / "tables")
-        if pr:  # notebook 04's population tables: markdown only (several tables and their readings)
-            (Path(a.papers) / "tables" / f"{PRUNE_RESPONSIBLY}.md").write_text(pr + "\n")
-        changed = update_papers(tables, a.papers, {PRUNE_RESPONSIBLY: pr} if pr else {})
+        export(tables, Path(a.papers) / "tables", extra)
+        changed = update_papers(tables, a.papers, extra)
         print("updated:", ", ".join(map(str, changed)) or "nothing")
     return 0
 

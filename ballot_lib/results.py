@@ -292,9 +292,10 @@ def required_files(config: Mapping[str, Any]) -> list[str]:
     return files + ([] if config.get("method") == "dense" else ["mask.pt"])
 
 
-def check_complete(run_dir: str | os.PathLike, config: Mapping[str, Any]) -> None:
+def check_complete(run_dir: str | os.PathLike, config: Mapping[str, Any]) -> dict:
     """Raise :class:`ResultsError` naming the first file a complete run lacks (:func:`required_files`), or a
-    ``metrics.json`` without an evaluated split (:data:`EVALUATED_SPLITS`), with the fix for that file.
+    ``metrics.json`` without an evaluated split (:data:`EVALUATED_SPLITS`), with the fix for that file; return
+    the metrics it read (so callers do not read them again).
 
     A deleted mask must not pass for a dense model (density 1), nor a lost test split for a run never evaluated."""
     run_dir = Path(run_dir)
@@ -308,6 +309,7 @@ def check_complete(run_dir: str | os.PathLike, config: Mapping[str, Any]) -> Non
     if missing:
         raise ResultsFormatError(f"results file {run_dir / 'metrics.json'} has no {', '.join(missing)} split "
                                  f"(found: {', '.join(metrics) or 'none'}); {repair_advice(run_dir / 'metrics.json')}")
+    return metrics
 
 
 def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
@@ -667,8 +669,7 @@ def run_rows(run_dir: Path) -> list[dict]:
     """
     run_dir = Path(run_dir)
     config = check_config_file(run_dir)
-    check_complete(run_dir, config)
-    metrics = read_json(run_dir / "metrics.json")
+    metrics = check_complete(run_dir, config)
     summary = read_json(run_dir / "summary.json")
     base: dict[str, Any] = {"run_id": run_dir.name}
     flat: dict[str, Any] = {}

@@ -506,12 +506,14 @@ def train(
         extra_state = dict(state or {})
         epoch0 = start_epoch
         elapsed = 0.0
-        identity = checkpoint_identity(cfg, sched, seed, start_epoch, mask, bundle)
+        # Only a run that keeps checkpoints needs the identity (it hashes the mask once per call).
+        identity = None if checkpoint is None else checkpoint_identity(cfg, sched, seed, start_epoch, mask, bundle)
         if checkpoint is not None and Path(checkpoint).exists():
             saved = safe_torch_load(checkpoint, what="training checkpoint")
             if "identity" in saved and saved["identity"] != identity:  # checkpoints before 2026-12-02 carry none
                 raise ResultsError(f"training checkpoint {checkpoint} was written by a training with other settings "
-                                   "(recipe, schedule, seed, epochs, mask or data); delete it to start this run afresh")
+                                   "(recipe, schedule, seed, start epoch, mask or data); delete it to start this run "
+                                   "afresh")
             try:
                 net.load_state_dict(saved["net"])
                 opt.load_state_dict(saved["opt"])

@@ -24,7 +24,7 @@ from ..pruning import check_density, check_mask_matches, density as mask_density
 from ..registry import Registry
 from ..results import Run, discard_if_unstarted
 from ..training import TrainConfig, TrainResult
-from ..checks import ParameterError, check_fields, check_seed
+from ..checks import ParameterError, check_fields, check_seed, is_number
 
 
 @dataclass
@@ -144,8 +144,7 @@ def run_method(exp: Experiment, name: str, seed: int, **kwargs: Any) -> RunResul
     if name == "dense" and "density" in kwargs:
         kwargs = dict(kwargs)
         density = kwargs.pop("density")
-        if density is not None and not (isinstance(density, (int, float)) and not isinstance(density, bool)
-                                        and float(density) == 1.0):
+        if density is not None and not (is_number(density) and float(density) == 1.0):
             raise ValueError(f"method 'dense' keeps every weight: density must be 1.0 (or left out), got "
                              f"{density!r}; for a sparse model use one of {sorted(set(METHODS.names()) - {'dense'})}")
     cfg = make_config(name, **kwargs)
