@@ -10,7 +10,9 @@ from torch import nn
 from ballot_lib import pruning as P
 from ballot_lib.data import DataConfig, DatasetError, get_dataset
 from ballot_lib.experiment import Experiment
+from ballot_lib.checks import ParameterError
 from ballot_lib.methods import run_method
+from ballot_lib.methods.base import compute_epochs
 from ballot_lib.models import ModelConfig, build_model
 from ballot_lib.results import ResultsError, load_results
 from ballot_lib.training import TrainConfig, train
@@ -770,3 +772,14 @@ def test_sweep_command_line_mistakes_are_one_line_errors_before_anything_runs(tm
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (argv, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "dup.yaml"]
+
+
+@pytest.mark.parametrize("method", ["safecompress", "fairscratch"])
+def test_budget_too_short_for_the_warmup_refused_before_training(tmp_path, method):
+    # 4 epochs with a 2-epoch warm-up: budget 0.5 trains 2 epochs, which cannot hold the warm-up. It used to fail
+    # inside train() with a message about warmup_epochs (not the budget), after the run had been started.
+    exp = make_experiment(tmp_path / "results", epochs=4, warmup_epochs=2, schedule="cosine")
+    with pytest.raises(ParameterError, match=r"budget=0\.5 trains 2 epoch.*warmup_epochs = 2.*at least 0\.75"):
+        run_method(exp, method, 0, density=0.5, budget=0.5)
+    assert tree(tmp_path / "results") == []
+    assert compute_epochs(exp, method, density=0.5, budget=0.75) == pytest.approx(3.0)

@@ -320,7 +320,9 @@ class SparseConfig:
 def budget_recipe(train: TrainConfig, budget: float) -> TrainConfig:
     """The training recipe stretched to ``budget`` × its length (``budget=2``: a method trained from θ0 gets the
     compute of one that starts from a trained dense network — dense training plus retraining). Epochs are
-    ``round(budget × epochs)`` (at least 1); multistep milestones scale with them; the schedule's shape is kept."""
+    ``round(budget × epochs)`` (at least 1); multistep milestones scale with them; the schedule's shape is kept.
+    A warm-up keeps its length in epochs (``warmup_epochs``); :meth:`BudgetConfig.validate_for` refuses a budget
+    whose recipe is too short for it, before anything trains."""
     if budget == 1.0:
         return train
     epochs = max(1, int(round(budget * train.epochs)))
@@ -352,6 +354,14 @@ class BudgetConfig(SparseConfig):
     def recipe(self, exp: Experiment) -> TrainConfig:
         """The schedule this configuration trains on ``exp``: ``budget`` × its recipe."""
         return budget_recipe(exp.train, self.budget)
+
+    def validate_for(self, exp: Experiment) -> None:
+        recipe = self.recipe(exp)
+        if recipe.warmup_epochs >= recipe.epochs:
+            raise ParameterError(
+                f"budget={self.budget!r} trains {recipe.epochs} epoch(s) (budget × train.epochs = {exp.train.epochs}), "
+                f"which does not fit the recipe's warm-up (train.warmup_epochs = {exp.train.warmup_epochs}): use a "
+                f"budget of at least {(exp.train.warmup_epochs + 1) / exp.train.epochs:.3g} or a shorter warm-up")
 
 
 def check_rewind(exp: Experiment, epoch: int, what: str = "rewind_epoch") -> None:

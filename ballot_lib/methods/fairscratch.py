@@ -85,6 +85,7 @@ class FairScratchConfig(BudgetConfig):
         return self
 
     def validate_for(self, exp: Experiment) -> None:
+        super().validate_for(exp)
         if self.fairness in ("dp", "eo"):
             b = exp.bundle
             if b.num_classes != 2 or b.num_groups != 2:

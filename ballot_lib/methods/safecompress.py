@@ -118,6 +118,7 @@ class SafeCompressConfig(BudgetConfig):
         return self
 
     def validate_for(self, exp: Experiment) -> None:
+        super().validate_for(exp)
         if self.gap in ("group_acc_gap", "dp_gap", "eo_gap") and exp.bundle.num_groups == 0:
             raise ParameterError(f"gap {self.gap!r} needs a dataset with a sensitive attribute; "
                                  f"{exp.data.name!r} has none (use 'mcd' or 'auto')")
