@@ -22,8 +22,9 @@ Commands (``python -m ballot_lib.sweep --help``):
 
 Always executed with the kernel ``python3`` of the current environment. Notebooks are taken from ``notebooks/``
 only. Each job (papermill and its kernel) runs in its own process group; SIGINT/SIGTERM to the runner ends every
-job's processes before it exits, so an interrupted grid leaves nothing running that writes to the store (a
-SIGKILL cannot be caught: then end the jobs by hand). Mistakes in the command line or a parameter file end the
+job's processes before it exits, so an interrupted grid leaves nothing running that writes to the store. A
+SIGKILL cannot be caught; on Linux each job is told to end when the runner dies (it gets SIGTERM, and the kernel
+exits with papermill); elsewhere end the jobs by hand. Mistakes in the command line or a parameter file end the
 command with a one-line ``error: ...`` and exit status 2.
 """
 from __future__ import annotations
@@ -93,11 +94,31 @@ _STOPPING = threading.Event()
 JOB_ENV = "BALLOT_SWEEP_JOB"
 
 
+#: Run before a job's command on Linux: asks the kernel to SIGTERM the job when the runner dies (prctl
+#: PR_SET_PDEATHSIG, kept across exec), so a runner killed by SIGKILL (which it cannot catch) leaves no papermill
+#: running beside a relaunched one; the notebook kernel exits with papermill (ipykernel watches its parent). If the
+#: runner died before the request took effect, the job does not start.
+_DIE_WITH_RUNNER = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(128 + signal.SIGTERM)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n")
+
+
+def _job_command(cmd: list[str]) -> list[str]:
+    """``cmd`` wrapped so that the job ends when the runner dies (Linux; elsewhere ``cmd`` itself)."""
+    if not sys.platform.startswith("linux"):
+        return list(cmd)
+    return [sys.executable, "-c", _DIE_WITH_RUNNER, str(os.getpid()), *cmd]
+
+
 def _start_job(cmd: list[str], env: dict, log) -> subprocess.Popen:
     if _STOPPING.is_set():
         raise RuntimeError("the runner is stopping: job not started")
     env = {**env, JOB_ENV: uuid.uuid4().hex}
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(_job_command(cmd), env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     proc.job_token = env[JOB_ENV]  # type: ignore[attr-defined]
     with _JOBS_LOCK:
         _JOBS[proc.pid] = proc
