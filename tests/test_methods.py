@@ -253,3 +253,53 @@ def test_registry_and_make_config():
     cfg = make_config("lth", density=0.5, levels=3)
     assert cfg.density == 0.5 and cfg.levels == 3 and cfg.rewind_epoch == 0
     assert cfg.schedule() == pytest.approx([0.5 ** (1 / 3), 0.5 ** (2 / 3), 0.5])
+
+
+def _stored_run_bytes(run_dir):
+    """Every stored file's bytes; summary.json without its wall-clock ``seconds``."""
+    import json
+
+    out = {p.name: p.read_bytes() for p in sorted(run_dir.iterdir())
+           if p.is_file() and p.name not in ("run.json", ".lock", "summary.json") and not p.name.startswith(".")}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary.pop("seconds")
+    return {**out, "summary.json": summary}
+
+
+@pytest.mark.parametrize("stop_at", [2, 3, 4])
+def test_lth_interrupted_at_any_level_resumes_to_the_same_run_and_keeps_one_level_of_scaffolding(
+        tmp_path, monkeypatch, stop_at):
+    import ballot_lib.methods.lth as lth_module
+
+    levels = 4
+    whole = make_experiment(tmp_path / "whole")
+    ref = run_method(whole, "lth", 0, density=0.2, levels=levels)
+
+    exp = make_experiment(tmp_path / "cut")
+    real = lth_module.train_masked
+    seen = []
+
+    def probe(exp_, run, *args, **kwargs):
+        level = int(kwargs["checkpoint_name"][len("checkpoint_l"):-len(".pt")])
+        names = sorted(p.name for p in run.path.iterdir())
+        seen.append((level, names))
+        # At most the previous level's weights, and no checkpoint of a finished level, while a level trains.
+        assert [n for n in names if n.endswith("_weights.pt")] == ([f"level{level - 1}_weights.pt"] if level > 1
+                                                                   else []), names
+        assert [n for n in names if n.startswith("checkpoint")] in ([], [f"checkpoint_l{level}.pt"]), names
+        if level == stop_at and len(seen) == level:  # the first attempt is interrupted when this level starts
+            raise KeyboardInterrupt
+        return real(exp_, run, *args, **kwargs)
+
+    monkeypatch.setattr(lth_module, "train_masked", probe)
+    with pytest.raises(KeyboardInterrupt):
+        run_method(exp, "lth", 0, density=0.2, levels=levels)
+    res = run_method(exp, "lth", 0, density=0.2, levels=levels)
+    # The resumed attempt trained only the levels not finished before.
+    assert [lv for lv, _ in seen] == list(range(1, stop_at + 1)) + list(range(stop_at, levels + 1))
+    assert res.run.path.name == ref.run.path.name
+    assert _stored_run_bytes(res.run.path) == _stored_run_bytes(ref.run.path)
+    names = sorted(p.name for p in res.run.path.iterdir())
+    assert not [n for n in names if n.endswith("_weights.pt") or n.startswith("checkpoint")], names
+    assert [n for n in names if n.endswith("mask.pt")] == [f"level{lv}_mask.pt" for lv in range(1, levels)] + [
+        "mask.pt"]

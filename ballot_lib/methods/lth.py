@@ -46,24 +46,42 @@ def _compute(exp: Experiment, cfg: LTHConfig) -> float:
     return exp.train.epochs + len(cfg.schedule()) * (exp.train.epochs - cfg.rewind_epoch)
 
 
+def _last_finished_level(run: Run, levels: int) -> int:
+    """The last level (< ``levels``) whose weights and mask are stored, 0 if none."""
+    return max((level for level in range(1, levels) if run.file(f"level{level}_weights.pt").exists()
+                and run.file(f"level{level}_mask.pt").exists()), default=0)
+
+
+def _drop_level_scaffolding(run: Run, level: int) -> None:
+    """Once ``level`` is stored: the weights of earlier levels and every checkpoint up to ``level`` are no longer
+    needed to resume."""
+    for older in range(1, level):
+        run.file(f"level{older}_weights.pt").unlink(missing_ok=True)
+    for done in range(1, level + 1):
+        run.file(f"checkpoint_l{done}.pt").unlink(missing_ok=True)
+
+
 @register("lth", LTHConfig, compute=_compute, reuses_dense=True)
 def run_lth(exp: Experiment, cfg: LTHConfig, seed: int, run: Run) -> MethodOutput:
     """IMP with rewinding to θk, retraining the schedule from epoch k at every level."""
     k, T = cfg.rewind_epoch, exp.train.epochs
     trained = exp.dense_weights(seed, T)
     theta_k = exp.dense_weights(seed, k)
-    mask = None
-    levels = []
     schedule = cfg.schedule()
-    for level, d in enumerate(schedule, start=1):
-        # Each finished level is kept in the run folder, so an interrupted IMP run resumes at its level.
-        done_w, done_m = run.file(f"level{level}_weights.pt"), run.file(f"level{level}_mask.pt")
-        if done_w.exists() and done_m.exists():
-            trained = exp.load_weights(run, done_w.name)
-            mask = load_mask(done_m, exp.param_shapes(prunable=True))
-            levels.append(run.read_json(f"level{level}.json"))
-            continue
+    # A finished level (not the last) is stored in the run folder (level{l}.json, level{l}_mask.pt, then
+    # level{l}_weights.pt last), so an interrupted IMP run resumes after its last finished level. Only that level's
+    # weights are needed to go on: older weights and a finished level's checkpoint are deleted as soon as it is
+    # stored, so the folder holds at most one level's weights and one checkpoint (not one per level; ~0.3 GB
+    # instead of ~4.5 GB at ResNet-50, 14 levels). The per-level masks and metrics stay with the run.
+    done = _last_finished_level(run, len(schedule))
+    mask, levels = None, [run.read_json(f"level{level}.json") for level in range(1, done + 1)]
+    if done:
+        trained = exp.load_weights(run, f"level{done}_weights.pt")
+        mask = load_mask(run.file(f"level{done}_mask.pt"), exp.param_shapes(prunable=True))
+        _drop_level_scaffolding(run, done)
+    for level, d in enumerate(schedule[done:], start=done + 1):
         mask = make_mask(f"magnitude_{cfg.scope}", exp.model_from(trained), d, current=mask)
+        res = None  # the previous level's model is not kept alive (on its device) while this level trains
         res = train_masked(exp, run, seed, theta_k, mask, start_epoch=k, checkpoint_name=f"checkpoint_l{level}.pt",
                            desc=f"lth L{level}/{len(schedule)} d={d:.3g} s{seed}")
         trained = state_dict_cpu(res.net)
@@ -72,10 +90,11 @@ def run_lth(exp: Experiment, cfg: LTHConfig, seed: int, run: Run) -> MethodOutpu
         levels.append(info)
         if level < len(schedule):
             run.write_json(f"level{level}.json", info)
-            save_mask(mask, done_m)
-            run.save_tensor(done_w.name, trained)
-    # Intermediate weights only served resumption (run_method stores the result next); the per-level masks and
-    # metrics stay with the run.
+            save_mask(mask, run.file(f"level{level}_mask.pt"))
+            run.save_tensor(f"level{level}_weights.pt", trained)
+            _drop_level_scaffolding(run, level)
+    # Intermediate weights only served resumption (run_method stores the result next); the last level's checkpoint
+    # goes when the run finishes.
     for level in range(1, len(schedule)):
         run.file(f"level{level}_weights.pt").unlink(missing_ok=True)
     return MethodOutput(res, mask, train_epochs=T - k, summary={"levels": levels})
