@@ -158,9 +158,11 @@ def check_device_name(device: Any, name: str = "device") -> str:
         import torch
 
         try:
-            torch.device(device)
+            kind = torch.device(device).type
         except (RuntimeError, ValueError):
-            raise ParameterError(f"unknown {name} {device!r}; valid: 'auto', 'cpu', 'cuda' or 'cuda:<index>'") from None
+            kind = None
+        if kind not in ("cpu", "cuda"):  # torch knows 'mps', 'meta', ...: the suite trains on CPU or CUDA only
+            raise ParameterError(f"unknown {name} {device!r}; valid: 'auto', 'cpu', 'cuda' or 'cuda:<index>'")
     return device
 
 
@@ -212,6 +214,8 @@ def check_type(name: str, value: Any, annotation: Any, paths: bool = False) -> A
             raise ParameterError(f"{name} must be a number, got {_show(value)}" + _yaml_number_hint(value))
         if is_int(value):
             return float(value)  # 1 and 1.0 are one setting: check_fields stores the float (one run id for both)
+        if not math.isfinite(value):  # NaN/inf would also hash like None in a run id (another run's results)
+            raise ParameterError(f"{name} must be a finite number, got {_show(value)}")
         return value
     if annotation is bool:
         return check_bool(name, value)

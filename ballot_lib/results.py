@@ -106,6 +106,22 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+def _non_finite(obj: Any, where: str = "") -> Optional[tuple[str, float]]:
+    """The first (dotted key, value) of ``obj`` holding a NaN or infinite float, or ``None``."""
+    if isinstance(obj, Mapping):
+        items = ((f"{where}.{k}" if where else str(k), v) for k, v in obj.items())
+    elif isinstance(obj, (list, tuple)):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(obj))
+    else:
+        value = obj.item() if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 0) == 0 else obj
+        return (where, value) if isinstance(value, float) and not math.isfinite(value) else None
+    for key, v in items:
+        found = _non_finite(v, key)
+        if found:
+            return found
+    return None
+
+
 def _run_folder(path: Path) -> Optional[Path]:
     """The run folder (``<root>/runs/<run_id>``) that holds file ``path``, or ``None`` when it is not in one."""
     run_dir = Path(path).parent
@@ -575,6 +591,10 @@ class Run:
 
     def __init__(self, store: "ResultsStore", config: Mapping[str, Any]) -> None:
         self.store = store
+        bad = _non_finite(config)
+        if bad:  # JSON has no NaN/inf: they would be stored (and hashed) as null, i.e. as another run's config
+            raise ValueError(f"run configuration entry {bad[0]} = {bad[1]!r} is not a finite number; a run's "
+                             f"options must be finite (NaN and inf would share the run id of the option left unset)")
         self.config = _json_safe(dict(config))
         self.id = config_hash(self.config)
         self.path = store.runs_dir / self.id
@@ -708,7 +728,7 @@ def load_results(root: str | os.PathLike | None = None, on_error: str = "raise")
 
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    store = ResultsStore(root)
+    store = _existing_store(root)
     rows: list[dict] = []
     for run_dir in store.complete_runs():
         try:
@@ -722,11 +742,24 @@ def load_results(root: str | os.PathLike | None = None, on_error: str = "raise")
     return pd.DataFrame(rows)
 
 
+def _existing_store(root: str | os.PathLike | None) -> "ResultsStore":
+    """The store at ``root`` for reading; a root that is not a folder (a typo, a file) raises :class:`ResultsError`
+    naming it instead of reading as a store without runs. A folder without ``runs/`` yet is an empty store."""
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise ResultsError(f"root must be a results folder (a path) or None, got {type(root).__name__} {root!r}")
+    store = ResultsStore(root)
+    if not store.root.is_dir():
+        what = "a file" if store.root.exists() else "no such folder"
+        raise ResultsError(f"results store {store.root}: {what}; give the results root that holds runs/ "
+                           f"(default $BALLOT_RESULTS or ./results)")
+    return store
+
+
 def load_history(root: str | os.PathLike | None = None, run_ids: Optional[Iterable[str]] = None) -> "pandas.DataFrame":  # noqa: F821
     """Per-epoch metrics of complete runs: one row per (run, phase, epoch)."""
     import pandas as pd
 
-    store = ResultsStore(root)
+    store = _existing_store(root)
     wanted = None if run_ids is None else set(run_ids)
     frames = []
     for run_dir in store.complete_runs():

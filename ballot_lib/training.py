@@ -130,9 +130,14 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``"auto"`` picks CUDA when available, else CPU; an unavailable device raises ``ValueError``."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    from .checks import check_device_name
+
+    dev = torch.device(check_device_name(str(device)))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r} requested but this machine has {torch.cuda.device_count()} CUDA "
+                         f"device(s): use 'cuda' or 'cuda:0'..'cuda:{torch.cuda.device_count() - 1}'")
     return dev
 
 

@@ -692,9 +692,10 @@ def test_an_integer_for_a_float_setting_is_the_same_run_as_its_float(tmp_path):
     b = experiment_from_params(dataset="digits", model="mlp", lr=1.0, weight_decay=0.0, results_dir=str(tmp_path))
     assert type(a.train.lr) is float and type(a.train.weight_decay) is float
     assert config_hash(dataclasses.asdict(a.train)) == config_hash(dataclasses.asdict(b.train))
-    for method, opts in (("ballot", {"eta": 2}), ("mp", {"finetune_lr": 1}), ("safecompress", {"fairness_weight": 1})):
-        i, f = make_config(method, density=0.1, **opts), make_config(method, density=0.1,
-                                                                     **{k: float(v) for k, v in opts.items()})
+    for method, opts in (("ballot", {"eta": 2}), ("mp", {"finetune": "short", "finetune_lr": 1}),
+                         ("safecompress", {"fairness_weight": 1})):
+        as_float = {k: float(v) if isinstance(v, int) else v for k, v in opts.items()}
+        i, f = make_config(method, density=0.1, **opts), make_config(method, density=0.1, **as_float)
         assert i == f and config_hash(dataclasses.asdict(i)) == config_hash(dataclasses.asdict(f)), method
     # Booleans are not numbers here.
     with pytest.raises(ValueError, match="lr"):
@@ -783,3 +784,74 @@ def test_budget_too_short_for_the_warmup_refused_before_training(tmp_path, metho
         run_method(exp, method, 0, density=0.5, budget=0.5)
     assert tree(tmp_path / "results") == []
     assert compute_epochs(exp, method, density=0.5, budget=0.75) == pytest.approx(3.0)
+
+
+# ------------------------------------------------------------------------------------------ options that were
+# accepted and trained something else than asked (found by a fuzzing review)
+
+@pytest.mark.parametrize("method,opts,message", [
+    # NaN/inf were stored as null in the run id: another run's results came back.
+    ("l1_unstructured", {"retrain_lr": float("inf")}, r"retrain_lr must be a number or None, got inf"),
+    ("mp", {"finetune": "short", "finetune_lr": float("nan")}, r"finetune_lr must be a number or None, got nan"),
+    ("ballot", {"eta": float("inf")}, "eta must be a finite number"),
+    ("ballot", {"delta": float("inf")}, "delta must be a finite number"),
+    # Ballot options without a range check trained (and stored) nonsense.
+    ("ballot", {"eta": -5.0}, r"eta must be >= 0"),
+    ("ballot", {"schedule": "warmup_cosine", "warmup_epochs": -3}, r"warmup_epochs must be >= 0"),
+    ("ballot", {"gamma": -1.0}, r"gamma must be >= 0"),
+    ("ballot", {"vote_fraction": 1.5}, r"vote_fraction must be in \(0, 1\]"),
+    # MP: 0 was replaced by the default rate; options of another fine-tuning changed the run id only.
+    ("mp", {"finetune": "short", "finetune_lr": 0.0}, r"finetune_lr must be > 0"),
+    ("mp", {"finetune": "short", "finetune_lr": -1.0}, r"finetune_lr must be > 0"),
+    ("mp", {"finetune_lr": 0.01}, r"finetune_lr=0.01 applies to finetune='short' only, not finetune='full'"),
+    ("mp", {"finetune": "short", "rewind_epoch": 1}, r"rewind_epoch=1 applies to finetune='lr_rewind' only"),
+    ("mp", {"finetune": "lr_rewind", "finetune_epochs": 2}, r"finetune_epochs=2 applies to finetune='short'"),
+    # LTH: levels were ignored when rate was given.
+    ("lth", {"levels": 3, "rate": 0.2}, r"give levels \(3\) or rate \(0.2\), not both"),
+    # Faithful mode replaced what was asked for.
+    ("ballot", {"mode": "faithful", "eta": 2.0}, r"mode='faithful' .* fixes eta to 1.0; got eta=2.0"),
+])
+def test_options_that_trained_something_else_are_refused_before_anything_is_written(tmp_path, method, opts,
+                                                                                      message):
+    exp = make_experiment(tmp_path / "results")
+    with pytest.raises(ParameterError, match=message):
+        run_method(exp, method, 0, **{"density": 0.5, **opts})
+    assert tree(tmp_path / "results") == []
+
+
+def test_a_density_that_keeps_no_weight_is_refused_before_anything_is_written(tmp_path):
+    exp = make_experiment(tmp_path / "results")
+    n = sum(p.numel() for p in P.prunable_weights(exp.new_model()).values())
+    with pytest.raises(ParameterError, match=rf"density=1e-05 keeps round\(density × {n:,}\) = 0 .* at least"):
+        run_method(exp, "lth", 0, density=1e-5)
+    assert tree(tmp_path / "results") == []
+    assert round((1 / n) * n) == 1  # the smallest density it suggests keeps one weight
+
+
+def test_a_run_config_with_a_non_finite_number_gets_no_run_id(tmp_path):
+    from ballot_lib.results import ResultsStore
+
+    with pytest.raises(ValueError, match=r"method_cfg.lr = inf is not a finite number"):
+        ResultsStore(tmp_path).run({"method": "x", "method_cfg": {"lr": float("inf")}})
+
+
+@pytest.mark.parametrize("device", ["mps", "meta", "cuda:99"])
+def test_devices_the_suite_cannot_train_on_are_refused_before_anything_is_written(tmp_path, device):
+    from ballot_lib.experiment import experiment_from_params
+
+    with pytest.raises(ValueError, match=repr(device)):
+        experiment_from_params(dataset="digits", model="mlp", device=device, results_dir=str(tmp_path / "r"))
+    assert tree(tmp_path) == []
+
+
+@pytest.mark.parametrize("pairs,message", [
+    ([({"w": torch.ones(2)}, {"w": torch.ones(2)}), ({"v": torch.ones(2)}, {"v": torch.ones(2)})],
+     r"grad_pairs\[1\]\[0\] \(g_acc\) names tensors \['v'\]"),
+    ([{"w": torch.ones(2)}], r"grad_pairs\[0\] must be a \(g_acc, g_fair\)"),
+    ([([1.0, 2.0], [1.0, 2.0])], r"grad_pairs\[0\]\[0\] \(g_acc\) must be a dict name -> tensor"),
+])
+def test_vote_mask_names_what_is_wrong_with_its_gradients(pairs, message):
+    from ballot_lib.methods import ballot
+
+    with pytest.raises(ParameterError, match=message):
+        ballot.vote_mask(pairs, 0.5)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import ballot_lib.experiment as experiment_module
+from ballot_lib.checks import ParameterError
 from ballot_lib import pruning as P
 from ballot_lib.methods import ballot, make_config, run_method
 from ballot_lib.models import prunable_names
@@ -353,7 +354,7 @@ def test_invalid_arguments_raise_value_error(kw, message):
 
 
 def test_empty_grad_pairs_raise():
-    with pytest.raises(ValueError, match="grad_pairs is empty"):
+    with pytest.raises(ValueError, match="grad_pairs must be a non-empty list"):
         ballot.vote_mask([], 0.5)
 
 
@@ -611,9 +612,14 @@ def test_test_metrics_are_those_of_the_selected_epoch_not_the_last(during, monke
 
 def test_faithful_mode_votes_on_the_final_layer_at_the_lth_density(during):
     exp, _ = during
-    cfg = make_config("ballot", mode="faithful", density=0.3, eta=0.5, score="taylor", rewind_epoch=1)
+    cfg = make_config("ballot", mode="faithful", density=0.3)
     assert (cfg.eta, cfg.score, cfg.conflict, cfg.rewind_epoch, cfg.budgets) == (1.0, "signed", "none", 0, "none")
-    res = run_method(exp, "ballot", SEED, mode="faithful", density=0.3, eta=0.5, score="taylor")
+    # An option faithful mode fixes, set to another value, is refused (it used to be replaced silently).
+    for option in ({"eta": 0.5}, {"rewind_epoch": 1}, {"refined": True, "budgets": "erk"}):
+        with pytest.raises(ParameterError, match="mode='faithful' is the authors' procedure and fixes"):
+            make_config("ballot", mode="faithful", density=0.3, **option)
+    assert make_config("ballot", mode="faithful", density=0.3, eta=1.0, score="signed") == cfg
+    res = run_method(exp, "ballot", SEED, mode="faithful", density=0.3)
     assert res.run.config["method_cfg"]["eta"] == 1.0 and res.run.config["method_cfg"]["score"] == "signed"
     assert res.run.config["method_cfg"]["fixes"] == ["faithful_density"]
     net = exp.new_model()
@@ -706,7 +712,8 @@ def test_loss_weighting_option_is_validated_and_used(tmp_path):
     cfg = make_config("ballot", weighting="loss", temperature=0.25)
     assert cfg.vote_config().weighting == "loss" and cfg.vote_config().temperature == 0.25
     # Faithful mode keeps the authors' accuracy weights.
-    assert make_config("ballot", mode="faithful", weighting="loss").weighting == "accuracy"
+    with pytest.raises(ParameterError, match="fixes weighting to 'accuracy'; got weighting='loss'"):
+        make_config("ballot", mode="faithful", weighting="loss")
 
 
 @pytest.mark.parametrize("score", ballot.SCORES)

@@ -207,7 +207,7 @@ BAD_CALLS = [
     ("mp", {"density": 0.2, "bogus": 1}, "valid options"),
     ("mp", {"density": 0}, r"\(0, 1\]"),
     ("mp", {"density": 1.5}, r"\(0, 1\]"),
-    ("lth", {"density": float("nan")}, r"\(0, 1\]"),
+    ("lth", {"density": float("nan")}, "density must be a finite number"),
     ("random", {"density": -0.1}, r"\(0, 1\]"),
     ("mp", {"finetune": "forever"}, "full, lr_rewind, short"),
     ("mp", {"finetune": "lr_rewind", "rewind_epoch": 2}, r"rewind_epoch must be in \[0, 2\)"),

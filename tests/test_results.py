@@ -139,9 +139,22 @@ def test_load_results_has_one_row_per_run_and_split(two_runs):
 
 
 def test_load_results_of_an_empty_store_has_the_convenience_columns(tmp_path):
+    (tmp_path / "nothing").mkdir()
     df = load_results(tmp_path / "nothing")
     assert len(df) == 0
     assert {"method", "seed", "density", "sparsity", "split"} <= set(df.columns)
+
+
+@pytest.mark.parametrize("load", [load_results, load_history])
+def test_load_of_a_path_that_is_not_a_folder_names_it(tmp_path, load):
+    # A typo used to read as a store without runs: an empty table, no error.
+    with pytest.raises(ResultsError, match=f"{tmp_path / 'typo'}: no such folder"):
+        load(tmp_path / "typo")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ResultsError, match="a file"):
+        load(tmp_path / "file")
+    with pytest.raises(ResultsError, match="got int 5"):
+        load(5)
 
 
 def test_incomplete_runs_are_not_loaded(two_runs, tmp_path):

@@ -28,7 +28,7 @@ What is known, and from where (details in ``papers/ballot.md``):
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 import torch
@@ -42,7 +42,7 @@ from ..pruning import (SCOPES, budgets_from_densities, budgets_from_mask, check_
 from ..results import ResultsFormatError, Run, config_hash, repair_advice
 from ..training import DeviceData, device_logits, epoch_generator
 from ..registry import check_choice
-from ..checks import ParameterError
+from ..checks import ParameterError, check_int, check_number
 from .base import (MethodOutput, SparseConfig, check_rewind, register, select_checkpoint, select_epoch_metrics,
                    train_masked)
 
@@ -126,6 +126,31 @@ def epoch_hits(scores: Mapping[str, torch.Tensor], eligible: Mapping[str, torch.
     return dict(zip(names, hit.split(sizes)))
 
 
+def _check_grad_pairs(grad_pairs: Sequence[GradPair]) -> None:
+    """Every epoch a ``(g_acc, g_fair[, weights])`` of dicts name -> tensor, naming the tensors of the first epoch
+    with the same shapes (a clear error instead of a KeyError/AttributeError deep in the scoring)."""
+    if not isinstance(grad_pairs, Sequence) or isinstance(grad_pairs, (str, bytes)) or not grad_pairs:
+        raise ParameterError("grad_pairs must be a non-empty list over epochs of (g_acc, g_fair) or "
+                             f"(g_acc, g_fair, weights) tuples; got {type(grad_pairs).__name__}"
+                             + (" of length 0" if isinstance(grad_pairs, Sequence) else ""))
+    first = None
+    for i, pair in enumerate(grad_pairs):
+        if not isinstance(pair, (tuple, list)) or len(pair) not in (2, 3):
+            raise ParameterError(f"grad_pairs[{i}] must be a (g_acc, g_fair) or (g_acc, g_fair, weights) tuple, got "
+                                 f"{type(pair).__name__}" + (f" of length {len(pair)}" if isinstance(
+                                     pair, (tuple, list)) else ""))
+        for j, part in enumerate(pair):
+            what = f"grad_pairs[{i}][{j}] ({('g_acc', 'g_fair', 'weights')[j]})"
+            if not isinstance(part, Mapping) or not all(isinstance(t, torch.Tensor) for t in part.values()):
+                raise ParameterError(f"{what} must be a dict name -> tensor, got {type(part).__name__}")
+            shapes = {n: tuple(t.shape) for n, t in part.items()}
+            if first is None:
+                first = shapes
+            elif shapes != first:
+                raise ParameterError(f"{what} names tensors {sorted(shapes)} with shapes different from epoch 0's "
+                                     f"g_acc ({sorted(first)}): every epoch must cover the same tensors")
+
+
 def vote_counts(grad_pairs: Sequence[GradPair], density: Optional[float] = None, eta: float = 1.0,
                 score: str = "signed", conflict: str = "none", scope: str = "global",
                 budgets: Optional[Mapping[str, int]] = None,
@@ -137,8 +162,8 @@ def vote_counts(grad_pairs: Sequence[GradPair], density: Optional[float] = None,
     (``scope="global"``), round(density·n) per tensor (``"layer"``) or ``budgets[name]`` per tensor;
     ``epoch_budgets`` (one mapping per epoch) gives each epoch its own per-tensor counts.
     """
-    if not grad_pairs:
-        raise ValueError("grad_pairs is empty: collect at least one epoch of gradients")
+    _check_grad_pairs(grad_pairs)
+    check_number("eta", eta, 0)
     check_choice("scope", scope, SCOPES)
     if budgets is None and epoch_budgets is None:
         check_density(density)
@@ -241,16 +266,13 @@ class VoteConfig:
     def validate(self) -> "VoteConfig":
         if self.layers not in ("all", "last"):
             raise ValueError(f"layers must be 'all' or 'last', got {self.layers!r}")
-        if not 0 < self.vote_fraction <= 1:
-            raise ValueError(f"vote_fraction must be in (0, 1], got {self.vote_fraction}")
-        if self.vote_epochs < 0:
-            raise ValueError(f"vote_epochs must be >= 0, got {self.vote_epochs}")
+        check_number("vote_fraction", self.vote_fraction, 0, 1, low_open=True)
+        check_int("vote_epochs", self.vote_epochs, 0)
         check_choice("fairness", self.fairness, FAIRNESS)
-        if not self.delta > 0 or not self.gamma >= 0:
-            raise ValueError(f"need delta > 0 and gamma >= 0, got delta={self.delta}, gamma={self.gamma}")
+        check_number("delta", self.delta, 0, low_open=True)
+        check_number("gamma", self.gamma, 0)
         check_choice("weighting", self.weighting, WEIGHTINGS)
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        check_number("temperature", self.temperature, 0, low_open=True)
         return self
 
     def key(self) -> str:
@@ -694,7 +716,14 @@ class BallotConfig(SparseConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.mode == "faithful":
+            defaults = {f.name: f.default for f in fields(self)}
             for name, value in self.FAITHFUL.items():
+                given = getattr(self, name)
+                # An option set to something else than its default would be silently replaced: refuse it.
+                if given != defaults[name] and given != value:
+                    raise ParameterError(
+                        f"mode='faithful' is the authors' procedure and fixes {name} to {value!r}; got "
+                        f"{name}={given!r}: leave {name} unset, or use mode='full' to choose it")
                 object.__setattr__(self, name, value)
 
     def validate(self) -> "BallotConfig":
@@ -703,6 +732,8 @@ class BallotConfig(SparseConfig):
                                      ("conflict", self.conflict, CONFLICTS), ("scope", self.scope, SCOPES),
                                      ("budgets", self.budgets, BUDGETS), ("schedule", self.schedule, SCHEDULES)):
             check_choice(field_, value, valid)
+        check_number("eta", self.eta, 0)  # 0: the vote without its fairness term (the η = 0 control)
+        check_int("warmup_epochs", self.warmup_epochs, 0)
         self.vote_config().validate()
         return self
 

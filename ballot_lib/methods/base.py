@@ -149,8 +149,21 @@ def run_method(exp: Experiment, name: str, seed: int, **kwargs: Any) -> RunResul
                              f"{density!r}; for a sparse model use one of {sorted(set(METHODS.names()) - {'dense'})}")
     cfg = make_config(name, **kwargs)
     check_method_args(exp, name, cfg)
+    check_kept_weights(exp, cfg)
     prepare_method(exp, name, cfg)
     return locked_run(exp, name, cfg, seed)
+
+
+def check_kept_weights(exp: Experiment, cfg: Any) -> None:
+    """A sparse configuration must keep at least one of the model's prunable weights (a density below 1/N kept
+    none: the run trained a constant network and was stored as complete)."""
+    density = getattr(cfg, "density", None)
+    if density is None or density >= 1:
+        return
+    n = sum(math.prod(shape) for shape in exp.param_shapes(prunable=True).values())
+    if round(density * n) < 1:
+        raise ParameterError(f"density={density!r} keeps round(density × {n:,}) = 0 of the {exp.model.name!r} "
+                             f"model's {n:,} prunable weights; use a density of at least {1 / n:.3g}")
 
 
 def locked_run(exp: Experiment, method: str, cfg: Any, seed: int) -> RunResult:

@@ -15,6 +15,7 @@ from ..pruning import SCOPES, imp_densities, load_mask, make_mask, save_mask
 from ..results import Run
 from ..training import state_dict_cpu
 from ..registry import check_choice
+from ..checks import ParameterError
 from .base import MethodOutput, SparseConfig, check_rewind, register, train_masked
 
 
@@ -31,6 +32,9 @@ class LTHConfig(SparseConfig):
             raise ValueError(f"levels must be >= 1, got {self.levels}")
         if self.rate is not None and not 0 < self.rate < 1:
             raise ValueError(f"rate must be in (0, 1), got {self.rate}")
+        if self.rate is not None and self.levels != 1:  # one would be ignored (and still change the run id)
+            raise ParameterError(f"give levels ({self.levels}) or rate ({self.rate}), not both: with rate the "
+                                 "number of levels follows from density and rate")
         check_choice("scope", self.scope, SCOPES)
         return self
 

@@ -17,6 +17,7 @@ from typing import Optional
 from ..experiment import Experiment
 from ..pruning import SCOPES, make_mask
 from ..registry import check_choice
+from ..checks import ParameterError, check_number
 from ..results import Run
 from .base import MethodOutput, SparseConfig, check_rewind, register, train_masked
 
@@ -37,6 +38,15 @@ class MagnitudeConfig(SparseConfig):
         check_choice("finetune", self.finetune, FINETUNE_MODES)
         if self.finetune_epochs is not None and self.finetune_epochs < 1:
             raise ValueError(f"finetune_epochs must be >= 1, got {self.finetune_epochs}")
+        if self.finetune_lr is not None:
+            check_number("finetune_lr", self.finetune_lr, 0, low_open=True)
+        # An option of another fine-tuning would be ignored, yet change the run id: refuse it.
+        for name, value, default, applies in (("rewind_epoch", self.rewind_epoch, 0, "lr_rewind"),
+                                              ("finetune_epochs", self.finetune_epochs, None, "short"),
+                                              ("finetune_lr", self.finetune_lr, None, "short")):
+            if value != default and self.finetune != applies:
+                raise ParameterError(f"{name}={value!r} applies to finetune={applies!r} only, not "
+                                     f"finetune={self.finetune!r}: leave it unset or use finetune={applies!r}")
         return self
 
     def validate_for(self, exp: Experiment) -> None:
