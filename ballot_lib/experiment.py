@@ -204,11 +204,16 @@ class Experiment:
         run = self.dense(seed).run
         name = "theta0.pt" if epoch == 0 else "thetaT.pt" if epoch == T else f"theta_e{epoch}.pt"
         if not run.file(name).exists():
-            net = self.new_model()
-            net.load_state_dict(self.load_weights(run, "theta0.pt"))
-            self.train_net(net, run, seed, end_epoch=epoch, eval_splits=(), checkpoint=None,
-                           desc=f"replay θ{epoch}")
-            run.save_tensor(name, state_dict_cpu(net))
+            # Written under the dense run's lock, as every other write to its folder: a second process replaying
+            # the same point waits and then loads it, and no process's clean-up deletes another's partial write.
+            with run.lock():
+                run.remove_partial_writes()  # e.g. the temporary file of a replay killed while saving
+                if not run.file(name).exists():
+                    net = self.new_model()
+                    net.load_state_dict(self.load_weights(run, "theta0.pt"))
+                    self.train_net(net, run, seed, end_epoch=epoch, eval_splits=(), checkpoint=None,
+                                   desc=f"replay θ{epoch}")
+                    run.save_tensor(name, state_dict_cpu(net))
         return self.load_weights(run, name)
 
     def param_shapes(self, prunable: bool = False) -> dict[str, tuple[int, ...]]:

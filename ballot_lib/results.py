@@ -73,6 +73,7 @@ def _atomic_write(path: Path, write) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        check_lock_kept(path.parent)  # a writer whose lock was taken over must not overwrite its new owner's files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -386,6 +387,11 @@ class LockTimeout(ResultsError):
     """Another live process held a run folder's lock for longer than the caller was willing to wait."""
 
 
+class LockLost(ResultsError):
+    """This process held a run folder's lock, but another process took it over (this one was paused, e.g. by
+    Ctrl-Z or a cluster's job suspension, for longer than the stale time): it must stop writing that folder."""
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -560,6 +566,15 @@ class RunLock:
             with contextlib.suppress(OSError):
                 os.utime(self.path)
 
+    def kept(self) -> bool:
+        """Whether the lock file still holds a token this process acquired (``True`` when it holds none)."""
+        with RunLock._guard:
+            tokens = {token for (path, _), (token, _) in RunLock._owned.items() if path == str(self.path)}
+        if not tokens:
+            return True
+        owner = self._owner()
+        return owner is not None and owner[3] in tokens
+
     def release(self) -> None:
         key = (str(self.path), threading.get_ident())
         with RunLock._guard:
@@ -584,6 +599,19 @@ class RunLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def check_lock_kept(folder: Path) -> None:
+    """Raise :class:`LockLost` if this process acquired ``folder``'s lock and another process has taken it over
+    since (checked before every atomic write and before a run is finished: nothing of the new owner's is
+    overwritten or deleted). A folder this process holds no lock on passes."""
+    lock = RunLock(folder, heartbeat=False)
+    if not lock.kept():
+        owner = lock._owner()
+        who = f"{owner[0]} pid {owner[1]}" if owner else "another process (which has released it since)"
+        raise LockLost(f"the lock of run folder {folder} was taken over by {who} while this process held it (no "
+                       f"heart-beat for {LOCK_STALE_S:.0f} s: was this process paused?); it stops writing that "
+                       f"folder. Run the same call again: it loads (or resumes) the other process's run")
 
 
 class Run:
@@ -646,6 +674,7 @@ class Run:
 
     def finish(self, summary: Mapping[str, Any]) -> None:
         """Mark the run complete: remove in-progress checkpoints and write ``summary.json`` last."""
+        check_lock_kept(self.path)
         for ckpt in self.path.glob("checkpoint*.pt"):
             ckpt.unlink()
         self.remove_partial_writes()

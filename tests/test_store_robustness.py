@@ -372,3 +372,70 @@ def test_a_deleted_theta0_gets_the_fix(copy):
     msg = str(err.value)
     assert f"{theta0} does not exist" in msg and f"remove-derived {theta0.parent}" in msg, msg
     assert tree(root) == before
+
+
+# ------------------------------------------------------------------------------------------ a lock taken over
+# from a live (paused) holder: the holder stops writing instead of mixing its files with the new owner's
+
+def _take_over_by_another(lock_file: Path) -> None:
+    lock_file.write_text("otherhost 4242 theirtoken\n")
+
+
+def test_a_holder_whose_lock_was_taken_over_writes_nothing_more(tmp_path):
+    store = R.ResultsStore(tmp_path)
+    run = store.run({"method": "dense", "seed": 0})
+    run.start()
+    with run.lock():
+        run.write_json("a.json", {"x": 1})  # held: writes
+        run.save_tensor("checkpoint.pt", {"w": torch.zeros(1)})
+        _take_over_by_another(run.file(".lock"))  # e.g. this process was paused longer than the stale time
+        with pytest.raises(R.LockLost, match=r"taken over by otherhost pid 4242 .* stops writing"):
+            run.write_json("a.json", {"x": 2})
+        with pytest.raises(R.LockLost):
+            run.save_tensor("weights.pt", {"w": torch.ones(1)})
+        with pytest.raises(R.LockLost):
+            run.finish({"done": True})
+        assert R.read_json(run.file("a.json")) == {"x": 1}  # the new owner's files are untouched
+        assert run.file("checkpoint.pt").exists() and not run.file("weights.pt").exists()
+        assert not run.complete and not list(run.path.glob(".*.tmp"))
+        run.file(".lock").unlink()  # the new owner released it: still not ours
+        with pytest.raises(R.LockLost, match="which has released it since"):
+            run.write_json("a.json", {"x": 3})
+    # Writes outside any lock this process took (and after release) are not affected.
+    run.write_json("b.json", {"y": 1})
+
+
+def test_a_run_whose_lock_is_taken_over_during_training_stops_with_lock_lost(tmp_path, monkeypatch):
+    import ballot_lib.experiment as experiment_module
+
+    exp = make_experiment(tmp_path / "results")
+    real_train = experiment_module.train
+
+    def paused_then_resumed(net, bundle, cfg, **kw):
+        _take_over_by_another(Path(kw["checkpoint"]).parent / ".lock")
+        return real_train(net, bundle, cfg, **kw)
+
+    monkeypatch.setattr(experiment_module, "train", paused_then_resumed)
+    with pytest.raises(R.LockLost):
+        run_method(exp, "dense", 0)
+    runs = list((tmp_path / "results" / "runs").iterdir())
+    assert len(runs) == 1 and not (runs[0] / "summary.json").exists()
+
+
+def test_replaying_a_rewind_point_holds_the_dense_lock_and_clears_a_killed_replay(tmp_path, monkeypatch):
+    exp = make_experiment(tmp_path / "results", epochs=6)
+    dense = exp.dense(0).run
+    assert not dense.file("theta_e4.pt").exists()  # not a point the dense run keeps: replayed on demand
+    leftover = dense.file(".theta_e4.pt.abc123.tmp")  # a replay killed while saving θ4
+    leftover.write_bytes(b"partial")
+    locked = []
+    real = R.RunLock.acquire
+
+    def acquire(self):
+        locked.append(self.folder)
+        return real(self)
+
+    monkeypatch.setattr(R.RunLock, "acquire", acquire)
+    theta4 = exp.dense_weights(0, 4)
+    assert dense.path in locked and dense.file("theta_e4.pt").exists() and not leftover.exists()
+    assert set(theta4) == set(exp.param_shapes())
