@@ -20,14 +20,25 @@ from pathlib import Path
 
 import pandas as pd
 
-CANDIDATES = {
-    "ballot": {
-        "default (taylor, veto, lth)": {},
-        "conflict=none": {"conflict": "none"},
+def ballot_candidates() -> dict[str, dict]:
+    """The library's Ballot default (labelled from ``BallotConfig``'s own defaults, so the label cannot go stale
+    when a default changes) and one alternative per option: the other conflict rule, agreement score, ERK
+    budgets, γ = 3."""
+    from ballot_lib.methods.ballot import BallotConfig, CONFLICTS
+
+    d = BallotConfig(density=0.5)
+    other_conflict = next(c for c in CONFLICTS if c != d.conflict)
+    return {
+        f"default ({d.score}, conflict={d.conflict}, budgets={d.budgets})": {},
+        f"conflict={other_conflict}": {"conflict": other_conflict},
         "score=agreement": {"score": "agreement"},
         "budgets=erk": {"budgets": "erk"},
         "gamma=3": {"gamma": 3.0},
-    },
+    }
+
+
+CANDIDATES = {
+    "ballot": ballot_candidates(),
     "fairscratch": {f"lambda={w:g}": {"fairness_weight": w} for w in (0.0, 0.02, 0.05, 0.1, 0.2)},
 }
 RECIPES = {"digits_lt": dict(epochs=20, batch_size=32, lr=0.1), "digits_s": dict(epochs=20, batch_size=32, lr=0.1),
