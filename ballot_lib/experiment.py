@@ -11,7 +11,10 @@ Example:
 """
 from __future__ import annotations
 
-import functools
+import collections
+import math
+import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -32,9 +35,57 @@ DENSE_KEEP_EPOCHS = (1, 2, 3, 5)
 CONFIG_VERSION = 1
 
 
-@functools.lru_cache(maxsize=8)
-def _cached_dataset(cfg: DataConfig) -> DataBundle:
-    return get_dataset(cfg)
+#: Host memory the loaded datasets may hold together (``$BALLOT_DATA_CACHE_GB``, default 4): the least recently
+#: used are dropped beyond it (the last one used is always kept) and loaded again when asked for.
+DATA_CACHE_ENV = "BALLOT_DATA_CACHE_GB"
+
+
+def _bundle_bytes(b: DataBundle) -> int:
+    return sum(t.nbytes for s in (b.train, b.val, b.test) for t in (s.x, s.y, s.g) if t is not None)
+
+
+class _DatasetCache:
+    """Loaded datasets by data configuration, bounded by bytes rather than by count (8 CelebA bundles at 128 px
+    were ~80 GB of host memory under the old count bound)."""
+
+    def __init__(self) -> None:
+        self._items: "collections.OrderedDict[DataConfig, DataBundle]" = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def limit_bytes() -> float:
+        text = os.environ.get(DATA_CACHE_ENV, "4")
+        try:
+            gb = float(text)
+        except ValueError:
+            gb = float("nan")
+        if not (gb >= 0 and math.isfinite(gb)):
+            raise ParameterError(f"${DATA_CACHE_ENV} must be a number of GB >= 0, got {text!r}")
+        return gb * 1e9
+
+    def __call__(self, cfg: DataConfig) -> DataBundle:
+        with self._lock:
+            if cfg in self._items:
+                self._items.move_to_end(cfg)
+                return self._items[cfg]
+        limit = self.limit_bytes()
+        bundle = get_dataset(cfg)
+        with self._lock:
+            self._items[cfg] = bundle
+            self._items.move_to_end(cfg)
+            while len(self._items) > 1 and sum(_bundle_bytes(b) for b in self._items.values()) > limit:
+                self._items.popitem(last=False)
+        return bundle
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+_cached_dataset = _DatasetCache()
 
 
 @dataclass

@@ -296,3 +296,26 @@ def test_adult_with_sensitive_race():
     assert b.group_names == ["non-White", "White"] and set(b.test.g.unique().tolist()) == {0, 1}
     with pytest.raises(ValueError, match="sex"):
         get_dataset(DataConfig("adult", sensitive="age"))
+
+
+def test_the_dataset_cache_is_bounded_by_bytes_and_keeps_the_last_one(monkeypatch):
+    """Loaded datasets are kept while they fit in $BALLOT_DATA_CACHE_GB (the least recently used go first; the last
+    one used always stays); the cache was bounded by count only (8 CelebA bundles at 128 px: ~80 GB)."""
+    import ballot_lib.experiment as E
+    from ballot_lib.data import DataConfig
+
+    cache = E._DatasetCache()
+    a, b = DataConfig("digits"), DataConfig("digits_lt")
+    size = E._bundle_bytes(cache(a))
+    monkeypatch.setenv(E.DATA_CACHE_ENV, str(1.5 * size / 1e9))  # room for one digits bundle, not two
+    cache.cache_clear()
+    first = cache(a)
+    assert cache(a) is first and len(cache) == 1
+    cache(b)  # a second bundle does not fit: the older one is dropped, the new one kept
+    assert len(cache) == 1 and cache(b) is cache(b)
+    assert cache(a) is not first  # loaded again when asked for
+    monkeypatch.setenv(E.DATA_CACHE_ENV, "0")
+    assert cache(b) is not None and len(cache) == 1  # the last one used stays even with no room
+    monkeypatch.setenv(E.DATA_CACHE_ENV, "lots")
+    with pytest.raises(ValueError, match=r"\$BALLOT_DATA_CACHE_GB must be a number of GB >= 0, got 'lots'"):
+        cache(a)
