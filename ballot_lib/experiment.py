@@ -384,6 +384,7 @@ def experiment_from_params(
     device: str = "auto",
     progress: bool = True,
     check_device: bool = True,
+    **unknown: Any,
 ) -> Experiment:
     """Build an :class:`Experiment` from flat notebook parameters ("" / 0 mean "default"; see the notebooks).
 
@@ -392,7 +393,16 @@ def experiment_from_params(
     ``check_device=False`` skips checking that the device exists (its name is still checked), so a GPU parameter
     file can be validated on a CPU machine.
     """
-    check_arguments(experiment_from_params, dict(locals()), paths=("data_root", "results_dir"))
+    if unknown:  # a misspelt name is an error naming the valid ones (Python's TypeError listed none)
+        import difflib
+
+        valid = experiment_params()
+        hints = "".join(f"; did you mean {close[0]!r} for {k!r}?" for k in sorted(unknown)
+                        if (close := difflib.get_close_matches(k, valid, n=1)))
+        raise ParameterError(f"experiment_from_params() has no parameter(s) {sorted(unknown)}{hints}; valid: "
+                             f"{', '.join(map(repr, valid))}")
+    check_arguments(experiment_from_params, {k: v for k, v in locals().items() if k != "unknown"},
+                    paths=("data_root", "results_dir"))
     if not check_device:
         check_device_name(device)
     data = DataConfig(name=dataset, root=data_root or None, long_tail=long_tail, lt_ratio=lt_ratio,
@@ -410,7 +420,8 @@ def experiment_params() -> tuple[str, ...]:
     """The names of the flat parameters that describe an experiment (those :func:`experiment_from_params` takes)."""
     import inspect
 
-    return tuple(p for p in inspect.signature(experiment_from_params).parameters if p != "check_device")
+    return tuple(name for name, p in inspect.signature(experiment_from_params).parameters.items()
+                 if name != "check_device" and p.kind is not p.VAR_KEYWORD)
 
 
 def experiment_from(params: Mapping[str, Any], check_device: bool = True, **overrides: Any) -> Experiment:

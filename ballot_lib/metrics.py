@@ -41,8 +41,17 @@ def _check_pair(y_true, y_pred) -> tuple[torch.Tensor, torch.Tensor]:
     return yt, yp
 
 
+def _check_count(name: str, value) -> int:
+    """``value`` as an int if it is a real integer (numpy's too, not a bool, not ``3.0``) >= 1, else a
+    :class:`~ballot_lib.checks.ParameterError` naming ``name``."""
+    from .checks import check_int
+
+    return check_int(name, value, low=1)
+
+
 def confusion_matrix(y_true, y_pred, num_classes: int) -> torch.Tensor:
     """``[C, C]`` counts, rows = true class, columns = predicted class."""
+    num_classes = _check_count("num_classes", num_classes)
     yt, yp = _check_pair(y_true, y_pred)
     if yt.min() < 0 or yt.max() >= num_classes or yp.min() < 0 or yp.max() >= num_classes:
         raise ValueError(f"labels must lie in [0, {num_classes}), got range "
@@ -63,6 +72,7 @@ def per_class_accuracy(y_true, y_pred, num_classes: int) -> torch.Tensor:
         >>> per_class_accuracy([0, 0, 1, 1], [0, 1, 1, 1], 3)
         tensor([0.5000, 1.0000,    nan], dtype=torch.float64)
     """
+    num_classes = _check_count("num_classes", num_classes)
     cm = confusion_matrix(y_true, y_pred, num_classes).double()
     support = cm.sum(1)
     acc = torch.full((num_classes,), float("nan"), dtype=torch.float64)
@@ -91,6 +101,7 @@ def mcd(y_true, y_pred, num_classes: int) -> float:
 
 def per_group_accuracy(y_true, y_pred, groups, num_groups: int) -> torch.Tensor:
     """Accuracy within each group, ``[G]`` float64; absent groups are NaN."""
+    num_groups = _check_count("num_groups", num_groups)
     yt, yp = _check_pair(y_true, y_pred)
     g = _as_long(groups)
     if len(g) != len(yt):

@@ -39,7 +39,7 @@ import pandas as pd
 from .analysis import LOCATION_PARAMETERS, summarize, versus
 from .comparison import PAPER_TABLES as COMPARISON_TABLES
 from .paths import results_root
-from .results import _atomic_write, load_results, read_json
+from .results import ResultsError, ResultsFormatError, _atomic_write, load_results
 
 KINDS = ["ballot_vs_baselines", "lth_vs_dense"]
 #: Metrics of the paper tables and whether they are written in points.
@@ -76,19 +76,86 @@ def record_comparison(name: str, kind: str, df: pd.DataFrame, params: Mapping[st
     return _atomic_write(path, lambda f: f.write(json.dumps(rec, indent=1, sort_keys=True, default=str).encode()))
 
 
-def load_records(results_dir: Optional[str | Path] = None) -> list[dict]:
-    """Every comparison record of a store, sorted by name."""
+class MissingRunsError(ResultsError, FileNotFoundError):
+    """A comparison record lists runs that the store does not hold; the message names the record and the runs."""
+
+
+#: The keys every comparison record holds (:func:`record_comparison`), and each run entry's.
+RECORD_KEYS = ("name", "kind", "runs")
+RUN_KEYS = ("run_id", "variant")
+
+
+def _record_fix(path: Path, rec: Any = None) -> str:
+    """The fix of a broken record: re-run the notebook that wrote it (its ``notebook``, else the notebook whose name
+    starts the file's), or delete the file."""
+    nb = rec.get("notebook") if isinstance(rec, dict) and isinstance(rec.get("notebook"), str) else None
+    if not nb:
+        from .notebook_files import NOTEBOOKS
+
+        found = [q.name for q in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")) if path.stem.startswith(q.stem)]
+        nb = found[-1] if found else None
+    return f"re-run {'the notebook that wrote it' if not nb else nb} to record it again, or delete the file"
+
+
+def _record_problem(rec: Any) -> Optional[str]:
+    """What is wrong with a record's content (None when it holds what :func:`record_comparison` writes)."""
+    if not isinstance(rec, dict):
+        return f"a record is a JSON object, got {type(rec).__name__} {json.dumps(rec, default=str)[:60]}"
+    missing = [k for k in RECORD_KEYS if k not in rec]
+    if missing:
+        return f"missing key(s) {missing}; a record holds {', '.join(RECORD_KEYS)}"
+    for k in ("name", "kind"):
+        if not isinstance(rec[k], str) or not rec[k]:
+            return f"{k!r} must be a non-empty string, got {rec[k]!r}"
+    if not isinstance(rec["runs"], list) or not rec["runs"]:
+        return (f"'runs' must be a non-empty list of {{run_id, variant}}, got "
+                f"{json.dumps(rec['runs'], default=str)[:60]}")
+    for i, r in enumerate(rec["runs"]):
+        if not isinstance(r, dict) or any(not isinstance(r.get(k), str) for k in RUN_KEYS):
+            return f"runs[{i}] must be an object with string run_id and variant, got {r!r}"
+    if "parameters" in rec and not isinstance(rec["parameters"], dict):
+        return f"'parameters' must be an object, got {type(rec['parameters']).__name__}"
+    return None
+
+
+def read_record(path: str | Path) -> dict:
+    """One comparison record; a corrupt or malformed file raises :class:`~ballot_lib.results.ResultsFormatError`
+    naming it and the fix (re-run the notebook that wrote it, or delete the file)."""
+    path = Path(path)
+    try:
+        rec = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ResultsFormatError(f"comparison record {path} is corrupt ({e}); {_record_fix(path)}") from None
+    except OSError as e:
+        raise ResultsError(f"comparison record {path} cannot be read ({type(e).__name__}: "
+                           f"{getattr(e, 'strerror', None) or e}); {_record_fix(path)}") from None
+    problem = _record_problem(rec)
+    if problem:
+        raise ResultsFormatError(f"comparison record {path} is malformed ({problem}); {_record_fix(path, rec)}")
+    return rec
+
+
+def record_files(results_dir: Optional[str | Path] = None) -> list[tuple[Path, dict]]:
+    """(file, record) of every comparison record of a store, sorted by file name; each checked (:func:`read_record`)."""
     folder = results_root(results_dir) / COMPARISONS
-    return [read_json(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    return [(p, read_record(p)) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
-def _frame(rec: Mapping[str, Any], rows: pd.DataFrame) -> pd.DataFrame:
+def load_records(results_dir: Optional[str | Path] = None) -> list[dict]:
+    """Every comparison record of a store, sorted by name; a corrupt or malformed record raises naming its file."""
+    return [rec for _, rec in record_files(results_dir)]
+
+
+def _frame(rec: Mapping[str, Any], rows: pd.DataFrame, path: Optional[Path] = None) -> pd.DataFrame:
     labels = pd.DataFrame(rec["runs"])
     missing = set(labels["run_id"]) - set(rows["run_id"])
     if missing:
-        raise FileNotFoundError(f"comparison {rec['name']!r} rests on runs missing from the store: "
-                                f"{sorted(missing)[:5]}{' ...' if len(missing) > 5 else ''}")
-    return rows.drop(columns=["variant"]).merge(labels, on="run_id")
+        where = f" ({path})" if path is not None else ""
+        fix = _record_fix(path, rec) if path is not None else "re-run the notebook that wrote it, or delete the record"
+        raise MissingRunsError(f"comparison record {rec['name']!r}{where} rests on run(s) missing from the store "
+                               f"(no complete run folder runs/<id>): {sorted(missing)[:5]}"
+                               f"{' ...' if len(missing) > 5 else ''}; {fix}")
+    return rows.drop(columns=["variant"], errors="ignore").merge(labels, on="run_id")
 
 
 #: Parameters in which the one-seed jobs of a grid and its aggregate execution differ: records that differ in
@@ -139,20 +206,22 @@ def _differences(recs: Sequence[Mapping[str, Any]]) -> dict[str, list]:
 
 
 def pick_records(records: Sequence[Mapping[str, Any]], rows: pd.DataFrame,
-                 names: Optional[Sequence[str]] = None) -> list[tuple[dict, pd.DataFrame]]:
+                 names: Optional[Sequence[str]] = None,
+                 paths: Optional[Mapping[str, Path]] = None) -> list[tuple[dict, pd.DataFrame]]:
     """One record per (kind, dataset, model): the one over the most seeds (ties: the last by name), with its rows.
 
     A grid of one-seed jobs and its aggregate run share a store; the aggregate (all seeds) is the one a table
     should rest on. Records of one (kind, dataset, model) whose parameters differ beyond the seeds are different
     experiments (e.g. notebook 03 at two rewind points): a table can rest on one only, so a warning names them,
-    what differs, and which one is used; ``names`` (:func:`select_records`) chooses.
+    what differs, and which one is used; ``names`` (:func:`select_records`) chooses. ``paths``: record name -> its
+    file, to name it when the record rests on runs missing from the store (:class:`MissingRunsError`).
     """
     best: dict[tuple, tuple[int, str, dict, pd.DataFrame]] = {}
     seen: dict[tuple, list[tuple[dict, pd.DataFrame]]] = {}
     for rec in select_records(records, names):
         if rec.get("kind") not in KINDS:
             continue
-        frame = _frame(rec, rows)
+        frame = _frame(rec, rows, (paths or {}).get(rec["name"]))
         if frame.empty:
             continue
         key = (rec["kind"], frame["dataset"].iloc[0], frame["model"].iloc[0])
@@ -321,11 +390,15 @@ def build(results_dir: Optional[str | Path] = None,
     ``records``: build only from the records these names (or tags) match (:func:`select_records`); a store
     holding several experiments of one table warns and says which one it used (:func:`pick_records`).
     """
-    stored = load_records(results_dir)
+    files = record_files(results_dir)  # a corrupt or malformed record raises, naming its file
+    stored = [rec for _, rec in files]
     if records:
         select_records(stored, records)  # an unknown name is an error before the store's runs are read
     rows = load_results(results_dir)
-    picked = pick_records(stored, rows, records) if stored else []
+    paths = {}
+    for path, rec in files:
+        paths.setdefault(rec["name"], path)
+    picked = pick_records(stored, rows, records, paths) if stored else []
     out: dict[str, pd.DataFrame] = {}
     for kind in KINDS:
         parts = [BUILDERS[kind](frame) for rec, frame in picked if rec["kind"] == kind]
@@ -487,9 +560,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"error: {flag} {folder} is a file, not a folder", file=sys.stderr)
             return 2
     try:
+        if a.record:  # a name no record matches is about --record; anything else names its own file
+            try:
+                select_records(load_records(a.results), a.record)
+            except ResultsError:
+                raise
+            except ValueError as e:
+                print(f"error: --record: {e}", file=sys.stderr)
+                return 2
         tables = build(a.results, a.record)
-    except ValueError as e:
-        print(f"error: --record: {e}", file=sys.stderr)
+    except (ValueError, ResultsError, FileNotFoundError) as e:
+        print("error: " + " ".join(str(e).split("\n")), file=sys.stderr)
         return 2
     pr = prune_responsibly(a.results) if (a.papers or a.out) else None
     if (a.out or a.papers) and set(tables) == {"provenance"} and not pr:

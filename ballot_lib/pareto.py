@@ -28,16 +28,36 @@ import numpy as np
 __all__ = ["chebyshev", "epsilon_constraint", "hypervolume", "lexicographic", "non_dominated"]
 
 
+def _check_maximize(maximize: Sequence[bool], k: int) -> np.ndarray:
+    """``maximize`` as a bool array of one flag per objective; each flag must be a real bool (``True``/``False``,
+    numpy's too): ``"no"`` or ``0`` is not read as a flag."""
+    from .checks import ParameterError
+
+    if isinstance(maximize, (bool, np.bool_)):
+        flags = [maximize]  # one flag: right for one objective only (the length check says so otherwise)
+    elif isinstance(maximize, (str, bytes, Mapping)) or not hasattr(maximize, "__iter__") or \
+            getattr(maximize, "ndim", 1) != 1:
+        raise ParameterError(f"maximize must be a list of one True/False per objective ({k} columns), got "
+                             f"{maximize!r}")
+    else:
+        flags = list(maximize)
+    for i, f in enumerate(flags):
+        if not isinstance(f, (bool, np.bool_)):
+            raise ParameterError(f"maximize[{i}] must be True or False (larger is better), got {f!r} "
+                                 f"({type(f).__name__})")
+    if len(flags) != k or not flags:
+        raise ParameterError(f"maximize must have one flag per objective ({k} columns), got {flags}")
+    return np.asarray(flags, dtype=bool)
+
+
 def _as_minimization(points, maximize: Sequence[bool]) -> np.ndarray:
     """``points`` as a float ``n x k`` array with maximised columns negated (so every column is minimised)."""
     p = np.asarray(points, dtype=float)
     if p.ndim == 1 and p.size == 0:
-        p = p.reshape(0, len(maximize))
+        p = p.reshape(0, len(maximize) if hasattr(maximize, "__len__") else 1)
     if p.ndim != 2:
         raise ValueError(f"points must be an n x k array, got shape {p.shape}")
-    flags = np.asarray(maximize, dtype=bool).ravel()
-    if flags.size != p.shape[1] or flags.size == 0:
-        raise ValueError(f"maximize must have one flag per objective ({p.shape[1]} columns), got {flags.tolist()}")
+    flags = _check_maximize(maximize, p.shape[1])
     if not np.isfinite(p).all():
         bad = np.argwhere(~np.isfinite(p))[0]
         raise ValueError(f"points must be finite; row {bad[0]}, objective {bad[1]} is {p[tuple(bad)]}")

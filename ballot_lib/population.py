@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import warnings
 from typing import Any, Mapping, Optional, Sequence
 
@@ -47,6 +48,8 @@ from .metrics import CORRECTIONS, adjust_pvalues, mean_ci, paired_difference  # 
 #: disparity name -> (column, larger is better)
 DISPARITIES = {"mcd": ("mcd", False), "cwv": ("cwv", False), "worst_class": ("worst_class_acc", True),
                "group_gap": ("group_acc_gap", False)}
+#: The disparities measured between sensitive groups: they need a dataset with a sensitive attribute.
+GROUP_DISPARITIES = frozenset({"group_gap"})
 #: Notebook 04's lexicographic rule: how much worse than the best val disparity still counts as a tie, in each
 #: disparity's own unit (2 points for gaps and recalls; CWV is a variance of recalls, so 2 points is 0.02² there).
 DISPARITY_TOLERANCE = {"mcd": 0.02, "cwv": 0.0004, "worst_class": 0.02, "group_gap": 0.02}
@@ -64,6 +67,21 @@ def disparity_column(disparity: str) -> tuple[str, bool]:
     if disparity not in DISPARITIES:
         raise ValueError(f"unknown disparity {disparity!r}; valid: {sorted(DISPARITIES)}")
     return DISPARITIES[disparity]
+
+
+def check_disparity_data(df: pd.DataFrame, disparity: str) -> str:
+    """The column of ``disparity`` in ``df``; a ``ValueError`` naming the disparity, the dataset(s) and the valid
+    choices when the runs do not measure it (``group_gap`` on a dataset without a sensitive attribute)."""
+    col, _ = disparity_column(disparity)
+    if col in ("worst_class_acc",) or (col in df.columns and df[col].notna().any()):
+        return col
+    datasets = ", ".join(sorted(map(str, df["dataset"].dropna().unique()))) if "dataset" in df.columns else "?"
+    valid = [d for d in sorted(DISPARITIES) if d not in GROUP_DISPARITIES and
+             (DISPARITIES[d][0] == "worst_class_acc" or DISPARITIES[d][0] in df.columns)]
+    what = "the accuracy gap between sensitive groups" if disparity in GROUP_DISPARITIES else f"column {col!r}"
+    raise ValueError(f"disparity {disparity!r} needs {what}, which these runs (dataset {datasets}) do not have"
+                     f"{' (no sensitive attribute)' if disparity in GROUP_DISPARITIES else ''}; valid choices: "
+                     f"{', '.join(valid)}")
 
 
 def with_derived(df: pd.DataFrame) -> pd.DataFrame:
@@ -386,7 +404,7 @@ def pareto_table(df: pd.DataFrame, disparity: str = "mcd", select_split: str = "
 
     The ``sparsity`` column is the objective (rounded to ``sparsity_resolution``, see :func:`sparsity_objective`);
     ``sparsity_exact`` is the unrounded mean."""
-    col, _ = disparity_column(disparity)
+    col = check_disparity_data(df, disparity)
     df = with_derived(df)
     rows = []
     for (t, dens), g in df.groupby([key, "density_target"], sort=True):
@@ -503,6 +521,7 @@ def per_seed_hypervolume(df: pd.DataFrame, disparity: str = "mcd", split: str = 
                          ) -> pd.DataFrame:
     """Per (technique, seed): its share of the seed's pooled front and the hypervolume of its own runs
     (columns ``key``, seed, share, hv, hv_pooled); see :func:`technique_reevaluation`."""
+    check_disparity_data(df, disparity)
     col, dmax = disparity_column(disparity)
     d = with_derived(_split(df, split))
     d = d[d[key] != reference].dropna(subset=["acc", col])
@@ -614,6 +633,7 @@ def tables(df: pd.DataFrame, disparity: str = "mcd", correction: str = "bh", key
            alpha: float = 0.05) -> str:
     """All Markdown tables of notebook 04 from a results DataFrame (used by ``python -m ballot_lib.population``);
     ``alpha``: the significance level of the hurt-class tests."""
+    check_disparity_data(df, disparity)  # before the other tables' work
     tests = hurt_classes(df, correction=correction, key=key, alpha=alpha)
     collapsed = collapsed_configurations(df, key=key)
     excess = flag_collapsed(excess_summary(excess_change(df, key=key), key=key), collapsed, key)
@@ -677,7 +697,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--disparity", default="mcd", choices=sorted(DISPARITIES))
     ap.add_argument("--correction", default="bh", choices=CORRECTIONS)
     args = ap.parse_args(argv)
-    text = store_tables(args.results_dir, disparity=args.disparity, correction=args.correction)
+    from .results import ResultsError
+
+    try:
+        text = store_tables(args.results_dir, disparity=args.disparity, correction=args.correction)
+    except (ValueError, ResultsError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if text is None:
         print(f"no Prune Responsibly population in {args.results_dir}")
         return 1

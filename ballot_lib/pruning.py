@@ -51,12 +51,36 @@ def _check_scope(scope: str) -> str:
     return scope
 
 
+#: The layer types whose ``weight`` is prunable (:func:`ballot_lib.models.prunable_names`), for messages.
+PRUNABLE_LAYERS = "nn.Linear and nn.Conv2d"
+
+
 def prunable_weights(model: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The prunable weight tensors of a model (detached), or the mapping itself if a dict was given."""
+    """The prunable weight tensors of a model (detached), or the mapping itself if a dict was given.
+
+    A model without prunable weights, an empty mapping or anything else raises :class:`ParameterError` saying so.
+    """
+    from .checks import ParameterError
+
     if isinstance(model, nn.Module):
         params = dict(model.named_parameters())
-        return {n: params[n].detach() for n in prunable_names(model)}
-    return {n: torch.as_tensor(t).detach() for n, t in model.items()}
+        names = prunable_names(model)
+        if not names:
+            raise ParameterError(f"model {type(model).__name__} has no prunable weights: only the weights of "
+                                 f"{PRUNABLE_LAYERS} layers (not listed in its prune_ignore) are pruned")
+        return {n: params[n].detach() for n in names}
+    if not isinstance(model, Mapping):
+        raise ParameterError(f"model must be an nn.Module or a mapping name -> weight tensor, got "
+                             f"{type(model).__name__} {model!r:.60}")
+    if not model:
+        raise ParameterError("model: the mapping name -> weight tensor is empty (no weights to prune)")
+    out = {}
+    for n, t in model.items():
+        try:
+            out[n] = torch.as_tensor(t).detach()
+        except (TypeError, ValueError, RuntimeError):
+            raise ParameterError(f"model[{n!r}] must be a weight tensor, got {type(t).__name__}") from None
+    return out
 
 
 def kept_count(density: float, n: int) -> int:
@@ -214,17 +238,36 @@ def structured_mask(
     return out
 
 
+def check_mask(mask: Mapping[str, torch.Tensor], name: str = "mask") -> Mapping[str, torch.Tensor]:
+    """Return ``mask`` if it is a non-empty mapping name -> tensor of 0/1 (or bool) entries, else raise
+    :class:`ParameterError` naming what is wrong."""
+    from .checks import ParameterError
+
+    if not isinstance(mask, Mapping):
+        raise ParameterError(f"{name} must be a mapping name -> 0/1 tensor, got {type(mask).__name__} {mask!r:.60}")
+    for n, m in mask.items():
+        if not isinstance(m, torch.Tensor):
+            raise ParameterError(f"{name}[{n!r}] must be a 0/1 tensor, got {type(m).__name__}")
+    if sum(m.numel() for m in mask.values()) == 0:
+        raise ParameterError(f"{name} is empty (no entries): a mask maps each prunable weight to a 0/1 tensor")
+    for n, m in mask.items():
+        if m.dtype != torch.bool and not bool(((m == 0) | (m == 1)).all()):
+            bad = m[(m != 0) & (m != 1)].flatten()[:3].tolist()
+            raise ParameterError(f"{name}[{n!r}] must hold only 0/1 (or True/False) entries, got e.g. {bad}")
+    return mask
+
+
 def density(mask: Mapping[str, torch.Tensor]) -> float:
-    """Fraction of entries kept over all tensors of the mask."""
+    """Fraction of entries kept over all tensors of the mask (a mapping name -> 0/1 or bool tensor)."""
+    check_mask(mask)
     kept = sum(int(m.bool().sum()) for m in mask.values())
     total = sum(m.numel() for m in mask.values())
-    if total == 0:
-        raise ValueError("empty mask")
     return kept / total
 
 
 def layer_densities(mask: Mapping[str, torch.Tensor]) -> dict[str, float]:
     """Density of each tensor of the mask."""
+    check_mask(mask)
     return {n: float(m.bool().float().mean()) for n, m in mask.items()}
 
 
@@ -518,7 +561,8 @@ def sparsity(mask: Mapping[str, torch.Tensor]) -> float:
 
 
 __all__: Sequence[str] = [
-    "Mask", "apply_mask", "budgets_from_densities", "budgets_from_mask", "check_density", "check_mask_matches",
+    "Mask", "PRUNABLE_LAYERS", "apply_mask", "budgets_from_densities", "budgets_from_mask", "check_density",
+    "check_mask", "check_mask_matches",
     "density", "erk_densities", "imp_densities", "kept_count", "layer_densities", "load_mask", "magnitude_mask",
     "MASK_STRATEGIES", "MaskStrategy", "kept_counts", "make_mask", "top_indices",
     "mask_from_scores", "mask_mismatch", "overlap", "random_mask", "save_mask", "sparsity", "structured_mask", "topk_mask_flat", "unflatten",

@@ -360,6 +360,10 @@ def load_params_file(path: Path) -> dict[str, Any]:
         for name in sorted(set(RUNNER_PARAMETERS) & set(spec[key])):
             raise ValueError(f"parameter file {path}: '{key}' sets {name!r}, which `sweep grid` sets itself "
                              f"({RUNNER_PARAMETERS[name]}); remove it")
+    both = sorted(set(spec["parameters"]) & set(spec["grid"]), key=str)
+    if both:  # the grid's values would silently replace the fixed one
+        raise ValueError(f"parameter file {path}: {', '.join(map(repr, both))} set in both 'parameters' and 'grid' "
+                         "(the grid would override the fixed value); keep each name in one of them")
     for k, v in spec["grid"].items():
         if not isinstance(v, list) or not v:
             raise ValueError(f"parameter file {path}: grid entry {k!r} must be a non-empty list")
@@ -507,6 +511,7 @@ def run_grid_file(params_file: Path, out: Path, workers: int = 1, gpus: Sequence
     pinned to it by ``CUDA_VISIBLE_DEVICES`` and given ``OMP_NUM_THREADS`` = CPUs / concurrent jobs (unless the
     environment sets it); the pool has at least ``len(gpus) * runs_per_gpu`` workers.
     """
+    gpus = check_gpus(gpus)
     spec, nb, expanded = validate_params_file(params_file, folder)
     if runs_per_gpu is not None and (not isinstance(runs_per_gpu, int) or runs_per_gpu < 1):
         raise ValueError(f"--runs-per-gpu must be an integer >= 1, got {runs_per_gpu!r}")
@@ -794,7 +799,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if a.cmd == "suite":
             return 1 if run_suite(a.out) else 0
         if a.cmd == "grid":
-            gpus = [x for x in a.gpus.split(",") if x != ""]
+            gpus = parse_gpus(a.gpus)
             if a.workers < 1:
                 raise ValueError(f"--workers must be >= 1, got {a.workers}")
             if a.runs_per_gpu is not None and not gpus:
@@ -836,6 +841,33 @@ USER_ERRORS = (ValueError, FileNotFoundError, MissingDependency, ResultsError)
 
 def _error(e: Any) -> None:
     print("error: " + " ".join(str(e).split("\n")), file=sys.stderr, flush=True)
+
+
+def parse_gpus(text: str) -> list[str]:
+    """``--gpus``: comma-separated distinct GPU indices (``0,1,2``) as strings for ``CUDA_VISIBLE_DEVICES``; an
+    empty text is no GPU."""
+    if not isinstance(text, str):
+        raise ValueError(f"--gpus must be comma-separated GPU indices such as 0,1, got {text!r}")
+    return [] if not text.strip() else check_gpus([x.strip() for x in text.split(",")])
+
+
+def check_gpus(gpus: Sequence[Any]) -> list[str]:
+    """The GPU indices ``gpus`` (strings or ints) as strings, each a non-negative integer, none twice; else a
+    ``ValueError`` naming ``--gpus``."""
+    if isinstance(gpus, (str, bytes)):
+        raise ValueError(f"--gpus must be a list of GPU indices, got {gpus!r}")
+    out = []
+    for g in gpus:
+        text = str(g) if isinstance(g, int) and not isinstance(g, bool) else g
+        if not isinstance(text, str) or not re.fullmatch(r"[0-9]+", text):
+            raise ValueError(f"--gpus must be comma-separated non-negative GPU indices such as 0,1,2; "
+                             f"{text!r} is not one (got {','.join(map(str, gpus))})")
+        out.append(str(int(text)))
+    twice = sorted({g for g in out if out.count(g) > 1}, key=int)
+    if twice:
+        raise ValueError(f"--gpus lists GPU {', '.join(twice)} more than once (got {','.join(map(str, gpus))}); "
+                         "each GPU once (--runs-per-gpu sets the jobs at a time on each)")
+    return out
 
 
 def parse_slurm_args(text: str) -> dict[str, Any]:

@@ -111,6 +111,28 @@ def image_input(data: Any) -> Optional[bool]:
         return None
 
 
+#: Whether each real dataset of fixed attributes (sized without its files, :data:`ballot_lib.data.sizes.NOMINAL`)
+#: gives sensitive groups; CelebA's and UTKFace's depend on ``target``/``sensitive``
+#: (:func:`ballot_lib.data.core.resolved_attributes`).
+REAL_GROUPS = {"cifar10": False, "cifar100": False, "cifar10s": True, "tinyimagenet": False}
+
+
+def has_groups(data: Any) -> Optional[bool]:
+    """Whether the dataset of ``data`` (a :class:`~ballot_lib.data.DataConfig`) has sensitive groups, known
+    without reading a real dataset's files (an embedded one is loaded: it is small); None when it cannot be told."""
+    from .data.core import ATTRIBUTE_DEFAULTS, get_dataset, resolved_attributes
+    from .data.sizes import NOMINAL
+
+    try:
+        if data.name in ATTRIBUTE_DEFAULTS:
+            return resolved_attributes(data)[1] is not None
+        if data.name in NOMINAL:
+            return REAL_GROUPS.get(data.name)
+        return get_dataset(data).num_groups > 0
+    except (ValueError, OSError, KeyError, AttributeError):
+        return None
+
+
 def _per_dataset_recipes(params: Mapping[str, Any], candidates: Mapping[str, Any]) -> None:
     """Notebook 03: each dataset's recipe (the parameters with its ``dataset_overrides``) is valid, and every Ballot
     candidate (``candidates``: name -> its checked configuration) fits it (e.g. a rewind point inside that
@@ -146,8 +168,9 @@ def _per_dataset_recipes(params: Mapping[str, Any], candidates: Mapping[str, Any
                              "models take images and the datasets give feature vectors")
 
 
-def _rules(params: Mapping[str, Any], epochs: int) -> None:
-    """The library's rules for the notebooks' own parameters (those not passed to ``experiment_from_params``)."""
+def _rules(params: Mapping[str, Any], epochs: int, data: Any = None) -> None:
+    """The library's rules for the notebooks' own parameters (those not passed to ``experiment_from_params``);
+    ``data``: the experiment's :class:`~ballot_lib.data.DataConfig` (None when the notebook has no experiment)."""
     _comparison_rules(params)
     density = params.get("density", 0.2)
     for key in ("density", "training_density"):
@@ -208,6 +231,16 @@ def _rules(params: Mapping[str, Any], epochs: int) -> None:
                 population.disparity_column(params["disparity"])
             except (ValueError, KeyError) as e:
                 raise ParameterError(f"disparity: {e}") from None
+            if params["disparity"] in population.GROUP_DISPARITIES and data is not None and \
+                    has_groups(data) is False:
+                valid = [d for d in sorted(population.DISPARITIES) if d not in population.GROUP_DISPARITIES]
+                from .data.core import DATASET_OPTIONS
+
+                hint = " (choose its sensitive attribute with `sensitive`)" if \
+                    "sensitive" in DATASET_OPTIONS.get(data.name, {}) else ""
+                raise ParameterError(f"disparity={params['disparity']!r} needs a dataset with a sensitive attribute "
+                                     f"(groups); dataset {data.name!r} has none here{hint}; valid choices: "
+                                     f"{', '.join(valid)}")
         if population is not None and "correction" in params:
             check_str("correction", params["correction"], population.CORRECTIONS)
     # Ballot's ablation lists: each value checked as the option it becomes.
@@ -278,5 +311,5 @@ def validate_notebook_params(notebook: str | os.PathLike, params: Mapping[str, A
         if "model" in declared and "dataset" in declared:
             check_takes_input(exp.model.name, exp.data.name, image_input(exp.data))
     # 3. The notebook's own parameters (densities, seeds, rewind points, ablation lists).
-    _rules(merged, exp.train.epochs if exp is not None else 10**9)
+    _rules(merged, exp.train.epochs if exp is not None else 10**9, exp.data if exp is not None else None)
     return exp

@@ -786,6 +786,99 @@ def test_budget_too_short_for_the_warmup_refused_before_training(tmp_path, metho
     assert compute_epochs(exp, method, density=0.5, budget=0.75) == pytest.approx(3.0)
 
 
+# ------------------------------------------------------------------------------------------ run_grid
+
+
+@pytest.mark.parametrize("variants, densities, seeds, message", [
+    (None, [0.5], [0, -1], r"seeds\[1\] must be a non-negative integer"),
+    (None, [0.5], [0, 2**64], r"seeds\[1\] must be a non-negative integer below 2\*\*63"),
+    (None, [0.5], [0, True], r"seeds\[1\] must be an integer"),
+    (None, [0.5], [0, 1.0], r"seeds\[1\] must be an integer"),
+    (None, [0.5], "01", "seeds must be a list"),
+    (None, [0.5], [], "seeds must be a non-empty list"),
+    (None, [0.5], [0, 1, 0], "seeds lists 0 twice"),
+    (None, [], [0], "densities must be a non-empty list"),
+    (None, [0.5, 1.5], [0], r"densities\[1\]: density must be in \(0, 1\]"),
+    (None, [0.5, "0.2"], [0], r"densities\[1\]: density must be a number"),
+    (None, [0.5, True], [0], r"densities\[1\]: density must be a number"),
+    (None, [0.5, 0.5], [0], "densities lists 0.5 twice"),
+    ([], [0.5], [0], "variants must be a non-empty list"),
+    ("a-string", [0.5], [0], r"variants\[0\] must be a Variant"),
+    ("dup-label", [0.5], [0], "variants \\(labels\\) lists 'x' twice"),
+    ("dense-only", [2.0], [0], r"densities\[0\]: density must be in \(0, 1\]"),  # checked even if unused
+])
+def test_run_grid_checks_every_seed_density_and_variant_before_any_job(tmp_path, no_training, variants, densities,
+                                                                      seeds, message):
+    """A bad second seed used to be refused only after the first seed's runs had trained."""
+    from ballot_lib.methods import Variant, run_grid
+
+    variants = {None: [Variant("MP", "mp", {})], "dense-only": [Variant("dense", "dense")], "a-string": ["mp"],
+                "dup-label": [Variant("x", "mp", {}), Variant("x", "lth", {})]}.get(variants, variants) \
+        if not isinstance(variants, list) else variants
+    exp = make_experiment(tmp_path / "results")
+    with pytest.raises(ParameterError, match=message):
+        run_grid(exp, variants, densities, seeds, progress=False)
+    assert tree(tmp_path) == []
+
+
+def test_run_grid_accepts_numpy_seeds_and_densities(tmp_path):
+    import numpy as np
+
+    from ballot_lib.methods import Variant, run_grid
+
+    exp = make_experiment(tmp_path / "results")
+    df = run_grid(exp, [Variant("dense", "dense")], [np.float32(0.5)], np.array([0], dtype=np.int64),
+                  progress=False)
+    assert set(df["seed"]) == {0} and set(df["variant"]) == {"dense"}
+
+
+# ------------------------------------------------------------------------------------------ group disparity
+
+
+@pytest.mark.parametrize("params, ok", [
+    ({"dataset": "digits"}, False), ({"dataset": "digits_lt"}, False), ({"dataset": "celeba"}, False),
+    ({"dataset": "utkface", "sensitive": "none"}, False), ({"dataset": "cifar10", "model": "cnn"}, False),
+    ({"dataset": "digits_s"}, True), ({"dataset": "adult"}, True), ({"dataset": "celeba", "target": "Smiling"}, True),
+    ({"dataset": "cifar10s", "model": "cnn"}, True),
+])
+def test_a_group_disparity_on_data_without_groups_is_refused_by_validation(tmp_path, capsys, params, ok):
+    """Notebook 04 with disparity='group_gap' on digits used to pass validation, train the whole population and
+    fail in its tables with a pandas KeyError."""
+    from ballot_lib.validation import validate_notebook_params
+
+    args = {**params, "disparity": "group_gap", "results_dir": str(tmp_path / "results")}
+    if ok:
+        validate_notebook_params("04_prune_responsibly.ipynb", args, check_device=False)
+        return
+    with pytest.raises(ParameterError, match=rf"disparity='group_gap' needs a dataset with a sensitive attribute.*"
+                                             rf"'{params['dataset']}' has none.*valid choices: cwv, mcd, worst_class"):
+        validate_notebook_params("04_prune_responsibly.ipynb", args, check_device=False)
+    if params["dataset"] == "digits":  # and `sweep validate`
+        pfile = tmp_path / "p.yaml"
+        pfile.write_text("notebook: 04_prune_responsibly.ipynb\nparameters: {dataset: digits, disparity: group_gap}\n")
+        assert sweep.main(["validate", str(pfile)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and "disparity='group_gap'" in err, err
+        pfile.unlink()
+    assert tree(tmp_path) == []
+
+
+def test_population_tables_of_a_group_disparity_without_groups_is_a_one_line_error(tmp_path, capsys):
+    from ballot_lib import population
+
+    exp = make_experiment(tmp_path / "results")
+    for seed in (0, 1):
+        run_method(exp, "l1_unstructured", seed, density=0.5, retrain_epochs=1)
+    before = tree(tmp_path)
+    assert population.main([str(exp.store.root), "--disparity", "group_gap"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: disparity 'group_gap'") and err.count("\n") == 1 and "digits" in err, err
+    assert "valid choices: cwv, mcd, worst_class" in err
+    assert tree(tmp_path) == before
+    with pytest.raises(ValueError, match="group_gap"):
+        population.pareto_table(load_results(exp.store.root), "group_gap")
+
+
 # ------------------------------------------------------------------------------------------ options that were
 # accepted and trained something else than asked (found by a fuzzing review)
 
@@ -855,3 +948,134 @@ def test_vote_mask_names_what_is_wrong_with_its_gradients(pairs, message):
 
     with pytest.raises(ParameterError, match=message):
         ballot.vote_mask(pairs, 0.5)
+
+
+# ------------------------------------------------------------------------------------------ sweep --gpus
+
+
+@pytest.mark.parametrize("gpus, message", [
+    ("x,y", "--gpus must be comma-separated non-negative GPU indices"),
+    ("0,-1", "'-1' is not one"),
+    ("0,,1", "'' is not one"),
+    ("1.5", "'1.5' is not one"),
+    ("0,0", "--gpus lists GPU 0 more than once"),
+    ("0,1,00", "--gpus lists GPU 0 more than once"),
+])
+def test_sweep_grid_bad_gpus_is_a_one_line_error_before_anything_runs(tmp_path, capsys, monkeypatch, gpus, message):
+    params = tmp_path / "p.yaml"
+    params.write_text("notebook: 00_quickstart.ipynb\nparameters: {epochs: 2}\n")
+    monkeypatch.setattr(sweep, "execute", lambda *a, **k: pytest.fail("a job ran despite a bad --gpus"))
+    out = tmp_path / "out"
+    assert sweep.main(["grid", str(params), "--out", str(out), "--gpus", gpus]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --gpus") and err.count("\n") == 1 and message in err, err
+    assert not out.exists()
+    with pytest.raises(ValueError, match="--gpus"):  # the API too
+        sweep.run_grid_file(params, out, gpus=gpus.split(","))
+    assert not out.exists()
+
+
+def test_sweep_gpus_accepts_distinct_indices():
+    assert sweep.parse_gpus("") == [] and sweep.parse_gpus("0,1, 3") == ["0", "1", "3"]
+    assert sweep.check_gpus([0, "2"]) == ["0", "2"]
+
+
+def test_sweep_params_file_setting_a_key_in_parameters_and_grid_is_refused(tmp_path, capsys, monkeypatch):
+    params = tmp_path / "p.yaml"
+    params.write_text("notebook: 00_quickstart.ipynb\nparameters: {epochs: 2, lr: 0.1}\ngrid: {epochs: [1, 3]}\n")
+    monkeypatch.setattr(sweep, "execute", lambda *a, **k: pytest.fail("a job ran despite a bad parameter file"))
+    out = tmp_path / "out"
+    for argv in (["validate", str(params)], ["grid", str(params), "--out", str(out)]):
+        assert sweep.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert "'epochs' set in both 'parameters' and 'grid'" in err and str(params) in err, err
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------ metrics, masks, fronts
+
+
+@pytest.mark.parametrize("num_classes, message", [
+    (3.0, r"num_classes must be an integer, got 3\.0 \(float\)"),
+    (True, r"num_classes must be an integer, got True \(bool\)"),
+    (0, "num_classes must be >= 1, got 0"),
+    ("3", r"num_classes must be an integer, got '3' \(str\)"),
+])
+def test_metrics_refuse_a_class_count_that_is_not_a_positive_int(num_classes, message):
+    from ballot_lib import metrics as M
+
+    y = torch.tensor([0, 1, 0])
+    for fn in (M.per_class_accuracy, M.confusion_matrix, M.cwv, M.mcd):
+        with pytest.raises(ParameterError, match=message):
+            fn(y, y, num_classes)
+    with pytest.raises(ParameterError, match="num_groups must be an integer"):
+        M.per_group_accuracy(y, y, y, 2.0)
+
+
+def test_metrics_accept_numpy_class_counts():
+    import numpy as np
+
+    from ballot_lib import metrics as M
+
+    y = torch.tensor([0, 1, 0])
+    assert M.per_class_accuracy(y, y, np.int64(2)).tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: P.magnitude_mask(None, 0.5), "model must be an nn.Module or a mapping name -> weight tensor, got "
+                                          "NoneType"),
+    (lambda: P.magnitude_mask(nn.ReLU(), 0.5), "model ReLU has no prunable weights: only the weights of nn.Linear and "
+                                               "nn.Conv2d layers"),
+    (lambda: P.random_mask(nn.Sequential(nn.ReLU(), nn.Dropout()), 0.5), "model Sequential has no prunable weights"),
+    (lambda: P.make_mask("magnitude_global", {}, 0.5), "mapping name -> weight tensor is empty"),
+    (lambda: P.density(None), "mask must be a mapping name -> 0/1 tensor, got NoneType"),
+    (lambda: P.density({}), "mask is empty"),
+    (lambda: P.density({"w": torch.tensor([0.5, 2.0])}), r"mask\['w'\] must hold only 0/1 .*got e\.g\. \[0\.5, 2\.0\]"),
+    (lambda: P.density({"w": [1, 0]}), r"mask\['w'\] must be a 0/1 tensor, got list"),
+    (lambda: P.sparsity({"w": torch.tensor([-1, 1])}), r"mask\['w'\] must hold only 0/1"),
+    (lambda: P.layer_densities({"w": torch.tensor([3])}), r"mask\['w'\] must hold only 0/1"),
+])
+def test_masks_of_no_model_or_of_values_other_than_0_1_are_clear_errors(call, message):
+    with pytest.raises(ParameterError, match=message):
+        call()
+
+
+def test_density_of_0_1_masks_of_any_dtype():
+    assert P.density({"a": torch.tensor([1.0, 0.0]), "b": torch.tensor([True, True])}) == 0.75
+    assert P.density({"a": torch.tensor([1, 0], dtype=torch.uint8)}) == 0.5
+
+
+@pytest.mark.parametrize("maximize, message", [
+    (["yes", "no"], r"maximize\[0\] must be True or False .*got 'yes' \(str\)"),
+    ([True, 0], r"maximize\[1\] must be True or False .*got 0 \(int\)"),
+    ([True, None], r"maximize\[1\] must be True or False"),
+    ("tf", "maximize must be a list of one True/False per objective"),
+])
+def test_pareto_maximize_flags_must_be_bools(maximize, message):
+    from ballot_lib import pareto
+
+    pts = [[1.0, 2.0], [2.0, 1.0]]
+    for call in (lambda: pareto.non_dominated(pts, maximize), lambda: pareto.hypervolume(pts, [0, 0], maximize),
+                 lambda: pareto.chebyshev(pts, maximize, [1, 1])):
+        with pytest.raises(ParameterError, match=message):
+            call()
+
+
+def test_pareto_accepts_numpy_bools():
+    import numpy as np
+
+    from ballot_lib import pareto
+
+    pts = [[1.0, 2.0], [2.0, 1.0], [0.0, 0.0]]
+    assert pareto.non_dominated(pts, np.array([True, True])).tolist() == [True, True, False]
+    assert pareto.non_dominated(pts, [np.bool_(True), True]).tolist() == [True, True, False]
+
+
+def test_experiment_from_params_names_an_unknown_parameter_and_the_valid_ones(tmp_path):
+    from ballot_lib.experiment import experiment_params
+
+    with pytest.raises(ParameterError, match=r"no parameter\(s\) \['epoch'\].*did you mean 'epochs'.*valid: .*'lr'"):
+        experiment_from_params(epoch=3, results_dir=str(tmp_path / "r"))
+    assert "unknown" not in experiment_params() and "check_device" not in experiment_params()
+    assert tree(tmp_path) == []

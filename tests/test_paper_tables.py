@@ -3,6 +3,7 @@ provenance, CSV/JSON export, the marked blocks of papers/*.md, and notebook 05 r
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,7 @@ def test_export_and_markdown(store, tmp_path):
 
 
 def test_an_empty_store_gives_an_empty_provenance_and_exports(tmp_path):
+    (tmp_path / "empty").mkdir()  # a store folder without runs (a path that is no folder is an error)
     tabs = pt.build(tmp_path / "empty")
     assert list(tabs) == ["provenance"] and tabs["provenance"].empty
     assert list(tabs["provenance"].columns) == pt.PROVENANCE_COLUMNS
@@ -297,3 +299,38 @@ def test_records_of_different_experiments_warn_and_can_be_chosen(store, tmp_path
     out = tmp_path / "o"
     assert pt.main([str(copy), "--record", "nope", "--out", str(out)]) == 2
     assert "--record: no recorded comparison matches" in capsys.readouterr().err and not out.exists()
+
+
+GOOD_RECORD = {"name": "01_lth_fairness_failure_digits_mlp_0000", "kind": "lth_vs_dense",
+               "notebook": "01_lth_fairness_failure.ipynb", "parameters": {"dataset": "digits"},
+               "runs": [{"run_id": "deadbeef0000", "variant": "dense"}]}
+
+
+@pytest.mark.parametrize("text, message", [
+    (json.dumps(GOOD_RECORD, indent=1)[:80], r"is corrupt \(.*\); re-run 01_lth_fairness_failure\.ipynb to record "
+                                             r"it again, or delete the file"),
+    ("[]", r"is malformed \(a record is a JSON object, got list \[\]\); re-run 01_lth_fairness_failure\.ipynb"),
+    ('{"name": "x"}', r"is malformed \(missing key\(s\) \['kind', 'runs'\]"),
+    (json.dumps({**GOOD_RECORD, "runs": [{"run_id": 3}]}), r"is malformed \(runs\[0\] must be an object"),
+    (json.dumps(GOOD_RECORD), r"comparison record '01_lth_fairness_failure_digits_mlp_0000' \(.*\.json\) rests on "
+                              r"run\(s\) missing from the store .*\['deadbeef0000'\]; re-run 01_lth"),
+], ids=["truncated", "a-list", "no-keys", "bad-run-entry", "missing-run"])
+def test_a_broken_comparison_record_is_a_one_line_error_naming_it(tmp_path, capsys, text, message):
+    """A truncated record gave a raw traceback advising to delete a run folder; a record of a missing run a raw
+    FileNotFoundError; `[]` or a record without its keys was silently dropped; and each was printed as an error
+    about --record though none was given."""
+    root = tmp_path / "results"
+    (root / "runs").mkdir(parents=True)
+    path = root / "comparisons" / "01_lth_fairness_failure_digits_mlp_0000.json"
+    path.parent.mkdir()
+    path.write_text(text)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    for argv in ([str(root)], [str(root), "--out", str(tmp_path / "o")], [str(root), "--record", "01_lth"]):
+        assert pt.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: comparison record ") and err.count("\n") == 1, err
+        assert "--record" not in err and "Traceback" not in err and str(path) in err, err
+        assert re.search(message, err), err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        pt.build(root)

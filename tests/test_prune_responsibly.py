@@ -404,7 +404,7 @@ def test_front_does_not_depend_on_row_order(toy_df):
         assert on == {"a": True, "b": True, "c": False, "dense": False}
 
 
-def test_tables_command_prints_the_notebook_tables(population_store, capsys):
+def test_tables_command_prints_the_notebook_tables(population_store, capsys, tmp_path):
     exp, _ = population_store
     assert population.main([str(exp.store.root), "--correction", "holm"]) == 0
     out = capsys.readouterr().out
@@ -412,8 +412,11 @@ def test_tables_command_prints_the_notebook_tables(population_store, capsys):
     for title in ("Most hurt class", "collapsed seeds", "Classes significantly hurt", "holm correction",
                   "**Who pays.**", "Pareto front", "Technique re-evaluation"):
         assert title in out
-    assert population.main([str(exp.store.root / "no_such_store")]) == 1  # no population: says so, exit 1
+    assert population.main([str(tmp_path)]) == 1  # no population: says so, exit 1
     assert "no Prune Responsibly population" in capsys.readouterr().out
+    assert population.main([str(tmp_path / "no_such_store")]) == 2  # not a store: a one-line error, exit 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no_such_store" in err and err.count("\n") == 1
 
 
 def test_notebook_04_under_papermill_leaves_the_population_and_a_card(tmp_path):

@@ -6,6 +6,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
+from ..checks import ParameterError, check_density, check_seed
 from ..experiment import Experiment
 from ..results import Run, run_rows
 from .base import METHODS, check_method_args, config_dict, locked_run, make_config, prepare_method
@@ -20,11 +21,62 @@ class Variant:
     options: dict = field(default_factory=dict)
 
 
+def _as_list(name: str, values: Any, what: str, example: str) -> list:
+    """``values`` as a non-empty list (a list, tuple, range or 1-d array), else a :class:`ParameterError`."""
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__") or \
+            getattr(values, "ndim", 1) != 1:
+        raise ParameterError(f"{name} must be a list of {what}, got {values!r} (with papermill's command line pass "
+                             f"lists as YAML: -y '{name}: {example}')")
+    out = list(values)
+    if not out:
+        raise ParameterError(f"{name} must be a non-empty list of {what}, got {values!r}")
+    return out
+
+
+def _no_repeats(name: str, values: list, shown: Sequence[Any] = ()) -> None:
+    shown = list(shown) or values
+    for i, v in enumerate(values):
+        if v in values[:i]:
+            raise ParameterError(f"{name} lists {shown[i]!r} twice: {list(shown)!r} (each value once: a repeated "
+                                 "value would run or count the same runs twice)")
+
+
+def check_variants(variants: Iterable[Variant]) -> list[Variant]:
+    """``variants`` as a non-empty list of :class:`Variant` with distinct labels, else a :class:`ParameterError`."""
+    out = _as_list("variants", variants, "Variant(label, method, options)", "...")
+    for i, v in enumerate(out):
+        if not isinstance(v, Variant):
+            raise ParameterError(f"variants[{i}] must be a Variant(label, method, options), got {v!r} "
+                                 f"({type(v).__name__})")
+    _no_repeats("variants (labels)", [v.label for v in out])
+    return out
+
+
+def check_densities(densities: Sequence[float]) -> list[float]:
+    """``densities`` as a non-empty list of distinct numbers in (0, 1], else a :class:`ParameterError`."""
+    out = _as_list("densities", densities, "numbers in (0, 1]", "[0.2, 0.05]")
+    checked = [check_density(d, f"densities[{i}]") for i, d in enumerate(out)]
+    _no_repeats("densities", checked, out)
+    return checked
+
+
+def check_seeds(seeds: Sequence[int]) -> list[int]:
+    """``seeds`` as a non-empty list of distinct seeds (see :func:`~ballot_lib.checks.check_seed`), else a
+    :class:`ParameterError`."""
+    out = _as_list("seeds", seeds, "non-negative integers", "[0, 1, 2]")
+    checked = [check_seed(s, f"seeds[{i}]") for i, s in enumerate(out)]
+    _no_repeats("seeds", checked, out)
+    return checked
+
+
 def expand(variants: Iterable[Variant], densities: Sequence[float]) -> list[tuple[Variant, Any]]:
-    """Each sparse variant at each density (dense once), as (variant, validated config), before any training."""
-    if isinstance(densities, (str, bytes)) or not all(isinstance(d, (int, float)) for d in densities):
-        raise ValueError(f"densities must be a list of numbers in (0, 1], got {densities!r} (with papermill's "
-                         "command line pass lists as YAML: -y 'densities: [0.2, 0.05]')")
+    """Each sparse variant at each density (dense once), as (variant, validated config), before any training.
+
+    The variants (non-empty, distinct labels) and every density (non-empty, distinct, each in (0, 1]) are checked
+    first, whether or not a sparse variant uses them.
+    """
+    variants = check_variants(variants)
+    densities = check_densities(densities)
     out = []
     for v in variants:
         for d in [None] if v.method == "dense" else densities:
@@ -55,8 +107,7 @@ def run_grid(exp: Experiment, variants: Iterable[Variant], densities: Sequence[f
     Returns the tidy rows of :func:`ballot_lib.results.run_rows` (one per run and split) with ``variant`` set to
     the variant's label. Every option is validated before training starts.
     """
-    if isinstance(seeds, (str, bytes)) or not all(isinstance(s, int) for s in seeds):
-        raise ValueError(f"seeds must be a list of integers, got {seeds!r}")
+    seeds = check_seeds(seeds)  # every seed (and below every variant and density) before the first job
     jobs = prepare_grid(exp, variants, densities)
     plan = [(seed, v, cfg) for seed in seeds for v, cfg in jobs]
     it: Any = plan
