@@ -14,7 +14,7 @@ TEST_WORKERS ?= 2
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: env run test bench clean
+.PHONY: env run test bench clean gpu-deps
 
 env: $(STAMP)
 
@@ -35,6 +35,17 @@ test: env
 
 bench: env
 	$(PY) benchmarks/bench_training.py
+
+# pytest (+ its pure-Python deps) and PyYAML as Python 3.12 wheels in .gpu_pydeps/, for a GPU machine whose python3
+# lacks them and cannot install anything: the device call carries the folder (benchmarks/README.md, gpu_check.sh).
+# --no-compile: no .pyc of this Python (3.12 would not use them); about 11 MB in all, mostly Pygments (a dependency of pytest 9).
+GPU_PYDEPS := pytest pluggy iniconfig packaging Pygments PyYAML
+
+gpu-deps:
+	rm -rf .gpu_pydeps
+	$(PY) -m pip install -q --target .gpu_pydeps --python-version 3.12 --only-binary=:all: \
+		--platform manylinux2014_x86_64 --no-deps --no-compile -c requirements/constraints.txt $(GPU_PYDEPS)
+	@du -sh .gpu_pydeps
 
 clean:
 	rm -rf outputs results .pytest_cache

@@ -43,15 +43,27 @@ benchmark (``"eager"`` until the graph mode's speed and agreement have been conf
 
 Limits of ``"graph"``: a step hook must change masks and optimiser state in place (not rebind tensors), it sees
 ``param_groups[i]["lr"]`` as a one-element tensor, and models whose forward does host syncs or data-dependent
-control flow cannot be captured (FairScratch's EO surrogate indexes with a boolean mask, for one): the capture
-then fails, a ``RuntimeWarning`` says why and the run goes on with eager steps (a capture runs no kernel, so no
-state changed). Each ``train()`` call captures its own graph (one per run; :data:`WARMUP_STEPS` eager steps first).
+control flow cannot be captured (FairScratch's loss reads values to the host per step, for one). Such a step is
+detected *before* any capture is tried: on CUDA the last warm-up step runs under
+``torch.cuda.set_sync_debug_mode("error")`` (the previous mode is restored afterwards), so a host sync in it
+(``.item()``, ``float(t)``, ``torch.unique``, boolean indexing, ``nonzero``, ...) raises there. The weights,
+buffers, optimiser state, accumulators and random state are then restored to what they were before that step, the
+step is redone as an ordinary eager step, a ``RuntimeWarning`` says why, and the whole run goes on with eager steps
+without attempting a capture. This matters because a capture that fails part-way is not harmless: it records
+kernels without running them, so the weights are untouched, but it can leave torch's CUDA caching allocator (the
+graph's private memory pool) in a broken state for the rest of the process. A capture that still fails (a sync the
+check cannot see) is caught as before: warning, eager steps. :attr:`GraphStepper.stats` (and
+:func:`graph_stats`, which collects the stats of every graph stepper made inside it, e.g. by ``train()``) says
+whether steps were actually replayed from a graph (``replays``) or the run fell back (``fell_back``, ``failed``).
+Each ``train()`` call captures its own graph (one per run; :data:`WARMUP_STEPS` eager steps first).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -113,6 +125,53 @@ def _raise_recompile_limit(limit: int) -> None:
     for name in ("recompile_limit", "cache_size_limit"):  # the second is the older name
         if isinstance(getattr(dynamo_config, name, None), int) and getattr(dynamo_config, name) < limit:
             setattr(dynamo_config, name, limit)
+
+
+def cuda_sync_check(fn: Callable[[], None]) -> None:
+    """Run ``fn`` (an eager step) with torch's CUDA sync debug mode at ``"error"``: a host-device synchronisation
+    inside it (what a CUDA graph cannot capture) raises a ``RuntimeError``. The previous mode is restored after."""
+    prev = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fn()
+    finally:
+        torch.cuda.set_sync_debug_mode(prev)
+
+
+@dataclass
+class GraphStats:
+    """What a :class:`GraphStepper` did: ``replays`` steps replayed from the captured graph, ``eager_steps`` run
+    eagerly (warm-up, partial batches, or all of them after a fall-back), ``captures`` graphs captured, and
+    ``failed``: why the run fell back to eager steps ("" when it did not)."""
+
+    replays: int = 0
+    eager_steps: int = 0
+    captures: int = 0
+    failed: str = ""
+
+    @property
+    def fell_back(self) -> bool:
+        return bool(self.failed)
+
+    def as_dict(self) -> dict:
+        return {"replays": self.replays, "eager_steps": self.eager_steps, "captures": self.captures,
+                "fell_back": self.fell_back, "failed": self.failed}
+
+
+_RECORDERS: list[list] = []
+
+
+@contextlib.contextmanager
+def graph_stats() -> Iterator[list]:
+    """``with graph_stats() as stats: train(..., step_mode="graph")``: ``stats`` lists the :class:`GraphStats` of
+    every graph stepper made inside the block (live objects: read them after the block). A benchmark uses it to tell
+    a graph measurement that replayed from one that fell back to eager steps."""
+    rec: list = []
+    _RECORDERS.append(rec)
+    try:
+        yield rec
+    finally:
+        _RECORDERS.remove(rec)
 
 
 def cuda_capture(fn: Callable[[], None]) -> Callable[[], None]:
@@ -213,39 +272,129 @@ class GraphStepper(Stepper):
     (:data:`WARMUP_STEPS`) and steps on a batch of another size than ``batch_size`` are eager steps of the same
     body; after such a step the gradients are copied back into the captured gradient tensors, so that
     ``p.grad`` stays the tensor the graph writes (what step hooks read).
+
+    ``sync_check(fn)`` runs the last warm-up step and raises if it synchronises with the host (default on CUDA:
+    :func:`cuda_sync_check`; ``None`` elsewhere: no check). When it raises, the state before that step is restored,
+    the step is redone eagerly and the run stays eager without a capture (see the module doc). :attr:`stats`
+    (:class:`GraphStats`) counts replays and eager steps and says whether the run fell back.
     """
 
     def __init__(self, *args, batch_size: int, capture: Optional[Callable] = None, warmup: int = WARMUP_STEPS,
-                 **kwargs):
+                 sync_check: Optional[Callable] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.batch_size = batch_size
         self.capture = capture or cuda_capture
         self.warmup = warmup
         dev = self.device
+        self.sync_check = sync_check if sync_check is not None else (cuda_sync_check if dev.type == "cuda" else None)
         self.s_idx = torch.zeros(batch_size, dtype=torch.long, device=dev)
         self.s_crop = torch.zeros(batch_size, 2, dtype=torch.long, device=dev) if self.data.augment else None
         self.s_flip = torch.zeros(batch_size, dtype=torch.bool, device=dev) \
             if self.data.augment and self.data.flip else None
         self.replay: Optional[Callable[[], None]] = None
-        self.eager_steps = 0
-        self.replays = 0
-        #: why the capture failed (then every step is eager), or "" while capture works / has not been tried
-        self.failed = ""
+        self.stats = GraphStats()
+        for rec in _RECORDERS:
+            rec.append(self.stats)
+
+    # counters kept in self.stats (a small object a benchmark can hold without holding the graph or the model)
+    @property
+    def eager_steps(self) -> int:
+        return self.stats.eager_steps
+
+    @property
+    def replays(self) -> int:
+        return self.stats.replays
+
+    @property
+    def failed(self) -> str:
+        """Why the run fell back to eager steps (host sync found before capture, or capture failed), else ""."""
+        return self.stats.failed
+
+    @property
+    def fell_back(self) -> bool:
+        return self.stats.fell_back
 
     def _params(self) -> list:
         return [p for g in self.opt.param_groups for p in g["params"]]
 
-    def _eager(self, idx, crop, flip) -> None:
+    def _snapshot(self) -> dict:
+        """Copies of everything a step changes (weights, buffers, optimiser state, accumulators, random state)."""
+        dev = self.device
+        opt_state = {id(p): {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in st.items()}
+                     for p, st in self.opt.state.items()}
+        return {"params": [t.detach().clone() for t in self.net.parameters()],
+                "buffers": [t.detach().clone() for t in self.net.buffers()],
+                "opt": opt_state, "opt_keys": set(self.opt.state.keys()),
+                "acc": (self.loss_sum.clone(), self.correct.clone()),
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}
+
+    def _restore(self, snap: dict) -> None:
+        with torch.no_grad():
+            for t, v in zip(self.net.parameters(), snap["params"]):
+                t.copy_(v)
+            for t, v in zip(self.net.buffers(), snap["buffers"]):
+                t.copy_(v)
+            for p in list(self.opt.state.keys()):
+                if p not in snap["opt_keys"]:  # state created by the failed step (lazily, e.g. momentum buffers)
+                    del self.opt.state[p]
+                    continue
+                saved = snap["opt"][id(p)]
+                st = self.opt.state[p]
+                for k in list(st.keys()):
+                    if k not in saved:
+                        del st[k]
+                for k, v in saved.items():
+                    if isinstance(v, torch.Tensor) and isinstance(st.get(k), torch.Tensor) \
+                            and st[k].shape == v.shape:
+                        st[k].copy_(v)
+                    else:
+                        st[k] = v
+            self.loss_sum.copy_(snap["acc"][0])
+            self.correct.copy_(snap["acc"][1])
+        self.opt.zero_grad(set_to_none=self.static_grads is None)
+        torch.set_rng_state(snap["rng"])
+        if snap["cuda_rng"] is not None:
+            torch.cuda.set_rng_state(snap["cuda_rng"], self.device)
+
+    def _run_body(self, idx, crop, flip, check: bool = False) -> None:
+        """One eager step of the body (on a side stream on CUDA before capture); under ``sync_check`` when
+        ``check``: a host sync in it sets :attr:`failed` and the step is redone, after restoring the state before
+        it, without the check."""
         cuda = self.device.type == "cuda"
-        if cuda and self.replay is None:  # warm-up steps run on a side stream (required before capture)
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
+        if check:
+            snap = self._snapshot()
+            try:
+                self._on_side_stream(lambda: self.sync_check(lambda: self.body(idx, crop, flip)), cuda)
+                return
+            except Exception as e:  # noqa: BLE001  (anything: the eager redo below re-raises a genuine error)
+                self.stats.failed = f"host sync in the step (found before capture): {type(e).__name__}: {e}"
+                warnings.warn(f"step_mode 'graph': the training step synchronises with the host, so it cannot be "
+                              f"captured as a CUDA graph ({self.stats.failed.splitlines()[0][:300]}); no capture "
+                              f"is attempted and this run continues with eager steps. A loss or model that syncs "
+                              f"with the host (e.g. boolean indexing, .item(), float(t), torch.unique) could not "
+                              f"be captured.", RuntimeWarning, stacklevel=4)
+                self._restore(snap)
+        self._on_side_stream(lambda: self.body(idx, crop, flip), cuda and self.replay is None and not self.failed)
+
+    def _on_side_stream(self, fn: Callable[[], None], side_stream: bool) -> None:
+        if not side_stream:  # warm-up steps run on a side stream (required before capture)
+            fn()
+            return
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        try:
             with torch.cuda.stream(side):
-                self.body(idx, crop, flip)
+                fn()
+        finally:
             torch.cuda.current_stream(self.device).wait_stream(side)
-        else:
-            self.body(idx, crop, flip)
-        self.eager_steps += 1
+
+    def _eager(self, idx, crop, flip) -> None:
+        # The last warm-up step is checked for host syncs (before anything is captured); not after a fall-back.
+        check = (self.sync_check is not None and self.replay is None and not self.failed
+                 and self.eager_steps == self.warmup - 1)
+        self._run_body(idx, crop, flip, check=check)
+        self.stats.eager_steps += 1
         if self.static_grads is not None:  # keep p.grad the captured tensors
             with torch.no_grad():
                 for p, s in zip(self._params(), self.static_grads):
@@ -272,8 +421,10 @@ class GraphStepper(Stepper):
             if self.replay is None:
                 try:
                     self.replay = self.capture(lambda: self.body(self.s_idx, self.s_crop, self.s_flip))
-                except Exception as e:  # noqa: BLE001  (a capture runs no kernel: state is as before the step)
-                    self.failed = f"{type(e).__name__}: {e}"
+                except Exception as e:  # noqa: BLE001
+                    # The capture recorded kernels without running them, so the weights are as before the step
+                    # (torch's allocator may not be: hence the host-sync check before capture).
+                    self.stats.failed = f"{type(e).__name__}: {e}"
                     warnings.warn(f"step_mode 'graph': the training step could not be captured as a CUDA graph "
                                   f"({self.failed.splitlines()[0][:300]}); this run continues with eager steps. A "
                                   f"loss or model that syncs with the host (e.g. boolean indexing, .item()) cannot "
@@ -281,10 +432,11 @@ class GraphStepper(Stepper):
                     self._eager(idx, crop, flip)
                     self.steps += 1
                     return
+                self.stats.captures += 1
                 self.static_grads = [p.grad for p in self._params()]
             self._load(idx, crop, flip)
             self.replay()
-            self.replays += 1
+            self.stats.replays += 1
         self.steps += 1
 
 

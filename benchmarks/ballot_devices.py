@@ -142,14 +142,29 @@ def compare(ref: dict, g: dict, path: str) -> dict:
     }
 
 
-def end_to_end(args, dev: torch.device, root: Path) -> list[dict]:
+def end_to_end(args, dev: torch.device, root: Path, on_row=None) -> list[dict]:
+    """The CPU reference, then each device path; ``on_row(rows)`` after each path (the JSON is saved there)."""
     ref = train_three(args, "cpu", root / "cpu")
     rows = [compare(ref, train_three(args, str(dev), root / "device_default"),
                     "default (bf16 autocast on CUDA)" if dev.type == "cuda" else f"default ({dev})")]
+    if on_row:
+        on_row(rows)
     if dev.type == "cuda":
         rows.append(compare(ref, train_three(args, str(dev), root / "device_fp32", amp=False),
                             "fp32 (autocast and TF32 off)"))
+        if on_row:
+            on_row(rows)
     return rows
+
+
+def save(out: dict, path: "str | None") -> None:
+    """Write the results so far to ``path`` atomically (after each part: a time-out keeps what finished)."""
+    if not path:
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    tmp.replace(path)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -179,9 +194,11 @@ def main(argv=None) -> int:
     print(f"Ballot CPU vs {dev} ({name}) | torch {torch.__version__} | seed {args.seed}", flush=True)
     skip = set(filter(None, args.skip.split(",")))
     out: dict = {"device": name, "torch": torch.__version__, "args": vars(args)}
+    save(out, args.json)
     if "engine" not in skip:
         rows = engine_check(args.engine_model, 10, (3, 32, 32), dev, args.engine_epochs, args.seed)
         out["engine"] = rows
+        save(out, args.json)
         print(f"\n[1] engine on identical inputs ({args.engine_model} shapes, {args.engine_epochs} voting epochs)"
               " | target: votes equal, overlap 1.0")
         print(f"    {'tally':8s} {'entries':>10s} {'votes differ':>12s} {'total rel err':>13s} {'overlap':>8s}"
@@ -190,8 +207,12 @@ def main(argv=None) -> int:
             print(f"    {r['tally']:8s} {r['entries']:10d} {r['votes_differ']:12d} {r['total_max_rel']:13.2e} "
                   f"{r['mask_overlap']:8.5f} {r['cpu_s']:7.2f} {r['device_s']:7.2f}")
     if "e2e" not in skip:
+        def partial(rows):
+            out["end_to_end"] = list(rows)
+            save(out, args.json)
+
         with tempfile.TemporaryDirectory(prefix="ballot-devices-") as tmp:
-            rows = end_to_end(args, dev, Path(tmp))
+            rows = end_to_end(args, dev, Path(tmp), on_row=partial)
         out["end_to_end"] = rows
         print(f"\n[2] end to end: {args.dataset}/{args.model}, {args.epochs} epochs, density {args.density}, "
               f"seed {args.seed} | target: Ballot overlap >= {OVERLAP_TARGET}")
@@ -207,8 +228,7 @@ def main(argv=None) -> int:
                   f" s, other/train {r['device_ballot_other_share']:.3f}; votes in the dense run "
                   f"{r['device_votes_s']:.2f} s = {r['device_votes_share']:.2f}x its training")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2, default=str) + "\n")
+        save(out, args.json)
         print(f"\nwrote {args.json}")
     return 0
 

@@ -55,6 +55,7 @@ from ballot_lib.data import DataBundle, Split
 from ballot_lib.models import build_model
 from ballot_lib.pruning import magnitude_mask
 from ballot_lib import gpu_defaults
+from ballot_lib.compiled import graph_stats
 from ballot_lib.sweep import RUNS_PER_GPU_TOLERANCE, runs_per_gpu_from_curve
 from ballot_lib.training import MaskEnforcer, TrainConfig, resolve_device, train
 from ballot_lib.training import sync_device as sync
@@ -113,6 +114,30 @@ def library_seconds(net, bundle: DataBundle, batch_size: int, dev: torch.device,
                 progress=False, step_mode=step_mode)
     sync(dev)
     return res.seconds
+
+
+def merge_graph_stats(stats) -> dict | None:
+    """The :class:`ballot_lib.compiled.GraphStats` of the graph steppers of one measurement, summed: steps replayed
+    from a CUDA graph, eager steps, captures, and whether any run fell back to eager steps (and why); ``None`` when
+    no graph stepper ran (another step mode)."""
+    stats = list(stats)
+    if not stats:
+        return None
+    failed = next((s.failed for s in stats if s.failed), "")
+    return {"runs": len(stats), "replays": sum(s.replays for s in stats),
+            "eager_steps": sum(s.eager_steps for s in stats), "captures": sum(s.captures for s in stats),
+            "fell_back": any(s.fell_back for s in stats), "failed": failed.splitlines()[0][:300] if failed else ""}
+
+
+def graph_note(g: dict | None) -> str:
+    """A line about a graph measurement that did not replay from a graph ("" when it did, or no graph ran)."""
+    if not g:
+        return ""
+    if g["fell_back"]:
+        return f"fell back to eager steps ({g['failed']}): not a graph measurement"
+    if not g["replays"]:
+        return "no step was replayed from a CUDA graph: not a graph measurement"
+    return ""
 
 
 def load_average() -> float | None:
@@ -270,9 +295,13 @@ def bench_throughput(model: str, dev: torch.device, n_images: int, batch_size: i
         net = build_model(model, (3, 32, 32), 10)
         try:
             library_seconds(net, warm_bundle, batch_size, dev, seed=0, step_mode=mode)  # warm-up (moves the net)
-            times = [library_seconds(net, lib_bundle, batch_size, dev, seed=r + 1, step_mode=mode)
-                     for r in range(repeats)]
+            with graph_stats() as gstats:
+                times = [library_seconds(net, lib_bundle, batch_size, dev, seed=r + 1, step_mode=mode)
+                         for r in range(repeats)]
             library[name] = {"seconds": times, "images_per_s": lib_images / median(times)}
+            g = merge_graph_stats(gstats)
+            if g is not None:
+                library[name]["graph_steps"] = g
         except Exception as e:  # noqa: BLE001 -- a mode that fails on this device is reported, not fatal
             errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
         del net
@@ -381,11 +410,13 @@ def graph_ceiling(model: str, dev: torch.device, batch_size: int, steps: int, wa
 
 
 def library_ips(model: str, dev: torch.device, batch_size: int, steps: int, warmup: int, mode: str,
-                repeats: int) -> float:
+                repeats: int) -> tuple[float, dict | None]:
     """Images/s of ``train()`` (dense, no evaluation) in ``step_mode=mode``, in steady state: one call over
     ``1 + repeats`` epochs of ``steps`` full batches, each epoch timed by an epoch hook (every epoch ends in the
     loop's one host sync); the first epoch (warm-up, CUDA-graph capture, compilation) is dropped, the median of the
-    others taken. ``warmup`` is unused (the first epoch is the warm-up)."""
+    others taken. ``warmup`` is unused (the first epoch is the warm-up). Also returns what the graph stepper did
+    (:func:`merge_graph_stats`; ``None`` in other modes): a graph run that fell back to eager steps measured eager
+    steps, which decide.py must not count as the graph mode's."""
     x, y = synthetic_images(steps * batch_size, seed=3)
     bundle = make_bundle(x, y)
     torch.manual_seed(0)
@@ -393,18 +424,21 @@ def library_ips(model: str, dev: torch.device, batch_size: int, steps: int, warm
     cfg = TrainConfig(epochs=1 + repeats, batch_size=batch_size, optimizer="sgd", lr=0.01, momentum=0.9,
                       weight_decay=5e-4, schedule="constant")
     stamps = [time.perf_counter()]
-    train(net, bundle, cfg, seed=0, device=dev, eval_splits=(), progress=False, step_mode=mode,
-          hooks=[lambda net, epoch, row: stamps.append(time.perf_counter())])
+    with graph_stats() as gstats:
+        train(net, bundle, cfg, seed=0, device=dev, eval_splits=(), progress=False, step_mode=mode,
+              hooks=[lambda net, epoch, row: stamps.append(time.perf_counter())])
     per_epoch = [b - a for a, b in zip(stamps[1:], stamps[2:])]
-    return steps * batch_size / median(per_epoch)
+    return steps * batch_size / median(per_epoch), merge_graph_stats(gstats)
 
 
 def bench_ceilings(model: str, dev: torch.device, batch_size: int, steps: int, warmup: int, modes, repeats: int
                    ) -> dict:
-    out = {"model": model, "batch_size": batch_size, "steps": steps, "library": {}, "errors": {}}
+    out = {"model": model, "batch_size": batch_size, "steps": steps, "library": {}, "errors": {}, "graph_steps": {}}
     for mode in modes:
         try:
-            out["library"][mode] = library_ips(model, dev, batch_size, steps, warmup, mode, repeats)
+            out["library"][mode], g = library_ips(model, dev, batch_size, steps, warmup, mode, repeats)
+            if g is not None:  # what the graph stepper did: replays, fell back (decide.py reads it)
+                out["graph_steps"][mode] = g
         except Exception as e:  # a mode that fails here (e.g. no compiler) must not hide the others
             out["errors"][mode] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
     out["eager_ceiling"] = eager_ceiling(model, dev, batch_size, steps, warmup)
@@ -444,9 +478,15 @@ def worker_main(args) -> int:
     return 0
 
 
-def bench_concurrent(model: str, dev: torch.device, batch_size: int, steps: int, counts, mode: str) -> dict:
+#: seconds a measurement-4 worker may take in all (warm-up + timed run) before it is killed
+WORKER_TIMEOUT_S = 1800
+
+
+def bench_concurrent(model: str, dev: torch.device, batch_size: int, steps: int, counts, mode: str,
+                     timeout_s: float = WORKER_TIMEOUT_S) -> dict:
     """Aggregate images/s of N processes training at once on one device: total images / (last end - first start),
-    all workers starting together after their warm-up."""
+    all workers starting together after their warm-up. Each worker's stderr goes to a file (a pipe of 64 KB could
+    fill while nobody reads it and block the worker), and a worker still running after ``timeout_s`` is killed."""
     import subprocess
     import tempfile
 
@@ -457,20 +497,39 @@ def bench_concurrent(model: str, dev: torch.device, batch_size: int, steps: int,
         with tempfile.TemporaryDirectory() as tmp:
             go = Path(tmp) / "go"
             env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", job_threads(n))}
-            procs = []
-            for i in range(n):
-                cmd = [sys.executable, __file__, "--device", str(dev), "--batch-size", str(batch_size),
-                       "--worker-model", model, "--worker-steps", str(steps), "--worker-step-mode", mode,
-                       "--worker-ready", f"{tmp}/ready{i}", "--worker-go", str(go), "--worker-result",
-                       f"{tmp}/result{i}.json"]
-                procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-            deadline = time.monotonic() + 1800
-            while not all(Path(f"{tmp}/ready{i}").exists() for i in range(n)):
-                if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
-            go.write_text("go")
-            errs = [p.communicate()[1].decode()[-300:] if p.wait() != 0 else "" for p in procs]
+            procs, logs = [], []
+            deadline = time.monotonic() + timeout_s
+            try:
+                for i in range(n):
+                    cmd = [sys.executable, __file__, "--device", str(dev), "--batch-size", str(batch_size),
+                           "--worker-model", model, "--worker-steps", str(steps), "--worker-step-mode", mode,
+                           "--worker-ready", f"{tmp}/ready{i}", "--worker-go", str(go), "--worker-result",
+                           f"{tmp}/result{i}.json"]
+                    logs.append(open(f"{tmp}/stderr{i}.txt", "wb"))
+                    procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=logs[-1]))
+                while not all(Path(f"{tmp}/ready{i}").exists() for i in range(n)):
+                    if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.05)
+                go.write_text("go")
+                errs = []
+                for i, p in enumerate(procs):
+                    try:
+                        rc = p.wait(timeout=max(1.0, deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                        p.wait()
+                        errs.append(f"worker {i} still running after {timeout_s:.0f} s: killed")
+                        continue
+                    tail = Path(f"{tmp}/stderr{i}.txt").read_bytes()[-300:].decode(errors="replace")
+                    errs.append((tail or f"worker {i} exited with {rc}") if rc != 0 else "")
+            finally:
+                for p in procs:  # nothing outlives the measurement (e.g. on KeyboardInterrupt)
+                    if p.poll() is None:
+                        p.kill()
+                        p.wait()
+                for f in logs:
+                    f.close()
             results = [json.loads(Path(f"{tmp}/result{i}.json").read_text()) for i in range(n)
                        if Path(f"{tmp}/result{i}.json").exists()]
         if len(results) < n:
@@ -861,6 +920,9 @@ def main(argv=None) -> int:
                   flush=True)
             for m, e in r["library"]["errors"].items():
                 print(f"      {m} failed: {e}")
+            for m, row in r["library"]["modes"].items():
+                if graph_note(row.get("graph_steps")):
+                    print(f"      {m}: {graph_note(row['graph_steps'])}")
         if not cuda:
             print("    note: the speed-up targets are for a GPU (device-resident data, bf16, channels_last); on CPU "
                   "both paths are compute-bound and the figure is informative only.")
@@ -887,6 +949,10 @@ def main(argv=None) -> int:
                   f"{verdict} (best: {r['best_mode']})", flush=True)
             for m, e in r["errors"].items():
                 print(f"      {m} failed: {e}")
+            for m, g in r["graph_steps"].items():
+                note = graph_note(g)
+                print(f"      {m}: " + (note or f"{g['replays']} steps replayed from a CUDA graph, "
+                                                f"{g['eager_steps']} eager"))
         print("    lib <mode> = train() (dense, no evaluation) in that step mode; eager ceil = a bare loop of the "
               "same model/batch\n    (one pre-made batch: forward, loss, backward, SGD step); graph ceil = that "
               "bare step captured as one CUDA graph;\n    lib/eager, lib/graph: the best library mode over the "
@@ -955,40 +1021,49 @@ def main(argv=None) -> int:
             conc_note = {m: f"x{f:g} assumed (--assume-concurrency)" for m, f in conc.items()}
             print(f"\n    [6] uses ASSUMED images/s {assumed} and concurrency factor "
                   f"{args.assume_concurrency or 'none'} (--assume-ips): a projection, not a measurement")
-        proj = project_grid(ips, conc)
-        proj["concurrency_sources"] = conc_note
-        out["projection"] = proj
-        print(f"\n[6] projection of the full paper grid: {proj['grid']} | target <= {GRID_HOURS_TARGET:g} GPU-hours")
-        print(f"    epochs of the dense recipe per dataset x model x seed: {proj['epochs_per_cell']:.0f} = "
-              + " + ".join(f"{m} {e:.0f}" for m, e in proj["epochs_per_dataset_model_seed"].items()))
-        for row in proj["rows"]:
-            if not row.get("images_per_s"):
-                print(f"    {row['model']:<10} " + ("not given (--assume-ips)" if assumed else
-                                                    "not measured here (add it to --ceiling-models)"))
-                continue
-            print(f"    {row['model']:<10}{row['images_per_s']:>10.0f} img/s  {row['gpu_hours']:>10.1f} h one run "
-                  f"per device  {row['gpu_hours_concurrent']:>10.1f} h with x{row['concurrency_factor']:.2f} from "
-                  f"concurrent runs")
-        for m, note in conc_note.items():
-            print(f"    {m:<10} concurrency factor: {note}")
-        verdict = ("met" if proj["gpu_hours_concurrent"] <= GRID_HOURS_TARGET else "MISSED") if proj["complete"] \
-            else "incomplete"
-        scope = "total" if proj["complete"] else "total over the models above only (the grid's total is larger)"
-        where = "assumed rates" if assumed else dev_name
-        print(f"    {scope}: {proj['gpu_hours']:.1f} device-hours ({proj['gpu_hours_concurrent']:.1f} with concurrent "
-              f"runs) at {where}: {verdict if cuda or assumed else 'n/a on CPU'}")
-        print("    with notebook 03's attribution controls ("
-              + " + ".join(f"{k} {e:.0f}" for k, e in proj["control_epochs"].items())
-              + f" epochs per dataset x model x seed): {proj['gpu_hours_with_controls']:.1f} device-hours "
-              f"({proj['gpu_hours_concurrent_with_controls']:.1f} with concurrent runs)")
-        print("    share of the cost per dataset: " + ", ".join(
-            f"{k} {100 * v:.0f} %" for k, v in sorted(proj["dataset_shares"].items(), key=lambda kv: -kv[1])))
-        print("    assumptions (ballot_lib.cost; per file: python -m ballot_lib.sweep cost params/03_*.yaml): cost per "
-              "image ~ pixels relative to 32x32;\n    val+test evaluated every epoch at a third of a training step per "
-              "image; dense run once per dataset/model/seed, MP/LTH/Ballot\n    reuse it, val-rule twins reuse "
-              "their last-epoch run; the files' method options; the best step mode of [3]; the\n    concurrency "
-              "factor of [4] at the chosen N per model (see above); no data loading or Ballot engine time beyond what "
-              "[5] shows.")
+        try:
+            proj = project_grid(ips, conc)
+        except Exception as e:  # noqa: BLE001 -- e.g. no PyYAML on a bare GPU image: decide.py projects later
+            proj = None
+            why = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            out["projection"] = {"skipped": why, "images_per_s": ips, "concurrency": conc,
+                                 "concurrency_sources": conc_note, "assumed": bool(assumed)}
+            print(f"\n[6] projection of the full paper grid: SKIPPED ({why}); the rates it needs are saved, and "
+                  f"benchmarks/decide.py computes the projection from them where PyYAML is installed")
+        if proj is not None:
+            proj["concurrency_sources"] = conc_note
+            out["projection"] = proj
+            print(f"\n[6] projection of the full paper grid: {proj['grid']} | target <= {GRID_HOURS_TARGET:g} GPU-hours")
+            print(f"    epochs of the dense recipe per dataset x model x seed: {proj['epochs_per_cell']:.0f} = "
+                  + " + ".join(f"{m} {e:.0f}" for m, e in proj["epochs_per_dataset_model_seed"].items()))
+            for row in proj["rows"]:
+                if not row.get("images_per_s"):
+                    print(f"    {row['model']:<10} " + ("not given (--assume-ips)" if assumed else
+                                                        "not measured here (add it to --ceiling-models)"))
+                    continue
+                print(f"    {row['model']:<10}{row['images_per_s']:>10.0f} img/s  {row['gpu_hours']:>10.1f} h one run "
+                      f"per device  {row['gpu_hours_concurrent']:>10.1f} h with x{row['concurrency_factor']:.2f} from "
+                      f"concurrent runs")
+            for m, note in conc_note.items():
+                print(f"    {m:<10} concurrency factor: {note}")
+            verdict = ("met" if proj["gpu_hours_concurrent"] <= GRID_HOURS_TARGET else "MISSED") if proj["complete"] \
+                else "incomplete"
+            scope = "total" if proj["complete"] else "total over the models above only (the grid's total is larger)"
+            where = "assumed rates" if assumed else dev_name
+            print(f"    {scope}: {proj['gpu_hours']:.1f} device-hours ({proj['gpu_hours_concurrent']:.1f} with concurrent "
+                  f"runs) at {where}: {verdict if cuda or assumed else 'n/a on CPU'}")
+            print("    with notebook 03's attribution controls ("
+                  + " + ".join(f"{k} {e:.0f}" for k, e in proj["control_epochs"].items())
+                  + f" epochs per dataset x model x seed): {proj['gpu_hours_with_controls']:.1f} device-hours "
+                  f"({proj['gpu_hours_concurrent_with_controls']:.1f} with concurrent runs)")
+            print("    share of the cost per dataset: " + ", ".join(
+                f"{k} {100 * v:.0f} %" for k, v in sorted(proj["dataset_shares"].items(), key=lambda kv: -kv[1])))
+            print("    assumptions (ballot_lib.cost; per file: python -m ballot_lib.sweep cost params/03_*.yaml): cost per "
+                  "image ~ pixels relative to 32x32;\n    val+test evaluated every epoch at a third of a training step per "
+                  "image; dense run once per dataset/model/seed, MP/LTH/Ballot\n    reuse it, val-rule twins reuse "
+                  "their last-epoch run; the files' method options; the best step mode of [3]; the\n    concurrency "
+                  "factor of [4] at the chosen N per model (see above); no data loading or Ballot engine time beyond what "
+                  "[5] shows.")
 
     env["load_average_1min_end"] = load_average()
     warn_if_loaded("end")

@@ -5,19 +5,26 @@
     python benchmarks/decide.py DIR --apply    # ... and rewrite ballot_lib/gpu_defaults.py with them
 
 DIR holds what ``benchmarks/gpu_check.sh`` writes: ``issue13_cuda.json`` (required: the training benchmark),
-``cuda_tests.txt`` (the step-mode tests' pytest summary), ``ballot_devices.json`` (Ballot CPU vs GPU) and
-``gpu.txt`` (GPU name, torch version). The rules:
+``cuda_tests.txt`` (the step-mode tests' pytest output) and ``cuda_tests.xml`` (the same run as JUnit XML: which
+tests ran and which were skipped), ``ballot_devices.json`` (Ballot CPU vs GPU) and ``gpu.txt`` (GPU name, torch
+version). The rules:
 
 * **step mode.** ``auto`` on CUDA becomes ``graph`` only if, in measurement 3, the library's graph step ran at least
-  as many images/s as its eager step for *every* model measured (and no model's graph step failed; cnn and
-  resnet18 at least were measured), and the CUDA tests in ``cuda_tests.txt`` passed with none failing; otherwise it
-  stays ``eager``.
+  as many images/s as its eager step for *every* model measured (and no model's graph step failed, fell back to
+  eager steps or replayed no step from a CUDA graph -- the benchmark records the graph stepper's replays; cnn and
+  resnet18 at least were measured), and the step-mode tests passed with none failing *and the CUDA ones ran*:
+  ``cuda_tests.xml`` must hold at least one CUDA test (a test named ``test_cuda...`` or skipped for want of CUDA)
+  and none of them skipped; otherwise it stays ``eager``.
 * **runs per GPU.** For each model of measurement 4, the smallest process count N whose aggregate images/s is within
   ``ballot_lib.sweep.RUNS_PER_GPU_TOLERANCE`` (5 %) of the best N measured
   (:func:`ballot_lib.sweep.runs_per_gpu_from_curve`); models it did not measure keep their current value.
 
 ``--apply`` refuses output that was not measured on a CUDA device (a ``DEVICE=cpu`` dry run decides nothing) and
 records the GPU, torch version, date and which models were measured in ``gpu_defaults.MEASURED_ON``.
+
+The paper-grid projection (measurement 6) needs PyYAML (it plans ``params/03_*.yaml``), which a bare GPU image may
+lack; the benchmark then records why it skipped it, and this script computes it from the measured images/s and
+concurrency factors (``bench_training.project_grid``), saying so in its report.
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ import argparse
 import json
 import re
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +46,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # the benchmark script
 
 from ballot_devices import OVERLAP_TARGET as BALLOT_OVERLAP_TARGET
 # issue #13's targets, as the benchmark prints them
+import bench_training
 from bench_training import (GRAPH_RATIO_TARGET, GRID_HOURS_TARGET, OTHER_TIME_TARGET, SPEEDUP_TARGET,
                             SPEEDUP_TARGET_DEFAULT)
 
@@ -45,7 +54,10 @@ from ballot_lib import gpu_defaults
 from ballot_lib.sweep import RUNS_PER_GPU_TOLERANCE, runs_per_gpu_from_curve
 
 DEFAULTS_FILE = ROOT / "ballot_lib" / "gpu_defaults.py"
-FILES = {"bench": "issue13_cuda.json", "tests": "cuda_tests.txt", "ballot": "ballot_devices.json", "gpu": "gpu.txt"}
+FILES = {"bench": "issue13_cuda.json", "tests": "cuda_tests.txt", "tests_xml": "cuda_tests.xml",
+         "ballot": "ballot_devices.json", "gpu": "gpu.txt"}
+#: what gpu_check.sh writes into cuda_tests.txt when the GPU machine's python has no pytest
+PYTEST_MISSING = "PYTEST MISSING"
 #: models measurement 3 must include before ``graph`` can become the default (issue #13's two target models)
 STEP_MODE_MODELS = ("cnn", "resnet18")
 
@@ -69,7 +81,7 @@ def read_outputs(folder: Path) -> dict:
             raise DecideError(f"{bench}: not the training benchmark's output (no {key!r} entry)")
     ballot = folder / FILES["ballot"]
     out["ballot"] = _json(ballot) if ballot.is_file() else None
-    for key in ("tests", "gpu"):
+    for key in ("tests", "tests_xml", "gpu"):
         f = folder / FILES[key]
         out[key] = f.read_text(errors="replace") if f.is_file() else None
     return out
@@ -90,21 +102,82 @@ def concurrent_rows(bench: dict) -> list[dict]:
     return [conc] if isinstance(conc, dict) else list(conc)
 
 
-def tests_verdict(text: str | None) -> tuple[bool, str]:
-    """(passed, why) from the pytest summary of the step-mode tests."""
+def junit_cases(xml_text: str) -> list[dict]:
+    """The test cases of a pytest JUnit XML report: name, status (passed, skipped, failed, error) and message."""
+    try:
+        root = ET.fromstring(xml_text)
+    except ET.ParseError as e:
+        raise DecideError(f"{FILES['tests_xml']}: unreadable XML ({e})") from None
+    cases = []
+    for tc in root.iter("testcase"):
+        status, message = "passed", ""
+        for tag in ("failure", "error", "skipped"):
+            el = tc.find(tag)
+            if el is not None:
+                status = {"failure": "failed"}.get(tag, tag)
+                message = el.get("message") or (el.text or "")
+                break
+        cases.append({"name": f"{tc.get('classname', '')}::{tc.get('name', '')}", "status": status,
+                      "message": message})
+    return cases
+
+
+def is_cuda_test(case: dict) -> bool:
+    """A CUDA test: its function's name starts with ``test_cuda`` (the convention of tests/test_step_modes.py), or
+    it was skipped for want of CUDA (whatever its name)."""
+    func = case["name"].rsplit("::", 1)[-1].lower()
+    return func.startswith("test_cuda") or (case["status"] == "skipped" and "cuda" in case["message"].lower())
+
+
+def tests_verdict(text: str | None, xml_text: str | None = None) -> tuple[bool, str]:
+    """(passed, why) from the step-mode tests' pytest output (``cuda_tests.txt``) and JUnit XML
+    (``cuda_tests.xml``): no test failed, some passed, and the CUDA tests ran (at least one, none skipped)."""
     if not text:
         return False, f"no {FILES['tests']} (the 'tests' stage did not run)"
+    if PYTEST_MISSING in text or "No module named pytest" in text:
+        return False, (f"pytest was missing on the GPU machine, so no CUDA test ran ({FILES['tests']}); run `make "
+                       f"gpu-deps` and carry .gpu_pydeps (benchmarks/README.md)")
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|errors?|skipped)", text)}
     if not counts:
-        return False, f"{FILES['tests']} holds no pytest summary line"
+        return False, f"{FILES['tests']} holds no pytest summary line (did pytest run? see the file)"
     bad = counts.get("failed", 0) + counts.get("error", 0) + counts.get("errors", 0)
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())
     if bad or not counts.get("passed"):
         return False, f"CUDA tests: {summary}"
-    return True, f"CUDA tests: {summary}"
+    if not xml_text:
+        return False, (f"CUDA tests: {summary}, but no {FILES['tests_xml']}: cannot tell whether the CUDA tests ran "
+                       f"or were skipped")
+    try:
+        cases = junit_cases(xml_text)
+    except DecideError as e:
+        return False, f"CUDA tests: {summary}, but {e}"
+    cuda = [c for c in cases if is_cuda_test(c)]
+    if not cuda:
+        return False, f"CUDA tests: {summary}, but {FILES['tests_xml']} holds no CUDA test"
+    skipped = [c for c in cuda if c["status"] == "skipped"]
+    if skipped:
+        reason = skipped[0]["message"].splitlines()[0][:120] if skipped[0]["message"] else "no reason given"
+        return False, (f"CUDA tests: {summary}, but {len(skipped)} of the {len(cuda)} CUDA tests were skipped "
+                       f"({reason})")
+    failed = [c for c in cases if c["status"] in ("failed", "error")]
+    if failed:
+        return False, f"CUDA tests: {summary}, but {FILES['tests_xml']} lists {len(failed)} failed: {failed[0]['name']}"
+    return True, f"CUDA tests: {summary}; {len(cuda)} CUDA tests ran, none skipped"
 
 
-def decide_step_mode(bench: dict, tests_text: str | None) -> tuple[str, list[str]]:
+def graph_fallback(row: dict) -> str:
+    """Why a row's graph measurement is not one ("" when the graph stepper replayed and did not fall back)."""
+    g = (row.get("graph_steps") or {}).get("graph")
+    if g is None:
+        return "the graph stepper's replays were not recorded (benchmark output without them: rerun the benchmark)"
+    if g.get("fell_back"):
+        return f"graph fell back to eager steps ({g.get('failed') or 'no reason recorded'})"
+    if not g.get("replays"):
+        return "no step was replayed from a CUDA graph"
+    return ""
+
+
+def decide_step_mode(bench: dict, tests_text: str | None, tests_xml: str | None = None) -> tuple[str, list[str]]:
     """``"graph"`` or ``"eager"`` for ``auto`` on CUDA, and the reasons."""
     why = []
     rows = bench.get("ceilings") or []
@@ -119,13 +192,15 @@ def decide_step_mode(bench: dict, tests_text: str | None) -> tuple[str, list[str
             why.append(f"{r['model']}: graph not measured" + (f" ({err})" if err else ""))
             continue
         ratio = lib["graph"] / lib["eager"]
-        why.append(f"{r['model']}: graph {lib['graph']:.0f} vs eager {lib['eager']:.0f} images/s (x{ratio:.2f})")
-        ok &= ratio >= 1.0
+        fallback = graph_fallback(r)
+        why.append(f"{r['model']}: graph {lib['graph']:.0f} vs eager {lib['eager']:.0f} images/s (x{ratio:.2f})"
+                   + (f"; NOT a graph measurement: {fallback}" if fallback else ""))
+        ok &= ratio >= 1.0 and not fallback
     missing = [m for m in STEP_MODE_MODELS if m not in {r["model"] for r in rows}]
     if missing:
         ok = False
         why.append(f"measurement 3 lacks {', '.join(missing)} (a partial run decides nothing)")
-    passed, tests_why = tests_verdict(tests_text)
+    passed, tests_why = tests_verdict(tests_text, tests_xml)
     why.append(tests_why)
     return ("graph" if ok and passed else "eager"), why
 
@@ -144,6 +219,41 @@ def decide_runs_per_gpu(bench: dict, current: dict) -> tuple[dict, list[str], li
         shape = ", ".join(f"N={k} {v:.0f}" for k, v in sorted(curve.items()))
         why.append(f"{r['model']}: {shape} images/s -> {n} (was {current.get(r['model'], 1)})")
     return new, measured, why
+
+
+def projection(bench: dict) -> tuple[dict | None, str]:
+    """Measurement 6 (the paper grid's GPU-hours) and where it comes from: the benchmark's, or computed here from
+    its measured images/s and concurrency factors when the benchmark skipped it (no PyYAML on the GPU machine)."""
+    proj = bench.get("projection")
+    if proj and "skipped" not in proj:
+        return proj, ""
+    rows = bench.get("ceilings") or []
+    if not rows:
+        return None, "measurement 6: no projection (measurement 3 did not run)"
+    skipped = (proj or {}).get("skipped")
+    why = f"the benchmark skipped it: {skipped}" if skipped else "the benchmark did not write it"
+    if (proj or {}).get("assumed"):
+        return None, f"measurement 6: no projection ({why}; it used --assume-ips rates)"
+    ips = (proj or {}).get("images_per_s")
+    if not ips:
+        ips = {r["model"]: r.get("library_best") or max((r.get("library") or {}).values(), default=None)
+               for r in rows}
+        ips = {m: v for m, v in ips.items() if v and v == v}
+    conc = (proj or {}).get("concurrency")
+    sources = (proj or {}).get("concurrency_sources")
+    if conc is None:
+        mode = next((r.get("step_mode") for r in concurrent_rows(bench) if r.get("step_mode")), "eager")
+        conc, sources = bench_training.concurrency_factors(rows, concurrent_rows(bench), mode)
+    try:
+        made = bench_training.project_grid(ips, conc)
+    except Exception as e:  # noqa: BLE001 -- e.g. no PyYAML here either
+        return None, (f"measurement 6: no projection ({why}); computing it here failed too ({type(e).__name__}: "
+                      f"{e}); run decide.py where PyYAML is installed")
+    made["concurrency_sources"] = sources or {}
+    made["computed_by"] = "benchmarks/decide.py"
+    return made, (f"measurement 6 computed by decide.py from the measured images/s {ips} ({why}): "
+                  f"{made['gpu_hours']:.1f} device-hours, {made['gpu_hours_concurrent']:.1f} with concurrent runs"
+                  + ("" if made["complete"] else " (incomplete: not every paper model was measured)"))
 
 
 def targets(out: dict) -> list[tuple[str, str, str, str]]:
@@ -166,10 +276,11 @@ def targets(out: dict) -> list[tuple[str, str, str, str]]:
         if "other_over_train" in r:
             rows.append((f"{r['method']} non-training / training time", f"{r['other_over_train']:.3f}",
                          f"<= {OTHER_TIME_TARGET}", verdict(r["other_over_train"] <= OTHER_TIME_TARGET)))
-    proj = bench.get("projection")
+    proj = out.get("projection") if "projection" in out else projection(bench)[0]
     if proj and proj.get("complete"):
         h = proj["gpu_hours_concurrent"]
-        rows.append(("paper grid (3 models), GPU-hours with concurrent runs", f"{h:,.1f}",
+        src = " (computed by decide.py)" if proj.get("computed_by") else ""
+        rows.append((f"paper grid (3 models), GPU-hours with concurrent runs{src}", f"{h:,.1f}",
                      f"<= {GRID_HOURS_TARGET:g}", verdict(h <= GRID_HOURS_TARGET)))
     for e in (out.get("ballot") or {}).get("engine") or []:
         rows.append((f"Ballot engine, votes differing CPU vs GPU ({e.get('tally')})", f"{e.get('votes_differ')} of "
@@ -245,10 +356,12 @@ def render_defaults(measured: dict | None, step_mode: str, runs_per_gpu: dict) -
 
 
 def decide(out: dict) -> dict:
-    step_mode, step_why = decide_step_mode(out["bench"], out["tests"])
+    step_mode, step_why = decide_step_mode(out["bench"], out["tests"], out.get("tests_xml"))
     runs, models, runs_why = decide_runs_per_gpu(out["bench"], gpu_defaults.RUNS_PER_GPU)
+    proj, proj_note = projection(out["bench"])
     return {"step_mode": step_mode, "step_why": step_why, "runs_per_gpu": runs, "measured_models": models,
-            "runs_why": runs_why, "targets": targets(out)}
+            "runs_why": runs_why, "targets": targets({**out, "projection": proj}), "projection": proj,
+            "projection_note": proj_note}
 
 
 def report(out: dict, d: dict) -> str:
@@ -261,6 +374,8 @@ def report(out: dict, d: dict) -> str:
         lines += ["gpu.txt: " + " | ".join(x.strip() for x in out["gpu"].splitlines()[:3] if x.strip())]
     lines += ["", "| target | measured | wanted | verdict |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {v} |" for a, b, c, v in d["targets"]] or ["| (none measured) | | | |"]
+    if d.get("projection_note"):
+        lines += ["", d["projection_note"]]
     lines += ["", f"step mode for auto on CUDA: {d['step_mode']} (now {gpu_defaults.CUDA_AUTO_STEP_MODE})"]
     lines += [f"  {w}" for w in d["step_why"]]
     lines += [f"runs per GPU (smallest N within {RUNS_PER_GPU_TOLERANCE:.0%} of the best): {d['runs_per_gpu']} "

@@ -81,6 +81,86 @@ def test_measurement_4_concurrent_processes_on_cpu(bench, capsys):
     assert r["runs"][1]["vs_first"] == 1.0
 
 
+def test_measurement_4_survives_workers_that_write_much_to_stderr(bench, tmp_path, monkeypatch):
+    """A worker writing more than a pipe holds (64 KB) to stderr before it is ready must not block: its stderr goes
+    to a file, not to a pipe nobody reads until the end (which hung until the 30-minute deadline)."""
+    import sys
+
+    import torch
+
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.stderr.write('x' * 300_000)\nsys.stderr.flush()\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), *sys.path]))
+    t0 = __import__("time").monotonic()
+    r = bench.bench_concurrent("cnn", torch.device("cpu"), 8, 1, [1], "eager")
+    assert r["runs"][1].get("images_per_s", 0) > 0, r
+    assert __import__("time").monotonic() - t0 < 300
+
+
+def test_measurement_4_reports_a_failing_worker_with_its_stderr(bench, tmp_path, monkeypatch):
+    import torch
+
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os, sys\nsys.stderr.write('boom' * 50_000)\nsys.stderr.flush()\nos._exit(3)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    r = bench.bench_concurrent("cnn", torch.device("cpu"), 8, 1, [1], "eager", timeout_s=120)
+    assert "boom" in r["runs"][1]["error"] and r["chosen_runs_per_gpu"] is None
+
+
+def test_projection_without_pyyaml_is_skipped_with_its_reason(bench, tmp_path, monkeypatch, capsys):
+    """A bare GPU image may lack PyYAML, which planning params/03_*.yaml needs: [6] is skipped with its reason and
+    the rates it needs (decide.py projects from them), and the run ends normally with its JSON."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "yaml", None)  # `import yaml` raises ImportError
+    monkeypatch.setattr(bench, "_PLAN", None)
+    out = tmp_path / "b.json"
+    assert bench.main(["--device", "cpu", "--only", "ceilings,projection", "--ceiling-models", "cnn",
+                       "--ceiling-steps", "1", "--batch-size", "8", "--json", str(out)]) == 0
+    assert "[6] projection of the full paper grid: SKIPPED" in capsys.readouterr().out
+    res = json.loads(out.read_text())
+    proj = res["projection"]
+    assert "yaml" in proj["skipped"] and proj["images_per_s"]["cnn"] > 0 and not proj["assumed"]
+    monkeypatch.undo()
+    spec = importlib.util.spec_from_file_location("decide", BENCH.parent / "decide.py")
+    decide = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(decide)
+    made, note = decide.projection(res)  # PyYAML is here: decide computes it
+    assert made["rows"][0]["model"] == "resnet18" and not made["complete"] and "computed by decide.py" in note
+
+
+def test_ceilings_record_whether_the_graph_stepper_replayed(bench, monkeypatch, capsys):
+    """Measurement 3 records what the graph stepper did, so that decide.py can refuse a graph 'measurement' that
+    ran eager steps (a failed capture falls back with only a warning). On CPU: the graph stepper with a capture that
+    fails (as a CUDA capture of a syncing step does) or a fake one that works."""
+    import warnings
+
+    import torch
+
+    from ballot_lib import compiled as C
+
+    def refuse(fn):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    for capture, fell_back in ((refuse, True), (lambda fn: fn, False)):
+        real_resolve, real_make = C.resolve_step_mode, C.make_stepper
+        monkeypatch.setattr(C, "resolve_step_mode", lambda mode, dev: mode or "eager")
+        monkeypatch.setattr(C, "make_stepper", lambda mode, *a, capture=None: C.GraphStepper(
+            *a[:7], batch_size=a[7], capture=capture_fn))
+        capture_fn = capture
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            r = bench.bench_ceilings("cnn", torch.device("cpu"), 8, 5, 1, ["eager", "graph"], 1)
+        monkeypatch.setattr(C, "resolve_step_mode", real_resolve)
+        monkeypatch.setattr(C, "make_stepper", real_make)
+        assert set(r["graph_steps"]) == {"graph"} and r["library"]["graph"] > 0, r
+        g = r["graph_steps"]["graph"]
+        assert g["fell_back"] is fell_back and g["eager_steps"] + g["replays"] == 10, g  # 2 epochs x 5 steps
+        if fell_back:
+            assert g["replays"] == 0 and "capturing" in g["failed"] and "fell back" in bench.graph_note(g)
+        else:
+            assert g["replays"] == 10 - C.WARMUP_STEPS and g["captures"] == 1 and bench.graph_note(g) == ""
+
+
 def test_ballot_device_check_runs_and_the_cpu_agrees_with_itself(tmp_path, capsys):
     """benchmarks/ballot_devices.py (issue #7's GPU check) at toy sizes: CPU against CPU must agree exactly, so the
     engine is deterministic and the script's comparison is wired (on a GPU the same code compares CPU and CUDA)."""
@@ -100,6 +180,24 @@ def test_ballot_device_check_runs_and_the_cpu_agrees_with_itself(tmp_path, capsy
     assert e2e["device_ballot_train_s"] > 0
     text = capsys.readouterr().out
     assert "[1] engine" in text and "[2] end to end" in text and "[3] Ballot's run" in text
+
+
+def test_ballot_device_check_saves_each_part_as_it_finishes(tmp_path, monkeypatch):
+    """A GPU call cut short keeps the parts of ballot_devices.py that finished: the JSON is written after each."""
+    spec = importlib.util.spec_from_file_location("ballot_devices", BENCH.parent / "ballot_devices.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt  # what the time limit's kill looks like from inside
+
+    monkeypatch.setattr(mod, "train_three", killed)
+    out = tmp_path / "bd.json"
+    with pytest.raises(KeyboardInterrupt):
+        mod.main(["--device", "cpu", "--engine-model", "cnn", "--engine-epochs", "1", "--json", str(out)])
+    res = json.loads(out.read_text())
+    assert {r["tally"] for r in res["engine"]} == set(mod.ENGINE_TALLIES) and "end_to_end" not in res
+    assert not Path(f"{out}.tmp").exists()
 
 
 def test_gpu_check_script_runs_without_the_notebook_tooling():
@@ -182,3 +280,50 @@ def test_results_are_saved_after_each_measurement(bench, tmp_path, monkeypatch):
     res = json.loads(out.read_text())
     assert res["ceilings"][0]["model"] == "cnn" and res["concurrent"] is None
     assert not Path(f"{out}.tmp").exists()
+
+
+def test_gpu_check_says_when_pytest_is_missing(tmp_path):
+    """On a GPU image without pytest the tests stage says so in cuda_tests.txt (no stale JUnit file), gpu.txt says
+    which of pytest and yaml import, and decide.py's verdict names the cause."""
+    import subprocess
+    import sys
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Blocker:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'pytest':\n"
+        "            raise ImportError('No module named pytest')\n"
+        "sys.meta_path.insert(0, Blocker())\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "cuda_tests.xml").write_text("<testsuites/>")  # from an earlier run: must not be read as this one's
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "PY": sys.executable, "STAGES": "tests",
+           "DEVICE": "cpu", "QUICK": "1"}
+    res = subprocess.run(["bash", str(BENCH.parent / "gpu_check.sh"), str(out)], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    text = (out / "cuda_tests.txt").read_text()
+    assert text.startswith("PYTEST MISSING") and "make gpu-deps" in text and not (out / "cuda_tests.xml").exists()
+    gpu = (out / "gpu.txt").read_text()
+    assert "pytest MISSING" in gpu and "yaml 6" in gpu
+    spec = importlib.util.spec_from_file_location("decide", BENCH.parent / "decide.py")
+    decide = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(decide)
+    ok, why = decide.tests_verdict(text, None)
+    assert not ok and "pytest was missing" in why
+
+
+def test_gpu_check_script_wiring():
+    """What the one GPU call relies on: .gpu_pydeps after the checkout for python3 (never for the .venv), the JUnit
+    file decide.py reads, the CPU-only compile test left out in QUICK mode, one engine epoch in QUICK mode."""
+    text = (BENCH.parent / "gpu_check.sh").read_text()
+    assert 'PYTHONPATH="$PYTHONPATH:$PWD/.gpu_pydeps"' in text and "*.venv/*) ;;" in text
+    assert '--junitxml="$OUT/cuda_tests.xml"' in text and "-rs" in text
+    assert '-k "not test_compiled_matches_eager"' in text and "--engine-epochs 1 --epochs 10" in text
+    makefile = (BENCH.parents[1] / "Makefile").read_text()
+    assert "gpu-deps:" in makefile and "--target .gpu_pydeps --python-version 3.12" in makefile
+    assert ".gpu_pydeps/" in (BENCH.parents[1] / ".gitignore").read_text().splitlines()
+    readme = (BENCH.parent / "README.md").read_text()
+    assert 'run(command="QUICK=1 bash benchmarks/gpu_check.sh $OUT", carry=[".gpu_pydeps"], timeout_s=540)' in readme

@@ -46,17 +46,46 @@ def test_runs_per_gpu_is_the_smallest_count_within_tolerance_of_the_best():
         sweep.runs_per_gpu_from_curve({1: 1.0}, tolerance=1.0)
 
 
-def _ceiling(model, eager, graph=None, error=None):
+def _ceiling(model, eager, graph=None, error=None, replays=400, failed=""):
+    """A row of measurement 3; a graph measurement records what the graph stepper did (replays, fell back)."""
     lib = {"eager": eager} | ({"graph": graph} if graph is not None else {})
-    return {"model": model, "library": lib, "errors": {"graph": error} if error else {}}
+    steps = {"graph": {"runs": 1, "replays": replays, "eager_steps": 4, "captures": int(not failed),
+                       "fell_back": bool(failed), "failed": failed}} if graph is not None else {}
+    return {"model": model, "library": lib, "errors": {"graph": error} if error else {}, "graph_steps": steps}
 
 
 BOTH = [_ceiling("cnn", 38_000, 150_000), _ceiling("resnet18", 13_000, 30_000)]
 PASSED = "...........                                                    [100%]\n15 passed, 1 skipped in 40.1s\n"
+CUDA_TESTS = ("test_cuda_graph_mode_matches_eager_on_cuda[sgd]", "test_cuda_graph_mode_matches_eager_on_cuda[adam]",
+              "test_cuda_graph_mode_bf16_keeps_masks_and_follows_eager",
+              "test_cuda_graph_mode_falls_back_when_the_loss_syncs")
+
+
+def junit(cuda_skipped=False, cpu=("test_mode_resolution", "test_graph_stats_count_replays_of_a_working_capture"),
+          cuda=CUDA_TESTS, failed=()):
+    """A pytest JUnit XML report (the shape pytest writes) of the step-mode tests."""
+    def case(name, body=""):
+        return f'<testcase classname="tests.test_step_modes" name="{name}" time="0.1">{body}</testcase>'
+
+    skip = ('<skipped type="pytest.skip" message="needs CUDA (the graph mode captures a CUDA graph)">'
+            'tests/test_step_modes.py:300: needs CUDA</skipped>')
+    cases = [case(n) for n in cpu] + [case(n, skip if cuda_skipped else "") for n in cuda]
+    cases += [case(n, '<failure message="assert 1 == 2">trace</failure>') for n in failed]
+    return ('<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="0" failures="0" '
+            f'skipped="0" tests="{len(cases)}">' + "".join(cases) + "</testsuite></testsuites>")
+
+
+XML = junit()
 
 
 @pytest.mark.parametrize("rows, tests, expected", [
     ([_ceiling("cnn", 38_000, 150_000), _ceiling("resnet18", 13_000, 30_000)], PASSED, "graph"),
+    # graph "faster" than eager on noise, but its capture failed and it ran eager steps: not a graph measurement
+    ([_ceiling("cnn", 38_000, 38_500, replays=0, failed="host sync in the step"), _ceiling("resnet18", 13_000, 30_000)],
+     PASSED, "eager"),
+    ([_ceiling("cnn", 38_000, 150_000), _ceiling("resnet18", 13_000, 13_100, replays=0)], PASSED, "eager"),
+    ([dict(_ceiling("cnn", 38_000, 150_000), graph_steps={}), _ceiling("resnet18", 13_000, 30_000)], PASSED,
+     "eager"),  # replays not recorded (an older benchmark's output)
     ([_ceiling("cnn", 38_000, 150_000), _ceiling("resnet18", 13_000, 30_000), _ceiling("resnet50", 5_000, 4_900)],
      PASSED, "eager"),  # one model slower
     (BOTH + [_ceiling("vgg16_bn", 9_000, error="RuntimeError: capture")], PASSED, "eager"),  # a graph failed
@@ -67,15 +96,50 @@ PASSED = "...........                                                    [100%]\
     ([_ceiling("cnn", 38_000, 150_000)], PASSED, "eager"),  # cut short before resnet18: decides nothing
 ])
 def test_step_mode_rule(decide, rows, tests, expected):
-    mode, why = decide.decide_step_mode({"ceilings": rows}, tests)
+    mode, why = decide.decide_step_mode({"ceilings": rows}, tests, XML)
     assert mode == expected, why
 
 
+def test_step_mode_rule_names_a_graph_fall_back(decide):
+    rows = [_ceiling("cnn", 38_000, 38_500, replays=0, failed="host sync in the step: RuntimeError"),
+            _ceiling("resnet18", 13_000, 30_000)]
+    mode, why = decide.decide_step_mode({"ceilings": rows}, PASSED, XML)
+    assert mode == "eager" and any("cnn" in w and "fell back" in w and "host sync" in w for w in why), why
+
+
 def test_tests_verdict_reads_the_pytest_summary(decide):
-    assert decide.tests_verdict(PASSED) == (True, "CUDA tests: 15 passed, 1 skipped")
-    assert decide.tests_verdict("1 failed, 14 passed")[0] is False
-    assert decide.tests_verdict("ImportError: no module")[0] is False
-    assert decide.tests_verdict("4 skipped in 1s")[0] is False  # nothing passed
+    assert decide.tests_verdict(PASSED, XML) == (True, "CUDA tests: 15 passed, 1 skipped; 4 CUDA tests ran, none "
+                                                       "skipped")
+    assert decide.tests_verdict("1 failed, 14 passed", XML)[0] is False
+    assert decide.tests_verdict("ImportError: no module", XML)[0] is False
+    assert decide.tests_verdict("4 skipped in 1s", XML)[0] is False  # nothing passed
+
+
+def test_tests_verdict_requires_the_cuda_tests_to_have_run(decide):
+    """'11 passed, 4 skipped' is no verdict on a CUDA run if the 4 skipped are the CUDA tests."""
+    ok, why = decide.tests_verdict("11 passed, 4 skipped in 9s", junit(cuda_skipped=True))
+    assert not ok and "4 of the 4 CUDA tests were skipped" in why and "needs CUDA" in why
+    ok, why = decide.tests_verdict("11 passed, 4 skipped in 9s", None)
+    assert not ok and "cuda_tests.xml" in why
+    ok, why = decide.tests_verdict("11 passed in 9s", junit(cuda=()))
+    assert not ok and "no CUDA test" in why
+    # a CPU test that merely mentions cuda in its name is no CUDA test
+    ok, why = decide.tests_verdict("12 passed in 9s", junit(cpu=("test_sync_check_is_only_used_on_cuda",), cuda=()))
+    assert not ok and "no CUDA test" in why
+    # a skipped test is a CUDA test when its skip reason says so, whatever its name
+    ok, why = decide.tests_verdict("11 passed, 1 skipped", junit(cuda_skipped=True, cuda=("test_graph_on_gpu",)))
+    assert not ok and "1 of the 1 CUDA tests were skipped" in why
+    ok, why = decide.tests_verdict("16 passed in 9s", junit(failed=("test_x",)))  # the xml disagrees: trust failure
+    assert not ok and "failed" in why
+    assert decide.tests_verdict("ok", "<not xml")[0] is False
+
+
+def test_tests_verdict_says_when_pytest_was_missing(decide):
+    text = "PYTEST MISSING: /usr/bin/python3 has no pytest (No module named pytest); no test ran\n"
+    ok, why = decide.tests_verdict(text, None)
+    assert not ok and "pytest was missing" in why and "gpu-deps" in why
+    ok, why = decide.tests_verdict("/usr/bin/python3: No module named pytest\n", None)
+    assert not ok and "pytest was missing" in why
 
 
 def test_runs_per_gpu_rule_keeps_unmeasured_models(decide):
@@ -128,6 +192,7 @@ def _cuda_output(tmp_path: Path, tests: str = PASSED) -> Path:
     }
     (out / "issue13_cuda.json").write_text(json.dumps(bench))
     (out / "cuda_tests.txt").write_text(tests)
+    (out / "cuda_tests.xml").write_text(XML)
     (out / "gpu.txt").write_text("Tue Dec  1 20:00:00 UTC 2026\nNVIDIA H200, 580.159.03, 143771 MiB\n")
     return out
 
@@ -149,6 +214,31 @@ def test_apply_writes_the_decided_defaults_with_their_provenance(decide, tmp_pat
     # the report alone writes nothing
     target.unlink()
     assert decide.main([str(folder)]) == 0 and not target.exists()
+
+
+def test_projection_skipped_by_the_benchmark_is_computed_by_decide(decide, tmp_path, capsys):
+    """Without PyYAML on the GPU machine the benchmark records why it skipped [6] and the rates it needs; decide
+    (run where PyYAML is) computes the projection from them, as the benchmark would have."""
+    bench_mod = _load("bench_training")
+    folder = _cuda_output(tmp_path)
+    res = json.loads((folder / "issue13_cuda.json").read_text())
+    ips = {"resnet18": 30_000.0, "resnet50": 10_000.0, "vgg16_bn": 20_000.0}
+    conc = {"resnet18": 2.0, "resnet50": 1.5, "vgg16_bn": 1.5}
+    res["projection"] = {"skipped": "ModuleNotFoundError: No module named 'yaml'", "images_per_s": ips,
+                         "concurrency": conc, "concurrency_sources": {}, "assumed": False}
+    (folder / "issue13_cuda.json").write_text(json.dumps(res))
+    assert decide.main([str(folder)]) == 0
+    text = capsys.readouterr().out
+    want = bench_mod.project_grid(ips, conc)["gpu_hours_concurrent"]
+    assert (f"| paper grid (3 models), GPU-hours with concurrent runs (computed by decide.py) | {want:,.1f} | <= 100 |"
+            in text)
+    assert "computed by decide.py" in text and "No module named 'yaml'" in text
+    # the rates only in measurement 3's rows (no rates saved with the skip): taken from there
+    res["projection"] = {"skipped": "ModuleNotFoundError: No module named 'yaml'"}
+    res["ceilings"] += [dict(_ceiling(m, v, v * 1.5), library_best=v * 1.5, best_mode="graph")
+                        for m, v in (("resnet50", 10_000.0), ("vgg16_bn", 20_000.0))]
+    proj, note = decide.projection(res)
+    assert proj["complete"] and proj["rows"][1]["images_per_s"] == 15_000.0 and "computed by decide.py" in note
 
 
 def test_apply_keeps_eager_when_a_cuda_test_failed(decide, tmp_path):

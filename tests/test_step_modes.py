@@ -9,6 +9,7 @@ instead of a CUDA graph; capture itself is tested only where CUDA exists.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,7 +74,10 @@ def test_mode_resolution(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.delenv(C.ENV, raising=False)
     assert C.resolve_step_mode(None, cpu) == "eager"
-    assert C.resolve_step_mode("auto", torch.device("cuda")) == "eager"  # until measured on a GPU
+    # what decide.py --apply wrote (eager until measured on a GPU; graph once the benchmark and these tests say so)
+    from ballot_lib import gpu_defaults
+
+    assert C.resolve_step_mode("auto", torch.device("cuda")) == gpu_defaults.CUDA_AUTO_STEP_MODE
     monkeypatch.setenv(C.ENV, "compiled")
     assert C.resolve_step_mode(None, cpu) == "compiled"
     assert C.resolve_step_mode("eager", cpu) == "eager"  # the argument wins
@@ -109,13 +113,15 @@ class FakeCapture:
         return fn
 
 
-def graph_run(cfg, capture, step_hooks=(), epochs_bundle=None, warmup=C.WARMUP_STEPS, net=None, **kw):
-    """``train`` in graph mode on CPU with a fake capture (patched into make_stepper)."""
+def graph_run(cfg, capture, step_hooks=(), epochs_bundle=None, warmup=C.WARMUP_STEPS, net=None, sync_check=None,
+              **kw):
+    """``train`` in graph mode on CPU with a fake capture (patched into make_stepper); ``sync_check`` stands in for
+    the CUDA host-sync check of the last warm-up step (none by default, as on CPU)."""
     made = {}
     real = C.make_stepper
 
     def fake_make(mode, *args, **kw):
-        s = C.GraphStepper(*args[:7], batch_size=args[7], capture=capture, warmup=warmup)
+        s = C.GraphStepper(*args[:7], batch_size=args[7], capture=capture, warmup=warmup, sync_check=sync_check)
         made["stepper"] = s
         return s
 
@@ -180,10 +186,89 @@ def test_graph_falls_back_to_eager_when_the_step_cannot_be_captured():
 
     ref, _, rref = run("eager")
     with pytest.warns(RuntimeWarning, match="could not be captured.*continues with eager steps"):
-        net, mask, res, st = graph_run(CFG, refuse)
+        with C.graph_stats() as stats:
+            net, mask, res, st = graph_run(CFG, refuse)
     assert st.replays == 0 and st.eager_steps == 6 and "not permitted" in st.failed
+    # what a benchmark reads (without holding the stepper): no replay, fell back, why
+    (rec,) = stats
+    assert rec is st.stats and rec.fell_back and rec.as_dict()["replays"] == 0 and rec.captures == 0
     assert_close_to_eager(net, ref, mask)
     assert [r["train_acc"] for r in res.history] == [r["train_acc"] for r in rref.history]
+
+
+def test_graph_stats_count_replays_of_a_working_capture():
+    with C.graph_stats() as stats:
+        *_, st = graph_run(CFG, FakeCapture())
+    assert [s.as_dict() for s in stats] == [{"replays": 2, "eager_steps": 4, "captures": 1, "fell_back": False,
+                                             "failed": ""}]
+    assert not C._RECORDERS  # the recorder is gone after the block
+
+
+class SyncCheck:
+    """Stands in for torch's CUDA sync debug mode: runs the step, then raises if ``syncs`` (the worst case: the
+    step changed weights, optimiser state, BN statistics and accumulators before the sync was found)."""
+
+    def __init__(self, syncs: bool):
+        self.syncs, self.calls = syncs, 0
+
+    def __call__(self, fn):
+        self.calls += 1
+        fn()
+        if self.syncs:
+            raise RuntimeError("called a synchronizing CUDA operation")
+
+
+def test_host_sync_found_before_capture_restores_the_step_and_never_captures():
+    """A step that syncs with the host is found on the last warm-up step (before any capture, which could leave
+    torch's allocator broken): the state before that step is restored, the step redone eagerly, the run stays eager
+    and its result is that of the eager loop (the step is not applied twice)."""
+    ref, _, rref = run("eager")
+    capture, check = FakeCapture(), SyncCheck(syncs=True)
+    with pytest.warns(RuntimeWarning, match="synchronises with the host.*no capture is attempted"):
+        with C.graph_stats() as stats:
+            net, mask, res, st = graph_run(CFG, capture, sync_check=check)
+    assert check.calls == 1 and capture.captures == 0  # no capture was attempted
+    assert st.replays == 0 and st.eager_steps == 6 and st.fell_back and "host sync" in st.failed
+    assert stats[0].fell_back and stats[0].replays == 0
+    assert_close_to_eager(net, ref, mask)
+    for a, b in zip(res.history, rref.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["train_acc"] == b["train_acc"]
+
+
+@pytest.mark.parametrize("cfg", [CFG, ADAM], ids=["sgd", "adam"])
+def test_sync_check_runs_once_on_the_last_warm_up_step_then_captures(cfg):
+    ref, _, _ = run("eager", cfg)
+    capture, check = FakeCapture(), SyncCheck(syncs=False)
+    net, mask, _, st = graph_run(cfg, capture, sync_check=check)
+    assert check.calls == 1 and capture.captures == 1 and st.replays == 2 and not st.fell_back
+    assert_close_to_eager(net, ref, mask)
+
+
+def test_sync_check_restores_the_previous_debug_mode(monkeypatch):
+    modes = [1]  # "warn", say, set by the user
+    monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", lambda: modes[-1])
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", lambda m: modes.append(m))
+    seen = []
+    C.cuda_sync_check(lambda: seen.append(modes[-1]))
+    assert seen == ["error"] and modes[-1] == 1
+
+    def syncs():
+        raise RuntimeError("called a synchronizing CUDA operation")
+
+    with pytest.raises(RuntimeError, match="synchronizing"):
+        C.cuda_sync_check(syncs)
+    assert modes[-1] == 1
+
+
+def test_the_sync_check_is_only_used_on_a_gpu():
+    b = image_bundle()
+    data = DeviceData(b.train, b, torch.device("cpu"))
+    net = conv_net()
+    opt = C.make_graph_safe_optimizer(list(net.parameters()), CFG, torch.tensor(0.1))
+    st = C.GraphStepper(net, opt, MaskEnforcer(net, None), data,
+                        lambda lg, y, g: nn.functional.cross_entropy(lg, y), False, torch.tensor(0.1), batch_size=16)
+    assert st.sync_check is None
 
 
 def test_graph_mode_resumes_from_a_checkpoint_of_an_eager_run(tmp_path):
@@ -222,9 +307,29 @@ def test_graph_static_buffers_without_augmentation():
 
 
 def _compile_available() -> str:
+    """Why torch.compile cannot build CPU kernels here ("" when it can): inductor compiles C++ against Python's
+    headers, so it needs a C++ compiler *and* Python.h (absent on images without the python3-dev package)."""
+    import sysconfig
+
     if shutil.which("g++") is None and shutil.which("c++") is None and shutil.which("clang++") is None:
         return "torch.compile on CPU (inductor) needs a C++ compiler; none found"
+    include = sysconfig.get_paths().get("include") or ""
+    if not (Path(include) / "Python.h").is_file():
+        return (f"torch.compile on CPU (inductor) needs Python's C headers; no Python.h in {include!r} "
+                f"(install the python3-dev package of this Python)")
     return ""
+
+
+def test_compiled_test_skips_without_python_headers(monkeypatch, tmp_path):
+    """The compiled CPU test must be skipped (not fail) where Python.h is missing, as where no compiler is."""
+    import sysconfig
+
+    real = sysconfig.get_paths
+    monkeypatch.setattr(sysconfig, "get_paths", lambda *a, **k: {**real(*a, **k), "include": str(tmp_path)})
+    if shutil.which("g++") or shutil.which("c++") or shutil.which("clang++"):
+        assert "Python.h" in _compile_available()
+    (tmp_path / "Python.h").write_text("")
+    assert "Python.h" not in _compile_available()
 
 
 @pytest.mark.skipif(bool(_compile_available()), reason=_compile_available() or "n/a")
@@ -341,8 +446,22 @@ def test_cuda_graph_mode_falls_back_when_the_loss_syncs():
         keep = y >= 0
         return nn.functional.cross_entropy(logits[keep], y[keep])
 
-    net = conv_net()
-    with pytest.warns(RuntimeWarning, match="could not be captured"):
-        res = train(net, image_bundle(200), CFG, seed=3, device="cuda", progress=False, step_mode="graph",
-                    loss_fn=syncing_loss)
-    assert len(res.history) == 2 and all(r["train_loss"] == r["train_loss"] for r in res.history)
+    def unique_loss(logits, y, g):  # FairScratch-like: torch.unique and float() per step
+        n = float(torch.unique(y).numel())
+        return nn.functional.cross_entropy(logits, y) * (n / n)
+
+    for loss_fn in (syncing_loss, unique_loss):
+        net = conv_net()
+        with pytest.warns(RuntimeWarning, match="synchronises with the host.*no capture is attempted"):
+            with C.graph_stats() as stats:
+                res = train(net, image_bundle(200), CFG, seed=3, device="cuda", progress=False, step_mode="graph",
+                            loss_fn=loss_fn)
+        assert len(res.history) == 2 and all(r["train_loss"] == r["train_loss"] for r in res.history)
+        (rec,) = stats
+        assert rec.fell_back and rec.captures == 0 and rec.replays == 0, rec
+    assert torch.cuda.get_sync_debug_mode() == 0  # restored
+    # nothing was captured, so torch's allocator is intact: a capturable run in the same process captures and replays
+    with C.graph_stats() as stats:
+        train(conv_net(), image_bundle(200), CFG, seed=3, device="cuda", progress=False, step_mode="graph")
+    (rec,) = stats
+    assert not rec.fell_back and rec.captures == 1 and rec.replays > 0, rec
