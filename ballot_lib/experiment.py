@@ -28,7 +28,7 @@ from .pruning import load_mask, prunable_weights
 from .paths import results_root
 from .results import ResultsFormatError, ResultsStore, Run, check_complete, check_config_file, repair_advice
 from .checks import ParameterError, check_arguments, check_device_name, check_fields, check_int, check_seed
-from .training import TrainConfig, TrainResult, resolve_device, state_dict_cpu, train
+from .training import TrainConfig, TrainResult, checkpoint_interval, resolve_device, state_dict_cpu, train
 
 #: Epochs after which the dense run keeps its weights as rewind points θk (other k are replayed on demand).
 DENSE_KEEP_EPOCHS = (1, 2, 3, 5)
@@ -127,6 +127,7 @@ class Experiment:
         self.model.validate()
         self.train.validate()
         self.device_ = resolve_device(self.device)
+        checkpoint_interval(self.device_)  # a bad $BALLOT_CHECKPOINT_EVERY_S is an error before anything runs
         root = results_root(self.results_dir)
         if root.exists() and not root.is_dir():
             raise ParameterError(f"results_dir {str(root)!r} exists and is not a folder: give the results store's "

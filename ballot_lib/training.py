@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -139,6 +140,30 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         raise ValueError(f"device {str(device)!r} requested but this machine has {torch.cuda.device_count()} CUDA "
                          f"device(s): use 'cuda' or 'cuda:0'..'cuda:{torch.cuda.device_count() - 1}'")
     return dev
+
+
+#: Least seconds between two training checkpoints, by device type (``$BALLOT_CHECKPOINT_EVERY_S`` overrides; 0 =
+#: after every epoch). On CUDA an epoch of a small model takes seconds while a checkpoint (weights, optimiser
+#: state, mask, Ballot's running tallies) is hundreds of MB written with fsync: writing one per epoch would be a
+#: large share of the run's time (issue #13's "non-training time <= 10 %"). A killed run resumes from its last
+#: checkpoint to the same result either way; it only redoes more epochs.
+CHECKPOINT_EVERY_S: dict[str, float] = {"cpu": 0.0, "cuda": 60.0}
+CHECKPOINT_ENV = "BALLOT_CHECKPOINT_EVERY_S"
+
+
+def checkpoint_interval(dev: torch.device, every: Optional[float] = None) -> float:
+    """Seconds between training checkpoints on ``dev``: ``every``, else ``$BALLOT_CHECKPOINT_EVERY_S``, else
+    :data:`CHECKPOINT_EVERY_S` of the device type (0: after every epoch)."""
+    if every is None:
+        text = os.environ.get(CHECKPOINT_ENV, "")
+        if text.strip():
+            try:
+                every = float(text)
+            except ValueError:
+                raise ParameterError(f"${CHECKPOINT_ENV} must be a number of seconds >= 0, got {text!r}") from None
+            return check_number(f"${CHECKPOINT_ENV}", every, 0)
+        return CHECKPOINT_EVERY_S.get(dev.type, 0.0)
+    return check_number("checkpoint_every", every, 0)
 
 
 def checkpoint_identity(cfg: TrainConfig, sched: TrainConfig, seed: int, start_epoch: int,
@@ -442,6 +467,7 @@ def train(
     state: Optional[Mapping[str, "Stateful"]] = None,
     step_hooks: Sequence[StepHook] = (),
     step_mode: Optional[str] = None,
+    checkpoint_every: Optional[float] = None,
 ) -> TrainResult:
     """Train ``net`` in place from epoch ``start_epoch`` to ``end_epoch`` (default ``cfg.epochs``).
 
@@ -453,8 +479,9 @@ def train(
         mask: name -> 0/1 tensor; pruned weights are zeroed now and stay exactly 0.
         start_epoch: first epoch to run; the schedule is positioned there (rewinding to θk uses k).
         schedule: a different recipe for the learning-rate schedule only (e.g. learning-rate rewinding).
-        checkpoint: file for resumable training state, written atomically after every epoch; if it exists the
-            run resumes from it. The caller removes it once the result is stored.
+        checkpoint: file for resumable training state, written atomically after an epoch (every epoch, or at most
+            every ``checkpoint_every`` seconds); if it exists the run resumes from it. The caller removes it once
+            the result is stored.
         hooks: called as ``hook(net, epoch, row)`` after every epoch's evaluation (e.g. Ballot's vote collection).
         loss_fn: ``loss_fn(logits, y, g)``; default cross-entropy.
         amp: bf16 autocast; default on for CUDA.
@@ -467,6 +494,9 @@ def train(
         step_mode: ``"eager"``, ``"compiled"`` (``torch.compile``), ``"graph"`` (the whole step as one CUDA graph,
             CUDA only) or ``"auto"``; default ``$BALLOT_STEP_MODE``, else ``"auto"`` (= ``"eager"``). Not part of
             a run's identity; non-eager modes agree with eager within rounding (see :mod:`ballot_lib.compiled`).
+        checkpoint_every: least seconds between two checkpoints (0: after every epoch); default
+            :func:`checkpoint_interval` (``$BALLOT_CHECKPOINT_EVERY_S``, else 0 on CPU and 60 on CUDA). Results do
+            not depend on it: a resumed run is exact from whichever epoch its checkpoint holds.
     Returns:
         :class:`TrainResult` with the per-epoch history, the final metrics per evaluated split and the final
         mask.
@@ -476,6 +506,7 @@ def train(
     if not 0 <= start_epoch <= end:
         raise ValueError(f"start_epoch must be in [0, {end}], got {start_epoch}")
     dev = resolve_device(device)
+    every = checkpoint_interval(dev, checkpoint_every)
     from .compiled import make_graph_safe_optimizer, make_stepper, resolve_step_mode
 
     step_mode = resolve_step_mode(step_mode, dev)
@@ -547,6 +578,7 @@ def train(
         bar = _progress(range(epoch0, end), progress, desc, initial=epoch0 - start_epoch, total=end - start_epoch)
         # result.seconds counts the loop over every epoch of the run, across interruptions (the checkpoint carries it)
         t0 = time.perf_counter() - elapsed
+        last_checkpoint = time.perf_counter()
         net.train()
         for epoch in bar:
             if stepper is None:
@@ -571,7 +603,8 @@ def train(
             result.history.append(row)
             for hook in hooks:
                 hook(net, epoch + 1, row)
-            if checkpoint is not None:
+            if checkpoint is not None and (every <= 0 or time.perf_counter() - last_checkpoint >= every):
+                last_checkpoint = time.perf_counter()
                 ckpt = {"net": net.state_dict(), "opt": opt.state_dict(), "rng": torch.get_rng_state(),
                         "epoch": epoch + 1, "history": result.history, "seconds": time.perf_counter() - t0,
                         "identity": identity}

@@ -356,3 +356,50 @@ def test_experiment_amp_reaches_every_training_and_is_checked(tmp_path, monkeypa
     assert exp.run_config("dense", {}, 0) == make_experiment(tmp_path).run_config("dense", {}, 0)
     with pytest.raises(ParameterError, match="amp"):
         E.Experiment(exp.data, exp.model, exp.train, device="cpu", amp="yes")
+
+
+def test_checkpoints_at_most_every_n_seconds_and_the_result_does_not_depend_on_it(toy, tmp_path, monkeypatch):
+    """On CUDA a checkpoint per epoch can cost a large share of a run: checkpoint_every spaces them out in time.
+    Interrupted and resumed from whichever epoch its checkpoint holds, the run ends with the same weights."""
+    import ballot_lib.training as T
+
+    cfg = TrainConfig(epochs=4, batch_size=16, lr=0.1)
+    ref_net = small_net()
+    train(ref_net, toy, cfg, seed=0, device="cpu", progress=False)
+    writes = []
+    real_save = T.atomic_torch_save
+    monkeypatch.setattr(T, "atomic_torch_save", lambda obj, path: (writes.append(obj["epoch"]), real_save(obj, path)))
+    ckpt = tmp_path / "c.pt"
+    # Never due within the run: no checkpoint at all (a killed run would start again from the beginning).
+    train(small_net(), toy, cfg, seed=0, device="cpu", progress=False, checkpoint=ckpt, end_epoch=3,
+          checkpoint_every=1e9)
+    assert writes == [] and not ckpt.exists()
+    # Every 10 s of a clock that advances 4 s per reading: some epochs only.
+    clock = iter(range(0, 10_000, 4))
+    with monkeypatch.context() as m:
+        m.setattr(T.time, "perf_counter", lambda: float(next(clock)))
+        train(small_net(), toy, cfg, seed=0, device="cpu", progress=False, checkpoint=ckpt, end_epoch=3,
+              checkpoint_every=10)
+    assert 0 < len(writes) < 3, writes
+    last = writes[-1]
+    resumed_net = small_net(seed=99)
+    resumed = train(resumed_net, toy, cfg, seed=0, device="cpu", progress=False, checkpoint=ckpt)
+    assert resumed.epochs_run == 4 - last
+    assert all(torch.equal(a, b) for a, b in zip(ref_net.state_dict().values(), resumed_net.state_dict().values()))
+
+
+def test_checkpoint_interval_defaults_by_device_and_its_variable_is_checked(monkeypatch):
+    from ballot_lib.training import CHECKPOINT_ENV, checkpoint_interval
+
+    monkeypatch.delenv(CHECKPOINT_ENV, raising=False)
+    assert checkpoint_interval(torch.device("cpu")) == 0.0
+    assert checkpoint_interval(torch.device("cuda")) == 60.0
+    monkeypatch.setenv(CHECKPOINT_ENV, "300")
+    assert checkpoint_interval(torch.device("cpu")) == 300.0
+    assert checkpoint_interval(torch.device("cpu"), 5) == 5.0
+    monkeypatch.setenv(CHECKPOINT_ENV, "often")
+    with pytest.raises(ValueError, match=r"\$BALLOT_CHECKPOINT_EVERY_S must be a number of seconds >= 0, got 'often'"):
+        checkpoint_interval(torch.device("cpu"))
+    monkeypatch.setenv(CHECKPOINT_ENV, "-1")
+    with pytest.raises(ValueError, match=r"BALLOT_CHECKPOINT_EVERY_S must be >= 0"):
+        checkpoint_interval(torch.device("cpu"))
