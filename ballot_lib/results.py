@@ -1006,6 +1006,32 @@ def _check_tensor_file(path: Path, reference: Optional[dict], dense_problems: Ma
         raise ResultsFormatError(f"{what} file {path} is malformed ({problem}); {repair_advice(path)}")
 
 
+def unfinished_runs(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """The run folders of a store that hold no ``summary.json``: each with its ``folder``, ``method``, ``seed``,
+    ``bytes`` on disk (checkpoints, per-level weights, ... of a run killed and never resumed stay until it is), and
+    whether a live process holds its lock (``running``, ``holder``). Read-only; a folder that only holds its lock
+    (a run just starting) is left out."""
+    store = ResultsStore(root)
+    out = []
+    if not store.runs_dir.is_dir():
+        return out
+    for run_dir in sorted(p for p in store.runs_dir.iterdir() if p.is_dir()):
+        files = [f for f in run_dir.iterdir() if f.is_file()]
+        if (run_dir / "summary.json").exists() or not any(not f.name.startswith(".") for f in files):
+            continue
+        try:
+            config = json.loads((run_dir / "config.json").read_text())
+        except (OSError, ValueError):
+            config = {}
+        lock = RunLock(run_dir, heartbeat=False)
+        owner = lock._owner()
+        running = lock.path.exists() and not lock._stale()
+        out.append({"folder": run_dir, "method": config.get("method", "?"), "seed": config.get("seed", "?"),
+                    "bytes": sum(f.stat().st_size for f in files), "running": running,
+                    "holder": f"{owner[0]} pid {owner[1]}" if owner else ""})
+    return out
+
+
 def check_run(run_dir: str | os.PathLike, _dense: Optional[_DenseReference] = None) -> list[str]:
     """Read every file of one run folder that the store knows, as the loaders do; one message per bad file.
 
@@ -1093,6 +1119,11 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
                 for msg in problems:
                     print(msg)
             print(f"{len(bad)} bad run(s) of {len(checked)} in {ResultsStore(a.root).root}")
+            for u in unfinished_runs(a.root):
+                state = (f"running ({u['holder']})" if u["running"] else
+                         "not running: re-run the same call to resume it, or delete the folder")
+                print(f"unfinished: {u['folder']} ({u['method']}, seed {u['seed']}, {u['bytes'] / 1e6:,.1f} MB): "
+                      f"{state}")
             return 1 if bad else 0
         folders = remove_derived(a.run_dir, dry_run=a.dry_run)
         for f in folders:

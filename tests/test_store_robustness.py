@@ -439,3 +439,25 @@ def test_replaying_a_rewind_point_holds_the_dense_lock_and_clears_a_killed_repla
     theta4 = exp.dense_weights(0, 4)
     assert dense.path in locked and dense.file("theta_e4.pt").exists() and not leftover.exists()
     assert set(theta4) == set(exp.param_shapes())
+
+
+def test_check_lists_unfinished_runs_with_their_size_and_whether_they_run(tmp_path, capsys):
+    """A run killed and never resumed keeps its checkpoints (GBs at paper scale); check said '0 bad runs' and
+    nothing else. It now lists each unfinished run, its size, and whether a live process holds it."""
+    store = R.ResultsStore(tmp_path)
+    done = store.run({"method": "dense", "seed": 0})
+    done.start()
+    done.finish({"x": 1})
+    killed = store.run({"method": "lth", "seed": 1})
+    killed.start()
+    killed.save_tensor("checkpoint_l2.pt", {"w": torch.zeros(1000)})
+    live = store.run({"method": "mp", "seed": 2})
+    live.start()
+    with live.lock():
+        rc, out, err = _cli(["check", str(tmp_path)], capsys)
+    assert f"unfinished: {killed.path} (lth, seed 1, " in out and "not running: re-run the same call" in out, out
+    assert f"unfinished: {live.path} (mp, seed 2, " in out and f"running ({socket.gethostname()} pid {os.getpid()})" \
+        in out, out
+    assert f"unfinished: {done.path}" not in out
+    sizes = {u["folder"]: u["bytes"] for u in R.unfinished_runs(tmp_path)}
+    assert sizes[killed.path] > 4000
