@@ -619,7 +619,9 @@ def _aggregate(nb: Path, spec: Mapping[str, Any], out: Path) -> int:
     Jobs that each train one seed cannot pair seeds; this last execution sees all of them and writes the report.
     """
     params = {**aggregate_params(spec), "results_dir": str(out / "results")}
-    output = out / "notebooks" / f"{nb.stem}-aggregate.ipynb"
+    # Named by its parameters, as the jobs are: files sharing one --out (e.g. notebook 03 on every dataset) each
+    # get their own aggregate instead of overwriting one (and claiming one: the second file's was skipped).
+    output = out / "notebooks" / f"{nb.stem}-aggregate-{config_hash({'notebook': nb.name, **params})}.ipynb"
     with claim_job(output) as mine:
         if not mine:
             return 0

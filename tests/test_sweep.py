@@ -385,7 +385,13 @@ def test_aggregate_runs_after_the_jobs_over_all_grid_values(tmp_path, monkeypatc
     monkeypatch.setattr(sweep, "execute", fake_execute)
     assert sweep.run_grid_file(params, tmp_path / "out", folder=folder) == 0
     assert [c[1] for c in calls] == [[0], [1], [0, 1]]
-    assert calls[-1][0] == "01_x-aggregate.ipynb"
+    assert calls[-1][0].startswith("01_x-aggregate-") and calls[-1][0].endswith(".ipynb")
+    # A second file over the same --out with another aggregate gets its own (they used to share one name and
+    # claim: the second file's aggregate was skipped as "another process is running this job").
+    other = tmp_path / "q.yaml"
+    other.write_text("notebook: 01_x.ipynb\ngrid:\n  seeds: [[2]]\naggregate:\n  seeds: [1, 2]\n")
+    assert sweep.run_grid_file(other, tmp_path / "out", folder=folder) == 0
+    assert calls[-1][1] == [1, 2] and calls[-1][0].startswith("01_x-aggregate-") and calls[-1][0] != calls[2][0]
 
 
 def test_a_done_job_whose_runs_left_the_store_runs_again(tmp_path, monkeypatch, capsys):
