@@ -114,10 +114,11 @@ def kept_counts(names: Sequence[str], sizes: Mapping[str, int], density: Optiona
         missing = set(names) - set(budgets)
         if missing:
             raise ValueError(f"budgets lack tensors {sorted(missing)}")
-        for n in names:
-            if not 0 <= int(budgets[n]) <= sizes[n]:
-                raise ValueError(f"budget for {n} is {budgets[n]}, outside [0, {sizes[n]}]")
-        return {n: int(budgets[n]) for n in names}
+        from .checks import check_int
+
+        # an integer count (2.5 was cut to 2 silently): numpy and torch integer scalars are integers too
+        return {n: check_int(f"budgets[{n!r}]", budgets[n].item() if isinstance(budgets[n], torch.Tensor)
+                             else budgets[n], 0, sizes[n], hint=f" (entries of {n})") for n in names}
     if scope == "layer":
         return {n: kept_count(density, sizes[n]) for n in names}
     return None

@@ -325,3 +325,16 @@ def test_kept_count_rounds_half_to_even():
     assert math.isclose(P.check_density(0.5), 0.5)
     with pytest.raises(ValueError, match="density"):  # no silent coercion of strings (issue #8)
         P.check_density("0.5")
+
+
+def test_kept_counts_refuse_a_budget_that_is_not_a_whole_count():
+    # 2.5 was cut to 2 without a word; integer scalars of numpy and torch are counts too.
+    import numpy as np
+
+    sizes = {"w": 4}
+    with pytest.raises(ValueError, match=r"budgets\['w'\] must be an integer, got 2.5"):
+        P.kept_counts(["w"], sizes, None, "global", {"w": 2.5})
+    with pytest.raises(ValueError, match=r"budgets\['w'\] must be in \[0, 4\]"):
+        P.kept_counts(["w"], sizes, None, "global", {"w": 5})
+    assert P.kept_counts(["w"], sizes, None, "global", {"w": np.int64(3)}) == {"w": 3}
+    assert P.kept_counts(["w"], sizes, None, "global", {"w": torch.tensor(2)}) == {"w": 2}
