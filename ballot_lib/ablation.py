@@ -34,6 +34,18 @@ def base_options(default: BallotConfig) -> dict[str, Any]:
     return {k: v for k, v in asdict(default).items() if k != "density"}
 
 
+def over_base(base: Mapping[str, Any], opts: Mapping[str, Any]) -> dict[str, Any]:
+    """An option set over the default's options. Faithful mode fixes some fields itself
+    (``BallotConfig.FAITHFUL``) and refuses other values for them: those of the default are left out of a
+    faithful option set (the option set's own are kept, so an explicit conflicting choice is still an error)."""
+    merged = {**base, **opts}
+    if merged.get("mode") == "faithful":
+        for k in BallotConfig.FAITHFUL:
+            if k not in opts:
+                merged.pop(k, None)
+    return merged
+
+
 def candidate_options(etas: Sequence[float] = (0.0, 0.5, 1.0, 2.0), gammas: Sequence[float] = (1.0, 3.0),
                       vote_fractions: Sequence[float] = (0.05, 0.1, 0.3), vote_epoch_counts: Sequence[int] = (0, 5),
                       rewind_epochs: Sequence[int] = (0, 1)) -> dict[str, dict[str, Any]]:
@@ -79,7 +91,7 @@ def deduplicate(default: BallotConfig, candidates: Mapping[str, Mapping[str, Any
     kept: dict[str, dict[str, Any]] = {}
     dropped: dict[str, str] = {}
     for label, opts in candidates.items():
-        cfg = BallotConfig(density=default.density, **{**base, **opts})
+        cfg = BallotConfig(density=default.density, **over_base(base, opts))
         if cfg in seen:
             dropped[label] = seen[cfg]
             continue
@@ -96,7 +108,8 @@ def variants(default: BallotConfig, options: Mapping[str, Mapping[str, Any]], se
     the val rule with refined training), like the option sets, so that the paired val differences compare like
     with like; its ``val_rule`` run reuses the training of its last-epoch twin."""
     base = base_options(default)
-    out = [Variant(label, "ballot", {**base, **opts, "select_eps": select_eps}) for label, opts in options.items()]
+    out = [Variant(label, "ballot", {**over_base(base, opts), "select_eps": select_eps})
+           for label, opts in options.items()]
     if reference:
         out.append(Variant(reference, "lth", same_selection(base, select_eps)))
     return out

@@ -32,11 +32,18 @@ def test_later_duplicates_point_to_the_first_identical_set():
     assert list(kept) == ["default", "a"] and dropped == {"b": "a", "c": "default"}
 
 
-def test_faithful_mode_forces_its_fields_so_their_changes_collapse():
-    default = BallotConfig(density=0.1)
-    kept, dropped = ablation.deduplicate(default, {"default": {}, "faithful": {"mode": "faithful"},
-                                                   "faithful, eta=2": {"mode": "faithful", "eta": 2.0}})
-    assert dropped == {"faithful, eta=2": "faithful"}
+def test_faithful_mode_takes_its_fixed_fields_over_any_default_and_refuses_explicit_changes():
+    # A default whose fixed fields differ from faithful mode's (rewind θ1, veto, η = 2): the faithful option set
+    # still builds, with faithful mode's values (the default's are not passed to it).
+    default = BallotConfig(density=0.1, rewind_epoch=1, conflict="veto", eta=2.0)
+    kept, dropped = ablation.deduplicate(default, {"default": {}, "faithful": {"mode": "faithful"}})
+    assert list(kept) == ["default", "faithful"] and dropped == {}
+    v = ablation.variants(default, kept, select_eps=0.01)[1]
+    cfg = BallotConfig(density=0.1, **v.options)
+    assert (cfg.mode, cfg.eta, cfg.rewind_epoch, cfg.conflict) == ("faithful", 1.0, 0, "none")
+    # An option set that asks faithful mode for another value of a field it fixes is refused (it was replaced).
+    with pytest.raises(ValueError, match="fixes eta to 1.0; got eta=2.0"):
+        ablation.deduplicate(default, {"faithful, eta=2": {"mode": "faithful", "eta": 2.0}})
 
 
 def test_variants_carry_the_default_options_and_lth_reference():

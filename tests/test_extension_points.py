@@ -238,3 +238,98 @@ def test_a_registered_flat_input_model_is_paired_with_tabular_data(monkeypatch):
     M.FLAT_INPUT_MODELS.add("logreg")
     assert pairs() == planned() == [("digits", "cnn"), ("digits", "logreg"), ("adult", "logreg")]
     assert M.takes_input("mlp", image=False) and not M.takes_input("cnn", image=False) and M.takes_input("cnn", True)
+
+
+# ------------------------------------------------------------------------------------------ a new method's
+# mistakes are errors before anything is stored (an extension review found them stored as complete runs that
+# then broke load_results for the whole store, or failing only after training)
+
+def _register_probe(monkeypatch, name, returns, compute=lambda exp, cfg: 1.0, **kw):
+    from dataclasses import dataclass
+
+    from ballot_lib.methods import base as B
+
+    monkeypatch.setattr(B.METHODS, "_items", dict(B.METHODS._items))  # registered for this test only
+
+    @dataclass(frozen=True)
+    class ProbeConfig(B.SparseConfig):
+        pass
+
+    @B.register(name, ProbeConfig, compute=compute, **kw)
+    def run_probe(exp, cfg, seed, run):
+        res = exp.train_net(exp.model_from(exp.dense_weights(seed, 0)), run, seed, desc="probe")
+        return returns(exp, res)
+
+    return ProbeConfig
+
+
+def _good_mask(exp):
+    return {n: torch.ones(s, dtype=torch.bool) for n, s in exp.param_shapes(prunable=True).items()}
+
+
+@pytest.mark.parametrize("returns,message", [
+    (lambda exp, res: None, "must return a MethodOutput"),
+    (lambda exp, res: _out(res, None), "returned no mask although it prunes"),
+    (lambda exp, res: _out(res, dict(list(_good_mask(exp).items())[:1])), "does not fit the model"),
+    (lambda exp, res: _out(res, {n: torch.full(m.shape, 0.25) for n, m in _good_mask(exp).items()}),
+     "must hold only 0/1"),
+    (lambda exp, res: _out(res, _good_mask(exp), summary={"density": 0.5}), "sets \\['density'\\], which the store"),
+])
+def test_a_method_output_is_checked_before_anything_of_it_is_stored(tmp_path, monkeypatch, returns, message):
+    _register_probe(monkeypatch, "probe", returns)
+    exp = make_experiment(tmp_path / "results")
+    with pytest.raises((TypeError, ValueError), match=message):
+        run_method(exp, "probe", 0, density=0.5)
+    assert len(load_results(exp.store.root)) == 2  # the dense run only (val + test rows): nothing broken stored
+    assert not any((p / "mask.pt").exists() for p in (tmp_path / "results" / "runs").iterdir()
+                   if (p / "config.json").exists() and '"probe"' in (p / "config.json").read_text())
+
+
+def _out(res, mask, summary=None):
+    from ballot_lib.methods.base import MethodOutput
+
+    return MethodOutput(res, mask, train_epochs=2, summary=summary or {})
+
+
+def test_a_compute_that_is_not_a_number_is_refused_before_storing(tmp_path, monkeypatch):
+    _register_probe(monkeypatch, "probe", lambda exp, res: _out(res, _good_mask(exp)), compute=lambda e, c: "two")
+    exp = make_experiment(tmp_path / "results")
+    with pytest.raises(TypeError, match="compute\\(exp, cfg\\) must return a finite number"):
+        run_method(exp, "probe", 0, density=0.5)
+
+
+def test_registration_mistakes_are_errors_at_registration(monkeypatch):
+    from dataclasses import dataclass
+
+    from ballot_lib.methods import base as B
+
+    monkeypatch.setattr(B.METHODS, "_items", dict(B.METHODS._items))
+
+    @dataclass(frozen=True)
+    class C(B.SparseConfig):
+        pass
+
+    with pytest.raises(TypeError, match="compute=... is required"):
+        B.register("nocompute", C)
+    with pytest.raises(TypeError, match="config must be a dataclass type"):
+        B.register("notadataclass", dict, compute=lambda e, c: 1.0)
+
+    @B.register("nodoc", C, compute=lambda e, c: 1.0)
+    def f(exp, cfg, seed, run):  # no docstring: it crashed register with an IndexError
+        pass
+
+    assert METHODS.get("nodoc").doc == "nodoc"
+
+
+def test_run_grid_refuses_options_it_would_drop_or_override_and_a_density_keeping_nothing(tmp_path):
+    from ballot_lib.checks import ParameterError
+    from ballot_lib.methods import Variant, run_grid
+
+    exp = make_experiment(tmp_path / "results")
+    with pytest.raises(ParameterError, match="the dense run takes no options"):
+        run_grid(exp, [Variant("dense", "dense", {"bogus": 1})], [0.5], [0], progress=False)
+    with pytest.raises(ParameterError, match="sets density=0.9, which the grid sets"):
+        run_grid(exp, [Variant("MP", "mp", {"density": 0.9})], [0.5], [0], progress=False)
+    with pytest.raises(ParameterError, match="keeps round\\(density"):
+        run_grid(exp, [Variant("LTH", "lth")], [1e-5], [0], progress=False)
+    assert not (tmp_path / "results" / "runs").exists() or not any((tmp_path / "results" / "runs").iterdir())

@@ -85,8 +85,18 @@ def register(name: str, config: type, doc: str = "", prepare: Optional[Callable[
         reuses_dense: ``compute`` includes the seed's dense training (see :attr:`MethodSpec.reuses_dense`).
     """
 
+    # Mistakes of a registration are errors here, not after a run has trained (found by an extension review).
+    if not (isinstance(config, type) and dataclasses.is_dataclass(config)):
+        raise TypeError(f"register({name!r}, ...): config must be a dataclass type (the method's options), got "
+                        f"{config!r}")
+    if managed and compute is None:
+        raise TypeError(f"register({name!r}, ...): compute=... is required: compute(exp, cfg) -> the method's "
+                        f"training compute in epochs of the dense recipe (stored with every run, used by the tables "
+                        f"and `sweep cost`)")
+
     def wrap(fn):
-        METHODS.register(name)(MethodSpec(name, config, fn, doc or (fn.__doc__ or "").strip().splitlines()[0],
+        lines = (fn.__doc__ or "").strip().splitlines()
+        METHODS.register(name)(MethodSpec(name, config, fn, doc or (lines[0] if lines else name),
                                           prepare, compute, managed, reuses_dense))
         return fn
 
@@ -188,8 +198,9 @@ def locked_run(exp: Experiment, method: str, cfg: Any, seed: int) -> RunResult:
         run.start()
         with discard_if_unstarted(run):  # a failure before the method wrote anything leaves nothing behind
             out = spec.run(exp, cfg, seed, run)
+        compute = check_output(exp, method, cfg, out, spec.compute_epochs(exp, cfg))
         apply_selection(cfg, out)
-        return store_output(exp, run, out, spec.compute_epochs(exp, cfg))
+        return store_output(exp, run, out, compute)
 
 
 def last_epoch_twin(cfg: Any) -> Optional[Any]:
@@ -250,6 +261,49 @@ def select_epoch_metrics(res: TrainResult, eps: float) -> int:
     for split in res.final:
         res.final[split] = {m[len(split) + 1:]: v for m, v in row.items() if m.startswith(split + "_")}
     return int(row["epoch"])
+
+
+#: Summary fields :func:`store_output` writes itself: a method's own ``summary`` must not set them.
+RESERVED_SUMMARY = ("density", "train_epochs", "compute_epochs")
+
+
+def check_output(exp: Experiment, method: str, cfg: Any, out: Any, compute: Any) -> float:
+    """What a method's ``train`` returned, checked before anything of it is stored: a :class:`MethodOutput`
+    holding a training result, a mask over exactly the model's prunable weights with 0/1 entries (a sparse
+    method), an integer ``train_epochs``, summary fields that do not shadow the stored ones, and a finite
+    compute >= 0. Returns the compute. A mistake in a new method would otherwise be stored as a
+    complete run that fails every later load (``load_results`` of the whole store)."""
+    from ..checks import is_int
+    from ..pruning import check_mask, mask_mismatch
+
+    where = f"method {method!r}"
+    if not isinstance(out, MethodOutput):
+        raise TypeError(f"{where}: its train function must return a MethodOutput(result, mask, train_epochs, "
+                        f"summary), got {type(out).__name__}")
+    if not isinstance(out.result, TrainResult):
+        raise TypeError(f"{where}: MethodOutput.result must be the TrainResult of its final training, got "
+                        f"{type(out.result).__name__}")
+    sparse = getattr(cfg, "density", None) is not None
+    if out.mask is None and sparse:
+        raise ValueError(f"{where} returned no mask although it prunes (density={cfg.density}): return the final "
+                         f"mask (name -> 0/1 tensor over the model's prunable weights)")
+    if out.mask is not None:
+        check_mask(out.mask, f"{where}'s mask")
+        problem = mask_mismatch(out.mask, exp.param_shapes(prunable=True))
+        if problem:
+            raise ValueError(f"{where}'s mask does not fit the model: {problem}")
+    if not is_int(out.train_epochs) or out.train_epochs < 0:
+        raise TypeError(f"{where}: MethodOutput.train_epochs must be an integer >= 0, got {out.train_epochs!r}")
+    if not isinstance(out.summary, dict):
+        raise TypeError(f"{where}: MethodOutput.summary must be a dict, got {type(out.summary).__name__}")
+    clash = sorted(set(out.summary) & set(RESERVED_SUMMARY))
+    if clash:
+        raise ValueError(f"{where}: its summary sets {clash}, which the store writes itself "
+                         f"({', '.join(RESERVED_SUMMARY)}); rename them")
+    if not is_number(compute) or not math.isfinite(float(compute)) or compute < 0:
+        raise TypeError(f"{where}: its compute(exp, cfg) must return a finite number of epochs >= 0, got "
+                        f"{compute!r}")
+    return compute
 
 
 def apply_selection(cfg: Any, out: MethodOutput) -> None:

@@ -9,7 +9,8 @@ import pandas as pd
 from ..checks import ParameterError, check_density, check_seed
 from ..experiment import Experiment
 from ..results import Run, run_rows
-from .base import METHODS, check_method_args, config_dict, locked_run, make_config, prepare_method
+from .base import (METHODS, check_kept_weights, check_method_args, config_dict, locked_run, make_config,
+                   prepare_method)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,12 @@ def expand(variants: Iterable[Variant], densities: Sequence[float]) -> list[tupl
     densities = check_densities(densities)
     out = []
     for v in variants:
+        # Options the grid would drop or override silently are refused (an extension review found both).
+        if v.method == "dense" and v.options:
+            raise ParameterError(f"variant {v.label!r}: the dense run takes no options, got {v.options}")
+        if "density" in v.options:
+            raise ParameterError(f"variant {v.label!r} sets density={v.options['density']!r}, which the grid sets "
+                                 f"from its densities; leave it out of the variant's options")
         for d in [None] if v.method == "dense" else densities:
             kwargs = {} if d is None else {**v.options, "density": d}
             out.append((v, make_config(v.method, **kwargs)))
@@ -95,6 +102,7 @@ def prepare_grid(exp: Experiment, variants: Iterable[Variant], densities: Sequen
     jobs = expand(variants, densities)
     for v, cfg in jobs:
         check_method_args(exp, v.method, cfg)
+        check_kept_weights(exp, cfg)  # as run_method does: a density keeping no weight trained a constant net
     for v, cfg in jobs:
         prepare_method(exp, v.method, cfg)
     return jobs
