@@ -251,16 +251,24 @@ def describe_paired(row: pd.Series, unit_pct: Optional[bool] = None) -> str:
             f"{row['a']} {better} in {row['wins']}/{row['n']} seeds ({verdict})")
 
 
+#: The verdict of a setting whose runs could not be tested (fewer than two paired seeds).
+UNDECIDED = "undecided (fewer than 2 seeds)"
+
+
 def fairness_verdicts(table: pd.DataFrame) -> pd.DataFrame:
     """Classify each (variant, density) of a ``versus(..., 'dense', ...)`` table: did pruning hurt fairness?
 
     ``hurt`` when CWV or MCD is significantly higher than dense; ``improved`` when one is significantly lower and
     none higher; ``levelled down`` when "improved" came with a significantly lower accuracy (all classes worse,
-    so the gaps shrink); ``no significant change`` otherwise.
+    so the gaps shrink); ``no significant change`` otherwise; ``undecided (fewer than 2 seeds)`` when no pair of
+    runs could be tested (one paired seed: there is no test, so "no significant change" would claim too much).
     """
     rows = []
     acc = table[table["metric"] == "acc"]
     for (v, dens), g in table[table["metric"].isin(["cwv", "mcd"])].groupby(["a", "density"]):
+        if "n" in g and (g["n"].fillna(0) < 2).all():
+            rows.append({"variant": v, "density": dens, "verdict": UNDECIDED, "worse": "", "better": ""})
+            continue
         worse = g[(g["significant"]) & (g["diff"] > 0)]["metric"].tolist()
         better = g[(g["significant"]) & (g["diff"] < 0)]["metric"].tolist()
         a = acc[(acc["a"] == v) & (acc["density"] == dens)]

@@ -72,8 +72,14 @@ def verdict_counts(verdicts: pd.DataFrame) -> str:
     """How many (method, density) settings hurt fairness, improved it, levelled down or did not change it."""
     if verdicts.empty:
         return "No pruned setting was compared with dense."
+    from .analysis import UNDECIDED
+
     counts = verdicts["verdict"].value_counts()
     total = len(verdicts)
+    if counts.get(UNDECIDED, 0) == total:
+        return (f"With fewer than 2 paired seeds no (method, density) setting could be tested against dense "
+                f"({total} settings): nothing is decided here about whether pruning hurt fairness; re-run with "
+                f"more seeds.")
     hurt = verdicts[verdicts["verdict"] == "hurt"]
     text = (f"Pruning significantly hurt class fairness (CWV or MCD up vs dense) in {counts.get('hurt', 0)} of "
             f"{total} (method, density) settings")
@@ -157,12 +163,17 @@ def votes(record: Mapping[str, Any], diagnostics: Mapping[str, Any], flat: float
                          f"epoch, {spread[-1]:.2f} there): the fairness gradient differed from the accuracy "
                          "gradient throughout.")
         elif flat_from == epochs[0]:
-            lines.append(f"The fairness weights were nearly flat (spread < {flat:g}) at every voting epoch: g_fair ≈ g_acc "
-                         "all along, so the vote could only follow accuracy.")
+            # "Nearly flat" is a threshold on the spread, not g_fair = g_acc: weights up to 2x apart still re-weight
+            # the classes (the sign agreement and the η = 0 overlap below say how much that moved the vote).
+            lines.append(f"The fairness weights were nearly flat (spread < {flat:g}, at most {max(spread):.2f}) at "
+                         "every voting epoch: the fairness gradient was a mildly re-weighted accuracy gradient "
+                         "throughout; how much that moved the selection is read from the agreement and the η = 0 "
+                         "overlap below, not from the spread.")
         else:
             lines.append(f"The fairness weights are spread (max/min up to {max(spread):.1f}) early and nearly flat "
-                         f"(spread < {flat:g}) from epoch {flat_from} of {epochs[-1]} on: from then on g_fair ≈ "
-                         f"g_acc and only {sum(e < flat_from for e in epochs)} of {len(epochs)} votes carried a "
+                         f"(spread < {flat:g}) from epoch {flat_from} of {epochs[-1]} on: from then on the fairness "
+                         f"gradient is a mildly re-weighted accuracy gradient, and only "
+                         f"{sum(e < flat_from for e in epochs)} of {len(epochs)} votes carried a strongly weighted "
                          "fairness signal.")
     sign = record.get("sign_epochs") or []
     if len(sign) >= 2:
@@ -302,11 +313,15 @@ def ablation(tab: pd.DataFrame, chosen: pd.Series, dropped: Mapping[str, str], e
         lines.append(f"The rule (accuracy within {100 * eps:g} pts of the best, then lowest MCD) keeps the library "
                      "default.")
     else:
-        sig = bool(tab.loc[tab["variant"] == c, "d_mcd_sig"].iloc[0])
-        d = float(tab.loc[tab["variant"] == c, "d_mcd"].iloc[0])
+        row = tab.loc[tab["variant"] == c].iloc[0]
+        sig = bool(row["d_mcd_sig"])
+        d = float(row["d_mcd"])
+        no_ci = "d_mcd_low" in row and pd.isna(row["d_mcd_low"])
         lines.append(f"The rule picks `{c}` (val MCD {fmt('mcd', d)} vs default, " +
-                     ("a significant difference" if sig else "within seed noise: its CI includes 0, so the "
-                      "choice is a coin toss among near-equal options") + ").")
+                     ("a significant difference" if sig else
+                      "one seed: no CI, so nothing says this is more than seed noise" if no_ci else
+                      "within seed noise: its CI includes 0, so the choice is a coin toss among near-equal "
+                      "options") + ").")
     return " ".join(lines)
 
 
@@ -324,7 +339,11 @@ def comparison(pair_tabs: Mapping[str, pd.DataFrame], metrics: Sequence[str] = (
         if levelled:
             lines.append(f"At density {_densities(levelled)} {subject}'s lower disparity vs {b} came with "
                          "significantly lower accuracy: levelling down, not a fairer model.")
-        if wins.empty and fair.empty:
+        tested = t[t["metric"].isin(["cwv", "mcd"])]
+        if "n" in tested and len(tested) and (tested["n"].fillna(0) < 2).all():
+            lines.append(f"With fewer than 2 paired seeds {subject} and {b} could not be tested against each other: "
+                         "nothing is decided.")
+        elif wins.empty and fair.empty:
             lines.append(f"{subject} did not differ significantly from {b} in CWV or MCD at any density.")
         elif wins.empty:
             lines.append(f"{subject} never beat {b} significantly on CWV or MCD here.")
@@ -374,8 +393,13 @@ def ballot_report(title: str, setting: str, chosen: str, pair_tabs: Mapping[str,
 
     lines = [f"## {title}", f"{setting}; options chosen on val: `{chosen}`.", ""]
     won, lost = win_loss(pair_tabs, metrics)
-    lines.append("**Where Ballot won (CI excludes 0):** " + ("; ".join(won) or "nowhere in this run") + ".")
-    lines.append("**Where Ballot lost (CI excludes 0):** " + ("; ".join(lost) or "nowhere in this run") + ".")
+    rows = pd.concat([t for t in pair_tabs.values()], ignore_index=True) if pair_tabs else pd.DataFrame()
+    if len(rows) and "n" in rows and (rows["n"].fillna(0) < 2).all():
+        lines.append("**Wins and losses:** none can be decided: with fewer than 2 paired seeds there is no CI "
+                     "(re-run with more seeds).")
+    else:
+        lines.append("**Where Ballot won (CI excludes 0):** " + ("; ".join(won) or "nowhere in this run") + ".")
+        lines.append("**Where Ballot lost (CI excludes 0):** " + ("; ".join(lost) or "nowhere in this run") + ".")
     lines.append("")
     for b, t in pair_tabs.items():
         lines.append(f"**Ballot vs {b}** (improvement on seed means, no CI — the paired rows below decide: "

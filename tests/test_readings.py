@@ -48,7 +48,7 @@ def test_votes_reading_finds_the_epoch_the_weights_go_flat():
     never = readings.votes({**rec, "weight_spread": [5.0] * 5, "sign_epochs": []}, {"overlap_eta0": 0.5})
     assert "never went flat" in never and "shares only 50.0 %" in never
     always = readings.votes({**rec, "weight_spread": [1.0] * 5}, {})
-    assert "nearly flat (spread < 2) at every voting epoch" in always
+    assert "nearly flat (spread < 2, at most 1.00) at every voting epoch" in always
 
 
 def test_selection_reading_names_a_collapse_from_the_numbers():
@@ -354,3 +354,33 @@ def test_forest_plot_wraps_a_long_title_and_shortens_shared_labels():
     fig.canvas.draw()
     assert ax.title.get_window_extent().x1 <= fig.bbox.x1 + 1  # the title stays inside the figure
     plt.close(fig)
+
+
+def test_one_seed_decides_nothing_instead_of_no_significant_change():
+    """With one paired seed there is no test: the verdicts, their count, the comparison reading and the closing
+    summary said "no significant change" / "did not differ significantly" / "nowhere" (a non-default review)."""
+    from ballot_lib.analysis import UNDECIDED, fairness_verdicts
+
+    one = pd.DataFrame([{"a": "LTH", "b": "dense", "metric": m, "density": 0.05, "diff": 0.03, "ci_low": np.nan,
+                         "ci_high": np.nan, "significant": False, "wins": 1, "n": 1} for m in ("acc", "cwv", "mcd")])
+    v = fairness_verdicts(one)
+    assert v["verdict"].tolist() == [UNDECIDED]
+    text = readings.verdict_counts(v)
+    assert "no (method, density) setting could be tested" in text and "significantly hurt" not in text
+    t = versus_rows([("Ballot", "LTH", "mcd", 0.05, 0.01, False, 1, 1)])
+    assert "could not be tested against each other" in readings.comparison({"LTH": t})
+    assert "did not differ significantly" not in readings.comparison({"LTH": t})
+    summary = pd.DataFrame([{"variant": n, "density": 0.05, "cwv": 0.01, "mcd": 0.2} for n in ("Ballot", "LTH")])
+    report = readings.ballot_report("t", "s", "default", {"LTH": t}, summary)
+    assert "none can be decided" in report and "nowhere in this run" not in report
+    # With two or more seeds the verdicts are as before.
+    two = one.assign(n=3, ci_low=0.01, ci_high=0.05)
+    assert fairness_verdicts(two)["verdict"].tolist() == ["no significant change"]
+
+
+def test_votes_reading_does_not_call_nearly_flat_weights_equal_gradients():
+    rec = {"epochs": [1, 2, 3], "weight_spread": [1.6, 1.5, 1.4],
+           "sign_epochs": [{"w": [66, 100]}, {"w": [67, 100]}, {"w": [68, 100]}]}
+    text = readings.votes(rec, {"overlap_eta0": 0.78, "overlap_lth": 0.6})
+    assert "g_fair ≈ g_acc" not in text and "could only follow accuracy" not in text
+    assert "mildly re-weighted accuracy gradient" in text and "moved a substantial part" in text
