@@ -345,7 +345,7 @@ for _kind, (_builder, _keys, _markdown) in COMPARISON_TABLES.items():
 
 
 PROVENANCE_COLUMNS = ["table", "dataset", "model", "record", "notebook", "variants", "seeds", "densities", "epochs",
-                      "batch_size", "chosen", "runs", "compute_epochs", "compute_seconds"]
+                      "batch_size", "rewind", "chosen", "runs", "compute_epochs", "compute_seconds"]
 
 
 def provenance(picked: Sequence[tuple[Mapping[str, Any], pd.DataFrame]]) -> pd.DataFrame:
@@ -365,6 +365,7 @@ def provenance(picked: Sequence[tuple[Mapping[str, Any], pd.DataFrame]]) -> pd.D
                                                                          "density_target"].unique(), reverse=True)),
                 "epochs": _one(part, "train.epochs", p.get("epochs")),
                 "batch_size": _one(part, "train.batch_size", p.get("batch_size")),
+                "rewind": _rewind_points(part),
                 "chosen": rec.get("chosen", ""),
                 "runs": int(part["run_id"].nunique()),
                 "compute_epochs": float(part["compute_epochs"].fillna(0).sum()) if "compute_epochs" in part
@@ -372,6 +373,16 @@ def provenance(picked: Sequence[tuple[Mapping[str, Any], pd.DataFrame]]) -> pd.D
                 "compute_seconds": float(part["seconds"].fillna(0).sum()) if "seconds" in part else float("nan"),
             })
     return pd.DataFrame(rows, columns=PROVENANCE_COLUMNS)
+
+
+def _rewind_points(part: pd.DataFrame) -> str:
+    """The rewind points θk of the setting's LTH and Ballot runs (late rewinding changes what "LTH" means: a table
+    built at θ1 must say so next to the paper's θ0 numbers), "" when none of its runs rewinds."""
+    col = "method_cfg.rewind_epoch"
+    rewinding = part[part["method"].isin(("lth", "ballot"))] if "method" in part else part.iloc[0:0]
+    if col not in rewinding or rewinding.empty:
+        return ""
+    return ", ".join(f"θ{int(k)}" for k in sorted(rewinding[col].fillna(0).unique()))
 
 
 def _one(part: pd.DataFrame, column: str, default: Any) -> Any:

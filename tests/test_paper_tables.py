@@ -334,3 +334,20 @@ def test_a_broken_comparison_record_is_a_one_line_error_naming_it(tmp_path, caps
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         pt.build(root)
+
+
+def test_provenance_names_the_rewind_point_of_lth_and_ballot():
+    """A table built from late-rewound runs (θ1) said nothing of it next to the paper's θ0 LTH numbers."""
+    import pandas as pd
+
+    from ballot_lib import paper_tables as PT
+
+    frame = pd.DataFrame([
+        {"split": "test", "dataset": "d", "model": "m", "variant": v, "method": meth, "seed": 0,
+         "density_target": dens, "run_id": f"r{i}", "method_cfg.rewind_epoch": k, "compute_epochs": 1.0,
+         "seconds": 1.0}
+        for i, (v, meth, dens, k) in enumerate([("dense", "dense", 1.0, None), ("LTH", "lth", 0.1, 1),
+                                                ("Ballot", "ballot", 0.1, 1), ("MP", "mp", 0.1, 0)])])
+    rec = {"kind": "ballot_vs_baselines", "name": "r", "parameters": {}}
+    assert PT.provenance([(rec, frame)])["rewind"].tolist() == ["θ1"]
+    assert PT.provenance([(rec, frame.drop(columns="method_cfg.rewind_epoch"))])["rewind"].tolist() == [""]
