@@ -7,6 +7,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _clean_env(drop=()):
+    """This process's environment without what makes a pytest process think it is an xdist worker of this
+    session (under `make test` the inner session would otherwise split its store like a worker)."""
+    return {k: v for k, v in os.environ.items()
+            if k not in ("BALLOT_TEST_OWN_STORE", *drop) and not k.startswith("PYTEST_XDIST")}
+
+
 def _session(tmp_path, keep):
     probe = tmp_path / "test_probe.py"
     record = tmp_path / "store.txt"
@@ -16,7 +23,7 @@ def _session(tmp_path, keep):
         "    store = pathlib.Path(os.environ['BALLOT_RESULTS'])\n"
         f"    pathlib.Path({str(record)!r}).write_text(str(store))\n"
         "    (store / 'run.json').write_text('{}')\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("BALLOT_RESULTS", "BALLOT_TEST_OWN_STORE")}
+    env = _clean_env(drop=("BALLOT_RESULTS",))
     env["BALLOT_KEEP_TEST_STORE"] = keep
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider",
                            "-p", "conftest", "--rootdir", str(tmp_path), str(probe)],
@@ -46,7 +53,7 @@ def test_given_store_is_never_removed(tmp_path):
     given.mkdir()
     probe = tmp_path / "test_probe2.py"
     probe.write_text("def test_nothing():\n    pass\n")
-    env = {k: v for k, v in os.environ.items() if k != "BALLOT_TEST_OWN_STORE"}
+    env = _clean_env()
     env["BALLOT_RESULTS"] = str(given)
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider",
                            "-p", "conftest", "--rootdir", str(tmp_path), str(probe)],
