@@ -529,9 +529,11 @@ def _compute_note(table: pd.DataFrame, wc: pd.DataFrame, better: int) -> str:
     fair = wc[wc["metric"].isin(["cwv", "mcd"]) & wc["baseline"].isin(list(unmatched))]
 
     names = "; ".join(f"{_times(lo, hi)} the epochs of {meth}" for meth, (lo, hi) in unmatched.items())
-    return (f" Compute is not matched for every baseline: Ballot (its dense run included) trains {names}; "
-            f"{int(fair['Ballot better'].sum())} of its {better} significantly fairer results are against these "
-            "baselines.")
+    text = f" Compute is not matched for every baseline: Ballot (its dense run included) trains {names}"
+    if not better:  # "0 of its 0 significantly fairer results" said nothing
+        return text + "; none of Ballot's results is significantly fairer, against these baselines or others."
+    return (text + f"; {int(fair['Ballot better'].sum())} of its {better} significantly fairer results are against "
+            "these baselines.")
 
 
 def _family_note(table: pd.DataFrame) -> str:
@@ -551,6 +553,15 @@ def improvement_sentence(r: Mapping[str, Any], title: str) -> str:
     form's CI over seeds (none with fewer than 2 seeds), and where the paper's number lies."""
     claim = r["paper's number"]
     lo, hi = r["robust_lo"], r["robust_hi"]
+    if "settings" in r and not pd.isna(r.get("settings")) and int(r["settings"]) == 0:
+        # every setting was left out (each holds collapsed runs): there is no improvement to state, only "+nan %"
+        out = (f"- Improvement over {r['baseline']} ({title}): every setting holds collapsed runs and is left out "
+               f"({int(r.get('left out') or 0)}), so there is none to state.")
+        if not pd.isna(r.get("robust (all settings)", math.nan)):
+            out += (f" Over every setting, collapsed runs included, the robust form is "
+                    f"{r['robust (all settings)']:+.1f} % [{r['robust_lo (all settings)']:+.1f}, "
+                    f"{r['robust_hi (all settings)']:+.1f}] (it then measures the collapse, not fairness).")
+        return out
     used = ""
     if "settings" in r and not pd.isna(r.get("settings")):
         used = f" over {int(r['settings'])} settings" + (

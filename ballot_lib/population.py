@@ -584,11 +584,21 @@ def paired_hypervolume(df: pd.DataFrame, a: str, b: str, disparity: str = "mcd",
     return paired_difference(hv.get(a, {}), hv.get(b, {}), lower_is_better=False)
 
 
-def _pm(mean: float, half: float, pct: bool = False) -> str:
+def _pm(mean: float, half: float, pct: bool = False, digits: int = 2) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "n/a"
     f = 100.0 if pct else 1.0
-    return f"{f * mean:.2f} ± {f * half:.2f}" if half == half else f"{f * mean:.2f}"
+    return f"{f * mean:.{digits}f} ± {f * half:.{digits}f}" if half == half else f"{f * mean:.{digits}f}"
+
+
+def _disparity_cells(values, halves, col: str) -> list[str]:
+    """A disparity column's cells: points for accuracy-like disparities, 4 decimals for CWV (a variance of recalls:
+    2 decimals showed every configuration as 0.03)."""
+    return [_pm(m, h, col != "cwv", 2 if col != "cwv" else 4) for m, h in zip(values, halves)]
+
+
+def _disparity_heading(split: str, disp: str, col: str) -> str:
+    return f"{split} {disp.upper()}" + (" (pts)" if col != "cwv" else "")
 
 
 def front_markdown(table: pd.DataFrame) -> str:
@@ -601,9 +611,9 @@ def front_markdown(table: pd.DataFrame) -> str:
         "technique": f[key], "density (target)": f["density_target"].map("{:g}".format),
         "density (achieved)": f["density"].map("{:.3f}".format), "seeds": f["seeds"],
         f"{sel} acc (%)": [_pm(m, h, True) for m, h in zip(f[f"{sel}_acc"], f[f"{sel}_acc_ci"])],
-        f"{sel} {disp.upper()}": [_pm(m, h, col != "cwv") for m, h in zip(f[f"{sel}_{col}"], f[f"{sel}_{col}_ci"])],
+        _disparity_heading(sel, disp, col): _disparity_cells(f[f"{sel}_{col}"], f[f"{sel}_{col}_ci"], col),
         f"{rep} acc (%)": [_pm(m, h, True) for m, h in zip(f[f"{rep}_acc"], f[f"{rep}_acc_ci"])],
-        f"{rep} {disp.upper()}": [_pm(m, h, col != "cwv") for m, h in zip(f[f"{rep}_{col}"], f[f"{rep}_{col}_ci"])],
+        _disparity_heading(rep, disp, col): _disparity_cells(f[f"{rep}_{col}"], f[f"{rep}_{col}_ci"], col),
     })
     return markdown_table(out)
 

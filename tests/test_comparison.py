@@ -381,3 +381,18 @@ def test_decomposition_with_every_setting_left_out_is_an_empty_table_the_reading
     part = C.decomposition(df, exclude=gone.iloc[:1])
     pooled = part[part["dataset"] == "pooled"]
     assert set(pooled["settings"]) == {1} and set(pooled["left out"]) == {1}
+
+
+def test_improvement_sentence_when_every_setting_was_left_out_states_no_nan():
+    """Notebook 03 printed "paper form +nan % [+nan, +nan] ... over 0 settings" when every setting held collapsed
+    runs (non-default review)."""
+    import math
+
+    from ballot_lib import comparison as C
+
+    r = {"baseline": "SafeCompress", "paper's number": 33.91, "settings": 0, "left out": 1, "paper": math.nan,
+         "paper_lo": math.nan, "paper_hi": math.nan, "robust": math.nan, "robust_lo": math.nan,
+         "robust_hi": math.nan, "seeds": 2, "robust (all settings)": 12.0, "robust_lo (all settings)": -3.0,
+         "robust_hi (all settings)": 27.0}
+    text = C.improvement_sentence(r, "no selection")
+    assert "nan" not in text and "every setting holds collapsed runs" in text and "+12.0 %" in text

@@ -491,3 +491,13 @@ def test_masks_equal_torch_nn_utils_prune():
     for i, n in zip((0, 3), names):
         assert torch.equal(ours["ln_structured"][n], ref[i].weight_mask.bool())
     assert bool(ours["ln_structured"]["5.weight"].all())
+
+
+def test_front_table_shows_cwv_to_four_decimals_and_points_with_their_unit():
+    """CWV was rounded to 2 decimals (every configuration read 0.03) and MCD's column had no unit."""
+    from ballot_lib import population as PR
+
+    assert PR._disparity_cells([0.0312, 0.0348], [0.0011, float("nan")], "cwv") == ["0.0312 ± 0.0011", "0.0348"]
+    assert PR._disparity_cells([0.25], [0.05], "mcd") == ["25.00 ± 5.00"]
+    assert PR._disparity_heading("val", "mcd", "mcd") == "val MCD (pts)"
+    assert PR._disparity_heading("test", "cwv", "cwv") == "test CWV"
