@@ -214,8 +214,8 @@ def check_type(name: str, value: Any, annotation: Any, paths: bool = False) -> A
             raise ParameterError(f"{name} must be a number, got {_show(value)}" + _yaml_number_hint(value))
         if is_int(value):
             return float(value)  # 1 and 1.0 are one setting: check_fields stores the float (one run id for both)
-        if not math.isfinite(value):  # NaN/inf would also hash like None in a run id (another run's results)
-            raise ParameterError(f"{name} must be a finite number, got {_show(value)}")
+        # NaN/inf would also hash like None in a run id (another run's results): check_number refuses them
+        check_number(name, value)
         return value
     if annotation is bool:
         return check_bool(name, value)

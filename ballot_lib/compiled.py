@@ -44,7 +44,8 @@ benchmark (``"eager"`` until the graph mode's speed and agreement have been conf
 Limits of ``"graph"``: a step hook must change masks and optimiser state in place (not rebind tensors), it sees
 ``param_groups[i]["lr"]`` as a one-element tensor, and models whose forward does host syncs or data-dependent
 control flow cannot be captured (FairScratch's loss reads values to the host per step, for one). Such a step is
-detected *before* any capture is tried: on CUDA the last warm-up step runs under
+detected *before* any capture is tried (with at least one warm-up step, the default :data:`WARMUP_STEPS`): on
+CUDA the last warm-up step runs under
 ``torch.cuda.set_sync_debug_mode("error")`` (the previous mode is restored afterwards), so a host sync in it
 (``.item()``, ``float(t)``, ``torch.unique``, boolean indexing, ``nonzero``, ...) raises there. The weights,
 buffers, optimiser state, accumulators and random state are then restored to what they were before that step, the

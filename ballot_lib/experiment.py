@@ -46,7 +46,8 @@ def _bundle_bytes(b: DataBundle) -> int:
 
 class _DatasetCache:
     """Loaded datasets by data configuration, bounded by bytes rather than by count (8 CelebA bundles at 128 px
-    were ~80 GB of host memory under the old count bound)."""
+    were ~80 GB of host memory under the old count bound). It bounds what the cache alone keeps alive: an
+    :class:`Experiment` holds its own bundle once loaded."""
 
     def __init__(self) -> None:
         self._items: "collections.OrderedDict[DataConfig, DataBundle]" = collections.OrderedDict()
@@ -147,8 +148,12 @@ class Experiment:
     # -- shared pieces ---------------------------------------------------------------------------------------
     @property
     def bundle(self) -> DataBundle:
-        """The loaded dataset (cached per data config)."""
-        return _cached_dataset(self.data)
+        """The loaded dataset: loaded once per experiment, shared through a byte-bounded cache with experiments of
+        the same data config (an experiment keeps its own even after the cache drops it, so it never reloads)."""
+        b = getattr(self, "_bundle", None)
+        if b is None:
+            b = self._bundle = _cached_dataset(self.data)
+        return b
 
     def new_model(self) -> nn.Module:
         """A model of this experiment's architecture (initialisation not yet fixed: load θ0 into it)."""

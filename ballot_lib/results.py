@@ -567,12 +567,18 @@ class RunLock:
                 os.utime(self.path)
 
     def kept(self) -> bool:
-        """Whether the lock file still holds a token this process acquired (``True`` when it holds none)."""
+        """Whether the lock file still holds a token this process acquired (``True`` when it holds none).
+
+        Best effort: checked right before a write, so a take-over in between is not seen; a lock file that cannot
+        be read for another reason than its absence (an NFS hiccup) counts as kept rather than failing a write."""
         with RunLock._guard:
             tokens = {token for (path, _), (token, _) in RunLock._owned.items() if path == str(self.path)}
         if not tokens:
             return True
-        owner = self._owner()
+        try:
+            owner = self._owner()
+        except OSError:
+            return True
         return owner is not None and owner[3] in tokens
 
     def release(self) -> None:
@@ -818,7 +824,9 @@ def discard_if_unstarted(run: "Run"):
     failed before producing anything leaves no folder behind; the lock's release removes the empty folder)."""
     try:
         yield
-    except BaseException:
+    except BaseException as e:
+        if isinstance(e, LockLost) or not RunLock(run.path, heartbeat=False).kept():
+            raise  # the folder is another process's now: its config.json is not ours to remove
         files = {p.name for p in run.path.iterdir()} - set(_HOUSEKEEPING) if run.path.is_dir() else set()
         if files == {"config.json"}:
             with contextlib.suppress(FileNotFoundError):
@@ -1017,8 +1025,8 @@ def unfinished_runs(root: str | os.PathLike | None = None) -> list[dict[str, Any
         return out
     for run_dir in sorted(p for p in store.runs_dir.iterdir() if p.is_dir()):
         files = [f for f in run_dir.iterdir() if f.is_file()]
-        if (run_dir / "summary.json").exists() or not any(not f.name.startswith(".") for f in files):
-            continue
+        if (run_dir / "summary.json").exists() or not any(f.name not in _HOUSEKEEPING for f in files):
+            continue  # complete, or a run just starting (its lock only); a killed write's .tmp file counts
         try:
             config = json.loads((run_dir / "config.json").read_text())
         except (OSError, ValueError):

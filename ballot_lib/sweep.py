@@ -97,7 +97,8 @@ JOB_ENV = "BALLOT_SWEEP_JOB"
 #: Run before a job's command on Linux: asks the kernel to SIGTERM the job when the runner dies (prctl
 #: PR_SET_PDEATHSIG, kept across exec), so a runner killed by SIGKILL (which it cannot catch) leaves no papermill
 #: running beside a relaunched one; the notebook kernel exits with papermill (ipykernel watches its parent). If the
-#: runner died before the request took effect, the job does not start.
+#: runner died before the request took effect, the job does not start. (The signal follows the death of the
+#: *thread* that started the job: each job is started by the pool thread that then waits for it.)
 _DIE_WITH_RUNNER = (
     "import ctypes, os, signal, sys\n"
     "ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)\n"
@@ -621,7 +622,9 @@ def _aggregate(nb: Path, spec: Mapping[str, Any], out: Path) -> int:
     params = {**aggregate_params(spec), "results_dir": str(out / "results")}
     # Named by its parameters, as the jobs are: files sharing one --out (e.g. notebook 03 on every dataset) each
     # get their own aggregate instead of overwriting one (and claiming one: the second file's was skipped).
-    output = out / "notebooks" / f"{nb.stem}-aggregate-{config_hash({'notebook': nb.name, **params})}.ipynb"
+    # (results_dir left out of the hash: it follows from --out, however --out is spelled)
+    named = {k: v for k, v in params.items() if k != "results_dir"}
+    output = out / "notebooks" / f"{nb.stem}-aggregate-{config_hash({'notebook': nb.name, **named})}.ipynb"
     with claim_job(output) as mine:
         if not mine:
             return 0

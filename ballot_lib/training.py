@@ -153,7 +153,8 @@ CHECKPOINT_ENV = "BALLOT_CHECKPOINT_EVERY_S"
 
 def checkpoint_interval(dev: torch.device, every: Optional[float] = None) -> float:
     """Seconds between training checkpoints on ``dev``: ``every``, else ``$BALLOT_CHECKPOINT_EVERY_S``, else
-    :data:`CHECKPOINT_EVERY_S` of the device type (0: after every epoch)."""
+    :data:`CHECKPOINT_EVERY_S` of the device type (0: after every epoch; a finite number of seconds — a value
+    longer than the run writes none)."""
     if every is None:
         text = os.environ.get(CHECKPOINT_ENV, "")
         if text.strip():

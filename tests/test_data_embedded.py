@@ -319,3 +319,20 @@ def test_the_dataset_cache_is_bounded_by_bytes_and_keeps_the_last_one(monkeypatc
     monkeypatch.setenv(E.DATA_CACHE_ENV, "lots")
     with pytest.raises(ValueError, match=r"\$BALLOT_DATA_CACHE_GB must be a number of GB >= 0, got 'lots'"):
         cache(a)
+
+
+def test_an_experiment_keeps_its_bundle_after_the_cache_drops_it(tmp_path, monkeypatch):
+    """Two experiments interleaved above the cache bound reloaded their dataset on every access (a reviewer)."""
+    import ballot_lib.experiment as E
+    from ballot_lib.data import DataConfig
+    from ballot_lib.models import ModelConfig
+    from ballot_lib.training import TrainConfig
+
+    monkeypatch.setenv(E.DATA_CACHE_ENV, "0")  # the cache keeps only the last one used
+    a = E.Experiment(DataConfig("digits"), ModelConfig("mlp"), TrainConfig(epochs=1), device="cpu",
+                     results_dir=str(tmp_path / "a"), progress=False)
+    b = E.Experiment(DataConfig("digits_lt"), ModelConfig("mlp"), TrainConfig(epochs=1), device="cpu",
+                     results_dir=str(tmp_path / "b"), progress=False)
+    first_a = a.bundle
+    _ = b.bundle  # drops digits from the cache
+    assert a.bundle is first_a

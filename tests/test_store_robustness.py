@@ -461,3 +461,26 @@ def test_check_lists_unfinished_runs_with_their_size_and_whether_they_run(tmp_pa
     assert f"unfinished: {done.path}" not in out
     sizes = {u["folder"]: u["bytes"] for u in R.unfinished_runs(tmp_path)}
     assert sizes[killed.path] > 4000
+
+
+def test_a_holder_that_lost_its_lock_does_not_discard_the_new_owners_config(tmp_path):
+    """A paused process that wakes after a take-over fails with LockLost inside discard_if_unstarted: it must not
+    delete config.json, which is now the new owner's (it did when that was all the folder held)."""
+    store = R.ResultsStore(tmp_path)
+    run = store.run({"method": "mp", "seed": 0})
+    with run.lock():
+        run.start()
+        with pytest.raises(R.LockLost):
+            with R.discard_if_unstarted(run):
+                _take_over_by_another(run.file(".lock"))
+                run.write_json("history.json", [])
+        assert run.file("config.json").exists()
+        run.file(".lock").unlink()
+    # A run that failed while its lock was its own is still discarded.
+    other = store.run({"method": "mp", "seed": 1})
+    with other.lock():
+        other.start()
+        with pytest.raises(RuntimeError):
+            with R.discard_if_unstarted(other):
+                raise RuntimeError("boom")
+        assert not other.file("config.json").exists()

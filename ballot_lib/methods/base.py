@@ -264,7 +264,7 @@ def select_epoch_metrics(res: TrainResult, eps: float) -> int:
 
 
 #: Summary fields :func:`store_output` writes itself: a method's own ``summary`` must not set them.
-RESERVED_SUMMARY = ("density", "train_epochs", "compute_epochs")
+RESERVED_SUMMARY = ("density", "train_epochs", "compute_epochs", "seconds", "run", "res")
 
 
 def check_output(exp: Experiment, method: str, cfg: Any, out: Any, compute: Any) -> float:

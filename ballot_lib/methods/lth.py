@@ -23,7 +23,7 @@ from .base import MethodOutput, SparseConfig, check_rewind, register, train_mask
 class LTHConfig(SparseConfig):
     rewind_epoch: int = 0  # k: rewind the kept weights to θk (0 = original LTH)
     levels: int = 1  # IMP levels (1 = one-shot); each prunes the same fraction of the remaining weights
-    rate: Optional[float] = None  # if set (e.g. 0.2), prune this fraction per level instead (levels ignored)
+    rate: Optional[float] = None  # if set (e.g. 0.2), prune this fraction per level instead (leave levels at 1)
     scope: str = "global"  # "global" or "layer" magnitude ranking
 
     def validate(self) -> "LTHConfig":
