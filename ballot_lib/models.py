@@ -166,7 +166,7 @@ def build_model(cfg: ModelConfig | str, input_shape: tuple[int, ...], num_classe
     cfg = ModelConfig(name=cfg) if isinstance(cfg, str) else cfg
     cfg.validate()
     net = MODELS.get(cfg.name)(tuple(input_shape), num_classes, cfg)
-    ignore = []
+    ignore = list(getattr(net, "prune_ignore", []))  # a builder's own list is kept (it was overwritten)
     if not cfg.prune_first_conv and getattr(net, "first_conv", None):
         ignore.append(net.first_conv + ".weight")
     net.prune_ignore = ignore

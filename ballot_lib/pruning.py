@@ -473,7 +473,17 @@ def make_mask(
     """
     fn = MASK_STRATEGIES.get(strategy)
     check_density(density)
-    return fn(prunable_weights(model), density, seed=seed, like=like, n=n, current=current)
+    weights = prunable_weights(model)
+    mask = fn(weights, density, seed=seed, like=like, n=n, current=current)
+    # What a strategy returns is checked (a registered one may be anyone's): a dict of bool tensors over exactly
+    # the prunable weights, with their shapes.
+    problem = (None if isinstance(mask, Mapping) else f"it returned {type(mask).__name__}, not a dict") or \
+        mask_mismatch(mask, {k: tuple(w.shape) for k, w in weights.items()}) or \
+        next((f"its tensor {k} has dtype {m.dtype}, not torch.bool" for k, m in mask.items()
+              if not isinstance(m, torch.Tensor) or m.dtype != torch.bool), None)
+    if problem:
+        raise ValueError(f"mask strategy {strategy!r} returned a mask that does not fit: {problem}")
+    return mask
 
 
 def apply_mask(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> nn.Module:

@@ -333,3 +333,39 @@ def test_run_grid_refuses_options_it_would_drop_or_override_and_a_density_keepin
     with pytest.raises(ParameterError, match="keeps round\\(density"):
         run_grid(exp, [Variant("LTH", "lth")], [1e-5], [0], progress=False)
     assert not (tmp_path / "results" / "runs").exists() or not any((tmp_path / "results" / "runs").iterdir())
+
+
+def test_a_registered_mask_strategys_output_is_checked(monkeypatch):
+    """make_mask passed on whatever a custom strategy returned (a float mask missing a layer)."""
+    monkeypatch.setattr(P.MASK_STRATEGIES, "_items", dict(P.MASK_STRATEGIES._items))
+    net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+
+    @P.MASK_STRATEGIES.register("half_float")
+    def half_float(weights, density, **kw):
+        return {n: torch.ones_like(w) for n, w in list(weights.items())[:1]}
+
+    with pytest.raises(ValueError, match="mask strategy 'half_float' returned a mask that does not fit: .*missing"):
+        P.make_mask("half_float", net, 0.5)
+
+    @P.MASK_STRATEGIES.register("all_float")
+    def all_float(weights, density, **kw):
+        return {n: torch.ones_like(w) for n, w in weights.items()}
+
+    with pytest.raises(ValueError, match="dtype torch.float32, not torch.bool"):
+        P.make_mask("all_float", net, 0.5)
+
+
+def test_a_builders_own_prune_ignore_is_kept(monkeypatch):
+    from ballot_lib import models as M
+
+    monkeypatch.setattr(M.MODELS, "_items", dict(M.MODELS._items))
+
+    @M.MODELS.register("two_layer_keep_last")
+    def build(input_shape, num_classes, cfg):
+        net = nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), 8), nn.ReLU(),
+                            nn.Linear(8, num_classes))
+        net.prune_ignore = ["3.weight"]
+        return net
+
+    net = M.build_model(M.ModelConfig("two_layer_keep_last"), (4,), 2)
+    assert M.prunable_names(net) == ["1.weight"]
