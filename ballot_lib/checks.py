@@ -113,6 +113,16 @@ def check_number(name: str, value: Any, low: Optional[float] = None, high: Optio
     return float(value)
 
 
+def check_env_number(env: str, text: str, unit: str) -> float:
+    """The text of environment variable ``env`` as a finite number >= 0 (in ``unit``), else a
+    :class:`ParameterError` naming ``$env``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ParameterError(f"${env} must be a number of {unit} >= 0, got {text!r}") from None
+    return check_number(f"${env}", value, 0)
+
+
 def check_bool(name: str, value: Any) -> bool:
     """Return ``value`` if it is ``True`` or ``False`` (not 0/1, not ``"no"``), else raise."""
     if not isinstance(value, bool):

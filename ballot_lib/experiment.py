@@ -12,7 +12,6 @@ Example:
 from __future__ import annotations
 
 import collections
-import math
 import os
 import threading
 from dataclasses import dataclass, field
@@ -27,7 +26,8 @@ from .models import ModelConfig, build_model, check_takes_input
 from .pruning import load_mask, prunable_weights
 from .paths import results_root
 from .results import ResultsFormatError, ResultsStore, Run, check_complete, check_config_file, repair_advice
-from .checks import ParameterError, check_arguments, check_device_name, check_fields, check_int, check_seed
+from .checks import (ParameterError, check_arguments, check_device_name, check_env_number, check_fields, check_int,
+                     check_seed)
 from .training import TrainConfig, TrainResult, checkpoint_interval, resolve_device, state_dict_cpu, train
 
 #: Epochs after which the dense run keeps its weights as rewind points θk (other k are replayed on demand).
@@ -55,14 +55,7 @@ class _DatasetCache:
 
     @staticmethod
     def limit_bytes() -> float:
-        text = os.environ.get(DATA_CACHE_ENV, "4")
-        try:
-            gb = float(text)
-        except ValueError:
-            gb = float("nan")
-        if not (gb >= 0 and math.isfinite(gb)):
-            raise ParameterError(f"${DATA_CACHE_ENV} must be a number of GB >= 0, got {text!r}")
-        return gb * 1e9
+        return check_env_number(DATA_CACHE_ENV, os.environ.get(DATA_CACHE_ENV, "4"), "GB") * 1e9
 
     def __call__(self, cfg: DataConfig) -> DataBundle:
         with self._lock:

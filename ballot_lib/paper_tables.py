@@ -90,9 +90,13 @@ def _record_fix(path: Path, rec: Any = None) -> str:
     starts the file's), or delete the file."""
     nb = rec.get("notebook") if isinstance(rec, dict) and isinstance(rec.get("notebook"), str) else None
     if not nb:
-        from .notebook_files import NOTEBOOKS
+        from .notebook_files import notebooks
 
-        found = [q.name for q in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")) if path.stem.startswith(q.stem)]
+        try:
+            suite = notebooks()
+        except FileNotFoundError:  # an installed package without its notebooks: name none
+            suite = []
+        found = [q.name for q in suite if path.stem.startswith(q.stem)]
         nb = found[-1] if found else None
     return f"re-run {'the notebook that wrote it' if not nb else nb} to record it again, or delete the file"
 

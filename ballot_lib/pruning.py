@@ -500,16 +500,10 @@ def apply_mask(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> nn.Module:
 
 def check_mask_matches(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> None:
     """Raise ``ValueError`` unless ``mask`` covers exactly the model's prunable weights with matching shapes."""
-    names = prunable_names(model)
     params = dict(model.named_parameters())
-    if set(mask) != set(names):
-        raise ValueError(
-            f"mask does not match the model's prunable weights: missing {sorted(set(names) - set(mask))[:5]}, "
-            f"extra {sorted(set(mask) - set(names))[:5]}"
-        )
-    for n in names:
-        if tuple(mask[n].shape) != tuple(params[n].shape):
-            raise ValueError(f"mask for {n} has shape {tuple(mask[n].shape)}, weight has {tuple(params[n].shape)}")
+    problem = mask_mismatch(mask, {n: tuple(params[n].shape) for n in prunable_names(model)})
+    if problem:
+        raise ValueError(f"mask does not match the model: {problem}")
 
 
 def save_mask(mask: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:

@@ -38,7 +38,7 @@ from . import metrics as M
 from .data import DataBundle, Split
 from .registry import check_choice
 from .results import ResultsError, atomic_torch_save, safe_torch_load
-from .checks import ParameterError, check_fields, check_int, check_number
+from .checks import ParameterError, check_env_number, check_fields, check_int, check_number
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "multistep", "cosine")
@@ -158,11 +158,7 @@ def checkpoint_interval(dev: torch.device, every: Optional[float] = None) -> flo
     if every is None:
         text = os.environ.get(CHECKPOINT_ENV, "")
         if text.strip():
-            try:
-                every = float(text)
-            except ValueError:
-                raise ParameterError(f"${CHECKPOINT_ENV} must be a number of seconds >= 0, got {text!r}") from None
-            return check_number(f"${CHECKPOINT_ENV}", every, 0)
+            return check_env_number(CHECKPOINT_ENV, text, "seconds")
         return CHECKPOINT_EVERY_S.get(dev.type, 0.0)
     return check_number("checkpoint_every", every, 0)
 

@@ -6,7 +6,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from ..checks import ParameterError, check_density, check_seed
+from ..checks import ParameterError, check_density, check_list, check_seed
 from ..experiment import Experiment
 from ..results import Run, run_rows
 from .base import (METHODS, check_kept_weights, check_method_args, config_dict, locked_run, make_config,
@@ -28,18 +28,7 @@ def _as_list(name: str, values: Any, what: str, example: str) -> list:
             getattr(values, "ndim", 1) != 1:
         raise ParameterError(f"{name} must be a list of {what}, got {values!r} (with papermill's command line pass "
                              f"lists as YAML: -y '{name}: {example}')")
-    out = list(values)
-    if not out:
-        raise ParameterError(f"{name} must be a non-empty list of {what}, got {values!r}")
-    return out
-
-
-def _no_repeats(name: str, values: list, shown: Sequence[Any] = ()) -> None:
-    shown = list(shown) or values
-    for i, v in enumerate(values):
-        if v in values[:i]:
-            raise ParameterError(f"{name} lists {shown[i]!r} twice: {list(shown)!r} (each value once: a repeated "
-                                 "value would run or count the same runs twice)")
+    return check_list(name, list(values))  # non-empty
 
 
 def check_variants(variants: Iterable[Variant]) -> list[Variant]:
@@ -49,25 +38,22 @@ def check_variants(variants: Iterable[Variant]) -> list[Variant]:
         if not isinstance(v, Variant):
             raise ParameterError(f"variants[{i}] must be a Variant(label, method, options), got {v!r} "
                                  f"({type(v).__name__})")
-    _no_repeats("variants (labels)", [v.label for v in out])
+    check_list("variants (labels)", [v.label for v in out], unique=True)
     return out
 
 
 def check_densities(densities: Sequence[float]) -> list[float]:
     """``densities`` as a non-empty list of distinct numbers in (0, 1], else a :class:`ParameterError`."""
     out = _as_list("densities", densities, "numbers in (0, 1]", "[0.2, 0.05]")
-    checked = [check_density(d, f"densities[{i}]") for i, d in enumerate(out)]
-    _no_repeats("densities", checked, out)
-    return checked
+    # each value once (a repeated one would run or count the same runs twice), compared as checked (1 == 1.0)
+    return check_list("densities", [check_density(d, f"densities[{i}]") for i, d in enumerate(out)], unique=True)
 
 
 def check_seeds(seeds: Sequence[int]) -> list[int]:
     """``seeds`` as a non-empty list of distinct seeds (see :func:`~ballot_lib.checks.check_seed`), else a
     :class:`ParameterError`."""
     out = _as_list("seeds", seeds, "non-negative integers", "[0, 1, 2]")
-    checked = [check_seed(s, f"seeds[{i}]") for i, s in enumerate(out)]
-    _no_repeats("seeds", checked, out)
-    return checked
+    return check_list("seeds", [check_seed(s, f"seeds[{i}]") for i, s in enumerate(out)], unique=True)
 
 
 def expand(variants: Iterable[Variant], densities: Sequence[float]) -> list[tuple[Variant, Any]]:
