@@ -16,16 +16,26 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator that registers an object under ``name``."""
+    def register(self, name: str, replace: bool = False) -> Callable[[T], T]:
+        """Decorator that registers an object under ``name``; a name already taken is an error unless ``replace``
+        (for a notebook cell run again)."""
 
         def wrap(obj: T) -> T:
-            if name in self._items:
-                raise KeyError(f"{self.kind} {name!r} is already registered")
+            if name in self._items and not replace:
+                raise KeyError(f"{self.kind} {name!r} is already registered; to replace it (e.g. re-running a "
+                               f"notebook cell that registers it) pass replace=True or call "
+                               f".unregister({name!r}) first")
             self._items[name] = obj
             return obj
 
         return wrap
+
+    def unregister(self, name: str) -> T:
+        """Remove ``name`` and return what was registered under it (unknown names raise ``ValueError`` listing the
+        valid ones). Lets a notebook cell that registers an object be run again."""
+        obj = self.get(name)
+        del self._items[name]
+        return obj
 
     def get(self, name: str) -> T:
         """Return the object registered as ``name``; unknown names raise ``ValueError`` listing valid names."""

@@ -369,3 +369,122 @@ def test_a_builders_own_prune_ignore_is_kept(monkeypatch):
 
     net = M.build_model(M.ModelConfig("two_layer_keep_last"), (4,), 2)
     assert M.prunable_names(net) == ["1.weight"]
+
+
+# ------------------------------------------------------------------------------------------ re-registering, plugins
+
+
+def test_a_registration_can_be_replaced_or_removed_for_a_cell_run_again(monkeypatch):
+    from dataclasses import dataclass
+
+    from ballot_lib.methods import base as B
+
+    monkeypatch.setattr(B.METHODS, "_items", dict(B.METHODS._items))
+
+    @dataclass(frozen=True)
+    class C(B.SparseConfig):
+        pass
+
+    def first(exp, cfg, seed, run):
+        """First."""
+
+    def second(exp, cfg, seed, run):
+        """Second."""
+
+    B.register("again", C, compute=lambda e, c: 1.0)(first)
+    with pytest.raises(KeyError, match="already registered.*replace=True.*unregister\\('again'\\)"):
+        B.register("again", C, compute=lambda e, c: 1.0)(second)
+    assert METHODS.get("again").doc == "First."
+    B.register("again", C, compute=lambda e, c: 1.0, replace=True)(second)
+    assert METHODS.get("again").doc == "Second."
+    assert METHODS.unregister("again").doc == "Second." and "again" not in METHODS
+    with pytest.raises(ValueError, match="unknown method 'again'; valid choices: .*ballot"):
+        METHODS.unregister("again")
+
+
+def _write_plugin(path, name="plugged"):
+    path.write_text(
+        "from dataclasses import dataclass\n"
+        "from ballot_lib.methods.base import SparseConfig, register\n\n\n"
+        "@dataclass(frozen=True)\n"
+        "class PluggedConfig(SparseConfig):\n"
+        "    pass\n\n\n"
+        f"@register({name!r}, PluggedConfig, compute=lambda exp, cfg: 1.0)\n"
+        "def plugged(exp, cfg, seed, run):\n"
+        "    '''A method defined outside the library.'''\n")
+    return path
+
+
+def test_plugins_listed_in_the_environment_are_registered_in_a_new_process(tmp_path):
+    """A method registered in one kernel did not exist in papermill's or sweep's processes: $BALLOT_PLUGINS
+    (a .py path or a module name) is imported by every process that imports ballot_lib.methods."""
+    import os
+    import subprocess
+    import sys
+
+    _write_plugin(tmp_path / "by_path.py", "by_path")
+    (tmp_path / "pkg_plugin.py").write_text(_write_plugin(tmp_path / "tmp.py", "by_module").read_text())
+    env = {**os.environ, "BALLOT_PLUGINS": f"{tmp_path / 'by_path.py'},pkg_plugin",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    code = "from ballot_lib.methods import METHODS; print(METHODS.get('by_path').doc, '|', 'by_module' in METHODS)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "A method defined outside the library. | True"
+
+
+@pytest.mark.parametrize("entry,message", [
+    ("/nonexistent/plugin.py", "lists '/nonexistent/plugin.py', which is not a file"),
+    ("no_such_plugin_module", "lists 'no_such_plugin_module', which could not be imported: ModuleNotFoundError"),
+    ("{broken}", "lists '.*broken.py', which could not be imported: ZeroDivisionError"),
+])
+def test_a_plugin_that_cannot_be_imported_is_an_error_naming_the_variable(tmp_path, entry, message):
+    from ballot_lib.checks import ParameterError
+    from ballot_lib.plugins import load_plugins
+
+    (tmp_path / "broken.py").write_text("1 / 0\n")
+    with pytest.raises(ParameterError, match=f"\\$BALLOT_PLUGINS {message}"):
+        load_plugins(entry.format(broken=tmp_path / "broken.py"))
+
+
+def test_plugin_entries_split_on_commas_and_the_path_separator():
+    import os
+
+    from ballot_lib.plugins import load_plugins, plugin_entries
+
+    assert plugin_entries(f" a.b , c{os.pathsep}/x/d.py ,, ") == ["a.b", "c", "/x/d.py"]
+    assert plugin_entries("") == [] and load_plugins("") == []
+
+
+def test_a_method_whose_training_depends_on_select_is_not_derived_from_its_last_twin(tmp_path, monkeypatch):
+    """A val_rule run reuses its select="last" twin's training; a config whose training changes with select opts
+    out by overriding last_epoch_twin() (it had to be named `refined` before)."""
+    from dataclasses import dataclass
+    from typing import Optional
+
+    from ballot_lib.methods import base as B
+
+    monkeypatch.setattr(B.METHODS, "_items", dict(B.METHODS._items))
+    trained = []
+
+    @dataclass(frozen=True)
+    class Shared(B.SparseConfig):
+        pass
+
+    @dataclass(frozen=True)
+    class OwnSelection(B.SparseConfig):
+        def last_epoch_twin(self) -> Optional["OwnSelection"]:
+            return None
+
+    for name, config in (("shared", Shared), ("own", OwnSelection)):
+        @B.register(name, config, compute=lambda e, c: 1.0)
+        def run_probe(exp, cfg, seed, run, name=name):
+            trained.append((name, cfg.select))
+            res = exp.train_net(exp.model_from(exp.dense_weights(seed, 0)), run, seed, desc="probe")
+            return _out(res, _good_mask(exp))
+
+    exp = make_experiment(tmp_path / "results")
+    for name in ("shared", "own"):
+        run_method(exp, name, 0, density=1.0)
+        val = run_method(exp, name, 0, density=1.0, select="val_rule")
+        assert ("derived_from" in val.summary) == (name == "shared")
+    assert trained == [("shared", "last"), ("own", "last"), ("own", "val_rule")]

@@ -11,5 +11,8 @@ from .base import METHODS, MethodSpec, make_config, run_method
 from . import (dense, magnitude, lth, random_control, ballot, prune_responsibly, safecompress,  # noqa: F401
                fairscratch)  # (registration)
 from .grid import Variant, prepare_grid, run_grid
+from ..plugins import load_plugins
+
+load_plugins()  # methods, models, datasets or strategies registered outside the library ($BALLOT_PLUGINS)
 
 __all__ = ["METHODS", "MethodSpec", "Variant", "make_config", "prepare_grid", "run_grid", "run_method"]

@@ -731,6 +731,11 @@ class BallotConfig(SparseConfig):
                         f"{name}={given!r}: leave {name} unset, or use mode='full' to choose it")
                 object.__setattr__(self, name, value)
 
+    def last_epoch_twin(self) -> "Optional[BallotConfig]":
+        """Refined training selects its checkpoint whatever ``select`` says (and its schedule differs from plain
+        training's), so no ``select="last"`` twin shares it: None. Plain training behaves as every method's."""
+        return None if self.refined else super().last_epoch_twin()
+
     def validate(self) -> "BallotConfig":
         super().validate()
         for field_, value, valid in (("mode", self.mode, MODES), ("score", self.score, SCORES),

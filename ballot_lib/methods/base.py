@@ -74,7 +74,7 @@ METHODS: Registry[MethodSpec] = Registry("method")
 
 def register(name: str, config: type, doc: str = "", prepare: Optional[Callable[[Experiment, Any], None]] = None,
              compute: Optional[Callable[[Experiment, Any], float]] = None, managed: bool = True,
-             reuses_dense: bool = False):
+             reuses_dense: bool = False, replace: bool = False):
     """Decorator registering ``train(exp, cfg, seed, run) -> MethodOutput`` as method ``name``.
 
     Args:
@@ -83,6 +83,10 @@ def register(name: str, config: type, doc: str = "", prepare: Optional[Callable[
         compute: ``compute(exp, cfg)``, the method's training compute in epochs of the dense recipe.
         managed: ``False`` for a method that manages its own run (the dense run): ``run(exp, cfg, seed)``.
         reuses_dense: ``compute`` includes the seed's dense training (see :attr:`MethodSpec.reuses_dense`).
+        replace: replace a method already registered as ``name`` (a notebook cell run again) instead of raising.
+
+    A method defined outside the library reaches notebooks run by papermill and ``sweep`` jobs (other processes)
+    when its module is listed in ``$BALLOT_PLUGINS`` (:mod:`ballot_lib.plugins`).
     """
 
     # Mistakes of a registration are errors here, not after a run has trained (found by an extension review).
@@ -96,7 +100,7 @@ def register(name: str, config: type, doc: str = "", prepare: Optional[Callable[
 
     def wrap(fn):
         lines = (fn.__doc__ or "").strip().splitlines()
-        METHODS.register(name)(MethodSpec(name, config, fn, doc or (lines[0] if lines else name),
+        METHODS.register(name, replace=replace)(MethodSpec(name, config, fn, doc or (lines[0] if lines else name),
                                           prepare, compute, managed, reuses_dense))
         return fn
 
@@ -205,7 +209,13 @@ def locked_run(exp: Experiment, method: str, cfg: Any, seed: int) -> RunResult:
 
 def last_epoch_twin(cfg: Any) -> Optional[Any]:
     """The ``select="last"`` config whose training a ``select="val_rule"`` run of ``cfg`` reuses when it is
-    complete, or None (other rules; Ballot's refined training, whose schedule differs from its plain twin's)."""
+    complete, or None (other rules; a config whose training depends on ``select``, e.g. Ballot's refined training).
+
+    A config decides by its ``last_epoch_twin()`` method (:meth:`SparseConfig.last_epoch_twin`; a new method whose
+    training changes with ``select`` overrides it to return None); a config without one is its own ``select="last"``
+    copy, unless it has a true ``refined`` field."""
+    if hasattr(cfg, "last_epoch_twin"):
+        return cfg.last_epoch_twin()
     if getattr(cfg, "select", "last") != "val_rule" or getattr(cfg, "refined", False):
         return None
     return dataclasses.replace(cfg, select="last")
@@ -370,6 +380,15 @@ class SparseConfig:
         # density=1 and density=1.0 are the same run: store it as a float so both hash alike.
         if isinstance(self.density, int) and not isinstance(self.density, bool):
             object.__setattr__(self, "density", float(self.density))
+
+    def last_epoch_twin(self) -> "Optional[SparseConfig]":
+        """With ``select="val_rule"``: the ``select="last"`` config whose stored run has the same training, so that
+        the val-rule run reuses its mask and history and only applies the selection (no retraining); else None.
+
+        A method whose *training* depends on ``select`` (or that applies a selection of its own whatever ``select``
+        says) must override this to return None, or its val-rule runs would be derived from a twin that trained
+        differently."""
+        return dataclasses.replace(self, select="last") if self.select == "val_rule" else None
 
     def validate(self) -> "SparseConfig":
         """Check every field against its annotation (no coercion; subclasses' fields too), then the density."""

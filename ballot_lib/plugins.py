@@ -1,0 +1,83 @@
+"""Extensions defined outside the library, loaded in every process: ``$BALLOT_PLUGINS``.
+
+A method, model, dataset or mask strategy registered in a notebook exists in that kernel only: a notebook run by
+papermill, a ``sweep`` job or a worker of another GPU is a new process that never ran the registering cell. List
+the modules that register them in ``$BALLOT_PLUGINS`` (separated by ``,`` or the path separator ``:``), each an
+importable module name (``mylab.methods``) or the path of a ``.py`` file; every process imports them when it
+imports :mod:`ballot_lib.methods` (after the built-in registrations, so a plugin may use them), and the variable
+is inherited by the processes ``sweep`` starts. Example::
+
+    BALLOT_PLUGINS=$PWD/my_method.py python -m ballot_lib.sweep grid my_grid.yaml --out runs/
+
+A plugin that cannot be imported is an error naming the variable and the entry (nothing trains before it).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from .checks import ParameterError
+
+#: The environment variable listing the plugin modules.
+ENV = "BALLOT_PLUGINS"
+
+_loaded: dict[str, ModuleType] = {}
+
+
+def plugin_entries(value: str | None = None) -> list[str]:
+    """The entries of ``$BALLOT_PLUGINS`` (or of ``value``): split on ``,`` and the path separator, blanks dropped."""
+    value = os.environ.get(ENV, "") if value is None else value
+    return [e.strip() for e in re.split(rf"[,{re.escape(os.pathsep)}]", value) if e.strip()]
+
+
+def _import_file(path: Path) -> ModuleType:
+    name = "ballot_plugin_" + re.sub(r"\W", "_", str(path.resolve()))
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def load_plugins(value: str | None = None) -> list[ModuleType]:
+    """Import every module ``$BALLOT_PLUGINS`` (or ``value``) lists, once per process; return them in order.
+
+    Raises:
+        ParameterError: naming the variable and the entry, if a file is missing or a module cannot be imported
+            (with the import's own error).
+    """
+    modules = []
+    for entry in plugin_entries(value):
+        if entry in _loaded:
+            modules.append(_loaded[entry])
+            continue
+        is_file = entry.endswith(".py") or os.sep in entry
+        if is_file and not Path(entry).is_file():
+            raise ParameterError(f"${ENV} lists {entry!r}, which is not a file (give an importable module name or "
+                                 f"the path of a .py file; entries are separated by ',' or {os.pathsep!r})")
+        try:
+            module = _import_file(Path(entry)) if is_file else importlib.import_module(entry)
+        except ParameterError:
+            raise
+        except Exception as e:  # the plugin's own failure, named with the entry that caused it
+            raise ParameterError(f"${ENV} lists {entry!r}, which could not be imported: "
+                                 f"{type(e).__name__}: {e}") from e
+        _loaded[entry] = module
+        modules.append(module)
+    return modules
+
+
+__all__ = ["ENV", "load_plugins", "plugin_entries"]
