@@ -615,7 +615,9 @@ def test_faithful_mode_votes_on_the_final_layer_at_the_lth_density(during):
     cfg = make_config("ballot", mode="faithful", density=0.3)
     assert (cfg.eta, cfg.score, cfg.conflict, cfg.rewind_epoch, cfg.budgets) == (1.0, "signed", "none", 0, "none")
     # An option faithful mode fixes, set to another value, is refused (it used to be replaced silently).
-    for option in ({"eta": 0.5}, {"rewind_epoch": 1}, {"refined": True, "budgets": "erk"}):
+    # γ and the voting epochs too: the authors weight by 1/acc_c (γ = 1) and vote every epoch (they were accepted).
+    for option in ({"eta": 0.5}, {"rewind_epoch": 1}, {"refined": True, "budgets": "erk"}, {"gamma": 3.0},
+                   {"vote_epochs": 2}):
         with pytest.raises(ParameterError, match="mode='faithful' is the authors' procedure and fixes"):
             make_config("ballot", mode="faithful", density=0.3, **option)
     assert make_config("ballot", mode="faithful", density=0.3, eta=1.0, score="signed") == cfg
