@@ -23,7 +23,7 @@ from torch import nn
 
 from .data import DataBundle, DataConfig, get_dataset
 from .models import ModelConfig, build_model, check_takes_input
-from .pruning import load_mask, prunable_weights
+from .pruning import load_mask, mask_format, prunable_weights
 from .paths import results_root
 from .results import ResultsFormatError, ResultsStore, Run, check_complete, check_config_file, repair_advice
 from .checks import (ParameterError, check_arguments, check_device_name, check_env_number, check_fields, check_int,
@@ -122,6 +122,7 @@ class Experiment:
         self.train.validate()
         self.device_ = resolve_device(self.device)
         checkpoint_interval(self.device_)  # a bad $BALLOT_CHECKPOINT_EVERY_S is an error before anything runs
+        mask_format()  # so is a bad $BALLOT_MASK_FORMAT
         root = results_root(self.results_dir)
         if root.exists() and not root.is_dir():
             raise ParameterError(f"results_dir {str(root)!r} exists and is not a folder: give the results store's "

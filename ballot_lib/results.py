@@ -6,7 +6,8 @@ Layout of ``<results root>/runs/<run_id>/``:
 * ``checkpoint.pt`` training state while the run is in progress (removed when it completes);
 * ``history.json``  per-epoch metrics;
 * ``metrics.json``  final metrics per split: overall, per class, per group;
-* ``mask.pt``       the mask, as plain bool tensors (sparse methods);
+* ``mask.pt``       the mask (sparse methods): plain bool tensors (1 byte per weight), or bit-packed (1 bit per
+                    weight) with ``$BALLOT_MASK_FORMAT=packed``; ``pruning.load_mask`` reads both;
 * ``*.pt``          stored weights (the dense run keeps θ0, early θk and θT);
 * ``summary.json``  written last; its presence marks the run complete, so a finished run is skipped.
 
@@ -988,6 +989,14 @@ def _check_tensor_file(path: Path, reference: Optional[dict], dense_problems: Ma
             "training checkpoint" if name.startswith("checkpoint") else "weights")
     obj = safe_torch_load(path, what=what)
     problem = None
+    if what == "mask":
+        from .pruning import _is_packed_mask, _unpack_mask
+
+        if _is_packed_mask(obj):  # save_mask's bit-packed format: check it, then its tensors as a plain mask's
+            try:
+                obj = _unpack_mask(obj)
+            except ValueError as e:
+                raise ResultsFormatError(f"{what} file {path} is malformed ({e}); {repair_advice(path)}") from None
     if what == "mask" or name.startswith("theta") or name.endswith("_weights.pt"):
         problem = _tensor_dict_problem(obj)
         if problem and what == "mask":

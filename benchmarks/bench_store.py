@@ -11,11 +11,16 @@ of the technique for the model — and times what a notebook or the batch runner
 3. the grid's skip of finished runs: ``run_grid`` over the whole population when every run is complete (each run
    is loaded and checked instead of retrained);
 4. the analyses: the configuration front (``population.pareto_table``), the 3-objective front and hypervolume of
-   all runs, the technique re-evaluation and the Welch tests.
+   all runs, the technique re-evaluation and the Welch tests;
+5. the mask file format: one ResNet-18 and one ResNet-50 mask (this repo's CIFAR-shaped builders, prunable weights
+   only) saved and loaded in ``save_mask``'s two formats, plain (a dict of bool tensors, 1 byte per weight: the
+   default) and bit-packed (``BALLOT_MASK_FORMAT=packed``): file size, and the median save and load time
+   over ``--mask-repeats`` repeats (each write atomic with fsync, as a run writes it; loads check the shapes).
 
 Usage:
     python benchmarks/bench_store.py --runs 10000 --root /tmp/bench_store   # builds once, then times
     python benchmarks/bench_store.py --runs 10000 --classes 100             # CIFAR-100-like metrics files
+    python benchmarks/bench_store.py --masks-only --root /tmp/bench_store   # only the mask file format (5.)
 
 The model is the embedded digits MLP (so masks can be checked against a real model without any download); the
 metric values are random but well-formed. Timings are wall-clock and CPU seconds on the machine it runs on.
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -40,8 +46,10 @@ from ballot_lib.experiment import experiment_from_params  # noqa: E402
 from ballot_lib.methods import Variant, make_config, run_grid  # noqa: E402
 from ballot_lib.methods.base import config_dict  # noqa: E402
 from ballot_lib.methods.prune_responsibly import TECHNIQUES, technique_mask  # noqa: E402
-from ballot_lib.pruning import density as mask_density, layer_densities  # noqa: E402
-from ballot_lib.results import load_results  # noqa: E402
+from ballot_lib.models import build_model  # noqa: E402
+from ballot_lib.pruning import (density as mask_density, layer_densities, load_mask, magnitude_mask,  # noqa: E402
+                                save_mask)
+from ballot_lib.results import atomic_torch_save, load_results  # noqa: E402
 
 RETRAIN = 10
 
@@ -76,13 +84,14 @@ def _history(rng: np.random.Generator, classes: int, epochs: int) -> list[dict]:
     return rows
 
 
-def _write(folder: Path, config: dict, metrics: dict, history: list, summary: dict, mask=None) -> None:
+def _write(folder: Path, config: dict, metrics: dict, history: list, summary: dict,
+           mask_file: Path | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
     (folder / "history.json").write_text(json.dumps(history, indent=1, sort_keys=True))
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
-    if mask is not None:
-        torch.save(mask, folder / "mask.pt")
+    if mask_file is not None:
+        shutil.copyfile(mask_file, folder / "mask.pt")
     (folder / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
 
 
@@ -100,6 +109,9 @@ def build(root: Path, runs: int, classes: int) -> int:
     net = exp.new_model()
     masks = {(t, d): technique_mask(t, net, make_config(t, density=d, retrain_epochs=RETRAIN), 0)
              for t in TECHNIQUES for d in densities}
+    # Each distinct mask is written once by save_mask (the file a run writes), then copied into the
+    # run folders that use it (no fsync per run: the build stays about as fast as with plain torch.save).
+    mask_files = {key: save_mask(m, root / "mask_files" / f"{key[0]}_{key[1]}.pt") for key, m in masks.items()}
     n = 0
     for seed in seeds:
         cfg = exp.run_config("dense", {}, seed)
@@ -117,7 +129,7 @@ def build(root: Path, runs: int, classes: int) -> int:
                        _history(rng, classes, RETRAIN),
                        {"density": mask_density(mask), "density_target": d, "train_epochs": RETRAIN,
                         "compute_epochs": 30 + RETRAIN, "seconds": 1.0, "layer_density": layer_densities(mask)},
-                       mask)
+                       mask_files[(t, d)])
                 n += 1
     return n
 
@@ -132,6 +144,45 @@ def timed(label: str, fn, results: dict):
     return out
 
 
+def _median_s(fn, repeats: int) -> float:
+    """Median wall-clock seconds of ``repeats`` calls of ``fn``."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def mask_formats(folder: Path, repeats: int, results: dict) -> None:
+    """Size, save and load time of a ResNet-18 and a ResNet-50 mask (density 0.2), bit-packed vs 1 byte/weight."""
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"mask files, plain (1 byte per weight) -> bit-packed; times: median of {repeats}")
+    print(f"{'model':24s} {'weights':>10s} {'file MB':>17s} {'save ms':>17s} {'load ms':>17s}")
+    for arch in ("resnet18", "resnet50"):
+        torch.manual_seed(0)
+        mask = magnitude_mask(build_model(arch, (3, 32, 32), 10), 0.2)
+        shapes = {n: tuple(m.shape) for n, m in mask.items()}
+        old, new = folder / f"{arch}_old_mask.pt", folder / f"{arch}_mask.pt"
+        row = {
+            # "old": the plain format (default, 1 byte per weight); "new": the bit-packed one
+            "old save": _median_s(lambda: save_mask(mask, old, packed=False), repeats),
+            "new save": _median_s(lambda: save_mask(mask, new, packed=True), repeats),
+            "old load": _median_s(lambda: load_mask(old, shapes), repeats),
+            "new load": _median_s(lambda: load_mask(new, shapes), repeats),
+            "old bytes": old.stat().st_size, "new bytes": new.stat().st_size,
+        }
+        for path in (old, new):
+            back = load_mask(path, shapes)
+            assert all(torch.equal(back[n], mask[n]) for n in mask), path
+        numel = sum(m.numel() for m in mask.values())
+        results.update({f"mask {arch} {k}": v for k, v in row.items()})
+        results[f"mask {arch} weights"] = numel
+        print(f"{arch:24s} {numel / 1e6:9.1f}M {row['old bytes'] / 1e6:7.2f} -> {row['new bytes'] / 1e6:6.2f} "
+              f"{1e3 * row['old save']:7.1f} -> {1e3 * row['new save']:6.1f} "
+              f"{1e3 * row['old load']:7.1f} -> {1e3 * row['new load']:6.1f}", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=10_000, help="pruned runs in the store (default 10,000)")
@@ -139,8 +190,16 @@ def main(argv=None) -> int:
     ap.add_argument("--root", type=Path, default=Path("/tmp/ballot_bench_store"), help="store folder")
     ap.add_argument("--rebuild", action="store_true", help="delete and rebuild the store")
     ap.add_argument("--json", type=Path, default=None, help="also write the timings here")
+    ap.add_argument("--mask-repeats", type=int, default=5, help="repeats of each mask save/load timing (default 5)")
+    ap.add_argument("--masks-only", action="store_true", help="only the mask file format measurement (no store)")
     args = ap.parse_args(argv)
     root = args.root.resolve()
+    if args.masks_only:
+        sizes_and_times: dict[str, float] = {}
+        mask_formats(root / "mask_formats", args.mask_repeats, sizes_and_times)
+        if args.json:
+            args.json.write_text(json.dumps(sizes_and_times, indent=1))
+        return 0
     marker = root / f"built_{args.runs}_{args.classes}"
     if args.rebuild and root.exists():
         shutil.rmtree(root)
@@ -181,6 +240,7 @@ def main(argv=None) -> int:
           lambda: population.technique_reevaluation(df), results)
     timed("population.hurt_classes (Welch t-tests + BH)", lambda: population.hurt_classes(df), results)
     print(f"  -> {int(table['on_front'].sum())} of {len(table)} configurations on the val front")
+    mask_formats(root / "mask_formats", args.mask_repeats, results)
     if args.json:
         args.json.write_text(json.dumps({"runs": args.runs, "classes": args.classes, "folders": n, **results},
                                         indent=1))

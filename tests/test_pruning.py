@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ballot_lib import pruning as P
-from ballot_lib.results import ResultsError
+from ballot_lib.results import ResultsError, ResultsFormatError, repair_advice
 
 BAD_DENSITIES = [0, 0.0, 1.5, -0.1, float("nan")]
 
@@ -261,12 +261,164 @@ def test_save_and_load_mask_round_trip(tmp_path):
     mask = P.magnitude_mask(net, 0.3)
     path = P.save_mask(mask, tmp_path / "m" / "mask.pt")
     assert sorted(p.name for p in path.parent.iterdir()) == ["mask.pt"]  # no temporary file left
-    # Plain tensors: loadable with weights-only loading.
+    # The default file is the mask itself as plain tensors (SPEC §4): weights-only torch.load returns name -> bool
+    # tensor of the weight's shape.
     raw = torch.load(path, weights_only=True)
-    assert all(isinstance(v, torch.Tensor) and v.dtype == torch.bool for v in raw.values())
+    assert list(raw) == list(mask) and all(raw[n].dtype == torch.bool and torch.equal(raw[n], mask[n]) for n in mask)
     back = P.load_mask(path)
     assert list(back) == list(mask)
     assert all(torch.equal(back[n], mask[n]) for n in mask)
+    path = P.save_mask(mask, tmp_path / "p" / "mask.pt", packed=True)
+    # Packed: plain objects too (a format marker, shapes as lists of ints, uint8 tensors).
+    raw = torch.load(path, weights_only=True)
+    assert isinstance(raw["format"], str) and raw["version"] == 1 and list(raw["masks"]) == list(mask)
+    assert all(e["bits"].dtype == torch.uint8 and e["shape"] == list(mask[n].shape) for n, e in raw["masks"].items())
+    back = P.load_mask(path)
+    assert list(back) == list(mask)
+    assert all(torch.equal(back[n], mask[n]) for n in mask)
+    assert P.load_mask(path, like=odd_model(1)).keys() == mask.keys()
+    with pytest.raises(ResultsFormatError, match="does not fit the model"):
+        P.load_mask(path, like={n: (2, 2) for n in mask})
+
+
+# (shape, how many entries are kept): numel not a multiple of 8, one element (1-d and 0-d), no element, a 4-d conv
+# weight, and ResNet-50's largest layer (2.4M entries).
+EDGE_SHAPES = [((13,), "random"), ((1,), "all"), ((1,), "none"), ((), "all"), ((0,), "none"), ((0, 5), "none"),
+               ((7, 3, 5, 5), "random"), ((64, 3, 7, 7), "all"), ((512, 512, 3, 3), "random"),
+               ((2048, 1001), "none")]
+
+
+@pytest.mark.parametrize("shape, kept", EDGE_SHAPES, ids=[f"{s}-{k}" for s, k in EDGE_SHAPES])
+def test_packed_mask_round_trip_is_exact(tmp_path, shape, kept):
+    gen = torch.Generator().manual_seed(len(shape) + sum(shape))
+    m = {"all": torch.ones(shape, dtype=torch.bool), "none": torch.zeros(shape, dtype=torch.bool),
+         "random": torch.rand(shape, generator=gen) < 0.3}[kept]
+    mask = {"a.weight": m, "b.weight": ~m, "c.weight": torch.rand(5, 3, generator=gen) < 0.5}
+    path = P.save_mask(mask, tmp_path / "mask.pt", packed=True)
+    raw = torch.load(path, weights_only=True)["masks"]["a.weight"]
+    assert raw["shape"] == list(shape) and raw["bits"].shape == ((m.numel() + 7) // 8,)  # 8 entries per byte
+    back = P.load_mask(path, like={n: tuple(t.shape) for n, t in mask.items()})
+    assert list(back) == list(mask)
+    for n, t in mask.items():
+        assert back[n].dtype == torch.bool and back[n].device.type == "cpu" and back[n].shape == t.shape
+        assert torch.equal(back[n], t)
+
+
+def test_a_non_contiguous_mask_is_saved_in_its_logical_order(tmp_path):
+    m = torch.rand(6, 10) < 0.5
+    for packed in (False, True):
+        path = P.save_mask({"w": m.t()}, tmp_path / f"mask{packed}.pt", packed=packed)
+        assert torch.equal(P.load_mask(path)["w"], m.t())
+
+
+def test_a_mask_of_the_old_format_still_loads(tmp_path):
+    """Stores written before the bit-packed format (a dict name -> bool tensor, 1 byte per weight) load unchanged."""
+    net = odd_model(0)
+    mask = P.magnitude_mask(net, 0.3)
+    torch.save({n: m.detach().bool().cpu() for n, m in mask.items()}, tmp_path / "mask.pt")  # the old save_mask
+    back = P.load_mask(tmp_path / "mask.pt", like=net)
+    assert list(back) == list(mask) and all(torch.equal(back[n], mask[n]) for n in mask)
+    assert all(t.dtype == torch.bool for t in back.values())
+    assert torch.equal(P.load_mask(P.save_mask(back, tmp_path / "new.pt", packed=True))["0.weight"],
+                       mask["0.weight"])
+    with pytest.raises(ResultsFormatError, match="does not fit the model"):
+        P.load_mask(tmp_path / "mask.pt", like=odd_model(0)[:3])
+
+
+def test_a_packed_mask_file_takes_about_a_bit_per_weight(tmp_path):
+    mask = {"w": torch.rand(1000, 1000) < 0.1, "v": torch.rand(3, 3, 3, 3) < 0.5}
+    numel = sum(m.numel() for m in mask.values())
+    new = P.save_mask(mask, tmp_path / "new.pt", packed=True).stat().st_size
+    old = P.save_mask(mask, tmp_path / "old.pt").stat().st_size
+    assert numel / 8 <= new < numel / 8 + 4096 and new < old / 6
+
+
+DELETE = object()
+
+
+def _corrupt(raw: dict, key: str, value) -> None:
+    """Set ``key`` of a packed mask file's content ``raw`` (``version``, ``masks``) or of its first tensor's entry
+    (``shape``, ``bits``) to ``value`` (a callable maps the old value; :data:`DELETE` removes the key)."""
+    where = raw if key in ("version", "masks") else next(iter(raw["masks"].values()))
+    if value is DELETE:
+        del where[key]
+    else:
+        where[key] = value(where[key]) if callable(value) else value
+
+
+CORRUPT_PACKED = {
+    "bits-bool": ("bits", lambda b: b.bool(), "not a 1-d torch.uint8 tensor"),
+    "bits-int64": ("bits", lambda b: b.long(), "not a 1-d torch.uint8 tensor"),
+    "bits-2d": ("bits", lambda b: b[:2].reshape(1, 2), "not a 1-d torch.uint8 tensor"),
+    "bits-a-list": ("bits", lambda b: b.tolist(), "not a 1-d torch.uint8 tensor"),
+    "bits-short": ("bits", lambda b: b[:-1], "needs"),
+    "bits-long": ("bits", lambda b: torch.cat([b, b[:1]]), "needs"),
+    "shape-negative": ("shape", [-5, 3, 3, 3], "not a list of non-negative ints"),
+    "shape-float": ("shape", [5.0, 3, 3, 3], "not a list of non-negative ints"),
+    "shape-bool": ("shape", [True, 3, 3, 3], "not a list of non-negative ints"),
+    "shape-an-int": ("shape", 135, "not a list of non-negative ints"),
+    "shape-a-string": ("shape", "5,3,3,3", "not a list of non-negative ints"),
+    "shape-missing": ("shape", DELETE, "not a list of non-negative ints"),
+    "shape-wrong-numel": ("shape", [5, 3, 3, 4], "needs"),
+    "version-2": ("version", 2, "unknown .* format version 2"),
+    "version-a-string": ("version", "1", "unknown .* format version '1'"),
+    "version-true": ("version", True, "unknown .* format version True"),
+    "version-missing": ("version", DELETE, "unknown .* format version None"),
+    "masks-a-list": ("masks", [1, 2], "not a mapping"),
+}
+
+
+@pytest.mark.parametrize("case", list(CORRUPT_PACKED))
+def test_a_malformed_packed_mask_raises_format_error_naming_the_file(tmp_path, case):
+    key, value, expected = CORRUPT_PACKED[case]
+    run = tmp_path / "results" / "runs" / "0123456789ab"
+    path = P.save_mask(P.magnitude_mask(odd_model(0), 0.3), run / "mask.pt", packed=True)
+    raw = torch.load(path, weights_only=True)
+    _corrupt(raw, key, value)
+    torch.save(raw, path)
+    with pytest.raises(ResultsFormatError, match=expected) as err:
+        P.load_mask(path)
+    assert str(path) in str(err.value) and repair_advice(path) in str(err.value)
+
+
+def test_the_mask_format_follows_the_environment_and_a_bad_value_is_refused_before_training(tmp_path, monkeypatch):
+    from ballot_lib.checks import ParameterError
+
+    mask = P.magnitude_mask(odd_model(0), 0.3)
+    monkeypatch.setenv("BALLOT_MASK_FORMAT", "packed")
+    raw = torch.load(P.save_mask(mask, tmp_path / "a.pt"), weights_only=True)
+    assert "masks" in raw and torch.equal(P.load_mask(tmp_path / "a.pt")["0.weight"], mask["0.weight"])
+    assert "0.weight" in torch.load(P.save_mask(mask, tmp_path / "b.pt", packed=False), weights_only=True)
+    monkeypatch.setenv("BALLOT_MASK_FORMAT", "bits")
+    with pytest.raises(ParameterError, match="\\$BALLOT_MASK_FORMAT .*'bits'.*plain, packed"):
+        P.save_mask(mask, tmp_path / "c.pt")
+    from conftest import make_experiment
+
+    with pytest.raises(ParameterError, match="BALLOT_MASK_FORMAT"):
+        make_experiment(tmp_path / "results")
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_store_of_packed_masks_passes_the_store_check_and_loads(tmp_path, monkeypatch):
+    """`results check` read mask files raw and called every packed mask malformed."""
+    from ballot_lib.methods import run_method
+    from ballot_lib.results import check_store, load_results
+    from conftest import make_experiment
+
+    monkeypatch.setenv("BALLOT_MASK_FORMAT", "packed")
+    exp = make_experiment(tmp_path / "results")
+    res = run_method(exp, "mp", 0, density=0.3)
+    assert "masks" in torch.load(res.run.file("mask.pt"), weights_only=True)
+    assert check_store(tmp_path / "results") == []
+    assert len(load_results(tmp_path / "results")) > 0
+    torch.save({"format": "ballot_lib.packed_mask", "version": 9, "masks": {}}, res.run.file("mask.pt"))
+    assert any("malformed" in p for p in check_store(tmp_path / "results"))
+
+
+def test_a_file_with_another_format_marker_is_not_a_mask(tmp_path):
+    torch.save({"format": "something else", "version": 1, "masks": {}}, tmp_path / "mask.pt")
+    with pytest.raises(ResultsFormatError, match="does not hold a mask"):
+        P.load_mask(tmp_path / "mask.pt")
 
 
 def test_truncated_mask_file_raises_results_error_naming_it(tmp_path):
