@@ -393,6 +393,51 @@ def decomposition(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd
     return out
 
 
+#: What a difference of each metric is measured in, as :func:`decomposition` stores it (not scaled): accuracy and
+#: class recalls are fractions of 1, so their differences are fractions where 0.01 is one percentage point; CWV is
+#: the variance of the class recalls around accuracy (:func:`ballot_lib.metrics.cwv`), a squared fraction that
+#: has no points.
+DIFFERENCE_UNITS = {"acc": "fraction (0.01 = 1 pt of accuracy)", "mcd": "fraction (0.01 = 1 pt of class recall)",
+                    "cwv": "variance of class recall (fraction², not pts)",
+                    "worst_group_acc": "fraction (0.01 = 1 pt of accuracy)",
+                    "group_acc_gap": "fraction (0.01 = 1 pt of accuracy)",
+                    "dp_gap": "fraction (0.01 = 1 pt of positive rate)",
+                    "eo_gap": "fraction (0.01 = 1 pt of true-positive rate)"}
+#: Notebook 03's names of :func:`decomposition`'s columns in :func:`decomposition_view`.
+DECOMPOSITION_VIEW_NAMES = {"diff": "Δ = A − B (unit)", "ci_low": "95 % CI low (unit)",
+                            "ci_high": "95 % CI high (unit)", "n": "seeds", "wins": "seeds A better", "p": "p (paired)", "settings": "settings used"}
+
+
+def decomposition_view(decomp: pd.DataFrame) -> pd.DataFrame:
+    """The pooled rows of :func:`decomposition` as notebook 03 shows them: the values unchanged (not scaled), a
+    ``unit`` column saying what each row's difference is measured in (:data:`DIFFERENCE_UNITS`: the metric
+    decides it, so one column holds several units), and the columns named by what they hold
+    (:data:`DECOMPOSITION_VIEW_NAMES`; a part "A − B" reads as first variant minus second). The table itself keeps
+    its column names (:data:`DECOMPOSITION_COLUMNS`: the reading and notebook 05 use them)."""
+    d = decomp[decomp["dataset"] == "pooled"].drop(columns=["dataset", "model", "density"])
+    d.insert(d.columns.get_loc("metric") + 1, "unit",
+             [DIFFERENCE_UNITS.get(m, "the metric's own unit") for m in d["metric"]])
+    return d.rename(columns=DECOMPOSITION_VIEW_NAMES)
+
+
+def decomposition_caption(decomp: pd.DataFrame) -> str:
+    """The caption of :func:`decomposition_view`, from the table: what is paired and pooled, over how many seeds
+    and settings, and the unit of every metric in it."""
+    d = decomp[decomp["dataset"] == "pooled"]
+    if d.empty:
+        return ("No pooled decomposition: " + (f"every one of the {decomp.attrs['left_out']} settings holds "
+                                               "collapsed runs." if decomp.attrs.get("left_out") else "no rows."))
+    seeds = sorted({int(x) for x in d["n"].dropna()})
+    n = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
+    settings, left = int(d["settings"].max()), int(d["left out"].max())
+    units = "; ".join(f"{m.upper()}: {DIFFERENCE_UNITS.get(m, 'its own unit')}" for m in dict.fromkeys(d["metric"]))
+    return (f"Each row is A − B for the part named (test split), paired by seed and averaged over {settings} "
+            f"setting{'s' if settings != 1 else ''} per seed" + (f" ({left} left out: collapsed runs)" if left else "")
+            + f"; mean and 95 % CI over {n} seeds. Δ and its CI are in the metric's own unit, unscaled — {units}. "
+            "Higher is better for accuracy, lower for CWV and MCD; `seeds A better` counts the seeds where A does "
+            "better.")
+
+
 def choose_on_val(df: pd.DataFrame, candidates: Sequence[str], eps: float = 0.01,
                   acc: str = "acc", fair: str = "mcd") -> tuple[str, pd.DataFrame]:
     """Pick one option set on the val split, pooled over settings with the seed as the unit.
@@ -691,12 +736,12 @@ def forest(table: pd.DataFrame, metric: str = "mcd", title: Optional[str] = None
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    from .plots import save
+    from .plots import legend_below, save
 
     t = table.dropna(subset=[f"d_{metric}"]) if f"d_{metric}" in table else table.iloc[0:0]
     scale, unit = (1, "") if metric == "cwv" else (100, " (pts)")
     labels = [f"{r.dataset}/{r.model} d={r.density:g} vs {r.method}" for r in t.itertuples()]
-    fig, ax = plt.subplots(figsize=(8.5, 0.32 * max(len(t), 3) + 1.6))
+    fig, ax = plt.subplots(figsize=(8.5, 0.32 * max(len(t), 3) + 2.0))  # + 0.4 in for the legend under the x label
     y = np.arange(len(t))[::-1]
     d, lo, hi = (scale * t[f"{k}_{metric}"].to_numpy(dtype=float) for k in ("d", "lo", "hi"))
     bound = scale * DIFF_BOUNDS[metric] if metric in DIFF_BOUNDS else math.inf
@@ -733,8 +778,7 @@ def forest(table: pd.DataFrame, metric: str = "mcd", title: Optional[str] = None
                        label="collapsed runs in the setting"),
                 Line2D([], [], marker="o", ls="", markerfacecolor="grey", markeredgecolor="black", markeredgewidth=2,
                        label="significant after Holm")]
-    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.3 / max(len(t), 3)),
-              ncol=3, frameon=False)
+    legend_below(ax, handles=handles, fontsize=7, ncol=3, frameon=False)
     fig.tight_layout()
     save(fig, path)
     return fig

@@ -24,6 +24,33 @@ def save(fig: plt.Figure, path: Optional[str | Path]) -> Optional[Path]:
     return path
 
 
+def legend_below(ax: plt.Axes, gap: float = 6.0, **kwargs):
+    """Put ``ax``'s legend centred under its x-axis label, ``gap`` points below the lowest of the x tick labels
+    and the label; returns the legend.
+
+    The drop is measured on the figure as it stands and kept in points from the axes' bottom edge, so the legend
+    stays clear of the label whatever the number of rows, the figure's height or the resolution it is drawn at
+    (a legend anchored at a fraction of the axes height sank into the label of a short figure). Set the x label
+    and ticks first; a later ``tight_layout`` makes room for the legend. ``kwargs`` go to ``Axes.legend``.
+    """
+    from matplotlib.transforms import offset_copy
+
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    below = ax.xaxis.get_tightbbox(renderer)
+    drop = gap + (ax.get_window_extent(renderer).y0 - below.y0) * 72.0 / fig.dpi if below is not None else gap
+    kwargs.setdefault("loc", "upper center")
+    return ax.legend(bbox_to_anchor=(0.5, 0.0), bbox_transform=offset_copy(ax.transAxes, fig=fig, y=-drop,
+                                                                            units="points"), **kwargs)
+
+
+def _horizontal_row_labels(ax: plt.Axes) -> None:
+    """Heat-map row labels read horizontally. Seaborn sets them vertical and turns them horizontal only if they
+    overlap when it draws, before the layout shrinks the axes: with two short labels (``MP @ 0.05``) they stayed
+    vertical and then ran into each other."""
+    ax.tick_params(axis="y", labelrotation=0)
+
+
 def coinciding(data: pd.DataFrame, by: str, x: str, metrics: Sequence[str], tol: float = 1e-9) -> dict[str, str]:
     """Groups of ``by`` whose mean curves (mean of each metric per ``x``) are identical to an earlier group's:
     ``{later: earlier}``. Such curves are drawn on top of each other, and a legend must say so."""
@@ -112,6 +139,7 @@ def per_class_heatmap(deltas: pd.DataFrame, title: str = "per-class recall chang
     lim = max(1.0, float(np.nanmax(np.abs(mat.to_numpy()))) if mat.size else 1.0)
     sns.heatmap(mat, cmap="RdBu", center=0, vmin=-lim, vmax=lim, annot=len(cols) <= 12, fmt=".1f", ax=ax,
                 cbar_kws={"label": "Δ recall (pts)"})
+    _horizontal_row_labels(ax)
     ax.set_title(title)
     ax.set_ylabel("")
     fig.tight_layout()
@@ -194,6 +222,10 @@ def layer_density_bars(masks: dict[str, dict], path: Optional[str | Path] = None
     return fig
 
 
+#: Disparities named in words on the front figure (the others by their upper-case name: MCD, CWV).
+DISPARITY_NAMES = {"worst_class": "worst-class recall", "group_gap": "group accuracy gap"}
+
+
 def pareto_front(table: pd.DataFrame, split: Optional[str] = None, selected: Optional[dict] = None,
                  path: Optional[str | Path] = None) -> plt.Figure:
     """A population's configurations on ``split`` (default: the table's report split): accuracy and disparity
@@ -207,12 +239,13 @@ def pareto_front(table: pd.DataFrame, split: Optional[str] = None, selected: Opt
     disp, key = table.attrs["disparity"], table.attrs.get("key", "method")
     split = split or table.attrs["report_split"]
     col, dmax = disparity_column(disp)
+    disp_name = DISPARITY_NAMES.get(disp, disp.upper())
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     techniques = sorted(table[key].unique())
     palette = dict(zip(techniques, sns.color_palette("tab10", len(techniques))))
     front = table[table["on_front"]].sort_values("sparsity")
     for ax, metric, label in ((axes[0], "acc", "accuracy ↑"),
-                              (axes[1], col, f"{disp.upper()} {'↑' if dmax else '↓'}")):
+                              (axes[1], col, f"{disp_name} {'↑' if dmax else '↓'}")):
         for t in techniques:
             g = table[table[key] == t]
             ax.errorbar(g["sparsity"], g[f"{split}_{metric}"], yerr=g[f"{split}_{metric}_ci"].fillna(0), fmt="o",
@@ -226,10 +259,12 @@ def pareto_front(table: pd.DataFrame, split: Optional[str] = None, selected: Opt
             ax.annotate(name, (row["sparsity"], row[f"{split}_{metric}"]), textcoords="offset points",
                         xytext=(6, 6), fontsize=8)
         ax.set_xlabel("sparsity (1 − achieved density) →")
-        ax.set_ylabel(f"{split} {label} (mean ± 95% CI over seeds)")
+        # Two lines: in one, a long disparity name ran past the axes' top into the title.
+        ax.set_ylabel(f"{split} {label}\n(mean ± 95% CI over seeds)")
     handles, labels = axes[0].get_legend_handles_labels()
     axes[1].legend(handles, labels, fontsize=7, loc="best")
-    fig.suptitle(f"configurations on {split}; front over (accuracy ↑, sparsity ↑, {disp.upper()}) "
+    fig.suptitle(f"configurations on {split}; front over (accuracy ↑, sparsity ↑, "
+                 f"{disp_name} {'↑' if dmax else '↓'}) "
                  f"computed on {table.attrs['select_split']}", fontsize=10)
     fig.tight_layout()
     save(fig, path)
@@ -336,7 +371,8 @@ def ablation_forest(table: pd.DataFrame, metrics: Sequence[str] = ("acc", "mcd")
     """Each option set's difference to the default, paired by seed, with its 95 % CI, in points (``table`` from
     :func:`ballot_lib.ablation.table`); filled markers: the CI excludes 0."""
     t = table[table["variant"] != reference].reset_index(drop=True)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 0.32 * len(t) + 1.6), squeeze=False,
+    # + 0.4 in: the legend sits under the x label (inside the axes it hid the points of a one- or two-row plot).
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 0.32 * len(t) + 2.0), squeeze=False,
                              sharey=True)
     y = np.arange(len(t))
     for ax, m in zip(axes[0], metrics):
@@ -352,7 +388,7 @@ def ablation_forest(table: pd.DataFrame, metrics: Sequence[str] = ("acc", "mcd")
         better = "higher" if m == "acc" else "lower"
         ax.set_xlabel(f"Δ val {m.upper()} vs {reference} (pts; {better} is better)")
         ax.set_title(f"val {m.upper()}: option set − {reference}")
-    axes[0][-1].legend(fontsize="x-small", loc="best")
+    legend_below(axes[0][-1], fontsize="x-small", ncol=2, frameon=False)
     fig.tight_layout()
     save(fig, path)
     return fig
@@ -375,7 +411,8 @@ def excess_heatmap(summary: pd.DataFrame, key: str = "method", class_names: Opti
     fig, ax = plt.subplots(figsize=(max(6.0, 0.62 * mat.shape[1] + 4.5), 0.42 * len(mat) + 1.9))
     sns.heatmap(mat.clip(-lim, lim), cmap="RdBu", center=0, vmin=-lim, vmax=lim, annot=mat if annot else False,
                 fmt=".1f", annot_kws={"fontsize": 8}, ax=ax,
-                cbar_kws={"label": "excess change δ_c − δ (pts)", "extend": "both"})
+                cbar_kws={"label": "excess change\nδ_c − δ (pts)", "extend": "both"})  # 2 lines: fits 2 rows
+    _horizontal_row_labels(ax)
     for i, j in zip(*np.nonzero(clipped.to_numpy())):
         ax.add_patch(Rectangle((j, i), 1, 1, fill=False, edgecolor="black", lw=1.0))
     step = max(1, int(np.ceil(mat.shape[1] / 25)))  # at most ~25 class ticks

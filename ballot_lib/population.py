@@ -156,6 +156,31 @@ def excess_summary(excess: pd.DataFrame, key: str = "method") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def excess_view(summary: pd.DataFrame, key: str = "method") -> pd.DataFrame:
+    """Notebook 04's table of a (flagged, :func:`flag_collapsed`) :func:`excess_summary`: one row per
+    configuration (index: technique, requested density), the classes' mean excess change δ_c − δ, the most hurt
+    class's and the mean accuracy change δ in percentage points (the stored fractions × 100: recall and accuracy
+    are fractions of 1), each column named with its unit, and the collapsed seeds (a count). The summary itself
+    keeps its column names (``class c``, ``most_hurt_excess``, ``delta``)."""
+    classes = sorted((c for c in summary.columns if c.startswith("class ")), key=lambda c: int(c.split()[1]))
+    t = summary.set_index([key, "density_target"])
+    out = t[classes + ["most_hurt_excess", "delta"]] * 100
+    out.columns = [f"{c}: δ_c − δ (pts)" for c in classes] + ["most hurt: δ_c − δ (pts)", "δ: accuracy change (pts)"]
+    if "collapsed_seeds" in t:
+        out["collapsed seeds"] = t["collapsed_seeds"]
+    return out
+
+
+def excess_caption(summary: pd.DataFrame, split: str = "test") -> str:
+    """The caption of :func:`excess_view`, from the summary: the seeds averaged over and what the units are."""
+    seeds = sorted({int(x) for x in summary["seeds"]}) if "seeds" in summary and len(summary) else []
+    n = "" if not seeds else f" over {seeds[0]}" if len(seeds) == 1 else f" over {seeds[0]}–{seeds[-1]}"
+    return (f"Mean{n} seeds ({split} split), against the dense model of the same seed, in percentage points: "
+            "δ_c is class c's recall change and δ the overall accuracy change, so δ_c − δ < 0 means the class lost "
+            "more than the model as a whole (−5: five points more). `most hurt` is the row's lowest δ_c − δ; "
+            "`collapsed seeds` counts the seeds whose run collapsed (a number of seeds, not points).")
+
+
 def collapsed_configurations(df: pd.DataFrame, reference: str = "dense", split: str = "val", key: str = "method",
                              threshold: float = COLLAPSE) -> pd.DataFrame:
     """Per pruned configuration (technique, requested density): how many of its seeds collapsed on ``split``.

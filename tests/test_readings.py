@@ -384,3 +384,82 @@ def test_votes_reading_does_not_call_nearly_flat_weights_equal_gradients():
     text = readings.votes(rec, {"overlap_eta0": 0.78, "overlap_lth": 0.6})
     assert "g_fair ≈ g_acc" not in text and "could only follow accuracy" not in text
     assert "mildly re-weighted accuracy gradient" in text and "moved a substantial part" in text
+
+
+def ablation_rows(seeds: int, d_mcd: float = -0.05, half: float = float("nan"), sig: bool = False) -> pd.DataFrame:
+    """A hand-made ablation table (:func:`ballot_lib.ablation.table`'s columns): the default and one option set,
+    ``eta=0``, whose val MCD differs by ``d_mcd`` with a CI of half-width ``half`` (NaN: no CI)."""
+    nan = float("nan")
+    row = {"seeds": seeds, "acc": 0.9, "acc_ci": nan, "mcd": 0.3, "mcd_ci": nan, "collapsed": 0}
+    default = {"variant": "default", **row, **{f"d_{m}{x}": 0.0 for m in ("acc", "mcd") for x in ("", "_low", "_high")},
+               "d_acc_sig": False, "d_mcd_sig": False}
+    option = {"variant": "eta=0", **row, "mcd": 0.3 + d_mcd, "d_acc": 0.0, "d_acc_low": -half, "d_acc_high": half,
+              "d_acc_sig": False, "d_mcd": d_mcd, "d_mcd_low": d_mcd - half, "d_mcd_high": d_mcd + half,
+              "d_mcd_sig": sig}
+    return pd.DataFrame([default, option])
+
+
+def test_ablation_reading_with_one_seed_says_there_is_no_ci():
+    """One seed: the paired difference has no CI (``d_mcd_low`` is NaN), so the reading may call the choice neither
+    significant nor "within seed noise" (a CI that includes 0): it says nothing measures the noise."""
+    one = ablation_rows(seeds=1)
+    text = readings.ablation(one, one.iloc[1], {}, 0.01)
+    assert ("The rule picks `eta=0` (val MCD -5.0 pts vs default, one seed: no CI, so nothing says this is more "
+            "than seed noise).") in text
+    assert "Over 1 seeds on val" in text  # the count the sentence rests on
+    assert "its CI includes 0" not in text and "a significant difference" not in text
+    # With a CI (two or more seeds) the same difference reads by its CI, never as "one seed".
+    two = ablation_rows(seeds=2, half=0.08)
+    text2 = readings.ablation(two, two.iloc[1], {}, 0.01)
+    assert "within seed noise: its CI includes 0" in text2 and "one seed" not in text2
+    sig = ablation_rows(seeds=3, half=0.01, sig=True)
+    text3 = readings.ablation(sig, sig.iloc[1], {}, 0.01)
+    assert "(val MCD -5.0 pts vs default, a significant difference)" in text3 and "one seed" not in text3
+
+
+def test_decomposition_view_names_each_difference_s_unit():
+    """Notebook 03's decomposition table: the values as stored (fractions for accuracy and MCD, a variance of
+    recalls for CWV), with the unit per row, columns named by what they hold and a caption from the table."""
+    from ballot_lib import comparison as C
+
+    rows = [{"dataset": "digits", "model": "mlp", "density": 0.05, "metric": "mcd", "part": "vote (Ballot plain − LTH)",
+             "diff": -0.02, "ci_low": -0.05, "ci_high": 0.01, "n": 3, "wins": 2, "significant": False, "p": 0.2,
+             "settings": None, "left out": None}]
+    for m, x in (("acc", -0.004), ("cwv", -0.0021), ("mcd", -0.0107)):
+        rows.append({"dataset": "pooled", "model": "", "density": float("nan"), "metric": m,
+                     "part": "total (Ballot − LTH)", "diff": x, "ci_low": x - 0.01, "ci_high": x + 0.01, "n": 3,
+                     "wins": 2, "significant": False, "p": 0.5, "settings": 2, "left out": 1})
+    decomp = pd.DataFrame(rows, columns=C.DECOMPOSITION_COLUMNS)
+    view = C.decomposition_view(decomp)
+    assert len(view) == 3 and "dataset" not in view
+    units = dict(zip(view["metric"], view["unit"]))
+    assert units["acc"] == "fraction (0.01 = 1 pt of accuracy)"
+    assert units["mcd"] == "fraction (0.01 = 1 pt of class recall)"
+    assert "pts" not in units["cwv"].replace("not pts", "") and "variance" in units["cwv"]
+    # the numbers are not scaled: -0.0107 stays -0.0107 (1.07 pts of MCD)
+    assert view.loc[view["metric"] == "mcd", "Δ = A − B (unit)"].item() == pytest.approx(-0.0107)
+    assert {"95 % CI low (unit)", "95 % CI high (unit)", "seeds", "seeds A better"} <= set(view.columns)
+    cap = C.decomposition_caption(decomp)
+    assert "averaged over 2 settings per seed (1 left out: collapsed runs)" in cap and "over 3 seeds" in cap
+    assert "ACC: fraction (0.01 = 1 pt of accuracy)" in cap and "CWV: variance of class recall" in cap
+    assert "MCD: fraction (0.01 = 1 pt of class recall)" in cap
+    empty = pd.DataFrame(columns=C.DECOMPOSITION_COLUMNS)
+    empty.attrs.update(settings=0, left_out=2)
+    assert C.decomposition_caption(empty).startswith("No pooled decomposition: every one of the 2 settings")
+
+
+def test_excess_view_shows_points_with_their_unit_and_counts_apart():
+    """Notebook 04's excess table: δ_c − δ and δ are fractions ×100 (percentage points), collapsed seeds a count."""
+    from ballot_lib import population
+
+    summary = pd.DataFrame([{"method": "l1_unstructured", "density_target": 0.1, "seeds": 5, "class 0": 0.012,
+                             "class 1": -0.034, "most_hurt_class": 1, "most_hurt_tied_with": "",
+                             "most_hurt_excess": -0.034, "delta": -0.02, "collapsed_seeds": 2, "collapsed": True}])
+    view = population.excess_view(summary)
+    assert list(view.columns) == ["class 0: δ_c − δ (pts)", "class 1: δ_c − δ (pts)", "most hurt: δ_c − δ (pts)",
+                                  "δ: accuracy change (pts)", "collapsed seeds"]
+    r = view.loc[("l1_unstructured", 0.1)]
+    assert r["class 1: δ_c − δ (pts)"] == pytest.approx(-3.4) and r["δ: accuracy change (pts)"] == pytest.approx(-2.0)
+    assert r["collapsed seeds"] == 2  # a count: not scaled
+    cap = population.excess_caption(summary)
+    assert cap.startswith("Mean over 5 seeds (test split)") and "percentage points" in cap
