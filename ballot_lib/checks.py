@@ -189,6 +189,40 @@ def check_list(name: str, value: Any, nonempty: bool = True, unique: bool = Fals
     return list(value)
 
 
+def is_default(value: Any, default: Any) -> bool:
+    """Whether an option's ``value`` is its ``default`` (a list equals its tuple default, ``1`` equals ``1.0``)."""
+    if isinstance(default, tuple) and isinstance(value, (list, tuple)):
+        return tuple(value) == default
+    if isinstance(default, bool) or isinstance(value, bool) or default is None or value is None:
+        return value is default
+    return value == default
+
+
+def check_applies(name: str, value: Any, default: Any, applies: bool, only: str, here: str, fix: str = "") -> None:
+    """Refuse a non-default ``value`` of option ``name`` where the option has no effect (``applies`` is false).
+
+    An ignored option is still hashed into a run's id: the same computation would be trained and stored again
+    under another id (and seeds paired across methods would split between the two). The default is always
+    accepted, so no configuration that was valid before gets another id or an error. ``only``: what the option
+    applies to; ``here``: the setting at hand; ``fix``: the other way out, if any.
+
+    Example:
+        >>> check_applies("gamma", 0.5, 0.1, False, "schedule 'multistep'", "schedule 'cosine'",
+        ...               "set schedule='multistep'")
+        Traceback (most recent call last):
+        ...
+        ballot_lib.checks.ParameterError: gamma=0.5 applies to schedule 'multistep' only, not schedule 'cosine': \
+leave it at its default 0.1 or set schedule='multistep'
+    """
+    if applies or is_default(value, default):
+        return
+    shown = list(value) if isinstance(value, tuple) else value
+    leave = "leave it unset" if default is None else \
+        f"leave it at its default {list(default) if isinstance(default, tuple) else default!r}"
+    raise ParameterError(f"{name}={shown!r} applies to {only} only, not {here}: {leave}"
+                         + (f" or {fix}" if fix else ""))
+
+
 # ------------------------------------------------------------------------------------------ annotated types
 
 

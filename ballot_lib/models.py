@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .registry import Registry
-from .checks import ParameterError, check_fields, check_int
+from .checks import ParameterError, check_applies, check_fields, check_int
 
 #: name -> builder(input_shape, num_classes, cfg) -> nn.Module
 MODELS: Registry[Callable[[tuple[int, ...], int, "ModelConfig"], nn.Module]] = Registry("model")
@@ -25,6 +25,19 @@ SMALL_IMAGE_MAX = 64
 #: [C, H, W]; a model registered for tabular data adds its name here, so that notebook 03's settings (and their
 #: plans) pair it with tabular datasets.
 FLAT_INPUT_MODELS: set[str] = {"mlp"}
+
+
+#: The :class:`ModelConfig` options each built-in model's builder uses: ``width`` (mlp hidden units, cnn channels)
+#: and ``prune_first_conv`` (models with a first convolution, ``net.first_conv``). A non-default option a model
+#: does not use is refused (it would be ignored, yet change the run id). A model not listed (one registered
+#: outside the library) is not checked; its registration may add its entry.
+MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
+    "mlp": ("width",),
+    "cnn": ("width", "prune_first_conv"),
+    "resnet18": ("prune_first_conv",),
+    "resnet50": ("prune_first_conv",),
+    "vgg16_bn": ("prune_first_conv",),
+}
 
 
 def takes_input(model: str, image: bool) -> bool:
@@ -52,11 +65,18 @@ class ModelConfig:
         return asdict(self)
 
     def validate(self) -> "ModelConfig":
-        """Check the fields' types (no coercion), the model name and the width."""
+        """Check the fields' types (no coercion), the model name, the width and that the options apply to the
+        model (:data:`MODEL_OPTIONS`)."""
         check_fields(self)
         MODELS.get(self.name)
         if self.width is not None:
             check_int("width", self.width, 1)
+        if self.name in MODEL_OPTIONS:
+            default = ModelConfig()
+            for key in ("width", "prune_first_conv"):
+                takes = [m for m, options in MODEL_OPTIONS.items() if key in options]
+                check_applies(key, getattr(self, key), getattr(default, key), key in MODEL_OPTIONS[self.name],
+                              f"models {', '.join(takes)}", f"model {self.name!r} (its builder ignores it)")
         return self
 
 

@@ -38,7 +38,7 @@ from . import metrics as M
 from .data import DataBundle, Split
 from .registry import check_choice
 from .results import ResultsError, atomic_torch_save, safe_torch_load
-from .checks import ParameterError, check_env_number, check_fields, check_int, check_number
+from .checks import ParameterError, check_applies, check_env_number, check_fields, check_int, check_number
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "multistep", "cosine")
@@ -76,8 +76,13 @@ class TrainConfig:
         d["milestones"] = list(self.milestones)
         return d
 
-    def validate(self) -> "TrainConfig":
-        """Check every field's type (no coercion), range and the cross-field rules; raise ``ParameterError``."""
+    def validate(self, options_apply: bool = True) -> "TrainConfig":
+        """Check every field's type (no coercion), range and the cross-field rules; raise ``ParameterError``.
+
+        ``options_apply``: also refuse options the recipe ignores (:meth:`check_options_apply`). :func:`train`
+        turns it off: a method's derived recipe (MP's constant-rate fine-tune, a budget that drops every milestone)
+        may carry options of the experiment's recipe that it no longer uses, and that recipe was checked in full.
+        """
         check_fields(self)
         check_int("epochs", self.epochs, 1)
         check_int("batch_size", self.batch_size, 1)
@@ -103,7 +108,27 @@ class TrainConfig:
         if self.milestones and self.schedule != "multistep":  # ignored by other schedules, yet part of the hash
             raise ParameterError(f"milestones {list(self.milestones)} only apply to schedule 'multistep', "
                                  f"not {self.schedule!r}; leave them empty or set schedule='multistep'")
+        if options_apply:
+            self.check_options_apply()
         return self
+
+    def check_options_apply(self) -> None:
+        """Refuse a non-default option that this recipe ignores, which would still change the run id (the same
+        training stored again under another id): ``momentum`` and ``nesterov`` outside SGD (Adam and AdamW take
+        neither), ``nesterov`` without momentum (:func:`make_optimizer` drops it), ``gamma`` outside a multistep
+        schedule with milestones. Defaults always pass."""
+        default = TrainConfig()
+        sgd = self.optimizer == "sgd"
+        check_applies("momentum", self.momentum, default.momentum, sgd, "optimizer 'sgd'",
+                      f"optimizer {self.optimizer!r}", "use optimizer='sgd'")
+        check_applies("nesterov", self.nesterov, default.nesterov, sgd and self.momentum > 0,
+                      "optimizer 'sgd' with momentum > 0",
+                      f"optimizer {self.optimizer!r}" if not sgd else f"momentum={self.momentum!r}")
+        multistep = self.schedule == "multistep"
+        check_applies("gamma", self.gamma, default.gamma, multistep and bool(self.milestones),
+                      "schedule 'multistep' with milestones",
+                      f"schedule {self.schedule!r}" + (" without milestones" if multistep else ""),
+                      "give its milestones" if multistep else "set schedule='multistep' and its milestones")
 
 
 def lr_at(cfg: TrainConfig, epoch_float: float) -> float:
@@ -498,7 +523,7 @@ def train(
         :class:`TrainResult` with the per-epoch history, the final metrics per evaluated split and the final
         mask.
     """
-    cfg.validate()
+    cfg.validate(options_apply=False)  # derived recipes keep unused options of the experiment's (checked in full)
     end = cfg.epochs if end_epoch is None else end_epoch
     if not 0 <= start_epoch <= end:
         raise ValueError(f"start_epoch must be in [0, {end}], got {start_epoch}")

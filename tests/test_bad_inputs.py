@@ -1079,3 +1079,157 @@ def test_experiment_from_params_names_an_unknown_parameter_and_the_valid_ones(tm
         experiment_from_params(epoch=3, results_dir=str(tmp_path / "r"))
     assert "unknown" not in experiment_params() and "check_device" not in experiment_params()
     assert tree(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------------ options that do not
+# apply: ignored by the setting, yet hashed into the run id (the same computation trained again under another id).
+# A non-default value is refused at validation, naming the option and its value; the default always passes.
+
+def _population(technique: str, **kw):
+    from ballot_lib.methods import make_config
+
+    return make_config(technique, density=0.5, **kw)
+
+
+# (id, build-and-validate, text the message must contain)
+INERT_OPTIONS = [
+    ("skew-digits", lambda: DataConfig("digits", skew=0.99).validate(), "skew=0.99 applies to the skewed datasets"),
+    ("skew-digits_lt", lambda: DataConfig("digits_lt", skew=0.8).validate(), "skew=0.8"),
+    ("skew-adult", lambda: DataConfig("adult", skew=0.5).validate(), "skew=0.5"),
+    ("skew-cifar10", lambda: DataConfig("cifar10", skew=1.0).validate(), "not dataset 'cifar10'"),
+    ("lt_ratio-no-long-tail", lambda: DataConfig("digits", lt_ratio=50.0).validate(),
+     "lt_ratio=50.0 applies to the 'exp' long-tail profile only, not dataset 'digits' with long_tail='none'"),
+    ("lt_ratio-step", lambda: DataConfig("cifar10", long_tail="step", lt_ratio=100.0).validate(), "lt_ratio=100.0"),
+    ("lt_ratio-digits_lt-step", lambda: DataConfig("digits_lt", long_tail="step", lt_ratio=5.0).validate(),
+     "lt_ratio=5.0 applies to the 'exp' long-tail profile only, not dataset 'digits_lt' with long_tail='step'"),
+    ("lt_keep-no-long-tail", lambda: DataConfig("digits", lt_keep=0.5).validate(), "lt_keep=0.5"),
+    ("lt_keep-exp", lambda: DataConfig("digits", long_tail="exp", lt_keep=0.5).validate(),
+     "lt_keep=0.5 applies to the 'step' long-tail profile only"),
+    ("lt_keep-digits_lt", lambda: DataConfig("digits_lt", lt_keep=0.2).validate(),
+     "not dataset 'digits_lt', whose train split has the 'exp' long-tail profile by construction"),
+    ("lt_classes-no-long-tail", lambda: DataConfig("digits", lt_classes=(1, 2)).validate(), "lt_classes=[1, 2]"),
+    ("lt_classes-digits_lt", lambda: DataConfig("digits_lt", lt_classes=[3]).validate(), "lt_classes=[3]"),
+    ("lt_classes-twice", lambda: DataConfig("digits", long_tail="step", lt_classes=(3, 3)).validate(),
+     "lt_classes lists 3 twice"),
+    ("long_tail-exp-on-digits_lt", lambda: DataConfig("digits_lt", long_tail="exp").validate(),
+     "long_tail='exp' is the profile dataset 'digits_lt' has by construction"),
+    ("val_fraction-celeba", lambda: DataConfig("celeba", val_fraction=0.2).validate(),
+     "val_fraction=0.2 applies to datasets whose val split is carved from train only, not dataset 'celeba'"),
+    ("split_seed-celeba", lambda: DataConfig("celeba", split_seed=1).validate(), "split_seed=1"),
+    ("max_train-below-classes", lambda: DataConfig("digits", max_train=7).validate(),
+     "max_train=7 is below the 10 classes of dataset 'digits'"),
+    ("max_train-below-utkface-race", lambda: DataConfig("utkface", target="race", max_train=4).validate(),
+     "max_train=4 is below the 5 classes"),
+    ("momentum-adam", lambda: TrainConfig(optimizer="adam", momentum=0.5).validate(),
+     "momentum=0.5 applies to optimizer 'sgd' only, not optimizer 'adam'"),
+    ("momentum-adamw", lambda: TrainConfig(optimizer="adamw", momentum=0.0).validate(), "momentum=0.0"),
+    ("nesterov-adam", lambda: TrainConfig(optimizer="adam", nesterov=True).validate(),
+     "nesterov=True applies to optimizer 'sgd' with momentum > 0 only, not optimizer 'adam'"),
+    ("nesterov-no-momentum", lambda: TrainConfig(momentum=0.0, nesterov=True).validate(),
+     "nesterov=True applies to optimizer 'sgd' with momentum > 0 only, not momentum=0.0"),
+    ("gamma-cosine", lambda: TrainConfig(gamma=0.5).validate(),
+     "gamma=0.5 applies to schedule 'multistep' with milestones only, not schedule 'cosine'"),
+    ("gamma-constant", lambda: TrainConfig(schedule="constant", gamma=0.2).validate(), "gamma=0.2"),
+    ("gamma-multistep-without-milestones", lambda: TrainConfig(schedule="multistep", gamma=0.5).validate(),
+     "not schedule 'multistep' without milestones"),
+    ("width-resnet18", lambda: ModelConfig("resnet18", width=64).validate(),
+     "width=64 applies to models mlp, cnn only, not model 'resnet18'"),
+    ("width-resnet50", lambda: ModelConfig("resnet50", width=8).validate(), "width=8"),
+    ("width-vgg16_bn", lambda: ModelConfig("vgg16_bn", width=8).validate(), "width=8"),
+    ("prune_first_conv-mlp", lambda: ModelConfig("mlp", prune_first_conv=False).validate(),
+     "prune_first_conv=False applies to models cnn, resnet18, resnet50, vgg16_bn only, not model 'mlp'"),
+    *[(f"n-{t}", (lambda t=t: _population(t, n=2.0)), f"n=2.0 applies to technique 'ln_structured' only, not "
+                                                        f"technique '{t}'")
+      for t in ("l1_unstructured", "global_unstructured", "random_unstructured", "random_structured")],
+]
+
+
+@pytest.mark.parametrize("call,message", [c[1:] for c in INERT_OPTIONS], ids=[c[0] for c in INERT_OPTIONS])
+def test_an_option_that_does_not_apply_is_refused_naming_it(call, message):
+    with pytest.raises(ParameterError) as err:
+        call()
+    assert message in str(err.value)
+
+
+# Defaults always pass (spelled out too, e.g. a YAML list for a tuple, an int for a float), and each option passes
+# where it applies.
+INERT_DEFAULTS = [
+    *[(f"defaults-{name}", (lambda name=name: DataConfig(name).validate()))
+      for name in ("digits", "digits_lt", "digits_s", "adult", "cifar10", "cifar10s", "cifar100", "celeba", "utkface",
+                   "tinyimagenet")],
+    ("defaults-spelled-out-digits", lambda: DataConfig("digits", skew=0.95, lt_ratio=10, lt_keep=0.1, lt_classes=[],
+                                                       val_fraction=0.1, split_seed=0).validate()),
+    ("defaults-spelled-out-celeba", lambda: DataConfig("celeba", val_fraction=0.1, split_seed=0, skew=0.95).validate()),
+    ("skew-digits_s", lambda: DataConfig("digits_s", skew=0.99).validate()),
+    ("skew-cifar10s", lambda: DataConfig("cifar10s", skew=0.8).validate()),
+    ("lt_ratio-digits_lt", lambda: DataConfig("digits_lt", lt_ratio=50.0).validate()),
+    ("lt_ratio-exp", lambda: DataConfig("cifar10", long_tail="exp", lt_ratio=100.0).validate()),
+    ("lt_keep-lt_classes-step", lambda: DataConfig("digits", long_tail="step", lt_keep=0.2,
+                                                   lt_classes=(3,)).validate()),
+    ("lt_keep-lt_classes-digits_lt-step", lambda: DataConfig("digits_lt", long_tail="step", lt_keep=0.5,
+                                                             lt_classes=[1, 2]).validate()),
+    ("split_seed-celeba-max_train", lambda: DataConfig("celeba", split_seed=2, max_train=1000).validate()),
+    ("split_seed-celeba-long-tail", lambda: DataConfig("celeba", split_seed=2, long_tail="step").validate()),
+    ("val_fraction-split_seed-digits", lambda: DataConfig("digits", val_fraction=0.2, split_seed=3).validate()),
+    ("max_train-equal-to-classes", lambda: DataConfig("digits", max_train=10).validate()),
+    ("max_train-utkface-gender", lambda: DataConfig("utkface", max_train=2).validate()),
+    *[(f"train-defaults-{o}-{s}", (lambda o=o, s=s: TrainConfig(optimizer=o, schedule=s).validate()))
+      for o in ("sgd", "adam", "adamw") for s in ("constant", "multistep", "cosine")],
+    ("train-defaults-spelled-out-adam", lambda: TrainConfig(optimizer="adam", momentum=0.9, nesterov=False,
+                                                            gamma=0.1).validate()),
+    ("train-authors", lambda: TrainConfig.authors().validate()),
+    ("nesterov-sgd", lambda: TrainConfig(nesterov=True, momentum=0.5).validate()),
+    ("momentum-zero-sgd", lambda: TrainConfig(momentum=0.0).validate()),
+    ("gamma-multistep", lambda: TrainConfig(schedule="multistep", milestones=(3, 6), gamma=0.5).validate()),
+    *[(f"model-defaults-{m}", (lambda m=m: ModelConfig(m).validate()))
+      for m in ("mlp", "cnn", "resnet18", "resnet50", "vgg16_bn")],
+    ("width-mlp-cnn", lambda: [ModelConfig(m, width=8).validate() for m in ("mlp", "cnn")]),
+    ("prune_first_conv-conv-models", lambda: [ModelConfig(m, prune_first_conv=False).validate()
+                                              for m in ("cnn", "resnet18", "resnet50", "vgg16_bn")]),
+    ("n-ln_structured", lambda: _population("ln_structured", n=2.0)),
+    *[(f"n-default-{t}", (lambda t=t: (_population(t), _population(t, n=1))))
+      for t in ("l1_unstructured", "global_unstructured", "random_unstructured", "ln_structured", "random_structured")],
+]
+
+
+@pytest.mark.parametrize("call", [c[1] for c in INERT_DEFAULTS], ids=[c[0] for c in INERT_DEFAULTS])
+def test_defaults_and_options_where_they_apply_are_accepted(call):
+    call()
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"skew": 0.99}, "skew=0.99"),
+    ({"lt_ratio": 50.0}, "lt_ratio=50.0"),
+    ({"dataset": "digits_lt", "long_tail": "exp"}, "long_tail='exp'"),
+    ({"max_train": 5}, "max_train=5"),
+    ({"optimizer": "adam", "momentum": 0.5}, "momentum=0.5"),
+], ids=["skew", "lt_ratio", "long_tail", "max_train", "momentum"])
+def test_options_that_do_not_apply_are_refused_by_the_notebooks_entry_point_before_anything(tmp_path, no_data, kw,
+                                                                                            message):
+    with pytest.raises(ParameterError, match=message):
+        _exp(tmp_path / "results", **kw)
+    assert tree(tmp_path) == []
+
+
+def test_n_of_another_technique_is_refused_before_any_run_folder(tmp_path, no_training):
+    exp = make_experiment(tmp_path / "results")
+    with pytest.raises(ParameterError, match="n=2.0 applies to technique 'ln_structured' only"):
+        run_method(exp, "random_structured", 0, density=0.5, n=2.0)
+    assert run_folders(tmp_path / "results") == []
+
+
+def test_a_gpu_params_file_setting_an_option_that_does_not_apply_is_refused_by_sweep_validate(tmp_path, capsys):
+    f = tmp_path / "p.yaml"
+    f.write_text("notebook: 01_lth_fairness_failure.ipynb\nparameters:\n  dataset: cifar10\n  model: resnet18\n"
+                 "  lt_ratio: 100.0\n  device: cuda\ngrid:\n  seeds: [[0]]\n")
+    assert sweep.main(["validate", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "lt_ratio=100.0 applies to the 'exp' long-tail profile only" in err and str(f) in err
+
+
+def test_recipes_derived_by_methods_may_keep_options_they_no_longer_use(tmp_path):
+    """The experiment's recipe is checked in full; a method's derived recipe is not refused for what it inherits:
+    MP's short fine-tune is constant-rate (gamma unused) and a short retraining drops every milestone."""
+    exp = make_experiment(tmp_path / "results", schedule="multistep", milestones=(1,), gamma=0.5)
+    assert run_method(exp, "mp", 0, density=0.5, finetune="short", finetune_epochs=1).run.complete
+    assert run_method(exp, "l1_unstructured", 0, density=0.5, retrain_epochs=1).run.complete

@@ -336,3 +336,74 @@ def test_an_experiment_keeps_its_bundle_after_the_cache_drops_it(tmp_path, monke
     first_a = a.bundle
     _ = b.bundle  # drops digits from the cache
     assert a.bundle is first_a
+
+
+# ------------------------------------------------------------------------------------------ max_train, long tail
+
+
+@pytest.mark.parametrize("name", ["digits", "digits_lt", "digits_s"])
+def test_max_train_is_never_exceeded_and_the_subsample_is_unchanged_where_it_fitted(name):
+    """Per-class rounding (and one sample kept per class) used to exceed the cap (digits: max_train=16 gave 20
+    images, digits_lt: 10 gave 12). The excess is now given back; a cap the rounding kept is the same subsample."""
+    full = get_dataset(DataConfig(name)).train
+    y = full.y.numpy()
+    for m in (10, 11, 15, 16, 19, 25, 36, 100, 333, len(full) - 1):
+        capped = get_dataset(DataConfig(name, max_train=m)).train
+        _, before = stratified_split(y, m / len(full), 0 + 2)  # the subsample without the cap (seed: split_seed + 2)
+        assert len(capped) == min(m, len(before)), m
+        assert (capped.class_counts(10) >= 1).all()
+        if len(before) <= m:  # no excess: exactly the subsample runs had before
+            assert torch.equal(capped.x, full.subset(before).x) and torch.equal(capped.y, full.subset(before).y)
+        else:  # a part of that subsample: only the excess is given back
+            assert set(keys(capped.x, capped.y)) <= set(keys(full.subset(before).x, full.subset(before).y))
+
+
+def test_split_sizes_count_the_capped_train_split_as_the_loader():
+    from ballot_lib.data.sizes import carve, split_sizes
+
+    for m in (15, 16, 26, 100):
+        assert split_sizes(DataConfig("digits", max_train=m)).train == len(get_dataset(DataConfig("digits",
+                                                                                                  max_train=m)).train)
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        counts = rng.integers(1, 40, int(rng.integers(1, 12)))
+        y = np.repeat(np.arange(len(counts)), counts)
+        m = int(rng.integers(len(counts), counts.sum() + 1))
+        _, carved = stratified_split(y, m / len(y), seed=5, limit=m)
+        assert len(carved) <= m
+        assert (np.bincount(y[carved], minlength=len(counts)) == carve(counts, m / len(y), m)[1]).all()
+
+
+def test_a_max_train_below_the_classes_present_is_refused_when_loaded():
+    """Where the class count is not known before loading (a dataset registered outside the library), the cap
+    refuses at load time what it cannot keep stratified."""
+    from ballot_lib.checks import ParameterError
+    from ballot_lib.data.core import Split, cap_train
+
+    split = Split(torch.zeros(12, 3), torch.arange(12) % 4)
+    with pytest.raises(ParameterError, match="max_train=3 is below the 4 classes"):
+        cap_train(split, 3, seed=0)
+    assert len(cap_train(split, 4, seed=0)) == 4
+
+
+@pytest.mark.parametrize("cfg, profile", [
+    (DataConfig("digits"), "none"), (DataConfig("digits", long_tail="exp"), "exp"),
+    (DataConfig("digits", long_tail="step"), "step"), (DataConfig("digits_lt"), "exp"),
+    (DataConfig("digits_lt", long_tail="step"), "step"), (DataConfig("digits_s", long_tail="step"), "step"),
+])
+def test_the_effective_long_tail_profile_is_the_one_the_loader_applies(cfg, profile):
+    from ballot_lib.data.core import long_tail_profile
+
+    assert long_tail_profile(cfg) == profile
+    assert get_dataset(cfg).notes["long_tail"] == profile
+
+
+def test_known_class_counts_match_the_loaded_datasets():
+    from ballot_lib.data.core import num_classes
+
+    for name in ("digits", "digits_lt", "digits_s", "adult"):
+        try:
+            bundle = get_dataset(name)
+        except DatasetError as e:  # pragma: no cover - adult without its data package
+            pytest.skip(str(e))
+        assert num_classes(DataConfig(name)) == bundle.num_classes, name

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from ..registry import Registry
-from ..checks import ParameterError, check_fields, check_int, check_list, check_number, check_seed
+from ..checks import (ParameterError, check_applies, check_fields, check_int, check_list, check_number,
+                      check_seed)
 
 
 class DatasetError(RuntimeError):
@@ -172,6 +173,7 @@ class DataConfig:
             check_int(f"lt_classes[{i}]", c, 0)
         if len(self.skew_classes):
             self._check_skew_classes()
+        check_list("lt_classes", list(self.lt_classes), nonempty=False, unique=True)  # (3, 3) trains as (3,)
         if self.max_train is not None:
             check_int("max_train", self.max_train, 1, hint=" (or None for all)")
         if self.image_size is not None:
@@ -199,7 +201,42 @@ class DataConfig:
                     f"{' (the default target)' if self.target is None else ''}: choose another target or a "
                     f"sensitive attribute among {', '.join(others)}"
                 )
+        self._check_options_apply()
         return self
+
+    def _check_options_apply(self) -> None:
+        """Refuse options that the dataset, or its long-tail profile, would ignore while they still change the run id
+        (the same data trained again under another id); their defaults always pass."""
+        name, default = self.name, DataConfig()
+        skewed = ", ".join(SKEW_DATASETS)
+        check_applies("skew", self.skew, default.skew, name in SKEW_DATASETS, f"the skewed datasets ({skewed})",
+                      f"dataset {name!r}")
+        own = DEFAULT_LONG_TAIL.get(name)
+        if own is not None and self.long_tail == own:
+            raise ParameterError(f"long_tail={self.long_tail!r} is the profile dataset {name!r} has by construction "
+                                 f"(with long_tail='none'): leave it at its default 'none' (the same data, which "
+                                 f"would otherwise be trained again under another run id)")
+        profile = long_tail_profile(self)
+        here = (f"dataset {name!r}, whose train split has the {own!r} long-tail profile by construction"
+                if self.long_tail == "none" and own is not None
+                else f"dataset {name!r} with long_tail={self.long_tail!r}")
+        for key, applies in (("lt_ratio", "exp"), ("lt_keep", "step"), ("lt_classes", "step")):
+            check_applies(key, getattr(self, key), getattr(default, key), profile == applies,
+                          f"the {applies!r} long-tail profile", here,
+                          f"set long_tail={'none' if own == applies else applies!r}")
+        if name in OFFICIAL_SPLITS:
+            check_applies("val_fraction", self.val_fraction, default.val_fraction, False,
+                          "datasets whose val split is carved from train",
+                          f"dataset {name!r} (its val split is the official one)")
+            check_applies("split_seed", self.split_seed, default.split_seed,
+                          profile != "none" or self.max_train is not None, "a long tail or max_train",
+                          f"dataset {name!r} without them (its splits are the official partition: nothing is drawn)",
+                          "set long_tail or max_train")
+        classes = num_classes(self)
+        if self.max_train is not None and classes is not None and self.max_train < classes:
+            raise ParameterError(f"max_train={self.max_train} is below the {classes} classes of dataset {name!r}: the "
+                                 f"stratified subsample keeps at least one train sample of each class; use max_train "
+                                 f">= {classes} (or None for all)")
 
     def _check_skew_classes(self) -> None:
         """``skew_classes``: only for the skewed datasets, class indices in range, each at most once."""
@@ -217,6 +254,36 @@ class DataConfig:
 #: The skewed-domain datasets (CIFAR-10S construction) and their number of classes: the datasets that take
 #: ``DataConfig.skew_classes``.
 SKEW_DATASETS: dict[str, int] = {"digits_s": 10, "cifar10s": 10}
+
+
+#: Datasets that are long-tailed by construction: name -> the train-split profile they have when
+#: ``DataConfig.long_tail`` is "none". :func:`long_tail_profile` is the one place that reads it.
+DEFAULT_LONG_TAIL: dict[str, str] = {"digits_lt": "exp"}
+
+
+def long_tail_profile(cfg: DataConfig) -> str:
+    """The long-tail profile the train split of ``cfg`` gets: ``cfg.long_tail``, or where that is "none" the
+    dataset's own (:data:`DEFAULT_LONG_TAIL`, e.g. ``digits_lt`` is "exp"), else "none". It decides which of
+    ``lt_ratio`` ("exp") and ``lt_keep``/``lt_classes`` ("step") apply."""
+    return cfg.long_tail if cfg.long_tail != "none" else DEFAULT_LONG_TAIL.get(cfg.name, "none")
+
+
+#: Datasets whose train/val/test splits are an official partition: ``val_fraction`` does not apply, and
+#: ``split_seed`` draws only a long tail or the ``max_train`` subsample.
+OFFICIAL_SPLITS: tuple[str, ...] = ("celeba",)
+
+#: Classes of each built-in dataset (UTKFace's depend on its target: :data:`UTKFACE_CLASSES`). A dataset not listed
+#: (one registered outside the library) is checked when it is loaded instead (:func:`cap_train`).
+NUM_CLASSES: dict[str, int] = {"digits": 10, "digits_lt": 10, "digits_s": 10, "adult": 2, "cifar10": 10,
+                               "cifar10s": 10, "cifar100": 100, "celeba": 2, "tinyimagenet": 200}
+UTKFACE_CLASSES: dict[str, int] = {"gender": 2, "race": 5, "age_bin": 4}
+
+
+def num_classes(cfg: DataConfig) -> Optional[int]:
+    """The number of classes of the dataset of ``cfg`` (its target's, for UTKFace), or None where not known."""
+    if cfg.name == "utkface":
+        return UTKFACE_CLASSES.get(resolved_attributes(cfg)[0])
+    return NUM_CLASSES.get(cfg.name)
 
 
 def default_skew_classes(name: str) -> list[int]:
@@ -269,23 +336,49 @@ def resolved_attributes(cfg: DataConfig) -> tuple[str, Optional[str]]:
 
 
 def stratified_split(
-    y: np.ndarray, fraction: float, seed: int
+    y: np.ndarray, fraction: float, seed: int, limit: Optional[int] = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split indices into (rest, carved) with ``fraction`` of every class carved out, reproducibly.
 
-    Every class with at least two samples keeps at least one sample on each side.
+    Every class with at least two samples keeps at least one sample on each side. ``limit``: carve at most this
+    many in all (:func:`trim_counts`; the split is the same as without it wherever it carves no more).
     """
     rng = np.random.default_rng(seed)
-    rest, carved = [], []
+    perms, counts = [], []
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
         idx = idx[rng.permutation(len(idx))]
         n = int(round(fraction * len(idx)))
         if len(idx) >= 2:
             n = min(max(n, 1), len(idx) - 1)
-        carved.append(idx[:n])
-        rest.append(idx[n:])
+        perms.append(idx)
+        counts.append(n)
+    if limit is not None:
+        sizes = np.array([len(p) for p in perms], dtype=np.int64)
+        counts = trim_counts(np.array(counts, dtype=np.int64), fraction * sizes, sizes, limit).tolist()
+    rest = [idx[n:] for idx, n in zip(perms, counts)]
+    carved = [idx[:n] for idx, n in zip(perms, counts)]
     return np.sort(np.concatenate(rest)), np.sort(np.concatenate(carved))
+
+
+def trim_counts(counts: np.ndarray, exact: np.ndarray, sizes: np.ndarray, limit: int) -> np.ndarray:
+    """Per-class carved ``counts`` reduced to at most ``limit`` in all: rounding each class (and keeping one
+    sample of each class of two or more) can carve a few more than ``fraction`` of the whole. One sample at a time
+    goes back from the class whose count exceeds its exact share ``exact`` the most (the lowest class index on a
+    tie), never below one for a class of ``sizes`` >= 2. Counts already within ``limit`` are returned unchanged.
+    """
+    counts = np.array(counts, dtype=np.int64)
+    floor = (np.asarray(sizes) >= 2).astype(np.int64)
+    excess = int(counts.sum()) - int(limit)
+    if excess > int((counts - floor).sum()):
+        raise ValueError(f"cannot carve at most {limit} samples keeping one of each of the {int(floor.sum())} "
+                         f"classes of two or more samples")
+    exact = np.asarray(exact, dtype=np.float64)
+    while excess > 0:
+        over = np.where(counts > floor, counts - exact, -np.inf)
+        counts[int(np.argmax(over))] -= 1  # argmax: the first (lowest) class index on a tie
+        excess -= 1
+    return counts
 
 
 def long_tail_counts(
@@ -338,17 +431,27 @@ def apply_long_tail(split: Split, num_classes: int, cfg: DataConfig, profile: Op
 
 
 def cap_train(split: Split, max_train: Optional[int], seed: int) -> Split:
-    """Keep at most ``max_train`` samples, stratified by class, reproducibly."""
+    """Keep at most ``max_train`` samples, stratified by class, reproducibly.
+
+    Each class keeps ``round(max_train / len(split) * n_c)`` samples (at least one); where that rounding adds up
+    to more than ``max_train``, the excess is given back (:func:`trim_counts`), so the cap is never exceeded.
+    """
     if max_train is None or len(split) <= max_train:
         return split
-    _, idx = stratified_split(split.y.numpy(), max_train / len(split), seed + 2)
+    y = split.y.numpy()
+    present = len(np.unique(y))
+    if max_train < present:
+        raise ParameterError(f"max_train={max_train} is below the {present} classes of the train split: the "
+                             f"stratified subsample keeps at least one train sample of each class; use max_train "
+                             f">= {present} (or None for all)")
+    _, idx = stratified_split(y, max_train / len(split), seed + 2, limit=max_train)
     return split.subset(idx)
 
 
 def finalize(bundle: DataBundle, cfg: DataConfig) -> DataBundle:
     """Apply the options shared by every dataset (long tail, train cap) and record them in ``notes``."""
-    # A dataset such as ``digits_lt`` declares a default profile that applies when the config names none.
-    profile = cfg.long_tail if cfg.long_tail != "none" else bundle.notes.get("default_long_tail", "none")
+    # A dataset such as ``digits_lt`` has a profile of its own that applies when the config names none.
+    profile = long_tail_profile(cfg)
     train = apply_long_tail(bundle.train, bundle.num_classes, cfg, profile)
     bundle.notes["long_tail"] = profile
     train = cap_train(train, cfg.max_train, cfg.split_seed)

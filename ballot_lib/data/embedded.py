@@ -3,7 +3,8 @@
 * ``digits``: scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes). Test = 20 % stratified
   (about 36 images per class), val = ``val_fraction`` of the rest, both carved with ``split_seed``.
 * ``digits_lt``: ``digits`` with an exponential long-tail train split (ratio ``lt_ratio``) unless the config
-  names another profile. Val and test stay balanced.
+  names another profile (``long_tail="step"``; ``"exp"`` is refused, being its own profile already:
+  :data:`~ballot_lib.data.core.DEFAULT_LONG_TAIL`). Val and test stay balanced.
 * ``digits_s``: the CIFAR-10S construction (Wang et al., CVPR 2020) over digits. In the train split, classes
   0-4 (``skew_classes``) keep a share ``skew`` of their images in the original domain and render the rest
   inverted; the other classes do the reverse. Val and test hold every image in both domains. g = domain
@@ -25,7 +26,7 @@ import torch
 
 from ..paths import data_root
 from .core import (
-    DATASETS, DataBundle, DataConfig, DatasetError, Split, default_skew_classes, stratified_split,
+    DATASETS, DEFAULT_LONG_TAIL, DataBundle, DataConfig, DatasetError, Split, default_skew_classes, stratified_split,
 )
 
 DIGITS_TEST_FRACTION = 0.2
@@ -70,7 +71,8 @@ def load_digits(cfg: DataConfig) -> DataBundle:
 @DATASETS.register("digits_lt")
 def load_digits_lt(cfg: DataConfig) -> DataBundle:
     bundle = _digits_bundle("digits_lt", cfg)
-    bundle.notes["default_long_tail"] = "exp"
+    # The profile itself is declared in DEFAULT_LONG_TAIL (validation reads it before loading); recorded here too.
+    bundle.notes["default_long_tail"] = DEFAULT_LONG_TAIL["digits_lt"]
     return bundle
 
 

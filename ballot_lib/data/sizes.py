@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from .core import DataConfig, get_dataset, long_tail_counts
+from .core import DataConfig, get_dataset, long_tail_counts, long_tail_profile, trim_counts
 
 
 @dataclass(frozen=True)
@@ -63,12 +63,15 @@ class SplitSizes:
     nominal: bool  # computed from official counts (True) or counted from the loaded data (False)
 
 
-def carve(counts: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class (rest, carved) counts of :func:`ballot_lib.data.stratified_split` with ``fraction``."""
+def carve(counts: np.ndarray, fraction: float, limit: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class (rest, carved) counts of :func:`ballot_lib.data.stratified_split` with ``fraction`` (and
+    ``limit``)."""
     counts = np.asarray(counts, dtype=np.int64)
     carved = np.rint(fraction * counts).astype(np.int64)  # numpy and Python's round() both round half to even
     two = counts >= 2
     carved[two] = np.minimum(np.maximum(carved[two], 1), counts[two] - 1)
+    if limit is not None:
+        carved = trim_counts(carved, fraction * counts, counts, limit)
     return counts - carved, carved
 
 
@@ -91,14 +94,15 @@ def split_sizes(cfg: DataConfig, nominal: Optional[Nominal] = None) -> SplitSize
     else:
         train, val = carve(counts, cfg.val_fraction)
         n_val = int(val.sum())
-    if cfg.long_tail != "none":
+    profile = long_tail_profile(cfg)
+    if profile != "none":
         if not nom.per_class:
             raise ValueError(f"long_tail: the train class counts of {cfg.name!r} are not fixed, so its long-tailed "
                              "size cannot be computed without the data")
-        train = long_tail_counts(train, cfg.long_tail, cfg.lt_ratio, cfg.lt_keep, cfg.lt_classes)
+        train = long_tail_counts(train, profile, cfg.lt_ratio, cfg.lt_keep, cfg.lt_classes)
     n_train = int(train.sum())
     if cfg.max_train is not None and n_train > cfg.max_train:
-        n_train = int(carve(train, cfg.max_train / n_train)[1].sum())
+        n_train = int(carve(train, cfg.max_train / n_train, cfg.max_train)[1].sum())
     side = (cfg.image_size or nom.side) if nom.resizable else nom.side
     return SplitSizes(n_train, n_val * nom.eval_copies, n_test * nom.eval_copies, side, True)
 

@@ -29,8 +29,9 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import ClassVar, Optional
 
+from ..checks import check_applies
 from ..experiment import Experiment
 from ..pruning import Mask, layer_densities, make_mask
 from ..results import Run
@@ -50,6 +51,10 @@ class PopulationConfig(SparseConfig):
     retrain_lr: Optional[float] = None  # peak LR of the retraining (None: train.lr)
     n: float = 1.0  # ln_structured: order of the norm ranking output channels (1: L1, 2: L2)
 
+    #: The technique a configuration is for: each technique registers its own subclass that sets it
+    #: (:func:`technique_config`), so that ``n`` is refused where it does not apply. None: not known, not checked.
+    TECHNIQUE: ClassVar[Optional[str]] = None
+
     def validate(self) -> "PopulationConfig":
         super().validate()
         if self.retrain_epochs is not None and (not isinstance(self.retrain_epochs, int) or self.retrain_epochs < 1):
@@ -58,7 +63,20 @@ class PopulationConfig(SparseConfig):
             raise ValueError(f"retrain_lr must be > 0, got {self.retrain_lr!r}")
         if not self.n > 0:
             raise ValueError(f"n (the norm order of ln_structured) must be > 0, got {self.n!r}")
+        if self.TECHNIQUE is not None:  # ignored by the other techniques' masks, yet part of the run id
+            check_applies("n", self.n, 1.0, self.TECHNIQUE == "ln_structured", "technique 'ln_structured'",
+                          f"technique {self.TECHNIQUE!r}", "use method 'ln_structured'")
         return self
+
+
+def technique_config(technique: str) -> type:
+    """The config class of ``technique``: :class:`PopulationConfig` (same fields, so the same run ids) knowing its
+    technique. Kept in this module under its name so that it pickles."""
+    name = f"PopulationConfig_{technique}"
+    cls = type(name, (PopulationConfig,), {"TECHNIQUE": technique, "__module__": __name__, "__qualname__": name,
+                                           "__doc__": f"{PopulationConfig.__doc__} Technique: ``{technique}``."})
+    globals()[name] = cls
+    return cls
 
 
 def _mask_seed(seed: int) -> int:
@@ -108,7 +126,7 @@ def _register(technique: str) -> None:
         return _prune_and_retrain(technique, exp, cfg, seed, run)
 
     run.__doc__ = f"Prune θT with torch.nn.utils.prune's {technique} at ``density``, then retrain from θT."
-    register(technique, PopulationConfig, compute=_compute, reuses_dense=True)(run)
+    register(technique, technique_config(technique), compute=_compute, reuses_dense=True)(run)
 
 
 for _t in TECHNIQUES:
