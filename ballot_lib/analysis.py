@@ -293,14 +293,27 @@ def select_by_rule(table: pd.DataFrame, eps: float = 0.01, acc: str = "acc", fai
 POINT_METRICS = ("acc", "mcd", "group_acc_gap", "worst_group_acc", "dp_gap", "eo_gap")
 
 
+def with_sparsity(table: pd.DataFrame, density: Optional[str] = None) -> pd.DataFrame:
+    """A copy of ``table`` with a ``sparsity`` column (1 − density, rounded to 6 decimals) right after its density
+    column (``density``, else ``density_target``, or the one named); unchanged if it has none or already has
+    ``sparsity``."""
+    t = table.copy()
+    col = density or next((c for c in ("density", "density_target") if c in t.columns), None)
+    if col is None or col not in t.columns or "sparsity" in t.columns:
+        return t
+    t.insert(t.columns.get_loc(col) + 1, "sparsity", (1 - pd.to_numeric(t[col], errors="coerce")).round(6))
+    return t
+
+
 def as_points(table: pd.DataFrame) -> pd.DataFrame:
     """A copy of a paired table (:func:`versus`) or a summary (:func:`summarize`) with accuracy-like metrics in
     percentage points, as the notebooks' text states them (CWV, a variance, stays as is).
 
     Paired tables: ``diff``, ``ci_low`` and ``ci_high`` of those metrics are scaled and a ``unit`` column added.
-    Summaries: ``<m>`` and ``<m>_ci`` are scaled and renamed ``<m> (pts)`` / ``<m>_ci (pts)``.
+    Summaries: ``<m>`` and ``<m>_ci`` are scaled and renamed ``<m> (pts)`` / ``<m>_ci (pts)``. Either way a
+    ``sparsity`` column (1 − density) follows the density column (reports show both: :func:`with_sparsity`).
     """
-    t = table.copy()
+    t = with_sparsity(table)
     if "metric" in t and "diff" in t:
         pts = t["metric"].isin(POINT_METRICS)
         for c in ("diff", "ci_low", "ci_high"):
