@@ -316,10 +316,133 @@ def check_output(exp: Experiment, method: str, cfg: Any, out: Any, compute: Any)
     return compute
 
 
+class CandidateMasks:
+    """The masks of the epochs that ``select="val_rule"`` can still select, kept while a method whose mask changes
+    during training (SafeCompress, FairScratch) trains: a val-rule run then stores the mask of the epoch whose
+    metrics it stores (:func:`val_rule_mask`).
+
+    An epoch hook of :func:`ballot_lib.training.train` (``hook(net, epoch, row)``, called after the epoch's
+    evaluation): it keeps ``current()`` -- the mask that epoch was evaluated with -- while the epoch can still be
+    selected, and drops every epoch that no longer can: one whose val accuracy is more than ``eps`` below the best
+    so far (the best only rises), and one that another kept epoch dominates (at least as accurate, and preferred by
+    :func:`select_checkpoint`'s order: whenever the dominated epoch qualifies, so does the other). After the last
+    epoch it holds the epoch :func:`select_checkpoint` picks from the whole history. Masks are kept bit-packed on
+    the CPU (8 weights per byte). Also a ``state`` object of ``train`` (``state_dict``/``load_state_dict``): the
+    kept masks travel in the training checkpoint, so a resumed run keeps what an uninterrupted one keeps.
+
+    ``counts`` (name -> kept entries, optional): every recorded mask must keep exactly these (the target density);
+    an epoch whose mask does not is an error, never a candidate.
+    """
+
+    def __init__(self, eps: float, current: Callable[[], Mapping[str, torch.Tensor]],
+                 counts: Optional[Mapping[str, int]] = None) -> None:
+        self.eps = float(eps)
+        self.current = current
+        self.counts = None if counts is None else {n: int(c) for n, c in counts.items()}
+        self.best = -math.inf
+        self.held: list[dict] = []  # {"epoch", "acc", "mcd", "bits": name -> packed uint8 tensor}, by epoch
+        self.shapes: dict[str, list[int]] = {}
+        self.max_held = 0  # most masks held at once (a diagnostic: the store's peak size is max_held × nbytes/mask)
+
+    # -- the epoch hook ----------------------------------------------------------------------------------------
+    def __call__(self, net: Any, epoch: int, row: Mapping[str, Any]) -> None:
+        if "val_acc" not in row or "val_mcd" not in row:
+            raise ValueError("select='val_rule' needs the val split evaluated every epoch (val_acc, val_mcd)")
+        self.add(epoch, row["val_acc"], row["val_mcd"], self.current)
+
+    def add(self, epoch: int, acc: float, mcd: float,
+            mask: "Mapping[str, torch.Tensor] | Callable[[], Mapping[str, torch.Tensor]] | None" = None) -> None:
+        """Record epoch ``epoch`` (val accuracy ``acc``, val MCD ``mcd``); its ``mask`` (or a callable giving it,
+        called only if the epoch is kept) is packed and kept while the epoch can still be selected."""
+        acc, mcd = float(acc), float(mcd)
+        self.best = max(self.best, acc)
+        floor = self.best - self.eps  # as select_checkpoint: qualifies iff acc >= best - eps
+        self.held = [c for c in self.held if c["acc"] >= floor]
+        # A kept epoch c dominates the new one if c.acc >= acc and c comes first in (mcd, -acc, -epoch) order
+        # (the new epoch is the latest, so it wins full ties); the new one dominates c if acc >= c.acc, mcd <= c.mcd.
+        if not acc >= floor or any(c["acc"] >= acc and (c["mcd"] < mcd or (c["mcd"] == mcd and c["acc"] > acc))
+                                   for c in self.held):
+            return
+        self.held = [c for c in self.held if not (acc >= c["acc"] and mcd <= c["mcd"])]
+        if mask is None:
+            raise ValueError(f"epoch {epoch} can be selected: its mask is needed")
+        self.held.append({"epoch": int(epoch), "acc": acc, "mcd": mcd, "bits": self._pack(mask() if callable(mask)
+                                                                                           else mask, epoch)})
+        self.max_held = max(self.max_held, len(self.held))
+
+    def _pack(self, mask: Mapping[str, torch.Tensor], epoch: int) -> dict[str, torch.Tensor]:
+        import numpy as np
+
+        shapes = {n: [int(s) for s in m.shape] for n, m in mask.items()}
+        if self.shapes and shapes != self.shapes:
+            raise ValueError(f"the mask of epoch {epoch} covers other weights or shapes than earlier epochs'")
+        self.shapes = shapes
+        if self.counts is not None:
+            counts = {n: int(m.detach().bool().sum()) for n, m in mask.items()}
+            if counts != self.counts:
+                raise RuntimeError(f"the mask of epoch {epoch} keeps {sum(counts.values())} weights (per layer "
+                                   f"{counts}), not the target {sum(self.counts.values())} ({self.counts}): an epoch "
+                                   "of another density cannot be selected")
+        return {n: torch.from_numpy(np.packbits(m.detach().to(torch.bool).cpu().contiguous().numpy().reshape(-1)))
+                for n, m in mask.items()}
+
+    # -- reading -----------------------------------------------------------------------------------------------
+    @property
+    def epochs(self) -> list[int]:
+        """The epochs held now (increasing)."""
+        return [c["epoch"] for c in self.held]
+
+    def nbytes(self) -> int:
+        """Bytes of the masks held now."""
+        return sum(b.numel() for c in self.held for b in c["bits"].values())
+
+    def mask(self, epoch: int) -> dict[str, torch.Tensor]:
+        """The mask of held epoch ``epoch`` (name -> CPU bool tensor)."""
+        import numpy as np
+
+        for c in self.held:
+            if c["epoch"] == epoch:
+                return {n: torch.from_numpy(np.unpackbits(b.numpy(), count=math.prod(self.shapes[n])).astype(bool))
+                        .reshape(self.shapes[n]) for n, b in c["bits"].items()}
+        raise KeyError(f"epoch {epoch} is not among the held candidate epochs {self.epochs}")
+
+    # -- checkpoint state --------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"eps": self.eps, "best": self.best, "held": self.held, "shapes": self.shapes,
+                "max_held": self.max_held}
+
+    def load_state_dict(self, state: Optional[dict]) -> None:
+        if state is None:  # a val-rule run's checkpoint always holds it: this one is another run's
+            raise ValueError("the checkpoint holds no candidate masks of the val rule")
+        if float(state["eps"]) != self.eps:
+            raise ValueError(f"the checkpoint's candidate masks are for select_eps={state['eps']}, not {self.eps}")
+        self.best, self.max_held = float(state["best"]), int(state["max_held"])
+        self.held = [dict(c) for c in state["held"]]
+        self.shapes = {n: list(s) for n, s in state["shapes"].items()}
+
+
+def val_rule_mask(cfg: Any, res: TrainResult, candidates: Optional[CandidateMasks], final: Mapping[str, torch.Tensor]
+                  ) -> tuple[Mapping[str, torch.Tensor], dict]:
+    """The mask a run of a method whose mask changes during training stores, and the summary fields that go with
+    it: with ``select="val_rule"``, the mask of the epoch :func:`select_checkpoint` picks (whose metrics
+    :func:`apply_selection` then stores; it checks the two agree) from ``candidates``; else the ``final`` mask."""
+    if getattr(cfg, "select", "last") != "val_rule" or not res.history:
+        return final, {}
+    epoch = int(res.history[select_checkpoint(res.history, cfg.select_eps)]["epoch"])
+    return candidates.mask(epoch), {"selected_epoch": epoch, "candidate_masks_max": candidates.max_held}
+
+
 def apply_selection(cfg: Any, out: MethodOutput) -> None:
-    """Apply the config's checkpoint selection (``select="val_rule"``) and record the selected epoch."""
+    """Apply the config's checkpoint selection (``select="val_rule"``) and record the selected epoch.
+
+    A method that stored the mask of the selected epoch itself (:func:`val_rule_mask`) has set ``selected_epoch``:
+    it must be the epoch whose metrics are stored here."""
     if getattr(cfg, "select", "last") == "val_rule" and out.result.history:
-        out.summary["selected_epoch"] = select_epoch_metrics(out.result, cfg.select_eps)
+        epoch = select_epoch_metrics(out.result, cfg.select_eps)
+        if out.summary.get("selected_epoch", epoch) != epoch:
+            raise RuntimeError(f"the run's mask is that of epoch {out.summary['selected_epoch']}, but the val rule "
+                               f"selects epoch {epoch}: mask and metrics would not belong together")
+        out.summary["selected_epoch"] = epoch
     elif out.result.history:
         out.summary.setdefault("selected_epoch", int(out.result.history[-1]["epoch"]))
     out.summary.setdefault("select", getattr(cfg, "select", "last"))

@@ -26,8 +26,13 @@ A fair scratch ticket is a subnetwork of a randomly initialised network found wi
   λ = 0 (``fairness_weight=0``) trains with plain CE: plain edge-popup.
 
 The mask stored with the run is the final top-d of |score| per layer (exact per tensor, so the total is
-``Σ round(d · n_l)``, round(d·N) up to per-tensor rounding). Compute: one schedule of the recipe,
-``compute_epochs = train.epochs`` (backward passes reach the scores only; no trained dense network is needed).
+``Σ round(d · n_l)``, round(d·N) up to per-tensor rounding). With ``select="val_rule"`` it is the top-d of the
+selected epoch instead, stored with that epoch's metrics: the mask changes at every step, so the run keeps, while it
+trains, the masks of the epochs the rule can still select (:class:`~ballot_lib.methods.base.CandidateMasks`:
+bit-packed on the CPU, saved in the training checkpoint); every epoch's mask keeps exactly ``round(d · n_l)`` per
+layer, so every epoch may be selected. Such a run trains itself (its ``select="last"`` twin keeps no candidate
+masks). Compute: one schedule of the recipe, ``compute_epochs = train.epochs`` (backward passes reach the scores
+only; no trained dense network is needed).
 
 Example:
     >>> run_method(exp, "fairscratch", seed=0, density=0.1, fairness_weight=0.05)  # doctest: +SKIP
@@ -36,7 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +54,7 @@ from ..pruning import Mask, kept_count, top_indices
 from ..registry import check_choice
 from ..results import Run
 from ..checks import ParameterError, check_number
-from .base import BudgetConfig, MethodOutput, register
+from .base import BudgetConfig, CandidateMasks, MethodOutput, register, val_rule_mask
 
 FAIRNESS = ("auto", "dp", "eo", "class")
 
@@ -74,9 +79,10 @@ class FairScratchConfig(BudgetConfig):
     fairness: str = "auto"  # "auto", "dp", "eo" (binary target with groups) or "class" (class fairness)
     scale_fan: bool = True  # signed constant σ = gain/√(fan_in · density) (False: gain/√fan_in)
 
-    NO_VAL_RULE: ClassVar[Optional[str]] = (
-        "select='val_rule' is not available for fairscratch: its mask (the top scores) changes at every step, so an "
-        "earlier epoch's metrics would not belong to the stored (final) mask; use select='last'")
+    def last_epoch_twin(self) -> None:
+        """None: a ``select="val_rule"`` run keeps the masks of its candidate epochs while it trains (the mask, the
+        top scores, changes at every step), which its ``select="last"`` twin does not store; it trains itself."""
+        return None
 
     def validate(self) -> "FairScratchConfig":
         super().validate()
@@ -262,10 +268,18 @@ def run_fairscratch(exp: Experiment, cfg: FairScratchConfig, seed: int, run: Run
         up = favoured_group(train_split.g, train_split.y)
         priors = group_priors(train_split.g, train_split.y, kind)
     recipe = cfg.recipe(exp)
+    hooks, state, candidates = [], None, None
+    if cfg.select == "val_rule":
+        # The mask (top-k of |scores|) changes at every step: keep the masks of the epochs the val rule can still
+        # select (each the top-k the epoch was evaluated with), so the stored mask is the selected epoch's. Every
+        # epoch's mask keeps exactly round(d · n_l) entries per layer: every epoch is at the target density.
+        counts = {n: int(m.sum()) for n, m in subnet_mask(net).items()}
+        candidates = CandidateMasks(cfg.select_eps, lambda: subnet_mask(net), counts)
+        hooks, state = [candidates], {"val_rule_masks": candidates}
     res = exp.train_net(net, run, seed, loss_fn=fairness_loss(kind, cfg.fairness_weight, up, priors), cfg=recipe,
-                        desc=f"fairscratch d={cfg.density} λ={cfg.fairness_weight} s{seed}")
-    mask = subnet_mask(net)
-    summary = {"surrogate": kind, "layer_kept": {n: int(m.sum()) for n, m in mask.items()}}
+                        hooks=hooks, state=state, desc=f"fairscratch d={cfg.density} λ={cfg.fairness_weight} s{seed}")
+    mask, selected = val_rule_mask(cfg, res, candidates, subnet_mask(net))
+    summary = {"surrogate": kind, "layer_kept": {n: int(m.sum()) for n, m in mask.items()}, **selected}
     if priors is not None:
         summary.update(favoured_group=up, group_prior_0=float(priors[0]), group_prior_1=float(priors[1]))
     return MethodOutput(res, mask, train_epochs=recipe.epochs, summary=summary)

@@ -22,6 +22,15 @@ this module does:
    candidates, scores and choice are recorded (summary ``updates``; ``chosen_<kind>`` counts how often each
    kind won, a column of :func:`ballot_lib.results.load_results`).
 
+Checkpoint selection: the mask changes at topology updates, so a ``select="val_rule"`` run keeps, while it trains,
+the masks of the epochs the rule can still select (:class:`~ballot_lib.methods.base.CandidateMasks`: bit-packed, on
+the CPU, only epochs within ``select_eps`` of the best val accuracy so far that no other kept epoch dominates, saved
+in the training checkpoint) and stores the mask of the selected epoch -- the mask that epoch's evaluation used, a
+topology update at its last step included -- with that epoch's metrics (summary ``selected_epoch``; ``updates`` still
+records the whole training). Prune and regrow keep every layer's count, so every epoch is at the target density and
+may be selected. Such a run trains itself (no derivation from its ``select="last"`` twin, which keeps no candidate
+masks) and costs its own schedule.
+
 Compute: one schedule of the dense recipe from θ0, ``compute_epochs = train.epochs``. It needs only θ0, no
 trained dense network (the suite's dense run of the seed stores θ0; that training is shared and not counted).
 The fairness test's probes and val evaluations are extra passes, reported as ``probe_examples`` (training
@@ -34,7 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +55,7 @@ from ..registry import check_choice
 from ..results import Run
 from ..training import DeviceData, epoch_generator, evaluate, lr_at
 from ..checks import ParameterError, check_int, check_number
-from .base import BudgetConfig, MethodOutput, register
+from .base import BudgetConfig, CandidateMasks, MethodOutput, register, val_rule_mask
 
 CANDIDATES = ("random", "gradient")
 GAPS = ("auto", "mcd", "cwv", "group_acc_gap", "dp_gap", "eo_gap")
@@ -98,9 +107,10 @@ class SafeCompressConfig(BudgetConfig):
         if isinstance(self.candidates, list):  # from JSON / YAML parameter files
             object.__setattr__(self, "candidates", tuple(self.candidates))
 
-    NO_VAL_RULE: ClassVar[Optional[str]] = (
-        "select='val_rule' is not available for safecompress: its mask changes during training, so an earlier "
-        "epoch's metrics would not belong to the stored (final) mask; use select='last'")
+    def last_epoch_twin(self) -> None:
+        """None: a ``select="val_rule"`` run keeps the masks of its candidate epochs while it trains (the mask
+        changes during training), which its ``select="last"`` twin does not store; it trains itself."""
+        return None
 
     def validate(self) -> "SafeCompressConfig":
         super().validate()
@@ -180,6 +190,8 @@ class SafeCompressHook:
         self.gap = cfg.gap_metric(exp)
         self.updates: list[dict[str, Any]] = []
         self._data: Optional[tuple[DeviceData, DeviceData]] = None
+        #: the mask the loop enforces (its own tensors, as of the latest step): the epoch's evaluation uses it
+        self.mask: Optional[dict[str, torch.Tensor]] = None
 
     # -- state for the checkpoint ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -243,7 +255,14 @@ class SafeCompressHook:
         return {"val_acc": metrics["acc"], f"val_{self.gap}": gap,
                 "score": metrics["acc"] - self.cfg.fairness_weight * gap}
 
+    def current_mask(self) -> dict[str, torch.Tensor]:
+        """The mask the loop enforces now (after the latest step and its update), as CPU bool tensors."""
+        if self.mask is None:
+            raise RuntimeError("no training step has run yet: the mask the loop enforces is unknown")
+        return {n: m.detach().bool().cpu() for n, m in self.mask.items()}
+
     def __call__(self, step: int, opt: torch.optim.Optimizer, mask: dict[str, torch.Tensor]) -> None:
+        self.mask = mask
         if (step + 1) % self.every != 0 or step + 1 > self.stop_step:
             return
         rate = prune_rate_at(self.cfg, step + 1, self.stop_step)
@@ -300,15 +319,23 @@ def run_safecompress(exp: Experiment, cfg: SafeCompressConfig, seed: int, run: R
     if cfg.init_scale == "sparse":
         scale_for_density(net, start)
     hook = SafeCompressHook(exp, cfg, seed, net)
-    res = exp.train_net(net, run, seed, mask=start, step_hooks=[hook], state={"safecompress": hook},
+    hooks, state, candidates = [], {"safecompress": hook}, None
+    if cfg.select == "val_rule":
+        # The mask changes at topology updates: keep the masks of the epochs the val rule can still select (each
+        # epoch's evaluation sees the mask after that epoch's last step), so the stored mask is the selected
+        # epoch's. Prune and regrow keep every layer's count, so every epoch is at the target density.
+        candidates = CandidateMasks(cfg.select_eps, hook.current_mask, {n: int(m.sum()) for n, m in start.items()})
+        hooks, state = [candidates], {**state, "val_rule_masks": candidates}
+    res = exp.train_net(net, run, seed, mask=start, step_hooks=[hook], hooks=hooks, state=state,
                         cfg=hook.recipe, desc=f"safecompress d={cfg.density} s{seed}")
+    mask, selected = val_rule_mask(cfg, res, candidates, res.mask)
     # The fairness test's choices: a count per candidate kind (columns of load_results) and every update's
     # candidates with their val scores (summary "updates").
     chosen = {f"chosen_{k}": sum(u["chosen"] == k for u in hook.updates) for k in dict.fromkeys(cfg.candidates)}
-    return MethodOutput(res, res.mask, train_epochs=hook.recipe.epochs, summary={
+    return MethodOutput(res, mask, train_epochs=hook.recipe.epochs, summary={
         "gap_metric": hook.gap, "topology_updates": len(hook.updates), **chosen,
         "probe_examples": len(hook.updates) * len(cfg.candidates) * cfg.probe_steps * exp.train.batch_size,
         "val_evaluations": len(hook.updates) * len(cfg.candidates),
-        "updates": hook.updates,
+        "updates": hook.updates, **selected,
     })
 
