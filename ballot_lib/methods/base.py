@@ -496,7 +496,8 @@ class SparseConfig:
 
     #: Fields left out of the run's identity while they hold these defaults (added after results existed).
     HASH_NEUTRAL: ClassVar[dict] = {"select": "last", "select_eps": 0.01}
-    #: Why ``select="val_rule"`` is refused (methods whose mask changes during training), or None.
+    #: Why ``select="val_rule"`` is refused, or None (every built-in method offers it; a new method whose stored
+    #: mask could not belong to an earlier epoch's metrics sets it, or keeps its candidate masks: CandidateMasks).
     NO_VAL_RULE: ClassVar[Optional[str]] = None
 
     def __post_init__(self) -> None:
