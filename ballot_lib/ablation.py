@@ -156,7 +156,9 @@ def table(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "mcd", "cwv"), sele
     With ``dense`` (the same seeds' dense runs, rows of :func:`ballot_lib.methods.run_grid`), collapse is judged
     as in every comparison of the suite (:func:`ballot_lib.analysis.collapsed_runs`: less than half of the
     same-seed dense run's balanced-accuracy gain over chance) and ``attrs["collapse_reference"]`` is ``"dense"``;
-    without it, against ``reference``. Rows keep the order of first appearance in ``df``.
+    without it, against ``reference``. ``min_skill``: the lowest skill ratio over seeds on ``select_split``
+    (:func:`seed_skills`, same reference): a run collapses below :data:`ballot_lib.analysis.COLLAPSE`. Rows keep the
+    order of first appearance in ``df``.
     """
     order = list(dict.fromkeys(df["variant"]))
     chance = chance_level(df) if chance is None else float(chance)
@@ -167,6 +169,8 @@ def table(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "mcd", "cwv"), sele
         collapsed = collapsed_seeds(df, chance, select_split, reference)
     else:
         collapsed = pd.Series(dtype=int)
+    skills = seed_skills(df, select_split, reference, dense) if "acc" in df else pd.DataFrame()
+    min_skill = (skills.groupby("variant")["skill"].min() if len(skills) else pd.Series(dtype=float))
     sel = summarize(df, metrics, by=("variant",), split=select_split).set_index("variant")
     rep = summarize(df, metrics, by=("variant",), split=report_split).set_index("variant")
     rows = []
@@ -188,6 +192,7 @@ def table(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "mcd", "cwv"), sele
         for m in metrics:
             row[f"{m}_{report_split}"] = rep.loc[v, m] if v in rep.index else float("nan")
         row["collapsed"] = int(collapsed.get(v, 0))
+        row["min_skill"] = float(min_skill.get(v, float("nan")))
         rows.append(row)
     out = pd.DataFrame(rows)
     out.attrs["chance"] = chance
@@ -216,13 +221,55 @@ def display_table(tab: pd.DataFrame, metrics: Sequence[str] = ("acc", "mcd")) ->
     return out
 
 
-def choose(tab: pd.DataFrame, eps: float, exclude: Sequence[str] = NOT_CHOSEN) -> pd.Series:
-    """The option set chosen by the project's rule on the select split (:func:`ballot_lib.analysis.select_by_rule`:
-    accuracy within ``eps`` of the best, then lowest MCD), among the rows not in ``exclude``."""
-    candidates = tab[~tab["variant"].isin(list(exclude))]
-    if candidates.empty:
-        raise ValueError(f"no option set left to choose from after excluding {list(exclude)}")
-    return select_by_rule(candidates, eps)
+def choose(tab: pd.DataFrame, eps: float, exclude: Sequence[str] = NOT_CHOSEN, reference: str = DEFAULT
+           ) -> pd.Series:
+    """The option set used after the ablation: the library default (``reference``) unless an option set is
+    **significantly better on val**, i.e., paired by seed against the default (:func:`table`), its val MCD
+    difference has a 95 % CI entirely below 0 (``d_mcd_high < 0``) and its val accuracy is not below the default's
+    by more than ``eps`` (mean paired difference ``d_acc >= -eps``). Among several such sets, the one with the
+    lowest val MCD (ties: higher val accuracy, then first listed). Rows in ``exclude`` are never chosen.
+
+    On a small val split the best-looking of many option sets is mostly seed noise (one image moves a class's
+    recall by several points); without a significant paired difference the default is kept, not the row that
+    happens to rank first. The returned row's ``reason`` says which happened (``"kept"``: no set qualified,
+    ``"chosen"``: a set did). Raises ``ValueError`` when the default is missing or excluded."""
+    if reference not in set(tab["variant"]) or reference in set(exclude):
+        raise ValueError(f"no option set left to choose from: the default {reference!r} is missing or excluded "
+                         f"({list(exclude)})")
+    candidates = tab[~tab["variant"].isin(list(exclude)) & (tab["variant"] != reference)]
+    better = candidates[(candidates["d_mcd_high"] < 0) & (candidates["d_acc"] >= -eps)]
+    if better.empty:
+        row = tab[tab["variant"] == reference].iloc[0].copy()
+        row["reason"] = "kept"
+        return row
+    row = better.sort_values(["mcd", "acc"], ascending=[True, False], kind="stable").iloc[0].copy()
+    row["reason"] = "chosen"
+    return row
+
+
+def seed_skills(df: pd.DataFrame, split: str = "val", reference: str = DEFAULT,
+                dense: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """Per (variant, seed) on ``split``: the skill ratio of the collapse rule, (bacc − chance) / (ref bacc −
+    chance), with bacc the balanced accuracy (:func:`ballot_lib.analysis.balanced_accuracy`) and ref the same
+    seed's dense run when ``dense`` is given (:func:`ballot_lib.analysis.collapsed_runs`), else ``reference``.
+    A run collapses when its ratio is below :data:`ballot_lib.analysis.COLLAPSE`. Columns: variant, seed, skill
+    (NaN where the reference is missing or at chance)."""
+    d = df[df["split"] == split].drop_duplicates(["variant", "seed"]).copy()
+    if d.empty or "acc" not in d:
+        return pd.DataFrame(columns=["variant", "seed", "skill"])
+    d["_score"], d["_chance"] = balanced_accuracy(d)
+    if d["_chance"].isna().all():
+        d["_chance"] = chance_level(df)
+    if dense is not None:
+        r = dense[dense["split"] == split].copy()
+        r["_score"], _ = balanced_accuracy(r)
+        ref = r.groupby("seed")["_score"].mean()
+    else:
+        ref = d[d["variant"] == reference].set_index("seed")["_score"]
+    gain = ref.reindex(d["seed"]).to_numpy() - d["_chance"].to_numpy()
+    d["skill"] = (d["_score"].to_numpy() - d["_chance"].to_numpy()) / pd.Series(gain, index=d.index).where(
+        lambda g: g > 0)
+    return d[["variant", "seed", "skill"]].reset_index(drop=True)
 
 
 def reference_masks(exp: Any, cfg: BallotConfig, seed: int) -> tuple[dict, dict, dict[str, dict]]:

@@ -238,14 +238,21 @@ def _fmt(x: float, pct: bool) -> str:
     return f"{100 * x:+.2f} pts" if pct else f"{x:+.4f}"
 
 
-def describe_paired(row: pd.Series, unit_pct: Optional[bool] = None) -> str:
-    """One sentence from a paired-comparison row: difference, CI, wins, and whether the CI decides."""
+def describe_paired(row: pd.Series, unit_pct: Optional[bool] = None, correction: Optional[str] = None) -> str:
+    """One sentence from a paired-comparison row: difference, CI, wins, and whether the CI decides; for a row of
+    :func:`adjust_family` (``significant_adj``), whether it stays significant after the correction
+    (``correction``: its name in the sentence, e.g. "Holm")."""
     m = row["metric"]
     pct = unit_pct if unit_pct is not None else m in ("acc", "mcd", "group_acc_gap", "worst_group_acc",
                                                        "dp_gap", "eo_gap")
     better = "lower" if lower_is_better(m) else "higher"
     verdict = ("significant" if row["significant"] else "fewer than 2 seeds: no CI, nothing decided"
                if row["n"] < 2 else "no significant difference")
+    if "significant_adj" in row and row["n"] >= 2:  # a table from adjust_family: the correction decides
+        name = correction or "corrected"
+        verdict = (f"significant after {name}, p_adj = {row['p_adj']:.3g}" if row["significant_adj"] else
+                   f"not significant after {name}: p = {row['p']:.3g}, p_adj = {row['p_adj']:.3g}"
+                   if row["significant"] else "no significant difference")
     return (f"{m.upper()} {row['a']} − {row['b']}: {_fmt(row['diff'], pct)} "
             f"[95% CI {_fmt(row['ci_low'], pct)}, {_fmt(row['ci_high'], pct)}], "
             f"{row['a']} {better} in {row['wins']}/{row['n']} seeds ({verdict})")
@@ -255,14 +262,61 @@ def describe_paired(row: pd.Series, unit_pct: Optional[bool] = None) -> str:
 UNDECIDED = "undecided (fewer than 2 seeds)"
 
 
-def fairness_verdicts(table: pd.DataFrame) -> pd.DataFrame:
+#: The multiple-comparison correction of notebook 01's paired tables (each table one family: every method,
+#: density and metric it holds), the same as notebooks 03 and 04 (:data:`ballot_lib.comparison.FAMILY_CORRECTION`).
+VERDICT_CORRECTION = "holm"
+CORRECTION_NAMES = {"holm": "Holm", "bh": "Benjamini–Hochberg", "none": "no correction"}
+
+
+def adjust_family(table: pd.DataFrame, correction: str = VERDICT_CORRECTION, alpha: float = 0.05) -> pd.DataFrame:
+    """A copy of a paired table (:func:`versus`) with ``p_adj`` (every row's ``p`` adjusted over all rows of the
+    table as one family, :func:`ballot_lib.metrics.adjust_pvalues`) and ``significant_adj`` (``p_adj < alpha``;
+    rows without a test stay NaN / False). ``attrs["correction"]`` names the correction and ``attrs["family"]``
+    counts the tests. A table without ``p`` is returned unchanged (``attrs["family"] = 0``)."""
+    from .metrics import adjust_pvalues
+
+    t = table.copy()
+    if "p" not in t or t.empty:
+        t.attrs.update(correction="none", family=0)
+        return t
+    p = t["p"].astype(float).to_numpy()
+    t["p_adj"] = adjust_pvalues(p, correction)
+    t["significant_adj"] = (t["p_adj"] < alpha).fillna(False).astype(bool)
+    t.attrs.update(correction=correction, family=int(np.sum(~np.isnan(p))))
+    return t
+
+
+def correction_note(table: pd.DataFrame) -> str:
+    """The sentence that states the correction of a table from :func:`adjust_family` ('' without one)."""
+    k, c = table.attrs.get("family", 0), table.attrs.get("correction", "none")
+    if not k or c == "none" or "significant_adj" not in table:
+        return ""
+    return (f"Significance here is after {CORRECTION_NAMES.get(c, c)} correction over the {k} paired tests of this "
+            f"table (column p_adj; the 95 % CIs shown are per test, unadjusted).")
+
+
+def fairness_verdicts(table: pd.DataFrame, correction: str = VERDICT_CORRECTION) -> pd.DataFrame:
     """Classify each (variant, density) of a ``versus(..., 'dense', ...)`` table: did pruning hurt fairness?
+
+    Significance is taken after ``correction`` over every paired test of ``table`` (one family:
+    :func:`adjust_family`) when the table has p-values (``p``); ``attrs["correction"]`` / ``attrs["family"]``
+    state it and ``attrs["uncorrected"]`` lists the ``(variant, density, metric)`` CWV/MCD changes that were
+    significant per test but not after the correction. Without ``p`` the per-test ``significant`` is used.
 
     ``hurt`` when CWV or MCD is significantly higher than dense; ``improved`` when one is significantly lower and
     none higher; ``levelled down`` when "improved" came with a significantly lower accuracy (all classes worse,
     so the gaps shrink); ``no significant change`` otherwise; ``undecided (fewer than 2 seeds)`` when no pair of
     runs could be tested (one paired seed: there is no test, so "no significant change" would claim too much).
     """
+    if "significant_adj" not in table:
+        table = adjust_family(table, correction)
+    family = table.attrs.get("family", 0)
+    if "significant_adj" in table:
+        uncorrected = [(r.a, float(r.density), r.metric) for r in table.itertuples()
+                       if r.metric in ("cwv", "mcd") and r.significant and not r.significant_adj]
+        table = table.assign(significant=table["significant_adj"])
+    else:
+        uncorrected = []
     rows = []
     acc = table[table["metric"] == "acc"]
     for (v, dens), g in table[table["metric"].isin(["cwv", "mcd"])].groupby(["a", "density"]):
@@ -277,7 +331,9 @@ def fairness_verdicts(table: pd.DataFrame) -> pd.DataFrame:
                    else "no significant change")
         rows.append({"variant": v, "density": dens, "verdict": verdict, "worse": ", ".join(worse),
                      "better": ", ".join(better)})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs.update(correction=correction if family else "none", family=family, uncorrected=uncorrected)
+    return out
 
 
 def select_by_rule(table: pd.DataFrame, eps: float = 0.01, acc: str = "acc", fair: str = "mcd",

@@ -56,6 +56,12 @@ SELECTED = " +val"
 #: Multiple-comparison correction over the paired tests of one comparison table (every baseline, setting and
 #: metric of the table is one family): Holm–Bonferroni, which keeps the family-wise error at 5 %.
 FAMILY_CORRECTION = "holm"
+#: The class metrics every table shows, and the group metrics it adds where the data has a sensitive attribute
+#: (:func:`metric_list`). A comparison table tests, shows and corrects over all of them alike: the family of
+#: :func:`adjust_table` is exactly the cells :func:`markdown` shows, in notebook 03, notebook 05 and papers/.
+CLASS_METRICS = ("acc", "cwv", "mcd")
+GROUP_METRICS = ("dp_gap", "eo_gap", "group_acc_gap")
+GROUP_NAMES = {"dp_gap": "DP gap", "eo_gap": "EO gap", "group_acc_gap": "group-accuracy gap"}
 
 
 @dataclass(frozen=True)
@@ -143,8 +149,9 @@ def comparison_variants(ballot_options: Optional[Mapping] = None, baselines: Ite
 
 
 def selectable(method: str) -> bool:
-    """Whether ``method`` offers the val checkpoint rule (dynamic-mask methods — SafeCompress, FairScratch —
-    refuse it: an earlier epoch's metrics would not belong to the stored final mask)."""
+    """Whether ``method`` offers the val checkpoint rule (a method whose config sets ``NO_VAL_RULE`` refuses it;
+    SafeCompress and FairScratch, whose masks change during training, offer it: they store the selected epoch's
+    mask)."""
     from .methods import METHODS
 
     return getattr(METHODS.get(method).config, "NO_VAL_RULE", None) is None
@@ -152,7 +159,8 @@ def selectable(method: str) -> bool:
 
 def tables(baselines: Sequence[str]) -> list[Table]:
     """The two fair tables: no method selects on val, and every method that can selects on val with the same
-    rule (methods that cannot keep their last epoch, and the table's ``selection`` column says so)."""
+    rule (every built-in method can; one whose config sets ``NO_VAL_RULE`` keeps its last epoch, and the table's
+    ``selection`` column says so)."""
     return [
         Table("no checkpoint selection (last epoch for every method)", "Ballot plain", tuple(baselines), "last"),
         Table("selection-matched (every method that can picks its epoch with the val rule)", "Ballot",
@@ -179,7 +187,7 @@ def _pick(d: pd.DataFrame, variant: str, setting: tuple) -> pd.DataFrame:
 
 def metric_list(df: pd.DataFrame, base: Sequence[str] = ("acc", "cwv", "mcd")) -> list[str]:
     """The headline metrics plus the group metrics the data has (DP/EO gap on a binary target with groups)."""
-    extra = [m for m in ("dp_gap", "eo_gap", "group_acc_gap") if m in df.columns and df[m].notna().any()]
+    extra = [m for m in GROUP_METRICS if m in df.columns and df[m].notna().any()]
     return list(base) + extra
 
 
@@ -193,7 +201,10 @@ def comparison_table(df: pd.DataFrame, table: Table, metrics: Optional[Sequence[
     better), ``sig_<m>`` (the CI excludes 0), ``p_<m>`` (the paired t-test's p-value) and ``padj_<m>`` /
     ``sigadj_<m>``: the p-value adjusted over all paired tests of the table (:data:`FAMILY_CORRECTION`) and
     whether it stays below 0.05. Each cell alone is a 5 % test; a table of dozens of them finds "significant"
-    differences by chance, which the adjusted columns guard against.
+    differences by chance, which the adjusted columns guard against. ``metrics`` defaults to :func:`metric_list`
+    (the group metrics included where the data has them): every consumer (notebook 03, :func:`paper_comparison`
+    for notebook 05 and papers/) builds the table this way, so the family is the same everywhere, and
+    :func:`markdown` shows every cell of it.
     """
     d = _test(df, split)
     metrics = list(metrics or metric_list(d))
@@ -327,9 +338,12 @@ def improvement_table(df: pd.DataFrame, a: str, baselines: Mapping[str, str], sp
         robust_seeds = [100 * float(np.mean(v)) for v in per_seed_robust.values() if v]
         pm, ph, _, n = mean_ci(paper_seeds)
         rm, rh, _, _ = mean_ci(robust_seeds)
+        # the robust form's one-sample t-test over seeds (the same Student t as its CI): adjust_improvements
+        # corrects these over the improvement rows a run reads
+        rp = seed_mean_test(robust_seeds)["p"] if len(robust_seeds) > 1 else math.nan
         rows.append({"baseline": label, "paper (seed means)": 100 * float(np.mean(point_terms)) if point_terms
                      else math.nan, "paper": pm, "paper_lo": pm - ph, "paper_hi": pm + ph, "robust": rm,
-                     "robust_lo": rm - rh, "robust_hi": rm + rh, "seeds": n, "settings": len(settings),
+                     "robust_lo": rm - rh, "robust_hi": rm + rh, "p": rp, "seeds": n, "settings": len(settings),
                      "left out": len(all_settings) - len(settings),
                      "paper's number": PAPER_IMPROVEMENT.get(label.replace(SELECTED, "").replace(MATCHED, ""),
                                                              math.nan)})
@@ -340,6 +354,33 @@ def improvement_table(df: pd.DataFrame, a: str, baselines: Mapping[str, str], sp
         for c in ("robust", "robust_lo", "robust_hi"):
             out[f"{c} (all settings)"] = full[c].to_numpy()
     return out
+
+
+def adjust_improvements(improvements: Mapping[str, pd.DataFrame], correction: str = FAMILY_CORRECTION,
+                        alpha: float = 0.05) -> dict[str, pd.DataFrame]:
+    """The improvement tables (title -> :func:`improvement_table`) with ``padj``/``sigadj``: the robust form's
+    p-values of every row of every table given, adjusted as **one** family (:data:`FAMILY_CORRECTION`). A run
+    passes the rows it judges (notebook 03: no selection and selection-matched; :func:`paper_improvement` the
+    same two), so "significantly fairer by this pooled measure" is decided after the correction."""
+    keys = list(improvements)
+    flat = np.concatenate([improvements[k]["p"].to_numpy(dtype=float) if "p" in improvements[k] else
+                           np.full(len(improvements[k]), np.nan) for k in keys]) if keys else np.array([])
+    adj = adjust_pvalues(flat, correction) if len(flat) else flat
+    out, i = {}, 0
+    for k in keys:
+        t = improvements[k].copy()
+        q = adj[i:i + len(t)]
+        i += len(t)
+        t["padj"] = q
+        t["sigadj"] = pd.Series([None if np.isnan(x) else bool(x < alpha) for x in q], index=t.index, dtype=object)
+        t.attrs["family"] = int(np.sum(~np.isnan(flat)))
+        out[k] = t
+    return out
+
+
+def improvement_family_size(improvements: Mapping[str, pd.DataFrame]) -> int:
+    """The number of improvement rows tested as one family (:func:`adjust_improvements`)."""
+    return int(sum(t["p"].notna().sum() for t in improvements.values() if "p" in t))
 
 
 #: The parts of :func:`decomposition`: label -> (A, B) of the paired difference A − B. The first three add up
@@ -474,7 +515,7 @@ def choose_on_val(df: pd.DataFrame, candidates: Sequence[str], eps: float = 0.01
 
 
 def _fmt_cell(row: Mapping, m: str) -> str:
-    scale, fmt = (1, "{:+.4f}") if m == "cwv" else (100, "{:+.1f}")
+    scale, fmt = (1, "{:+.4f}") if m == "cwv" else (100, "{:+.1f}")  # group gaps: points, as accuracy
     d = row.get(f"d_{m}")
     if d is None or (isinstance(d, float) and math.isnan(d)):
         return ""
@@ -484,22 +525,50 @@ def _fmt_cell(row: Mapping, m: str) -> str:
             f"{fmt.format(scale * row[f'hi_{m}'])}] {int(row[f'wins_{m}'])}/{int(row[f'n_{m}'])}")
 
 
-def markdown(table: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd")) -> str:
-    """The paper-style table: per setting and method the means, compute, and Ballot − method (CI, Ballot wins).
-    Bold: the CI excludes 0; †: still significant after the table's multiple-comparison correction."""
-    metrics = [m for m in metrics if m in table]
-    head = ("| dataset | model | density | method | selection | compute (epochs) | collapsed | "
+def tested_metrics(table: pd.DataFrame) -> list[str]:
+    """The metrics a comparison table holds paired tests of (``p_<m>`` columns), class metrics first."""
+    have = [c[2:] for c in table.columns if c.startswith("p_")]
+    return [m for m in (*CLASS_METRICS, *GROUP_METRICS) if m in have] + [m for m in have if m not in
+                                                                         (*CLASS_METRICS, *GROUP_METRICS)]
+
+
+def _md_block(table: pd.DataFrame, metrics: Sequence[str]) -> str:
+    head = ("| dataset | model | density | sparsity | method | selection | compute (epochs) | collapsed | "
             + " | ".join(metrics) + " | " + " | ".join(f"Ballot − method: {m}" for m in metrics) + " |")
-    lines = [head, "|" + "---|" * (7 + 2 * len(metrics))]
+    lines = [head, "|" + "---|" * (8 + 2 * len(metrics))]
     for _, r in table.iterrows():
-        means = " | ".join(f"{r[m]:.4f}" if m == "cwv" else f"{r[m]:.3f}" for m in metrics)
+        means = " | ".join("" if pd.isna(r.get(m)) else f"{r[m]:.4f}" if m == "cwv" else f"{r[m]:.3f}"
+                           for m in metrics)
         cells = " | ".join(_fmt_cell(r, m) for m in metrics)
         gone = r.get("collapsed", 0)
         gone = "" if gone is None or (isinstance(gone, float) and math.isnan(gone)) else (
             f"**{int(gone)}/{int(r['seeds'])}**" if gone else "0")
-        lines.append(f"| {r['dataset']} | {r['model']} | {r['density']:g} | {r['method']} | {r['selection']} | "
-                     f"{r['compute_epochs']:g} | {gone} | {means} | {cells} |")
+        lines.append(f"| {r['dataset']} | {r['model']} | {r['density']:g} | {1 - r['density']:.6g} | {r['method']} | "
+                     f"{r['selection']} | {r['compute_epochs']:g} | {gone} | {means} | {cells} |")
     return "\n".join(lines)
+
+
+def markdown(table: pd.DataFrame, metrics: Optional[Sequence[str]] = None) -> str:
+    """The paper-style table: per setting and method the means, compute, and Ballot − method (CI, Ballot wins).
+    Bold: the CI excludes 0; †: still significant after the table's multiple-comparison correction.
+
+    By default (``metrics`` None) every metric the table tests is shown, so the cells shown are the family the
+    correction runs over: the class metrics (acc, CWV, MCD) for every setting, then, where the table holds group
+    metrics (DP/EO gap, group-accuracy gap: datasets with a sensitive attribute), a second block with those
+    metrics for the datasets that have them. Accuracy, MCD and the group gaps' differences are in points."""
+    if metrics is not None:
+        return _md_block(table, [m for m in metrics if m in table])
+    tested = tested_metrics(table)
+    cls = [m for m in tested if m not in GROUP_METRICS] or [m for m in CLASS_METRICS if m in table]
+    out = _md_block(table, cls)
+    grp = [m for m in tested if m in GROUP_METRICS]
+    if grp:
+        ds = sorted({d for d, g in table.groupby("dataset") if g[[f"p_{m}" for m in grp]].notna().any().any()})
+        part = table[table["dataset"].isin(ds)]
+        out += ("\n\n**Group metrics** (" + ", ".join(GROUP_NAMES.get(m, m) for m in grp) + "; lower is better; "
+                f"datasets with a sensitive attribute: {', '.join(ds)}) — the same table, its cells in the same "
+                "correction family:\n\n" + _md_block(part, grp))
+    return out
 
 
 def method_of(label: str) -> Optional[str]:
@@ -574,7 +643,7 @@ def _compute_note(table: pd.DataFrame, wc: pd.DataFrame, better: int) -> str:
     fair = wc[wc["metric"].isin(["cwv", "mcd"]) & wc["baseline"].isin(list(unmatched))]
 
     names = "; ".join(f"{_times(lo, hi)} the epochs of {meth}" for meth, (lo, hi) in unmatched.items())
-    text = f" Compute is not matched for every baseline: Ballot (its dense run included) trains {names}"
+    text = f" Training epochs are not matched for every baseline: Ballot (its dense run included) trains {names}"
     if not better:  # "0 of its 0 significantly fairer results" said nothing
         return text + "; none of Ballot's results is significantly fairer, against these baselines or others."
     return (text + f"; {int(fair['Ballot better'].sum())} of its {better} significantly fairer results are against "
@@ -588,14 +657,48 @@ def _family_note(table: pd.DataFrame) -> str:
     k = family_size(table)
     better, worse, _ = _fair_counts(win_counts(table, ("acc", "cwv", "mcd"), adjusted=True))
     name = {"holm": "Holm's", "bh": "Benjamini–Hochberg's"}.get(FAMILY_CORRECTION, FAMILY_CORRECTION)
-    return (f" Each cell is a 5 % test and the table holds {k} of them; with {name} correction over all {k} "
-            f"(family-wise 5 %), Ballot stays significantly fairer in {better} and less fair in {worse} of the "
-            "fairness comparisons (marked † in the table).")
+    grp = [m for m in tested_metrics(table) if m in GROUP_METRICS]
+    held = "accuracy, CWV, MCD" + (" and the group metrics (" + ", ".join(GROUP_NAMES[m] for m in grp) + ")"
+                                   if grp else "")
+    return (f" Each cell is a 5 % test and the table holds {k} of them ({held}, every one shown); with {name} "
+            f"correction over all {k} (family-wise 5 %), Ballot stays significantly fairer in {better} and less "
+            f"fair in {worse} of the class-fairness (CWV, MCD) comparisons (marked † in the table).")
+
+
+def _group_note(table: pd.DataFrame) -> str:
+    """The reading's sentence on the group metrics of a table (datasets with a sensitive attribute): significant
+    wins and losses per metric, unadjusted and after the table's correction; "" when the table has none."""
+    grp = [m for m in tested_metrics(table) if m in GROUP_METRICS]
+    if not grp:
+        return ""
+    wc = win_counts(table, grp)
+    wa = win_counts(table, grp, adjusted=True) if all(f"sigadj_{m}" in table for m in grp) else None
+    if wc.empty:
+        return ""
+    ds = sorted({d for d, g in table.groupby("dataset") if g[[f"p_{m}" for m in grp]].notna().any().any()})
+    b, w, n = int(wc["Ballot better"].sum()), int(wc["Ballot worse"].sum()), int(wc["settings"].sum())
+    per = "; ".join(f"{GROUP_NAMES[m]}: worse in {int(g['Ballot worse'].sum())}, better in "
+                    f"{int(g['Ballot better'].sum())} of {int(g['settings'].sum())}"
+                    for m, g in wc.groupby("metric", sort=False))
+    text = (f" **Group metrics** ({', '.join(ds)}, the data with a sensitive attribute; lower gaps are fairer): "
+            f"over {n} (baseline, setting, group metric) comparisons Ballot is significantly worse in {w} and "
+            f"better in {b} ({per})")
+    if wa is not None:
+        text += (f"; after the correction, worse in {int(wa['Ballot worse'].sum())} and better in "
+                 f"{int(wa['Ballot better'].sum())}")
+    if w > b:
+        text += ". On group fairness Ballot loses more often than it wins here"
+    losers = wc[wc["Ballot worse"] > 0].groupby("baseline", sort=False)["Ballot worse"].sum()
+    if len(losers):
+        text += " (worse against " + ", ".join(f"{k} in {int(v)}" for k, v in losers.items()) + ")"
+    return text + "."
 
 
 def improvement_sentence(r: Mapping[str, Any], title: str) -> str:
-    """One improvement row (:func:`improvement_table`) in words: its direction and significance from the robust
-    form's CI over seeds (none with fewer than 2 seeds), and where the paper's number lies."""
+    """One improvement row (:func:`improvement_table`) in words: its direction from the robust form's CI over
+    seeds (none with fewer than 2 seeds), its significance from the Holm-adjusted p-value of
+    :func:`adjust_improvements` when the row has one (``padj``; else the unadjusted CI, and the sentence says
+    so), and where the paper's number lies. The measure is class fairness (CWV and MCD) only."""
     claim = r["paper's number"]
     lo, hi = r["robust_lo"], r["robust_hi"]
     if "settings" in r and not pd.isna(r.get("settings")) and int(r["settings"]) == 0:
@@ -611,16 +714,32 @@ def improvement_sentence(r: Mapping[str, Any], title: str) -> str:
     if "settings" in r and not pd.isna(r.get("settings")):
         used = f" over {int(r['settings'])} settings" + (
             f" ({int(r['left out'])} with collapsed runs left out)" if r.get("left out") else "")
-    head = (f"- Improvement over {r['baseline']} ({title}){used}: paper form {r['paper']:+.1f} % "
+    head = (f"- Class-fairness (CWV, MCD) improvement over {r['baseline']} ({title}){used}: paper form {r['paper']:+.1f} % "
             f"[{r['paper_lo']:+.1f}, {r['paper_hi']:+.1f}], robust form {r['robust']:+.1f} % "
             f"[{lo:+.1f}, {hi:+.1f}] over {int(r['seeds'])} seeds; the paper reports {claim:+.2f} %. ")
     if pd.isna(lo) or pd.isna(hi):
         return head + "With fewer than 2 seeds there is no CI: nothing is decided."
-    if lo > 0:
-        verdict = f"Ballot is significantly fairer than {r['baseline']} by this pooled measure (the robust CI is above 0), "
+    q = r.get("padj", math.nan)
+    q = math.nan if q is None else float(q)
+    fam = r.get("family")
+    fam = f" over the {int(fam)} improvement rows read" if fam is not None and not pd.isna(fam) else ""
+    if "padj" in r and not math.isnan(q):
+        adj = f"Holm-adjusted p = {q:.3g}{fam}"
+        if q < 0.05 and lo > 0:
+            verdict = f"Ballot is significantly fairer than {r['baseline']} by this pooled measure ({adj}), "
+        elif q < 0.05 and hi < 0:
+            verdict = f"Ballot is significantly less fair than {r['baseline']} by this pooled measure ({adj}), "
+        elif lo > 0 or hi < 0:
+            verdict = (f"The robust CI excludes 0 ({'above' if lo > 0 else 'below'} it), but not after the "
+                       f"correction ({adj}): no significant difference, ")
+        else:
+            verdict = f"The robust CI includes 0 (no significant difference; {adj}), "
+    elif lo > 0:
+        verdict = (f"Ballot is fairer than {r['baseline']} by this pooled measure (the robust CI is above 0; "
+                   "unadjusted for the other rows), ")
     elif hi < 0:
-        verdict = (f"Ballot is significantly less fair than {r['baseline']} by this pooled measure (the robust CI "
-                   "is below 0), ")
+        verdict = (f"Ballot is less fair than {r['baseline']} by this pooled measure (the robust CI is below 0; "
+                   "unadjusted for the other rows), ")
     else:
         verdict = "The robust CI includes 0 (no significant difference), "
     where = ("and the paper's number lies inside it" if lo <= claim <= hi else
@@ -632,6 +751,33 @@ def improvement_sentence(r: Mapping[str, Any], title: str) -> str:
                 f"{r['robust (all settings)']:+.1f} % [{r['robust_lo (all settings)']:+.1f}, "
                 f"{r['robust_hi (all settings)']:+.1f}].")
     return out
+
+
+def vote_overhead(df: pd.DataFrame, subject: str = "Ballot", reference: str = "LTH") -> pd.DataFrame:
+    """Ballot's vote computation per seed against one LTH retraining, from the runs' stored seconds
+    (``vote_seconds`` of ``subject``'s runs, ``seconds`` of ``reference``'s, each a mean over the settings and
+    densities of the frame; :func:`ballot_lib.readings.vote_cost`); empty when the runs carry no vote seconds."""
+    from .readings import vote_cost
+
+    return vote_cost(df, subject, reference)
+
+
+def compute_statement(df: pd.DataFrame, subject: str = "Ballot", reference: str = "LTH") -> str:
+    """The reading's sentence on what the compute column counts: training epochs only. Ballot's vote computation
+    is measured from this run's stored seconds (:func:`vote_overhead`) when its runs carry them; SafeCompress's
+    val probing is in no count."""
+    cost = vote_overhead(df, subject, reference)
+    text = ("- **Compute**: the `compute (epochs)` column counts training epochs of the dense recipe only, so "
+            "\"matched\" means equal training epochs, not equal compute. ")
+    if cost.empty:
+        text += f"{subject}'s vote computation is not counted in it (this run's {subject} runs carry no vote seconds)"
+    else:
+        r = cost["ratio"]
+        text += (f"{subject} also computes its votes: {r.mean():.2f}× one {reference} retraining in wall-clock "
+                 f"seconds (mean over {len(r)} seeds of vote seconds / {reference} retraining seconds, each averaged "
+                 f"over the settings and densities of this run; min {r.min():.2f}×, max {r.max():.2f}×), which the "
+                 "epoch count leaves out")
+    return text + "; SafeCompress's probing of the val split during training is not counted either."
 
 
 def _verdict(better: int, worse: int, total: int) -> str:
@@ -654,14 +800,16 @@ def _fair_counts(wc: pd.DataFrame) -> tuple[int, int, int]:
 
 def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.DataFrame],
             decomp: pd.DataFrame, collapsed: Optional[pd.DataFrame] = None,
-            rewind_epoch: Optional[int] = None) -> str:
+            rewind_epoch: Optional[int] = None, frame: Optional[pd.DataFrame] = None) -> str:
     """Plain sentences generated from this run's numbers: where the paper's claim does and does not reproduce.
 
     Where some baselines train with other compute than Ballot (:func:`compute_unmatched`), each table's
     headline counts only the compute-matched baselines, then the counts with every baseline; improvement lines
     against an unmatched baseline say so. With ``collapsed`` (:func:`collapsed_runs`), a closing sentence names
     the runs that collapsed (and, with ``rewind_epoch``, how to re-run with late rewinding:
-    :func:`collapse_reading`)."""
+    :func:`collapse_reading`). Improvement rows are adjusted as one family (:func:`adjust_improvements`) unless
+    they already are. With ``frame`` (the runs' tidy frame), a sentence states what the compute column leaves
+    out, with Ballot's measured vote overhead (:func:`compute_statement`)."""
     out = []
     unmatched_all: dict[str, tuple[float, float]] = {}
     for title, t in tables_.items():
@@ -674,24 +822,36 @@ def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.D
         acc = wc[wc["metric"] == "acc"]
         if unmatched:
             mb, mw, mt = _fair_counts(wc[~wc["baseline"].isin(list(unmatched))])
-            head = (f"over {mt} (baseline, setting, fairness metric) comparisons **at equal compute**, Ballot is "
+            head = (f"over {mt} (baseline, setting, class-fairness metric: CWV, MCD) comparisons **at equal "
+                    f"training epochs**, Ballot is "
                     f"significantly fairer in {mb}, significantly less fair in {mw}, and not significantly different "
                     f"in {mt - mb - mw}: {_verdict(mb, mw, mt) if mt else 'nothing to compare'}. With the baselines "
-                    f"that train with other compute too ({total} comparisons): fairer in {better}, less fair in "
+                    f"that train other epoch counts too ({total} comparisons): fairer in {better}, less fair in "
                     f"{worse}.")
         else:
-            head = (f"over {total} (baseline, setting, fairness metric) comparisons, Ballot is significantly fairer "
+            head = (f"over {total} (baseline, setting, class-fairness metric: CWV, MCD) comparisons, Ballot is "
+                    f"significantly fairer "
                     f"in {better}, significantly less fair in {worse}, and not significantly different in "
                     f"{total - better - worse}: {_verdict(better, worse, total)}.")
         out.append(f"- **{title}**: {head} On accuracy it is significantly better in "
                    f"{int(acc['Ballot better'].sum())} and worse in {int(acc['Ballot worse'].sum())} of "
-                   f"{int(acc['settings'].sum())}." + _compute_note(t, wc, better) + _family_note(t))
+                   f"{int(acc['settings'].sum())}." + _compute_note(t, wc, better) + _family_note(t)
+                   + _group_note(t))
+    if improvements and not all("padj" in t for t in improvements.values()):
+        improvements = adjust_improvements(improvements)  # the rows read here are one family
+    if improvements:
+        fam = improvement_family_size(improvements)
+        name = {"holm": "Holm's", "bh": "Benjamini–Hochberg's"}.get(FAMILY_CORRECTION, FAMILY_CORRECTION)
+        out.append(f"- Improvement-% (class fairness: CWV and MCD only; group metrics are in the tables above): "
+                   f"{fam} rows ({', '.join(improvements)}) are tested as one family, {name} correction over the "
+                   "robust form's p-values; \"significant\" below is after it.")
     for title, imp in improvements.items():
         for _, r in imp.iterrows():
             ratio = unmatched_all.get(r["baseline"]) or unmatched_all.get(f"{r['baseline']}{SELECTED}")
+            r = {**r.to_dict(), "family": imp.attrs.get("family")}
             out.append(improvement_sentence(r, title) + (
-                f" Compute is not matched: Ballot trains {_times(*ratio)} the epochs of {r['baseline']}"
-                + (f" (its {r['baseline']}{MATCHED} row is the equal-compute comparison)."
+                f" Training epochs are not matched: Ballot trains {_times(*ratio)} the epochs of {r['baseline']}"
+                + (f" (its {r['baseline']}{MATCHED} row is the equal-epochs comparison)."
                    if f"{r['baseline']}{MATCHED}" in set(imp["baseline"]) else ".") if ratio else ""))
     pooled = decomp[(decomp["dataset"] == "pooled") & (decomp["metric"] == "mcd")]
     if pooled.empty and decomp.attrs.get("left_out") and not decomp.attrs.get("settings"):
@@ -717,6 +877,8 @@ def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.D
                    f"with both picking their checkpoint on val = {say('selection-matched total (Ballot − LTH +val)')}"
                    f"; the vote's fairness term (Ballot − Ballot η=0) = "
                    f"{say('fairness term (Ballot − Ballot η=0)')}.")
+    if frame is not None:
+        out.append(compute_statement(frame))
     if collapsed is not None:
         out.append(collapse_reading(collapsed, rewind_epoch=rewind_epoch))
     return "\n".join(out)
@@ -852,7 +1014,7 @@ def paper_comparison(frame: pd.DataFrame) -> pd.DataFrame:
     base = _baselines_in(frame)
     parts = []
     for t in tables(base):
-        part = comparison_table(frame, t, ["acc", "cwv", "mcd"])
+        part = comparison_table(frame, t)  # metric_list: the family notebook 03 shows and corrects over
         part.insert(0, "table", t.rule)
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
@@ -864,10 +1026,10 @@ def paper_improvement(frame: pd.DataFrame) -> pd.DataFrame:
     base = _baselines_in(frame)
     matched = tables(base)[1].baselines
     gone = collapsed_runs(frame)
-    return pd.concat([improvement_table(frame, "Ballot plain", {b: b for b in base}, exclude=gone)
-                      .assign(comparison="last"),
-                      improvement_table(frame, "Ballot", dict(zip(base, matched)), exclude=gone)
-                      .assign(comparison="val_rule")], ignore_index=True)
+    adj = adjust_improvements({"last": improvement_table(frame, "Ballot plain", {b: b for b in base}, exclude=gone),
+                               "val_rule": improvement_table(frame, "Ballot", dict(zip(base, matched)),
+                                                             exclude=gone)})  # one family, as notebook 03's reading
+    return pd.concat([t.assign(comparison=k) for k, t in adj.items()], ignore_index=True)
 
 
 def paper_decomposition(frame: pd.DataFrame) -> pd.DataFrame:
@@ -892,7 +1054,11 @@ def md_improvement(table: pd.DataFrame) -> str:
     for f in ("paper", "robust"):
         t[f"{f} form (%)"] = [f"{r[f]:+.1f} [{r[f + '_lo']:+.1f}, {r[f + '_hi']:+.1f}]" for _, r in t.iterrows()]
     t["paper's number (%)"] = t["paper's number"].map("{:+.2f}".format)
-    cols = ["comparison", "baseline", "paper form (%)", "robust form (%)", "seeds"]
+    cols = ["comparison", "baseline", "paper form (%)", "robust form (%)"]
+    if "padj" in t:
+        t["robust: Holm p"] = ["" if pd.isna(q) else f"{q:.3g}" + (" †" if q < 0.05 else "") for q in t["padj"]]
+        cols.append("robust: Holm p")
+    cols.append("seeds")
     cols += [c for c in ("settings", "left out") if c in t]
     if "robust (all settings)" in t:
         t["robust, every setting (%)"] = [

@@ -483,7 +483,8 @@ def to_markdown(name: str, table: pd.DataFrame) -> str:
     means = [f"{r['acc']:.3f} / {r['cwv']:.4f} / {r['mcd']:.3f}" for _, r in table.iterrows()]
     head = [k for k in KEYS[name] if k in table]
     out = table[head].copy()
-    out["density"] = out["density"].map("{:g}".format)
+    out.insert(out.columns.get_loc("density") + 1, "sparsity", (1 - out["density"].astype(float)).map("{:.6g}".format))
+    out["density"] = out["density"].map("{:g}".format)  # reports show both (SPEC §0)
     if name == "ballot_vs_baselines" and "compute_ballot" in table:
         out["compute (epochs) Ballot / vs"] = [f"{_g(r['compute_ballot'])} / {_g(r['compute_vs'])}"
                                               for _, r in table.iterrows()]

@@ -38,6 +38,13 @@ def paired(tab: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd")) ->
     out = []
     if tab.empty:
         return out
+    if "significant_adj" in tab:  # a table from analysis.adjust_family: the correction decides, and is stated
+        from .analysis import correction_note
+
+        note = correction_note(tab)
+        tab = tab.assign(significant=tab["significant_adj"])
+        if note:
+            out.append(note)
     has_density = "density" in tab
     for (a, b, m), g in tab[tab["metric"].isin(metrics)].groupby(["a", "b", "metric"], sort=False):
         lower = lower_is_better(m)
@@ -81,13 +88,22 @@ def verdict_counts(verdicts: pd.DataFrame) -> str:
                 f"({total} settings): nothing is decided here about whether pruning hurt fairness; re-run with "
                 f"more seeds.")
     hurt = verdicts[verdicts["verdict"] == "hurt"]
-    text = (f"Pruning significantly hurt class fairness (CWV or MCD up vs dense) in {counts.get('hurt', 0)} of "
+    from .analysis import CORRECTION_NAMES
+
+    k, c = verdicts.attrs.get("family", 0), verdicts.attrs.get("correction", "none")
+    how = (f"; {CORRECTION_NAMES.get(c, c)} over the {k} paired tests of this table" if k and c != "none" else
+           "; per test, no multiple-comparison correction")
+    text = (f"Pruning significantly hurt class fairness (CWV or MCD up vs dense{how}) in {counts.get('hurt', 0)} of "
             f"{total} (method, density) settings")
     if len(hurt):
         text += ": " + ", ".join(f"{r.variant} @ {r.density:g}" for r in hurt.itertuples())
     others = {k: v for k, v in counts.items() if k != "hurt"}
     if others:
         text += "; elsewhere: " + ", ".join(f"{v}× {k}" for k, v in others.items())
+    lost = verdicts.attrs.get("uncorrected") or []
+    if lost:
+        text += (". Significant per test but not after the correction: "
+                 + ", ".join(f"{m.upper()} of {v} @ {d:g}" for v, d, m in lost))
     return text + "."
 
 
@@ -127,10 +143,8 @@ def selection(summary: pd.DataFrame, tab: pd.DataFrame, reference: str = "magnit
             if acc < collapse * acc_ref:
                 text = (f"At density {d:g} the {v} collapses: accuracy {fmt('acc', acc, False)} against {fmt('acc', acc_ref, False)} for the "
                         f"{reference}, with the same per-layer densities and the same training.")
-                if "random" in v.lower():
-                    text += (" Picking weights at random removes most of the paths the dense network learned, "
-                             "and the kept random weights cannot recover them in the retraining budget — so "
-                             "*which* weights are kept matters far more than how many each layer keeps.")
+                # Only what was measured: the two masks differ in which weights they keep (per-layer counts and
+                # training are held equal and were not varied), and the accuracies above are the finding.
                 if "mcd" in row and "mcd" in ref:
                     mcd, mcd_ref = float(row["mcd"].iloc[0]), float(ref["mcd"].iloc[0])
                     text += (f" Its MCD is {100 * mcd:.1f} pts against {100 * mcd_ref:.1f} pts"
@@ -170,11 +184,14 @@ def votes(record: Mapping[str, Any], diagnostics: Mapping[str, Any], flat: float
                          "throughout; how much that moved the selection is read from the agreement and the η = 0 "
                          "overlap below, not from the spread.")
         else:
+            strong = sum(s >= flat for s in spread)  # votes whose weights were not flat (spread ≥ the threshold)
             lines.append(f"The fairness weights are spread (max/min up to {max(spread):.1f}) early and nearly flat "
                          f"(spread < {flat:g}) from epoch {flat_from} of {epochs[-1]} on: from then on the fairness "
-                         f"gradient is a mildly re-weighted accuracy gradient, and only "
-                         f"{sum(e < flat_from for e in epochs)} of {len(epochs)} votes carried a strongly weighted "
-                         "fairness signal.")
+                         f"gradient is a mildly re-weighted accuracy gradient. {strong} of {len(epochs)} votes had a "
+                         f"weight spread ≥ {flat:g} (a strongly weighted fairness signal)"
+                         + (f", {sum(e < flat_from for e in epochs) - strong} of the epochs before epoch {flat_from} "
+                            f"already had a spread < {flat:g}" if sum(e < flat_from for e in epochs) > strong else "")
+                         + ".")
     sign = record.get("sign_epochs") or []
     if len(sign) >= 2:
         def share(rec):
@@ -192,8 +209,9 @@ def votes(record: Mapping[str, Any], diagnostics: Mapping[str, Any], flat: float
             lines.append(f"The mask keeps {100 * ov:.1f} % of the weights the η = 0 vote (accuracy gradient only) "
                          "keeps: here (this seed, these options) the fairness term changed few of the kept weights, "
                          "so this mask differs from LTH's mostly through the vote's accuracy part, not fairness. "
-                         "The comparison below uses the option set chosen on val over every seed, whose η may "
-                         "differ: its η = 0 control there says what the fairness term does.")
+                         "This is one seed of the library default; the comparison in section 5 runs no η = 0 "
+                         "control — notebook 03 compares Ballot with its η = 0 vote and with plain training over "
+                         "seeds, which says what the fairness term does.")
         else:
             lines.append(f"The mask shares only {100 * ov:.1f} % of its weights with the η = 0 vote: the fairness "
                          "term moved a substantial part of the selection.")
@@ -230,15 +248,37 @@ MAGNITUDE_FREE = {"signed": "the authors' signed score ĝ_acc + η·ĝ_fair",
                   "agreement": "the agreement score |ĝ_acc + η·ĝ_fair|"}
 
 
+#: A row whose lowest per-seed skill ratio (``min_skill`` of :func:`ballot_lib.ablation.table`) is at or above the
+#: collapse threshold (:data:`ballot_lib.analysis.COLLAPSE`) by less than this share of the threshold, i.e. below
+#: COLLAPSE × (1 + NEAR_COLLAPSE) = 0.55, is read as "at the collapse threshold", never as "does not collapse".
+NEAR_COLLAPSE = 0.10
+
+
+def _near_collapse(min_skill: float) -> bool:
+    from .analysis import COLLAPSE
+
+    return bool(min_skill == min_skill and COLLAPSE <= min_skill < COLLAPSE * (1 + NEAR_COLLAPSE))
+
+
 def collapses(tab: pd.DataFrame, options: Optional[Mapping[str, Mapping[str, Any]]] = None,
               reference: str = "default", base: Optional[Mapping[str, Any]] = None) -> list[str]:
     """Notebook 02, the ablation's collapsed option sets (column ``collapsed`` of
     :func:`ballot_lib.ablation.table`: seeds near chance on val), with the reason where the option says it: a
     score that ignores the weight's magnitude (``papers/ballot.md``). ``options``: label -> the options that the
     set changes (as given to :func:`ballot_lib.ablation.variants`); ``base``: the default's options
-    (:func:`ballot_lib.ablation.base_options`), which each set changes."""
+    (:func:`ballot_lib.ablation.base_options`), which each set changes. Rows not collapsed but whose worst seed is
+    within :data:`NEAR_COLLAPSE` of the threshold are named "at the collapse threshold" with their min skill ratio."""
+    from .analysis import COLLAPSE
+
+    skill = tab["min_skill"] if "min_skill" in tab else pd.Series(float("nan"), index=tab.index)
+    near = tab[(tab.get("collapsed", 0) == 0) & skill.map(_near_collapse)]
+    near_text = (f"At the collapse threshold (not collapsed, but the worst seed keeps less than "
+                 f"{COLLAPSE * (1 + NEAR_COLLAPSE):.2f} of the reference's balanced-accuracy gain over chance, within "
+                 f"{100 * NEAR_COLLAPSE:g} % of the threshold {COLLAPSE:g}): " +
+                 "; ".join(f"`{r.variant}` (min skill ratio {r.min_skill:.2f})" for r in near.itertuples()) +
+                 ". Their MCD and CWV partly measure near-chance seeds." if len(near) else "")
     if "collapsed" not in tab or not tab["collapsed"].any():
-        return []
+        return [near_text] if near_text else []
     base = dict(base or {})
     options = {k: {**base, **v} for k, v in dict(options or {}).items()}
     chance = tab.attrs.get("chance", float("nan"))
@@ -272,10 +312,15 @@ def collapses(tab: pd.DataFrame, options: Optional[Mapping[str, Mapping[str, Any
         faithful = [r for r in tab.itertuples() if options.get(r.variant, {}).get("mode") == "faithful"]
         if "signed" in scores and faithful:
             f = faithful[0]
-            state = (f"and collapses too in {f.collapsed}/{f.seeds} seeds" if f.collapsed else "and does not collapse")
+            ms = getattr(f, "min_skill", float("nan"))
+            state = (f"and collapses too in {f.collapsed}/{f.seeds} seeds" if f.collapsed else
+                     f"at the collapse threshold (min skill ratio {ms:.2f})" if _near_collapse(ms) else
+                     "and does not collapse" + (f" (min skill ratio {ms:.2f})" if ms == ms else ""))
             lines.append(f"The authors vote with the signed score on the final layer only; the rest of the network "
                          f"keeps its magnitude (LTH) mask: that procedure (`{f.variant}`) reaches {fmt('acc', f.acc, False)} mean val "
                          f"accuracy here, {state}.")
+    if near_text:
+        lines.append(near_text)
     return lines
 
 
@@ -309,19 +354,34 @@ def ablation(tab: pd.DataFrame, chosen: pd.Series, dropped: Mapping[str, str], e
                  (f" ({_names(mcd_worse)})" if mcd_worse else "") + ".")
     lines += collapses(tab, options, reference, base)
     c = chosen["variant"]
+    rule = (f"the rule keeps the library default unless an option set's val MCD, paired by seed against the "
+            f"default, is lower with its 95 % CI entirely below 0 and its val accuracy is at most {100 * eps:g} pts "
+            f"below the default's")
+    eligible = rows[~rows["variant"].isin(list(not_chosen))]
     if c == reference:
-        lines.append(f"The rule (accuracy within {100 * eps:g} pts of the best, then lowest MCD) keeps the library "
-                     "default.")
+        text = f"Kept the library default: no option set is significantly better on val ({rule})."
+        if len(eligible) and "d_mcd" in eligible:
+            best = eligible.sort_values("d_mcd", kind="stable").iloc[0]
+            d, lo, hi = float(best["d_mcd"]), float(best["d_mcd_low"]), float(best["d_mcd_high"])
+            if d < 0:
+                why = ("one seed: no CI" if lo != lo else
+                       f"its val accuracy is {fmt('acc', float(best['d_acc']))} vs the default, more than "
+                       f"{100 * eps:g} pts lower" if hi < 0 else "within seed noise: its CI includes 0")
+                ci = "" if lo != lo else f" [95 % CI {fmt('mcd', lo)}, {fmt('mcd', hi)}]"
+                text += f" The lowest val MCD, `{best['variant']}`, is {fmt('mcd', d)}{ci} vs the default: {why}."
+        lines.append(text)
     else:
         row = tab.loc[tab["variant"] == c].iloc[0]
-        sig = bool(row["d_mcd_sig"])
-        d = float(row["d_mcd"])
-        no_ci = "d_mcd_low" in row and pd.isna(row["d_mcd_low"])
-        lines.append(f"The rule picks `{c}` (val MCD {fmt('mcd', d)} vs default, " +
-                     ("a significant difference" if sig else
-                      "one seed: no CI, so nothing says this is more than seed noise" if no_ci else
-                      "within seed noise: its CI includes 0, so the choice is a coin toss among near-equal "
-                      "options") + ").")
+        d, lo, hi = float(row["d_mcd"]), float(row["d_mcd_low"]), float(row["d_mcd_high"])
+        if hi < 0:
+            lines.append(f"Chose `{c}`: val MCD lower by {100 * -d:.1f} pts [95 % CI {fmt('mcd', lo)}, "
+                         f"{fmt('mcd', hi)}] paired by seed against the default, with val accuracy "
+                         f"{fmt('acc', float(row['d_acc']))} vs the default ({rule}).")
+        else:
+            lines.append(f"`{c}` is used although it is not significantly better than the default on val (val MCD "
+                         f"{fmt('mcd', d)} vs default, " +
+                         ("one seed: no CI, so nothing says this is more than seed noise" if lo != lo else
+                          "within seed noise: its CI includes 0") + f"); {rule}.")
     return " ".join(lines)
 
 

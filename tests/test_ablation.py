@@ -94,9 +94,9 @@ def test_table_has_seed_cis_and_paired_differences_to_the_default(abl_df):
 
 def test_choice_excludes_the_reference_and_faithful_rows(abl_df):
     tab = ablation.table(abl_df)
-    # LTH has the best val accuracy but is never a candidate; within 0.03 of default's 0.85, eta=0 (0.829) has
-    # the lower MCD.
-    assert ablation.choose(tab, 0.03)["variant"] == "eta=0"
+    # LTH has the best val accuracy but is never a candidate; eta=0 has a lower mean MCD but its paired CI
+    # includes 0: not significantly better, so the default is kept whatever eps.
+    assert ablation.choose(tab, 0.03)["variant"] == "default"
     assert ablation.choose(tab, 0.001)["variant"] == "default"
     with pytest.raises(ValueError, match="no option set left"):
         ablation.choose(tab, 0.01, exclude=["default", "eta=0", "LTH"])
@@ -111,9 +111,10 @@ def test_ablation_reading_states_significance_and_the_choice(abl_df):
     # LTH is a reference row, not an option set.
     assert "1 of 1 option sets have significantly lower accuracy than the default (`eta=0`) and 0 higher;" in text
     assert "0 have significantly lower MCD and 0 higher MCD." in text
-    assert "The rule picks `eta=0`" in text and "within seed noise" in text
-    kept = readings.ablation(tab, ablation.choose(tab, 0.001), {}, 0.001)
-    assert "keeps the library default" in kept
+    assert "Kept the library default: no option set is significantly better on val" in text
+    assert "The lowest val MCD, `eta=0`, is -1.0 pts [95 % CI" in text and "within seed noise" in text
+    forced = readings.ablation(tab, tab.iloc[1], {}, 0.03)  # a row passed by hand, not by choose
+    assert "`eta=0` is used although it is not significantly better than the default on val" in forced
     # labels that contain commas stay readable; rows shown but not eligible are named
     tab2 = ablation.table(abl_df.replace({"eta=0": "score=signed, conflict=veto"}))
     text2 = readings.ablation(tab2, ablation.choose(tab2, 0.001), {}, 0.001, not_chosen=ablation.NOT_CHOSEN)
@@ -240,3 +241,62 @@ def test_a_majority_class_predictor_counts_as_collapsed_on_imbalanced_data():
     # plain accuracy alone (no per-class columns) would not have flagged it
     plain = ablation.collapsed_seeds(df.drop(columns=["acc_class_0", "acc_class_1"]), chance=0.5)
     assert plain["majority"] == 0
+
+
+def _choice_df(extra):
+    """Default plus hand-made option sets on val (3 seeds) and test."""
+    rows = _rows("default", "val", [0.90, 0.80, 0.85], [0.30, 0.20, 0.25])
+    for label, acc, mcd in extra:
+        rows += _rows(label, "val", acc, mcd)
+    for v in ["default"] + [e[0] for e in extra]:
+        rows += _rows(v, "test", [0.5, 0.6, 0.7], [0.1, 0.2, 0.3])
+    return pd.DataFrame(rows)
+
+
+def test_a_noisy_better_looking_option_set_is_not_chosen():
+    # "noisy": mean val MCD 10 pts lower than the default's (0.15 vs 0.25), same accuracy, but per seed −20, +10,
+    # −20 pts: the paired CI includes 0. The old rule (accuracy within eps, then lowest MCD) picked it.
+    tab = ablation.table(_choice_df([("noisy", [0.90, 0.80, 0.85], [0.10, 0.30, 0.05])]))
+    r = tab.set_index("variant").loc["noisy"]
+    assert r["d_mcd_low"] < 0 < r["d_mcd_high"]
+    chosen = ablation.choose(tab, 0.01)
+    assert chosen["variant"] == "default" and chosen["reason"] == "kept"
+    text = readings.ablation(tab, chosen, {}, 0.01)
+    assert "Kept the library default: no option set is significantly better on val" in text
+    assert "The lowest val MCD, `noisy`, is -10.0 pts [95 % CI" in text and "within seed noise: its CI includes 0" in text
+
+
+def test_a_clearly_better_option_set_is_chosen_and_the_reading_gives_its_ci():
+    # "better": val MCD −5, −5, −4 pts in every seed (CI below 0), same accuracy; "noisy" looks better on the
+    # mean but its CI includes 0.
+    tab = ablation.table(_choice_df([("noisy", [0.90, 0.80, 0.85], [0.05, 0.30, 0.05]),
+                                     ("better", [0.90, 0.80, 0.85], [0.25, 0.15, 0.21])]))
+    chosen = ablation.choose(tab, 0.01)
+    assert chosen["variant"] == "better" and chosen["reason"] == "chosen"
+    text = readings.ablation(tab, chosen, {}, 0.01)
+    assert "Chose `better`: val MCD lower by 4.7 pts [95 % CI" in text and "paired by seed against the default" in text
+    assert "coin toss" not in text
+
+
+def test_the_accuracy_guard_is_relative_to_the_default():
+    # MCD lower in every seed (−10, −10, −9 pts) but val accuracy 5 pts below the default's in every seed.
+    tab = ablation.table(_choice_df([("cheap", [0.85, 0.75, 0.80], [0.20, 0.10, 0.16])]))
+    assert ablation.choose(tab, 0.01)["variant"] == "default"
+    assert ablation.choose(tab, 0.06)["variant"] == "cheap"
+    text = readings.ablation(tab, ablation.choose(tab, 0.01), {}, 0.01)
+    assert "its val accuracy is -5.0 pts vs the default, more than 1 pts lower" in text
+    # excluded rows are never chosen, however good
+    assert ablation.choose(tab, 0.06, exclude=["cheap"])["variant"] == "default"
+
+
+def test_min_skill_is_the_worst_seed_of_the_collapse_rule():
+    def rows(variant, bacc):  # 2 classes, chance 0.5
+        return [{"variant": variant, "split": "val", "seed": s, "dataset": "d", "model": "m", "density_target": 0.1,
+                 "acc": b, "mcd": 0.0, "cwv": 0.0, "acc_class_0": b, "acc_class_1": b} for s, b in enumerate(bacc)]
+    df = pd.DataFrame(rows("default", [0.88, 0.80]) + rows("eta=0", [0.71, 0.69]))
+    dense = pd.DataFrame(rows("dense", [0.90, 0.90])).assign(density_target=1.0)
+    tab = ablation.table(df, dense=dense, report_split="val")
+    r = tab.set_index("variant")
+    # skill (0.71 − 0.5)/0.4 = 0.525 and 0.475: collapsed in seed 1, min 0.475
+    assert r.loc["eta=0", "min_skill"] == pytest.approx(0.475) and r.loc["eta=0", "collapsed"] == 1
+    assert r.loc["default", "min_skill"] == pytest.approx(0.75)

@@ -296,7 +296,9 @@ def test_fairness_verdicts_by_hand():
 
 
 def test_fairness_verdicts_from_versus_on_the_hand_table(df):
-    got = fairness_verdicts(versus(df, "dense", ["A", "B"])).set_index(["variant", "density"])["verdict"]
+    # per test (no correction): the verdict logic on a real versus table; Holm is tested below
+    got = fairness_verdicts(versus(df, "dense", ["A", "B"]), correction="none").set_index(
+        ["variant", "density"])["verdict"]
     assert got.to_dict() == {("A", 0.1): "levelled down", ("A", 0.5): "hurt",
                              ("B", 0.1): "no significant change", ("B", 0.5): "improved"}
 
@@ -561,3 +563,35 @@ def test_per_class_deltas_refuses_a_frame_of_several_settings():
     with pytest.raises(ValueError, match="one \\(dataset, model\\) setting"):
         per_class_deltas(pd.DataFrame(rows))
     assert len(per_class_deltas(pd.DataFrame(rows[:2]))) == 1
+
+
+def test_fairness_verdicts_apply_holm_over_the_table_and_say_so():
+    """Notebook 01's table against dense: 12 paired tests. LTH @ 0.05 MCD at p = 0.0225 is significant alone but
+    not after Holm (0.0225 is the 4th smallest of 12: × 9 = 0.2025); CWV at p = 0.0012 stays (× 12 = 0.0144)."""
+    from ballot_lib import readings
+    from ballot_lib.analysis import adjust_family, describe_paired
+
+    ps = {("MP", 0.2): (0.0121, 0.0545, 0.0863), ("MP", 0.05): (0.3285, 0.6765, 0.1943),
+          ("LTH", 0.2): (0.43, 0.4398, 0.3837), ("LTH", 0.05): (0.0017, 0.0012, 0.0225)}
+    diffs = {"acc": -0.04, "cwv": 0.005, "mcd": 0.059}
+    rows = [{"a": v, "b": "dense", "density": d, "metric": m, "diff": diffs[m], "ci_low": diffs[m] / 2,
+             "ci_high": 1.5 * diffs[m], "n": 5, "wins": 0, "significant": p < 0.05, "p": p}
+            for (v, d), pv in ps.items() for m, p in zip(("acc", "cwv", "mcd"), pv)]
+    table = pd.DataFrame(rows)
+    assert fairness_verdicts(table, correction="none").set_index(["variant", "density"]).loc[
+        ("LTH", 0.05), "worse"] == "cwv, mcd"
+    v = fairness_verdicts(table)
+    r = v.set_index(["variant", "density"]).loc[("LTH", 0.05)]
+    assert r["verdict"] == "hurt" and r["worse"] == "cwv"
+    assert v.attrs["family"] == 12 and v.attrs["correction"] == "holm"
+    assert v.attrs["uncorrected"] == [("LTH", 0.05, "mcd")]
+    text = readings.verdict_counts(v)
+    assert "(CWV or MCD up vs dense; Holm over the 12 paired tests of this table)" in text
+    assert "Significant per test but not after the correction: MCD of LTH @ 0.05" in text
+    adj = adjust_family(table)
+    mcd = adj[(adj["a"] == "LTH") & (adj["density"] == 0.05) & (adj["metric"] == "mcd")].iloc[0]
+    assert mcd["p_adj"] == pytest.approx(0.2025) and not mcd["significant_adj"]
+    assert "not significant after Holm: p = 0.0225, p_adj = 0.202" in describe_paired(mcd, correction="Holm")
+    said = " ".join(readings.paired(adj, ("mcd",)))
+    assert "Holm correction over the 12 paired tests of this table" in said
+    assert "MCD of LTH vs dense: not significantly different at 0.2, 0.05" in said

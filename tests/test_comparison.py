@@ -254,9 +254,11 @@ def test_improvement_leaves_out_settings_with_collapsed_runs():
 def test_improvement_sentence_says_direction_and_nothing_without_a_ci():
     base = {"baseline": "LTH", "paper": 10.0, "paper_lo": 5.0, "paper_hi": 15.0, "seeds": 3, "settings": 4,
             "left out": 1, "paper's number": 33.91}
-    up = C.improvement_sentence({**base, "robust": 10.0, "robust_lo": 4.0, "robust_hi": 16.0}, "t")
+    up = C.improvement_sentence({**base, "robust": 10.0, "robust_lo": 4.0, "robust_hi": 16.0, "padj": 0.01}, "t")
     assert "significantly fairer than LTH" in up and "1 with collapsed runs left out" in up
-    down = C.improvement_sentence({**base, "robust": -10.0, "robust_lo": -16.0, "robust_hi": -4.0}, "t")
+    raw = C.improvement_sentence({**base, "robust": 10.0, "robust_lo": 4.0, "robust_hi": 16.0}, "t")
+    assert "significantly" not in raw and "unadjusted for the other rows" in raw  # no family: not "significant"
+    down = C.improvement_sentence({**base, "robust": -10.0, "robust_lo": -16.0, "robust_hi": -4.0, "padj": 0.01}, "t")
     assert "significantly less fair than LTH" in down and "outside it" in down
     none = C.improvement_sentence({**base, "robust": 1.0, "robust_lo": -4.0, "robust_hi": 6.0}, "t")
     assert "no significant difference" in none
@@ -284,20 +286,21 @@ def test_reading_names_baselines_whose_compute_differs():
                            metrics=["acc", "cwv", "mcd"])
     assert C.compute_unmatched(t) == {"SafeCompress": (2.0, 2.0)}
     text = C.reading({"matched": t}, {}, C.decomposition(df))
-    assert ("Compute is not matched for every baseline: Ballot (its dense run included) trains 2× the epochs of "
+    assert ("Training epochs are not matched for every baseline: Ballot (its dense run included) trains 2× the epochs of "
             "SafeCompress; 4 of its 8 significantly fairer results are against these baselines.") in text
     # The headline counts the compute-matched baseline (LTH: 4 comparisons, all fairer) before all of them.
-    assert ("over 4 (baseline, setting, fairness metric) comparisons **at equal compute**, Ballot is significantly "
-            "fairer in 4, significantly less fair in 0") in text
+    assert ("over 4 (baseline, setting, class-fairness metric: CWV, MCD) comparisons **at equal training epochs**, "
+            "Ballot is significantly fairer in 4, significantly less fair in 0") in text
+    assert "equal compute" not in text
     assert "(8 comparisons): fairer in 8, less fair in 0." in text
     imp = C.improvement_table(df, "Ballot", {"LTH": "LTH", "SafeCompress": "SafeCompress"})
     lines = C.reading({"matched": t}, {"sel": imp}, C.decomposition(df)).splitlines()
-    sc = next(x for x in lines if x.startswith("- Improvement over SafeCompress"))
-    assert sc.endswith("Compute is not matched: Ballot trains 2× the epochs of SafeCompress.")
-    assert "Compute is not matched" not in next(x for x in lines if x.startswith("- Improvement over LTH"))
+    sc = next(x for x in lines if x.startswith("- Class-fairness (CWV, MCD) improvement over SafeCompress"))
+    assert sc.endswith("Training epochs are not matched: Ballot trains 2× the epochs of SafeCompress.")
+    assert "not matched" not in next(x for x in lines if x.startswith("- Class-fairness (CWV, MCD) improvement over LTH"))
     same = C.comparison_table(frame(VALUES), C.Table("x", "Ballot", ("LTH",), "val_rule"),
                               metrics=["acc", "cwv", "mcd"])
-    assert C.compute_unmatched(same) == {} and "Compute is not matched" not in C.reading({"m": same}, {},
+    assert C.compute_unmatched(same) == {} and "not matched" not in C.reading({"m": same}, {},
                                                                                           C.decomposition(frame(VALUES)))
 
 
@@ -305,10 +308,11 @@ def test_compute_matched_baselines_train_twice_as_long():
     vs = {v.label: v for v in C.comparison_variants({}, C.baselines_for(True))}
     assert vs["SafeCompress 2T"].method == "safecompress" and vs["SafeCompress 2T"].options["budget"] == 2.0
     assert vs["FairScratch 2T"].options["budget"] == 2.0 and "budget" not in vs["FairScratch"].options
-    assert "SafeCompress 2T +val" not in vs  # dynamic masks keep their last epoch
+    # Dynamic-mask methods offer the val rule too (their +val runs keep the selected epoch's mask)
+    assert vs["SafeCompress 2T +val"].options == {"budget": 2.0, "select": "val_rule"}
     assert [b for b in C.baselines_for(False) if b.endswith(C.MATCHED)] == []
     t = C.tables(C.baselines_for(True))[1]
-    assert "SafeCompress 2T" in t.baselines and "MP +val" in t.baselines
+    assert "SafeCompress 2T +val" in t.baselines and "MP +val" in t.baselines
 
 
 def test_table_is_corrected_for_multiple_comparisons_with_holm_by_hand():
@@ -396,3 +400,105 @@ def test_improvement_sentence_when_every_setting_was_left_out_states_no_nan():
          "robust_hi (all settings)": 27.0}
     text = C.improvement_sentence(r, "no selection")
     assert "nan" not in text and "every setting holds collapsed runs" in text and "+12.0 %" in text
+
+
+# ------------------------------------------------------------------ audit: group metrics, one family, Holm on improvements
+
+
+def _with_groups(df: pd.DataFrame, worse_by: float = 0.05) -> pd.DataFrame:
+    """Group metrics on the adult setting only (digits has no sensitive attribute): every method's DP/EO gap 0.10,
+    Ballot's ``worse_by`` larger, with a little per-seed spread; group_acc_gap equal for all (no difference)."""
+    df = df.copy()
+    adult = df["dataset"] == "adult"
+    spread = 0.001 * (df["seed"] - df["seed"].mean())
+    for m in C.GROUP_METRICS:
+        df[m] = np.where(adult, 0.10 + spread * (1 + (df["variant"] == "LTH")), np.nan)
+    ballot = adult & (df["variant"] == "Ballot")
+    df.loc[ballot, ["dp_gap", "eo_gap"]] += worse_by
+    df.loc[adult, "group_acc_gap"] = 0.05 + 0.001 * df.loc[adult, "seed"] * (1 + (df.loc[adult, "variant"] == "LTH"))
+    return df
+
+
+def test_group_metrics_are_shown_counted_and_read():
+    """The table tests DP/EO gap on adult; the markdown shows those cells, the family counts exactly the cells
+    shown, and the reading says Ballot is significantly worse on group metrics (never better)."""
+    df = _with_groups(frame(VALUES))
+    t = C.comparison_table(df, C.Table("x", "Ballot", ("LTH",), "val_rule"))
+    assert set(C.GROUP_METRICS) <= set(C.tested_metrics(t))
+    md = C.markdown(t)
+    assert "Ballot − method: dp_gap" in md and "Ballot − method: eo_gap" in md and "**Group metrics**" in md
+    # every tested cell is displayed: cells carry "[lo, hi] wins/n"
+    shown = sum(cell.count("] ") for line in md.splitlines() if line.startswith("| ") for cell in line.split("|")
+                if "[" in cell)
+    assert shown == C.family_size(t) == 2 * 3 + 1 * 3  # 2 settings × (acc, cwv, mcd) + adult × 3 group metrics
+    row = t[(t["method"] == "LTH") & (t["dataset"] == "adult")].iloc[0]
+    assert row["d_dp_gap"] == pytest.approx(0.05) and row["sig_dp_gap"]
+    text = C.reading({"matched": t}, {}, C.decomposition(df))
+    assert "**Group metrics** (adult" in text
+    assert "Ballot is significantly worse in 2 and better in 0" in text
+    assert "DP gap: worse in 1, better in 0 of 1" in text and "EO gap: worse in 1, better in 0 of 1" in text
+    assert "the table holds 9 of them (accuracy, CWV, MCD and the group metrics" in text
+    assert "On group fairness Ballot loses more often than it wins here (worse against LTH in 2)" in text
+
+
+def test_markdown_shows_sparsity_next_to_density():
+    t = C.comparison_table(frame(VALUES), C.Table("x", "Ballot", ("LTH",), "val_rule"))
+    head, _, first = C.markdown(t).splitlines()[:3]
+    assert "| density | sparsity | method |" in head and "| 0.1 | 0.9 | Ballot |" in first
+
+
+def test_one_family_in_notebook_03_and_the_paper_tables():
+    """notebook 03's table (comparison_table with its default metrics) and paper_comparison (notebook 05,
+    papers/) correct over the same family: every cell shown, group metrics included."""
+    vals = {**VALUES, "Ballot plain +val": VALUES["Ballot plain"], "Ballot η=0": VALUES["Ballot"],
+            "MP": VALUES["LTH"], "MP +val": VALUES["LTH +val"], "Dense": VALUES["LTH"]}
+    df = _with_groups(frame(vals))
+    paper = C.paper_comparison(df)
+    for t in C.tables(C._baselines_in(df)):
+        ours = C.comparison_table(df, t)
+        theirs = paper[paper["table"] == t.rule].drop(columns="table").reset_index(drop=True)
+        assert C.family_size(ours) == C.family_size(theirs) > 0
+        np.testing.assert_allclose(ours["padj_mcd"].to_numpy(float), theirs["padj_mcd"].to_numpy(float),
+                                   equal_nan=True)
+        assert "padj_dp_gap" in theirs and C.markdown(ours) == C.markdown(theirs)
+
+
+def test_improvement_rows_are_holm_corrected_as_one_family():
+    """Four rows with raw p 0.01, 0.02, 0.03, 0.04: Holm gives 0.04, 0.06, 0.06, 0.06, so only the first
+    stays significant; the sentence decides on the adjusted value and says so."""
+    base = {"paper": 10.0, "paper_lo": 5.0, "paper_hi": 15.0, "robust": 10.0, "robust_lo": 1.0, "robust_hi": 19.0,
+            "seeds": 3, "settings": 2, "left out": 0, "paper's number": 33.91}
+    a = pd.DataFrame([{**base, "baseline": "MP", "p": 0.01}, {**base, "baseline": "LTH", "p": 0.02}])
+    b = pd.DataFrame([{**base, "baseline": "MP", "p": 0.03}, {**base, "baseline": "LTH", "p": 0.04}])
+    adj = C.adjust_improvements({"no selection": a, "selection-matched": b})
+    np.testing.assert_allclose(list(adj["no selection"]["padj"]) + list(adj["selection-matched"]["padj"]),
+                               [0.04, 0.06, 0.06, 0.06])
+    assert C.improvement_family_size(adj) == 4
+    rows = [{**r.to_dict(), "family": 4} for _, r in adj["no selection"].iterrows()]
+    s0, s1 = (C.improvement_sentence(r, "t") for r in rows)
+    assert "significantly fairer than MP by this pooled measure (Holm-adjusted p = 0.04 over the 4" in s0
+    assert "significantly fairer" not in s1 and "but not after the correction (Holm-adjusted p = 0.06" in s1
+    assert s0.startswith("- Class-fairness (CWV, MCD) improvement over MP")
+
+
+def test_reading_corrects_improvements_and_states_the_family():
+    df = frame(VALUES)
+    imp = C.improvement_table(df, "Ballot", {"LTH": "LTH"})
+    assert "p" in imp and 0 <= imp["p"].iloc[0] <= 1
+    text = C.reading({}, {"a": imp, "b": C.improvement_table(df, "Ballot plain", {"LTH": "LTH"})},
+                     C.decomposition(df))
+    assert "2 rows (a, b) are tested as one family, Holm's correction" in text
+    assert "class fairness: CWV and MCD only" in text and "Holm-adjusted p =" in text
+
+
+def test_compute_statement_counts_training_epochs_and_measures_the_votes():
+    df = frame(VALUES)
+    df["seconds"] = 2.0
+    text = C.compute_statement(df)
+    assert "equal training epochs, not equal compute" in text and "vote computation is not counted" in text
+    df["vote_seconds"] = np.where(df["variant"] == "Ballot", 0.5 + 0.1 * df["seed"], np.nan)
+    text = C.compute_statement(df)
+    # per seed 0.5/2, 0.6/2, 0.7/2: mean 0.30×, min 0.25×, max 0.35×
+    assert "0.30× one LTH retraining" in text and "min 0.25×, max 0.35×" in text
+    assert "SafeCompress's probing of the val split" in text
+    assert "- **Compute**" in C.reading({}, {}, C.decomposition(df), frame=df)

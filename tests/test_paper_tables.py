@@ -104,7 +104,7 @@ def test_export_and_markdown(store, tmp_path):
     back = pt.read_export(tmp_path / "ballot_vs_baselines.json")
     pd.testing.assert_frame_equal(back, tabs["ballot_vs_baselines"], check_dtype=False)
     md = pt.to_markdown("ballot_vs_baselines", tabs["ballot_vs_baselines"])
-    assert md.splitlines()[0].startswith("| dataset | model | density | vs | selection | compute (epochs) Ballot / vs "
+    assert md.splitlines()[0].startswith("| dataset | model | density | sparsity | vs | selection | compute (epochs) Ballot / vs "
                                          "| Ballot acc / CWV / MCD (mean) |")
     assert " 0/2" in md or " 1/2" in md or " 2/2" in md
 
@@ -351,3 +351,37 @@ def test_provenance_names_the_rewind_point_of_lth_and_ballot():
     rec = {"kind": "ballot_vs_baselines", "name": "r", "parameters": {}}
     assert PT.provenance([(rec, frame)])["rewind"].tolist() == ["θ1"]
     assert PT.provenance([(rec, frame.drop(columns="method_cfg.rewind_epoch"))])["rewind"].tolist() == [""]
+
+
+def test_markdown_shows_sparsity_next_to_density():
+    """SPEC §0: reports show density and sparsity (1 − density) both."""
+    row = {"dataset": "digits_lt", "model": "mlp", "density": 0.05, "vs": "LTH", "selection": "val_rule",
+           "compute_ballot": 40.0, "compute_vs": 40.0, "acc": 0.9, "cwv": 0.01, "mcd": 0.3}
+    for m in ("acc", "cwv", "mcd"):
+        row.update({f"d_{m}": 0.01, f"d_{m}_low": -0.01, f"d_{m}_high": 0.03, f"d_{m}_wins": 2, f"d_{m}_n": 3,
+                    f"d_{m}_sig": False})
+    md = pt.to_markdown("ballot_vs_baselines", pd.DataFrame([row])).splitlines()
+    assert "| density | sparsity |" in md[0] and "| 0.05 | 0.95 |" in md[2]
+
+
+def test_paper_comparison_tables_correct_over_the_cells_they_show():
+    """The baseline_comparison kind (notebook 05, papers/) builds notebook 03's table with its default metrics:
+    group metrics tested, shown and counted in the same Holm family; improvement rows carry a Holm p."""
+    from ballot_lib import comparison as C
+
+    kind = pt.BUILDERS["baseline_comparison"]
+    assert kind is C.paper_comparison
+    rows = []
+    for variant, shift in (("Ballot", 0.05), ("Ballot plain", 0.0), ("LTH", 0.0), ("LTH +val", 0.0), ("Dense", 0.0)):
+        for seed in range(3):
+            j = 0.001 * seed * (1 + (variant == "LTH"))
+            rows.append({"variant": variant, "dataset": "adult", "model": "mlp", "density_target": 0.1,
+                         "seed": seed, "split": "test", "acc": 0.85 + j, "cwv": 0.02 + j, "mcd": 0.3 + j,
+                         "dp_gap": 0.1 + shift + j, "eo_gap": 0.1 + j, "group_acc_gap": 0.05 + j,
+                         "compute_epochs": 8.0})
+    df = pd.DataFrame(rows)
+    t = C.paper_comparison(df)
+    last = t[t["table"] == "last"].drop(columns="table")
+    assert "padj_dp_gap" in last and C.family_size(last) == 6  # LTH × (acc, cwv, mcd, dp, eo, group acc)
+    md = pt.to_markdown("baseline_comparison", t)
+    assert "Ballot − method: dp_gap" in md and "| sparsity |" in md
