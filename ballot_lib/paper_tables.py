@@ -36,7 +36,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .analysis import LOCATION_PARAMETERS, summarize, versus
+from .analysis import LOCATION_PARAMETERS, VERDICT_CORRECTION, adjust_family, summarize, versus
 from .comparison import PAPER_TABLES as COMPARISON_TABLES
 from .paths import results_root
 from .results import ResultsError, ResultsFormatError, _atomic_write, load_results
@@ -265,6 +265,8 @@ def _paired_columns(row: dict, tab: pd.DataFrame) -> None:
         r = r.iloc[0]
         row.update({f"d_{m}": r["diff"], f"d_{m}_low": r["ci_low"], f"d_{m}_high": r["ci_high"],
                     f"d_{m}_wins": int(r["wins"]), f"d_{m}_n": int(r["n"]), f"d_{m}_sig": bool(r["significant"])})
+        if "p_adj" in r:  # a table corrected as one family (analysis.adjust_family): notebook 01's rule
+            row.update({f"d_{m}_padj": float(r["p_adj"]), f"d_{m}_sigadj": bool(r["significant_adj"])})
 
 
 def _rule(frame: pd.DataFrame, variant: str, density: float) -> str:
@@ -306,7 +308,9 @@ def ballot_vs_baselines(frame: pd.DataFrame, baselines: Sequence[str] = ("MP", "
 
 
 def lth_vs_dense(frame: pd.DataFrame, methods: Sequence[str] = ("MP", "LTH")) -> pd.DataFrame:
-    """Dense and each pruning method at each density (test split): means, and paired differences to dense."""
+    """Dense and each pruning method at each density (test split): means, and paired differences to dense, with
+    Holm-adjusted p-values over the table's paired tests as one family (``d_<m>_padj``/``d_<m>_sigadj``: notebook
+    01 decides on the same family, :func:`ballot_lib.analysis.adjust_family`)."""
     metrics = [m for m, _ in METRICS]
     means = summarize(frame, metrics).set_index(["variant", "density"])
     base = {"dataset": frame["dataset"].iloc[0], "model": frame["model"].iloc[0]}
@@ -314,7 +318,7 @@ def lth_vs_dense(frame: pd.DataFrame, methods: Sequence[str] = ("MP", "LTH")) ->
     rows = [{**base, "density": dense_density, "method": "dense", "selection": "—",
              "compute": _compute(frame, "dense", dense_density),
              **{m: means.loc[("dense", dense_density), m] for m in metrics}}]
-    tab = versus(frame, "dense", list(methods), metrics)
+    tab = adjust_family(versus(frame, "dense", list(methods), metrics), VERDICT_CORRECTION)
     for meth in methods:
         for d in sorted(tab.loc[tab["a"] == meth, "density"].unique(), reverse=True):
             row = {**base, "density": float(d), "method": meth, "selection": _rule(frame, meth, d),
@@ -449,7 +453,19 @@ def long_form(name: str, table: pd.DataFrame) -> pd.DataFrame:
             rows.append({"a": a, "b": b, "metric": m, "density": r["density"], "diff": r[f"d_{m}"],
                          "ci_low": r[f"d_{m}_low"], "ci_high": r[f"d_{m}_high"], "wins": r[f"d_{m}_wins"],
                          "n": r[f"d_{m}_n"], "significant": bool(r[f"d_{m}_sig"])})
-    return pd.DataFrame(rows)
+            if _has_adjusted(r, m):
+                rows[-1].update(p_adj=float(r[f"d_{m}_padj"]), significant_adj=bool(r[f"d_{m}_sigadj"]))
+    out = pd.DataFrame(rows)
+    if "significant_adj" in out:  # readings.paired then decides on it and states the correction
+        out["significant_adj"] = out["significant_adj"].fillna(False).astype(bool)
+        out.attrs.update(correction=VERDICT_CORRECTION, family=int(out["p_adj"].notna().sum()))
+    return out
+
+
+def _has_adjusted(row: Mapping[str, Any], m: str) -> bool:
+    """Whether a table row carries metric ``m``'s family-adjusted significance (and it is not missing)."""
+    v = row.get(f"d_{m}_sigadj") if hasattr(row, "get") else None
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
 
 
 # ------------------------------------------------------------------------------------------ output
@@ -464,7 +480,8 @@ def _cell(row: Mapping[str, Any], m: str, pts: bool) -> str:
     d = f.format(s * row[f"d_{m}"])
     lo, hi = (f.format(s * row[f"d_{m}_low"]), f.format(s * row[f"d_{m}_high"])) \
         if not math.isnan(row[f"d_{m}_low"]) else ("n/a", "n/a")
-    return (f"**{d}**" if row[f"d_{m}_sig"] else d) + f" [{lo}, {hi}] {int(row[f'd_{m}_wins'])}/{int(row[f'd_{m}_n'])}"
+    sig = bool(row[f"d_{m}_sigadj"]) if _has_adjusted(row, m) else bool(row[f"d_{m}_sig"])
+    return (f"**{d}**" if sig else d) + f" [{lo}, {hi}] {int(row[f'd_{m}_wins'])}/{int(row[f'd_{m}_n'])}"
 
 
 def _g(x: Any) -> str:
@@ -472,7 +489,9 @@ def _g(x: Any) -> str:
 
 
 def to_markdown(name: str, table: pd.DataFrame) -> str:
-    """A paper table as markdown: means, and per metric ``Δ [95 % CI] wins/n`` (**bold**: the CI excludes 0)."""
+    """A paper table as markdown: means, and per metric ``Δ [95 % CI] wins/n`` (**bold**: significant — after Holm
+    over the table's paired tests where the table carries adjusted p-values (``lth_vs_dense``), else the CI
+    excludes 0)."""
     from .analysis import markdown_table
 
     if name in RENDERERS:

@@ -385,3 +385,43 @@ def test_paper_comparison_tables_correct_over_the_cells_they_show():
     assert "padj_dp_gap" in last and C.family_size(last) == 6  # LTH × (acc, cwv, mcd, dp, eo, group acc)
     md = pt.to_markdown("baseline_comparison", t)
     assert "Ballot − method: dp_gap" in md and "| sparsity |" in md
+
+
+def test_lth_vs_dense_decides_with_holm_over_its_paired_tests_as_notebook_01():
+    """Notebook 01 applies Holm over its table's paired tests; its paper table and notebook 05's reading bolded and
+    read the same cells by the per-test CI (an MCD change at p = 0.02 among 12 tests stayed 'significant')."""
+    import numpy as np
+
+    from ballot_lib import readings
+    from ballot_lib.analysis import adjust_family, versus
+
+    rng = np.random.default_rng(0)
+    # MCD − dense per seed: MP no change, LTH @ 0.2 a clear rise, LTH @ 0.05 a small one (p ≈ 0.01 per test, not
+    # significant after Holm over 12 tests).
+    mcd_shift = {("dense", 1.0): [0, 0, 0, 0], ("MP", 0.2): [0.01, -0.01, 0.005, -0.005],
+                 ("MP", 0.05): [-0.01, 0.01, -0.005, 0.005], ("LTH", 0.2): [0.031, 0.032, 0.03, 0.031],
+                 ("LTH", 0.05): [0.008, 0.012, 0.006, 0.014]}
+    rows = []
+    for seed in range(4):
+        for (variant, density), shifts in mcd_shift.items():
+            rows.append({"dataset": "digits", "model": "mlp", "variant": variant, "method": variant.lower(),
+                         "density_target": density, "seed": seed, "split": "test", "select": "last",
+                         "compute_epochs": 1.0, "acc": 0.9 + rng.normal(0, 0.02), "cwv": 0.01 + rng.normal(0, 0.001),
+                         "mcd": 0.2 + shifts[seed]})
+    frame = pd.DataFrame(rows)
+    table = pt.lth_vs_dense(frame)
+    expected = adjust_family(versus(frame, "dense", ["MP", "LTH"], [m for m, _ in pt.METRICS]), "holm")
+    lth = table[(table["method"] == "LTH") & np.isclose(table["density"], 0.2)].iloc[0]
+    e = expected[(expected["a"] == "LTH") & np.isclose(expected["density"], 0.2) & (expected["metric"] == "mcd")]
+    assert lth["d_mcd_padj"] == pytest.approx(float(e["p_adj"].iloc[0]))
+    assert bool(lth["d_mcd_sigadj"]) == bool(e["significant_adj"].iloc[0])
+    long = pt.long_form("lth_vs_dense", table)
+    assert long.attrs["family"] == 12 and "significant_adj" in long
+    text = " ".join(readings.paired(long))
+    assert "Holm" in text and "12 paired tests" in text
+    # A cell significant per test but not after the correction is not bold.
+    weak = long[long["significant"] & ~long["significant_adj"]]
+    assert list(zip(weak["a"], weak["metric"], weak["density"])) == [("LTH (digits)", "mcd", 0.05)]
+    for r in weak.itertuples():
+        row = table[(table["method"] + " (" + table["dataset"] + ")" == r.a) & np.isclose(table["density"], r.density)]
+        assert not pt._cell(row.iloc[0], r.metric, True).startswith("**")
