@@ -1111,6 +1111,8 @@ INERT_OPTIONS = [
     ("lt_classes-digits_lt", lambda: DataConfig("digits_lt", lt_classes=[3]).validate(), "lt_classes=[3]"),
     ("lt_classes-twice", lambda: DataConfig("digits", long_tail="step", lt_classes=(3, 3)).validate(),
      "lt_classes lists 3 twice"),
+    ("lt_classes-out-of-range", lambda: DataConfig("digits", long_tail="step", lt_classes=(3, 10)).validate(),
+     "lt_classes [10] out of range for dataset 'digits': its classes are 0..9"),
     ("long_tail-exp-on-digits_lt", lambda: DataConfig("digits_lt", long_tail="exp").validate(),
      "long_tail='exp' is the profile dataset 'digits_lt' has by construction"),
     ("val_fraction-celeba", lambda: DataConfig("celeba", val_fraction=0.2).validate(),

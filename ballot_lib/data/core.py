@@ -237,6 +237,9 @@ class DataConfig:
             raise ParameterError(f"max_train={self.max_train} is below the {classes} classes of dataset {name!r}: the "
                                  f"stratified subsample keeps at least one train sample of each class; use max_train "
                                  f">= {classes} (or None for all)")
+        bad = [c for c in self.lt_classes if classes is not None and c >= classes]
+        if bad:  # (found when the data was loaded before: after the dense run's set-up had started)
+            raise ParameterError(f"lt_classes {bad} out of range for dataset {name!r}: its classes are 0..{classes - 1}")
 
     def _check_skew_classes(self) -> None:
         """``skew_classes``: only for the skewed datasets, class indices in range, each at most once."""
