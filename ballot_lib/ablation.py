@@ -185,10 +185,12 @@ def table(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "mcd", "cwv"), sele
                 row[f"d_{m}"], row[f"d_{m}_low"], row[f"d_{m}_high"] = (p.loc[m, "diff"], p.loc[m, "ci_low"],
                                                                        p.loc[m, "ci_high"])
                 row[f"d_{m}_sig"] = bool(p.loc[m, "significant"])
+                row[f"d_{m}_p"] = float(p.loc[m, "p"])
         else:
             for m in metrics:
                 row[f"d_{m}"] = row[f"d_{m}_low"] = row[f"d_{m}_high"] = 0.0 if v == reference else float("nan")
                 row[f"d_{m}_sig"] = False
+                row[f"d_{m}_p"] = float("nan")
         for m in metrics:
             row[f"{m}_{report_split}"] = rep.loc[v, m] if v in rep.index else float("nan")
         row["collapsed"] = int(collapsed.get(v, 0))
@@ -221,13 +223,30 @@ def display_table(tab: pd.DataFrame, metrics: Sequence[str] = ("acc", "mcd")) ->
     return out
 
 
+#: Correction over the eligible option sets' paired val MCD tests when choosing (:func:`choose`).
+CHOICE_CORRECTION = "holm"
+
+
+def choice_pvalues(tab: pd.DataFrame, exclude: Sequence[str] = NOT_CHOSEN, reference: str = DEFAULT) -> pd.Series:
+    """Per eligible option set (not ``reference``, not in ``exclude``, not a reference row such as LTH without a
+    paired test): the p-value of its paired val MCD difference to the default, adjusted by
+    :data:`CHOICE_CORRECTION` over all of them (one family: the sets the choice picks among). Index: variant."""
+    from .metrics import adjust_pvalues
+
+    rows = tab[~tab["variant"].isin(list(exclude)) & (tab["variant"] != reference)]
+    p = rows["d_mcd_p"].astype(float) if "d_mcd_p" in rows else pd.Series(float("nan"), index=rows.index)
+    return pd.Series(adjust_pvalues(p.to_numpy(), CHOICE_CORRECTION), index=rows["variant"].to_numpy(),
+                     dtype=float)
+
+
 def choose(tab: pd.DataFrame, eps: float, exclude: Sequence[str] = NOT_CHOSEN, reference: str = DEFAULT
            ) -> pd.Series:
     """The option set used after the ablation: the library default (``reference``) unless an option set is
-    **significantly better on val**, i.e., paired by seed against the default (:func:`table`), its val MCD
-    difference has a 95 % CI entirely below 0 (``d_mcd_high < 0``) and its val accuracy is not below the default's
-    by more than ``eps`` (mean paired difference ``d_acc >= -eps``). Among several such sets, the one with the
-    lowest val MCD (ties: higher val accuracy, then first listed). Rows in ``exclude`` are never chosen.
+    **significantly better on val**, i.e., paired by seed against the default (:func:`table`), its val MCD is lower
+    with a p-value below 0.05 after Holm's correction over every eligible option set (:func:`choice_pvalues`; the
+    paired t-test, or the exact sign-flip test when every seed moved alike) and its val accuracy is not below the
+    default's by more than ``eps`` (mean paired difference ``d_acc >= -eps``). Among several such sets, the one
+    with the lowest val MCD (ties: higher val accuracy, then first listed). Rows in ``exclude`` are never chosen.
 
     On a small val split the best-looking of many option sets is mostly seed noise (one image moves a class's
     recall by several points); without a significant paired difference the default is kept, not the row that
@@ -237,7 +256,8 @@ def choose(tab: pd.DataFrame, eps: float, exclude: Sequence[str] = NOT_CHOSEN, r
         raise ValueError(f"no option set left to choose from: the default {reference!r} is missing or excluded "
                          f"({list(exclude)})")
     candidates = tab[~tab["variant"].isin(list(exclude)) & (tab["variant"] != reference)]
-    better = candidates[(candidates["d_mcd_high"] < 0) & (candidates["d_acc"] >= -eps)]
+    padj = choice_pvalues(tab, exclude, reference).reindex(candidates["variant"]).to_numpy()
+    better = candidates[(candidates["d_mcd"] < 0) & (padj < 0.05) & (candidates["d_acc"] >= -eps)]
     if better.empty:
         row = tab[tab["variant"] == reference].iloc[0].copy()
         row["reason"] = "kept"

@@ -263,7 +263,8 @@ UNDECIDED = "undecided (fewer than 2 seeds)"
 
 
 #: The multiple-comparison correction of notebook 01's paired tables (each table one family: every method,
-#: density and metric it holds), the same as notebooks 03 and 04 (:data:`ballot_lib.comparison.FAMILY_CORRECTION`).
+#: density and metric it holds), the same as notebook 03's (:data:`ballot_lib.comparison.FAMILY_CORRECTION`);
+#: notebook 04's Welch tests default to Benjamini–Hochberg (a screen over many classes, not a decision per cell).
 VERDICT_CORRECTION = "holm"
 CORRECTION_NAMES = {"holm": "Holm", "bh": "Benjamini–Hochberg", "none": "no correction"}
 
@@ -291,8 +292,12 @@ def correction_note(table: pd.DataFrame) -> str:
     k, c = table.attrs.get("family", 0), table.attrs.get("correction", "none")
     if not k or c == "none" or "significant_adj" not in table:
         return ""
-    return (f"Significance here is after {CORRECTION_NAMES.get(c, c)} correction over the {k} paired tests of this "
-            f"table (column p_adj; the 95 % CIs shown are per test, unadjusted).")
+    scope = table.attrs.get("family_scope")  # rows gathered from several tables, each corrected on its own
+    where = (f"the paired tests of each {scope} ({k} tests each)" if scope and not isinstance(k, (list, tuple)) else
+             f"the paired tests of each {scope} ({', '.join(map(str, k))} tests)" if scope else
+             f"the {k} paired tests of this table")
+    return (f"Significance here is after {CORRECTION_NAMES.get(c, c)} correction over {where} (column p_adj; the "
+            f"95 % CIs shown are per test, unadjusted).")
 
 
 def fairness_verdicts(table: pd.DataFrame, correction: str = VERDICT_CORRECTION) -> pd.DataFrame:
@@ -310,6 +315,8 @@ def fairness_verdicts(table: pd.DataFrame, correction: str = VERDICT_CORRECTION)
     """
     if "significant_adj" not in table:
         table = adjust_family(table, correction)
+    else:  # already corrected (adjust_family): its own correction is the one to name
+        correction = table.attrs.get("correction", correction)
     family = table.attrs.get("family", 0)
     if "significant_adj" in table:
         uncorrected = [(r.a, float(r.density), r.metric) for r in table.itertuples()

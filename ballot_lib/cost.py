@@ -149,7 +149,8 @@ def measured_rates(root: str | Path) -> pd.DataFrame:
         if summary.get("derived_from") or not summary.get("seconds", 0) > 0 or not summary.get("train_epochs", 0) > 0:
             continue
         config = check_config_file(path)
-        data = DataConfig(**{**config["data"], "lt_classes": tuple(config["data"].get("lt_classes", ()))})
+        stored = {k: v for k, v in config["data"].items() if k != "fixes"}  # (identity-only: DataConfig.identity)
+        data = DataConfig(**{**stored, "lt_classes": tuple(stored.get("lt_classes", ()))})
         rows.append({"model": config["model"]["name"], "seconds": summary["seconds"],
                      "images": summary["train_epochs"] * images_per_epoch(split_sizes(data))})
     runs = pd.DataFrame(rows, columns=["model", "seconds", "images"])

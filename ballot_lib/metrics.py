@@ -211,7 +211,16 @@ def mean_ci(values: Sequence[float], alpha: float = 0.05) -> tuple[float, float,
     if n == 1:
         return float(v[0]), float("nan"), float("nan"), 1
     sd = float(v.std(ddof=1))
-    return float(v.mean()), _t_quantile(n - 1, 1 - alpha / 2) * sd / math.sqrt(n), sd, n
+    mean = float(v.mean())
+    if _zero_spread(mean, sd):  # equal differences up to float rounding (e.g. one image in every seed): no spread
+        sd = 0.0
+    return mean, _t_quantile(n - 1, 1 - alpha / 2) * sd / math.sqrt(n), sd, n
+
+
+def _zero_spread(mean: float, sd: float) -> bool:
+    """Whether a spread ``sd`` is rounding noise of equal values (``(17-s)/18 - (10+s)/18`` differs from
+    ``7/18`` by an ulp across seeds: sd ~ 1e-17 gave p ~ 1e-16 with two seeds)."""
+    return sd <= 1e-9 * max(1.0, abs(mean))
 
 
 def paired_t_pvalue(mean: float, sd: float, n: int) -> float:
@@ -224,8 +233,8 @@ def paired_t_pvalue(mean: float, sd: float, n: int) -> float:
     which cannot fall below 0.05 with fewer than 6 seeds."""
     if n < 2 or math.isnan(mean) or math.isnan(sd):
         return float("nan")
-    if sd == 0.0:
-        return min(1.0, 2.0 / 2 ** n) if mean != 0.0 else 1.0
+    if _zero_spread(mean, sd):
+        return min(1.0, 2.0 / 2 ** n) if abs(mean) > 1e-12 else 1.0
     from scipy import stats
 
     t = mean / (sd / math.sqrt(n))

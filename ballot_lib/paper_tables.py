@@ -36,7 +36,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .analysis import LOCATION_PARAMETERS, VERDICT_CORRECTION, adjust_family, summarize, versus
+from .analysis import LOCATION_PARAMETERS, VERDICT_CORRECTION, adjust_family, group_columns, summarize, versus
 from .comparison import PAPER_TABLES as COMPARISON_TABLES
 from .paths import results_root
 from .results import ResultsError, ResultsFormatError, _atomic_write, load_results
@@ -318,12 +318,15 @@ def lth_vs_dense(frame: pd.DataFrame, methods: Sequence[str] = ("MP", "LTH")) ->
     rows = [{**base, "density": dense_density, "method": "dense", "selection": "—",
              "compute": _compute(frame, "dense", dense_density),
              **{m: means.loc[("dense", dense_density), m] for m in metrics}}]
-    tab = adjust_family(versus(frame, "dense", list(methods), metrics), VERDICT_CORRECTION)
+    # The family is notebook 01's: every paired test of its table against dense, group metrics included where
+    # the data has them (only acc/CWV/MCD are shown here).
+    tab = adjust_family(versus(frame, "dense", list(methods), metrics + group_columns(frame)), VERDICT_CORRECTION)
     for meth in methods:
         for d in sorted(tab.loc[tab["a"] == meth, "density"].unique(), reverse=True):
             row = {**base, "density": float(d), "method": meth, "selection": _rule(frame, meth, d),
                    "compute": _compute(frame, meth, d), **{m: means.loc[(meth, d), m] for m in metrics}}
             _paired_columns(row, tab[(tab["a"] == meth) & np.isclose(tab["density"], d)])
+            row["family"] = int(tab.attrs.get("family", 0))
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -454,11 +457,21 @@ def long_form(name: str, table: pd.DataFrame) -> pd.DataFrame:
                          "ci_low": r[f"d_{m}_low"], "ci_high": r[f"d_{m}_high"], "wins": r[f"d_{m}_wins"],
                          "n": r[f"d_{m}_n"], "significant": bool(r[f"d_{m}_sig"])})
             if _has_adjusted(r, m):
-                rows[-1].update(p_adj=float(r[f"d_{m}_padj"]), significant_adj=bool(r[f"d_{m}_sigadj"]))
+                rows[-1].update(p_adj=float(r[f"d_{m}_padj"]), significant_adj=bool(r[f"d_{m}_sigadj"]),
+                                family=int(r["family"]) if pd.notna(r.get("family")) else None,
+                                table=(r["dataset"], r["model"]))
     out = pd.DataFrame(rows)
     if "significant_adj" in out:  # readings.paired then decides on it and states the correction
         out["significant_adj"] = out["significant_adj"].fillna(False).astype(bool)
-        out.attrs.update(correction=VERDICT_CORRECTION, family=int(out["p_adj"].notna().sum()))
+        tables = out["table"].dropna().unique()
+        sizes = sorted({int(k) for k in out["family"].dropna()})
+        if len(tables) > 1:  # each (dataset, model) table was corrected on its own
+            out.attrs.update(correction=VERDICT_CORRECTION, family=sizes[0] if len(sizes) == 1 else sizes,
+                             family_scope="dataset/model table")
+        else:
+            out.attrs.update(correction=VERDICT_CORRECTION,
+                             family=sizes[0] if len(sizes) == 1 else int(out["p_adj"].notna().sum()))
+        out = out.drop(columns=["table"])
     return out
 
 

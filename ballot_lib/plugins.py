@@ -35,10 +35,23 @@ def plugin_entries(value: str | None = None) -> list[str]:
     return [e.strip() for e in re.split(rf"[,{re.escape(os.pathsep)}]", value) if e.strip()]
 
 
+def _same_file(module: ModuleType, path: Path) -> bool:
+    f = getattr(module, "__file__", None)
+    try:
+        return f is not None and Path(f).resolve() == path.resolve()
+    except OSError:
+        return False
+
+
 def _import_file(path: Path) -> ModuleType:
     name = "ballot_plugin_" + re.sub(r"\W", "_", str(path.resolve()))
     if name in sys.modules:
         return sys.modules[name]
+    # The same file already imported under another name (``import my_method``, or run as ``__main__``): its
+    # registrations are made; executing it again would register every name twice.
+    for module in list(sys.modules.values()):
+        if isinstance(module, ModuleType) and _same_file(module, path):
+            return module
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")
@@ -50,6 +63,20 @@ def _import_file(path: Path) -> ModuleType:
         del sys.modules[name]
         raise
     return module
+
+
+def plugin_env(value: str | None = None, cwd: str | os.PathLike | None = None) -> dict[str, str]:
+    """Environment entries that let a process started elsewhere (a papermill kernel runs in ``notebooks/``) load
+    the same plugins as this one: ``$BALLOT_PLUGINS`` with each ``.py`` entry made absolute, and this process's
+    working directory first on ``PYTHONPATH`` (where a module entry was importable). Empty when no plugin is
+    listed."""
+    entries = plugin_entries(value)
+    if not entries:
+        return {}
+    cwd = Path(cwd or os.getcwd())
+    absolute = [str((cwd / e).resolve()) if (e.endswith(".py") or os.sep in e) else e for e in entries]
+    path = os.pathsep.join(x for x in (str(cwd), os.environ.get("PYTHONPATH", "")) if x)
+    return {ENV: ",".join(absolute), "PYTHONPATH": path}
 
 
 def load_plugins(value: str | None = None) -> list[ModuleType]:
@@ -80,4 +107,4 @@ def load_plugins(value: str | None = None) -> list[ModuleType]:
     return modules
 
 
-__all__ = ["ENV", "load_plugins", "plugin_entries"]
+__all__ = ["ENV", "load_plugins", "plugin_entries", "plugin_env"]

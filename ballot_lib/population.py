@@ -60,6 +60,41 @@ RULES = ("epsilon", "lexicographic", "chebyshev")
 #: The grid sparsity is rounded to in the fronts (0.1 % of the prunable weights): sparsities in one cell tie. A grid,
 #: not a tolerance: two values either side of a grid line stay one step apart.
 SPARSITY_RESOLUTION = 1e-3
+#: A configuration is named by its requested density; its achieved density is added to the label when the two
+#: differ by more than rounding of weight counts: more than half a unit of the third decimal the tables print.
+#: Structured masks keep whole output rows and leave the classifier dense, so they land elsewhere (0.05 -> 0.094).
+ACHIEVED_TOLERANCE = 5e-4
+
+
+def density_label(target: float, achieved: Optional[float] = None) -> str:
+    """A configuration's density as readings and tables name it: the requested density, and the achieved one
+    when it differs by more than :data:`ACHIEVED_TOLERANCE` ("0.05 (achieved 0.094)")."""
+    note = _achieved_note(target, achieved)
+    return f"{float(target):g}" + (f" ({note})" if note else "")
+
+
+def _achieved_note(target: float, achieved: Optional[float]) -> str:
+    """'achieved 0.094', or '' when ``achieved`` is missing or equals ``target`` up to rounding."""
+    if achieved is None:
+        return ""
+    a = float(achieved)
+    if not math.isfinite(a) or abs(a - float(target)) <= ACHIEVED_TOLERANCE:
+        return ""
+    return f"achieved {a:.3f}"
+
+
+def with_achieved(table: pd.DataFrame, df: pd.DataFrame, key: str = "method") -> pd.DataFrame:
+    """``table`` (one row per configuration: ``key``, ``density_target``) with ``density_achieved``, the mean
+    achieved density of the configuration's runs in ``df``, inserted after ``density_target``."""
+    runs = df.drop_duplicates("run_id") if "run_id" in df else df
+    ach = (runs.groupby([key, "density_target"])["density"].mean().rename("density_achieved").reset_index())
+    out = table.drop(columns=["density_achieved"], errors="ignore").merge(ach, on=[key, "density_target"],
+                                                                          how="left")
+    cols = list(out.columns)
+    cols.insert(cols.index("density_target") + 1, cols.pop(cols.index("density_achieved")))
+    out = out[cols]
+    out.attrs.update(table.attrs)
+    return out
 
 
 def disparity_column(disparity: str) -> tuple[str, bool]:
@@ -142,6 +177,8 @@ def excess_summary(excess: pd.DataFrame, key: str = "method") -> pd.DataFrame:
     rows = []
     for (t, dens), g in excess.groupby([key, "density_target"], sort=True):
         row: dict[str, Any] = {key: t, "density_target": dens, "seeds": int(g["seed"].nunique())}
+        if "density" in g:  # the achieved density (structured masks land away from the requested one)
+            row["density"] = float(g.drop_duplicates("run_id")["density"].mean())
         # Rounded before the minimum: classes whose recall changed by the same whole number of images tie exactly,
         # and float noise (1e-18) must not pick one of them. Ties keep the lowest class and name the others.
         means = g.groupby("class")["excess"].mean().round(12)
@@ -158,7 +195,8 @@ def excess_summary(excess: pd.DataFrame, key: str = "method") -> pd.DataFrame:
 
 def excess_view(summary: pd.DataFrame, key: str = "method") -> pd.DataFrame:
     """Notebook 04's table of a (flagged, :func:`flag_collapsed`) :func:`excess_summary`: one row per
-    configuration (index: technique, requested density), the classes' mean excess change δ_c − δ, the most hurt
+    configuration (index: technique, requested density; the achieved density, 3 decimals, as the first column when
+    the summary has it), the classes' mean excess change δ_c − δ, the most hurt
     class's and the mean accuracy change δ in percentage points (the stored fractions × 100: recall and accuracy
     are fractions of 1), each column named with its unit, and the collapsed seeds (a count). The summary itself
     keeps its column names (``class c``, ``most_hurt_excess``, ``delta``)."""
@@ -166,6 +204,8 @@ def excess_view(summary: pd.DataFrame, key: str = "method") -> pd.DataFrame:
     t = summary.set_index([key, "density_target"])
     out = t[classes + ["most_hurt_excess", "delta"]] * 100
     out.columns = [f"{c}: δ_c − δ (pts)" for c in classes] + ["most hurt: δ_c − δ (pts)", "δ: accuracy change (pts)"]
+    if "density" in t:  # the achieved density first: structured masks land away from the requested one
+        out.insert(0, "density (achieved)", t["density"].round(3))
     if "collapsed_seeds" in t:
         out["collapsed seeds"] = t["collapsed_seeds"]
     return out
@@ -235,11 +275,15 @@ def _collapse_rule(threshold: float) -> str:
 
 
 def _configs(rows: pd.DataFrame, key: str) -> str:
-    """'t at 0.1 (5 of 5 seeds), 0.05 (5 of 5); u at 0.05 (1 of 5)' for rows with ``collapsed_seeds``."""
+    """'t at 0.1 (5 of 5 seeds), 0.05 (5 of 5); u at 0.05 (achieved 0.094; 1 of 5)' for rows with
+    ``collapsed_seeds`` (the achieved density where it differs from the requested one, :func:`density_label`)."""
     parts = []
     for t, g in rows.groupby(key, sort=True):
-        items = [f"{r['density_target']:g} ({int(r['collapsed_seeds'])} of {int(r['seeds'])} seeds)"
-                 for _, r in g.sort_values("density_target", ascending=False).iterrows()]
+        items = []
+        for _, r in g.sort_values("density_target", ascending=False).iterrows():
+            note = _achieved_note(r["density_target"], r.get("density"))
+            items.append(f"{r['density_target']:g} ({note + '; ' if note else ''}"
+                         f"{int(r['collapsed_seeds'])} of {int(r['seeds'])} seeds)")
         parts.append(f"{t} at " + ", ".join(items))
     return "; ".join(parts)
 
@@ -275,17 +319,18 @@ def who_pays_reading(summary: pd.DataFrame, counts: Optional[pd.DataFrame] = Non
         scope = (f"Among the {len(kept)} of {n_all} operating points (technique, density) with no collapsed seed"
                  if len(left) else f"Over all {n_all} operating points (technique, density; none collapsed)")
         lines.append(f"**Who pays.** {scope}, the largest mean excess loss is class {int(best['most_hurt_class'])} "
-                     f"under {best[key]} at density {best['density_target']:g} "
+                     f"under {best[key]} at density {density_label(best['density_target'], best.get('density'))} "
                      f"({100 * best['most_hurt_excess']:+.1f} points beyond the overall change"
                      + (f" of {100 * best['delta']:+.1f}" if "delta" in best else "")
                      + f"); the most hurt class is most often {often}.")
     if len(left):
         worst_left = left.loc[left["most_hurt_excess"].idxmin()]
+        wl_note = _achieved_note(worst_left["density_target"], worst_left.get("density"))
         lines.append(f"Left out as collapsed ({_collapse_rule(threshold)}: such a model has lost most of its skill, "
                      "so its per-class changes measure the collapse, not who pays): "
                      f"{_configs(left, key)}. Their largest excess loss is {100 * worst_left['most_hurt_excess']:+.1f} "
                      f"points (class {int(worst_left['most_hurt_class'])}, {worst_left[key]} at "
-                     f"{worst_left['density_target']:g}).")
+                     f"{worst_left['density_target']:g}{', ' + wl_note if wl_note else ''}).")
     if counts is not None and len(counts):
         flagged = counts["collapsed"].astype(bool) if "collapsed" in counts else pd.Series(False, index=counts.index)
         n_hurt, n_tests = int(counts["hurt"].sum()), int(counts["classes"].sum())
@@ -333,7 +378,7 @@ def excess_matrix(summary: pd.DataFrame, key: str = "method", class_names: Optio
     s = summary.sort_values([key, "density_target"], ascending=[True, False])
     labels = []
     for _, r in s.iterrows():
-        lab = f"{r[key]} @ {r['density_target']:g}"
+        lab = f"{r[key]} @ {density_label(r['density_target'], r.get('density'))}"
         if "collapsed" in s and bool(r["collapsed"]):
             lab += f" · collapsed {int(r['collapsed_seeds'])}/{int(r['seeds'])}"
         labels.append(lab)
@@ -539,6 +584,126 @@ def selection_labels(chosen: Mapping[str, pd.Series], key: str = "method") -> di
         cfg = (row[key], float(row["density_target"]))
         out.setdefault(cfg, ([], row))[0].append(name.split(":", 1)[0].strip())
     return {" = ".join(names): row for names, row in out.values()}
+
+
+def _per_seed(df: pd.DataFrame, row: pd.Series, col: str, split: str, key: str) -> dict:
+    """Seed -> ``col`` on ``split`` of the runs of ``row``'s configuration (technique, requested density)."""
+    d = df[(df["split"] == split) & (df[key] == row[key])
+           & np.isclose(df["density_target"].astype(float), float(row["density_target"]))]
+    return {int(s): float(v) for s, v in zip(d["seed"], d[col]) if v == v}
+
+
+def bound_effect(df: pd.DataFrame, table: pd.DataFrame, row: pd.Series, max_disparity_rise: float = 0.0,
+                 reference: str = "dense") -> dict:
+    """Judgement B's disparity bound at a chosen configuration ``row`` (judgement A's), paired by seed.
+
+    The bound of :func:`select` (``max_disparity_rise``) compares means over seeds on the table's select split:
+    disparity(row) ≤ disparity(dense) + rise (≥ dense − rise for a maximised disparity). The runs are paired (every
+    pruned run starts from the dense θT of its seed), so the relevant difference is the per-seed
+    disparity(row) − disparity(dense of the same seed), :func:`ballot_lib.metrics.paired_difference`, against the
+    bound's allowance ``edge`` (+rise, or −rise when maximised). ``decided``: the paired test of that difference
+    minus ``edge`` rejects 0 — its CI excludes the bound (with zero spread, the exact sign-flip test decides, as
+    everywhere). When it does not, whether the configuration meets the bound is within seed noise.
+    Returns diff, ci_low, ci_high (of disparity(row) − disparity(dense)), n, edge, decided, maximise, split, col.
+    """
+    disparity, split = table.attrs.get("disparity", "mcd"), table.attrs.get("select_split", "val")
+    key = table.attrs.get("key", "method")
+    col, dmax = disparity_column(disparity)
+    dense = table[table[key] == reference]
+    if dense.empty:
+        raise ValueError("the bound's effect needs the dense configuration in the table")
+    edge = (-float(max_disparity_rise) if dmax else float(max_disparity_rise)) + 0.0  # never −0.0
+    a = _per_seed(df, row, col, split, key)
+    ref = _per_seed(df, dense.iloc[0], col, split, key)
+    out = paired_difference(a, {s: v + edge for s, v in ref.items()}, lower_is_better=not dmax)
+    return {"diff": out["diff"] + edge, "ci_low": out["ci_low"] + edge, "ci_high": out["ci_high"] + edge,
+            "n": out["n"], "edge": edge, "decided": bool(out["n"] >= 2 and out["significant"]), "maximise": dmax,
+            "split": split, "col": col}
+
+
+def _paired_text(col: str, p: Mapping[str, Any]) -> str:
+    from .readings import fmt
+
+    def f(x: float, unit: bool = True) -> str:  # rounded first: a tie of means (−2e-17) reads +0.0, not −0.0
+        text = fmt(col, round(float(x), 12) + 0.0)
+        return text if unit else text.removesuffix(" pts")
+
+    if p["n"] < 2:
+        return f"{f(p['diff'])} (fewer than 2 paired seeds: no CI)"
+    return f"{f(p['diff'])} [{f(p['ci_low'], False)}, {f(p['ci_high'], False)}]"
+
+
+def judgements_reading(df: pd.DataFrame, table: pd.DataFrame, chosen: Mapping[str, pd.Series],
+                       max_disparity_rise: float = 0.0, val_size: Optional[int] = None,
+                       a_name: str = "A: efficiency", b_name: str = "B: efficiency + fairness",
+                       reference: str = "dense") -> str:
+    """Notebook 04's reading of the chosen operating points: one line per judgement (test accuracy in %, the
+    disparity in its unit: points for MCD and gaps) and what judgement B's fairness bound did to judgement A's
+    choice, stated only as far as the seeds decide it (:func:`bound_effect`). When the paired CI of the relevant
+    difference includes the bound, the reading says the bound's effect cannot be decided at this val size
+    (``val_size``: the val images, when given) instead of "did not change the choice". Configurations are named
+    with their achieved density where it differs from the requested one (:func:`density_label`)."""
+    from .readings import fmt
+
+    disparity = table.attrs.get("disparity", "mcd")
+    key = table.attrs.get("key", "method")
+    col, dmax = disparity_column(disparity)
+    rep = table.attrs.get("report_split", "test")
+    dense_row = table[table[key] == reference].iloc[0]
+    D = disparity.upper()
+
+    def where(row: pd.Series) -> str:
+        note = _achieved_note(row["density_target"], row.get("density"))
+        return (f"{row[key]} at density {float(row['density_target']):g} ("
+                + (f"{note}, " if note else "") + f"sparsity {row['sparsity']:.2f})")
+
+    lines = []
+    for name, row in chosen.items():
+        lines.append(f"- {name}: {where(row)}; {rep} accuracy {100 * row[f'{rep}_acc']:.1f} % vs dense "
+                     f"{100 * dense_row[f'{rep}_acc']:.1f} %, {rep} {D} {fmt(col, row[f'{rep}_{col}'], False)} vs "
+                     f"dense {fmt(col, dense_row[f'{rep}_{col}'], False)}.")
+    if a_name in chosen and b_name in chosen:
+        a, b = chosen[a_name], chosen[b_name]
+        same = (a[key], float(a["density_target"])) == (b[key], float(b["density_target"]))
+        if a[key] == reference:
+            lines.append("Judgement A keeps the dense model, which meets the fairness bound by definition: the "
+                         "bound has nothing to change in this run.")
+            return "\n".join(lines)
+        eff = bound_effect(df, table, a, max_disparity_rise, reference)
+        n_classes = len(class_columns(df))
+        size = (f" ({val_size} {eff['split']} images over {n_classes} classes)" if val_size else "")
+        rel = "at least" if dmax else "at most"
+        test = (f"A's choice minus the dense model in {eff['split']} {D}, paired by seed: {_paired_text(col, eff)}"
+                + (f" over {eff['n']} seeds" if eff["n"] >= 2 else ""))
+        bound = f"the bound allows {rel} {fmt(col, eff['edge'])}"
+        noise = (f"within seed noise: the bound's effect cannot be decided at this val size{size}. {test}"
+                 + (f", a CI that includes the bound ({bound.removeprefix('the bound allows ')})." if eff["n"] >= 2
+                    else "."))
+        if same:
+            if eff["decided"]:
+                lines.append(f"Adding the fairness bound did not change the choice in this run: A's choice meets the "
+                             f"bound beyond seed noise ({test}; {bound}).")
+            else:
+                lines.append(f"Adding the fairness bound left the choice unchanged in this run, but {noise}")
+        else:
+            change = (f"Adding the fairness bound changed the choice from {a[key]} at sparsity {a['sparsity']:.3f} "
+                      f"to {b[key]} at sparsity {b['sparsity']:.3f}")
+            if eff["decided"]:
+                lines.append(f"{change}: A's choice exceeds the bound beyond seed noise ({test}; {bound}).")
+            else:
+                lines.append(f"{change}, but {noise}")
+            da = paired_difference(_per_seed(df, b, col, rep, key), _per_seed(df, a, col, rep, key),
+                                   lower_is_better=not dmax)
+            acc = paired_difference(_per_seed(df, b, "acc", rep, key), _per_seed(df, a, "acc", rep, key),
+                                    lower_is_better=False)
+            lines.append(f"On {rep}: {D} {fmt(col, b[f'{rep}_{col}'], False)} instead of "
+                         f"{fmt(col, a[f'{rep}_{col}'], False)}, accuracy {100 * b[f'{rep}_acc']:.1f} % instead of "
+                         f"{100 * a[f'{rep}_acc']:.1f} % (B − A paired by seed: {D} {_paired_text(col, da)}, "
+                         f"accuracy {_paired_text('acc', acc)}) — the value judgement's consequence, in numbers.")
+    elif b_name not in chosen:
+        lines.append("No front point meets judgement B's bounds (accuracy budget and disparity bound together)"
+                     + (", nor judgement A's." if a_name not in chosen else "."))
+    return "\n".join(lines)
 
 
 def per_seed_hypervolume(df: pd.DataFrame, disparity: str = "mcd", split: str = "test", key: str = "method",

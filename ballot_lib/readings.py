@@ -20,11 +20,13 @@ POINTS = ("acc", "mcd", "group_acc_gap", "worst_group_acc", "worst_class_acc", "
 
 
 def fmt(metric: str, x: float, signed: bool = True) -> str:
-    """``x`` in the metric's unit: points for accuracy-like metrics, four decimals for CWV."""
+    """``x`` in the metric's unit: points for accuracy-like metrics, four decimals for CWV. Unsigned, a rate
+    (accuracy, a worst recall) is a percentage and a gap between two rates (MCD, group gaps) a number of points."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
     if metric in POINTS:
-        return f"{100 * x:+.1f} pts" if signed else f"{100 * x:.1f} %"
+        gap = metric in ("mcd", "group_acc_gap", "dp_gap", "eo_gap")
+        return f"{100 * x:+.1f} pts" if signed else f"{100 * x:.1f} {'pts' if gap else '%'}"
     return f"{x:+.4f}" if signed else f"{x:.4f}"
 
 
@@ -354,9 +356,12 @@ def ablation(tab: pd.DataFrame, chosen: pd.Series, dropped: Mapping[str, str], e
                  (f" ({_names(mcd_worse)})" if mcd_worse else "") + ".")
     lines += collapses(tab, options, reference, base)
     c = chosen["variant"]
+    from .ablation import choice_pvalues
+
+    padj = choice_pvalues(tab, list(not_chosen) + list(others), reference)
     rule = (f"the rule keeps the library default unless an option set's val MCD, paired by seed against the "
-            f"default, is lower with its 95 % CI entirely below 0 and its val accuracy is at most {100 * eps:g} pts "
-            f"below the default's")
+            f"default, is significantly lower after Holm's correction over the {int(padj.notna().sum())} eligible "
+            f"option sets and its val accuracy is at most {100 * eps:g} pts below the default's")
     eligible = rows[~rows["variant"].isin(list(not_chosen))]
     if c == reference:
         text = f"Kept the library default: no option set is significantly better on val ({rule})."
@@ -364,19 +369,22 @@ def ablation(tab: pd.DataFrame, chosen: pd.Series, dropped: Mapping[str, str], e
             best = eligible.sort_values("d_mcd", kind="stable").iloc[0]
             d, lo, hi = float(best["d_mcd"]), float(best["d_mcd_low"]), float(best["d_mcd_high"])
             if d < 0:
+                pa = float(padj.get(best["variant"], float("nan")))
                 why = ("one seed: no CI" if lo != lo else
                        f"its val accuracy is {fmt('acc', float(best['d_acc']))} vs the default, more than "
-                       f"{100 * eps:g} pts lower" if hi < 0 else "within seed noise: its CI includes 0")
+                       f"{100 * eps:g} pts lower" if pa < 0.05 else
+                       f"within seed noise: Holm-adjusted p = {pa:.3g}" + (" (its CI includes 0)" if hi >= 0 else ""))
                 ci = "" if lo != lo else f" [95 % CI {fmt('mcd', lo)}, {fmt('mcd', hi)}]"
                 text += f" The lowest val MCD, `{best['variant']}`, is {fmt('mcd', d)}{ci} vs the default: {why}."
         lines.append(text)
     else:
         row = tab.loc[tab["variant"] == c].iloc[0]
         d, lo, hi = float(row["d_mcd"]), float(row["d_mcd_low"]), float(row["d_mcd_high"])
-        if hi < 0:
+        pa = float(padj.get(c, float("nan")))
+        if d < 0 and pa < 0.05:
             lines.append(f"Chose `{c}`: val MCD lower by {100 * -d:.1f} pts [95 % CI {fmt('mcd', lo)}, "
-                         f"{fmt('mcd', hi)}] paired by seed against the default, with val accuracy "
-                         f"{fmt('acc', float(row['d_acc']))} vs the default ({rule}).")
+                         f"{fmt('mcd', hi)}; Holm-adjusted p = {pa:.3g}] paired by seed against the default, with "
+                         f"val accuracy {fmt('acc', float(row['d_acc']))} vs the default ({rule}).")
         else:
             lines.append(f"`{c}` is used although it is not significantly better than the default on val (val MCD "
                          f"{fmt('mcd', d)} vs default, " +

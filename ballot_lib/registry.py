@@ -38,7 +38,15 @@ class Registry(Generic[T]):
         return obj
 
     def get(self, name: str) -> T:
-        """Return the object registered as ``name``; unknown names raise ``ValueError`` listing valid names."""
+        """Return the object registered as ``name``; unknown names raise ``ValueError`` listing valid names.
+
+        An unknown name first imports the plugins of ``$BALLOT_PLUGINS`` (:mod:`ballot_lib.plugins`; once per
+        process), so a dataset or model a plugin registers is known wherever it is looked up (the parameter
+        checks run before anything imports :mod:`ballot_lib.methods`, which loads them too)."""
+        if isinstance(name, str) and name not in self._items:
+            from .plugins import load_plugins
+
+            load_plugins()
         try:
             return self._items[name]
         except (KeyError, TypeError):

@@ -50,6 +50,7 @@ from typing import Any, Mapping, Optional, Sequence
 from . import gpu_defaults
 from .notebook_files import NOTEBOOKS, notebook_parameters, notebooks  # noqa: F401 (re-exported)
 from .progress import ENV as PROGRESS_ENV
+from .plugins import plugin_env
 from .results import LockTimeout, ResultsError, RunLock, atomic_write_json, config_hash
 
 KERNEL = "python3"
@@ -69,7 +70,9 @@ def execute(notebook: Path, output: Path, parameters: Mapping[str, Any], env: Op
     t0 = time.perf_counter()
     with open(log or output.with_suffix(".log"), "w") as fh:
         # Executed notebooks are read after the kernel is gone: progress bars as text (a stored widget reads "0%").
-        proc = _start_job(cmd, {**os.environ, PROGRESS_ENV: os.environ.get(PROGRESS_ENV, "text"), **(env or {})}, fh)
+        # Plugins named relative to the runner's working directory must load in the kernel's (notebooks/) too.
+        proc = _start_job(cmd, {**os.environ, PROGRESS_ENV: os.environ.get(PROGRESS_ENV, "text"), **plugin_env(),
+                                **(env or {})}, fh)
         try:
             proc.wait()
         finally:

@@ -142,7 +142,9 @@ def test_ablation_forest_marks_significant_rows(abl_df, tmp_path):
     # (ballot_lib.metrics.paired_t_pvalue: p = 2/2³ = 0.25 with 3 seeds), so it is not significant.
     filled_acc = ax_acc.collections[1].get_offsets()
     assert [round(float(x), 6) for x in filled_acc[:, 0]] == [-2.1]
-    assert len(ax_mcd.collections[2].get_offsets()) == 1  # eta=0's MCD difference is not significant
+    # Neither MCD difference is significant: eta=0's CI includes 0, and LTH's is +1 pt in every seed (equal up to
+    # float rounding: the sign-flip test, p = 0.25; the t-test on an sd of ~1e-17 called it significant before).
+    assert len(ax_mcd.collections[2].get_offsets()) == 2
     assert "pts" in ax_acc.get_xlabel()
     plt.close(fig)
 
@@ -263,7 +265,8 @@ def test_a_noisy_better_looking_option_set_is_not_chosen():
     assert chosen["variant"] == "default" and chosen["reason"] == "kept"
     text = readings.ablation(tab, chosen, {}, 0.01)
     assert "Kept the library default: no option set is significantly better on val" in text
-    assert "The lowest val MCD, `noisy`, is -10.0 pts [95 % CI" in text and "within seed noise: its CI includes 0" in text
+    assert "The lowest val MCD, `noisy`, is -10.0 pts [95 % CI" in text
+    assert "within seed noise: Holm-adjusted p = " in text and "(its CI includes 0)" in text
 
 
 def test_a_clearly_better_option_set_is_chosen_and_the_reading_gives_its_ci():
@@ -300,3 +303,21 @@ def test_min_skill_is_the_worst_seed_of_the_collapse_rule():
     # skill (0.71 − 0.5)/0.4 = 0.525 and 0.475: collapsed in seed 1, min 0.475
     assert r.loc["eta=0", "min_skill"] == pytest.approx(0.475) and r.loc["eta=0", "collapsed"] == 1
     assert r.loc["default", "min_skill"] == pytest.approx(0.75)
+
+
+def test_the_choice_is_corrected_over_the_eligible_option_sets():
+    """Each set alone at p < 0.05 is not enough: among several sets the best-looking one is often seed noise, so
+    the choice takes Holm's correction over every eligible set (a review simulated ~28 % non-default picks with
+    every option null and the per-test rule)."""
+    base = [("a", [0.90, 0.80, 0.85], [0.26, 0.15, 0.215]), ("b", [0.90, 0.80, 0.85], [0.25, 0.17, 0.21])]
+    alone = ablation.table(_choice_df(base[:1]))
+    assert float(alone.set_index("variant").loc["a", "d_mcd_p"]) < 0.05
+    assert ablation.choose(alone, 0.01)["variant"] == "a"
+    # The same set among 6 null-ish others: its adjusted p exceeds 0.05 and the default is kept.
+    others = [(f"n{i}", [0.90, 0.80, 0.85], [0.30 - 0.01 * i, 0.20 + 0.01 * i, 0.25]) for i in range(6)]
+    crowded = ablation.table(_choice_df(base[:1] + others))
+    padj = ablation.choice_pvalues(crowded)
+    assert padj["a"] > 0.05 and padj.notna().sum() == 7
+    chosen = ablation.choose(crowded, 0.01)
+    assert chosen["variant"] == "default"
+    assert "Holm's correction over the 7 eligible option sets" in readings.ablation(crowded, chosen, {}, 0.01)

@@ -438,7 +438,7 @@ def test_group_metrics_are_shown_counted_and_read():
     assert "Ballot is significantly worse in 2 and better in 0" in text
     assert "DP gap: worse in 1, better in 0 of 1" in text and "EO gap: worse in 1, better in 0 of 1" in text
     assert "the table holds 9 of them (accuracy, CWV, MCD and the group metrics" in text
-    assert "On group fairness Ballot loses more often than it wins here (worse against LTH in 2)" in text
+    assert "On group fairness Ballot loses more often than it wins here (worse per test against LTH in 2)" in text
 
 
 def test_markdown_shows_sparsity_next_to_density():
@@ -502,3 +502,17 @@ def test_compute_statement_counts_training_epochs_and_measures_the_votes():
     assert "0.30× one LTH retraining" in text and "min 0.25×, max 0.35×" in text
     assert "SafeCompress's probing of the val split" in text
     assert "- **Compute**" in C.reading({}, {}, C.decomposition(df), frame=df)
+
+
+def test_the_group_conclusion_rests_on_what_survives_the_correction(monkeypatch):
+    """The reading concluded "Ballot loses more often" from per-test counts when nothing survived Holm (review)."""
+    wc = pd.DataFrame({"metric": ["dp_gap", "eo_gap"], "baseline": ["FairScratch"] * 2, "settings": [1, 1],
+                       "Ballot better": [0, 0], "Ballot worse": [1, 1]})
+    none_after = wc.assign(**{"Ballot worse": [0, 0]})
+    table = pd.DataFrame({"dataset": ["adult"], "model": ["mlp"], "density": [0.2], "method": ["FairScratch"],
+                          **{f"{k}_{m}": [v] for m in ("dp_gap", "eo_gap")
+                             for k, v in (("p", 0.01), ("d", 0.05), ("sig", True), ("sigadj", False))}})
+    calls = iter([wc, none_after])  # win_counts per test, then after the correction
+    monkeypatch.setattr(C, "win_counts", lambda *a, **k: next(calls))
+    text = C._group_note(table)
+    assert "no such difference survives the correction" in text and "loses more often" not in text

@@ -407,3 +407,15 @@ def test_known_class_counts_match_the_loaded_datasets():
         except DatasetError as e:  # pragma: no cover - adult without its data package
             pytest.skip(str(e))
         assert num_classes(DataConfig(name)) == bundle.num_classes, name
+
+
+def test_max_train_runs_name_the_exact_cap_correction_in_their_identity():
+    """max_train became an exact cap: where the old rounding overshot (digits, 500 -> 501 images) the data changed
+    under the same run id (review). Every max_train configuration names the correction; others keep their ids."""
+    from ballot_lib.data.core import DataConfig
+    from ballot_lib.results import config_hash
+
+    assert DataConfig("digits", max_train=500).identity()["fixes"] == ["max_train_exact"]
+    assert "fixes" not in DataConfig("digits").identity()
+    # the identity of a configuration without max_train is what it was before (hash computed on f89f673)
+    assert config_hash(DataConfig("digits").identity()) == "decb0e0648cf"

@@ -488,3 +488,56 @@ def test_a_method_whose_training_depends_on_select_is_not_derived_from_its_last_
         val = run_method(exp, name, 0, density=1.0, select="val_rule")
         assert ("derived_from" in val.summary) == (name == "shared")
     assert trained == [("shared", "last"), ("own", "last"), ("own", "val_rule")]
+
+
+def test_a_plugin_dataset_is_known_to_the_parameter_checks_before_methods_are_imported(tmp_path):
+    """load_plugins ran only with ballot_lib.methods, but a notebook's first cell and `sweep validate` check the
+    dataset and model names before that: a plugin's dataset or model was refused (review). A registry miss now
+    loads the plugins first."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "mymodel.py").write_text(
+        "from ballot_lib.models import MODELS, build_model\n\n\n"
+        "@MODELS.register('mlp_plugged')\n"
+        "def mlp_plugged(input_shape, num_classes, cfg):\n"
+        "    return MODELS.get('mlp')(input_shape, num_classes, cfg)\n")
+    code = ("import sys; from ballot_lib.validation import validate_notebook_params; "
+            "validate_notebook_params('01_lth_fairness_failure.ipynb', {'model': 'mlp_plugged'}, only_declared=True); "
+            "print('methods imported:', 'ballot_lib.methods' in sys.modules)")
+    env = {**os.environ, "BALLOT_PLUGINS": str(tmp_path / "mymodel.py")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_a_plugin_file_imported_under_its_own_name_is_not_executed_twice(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    from ballot_lib.methods import base as B
+    from ballot_lib.plugins import load_plugins
+
+    monkeypatch.setattr(B.METHODS, "_items", dict(B.METHODS._items))
+    _write_plugin(tmp_path / "own_name.py", "own_name")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("own_name")  # the user imported it (or ran it) first
+    try:
+        assert load_plugins(str(tmp_path / "own_name.py")) == [module]  # reused: no "already registered"
+    finally:
+        sys.modules.pop("own_name", None)
+
+
+def test_sweep_jobs_get_plugin_paths_that_work_from_the_notebooks_folder(tmp_path, monkeypatch):
+    """A kernel runs in notebooks/: a plugin named relative to the runner's directory was 'not a file' there."""
+    import os
+
+    from ballot_lib.plugins import plugin_env
+
+    monkeypatch.setenv("BALLOT_PLUGINS", "mine.py,pkg.mod")
+    env = plugin_env(cwd=tmp_path)
+    assert env["BALLOT_PLUGINS"] == f"{(tmp_path / 'mine.py').resolve()},pkg.mod"
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path)
+    monkeypatch.setenv("BALLOT_PLUGINS", "")
+    assert plugin_env(cwd=tmp_path) == {}

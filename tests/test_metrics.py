@@ -332,6 +332,20 @@ def test_zero_spread_is_decided_by_the_exact_sign_flip_test_not_an_infinite_t():
         assert out["significant"] is (n >= 6) and out["ci_low"] == pytest.approx(out["ci_high"])
 
 
+def test_equal_differences_up_to_float_rounding_are_zero_spread_too():
+    """One image in every seed, computed from different counts: the differences agree but for an ulp, sd ~ 1e-17,
+    and the t-test gave p ~ 1e-16 with two seeds (review); the sign-flip test gives 2 / 2^n."""
+    for n in (2, 3, 4):
+        a = {s: (17 - s) / 18 - (10 + s) / 18 for s in range(n)}
+        b = {s: (17 - s) / 18 - (11 + s) / 18 for s in range(n)}
+        diffs = [a[s] - b[s] for s in range(n)]
+        assert len(set(diffs)) > 1 or n == 2  # not bit-identical (the case the old guard missed)
+        out = M.paired_difference(a, b)
+        assert out["p"] == pytest.approx(2 / 2 ** n) and out["significant"] is False
+        assert out["ci_low"] == pytest.approx(out["ci_high"])
+    assert M.paired_t_pvalue(1e-13, 0.0, 3) == 1.0  # a mean of rounding noise is no difference
+
+
 def test_dp_and_eo_gaps_only_for_a_binary_task_even_when_a_split_holds_two_labels():
     y_true, y_pred, groups = [0, 1, 1, 0], [0, 1, 0, 0], [0, 0, 1, 1]
     three = M.evaluate_predictions(y_true, y_pred, 3, groups=groups, num_groups=2)

@@ -501,3 +501,108 @@ def test_front_table_shows_cwv_to_four_decimals_and_points_with_their_unit():
     assert PR._disparity_cells([0.25], [0.05], "mcd") == ["25.00 ± 5.00"]
     assert PR._disparity_heading("val", "mcd", "mcd") == "val MCD (pts)"
     assert PR._disparity_heading("test", "cwv", "cwv") == "test CWV"
+
+
+# -- audit of notebook 04's readings: undecidable bounds, achieved densities, units ------------------------------
+
+def _mcd_df(per_method: dict, dense_test_acc: float = 0.8) -> pd.DataFrame:
+    """Two classes; per method (name -> (requested density, achieved density, val MCDs by seed, test MCDs by
+    seed)) one run per seed and split, accuracy 0.8, the classes 0.8 ± MCD/2 (so MCD is exactly what is given)."""
+    rows = []
+    for m, (dens, achieved, val, test) in per_method.items():
+        for split, mcds in (("val", val), ("test", test)):
+            for s, v in enumerate(mcds):
+                rows.append(_row(m, s, dens, split, 0.8, [0.8 + v / 2, 0.8 - v / 2], density=achieved))
+    return pd.DataFrame(rows)
+
+
+def _chosen(df, a, b):
+    table = population.pareto_table(df, "mcd")
+    rows = table.set_index("method", drop=False)
+    return table, {"A: efficiency": rows.loc[a], "B: efficiency + fairness": rows.loc[b]}
+
+
+def test_bound_reading_says_undecidable_when_the_paired_ci_includes_the_bound():
+    """The suite's case: A's val MCD ties the dense model's (17.14 vs 17.14) with a CI of several points, so
+    'the bound did not change the choice' is not a finding: the reading says the effect cannot be decided."""
+    dense = [3 / 14, 2 / 14, 3 / 14, 2 / 14, 2 / 14]
+    tie = [3 / 14, 3 / 14, 2 / 14, 2 / 14, 2 / 14]  # same mean as dense, one image either way in two seeds
+    df = _mcd_df({"dense": (1.0, 1.0, dense, dense), "p": (0.1, 0.1, tie, tie)})
+    table, chosen = _chosen(df, "p", "p")
+    eff = population.bound_effect(df, table, chosen["A: efficiency"])
+    diffs = [t - d for t, d in zip(tie, dense)]
+    assert eff["diff"] == pytest.approx(np.mean(diffs)) and eff["n"] == 5 and not eff["decided"]
+    assert eff["ci_low"] < 0 < eff["ci_high"]
+    text = population.judgements_reading(df, table, chosen, val_size=140)
+    assert "within seed noise: the bound's effect cannot be decided at this val size (140 val images over 2 " \
+           "classes). A's choice minus the dense model in val MCD" in text
+    assert "did not change the choice in this run." not in text  # no flat statement
+    assert f"+0.0 pts [{100 * eff['ci_low']:+.1f}, {100 * eff['ci_high']:+.1f}] over 5 seeds" in text
+
+
+def test_bound_reading_is_decided_when_the_ci_excludes_the_bound():
+    dense = [0.30, 0.32, 0.31, 0.30, 0.33]
+    fair = [0.10, 0.11, 0.10, 0.12, 0.10]  # clearly below dense in every seed
+    unfair = [0.50, 0.52, 0.49, 0.55, 0.50]  # clearly above
+    df = _mcd_df({"dense": (1.0, 1.0, dense, dense), "p": (0.1, 0.1, fair, fair), "q": (0.05, 0.05, unfair, unfair)})
+    table, same = _chosen(df, "p", "p")
+    text = population.judgements_reading(df, table, same)
+    assert population.bound_effect(df, table, same["A: efficiency"])["decided"]
+    assert "Adding the fairness bound did not change the choice in this run: A's choice meets the bound beyond seed noise" \
+        in text and "cannot be decided" not in text
+    table, changed = _chosen(df, "q", "p")
+    text = population.judgements_reading(df, table, changed)
+    assert "Adding the fairness bound changed the choice from q at sparsity 0.950 to p at sparsity 0.900" in text
+    assert "A's choice exceeds the bound beyond seed noise" in text and "cannot be decided" not in text
+    # B − A on test, paired by seed, with its CI: the consequence of the judgement, in points.
+    diffs = [100 * (f - u) for f, u in zip(fair, unfair)]
+    assert f"MCD {np.mean(diffs):+.1f} pts [" in text
+    # A change whose val excess over the bound is within noise is not called a decided consequence.
+    near = [0.31, 0.28, 0.36, 0.29, 0.35]  # mean above dense by 0.006, spread of several points
+    df2 = _mcd_df({"dense": (1.0, 1.0, dense, dense), "p": (0.1, 0.1, fair, fair), "q": (0.05, 0.05, near, near)})
+    table, changed = _chosen(df2, "q", "p")
+    text = population.judgements_reading(df2, table, changed)
+    assert "changed the choice from q" in text and "within seed noise: the bound's effect cannot be decided" in text
+
+
+def test_structured_configurations_are_labelled_with_their_achieved_density():
+    assert population.density_label(0.05, 0.094) == "0.05 (achieved 0.094)"
+    assert population.density_label(0.1, 0.1002) == "0.1"  # rounding of weight counts: no note
+    assert population.density_label(0.1) == "0.1"
+    classes = {"dense": [0.9, 0.9, 0.9], "random_structured": [0.9, 0.5, 0.8], "l1_unstructured": [0.9, 0.85, 0.9]}
+    achieved = {"dense": 1.0, "random_structured": 0.094, "l1_unstructured": 0.05}
+    rows = [_row(m, s, 1.0 if m == "dense" else 0.05, split, float(np.mean(c)) + 0.01 * s,
+                 [x + 0.01 * s for x in c], density=achieved[m])
+            for split in ("val", "test") for s in (0, 1, 2) for m, c in classes.items()]
+    df = pd.DataFrame(rows)
+    summ = population.excess_summary(population.excess_change(df))
+    assert summ.set_index("method").loc["random_structured", "density"] == pytest.approx(0.094)
+    text = population.who_pays_reading(summ.assign(collapsed=False, collapsed_seeds=0))
+    assert "under random_structured at density 0.05 (achieved 0.094)" in text
+    left = summ.assign(collapsed=summ["method"] == "random_structured",
+                       collapsed_seeds=np.where(summ["method"] == "random_structured", 2, 0))
+    text = population.who_pays_reading(left)
+    assert "random_structured at 0.05 (achieved 0.094; 2 of 3 seeds)" in text
+    assert "(class 1, random_structured at 0.05, achieved 0.094)" in text  # the collapsed ones' largest loss
+    assert "l1_unstructured at density 0.05 (" not in text.replace("l1_unstructured at density 0.05 (-", "")
+    assert "random_structured @ 0.05 (achieved 0.094)" in population.excess_matrix(summ).index
+    assert "l1_unstructured @ 0.05" in population.excess_matrix(summ).index
+    shown = population.with_achieved(population.hurt_counts(population.hurt_classes(df)), df)
+    assert shown.set_index("method").loc["random_structured", "density_achieved"] == pytest.approx(0.094)
+    table = population.pareto_table(df, "mcd")
+    row = table.set_index("method", drop=False).loc["random_structured"]
+    text = population.judgements_reading(df, table, {"A: efficiency": row, "B: efficiency + fairness": row})
+    assert "random_structured at density 0.05 (achieved 0.094, sparsity 0.91)" in text
+
+
+def test_judgement_lines_write_mcd_in_points_not_percent():
+    dense = [0.30, 0.32, 0.31, 0.30, 0.33]
+    fair = [0.10, 0.11, 0.10, 0.12, 0.10]
+    df = _mcd_df({"dense": (1.0, 1.0, dense, dense), "p": (0.1, 0.1, fair, fair)})
+    table, chosen = _chosen(df, "p", "p")
+    text = population.judgements_reading(df, table, chosen)
+    import re
+
+    assert not re.search(r"MCD [+-]?[\d.]+ ?%", text), text
+    assert f"test MCD {100 * np.mean(fair):.1f} pts vs dense {100 * np.mean(dense):.1f} pts" in text
+    assert "test accuracy 80.0 % vs dense 80.0 %" in text  # an accuracy is a percentage; its changes are points

@@ -395,10 +395,10 @@ def ablation_rows(seeds: int, d_mcd: float = -0.05, half: float = float("nan"), 
     nan = float("nan")
     row = {"seeds": seeds, "acc": 0.9, "acc_ci": nan, "mcd": 0.3, "mcd_ci": nan, "collapsed": 0}
     default = {"variant": "default", **row, **{f"d_{m}{x}": 0.0 for m in ("acc", "mcd") for x in ("", "_low", "_high")},
-               "d_acc_sig": False, "d_mcd_sig": False}
+               "d_acc_sig": False, "d_mcd_sig": False, "d_mcd_p": nan}
     option = {"variant": "eta=0", **row, "mcd": 0.3 + d_mcd, "d_acc": 0.0, "d_acc_low": -half, "d_acc_high": half,
               "d_acc_sig": False, "d_mcd": d_mcd, "d_mcd_low": d_mcd - half, "d_mcd_high": d_mcd + half,
-              "d_mcd_sig": sig}
+              "d_mcd_sig": sig, "d_mcd_p": (0.01 if sig else 0.5) if half == half else nan}
     return pd.DataFrame([default, option])
 
 
@@ -417,7 +417,8 @@ def test_ablation_reading_with_one_seed_says_there_is_no_ci():
     assert "within seed noise: its CI includes 0" in text2 and "one seed" not in text2
     sig = ablation_rows(seeds=3, half=0.01, sig=True)
     text3 = readings.ablation(sig, sig.iloc[1], {}, 0.01)
-    assert "Chose `eta=0`: val MCD lower by 5.0 pts [95 % CI -6.0 pts, -4.0 pts]" in text3 and "one seed" not in text3
+    assert "Chose `eta=0`: val MCD lower by 5.0 pts [95 % CI -6.0 pts, -4.0 pts; Holm-adjusted p = 0.01]" in text3
+    assert "one seed" not in text3
 
 
 def test_decomposition_view_names_each_difference_s_unit():
@@ -520,3 +521,13 @@ def test_selection_reading_states_only_the_measured_accuracies_for_a_random_mask
     assert ("At density 0.05 the random mask collapses: accuracy 21.8 % against 87.2 % for the magnitude mask, "
             "with the same per-layer densities and the same training.") in text
     assert "matters far more" not in text and "paths the dense network learned" not in text
+
+
+def test_fmt_writes_gaps_in_points_and_rates_in_percent():
+    """Notebook 04's summary printed MCD as '29.0 %' where every other reading says points: a gap between two
+    recalls is a number of points; an accuracy (a rate) stays a percentage; a change is always in points."""
+    assert readings.fmt("mcd", 0.29, False) == "29.0 pts"
+    assert readings.fmt("group_acc_gap", 0.05, False) == "5.0 pts"
+    assert readings.fmt("acc", 0.909, False) == "90.9 %"
+    assert readings.fmt("mcd", -0.024) == "-2.4 pts"
+    assert readings.fmt("cwv", 0.0096, False) == "0.0096"

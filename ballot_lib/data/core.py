@@ -153,6 +153,11 @@ class DataConfig:
             d.pop("skew_classes")
         else:
             d["skew_classes"] = skew_classes
+        if self.max_train is not None:
+            # max_train became an exact cap (2026-12-02): where stratified rounding used to overshoot it (7 -> 10 on
+            # digits), the subsample changed. Every max_train configuration names the correction, so a run stored
+            # before is never served as the new data's result (configurations without max_train keep their ids).
+            d["fixes"] = ["max_train_exact"]
         return d
 
     def validate(self) -> "DataConfig":
