@@ -26,9 +26,10 @@ import os
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
-import numpy as np
 import torch
 from torch import nn
+
+from .maskbits import is_packed_mask, pack_mask, unpack_mask
 
 from .models import prunable_names
 from .registry import Registry, check_choice
@@ -507,74 +508,6 @@ def check_mask_matches(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> No
         raise ValueError(f"mask does not match the model: {problem}")
 
 
-#: Format marker and version of the bit-packed mask files :func:`save_mask` writes. The file holds
-#: ``{"format": _MASK_FORMAT, "version": _MASK_FORMAT_VERSION, "masks": {name: {"shape": [...], "bits": t}}}``, where
-#: ``t`` is a 1-d ``torch.uint8`` tensor of ``ceil(numel / 8)`` bytes: the flattened (row-major) mask packed by
-#: ``numpy.packbits`` (8 entries per byte, first entry in the high bit, zero padding). Only tensors, dicts, lists,
-#: ints and strings: weights-only loading reads it. Files of the older format (a plain dict name -> bool tensor,
-#: 1 byte per weight) are read too.
-_MASK_FORMAT = "ballot_lib.packed_mask"
-_MASK_FORMAT_VERSION = 1
-
-
-def _pack_mask(mask: Mapping[str, torch.Tensor]) -> dict[str, object]:
-    """``mask`` in the bit-packed file format of :func:`save_mask` (see :data:`_MASK_FORMAT`)."""
-    packed: dict[str, dict[str, object]] = {}
-    for n, m in mask.items():
-        flat = m.detach().bool().cpu().contiguous().numpy().reshape(-1)
-        packed[n] = {"shape": [int(s) for s in m.shape], "bits": torch.from_numpy(np.packbits(flat))}
-    return {"format": _MASK_FORMAT, "version": _MASK_FORMAT_VERSION, "masks": packed}
-
-
-def _is_packed_mask(obj: object) -> bool:
-    """Whether ``obj`` (a loaded mask file) claims the bit-packed format, valid or not (its format marker)."""
-    return isinstance(obj, Mapping) and isinstance(obj.get("format"), str) and obj["format"] == _MASK_FORMAT
-
-
-def _packed_shape(shape: object) -> Optional[tuple[int, ...]]:
-    """``shape`` as a tuple if it is a list (or tuple) of non-negative ints, else ``None``."""
-    if not isinstance(shape, (list, tuple)):
-        return None
-    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
-        return None
-    return tuple(shape)
-
-
-def _unpack_mask(obj: Mapping[str, object]) -> Mask:
-    """The mask (name -> CPU bool tensor of its shape) held by a bit-packed mask file's content ``obj``.
-
-    Raises:
-        ValueError: saying what is wrong, if ``obj`` is not a valid file of version :data:`_MASK_FORMAT_VERSION`
-            (unknown version, shapes that are not lists of non-negative ints, a packed tensor of the wrong dtype
-            or byte length for its shape).
-    """
-    version = obj.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version != _MASK_FORMAT_VERSION:
-        raise ValueError(f"unknown {_MASK_FORMAT} format version {version!r}; this ballot_lib reads version "
-                         f"{_MASK_FORMAT_VERSION} and plain dicts of bool tensors")
-    masks = obj.get("masks")
-    if not isinstance(masks, Mapping):
-        raise ValueError(f"its 'masks' is a {type(masks).__name__}, not a mapping name -> packed tensor")
-    out: Mask = {}
-    for n, entry in masks.items():
-        if not isinstance(n, str) or not isinstance(entry, Mapping):
-            raise ValueError(f"its entry {n!r} is not a name -> {{'shape', 'bits'}} mapping")
-        shape, bits = _packed_shape(entry.get("shape")), entry.get("bits")
-        if shape is None:
-            raise ValueError(f"the shape of {n!r} is {entry.get('shape')!r}, not a list of non-negative ints")
-        numel = math.prod(shape)
-        if not isinstance(bits, torch.Tensor) or bits.dtype != torch.uint8 or bits.dim() != 1:
-            what = f"a {bits.dtype} tensor of shape {tuple(bits.shape)}" if isinstance(bits, torch.Tensor) else \
-                f"a {type(bits).__name__}"
-            raise ValueError(f"the packed bits of {n!r} are {what}, not a 1-d torch.uint8 tensor")
-        if bits.numel() != (numel + 7) // 8:
-            raise ValueError(f"the packed bits of {n!r} hold {bits.numel()} bytes; its shape {list(shape)} needs "
-                             f"{(numel + 7) // 8}")
-        flat = np.unpackbits(bits.contiguous().numpy(), count=numel).view(np.bool_)
-        out[n] = torch.from_numpy(flat).reshape(shape)
-    return out
-
-
 #: The environment variable choosing the format :func:`save_mask` writes: ``plain`` (default) or ``packed``.
 MASK_FORMAT_ENV = "BALLOT_MASK_FORMAT"
 MASK_FORMATS = ("plain", "packed")
@@ -598,14 +531,14 @@ def save_mask(mask: Mapping[str, torch.Tensor], path: str | os.PathLike, packed:
     * ``plain`` (default): a dict name -> bool tensor of the weight's shape, 1 byte per weight — what
       ``torch.load(path, weights_only=True)`` returns is the mask itself;
     * ``packed`` (``packed=True``, or ``$BALLOT_MASK_FORMAT=packed``): 8 entries per byte (see
-      :data:`_MASK_FORMAT`), about ``numel / 8`` bytes — a ResNet-18 mask takes 1.4 MB instead of 11 MB, so
+      :mod:`ballot_lib.maskbits`), about ``numel / 8`` bytes — a ResNet-18 mask takes 1.4 MB instead of 11 MB, so
       notebook 04's full populations (10,000 masks each) take ~14 GB instead of ~112 GB. Read it with
       :func:`load_mask`.
     """
     from .results import atomic_torch_save
 
     if mask_format(packed) == "packed":
-        return atomic_torch_save(_pack_mask(mask), path)
+        return atomic_torch_save(pack_mask(mask), path)
     return atomic_torch_save({n: m.detach().bool().cpu() for n, m in mask.items()}, path)
 
 
@@ -641,9 +574,9 @@ def load_mask(path: str | os.PathLike, like: nn.Module | Mapping[str, Sequence[i
     from .results import ResultsFormatError, repair_advice, safe_torch_load
 
     obj = safe_torch_load(path, what="mask")
-    if _is_packed_mask(obj):
+    if is_packed_mask(obj):
         try:
-            mask = _unpack_mask(obj)
+            mask = unpack_mask(obj)
         except ValueError as e:
             raise ResultsFormatError(f"mask file {path} is malformed ({e}); {repair_advice(path)}") from None
     elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):

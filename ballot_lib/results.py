@@ -33,6 +33,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 import torch
 
+from .maskbits import is_packed_mask, unpack_mask
 from .paths import results_root
 
 HASH_LENGTH = 12
@@ -990,11 +991,9 @@ def _check_tensor_file(path: Path, reference: Optional[dict], dense_problems: Ma
     obj = safe_torch_load(path, what=what)
     problem = None
     if what == "mask":
-        from .pruning import _is_packed_mask, _unpack_mask
-
-        if _is_packed_mask(obj):  # save_mask's bit-packed format: check it, then its tensors as a plain mask's
+        if is_packed_mask(obj):  # save_mask's bit-packed format: check it, then its tensors as a plain mask's
             try:
-                obj = _unpack_mask(obj)
+                obj = unpack_mask(obj)
             except ValueError as e:
                 raise ResultsFormatError(f"{what} file {path} is malformed ({e}); {repair_advice(path)}") from None
     if what == "mask" or name.startswith("theta") or name.endswith("_weights.pt"):

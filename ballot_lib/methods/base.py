@@ -20,6 +20,7 @@ from typing import Any, Callable, ClassVar, Mapping, Optional
 import torch
 
 from ..experiment import Experiment, RunResult, finish_run, load_run
+from ..maskbits import pack_bits, unpack_bits
 from ..pruning import check_density, check_mask_matches, density as mask_density, save_mask
 from ..registry import Registry
 from ..results import Run, discard_if_unstarted
@@ -371,8 +372,6 @@ class CandidateMasks:
         self.max_held = max(self.max_held, len(self.held))
 
     def _pack(self, mask: Mapping[str, torch.Tensor], epoch: int) -> dict[str, torch.Tensor]:
-        import numpy as np
-
         shapes = {n: [int(s) for s in m.shape] for n, m in mask.items()}
         if self.shapes and shapes != self.shapes:
             raise ValueError(f"the mask of epoch {epoch} covers other weights or shapes than earlier epochs'")
@@ -383,8 +382,7 @@ class CandidateMasks:
                 raise RuntimeError(f"the mask of epoch {epoch} keeps {sum(counts.values())} weights (per layer "
                                    f"{counts}), not the target {sum(self.counts.values())} ({self.counts}): an epoch "
                                    "of another density cannot be selected")
-        return {n: torch.from_numpy(np.packbits(m.detach().to(torch.bool).cpu().contiguous().numpy().reshape(-1)))
-                for n, m in mask.items()}
+        return {n: pack_bits(m) for n, m in mask.items()}
 
     # -- reading -----------------------------------------------------------------------------------------------
     @property
@@ -398,12 +396,9 @@ class CandidateMasks:
 
     def mask(self, epoch: int) -> dict[str, torch.Tensor]:
         """The mask of held epoch ``epoch`` (name -> CPU bool tensor)."""
-        import numpy as np
-
         for c in self.held:
             if c["epoch"] == epoch:
-                return {n: torch.from_numpy(np.unpackbits(b.numpy(), count=math.prod(self.shapes[n])).astype(bool))
-                        .reshape(self.shapes[n]) for n, b in c["bits"].items()}
+                return {n: unpack_bits(b, self.shapes[n]) for n, b in c["bits"].items()}
         raise KeyError(f"epoch {epoch} is not among the held candidate epochs {self.epochs}")
 
     # -- checkpoint state --------------------------------------------------------------------------------------
