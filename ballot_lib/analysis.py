@@ -287,13 +287,33 @@ def adjust_family(table: pd.DataFrame, correction: str = VERDICT_CORRECTION, alp
     return t
 
 
+def adjust_tables(tables: Mapping[str, pd.DataFrame], correction: str = VERDICT_CORRECTION,
+                  alpha: float = 0.05) -> dict[str, pd.DataFrame]:
+    """Several paired tables (e.g. notebook 02's Ballot − MP and Ballot − LTH) corrected as **one** family: every
+    row's ``p`` adjusted over all rows of all tables (:func:`adjust_family`). Each returned table carries its own
+    rows with ``p_adj``/``significant_adj``, and ``attrs`` naming the correction, the family size and
+    ``family_text`` (what the family spans, for :func:`correction_note`)."""
+    keys = list(tables)
+    if not keys:
+        return {}
+    both = pd.concat([t.assign(_table=k) for k, t in tables.items()], ignore_index=True)
+    adj = adjust_family(both, correction, alpha)
+    text = f"the {adj.attrs.get('family', 0)} paired tests of the {len(keys)} tables ({', '.join(map(str, keys))})"
+    out = {}
+    for k in keys:
+        t = adj[adj["_table"] == k].drop(columns="_table").reset_index(drop=True)
+        t.attrs.update(adj.attrs, family_text=text)
+        out[k] = t
+    return out
+
+
 def correction_note(table: pd.DataFrame) -> str:
     """The sentence that states the correction of a table from :func:`adjust_family` ('' without one)."""
     k, c = table.attrs.get("family", 0), table.attrs.get("correction", "none")
     if not k or c == "none" or "significant_adj" not in table:
         return ""
     scope = table.attrs.get("family_scope")  # rows gathered from several tables, each corrected on its own
-    where = (f"the paired tests of each {scope} ({k} tests each)" if scope and not isinstance(k, (list, tuple)) else
+    where = table.attrs.get("family_text") or (f"the paired tests of each {scope} ({k} tests each)" if scope and not isinstance(k, (list, tuple)) else
              f"the paired tests of each {scope} ({', '.join(map(str, k))} tests)" if scope else
              f"the {k} paired tests of this table")
     return (f"Significance here is after {CORRECTION_NAMES.get(c, c)} correction over {where} (column p_adj; the "

@@ -36,7 +36,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .analysis import LOCATION_PARAMETERS, VERDICT_CORRECTION, adjust_family, group_columns, summarize, versus
+from .analysis import (LOCATION_PARAMETERS, VERDICT_CORRECTION, adjust_family, adjust_tables, group_columns,
+                       summarize, versus)
 from .comparison import PAPER_TABLES as COMPARISON_TABLES
 from .paths import results_root
 from .results import ResultsError, ResultsFormatError, _atomic_write, load_results
@@ -295,14 +296,18 @@ def ballot_vs_baselines(frame: pd.DataFrame, baselines: Sequence[str] = ("MP", "
     metrics = [m for m, _ in METRICS]
     means = summarize(frame, metrics).set_index(["variant", "density"])
     rows = []
+    # One family over both baselines' paired tests, as notebook 02 decides (analysis.adjust_tables).
+    tabs = adjust_tables({b: versus(frame, b, ["Ballot"], metrics + group_columns(frame), reference_any_density=False)
+                          for b in baselines}, VERDICT_CORRECTION)
     for b in baselines:
-        tab = versus(frame, b, ["Ballot"], metrics, reference_any_density=False)
+        tab = tabs[b]
         for d in sorted(tab["density"].unique(), reverse=True):
             row = {"dataset": frame["dataset"].iloc[0], "model": frame["model"].iloc[0], "density": float(d),
                    "vs": b, "selection": _selection(frame, "Ballot", b, d),
                    "compute_ballot": _compute(frame, "Ballot", d), "compute_vs": _compute(frame, b, d)}
             row.update({m: means.loc[("Ballot", d), m] for m in metrics})
             _paired_columns(row, tab[np.isclose(tab["density"], d)])
+            row["family"] = int(tab.attrs.get("family", 0))
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -503,8 +508,8 @@ def _g(x: Any) -> str:
 
 def to_markdown(name: str, table: pd.DataFrame) -> str:
     """A paper table as markdown: means, and per metric ``Δ [95 % CI] wins/n`` (**bold**: significant — after Holm
-    over the table's paired tests where the table carries adjusted p-values (``lth_vs_dense``), else the CI
-    excludes 0)."""
+    over the table's paired tests where the table carries adjusted p-values (``lth_vs_dense``,
+    ``ballot_vs_baselines``), else the CI excludes 0)."""
     from .analysis import markdown_table
 
     if name in RENDERERS:

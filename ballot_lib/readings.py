@@ -398,8 +398,14 @@ def comparison(pair_tabs: Mapping[str, pd.DataFrame], metrics: Sequence[str] = (
     """Notebook 02, Ballot against each baseline at equal density: significant wins and losses per metric, and
     a warning where a fairness gain came with a significant accuracy loss (levelling down)."""
     lines = []
+    noted = False
     for b, t in pair_tabs.items():
-        lines += paired(t, metrics)
+        said = paired(t, metrics)
+        if noted and said and said[0].startswith("Significance here is after"):
+            said = said[1:]  # one family over every table: its note once
+        noted = noted or bool(said)
+        lines += said
+        t = _decided(t)
         fair = t[t["metric"].isin(["cwv", "mcd"]) & t["significant"]]
         wins = fair[fair["diff"] < 0]
         acc_drop = set(t[(t["metric"] == "acc") & t["significant"] & (t["diff"] < 0)]["density"])
@@ -418,11 +424,18 @@ def comparison(pair_tabs: Mapping[str, pd.DataFrame], metrics: Sequence[str] = (
     return " ".join(lines)
 
 
+def _decided(t: pd.DataFrame) -> pd.DataFrame:
+    """A paired table whose ``significant`` is the family-corrected decision where it has one
+    (:func:`ballot_lib.analysis.adjust_family` / ``adjust_tables``)."""
+    return t.assign(significant=t["significant_adj"]) if "significant_adj" in t else t
+
+
 def win_loss(pair_tabs: Mapping[str, pd.DataFrame], metrics: Sequence[str] = ("acc", "cwv", "mcd")
              ) -> tuple[list[str], list[str]]:
     """Settings ("MCD vs LTH @ 0.05") where the subject is significantly better, and where significantly worse."""
     won, lost = [], []
     for b, t in pair_tabs.items():
+        t = _decided(t)
         for r in t[t["metric"].isin(metrics) & t["significant"]].itertuples():
             good = (r.diff < 0) if lower_is_better(r.metric) else (r.diff > 0)
             (won if good else lost).append(f"{r.metric.upper()} vs {b} @ {r.density:g}")
@@ -466,8 +479,10 @@ def ballot_report(title: str, setting: str, chosen: str, pair_tabs: Mapping[str,
         lines.append("**Wins and losses:** none can be decided: with fewer than 2 paired seeds there is no CI "
                      "(re-run with more seeds).")
     else:
-        lines.append("**Where Ballot won (CI excludes 0):** " + ("; ".join(won) or "nowhere in this run") + ".")
-        lines.append("**Where Ballot lost (CI excludes 0):** " + ("; ".join(lost) or "nowhere in this run") + ".")
+        how = ("significant after Holm over every paired test below" if any("significant_adj" in t for t in
+                                                                          pair_tabs.values()) else "CI excludes 0")
+        lines.append(f"**Where Ballot won ({how}):** " + ("; ".join(won) or "nowhere in this run") + ".")
+        lines.append(f"**Where Ballot lost ({how}):** " + ("; ".join(lost) or "nowhere in this run") + ".")
     lines.append("")
     for b, t in pair_tabs.items():
         lines.append(f"**Ballot vs {b}** (improvement on seed means, no CI — the paired rows below decide: "
@@ -475,7 +490,8 @@ def ballot_report(title: str, setting: str, chosen: str, pair_tabs: Mapping[str,
                      f"robust pooled form {robust('Ballot', b):+.1f} %; the paper's form explodes where a "
                      "baseline's CWV is near 0):")
         for _, row in t[t["metric"].isin(metrics)].iterrows():
-            lines.append(f"- density {row['density']:g}: " + describe_paired(row))
+            lines.append(f"- density {row['density']:g}: " +
+                         describe_paired(row, correction="Holm" if "significant_adj" in row else None))
         lines.append("")
     lines.append("**Reading.** " + comparison(pair_tabs, metrics))
     if cost is not None:

@@ -93,6 +93,26 @@ def test_choose_on_val_takes_lowest_mcd_within_eps_of_best_accuracy():
         C.choose_on_val(df, ["Z"])
 
 
+def test_choose_on_val_keeps_the_reference_unless_a_candidate_is_significantly_better():
+    """Notebook 03 (as notebook 02) keeps the library default unless a candidate's pooled val MCD is significantly
+    lower after Holm over the others; the rank rule picked whichever ranked first."""
+    # B: 10 pts lower MCD than A on every seed (a small spread), same accuracy: significant after Holm over B and
+    # C, so B is chosen over the reference A.
+    df = frame({"A": [(0.90, 0.01, 0.30), (0.80, 0.01, 0.30)], "B": [(0.90, 0.01, 0.20), (0.80, 0.01, 0.20)],
+                "C": [(0.70, 0.01, 0.05), (0.70, 0.01, 0.05)]}, split="val")
+    choice, table = C.choose_on_val(df, ["A", "B", "C"], eps=0.01, reference="A")
+    assert choice == "B" and table.attrs["rule"].startswith("chose B")
+    assert table.set_index("candidate").loc["C", "p (Holm)"] < 0.05  # C is much fairer but 20 pts less accurate
+    # Noise: B's MCD is 30 pts lower on one seed and 25 pts higher on another: no significant difference.
+    noisy = frame({"A": [(0.90, 0.01, 0.30), (0.80, 0.01, 0.30)], "B": [(0.90, 0.01, 0.29), (0.80, 0.01, 0.29)]},
+                  split="val")
+    noisy.loc[(noisy["variant"] == "B") & (noisy["seed"] == 0), "mcd"] -= 0.30
+    noisy.loc[(noisy["variant"] == "B") & (noisy["seed"] == 1), "mcd"] += 0.25
+    rank_choice, _ = C.choose_on_val(noisy, ["A", "B"], eps=0.01)
+    kept, t2 = C.choose_on_val(noisy, ["A", "B"], eps=0.01, reference="A")
+    assert rank_choice == "B" and kept == "A" and t2.attrs["rule"].startswith("kept A")
+
+
 def test_variants_and_tables_cover_both_rules():
     vs = C.comparison_variants({"score": "taylor"}, baselines=["MP", "LTH"])
     labels = [v.label for v in vs]

@@ -531,3 +531,28 @@ def test_fmt_writes_gaps_in_points_and_rates_in_percent():
     assert readings.fmt("acc", 0.909, False) == "90.9 %"
     assert readings.fmt("mcd", -0.024) == "-2.4 pts"
     assert readings.fmt("cwv", 0.0096, False) == "0.0096"
+
+
+def test_notebook_02_comparison_decides_with_holm_over_both_tables():
+    """Notebook 02's Ballot − MP and Ballot − LTH tables were the one uncorrected family of the suite: a win at
+    p = 0.02 among 18 tests was reported. Corrected as one family (analysis.adjust_tables), it is not a win."""
+    from ballot_lib.analysis import adjust_tables
+
+    def tab(b, p_mcd):
+        rows = []
+        for d in (0.2, 0.05, 0.02):
+            for m in ("acc", "cwv", "mcd"):
+                p = p_mcd if (m == "mcd" and d == 0.05) else 0.6
+                rows.append({"a": "Ballot", "b": b, "density": d, "metric": m, "diff": -0.05 if m != "acc" else 0.0,
+                             "ci_low": -0.09 if p < 0.05 else -0.1, "ci_high": -0.01 if p < 0.05 else 0.05,
+                             "wins": 4, "n": 5, "p": p, "significant": p < 0.05})
+        return pd.DataFrame(rows)
+
+    raw = {"MP": tab("MP", 0.02), "LTH": tab("LTH", 0.6)}
+    assert readings.win_loss(raw)[0] == ["MCD vs MP @ 0.05"]  # per test: a win
+    adj = adjust_tables(raw)
+    assert adj["MP"].attrs["family"] == 18 and not adj["MP"]["significant_adj"].any()
+    assert readings.win_loss(adj) == ([], [])
+    text = readings.comparison(adj)
+    assert text.count("Significance here is after Holm correction over the 18 paired tests of the 2 tables") == 1
+    assert "significantly lower (better)" not in text
