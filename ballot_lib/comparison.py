@@ -766,7 +766,8 @@ def improvement_sentence(r: Mapping[str, Any], title: str) -> str:
             f" ({int(r['left out'])} with collapsed runs left out)" if r.get("left out") else "")
     head = (f"- Class-fairness (CWV, MCD) improvement over {r['baseline']} ({title}){used}: paper form {r['paper']:+.1f} % "
             f"[{r['paper_lo']:+.1f}, {r['paper_hi']:+.1f}], robust form {r['robust']:+.1f} % "
-            f"[{lo:+.1f}, {hi:+.1f}] over {int(r['seeds'])} seeds; the paper reports {claim:+.2f} %. ")
+            f"[{lo:+.1f}, {hi:+.1f}] over {int(r['seeds'])} seed{'' if int(r['seeds']) == 1 else 's'}; the paper reports "
+            f"{claim:+.2f} %. ")
     if pd.isna(lo) or pd.isna(hi):
         return head + "With fewer than 2 seeds there is no CI: nothing is decided."
     q = r.get("padj", math.nan)

@@ -348,7 +348,7 @@ def ablation(tab: pd.DataFrame, chosen: pd.Series, dropped: Mapping[str, str], e
     acc_better = rows[rows["d_acc_sig"] & (rows["d_acc"] > 0)]["variant"].tolist()
     mcd_better = rows[rows["d_mcd_sig"] & (rows["d_mcd"] < 0)]["variant"].tolist()
     mcd_worse = rows[rows["d_mcd_sig"] & (rows["d_mcd"] > 0)]["variant"].tolist()
-    lines.append(f"Over {n} seeds on val, {len(acc_worse)} of {len(rows)} option sets have significantly lower "
+    lines.append(f"Over {n} seed{'' if n == 1 else 's'} on val, {len(acc_worse)} of {len(rows)} option sets have significantly lower "
                  f"accuracy than the default" + (f" ({_names(acc_worse)})" if acc_worse else "") +
                  f" and {len(acc_better)} higher" + (f" ({_names(acc_better)})" if acc_better else "") + "; "
                  f"{len(mcd_better)} have significantly lower MCD" +

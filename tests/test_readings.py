@@ -409,7 +409,7 @@ def test_ablation_reading_with_one_seed_says_there_is_no_ci():
     text = readings.ablation(one, one.iloc[1], {}, 0.01)
     assert ("`eta=0` is used although it is not significantly better than the default on val (val MCD -5.0 pts vs "
             "default, one seed: no CI, so nothing says this is more than seed noise)") in text
-    assert "Over 1 seeds on val" in text  # the count the sentence rests on
+    assert "Over 1 seed on val" in text  # the count the sentence rests on
     assert "its CI includes 0" not in text and "a significant difference" not in text
     # With a CI (two or more seeds) the same difference reads by its CI, never as "one seed".
     two = ablation_rows(seeds=2, half=0.08)
