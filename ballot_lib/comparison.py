@@ -496,13 +496,14 @@ def choose_on_val(df: pd.DataFrame, candidates: Sequence[str], eps: float = 0.01
 
     d = _test(df, "val")
     settings = _settings(d)
-    rows, per_seed_of = [], {}
+    rows, per_seed_of, cells = [], {}, {}
     for c in candidates:
         per_seed = {}
         for s in settings:
             part = _pick(d, c, s)
             for seed, r in part.iterrows():
                 per_seed.setdefault(seed, []).append((r[acc], r[fair]))
+                cells[(c, seed, s)] = (float(r[acc]), float(r[fair]))
         if not per_seed:
             continue
         per_seed_of[c] = {seed: (float(np.mean([a for a, _ in v])), float(np.mean([f for _, f in v])))
@@ -516,16 +517,24 @@ def choose_on_val(df: pd.DataFrame, candidates: Sequence[str], eps: float = 0.01
     table = pd.DataFrame(rows)
     if table.empty:
         raise ValueError(f"none of the candidates {list(candidates)} has val rows")
-    if reference is not None and reference in per_seed_of:
-        ref = per_seed_of[reference]
+    if reference is not None and reference not in per_seed_of:
+        raise ValueError(f"the reference candidate {reference!r} has no val rows (candidates: {list(candidates)})")
+    if reference is not None:
         diffs = {}
         for c in table["candidate"]:
-            common = sorted(set(per_seed_of[c]) & set(ref))
-            dv = [per_seed_of[c][k][1] - ref[k][1] for k in common]
-            da = [per_seed_of[c][k][0] - ref[k][0] for k in common]
+            if c == reference:  # no difference to itself: nothing to test
+                diffs[c] = (math.nan, math.nan, math.nan, math.nan)
+                continue
+            # Paired by seed *and* setting: per seed, the mean over the settings both have (a candidate missing a
+            # setting would otherwise be compared with the reference on another dataset).
+            dv, da = [], []
+            for seed in sorted(per_seed_of[c]):
+                both = [s for s in settings if (c, seed, s) in cells and (reference, seed, s) in cells]
+                if both:
+                    dv.append(float(np.mean([cells[(c, seed, s)][1] - cells[(reference, seed, s)][1] for s in both])))
+                    da.append(float(np.mean([cells[(c, seed, s)][0] - cells[(reference, seed, s)][0] for s in both])))
             m, h, sd, n = mean_ci(dv)
-            diffs[c] = (m, h, paired_t_pvalue(m, sd, n) if c != reference else float("nan"),
-                        float(np.mean(da)) if da else float("nan"))
+            diffs[c] = (m, h, paired_t_pvalue(m, sd, n), float(np.mean(da)) if da else float("nan"))
         table[f"Δ val {fair} vs {reference}"] = [diffs[c][0] for c in table["candidate"]]
         table[f"Δ val {fair} ci"] = [diffs[c][1] for c in table["candidate"]]
         table["p (paired)"] = [diffs[c][2] for c in table["candidate"]]

@@ -455,8 +455,9 @@ def long_form(name: str, table: pd.DataFrame) -> pd.DataFrame:
     for _, r in table.iterrows():
         if f"d_{METRICS[0][0]}" not in r or pd.isna(r.get(f"d_{METRICS[0][0]}")):
             continue
-        a, b = ((f"Ballot ({r['dataset']})", r["vs"]) if name == "ballot_vs_baselines"
-                else (f"{r['method']} ({r['dataset']})", "dense"))
+        where = f"{r['dataset']}/{r['model']}"  # digits/mlp and digits/cnn are two comparisons, never merged
+        a, b = ((f"Ballot ({where})", r["vs"]) if name == "ballot_vs_baselines"
+                else (f"{r['method']} ({where})", "dense"))
         for m, _ in METRICS:
             rows.append({"a": a, "b": b, "metric": m, "density": r["density"], "diff": r[f"d_{m}"],
                          "ci_low": r[f"d_{m}_low"], "ci_high": r[f"d_{m}_high"], "wins": r[f"d_{m}_wins"],

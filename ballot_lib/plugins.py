@@ -27,6 +27,7 @@ from .checks import ParameterError
 ENV = "BALLOT_PLUGINS"
 
 _loaded: dict[str, ModuleType] = {}
+_failed: dict[str, ParameterError] = {}
 
 
 def plugin_entries(value: str | None = None) -> list[str]:
@@ -91,17 +92,21 @@ def load_plugins(value: str | None = None) -> list[ModuleType]:
         if entry in _loaded:
             modules.append(_loaded[entry])
             continue
+        if entry in _failed:  # the first failure again (re-running a half-imported plugin would hide it)
+            raise _failed[entry]
         is_file = entry.endswith(".py") or os.sep in entry
         if is_file and not Path(entry).is_file():
             raise ParameterError(f"${ENV} lists {entry!r}, which is not a file (give an importable module name or "
                                  f"the path of a .py file; entries are separated by ',' or {os.pathsep!r})")
         try:
             module = _import_file(Path(entry)) if is_file else importlib.import_module(entry)
-        except ParameterError:
+        except ParameterError as e:
+            _failed[entry] = e
             raise
         except Exception as e:  # the plugin's own failure, named with the entry that caused it
-            raise ParameterError(f"${ENV} lists {entry!r}, which could not be imported: "
-                                 f"{type(e).__name__}: {e}") from e
+            _failed[entry] = ParameterError(f"${ENV} lists {entry!r}, which could not be imported: "
+                                            f"{type(e).__name__}: {e}")
+            raise _failed[entry] from e
         _loaded[entry] = module
         modules.append(module)
     return modules

@@ -348,7 +348,7 @@ def ablation(tab: pd.DataFrame, chosen: pd.Series, dropped: Mapping[str, str], e
     acc_better = rows[rows["d_acc_sig"] & (rows["d_acc"] > 0)]["variant"].tolist()
     mcd_better = rows[rows["d_mcd_sig"] & (rows["d_mcd"] < 0)]["variant"].tolist()
     mcd_worse = rows[rows["d_mcd_sig"] & (rows["d_mcd"] > 0)]["variant"].tolist()
-    lines.append(f"Over {n} seed{'' if n == 1 else 's'} on val, {len(acc_worse)} of {len(rows)} option sets have significantly lower "
+    lines.append(f"Over {n} seed{'' if n == 1 else 's'} on val (per test, uncorrected), {len(acc_worse)} of {len(rows)} option sets have significantly lower "
                  f"accuracy than the default" + (f" ({_names(acc_worse)})" if acc_worse else "") +
                  f" and {len(acc_better)} higher" + (f" ({_names(acc_better)})" if acc_better else "") + "; "
                  f"{len(mcd_better)} have significantly lower MCD" +
@@ -479,8 +479,13 @@ def ballot_report(title: str, setting: str, chosen: str, pair_tabs: Mapping[str,
         lines.append("**Wins and losses:** none can be decided: with fewer than 2 paired seeds there is no CI "
                      "(re-run with more seeds).")
     else:
-        how = ("significant after Holm over every paired test below" if any("significant_adj" in t for t in
-                                                                          pair_tabs.values()) else "CI excludes 0")
+        adjusted = [t for t in pair_tabs.values() if "significant_adj" in t]
+        if adjusted:
+            a = adjusted[0].attrs
+            name = {"holm": "Holm", "bh": "Benjamini–Hochberg"}.get(a.get("correction", ""), "the correction")
+            how = f"significant after {name} over all {a.get('family', 0)} paired tests of the comparison"
+        else:
+            how = "CI excludes 0"
         lines.append(f"**Where Ballot won ({how}):** " + ("; ".join(won) or "nowhere in this run") + ".")
         lines.append(f"**Where Ballot lost ({how}):** " + ("; ".join(lost) or "nowhere in this run") + ".")
     lines.append("")

@@ -58,6 +58,10 @@ class Registry(Generic[T]):
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        if isinstance(name, str) and name not in self._items:  # as get(): a plugin may register it
+            from .plugins import load_plugins
+
+            load_plugins()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:

@@ -536,3 +536,16 @@ def test_the_group_conclusion_rests_on_what_survives_the_correction(monkeypatch)
     monkeypatch.setattr(C, "win_counts", lambda *a, **k: next(calls))
     text = C._group_note(table)
     assert "no such difference survives the correction" in text and "loses more often" not in text
+
+
+def test_choose_on_val_pairs_by_setting_and_needs_its_reference():
+    """A candidate missing a setting was compared with the reference on another dataset (p ~ 1e-7, chosen)."""
+    base = {"A": [(0.90, 0.01, 0.30), (0.80, 0.01, 0.20)], "B": [(0.90, 0.01, 0.30), (0.80, 0.01, 0.20)]}
+    df = frame(base, split="val")
+    df = df[~((df["variant"] == "B") & (df["dataset"] == "digits_lt"))]  # B lacks the setting where MCD is high
+    choice, table = C.choose_on_val(df, ["A", "B"], eps=0.01, reference="A")
+    b = table.set_index("candidate").loc["B"]
+    assert choice == "A" and abs(b["Δ val mcd vs A"]) < 0.01  # same values where both ran: no difference
+    assert math.isnan(table.set_index("candidate").loc["A", "p (paired)"])
+    with pytest.raises(ValueError, match="reference candidate 'Z' has no val rows"):
+        C.choose_on_val(df, ["A", "B"], reference="Z")

@@ -541,3 +541,32 @@ def test_sweep_jobs_get_plugin_paths_that_work_from_the_notebooks_folder(tmp_pat
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path)
     monkeypatch.setenv("BALLOT_PLUGINS", "")
     assert plugin_env(cwd=tmp_path) == {}
+
+
+def test_a_failed_plugin_is_reported_the_same_way_on_every_miss(tmp_path, monkeypatch):
+    """A plugin that registered a name and then failed ran again on the next registry miss, and the second error
+    ('already registered') hid the first."""
+    from ballot_lib.checks import ParameterError
+    from ballot_lib.methods import base as B
+    from ballot_lib.plugins import load_plugins
+
+    monkeypatch.setattr(B.METHODS, "_items", dict(B.METHODS._items))
+    path = _write_plugin(tmp_path / "half.py", "half")
+    path.write_text(path.read_text() + "\nraise RuntimeError('boom')\n")
+    for _ in range(3):
+        with pytest.raises(ParameterError, match="RuntimeError: boom"):
+            load_plugins(str(path))
+
+
+def test_membership_of_a_plugin_name_loads_the_plugins(tmp_path, monkeypatch):
+    """Notebook 03's dataset/model lists are checked with `name in registry`: a plugin's model was refused."""
+    from ballot_lib.models import MODELS
+
+    monkeypatch.setattr(MODELS, "_items", dict(MODELS._items))
+    (tmp_path / "member.py").write_text(
+        "from ballot_lib.models import MODELS\n\n\n"
+        "@MODELS.register('mlp_member')\n"
+        "def mlp_member(input_shape, num_classes, cfg):\n"
+        "    return MODELS.get('mlp')(input_shape, num_classes, cfg)\n")
+    monkeypatch.setenv("BALLOT_PLUGINS", str(tmp_path / "member.py"))
+    assert "mlp_member" in MODELS

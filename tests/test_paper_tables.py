@@ -421,7 +421,8 @@ def test_lth_vs_dense_decides_with_holm_over_its_paired_tests_as_notebook_01():
     assert "Holm" in text and "12 paired tests" in text
     # A cell significant per test but not after the correction is not bold.
     weak = long[long["significant"] & ~long["significant_adj"]]
-    assert list(zip(weak["a"], weak["metric"], weak["density"])) == [("LTH (digits)", "mcd", 0.05)]
+    assert list(zip(weak["a"], weak["metric"], weak["density"])) == [("LTH (digits/mlp)", "mcd", 0.05)]
     for r in weak.itertuples():
-        row = table[(table["method"] + " (" + table["dataset"] + ")" == r.a) & np.isclose(table["density"], r.density)]
+        row = table[(table["method"] + " (" + table["dataset"] + "/" + table["model"] + ")" == r.a)
+                    & np.isclose(table["density"], r.density)]
         assert not pt._cell(row.iloc[0], r.metric, True).startswith("**")
