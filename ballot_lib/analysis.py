@@ -313,9 +313,13 @@ def correction_note(table: pd.DataFrame) -> str:
     if not k or c == "none" or "significant_adj" not in table:
         return ""
     scope = table.attrs.get("family_scope")  # rows gathered from several tables, each corrected on its own
-    where = table.attrs.get("family_text") or (f"the paired tests of each {scope} ({k} tests each)" if scope and not isinstance(k, (list, tuple)) else
-             f"the paired tests of each {scope} ({', '.join(map(str, k))} tests)" if scope else
-             f"the {k} paired tests of this table")
+    if table.attrs.get("family_text"):  # one family over several tables (adjust_tables)
+        where = table.attrs["family_text"]
+    elif scope:  # k: the size shared by every table, or the list of their sizes
+        where = (f"the paired tests of each {scope} ("
+                 + (f"{', '.join(map(str, k))} tests)" if isinstance(k, (list, tuple)) else f"{k} tests each)"))
+    else:
+        where = f"the {k} paired tests of this table"
     return (f"Significance here is after {CORRECTION_NAMES.get(c, c)} correction over {where} (column p_adj; the "
             f"95 % CIs shown are per test, unadjusted).")
 

@@ -89,7 +89,5 @@ def unpack_mask(obj: Mapping[str, object]) -> dict[str, torch.Tensor]:
     return out
 
 
-
-
 __all__ = ["MASK_FORMAT", "MASK_FORMAT_VERSION", "is_packed_mask", "pack_bits", "pack_mask", "unpack_bits",
            "unpack_mask"]

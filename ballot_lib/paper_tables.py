@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from .analysis import (LOCATION_PARAMETERS, VERDICT_CORRECTION, adjust_family, adjust_tables, group_columns,
-                       summarize, versus)
+                       summarize, versus, with_sparsity)
 from .comparison import PAPER_TABLES as COMPARISON_TABLES
 from .paths import results_root
 from .results import ResultsError, ResultsFormatError, _atomic_write, load_results
@@ -520,9 +520,9 @@ def to_markdown(name: str, table: pd.DataFrame) -> str:
                                            compute_epochs=table["compute_epochs"].round(0).astype("Int64")))
     means = [f"{r['acc']:.3f} / {r['cwv']:.4f} / {r['mcd']:.3f}" for _, r in table.iterrows()]
     head = [k for k in KEYS[name] if k in table]
-    out = table[head].copy()
-    out.insert(out.columns.get_loc("density") + 1, "sparsity", (1 - out["density"].astype(float)).map("{:.6g}".format))
-    out["density"] = out["density"].map("{:g}".format)  # reports show both (SPEC §0)
+    out = with_sparsity(table[head].astype({"density": float}))  # reports show both (SPEC §0)
+    out["sparsity"] = out["sparsity"].map("{:.6g}".format)
+    out["density"] = out["density"].map("{:g}".format)
     if name == "ballot_vs_baselines" and "compute_ballot" in table:
         out["compute (epochs) Ballot / vs"] = [f"{_g(r['compute_ballot'])} / {_g(r['compute_vs'])}"
                                               for _, r in table.iterrows()]

@@ -36,6 +36,11 @@ def plugin_entries(value: str | None = None) -> list[str]:
     return [e.strip() for e in re.split(rf"[,{re.escape(os.pathsep)}]", value) if e.strip()]
 
 
+def _is_path(entry: str) -> bool:
+    """Whether an entry names a ``.py`` file (else an importable module name)."""
+    return entry.endswith(".py") or os.sep in entry
+
+
 def _same_file(module: ModuleType, path: Path) -> bool:
     f = getattr(module, "__file__", None)
     try:
@@ -75,7 +80,7 @@ def plugin_env(value: str | None = None, cwd: str | os.PathLike | None = None) -
     if not entries:
         return {}
     cwd = Path(cwd or os.getcwd())
-    absolute = [str((cwd / e).resolve()) if (e.endswith(".py") or os.sep in e) else e for e in entries]
+    absolute = [str((cwd / e).resolve()) if _is_path(e) else e for e in entries]
     path = os.pathsep.join(x for x in (str(cwd), os.environ.get("PYTHONPATH", "")) if x)
     return {ENV: ",".join(absolute), "PYTHONPATH": path}
 
@@ -94,7 +99,7 @@ def load_plugins(value: str | None = None) -> list[ModuleType]:
             continue
         if entry in _failed:  # the first failure again (re-running a half-imported plugin would hide it)
             raise _failed[entry]
-        is_file = entry.endswith(".py") or os.sep in entry
+        is_file = _is_path(entry)
         if is_file and not Path(entry).is_file():
             raise ParameterError(f"${ENV} lists {entry!r}, which is not a file (give an importable module name or "
                                  f"the path of a .py file; entries are separated by ',' or {os.pathsep!r})")

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .analysis import lower_is_better
+from .analysis import CORRECTION_NAMES, lower_is_better
 
 #: Metrics written in percentage points (the others, e.g. CWV, as raw values).
 POINTS = ("acc", "mcd", "group_acc_gap", "worst_group_acc", "worst_class_acc", "dp_gap", "eo_gap")
@@ -482,7 +482,7 @@ def ballot_report(title: str, setting: str, chosen: str, pair_tabs: Mapping[str,
         adjusted = [t for t in pair_tabs.values() if "significant_adj" in t]
         if adjusted:
             a = adjusted[0].attrs
-            name = {"holm": "Holm", "bh": "Benjamini–Hochberg"}.get(a.get("correction", ""), "the correction")
+            name = CORRECTION_NAMES.get(a.get("correction", ""), "the correction")
             how = f"significant after {name} over all {a.get('family', 0)} paired tests of the comparison"
         else:
             how = "CI excludes 0"

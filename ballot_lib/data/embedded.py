@@ -26,7 +26,7 @@ import torch
 
 from ..paths import data_root
 from .core import (
-    DATASETS, DEFAULT_LONG_TAIL, DataBundle, DataConfig, DatasetError, Split, default_skew_classes, stratified_split,
+    DATASETS, DataBundle, DataConfig, DatasetError, Split, default_skew_classes, stratified_split,
 )
 
 DIGITS_TEST_FRACTION = 0.2
@@ -70,10 +70,9 @@ def load_digits(cfg: DataConfig) -> DataBundle:
 
 @DATASETS.register("digits_lt")
 def load_digits_lt(cfg: DataConfig) -> DataBundle:
-    bundle = _digits_bundle("digits_lt", cfg)
-    # The profile itself is declared in DEFAULT_LONG_TAIL (validation reads it before loading); recorded here too.
-    bundle.notes["default_long_tail"] = DEFAULT_LONG_TAIL["digits_lt"]
-    return bundle
+    # Its exp profile is declared in DEFAULT_LONG_TAIL (validation reads it before loading; finalize applies it and
+    # records it as notes["long_tail"]).
+    return _digits_bundle("digits_lt", cfg)
 
 
 def skewed_domains(
