@@ -23,6 +23,18 @@ torch.set_num_threads(1)
 TINY_TRAIN = TrainConfig(epochs=2, batch_size=64, lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="cosine")
 
 
+def stored_run_bytes(run_dir: Path) -> dict:
+    """Every stored file of a run folder as bytes, summary.json parsed without its wall-clock ``seconds``: two runs
+    that stored the same results compare equal (kill-and-resume and derivation tests)."""
+    import json
+
+    out = {p.name: p.read_bytes() for p in sorted(run_dir.iterdir())
+           if p.is_file() and p.name not in ("run.json", ".lock", "summary.json") and not p.name.startswith(".")}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary.pop("seconds")
+    return {**out, "summary.json": summary}
+
+
 def make_experiment(results_dir: Path, **train_overrides) -> Experiment:
     """A tiny experiment: digits, an MLP of width 16, 2 epochs on CPU, results in ``results_dir``."""
     from dataclasses import replace

@@ -10,7 +10,7 @@ import ballot_lib.experiment as experiment_module
 from ballot_lib import pruning as P
 from ballot_lib.methods import METHODS, make_config, run_method
 
-from conftest import make_experiment, tree
+from conftest import make_experiment, stored_run_bytes, tree
 
 SEED = 0
 DENSITY = 0.2
@@ -255,17 +255,6 @@ def test_registry_and_make_config():
     assert cfg.schedule() == pytest.approx([0.5 ** (1 / 3), 0.5 ** (2 / 3), 0.5])
 
 
-def _stored_run_bytes(run_dir):
-    """Every stored file's bytes; summary.json without its wall-clock ``seconds``."""
-    import json
-
-    out = {p.name: p.read_bytes() for p in sorted(run_dir.iterdir())
-           if p.is_file() and p.name not in ("run.json", ".lock", "summary.json") and not p.name.startswith(".")}
-    summary = json.loads((run_dir / "summary.json").read_text())
-    summary.pop("seconds")
-    return {**out, "summary.json": summary}
-
-
 @pytest.mark.parametrize("stop_at", [2, 3, 4])
 def test_lth_interrupted_at_any_level_resumes_to_the_same_run_and_keeps_one_level_of_scaffolding(
         tmp_path, monkeypatch, stop_at):
@@ -298,7 +287,7 @@ def test_lth_interrupted_at_any_level_resumes_to_the_same_run_and_keeps_one_leve
     # The resumed attempt trained only the levels not finished before.
     assert [lv for lv, _ in seen] == list(range(1, stop_at + 1)) + list(range(stop_at, levels + 1))
     assert res.run.path.name == ref.run.path.name
-    assert _stored_run_bytes(res.run.path) == _stored_run_bytes(ref.run.path)
+    assert stored_run_bytes(res.run.path) == stored_run_bytes(ref.run.path)
     names = sorted(p.name for p in res.run.path.iterdir())
     assert not [n for n in names if n.endswith("_weights.pt") or n.startswith("checkpoint")], names
     assert [n for n in names if n.endswith("mask.pt")] == [f"level{lv}_mask.pt" for lv in range(1, levels)] + [

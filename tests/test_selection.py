@@ -6,7 +6,7 @@ import pytest
 from ballot_lib.methods import make_config, run_method
 from ballot_lib.methods.base import config_dict, select_checkpoint
 
-from conftest import make_experiment, tree
+from conftest import make_experiment, stored_run_bytes, tree
 
 
 def test_select_checkpoint_by_hand():
@@ -141,17 +141,6 @@ def test_dynamic_mask_val_rule_stores_the_mask_metrics_and_density_of_the_select
     assert 1 <= sel.summary["candidate_masks_max"] <= len(history)
 
 
-def _stored_files(run_dir):
-    """Every stored file's bytes, summary.json without its wall-clock ``seconds``."""
-    import json
-
-    out = {p.name: p.read_bytes() for p in sorted(run_dir.iterdir())
-           if p.is_file() and p.name not in ("run.json", ".lock", "summary.json") and not p.name.startswith(".")}
-    summary = json.loads((run_dir / "summary.json").read_text())
-    summary.pop("seconds")
-    return {**out, "summary.json": summary}
-
-
 @pytest.mark.parametrize("method", sorted(DYNAMIC))
 def test_dynamic_mask_val_rule_killed_mid_training_resumes_to_the_same_stored_run(tmp_path, monkeypatch, method):
     from ballot_lib.results import safe_torch_load
@@ -176,7 +165,7 @@ def test_dynamic_mask_val_rule_killed_mid_training_resumes_to_the_same_stored_ru
     assert ckpt["epoch"] == 3 and ckpt["extras"]["val_rule_masks"]["held"]  # the candidates travel in it
     res = run_method(exp, method, 0, **kw)
     assert seen == [1, 2, 3, 4, 4, 5, 6]  # resumed after epoch 3, not retrained
-    assert res.id == whole.id and _stored_files(res.run.path) == _stored_files(whole.run.path)
+    assert res.id == whole.id and stored_run_bytes(res.run.path) == stored_run_bytes(whole.run.path)
 
 
 def test_dynamic_mask_val_rule_runs_train_themselves_and_sweep_cost_counts_them(tmp_path):
