@@ -116,7 +116,8 @@ def matched_budget(budget: float, rewind_epoch: int, epochs: int) -> float:
 def comparison_variants(ballot_options: Optional[Mapping] = None, baselines: Iterable[str] = tuple(BASELINES),
                         baseline_options: Optional[Mapping[str, Mapping]] = None,
                         rewind_epoch: int = 0, epochs: Optional[int] = None) -> list[Variant]:
-    """Dense, each baseline with the last epoch and with the val rule, Ballot and its three controls.
+    """Dense, each baseline with the last epoch and with the val rule (the val rule first where that run's
+    training serves the last-epoch run: :func:`val_rule_first`), Ballot and its three controls.
 
     ``rewind_epoch`` k > 0 rewinds every method of :data:`REWINDING` (LTH and Ballot) to θk instead of θ0 ("late
     rewinding"); ``ballot_options`` must then not name another rewind point (:func:`rewound`). Ballot then trains
@@ -134,11 +135,16 @@ def comparison_variants(ballot_options: Optional[Mapping] = None, baselines: Ite
         if rewind_epoch and epochs and "budget" in BASELINE_OPTIONS.get(label, {}) \
                 and "budget" not in baseline_options.get(label, {}):
             opts["budget"] = matched_budget(BASELINE_OPTIONS[label]["budget"], rewind_epoch, epochs)
-        out.append(Variant(label, BASELINES[label], {**opts, "select": "last"}))
-        if selectable(BASELINES[label]):
-            # The same val rule as Ballot's: its select_eps unless the baseline's own options name one.
-            eps = {"select_eps": ballot_options["select_eps"]} if "select_eps" in ballot_options else {}
-            out.append(Variant(label + SELECTED, BASELINES[label], {**eps, **opts, "select": "val_rule"}))
+        last = Variant(label, BASELINES[label], {**opts, "select": "last"})
+        if not selectable(BASELINES[label]):
+            out.append(last)
+            continue
+        # The same val rule as Ballot's: its select_eps unless the baseline's own options name one.
+        eps = {"select_eps": ballot_options["select_eps"]} if "select_eps" in ballot_options else {}
+        val = Variant(label + SELECTED, BASELINES[label], {**eps, **opts, "select": "val_rule"})
+        # One training serves both: the twin that stores what the other needs runs first (a method whose mask
+        # changes during training stores its final mask with its val-rule run; others derive the val-rule run).
+        out += [val, last] if val_rule_first(BASELINES[label]) else [last, val]
     out += [
         Variant("Ballot", "ballot", {**ballot_options, "refined": True}),
         Variant("Ballot plain", "ballot", {**ballot_options, "refined": False, "select": "last"}),
@@ -146,6 +152,14 @@ def comparison_variants(ballot_options: Optional[Mapping] = None, baselines: Ite
         Variant("Ballot η=0", "ballot", {**ballot_options, "refined": True, "eta": 0.0}),
     ]
     return out
+
+
+def val_rule_first(method: str) -> bool:
+    """Whether ``method``'s val-rule run must train before its last-epoch run for one training to serve both
+    (its config sets ``VAL_RULE_FINAL_MASK``: :func:`ballot_lib.methods.base.val_rule_twin`)."""
+    from .methods import METHODS
+
+    return bool(getattr(METHODS.get(method).config, "VAL_RULE_FINAL_MASK", False))
 
 
 def selectable(method: str) -> bool:

@@ -8,8 +8,10 @@ makes; each (variant, density, seed) becomes a planned run with its hash -- the 
   (``MethodSpec.reuses_dense``: MP, LTH, the random control, Ballot, the Prune Responsibly techniques), which then
   counts only its own training, ``compute_epochs`` minus the dense recipe's epochs; SafeCompress and FairScratch
   need only θ0 (:meth:`ballot_lib.experiment.Experiment.initial_weights`) and train no dense run;
-* a ``select="val_rule"`` run whose ``select="last"`` twin is planned before it (or complete in the store) reuses
-  that training (:func:`ballot_lib.methods.base.last_epoch_twin`) and costs nothing;
+* a run whose twin under the other checkpoint rule is planned before it (or complete in the store and usable)
+  reuses that training and costs nothing (:func:`ballot_lib.methods.base.training_twin`, the rule
+  :func:`~ballot_lib.methods.run_method` applies): a ``select="val_rule"`` run its ``select="last"`` twin, a
+  ``select="last"`` run its val-rule twin (SafeCompress and FairScratch store their final mask for it);
 * a run already complete in the results store (``results_dir``) is loaded, not trained (``todo`` excludes it).
 
 Each epoch costs its training images plus a third of its evaluation images (val and test are evaluated every
@@ -69,7 +71,7 @@ def plan_grid(grid: Grid, job: int = 0, seen: Optional[dict[str, PlannedRun]] = 
     """
     from .experiment import experiment_from
     from .methods import METHODS
-    from .methods.base import config_dict, last_epoch_twin
+    from .methods.base import config_dict, training_twin
     from .methods.grid import expand
 
     seen = {} if seen is None else seen
@@ -99,9 +101,8 @@ def plan_grid(grid: Grid, job: int = 0, seen: Optional[dict[str, PlannedRun]] = 
                 add(v.label if v.method == "dense" else "dense", "dense", dense_cfg, seed, T)
             if v.method == "dense":
                 continue
-            twin_cfg = last_epoch_twin(cfg)
-            twin = exp.store.run(exp.run_config(v.method, config_dict(twin_cfg), seed)) if twin_cfg else None
-            if twin is not None and (twin.id in seen or twin.complete):
+            twin = training_twin(exp, v.method, cfg, seed, planned=seen)
+            if twin is not None:
                 add(v.label, v.method, cfg, seed, 0.0, derived=twin.id)
             else:
                 add(v.label, v.method, cfg, seed, total - T if spec.reuses_dense else total)

@@ -8,6 +8,9 @@ Layout of ``<results root>/runs/<run_id>/``:
 * ``metrics.json``  final metrics per split: overall, per class, per group;
 * ``mask.pt``       the mask (sparse methods): plain bool tensors (1 byte per weight), or bit-packed (1 bit per
                     weight) with ``$BALLOT_MASK_FORMAT=packed``; ``pruning.load_mask`` reads both;
+* ``final_mask.pt`` a val-rule run of a method whose mask changes during training (SafeCompress, FairScratch): the
+                    final mask beside the selected epoch's ``mask.pt``, from which its ``select="last"`` twin is
+                    derived (:func:`ballot_lib.methods.base.training_twin`);
 * ``*.pt``          stored weights (the dense run keeps θ0, early θk and θT);
 * ``summary.json``  written last; its presence marks the run complete, so a finished run is skipped.
 

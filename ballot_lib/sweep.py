@@ -749,8 +749,8 @@ def _cost(files: Sequence[Path], ips_text: str, concurrency: float, results: Opt
         if warning:
             print(f"{f}{warning}")
     missing = sorted(set(plan["model"]) - set(ips))
-    print(f"\nepochs: the runs' own training (each run's recipe; shared dense runs and val-rule twins once); "
-          f"Mimages: 32-px image equivalents, train + {EVAL_COST:.2f} x (val + test) per epoch, x (side/32)^2.")
+    print(f"\nepochs: the runs' own training (each run's recipe; shared dense runs once, and twins under the other "
+          f"checkpoint rule once); Mimages: 32-px image equivalents, train + {EVAL_COST:.2f} x (val + test) per epoch, x (side/32)^2.")
     if ips:
         print(f"gpu_hours: Mimages / images/s ({', '.join(f'{m} {r:,.0f}' for m, r in ips.items())}) "
               f"/ concurrency {concurrency:g}" + (f"; no rate for {', '.join(missing)}" if missing else ""))

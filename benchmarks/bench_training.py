@@ -632,7 +632,7 @@ def _time_methods(model: str, dev: torch.device, name: str, epochs: int, batch_s
 PAPER_GRID = "params/03_*.yaml"
 PAPER_MODELS = ("resnet18", "resnet50", "vgg16_bn")
 #: notebook 03's controls (plain training and η = 0 of the chosen Ballot candidate, the compute-matched 2T runs of
-#: SafeCompress and FairScratch; the "+val" runs are derived from their last-epoch twins without training): the
+#: SafeCompress and FairScratch; of each last/"+val" pair only one trains, the other is derived from it): the
 #: issue's grid is dense + the five methods without them.
 NB03_CONTROLS = ("Ballot plain", "Ballot plain +val", "Ballot η=0", "SafeCompress 2T", "FairScratch 2T",
                  "SafeCompress 2T +val", "FairScratch 2T +val")
@@ -1061,8 +1061,8 @@ def main(argv=None) -> int:
                 f"{k} {100 * v:.0f} %" for k, v in sorted(proj["dataset_shares"].items(), key=lambda kv: -kv[1])))
             print("    assumptions (ballot_lib.cost; per file: python -m ballot_lib.sweep cost params/03_*.yaml): cost per "
                   "image ~ pixels relative to 32x32;\n    val+test evaluated every epoch at a third of a training step per "
-                  "image; dense run once per dataset/model/seed, MP/LTH/Ballot\n    reuse it, MP/LTH val-rule twins reuse "
-                  "their last-epoch run (SafeCompress/FairScratch +val runs train); the files' method options; the best step mode of [3]; the\n    concurrency "
+                  "image; dense run once per dataset/model/seed, MP/LTH/Ballot\n    reuse it, of each last-epoch/val-rule pair "
+                  "one run trains (SafeCompress/FairScratch: the +val run); the files' method options; the best step mode of [3]; the\n    concurrency "
                   "factor of [4] at the chosen N per model (see above); no data loading or Ballot engine time beyond what "
                   "[5] shows.")
 

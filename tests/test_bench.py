@@ -27,10 +27,11 @@ def test_grid_epochs_and_projection_arithmetic(bench):
     """The projection plans params/03_*.yaml (ballot_lib.cost); its totals checked against sizes worked by hand."""
     per = bench.grid_epochs()
     # dense once; MP (full fine-tune), LTH (one level from θ0), Ballot (rewind 0) add one schedule each per
-    # density beyond the dense run; SafeCompress and FairScratch train one schedule each from θ0, twice: their
-    # val-rule (+val) runs train themselves (their masks change during training; MP's and LTH's reuse their twin).
-    assert per == {"dense": 250.0, "mp": 1000.0, "lth": 1000.0, "ballot": 1000.0, "safecompress": 2000.0,
-                   "fairscratch": 2000.0}
+    # density beyond the dense run; SafeCompress and FairScratch train one schedule each from θ0: of each
+    # last-epoch/+val pair one run trains (theirs: the +val run, which stores the final mask; MP's and LTH's: the
+    # last-epoch run).
+    assert per == {"dense": 250.0, "mp": 1000.0, "lth": 1000.0, "ballot": 1000.0, "safecompress": 1000.0,
+                   "fairscratch": 1000.0}
     proj = bench.project_grid({"resnet18": 36_000.0, "resnet50": 12_000.0, "vgg16_bn": 24_000.0}, {"resnet18": 2.0})
     # per epoch: train + (val + test) / 3, x (side / 32)^2 (CIFAR-10S evaluates val and test in both domains;
     # UTKFace: 23,708 faces, test 4,742, val 1,897 of the rest; Tiny-ImageNet: val 10,000 of 100,000, test 10,000)
@@ -38,17 +39,16 @@ def test_grid_epochs_and_projection_arithmetic(bench):
              "celeba": (162_770 + 39_829 / 3) * 16, "utkface": (17_069 + (1_897 + 4_742) / 3) * 4,
              "tinyimagenet": (90_000 + 20_000 / 3) * 4}
     images = sum(epoch.values())
-    expect18 = images * 7250 * 5 / 36_000 / 3600
+    expect18 = images * 5250 * 5 / 36_000 / 3600
     r18 = proj["rows"][0]
     assert r18["gpu_hours"] == pytest.approx(expect18) and r18["gpu_hours_concurrent"] == pytest.approx(expect18 / 2)
     assert proj["complete"] and proj["gpu_hours"] == pytest.approx(sum(r["gpu_hours"] for r in proj["rows"]))
     assert not bench.project_grid({"resnet18": 1.0}, {})["complete"]
     # Notebook 03's parameter files also train Ballot plain and Ballot η=0 at every density (+2000 epochs per cell)
-    # and the compute-matched SafeCompress and FairScratch (2T each, last epoch and +val: +8000).
-    assert bench.control_epochs() == {"Ballot plain": 1000, "Ballot η=0": 1000, "SafeCompress 2T": 2000,
-                                      "SafeCompress 2T +val": 2000, "FairScratch 2T": 2000,
+    # and the compute-matched SafeCompress and FairScratch (2T each, trained once for last epoch and +val: +4000).
+    assert bench.control_epochs() == {"Ballot plain": 1000, "Ballot η=0": 1000, "SafeCompress 2T +val": 2000,
                                       "FairScratch 2T +val": 2000}
-    assert proj["gpu_hours_with_controls"] == pytest.approx(proj["gpu_hours"] * 17250 / 7250)
+    assert proj["gpu_hours_with_controls"] == pytest.approx(proj["gpu_hours"] * 11250 / 5250)
     shares = bench.dataset_shares()
     assert sum(shares.values()) == pytest.approx(1.0)
     assert shares["celeba"] == pytest.approx(epoch["celeba"] / images)
@@ -71,7 +71,7 @@ def test_measurements_3_5_6_run_on_cpu(bench, tmp_path, capsys):
     for r in rows.values():
         assert "error" not in r, r
         assert r["wall_s"] >= r["train_s"] > 0
-    assert res["projection"]["epochs_per_cell"] == 7250
+    assert res["projection"]["epochs_per_cell"] == 5250
 
 
 def test_measurement_4_concurrent_processes_on_cpu(bench, capsys):

@@ -285,6 +285,25 @@ def test_a_method_output_is_checked_before_anything_of_it_is_stored(tmp_path, mo
                    if (p / "config.json").exists() and '"probe"' in (p / "config.json").read_text())
 
 
+@pytest.mark.parametrize("select,final_mask,message", [
+    ("val_rule", False, "sets VAL_RULE_FINAL_MASK, so a select='val_rule' run must return"),
+    ("last", True, "final_mask is for select='val_rule' runs only"),
+])
+def test_a_final_mask_is_returned_exactly_by_the_val_rule_runs_that_declare_it(tmp_path, monkeypatch, select,
+                                                                               final_mask, message):
+    """A config with VAL_RULE_FINAL_MASK promises its val-rule runs store their final mask (its last-epoch runs are
+    derived from them): a run that breaks the promise, or a last-epoch run that returns one, stores nothing."""
+    from ballot_lib.methods.base import MethodOutput
+
+    config = _register_probe(monkeypatch, "probe", lambda exp, res: MethodOutput(
+        res, _good_mask(exp), train_epochs=2, final_mask=_good_mask(exp) if final_mask else None))
+    monkeypatch.setattr(config, "VAL_RULE_FINAL_MASK", True)
+    exp = make_experiment(tmp_path / "results")
+    with pytest.raises(ValueError, match=message):
+        run_method(exp, "probe", 0, density=0.5, select=select)
+    assert len(load_results(exp.store.root)) == 2  # the dense run only
+
+
 def _out(res, mask, summary=None):
     from ballot_lib.methods.base import MethodOutput
 
@@ -488,6 +507,13 @@ def test_a_method_whose_training_depends_on_select_is_not_derived_from_its_last_
         val = run_method(exp, name, 0, density=1.0, select="val_rule")
         assert ("derived_from" in val.summary) == (name == "shared")
     assert trained == [("shared", "last"), ("own", "last"), ("own", "val_rule")]
+    # The other order: a last-epoch run is derived from its val-rule twin only when the training is shared.
+    trained.clear()
+    for name in ("shared", "own"):
+        run_method(exp, name, 0, density=0.5, select="val_rule")
+        last = run_method(exp, name, 0, density=0.5)
+        assert ("derived_from" in last.summary) == (name == "shared")
+    assert trained == [("shared", "val_rule"), ("own", "val_rule"), ("own", "last")]
 
 
 def test_a_plugin_dataset_is_known_to_the_parameter_checks_before_methods_are_imported(tmp_path):

@@ -170,7 +170,8 @@ def test_dynamic_mask_val_rule_killed_mid_training_resumes_to_the_same_stored_ru
 
 def test_dynamic_mask_val_rule_runs_train_themselves_and_sweep_cost_counts_them(tmp_path):
     """Their select="last" twin does not store the candidate masks: no derivation, and ``sweep cost`` counts the
-    val-rule run's own training."""
+    val-rule run's own training. The other way round, a last-epoch run planned after its val-rule twin costs
+    nothing, and is stored as planned (derived, nothing trained)."""
     from ballot_lib import cost, plans
     from ballot_lib.experiment import experiment_from
     from ballot_lib.methods import Variant, run_grid
@@ -196,6 +197,74 @@ def test_dynamic_mask_val_rule_runs_train_themselves_and_sweep_cost_counts_them(
         row = stored[stored["run_id"] == r.run_id].iloc[0]
         assert row["select"] == "val_rule" and row["compute_epochs"] == 2
         assert "derived_from" not in stored or not isinstance(row["derived_from"], str)
+
+    # Val rule first (notebook 03's order for these methods): the last-epoch runs are derived.
+    fresh = tmp_path / "fresh"
+    both = plans.Grid("g", {**params, "results_dir": str(fresh)}, [
+        v for k, m in labels.items() for v in (Variant(k + " +val", m, {"select": "val_rule"}),
+                                                Variant(k, m, {"select": "last"}))], [0.3], [0])
+    planned = {r.variant: r for r in cost.plan_grid(both, results_dir=str(fresh))}
+    assert {v: (bool(r.derived_from), r.epochs) for v, r in planned.items()} == {
+        "SafeCompress +val": (False, 2.0), "SafeCompress": (True, 0.0),
+        "FairScratch +val": (False, 2.0), "FairScratch": (True, 0.0)}
+    run_grid(experiment_from(both.params), both.variants, [0.3], [0], progress=False)
+    stored = load_results(fresh)
+    for r in planned.values():
+        row = stored[stored["run_id"] == r.run_id].iloc[0]
+        assert (row["derived_from"] if isinstance(row["derived_from"], str) else "") == r.derived_from
+
+
+@pytest.mark.parametrize("method", sorted(DYNAMIC) + ["lth"])
+def test_a_last_epoch_run_is_derived_from_its_val_rule_twin_and_stores_what_its_own_training_stores(
+        tmp_path, monkeypatch, method):
+    """One training serves both checkpoint rules whichever runs first: a select="last" run whose val-rule twin is
+    complete takes the twin's final mask (SafeCompress and FairScratch store it as final_mask.pt; a static-mask
+    method's stored mask is the final one) and the history's last epoch. Oracle: the last-epoch run trained alone
+    in another store -- every stored file equal, summary equal but for where the training came from."""
+    import json
+
+    import ballot_lib.experiment as experiment_module
+    from ballot_lib.methods.base import FINAL_MASK_FILE
+
+    kw = DYNAMIC.get(method, {"density": 0.3, "select_eps": 0.05})
+    last_kw = dict(kw)  # the twin under the other rule has the same options (select_eps too, as notebook 03's)
+    alone = run_method(make_experiment(tmp_path / "alone", epochs=6), method, 0, **last_kw)
+    exp = make_experiment(tmp_path / "results", epochs=6)
+    val = run_method(exp, method, 0, select="val_rule", **kw)
+    assert val.run.file(FINAL_MASK_FILE).is_file() == (method in DYNAMIC)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a derived run must not train")
+
+    monkeypatch.setattr(experiment_module, "train", fail)
+    derived = run_method(exp, method, 0, **last_kw)
+    assert derived.id == alone.id and derived.summary["derived_from"] == val.id
+    got, want = stored_run_bytes(derived.run.path), stored_run_bytes(alone.run.path)
+    assert got.pop("summary.json") == {**want.pop("summary.json"), "derived_from": val.id}
+    assert got == want  # mask.pt, metrics.json, history.json, config.json: byte for byte
+    assert FINAL_MASK_FILE not in got
+    if method in DYNAMIC:  # setup: the val rule picked an earlier epoch whose mask differs from the final one
+        assert val.summary["selected_epoch"] < 6 and (val.run.file("mask.pt").read_bytes()
+                                                      != derived.run.file("mask.pt").read_bytes())
+    # The stored val-rule run did not change.
+    assert json.loads(val.run.file("summary.json").read_text()) == val.summary
+
+
+@pytest.mark.parametrize("method", sorted(DYNAMIC))
+def test_a_val_rule_run_without_its_final_mask_cannot_serve_its_last_twin(tmp_path, method):
+    """A val-rule run stored before final_mask.pt existed holds only the selected epoch's mask: the select="last"
+    run trains itself, and ``sweep cost`` plans it so (the rule both use: training_twin)."""
+    from ballot_lib.methods.base import FINAL_MASK_FILE, training_twin
+
+    exp = make_experiment(tmp_path / "results", epochs=3)
+    val = run_method(exp, method, 0, select="val_rule", **DYNAMIC[method])
+    last_cfg = make_config(method, **DYNAMIC[method])
+    assert training_twin(exp, method, last_cfg, 0).id == val.id
+    val.run.file(FINAL_MASK_FILE).unlink()
+    assert training_twin(exp, method, last_cfg, 0) is None
+    assert training_twin(exp, method, last_cfg, 0, planned={val.id}) is None  # complete: its files decide
+    last = run_method(exp, method, 0, **DYNAMIC[method])
+    assert "derived_from" not in last.summary and last.history() == val.history()
 
 
 #: The method part of the identity of select="last" runs, as the code before the val rule of these methods made it.

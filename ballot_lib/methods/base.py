@@ -21,7 +21,7 @@ import torch
 
 from ..experiment import Experiment, RunResult, finish_run, load_run
 from ..maskbits import pack_bits, unpack_bits
-from ..pruning import check_density, check_mask_matches, density as mask_density, save_mask
+from ..pruning import check_density, check_mask_matches, density as mask_density, load_mask, save_mask
 from ..registry import Registry
 from ..results import Run, discard_if_unstarted
 from ..training import TrainConfig, TrainResult
@@ -36,6 +36,10 @@ class MethodOutput:
     mask: Optional[Mapping[str, torch.Tensor]]  # the final mask (stored as mask.pt; its density is recorded)
     train_epochs: int  # epochs of the final training
     summary: dict = field(default_factory=dict)  # method-specific summary fields (diagnostics, choices)
+    #: A ``select="val_rule"`` run of a method whose mask changes during training (its config sets
+    #: ``VAL_RULE_FINAL_MASK``): the mask its final weights obey, stored as ``final_mask.pt`` beside the selected
+    #: epoch's ``mask.pt``, so that its ``select="last"`` twin is derived from the run without training. None else.
+    final_mask: Optional[Mapping[str, torch.Tensor]] = None
 
 
 @dataclass(frozen=True)
@@ -222,15 +226,61 @@ def last_epoch_twin(cfg: Any) -> Optional[Any]:
     return dataclasses.replace(cfg, select="last")
 
 
-def _derive_selected(exp: Experiment, method: str, cfg: Any, seed: int, run: Run) -> Optional[RunResult]:
-    """A ``select="val_rule"`` run whose ``select="last"`` twin is complete: same training (same seed, same data
-    order, deterministic), so its mask and history are reused and only the selection is applied — no retraining.
-    """
+#: The file in which a val-rule run of a method whose mask changes during training stores its final mask
+#: (:attr:`MethodOutput.final_mask`).
+FINAL_MASK_FILE = "final_mask.pt"
+#: Summary fields that belong to a run's checkpoint selection, not to its training: a run derived from its twin
+#: (:func:`training_twin`) leaves them out and records its own.
+SELECTION_SUMMARY = ("select", "selected_epoch", "candidate_masks_max", "derived_from")
+
+
+def val_rule_twin(cfg: Any) -> Optional[Any]:
+    """The ``select="val_rule"`` config whose stored run holds everything the ``select="last"`` run of ``cfg``
+    stores (same training; the final mask; the last epoch's metrics in its history), or None.
+
+    Either the two runs store the same mask (the val-rule run is derived from the last-epoch run:
+    :func:`last_epoch_twin` of it gives ``cfg`` back), or the method stores the final mask of its val-rule runs
+    itself (its config sets ``VAL_RULE_FINAL_MASK``: SafeCompress and FairScratch, whose masks change during
+    training). A method whose training depends on ``select`` (Ballot's refined training) has no such twin."""
+    if getattr(cfg, "select", None) != "last" or getattr(cfg, "NO_VAL_RULE", None):
+        return None
+    twin = dataclasses.replace(cfg, select="val_rule")
+    if getattr(cfg, "VAL_RULE_FINAL_MASK", False) or last_epoch_twin(twin) == cfg:
+        return twin
+    return None
+
+
+def training_twin(exp: Experiment, method: str, cfg: Any, seed: int, planned: Any = ()) -> Optional[Run]:
+    """The run whose training a run of ``cfg`` reuses instead of training, or None (it trains itself).
+
+    The two runs differ only in their checkpoint rule (``select``) and train alike (same seed, θ0 and data order;
+    deterministic): a ``select="val_rule"`` run reuses its :func:`last_epoch_twin`, a ``select="last"`` run its
+    :func:`val_rule_twin` -- whichever is complete in the store (a val-rule run of SafeCompress or FairScratch only
+    with its ``final_mask.pt``: one stored before that file existed cannot serve), or whose id is in ``planned``
+    (:func:`ballot_lib.cost.plan_grid`: planned to run before it, so that it will be complete). :func:`run_method`
+    and ``sweep cost`` decide with this one rule, so the plan trains exactly what the runs do."""
     twin_cfg = last_epoch_twin(cfg)
+    if twin_cfg is None:
+        twin_cfg = val_rule_twin(cfg)
     if twin_cfg is None:
         return None
     twin = exp.store.run(exp.run_config(method, config_dict(twin_cfg), seed))
-    if not twin.complete:
+    if twin.complete:
+        if cfg.select == "last" and last_epoch_twin(twin_cfg) != cfg and not twin.file(FINAL_MASK_FILE).is_file():
+            return None
+        return twin
+    return twin if twin.id in planned else None
+
+
+def _derive_selected(exp: Experiment, method: str, cfg: Any, seed: int, run: Run) -> Optional[RunResult]:
+    """A run whose :func:`training_twin` is complete: same training (same seed, same data order, deterministic),
+    so the twin's mask and history are reused and only this run's selection is applied -- no retraining.
+
+    A val-rule run takes the last-epoch run's mask and selects its epoch from the history; a last-epoch run takes
+    the val-rule run's mask (or its ``final_mask.pt``, where the stored mask is the selected epoch's) and the
+    metrics of the history's last epoch."""
+    twin = training_twin(exp, method, cfg, seed)
+    if twin is None:
         return None
     # The twin's files are checked before they are used (config hash, schemas, every file a complete run holds,
     # mask shapes): a damaged twin raises with the fix instead of spreading into a new "complete" run.
@@ -238,11 +288,15 @@ def _derive_selected(exp: Experiment, method: str, cfg: Any, seed: int, run: Run
     history = twin.read_json("history.json")
     if not history or "val_acc" not in history[0]:
         return None
-    summary = {k: v for k, v in loaded.summary.items() if k not in ("selected_epoch", "select")}
+    summary = {k: v for k, v in loaded.summary.items() if k not in SELECTION_SUMMARY}
     res = TrainResult(net=None, history=history, final={k: {} for k in loaded.metrics},
                       seconds=float(summary.pop("seconds", 0.0)))
-    summary["derived_from"] = twin.id
     mask = loaded.mask
+    if cfg.select == "last":
+        _row_metrics(res, history[-1])
+        if twin.file(FINAL_MASK_FILE).is_file():
+            mask = load_mask(twin.file(FINAL_MASK_FILE), exp.param_shapes(prunable=True))
+    summary["derived_from"] = twin.id
     out = MethodOutput(res, mask, train_epochs=int(summary.pop("train_epochs", 0)), summary=summary)
     compute = summary.pop("compute_epochs", None)
     summary.pop("density", None)
@@ -269,9 +323,14 @@ def select_epoch_metrics(res: TrainResult, eps: float) -> int:
     """Replace ``res.final`` (every split) by the metrics of the epoch :func:`select_checkpoint` picks; returns
     that epoch. Sparse runs store metrics and masks, not weights, so nothing else changes."""
     row = res.history[select_checkpoint(res.history, eps)]
+    _row_metrics(res, row)
+    return int(row["epoch"])
+
+
+def _row_metrics(res: TrainResult, row: Mapping[str, Any]) -> None:
+    """Replace ``res.final`` (every split it has) by the metrics of one history row (``<split>_<metric>``)."""
     for split in res.final:
         res.final[split] = {m[len(split) + 1:]: v for m, v in row.items() if m.startswith(split + "_")}
-    return int(row["epoch"])
 
 
 #: Summary fields :func:`store_output` writes itself: a method's own ``summary`` must not set them.
@@ -298,11 +357,19 @@ def check_output(exp: Experiment, method: str, cfg: Any, out: Any, compute: Any)
     if out.mask is None and sparse:
         raise ValueError(f"{where} returned no mask although it prunes (density={cfg.density}): return the final "
                          f"mask (name -> 0/1 tensor over the model's prunable weights)")
-    if out.mask is not None:
-        check_mask(out.mask, f"{where}'s mask")
-        problem = mask_mismatch(out.mask, exp.param_shapes(prunable=True))
-        if problem:
-            raise ValueError(f"{where}'s mask does not fit the model: {problem}")
+    for what, m in (("mask", out.mask), ("final_mask", out.final_mask)):
+        if m is not None:
+            check_mask(m, f"{where}'s {what}")
+            problem = mask_mismatch(m, exp.param_shapes(prunable=True))
+            if problem:
+                raise ValueError(f"{where}'s {what} does not fit the model: {problem}")
+    val_rule = getattr(cfg, "select", "last") == "val_rule"
+    if val_rule and getattr(cfg, "VAL_RULE_FINAL_MASK", False) and out.final_mask is None:
+        raise ValueError(f"{where}: its config sets VAL_RULE_FINAL_MASK, so a select='val_rule' run must return "
+                         f"MethodOutput(..., final_mask=<the mask of its final weights>)")
+    if out.final_mask is not None and not val_rule:
+        raise ValueError(f"{where}: MethodOutput.final_mask is for select='val_rule' runs only (a select="
+                         f"{getattr(cfg, 'select', 'last')!r} run stores its final mask as its mask)")
     if not is_int(out.train_epochs) or out.train_epochs < 0:
         raise TypeError(f"{where}: MethodOutput.train_epochs must be an integer >= 0, got {out.train_epochs!r}")
     if not isinstance(out.summary, dict):
@@ -417,14 +484,15 @@ class CandidateMasks:
 
 
 def val_rule_mask(cfg: Any, res: TrainResult, candidates: Optional[CandidateMasks], final: Mapping[str, torch.Tensor]
-                  ) -> tuple[Mapping[str, torch.Tensor], dict]:
-    """The mask a run of a method whose mask changes during training stores, and the summary fields that go with
-    it: with ``select="val_rule"``, the mask of the epoch :func:`select_checkpoint` picks (whose metrics
-    :func:`apply_selection` then stores; it checks the two agree) from ``candidates``; else the ``final`` mask."""
+                  ) -> tuple[Mapping[str, torch.Tensor], dict, Optional[Mapping[str, torch.Tensor]]]:
+    """The mask a run of a method whose mask changes during training stores, the summary fields that go with it,
+    and its :attr:`MethodOutput.final_mask`: with ``select="val_rule"``, the mask of the epoch
+    :func:`select_checkpoint` picks (whose metrics :func:`apply_selection` then stores; it checks the two agree)
+    from ``candidates``, and the ``final`` mask as the final mask; else the ``final`` mask, and None."""
     if getattr(cfg, "select", "last") != "val_rule" or not res.history:
-        return final, {}
+        return final, {}, None
     epoch = int(res.history[select_checkpoint(res.history, cfg.select_eps)]["epoch"])
-    return candidates.mask(epoch), {"selected_epoch": epoch, "candidate_masks_max": candidates.max_held}
+    return candidates.mask(epoch), {"selected_epoch": epoch, "candidate_masks_max": candidates.max_held}, final
 
 
 def apply_selection(cfg: Any, out: MethodOutput) -> None:
@@ -449,6 +517,8 @@ def store_output(exp: Experiment, run: Run, out: MethodOutput, compute: float) -
     if out.mask is not None:
         save_mask(out.mask, run.file("mask.pt"))
         summary["density"] = mask_density(out.mask)
+    if out.final_mask is not None:
+        save_mask(out.final_mask, run.file(FINAL_MASK_FILE))
     finish_run(run, out.result, **summary, train_epochs=out.train_epochs, compute_epochs=compute, **out.summary)
     return load_run(run, exp)
 
@@ -494,6 +564,10 @@ class SparseConfig:
     #: Why ``select="val_rule"`` is refused, or None (every built-in method offers it; a new method whose stored
     #: mask could not belong to an earlier epoch's metrics sets it, or keeps its candidate masks: CandidateMasks).
     NO_VAL_RULE: ClassVar[Optional[str]] = None
+    #: True for a method whose mask changes during training but whose training does not depend on ``select``
+    #: (SafeCompress, FairScratch): its val-rule runs store their final mask too (``MethodOutput.final_mask``),
+    #: and its ``select="last"`` runs are derived from them (:func:`val_rule_twin`) -- one training for both.
+    VAL_RULE_FINAL_MASK: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         # density=1 and density=1.0 are the same run: store it as a float so both hash alike.

@@ -31,7 +31,8 @@ selected epoch instead, stored with that epoch's metrics: the mask changes at ev
 trains, the masks of the epochs the rule can still select (:class:`~ballot_lib.methods.base.CandidateMasks`:
 bit-packed on the CPU, saved in the training checkpoint); every epoch's mask keeps exactly ``round(d · n_l)`` per
 layer, so every epoch may be selected. Such a run trains itself (its ``select="last"`` twin keeps no candidate
-masks). Compute: one schedule of the recipe, ``compute_epochs = train.epochs`` (backward passes reach the scores
+masks) and also stores its final mask (``final_mask.pt``): its ``select="last"`` twin is derived from it without
+training (:func:`~ballot_lib.methods.base.val_rule_twin`). Compute: one schedule of the recipe, ``compute_epochs = train.epochs`` (backward passes reach the scores
 only; no trained dense network is needed).
 
 Example:
@@ -41,7 +42,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -79,9 +80,13 @@ class FairScratchConfig(BudgetConfig):
     fairness: str = "auto"  # "auto", "dp", "eo" (binary target with groups) or "class" (class fairness)
     scale_fan: bool = True  # signed constant σ = gain/√(fan_in · density) (False: gain/√fan_in)
 
+    #: A val-rule run stores its final mask too: the ``select="last"`` twin is derived from it.
+    VAL_RULE_FINAL_MASK: ClassVar[bool] = True
+
     def last_epoch_twin(self) -> None:
         """None: a ``select="val_rule"`` run keeps the masks of its candidate epochs while it trains (the mask, the
-        top scores, changes at every step), which its ``select="last"`` twin does not store; it trains itself."""
+        top scores, changes at every step), which its ``select="last"`` twin does not store; it trains itself (and
+        the ``last`` twin is derived from it instead: ``VAL_RULE_FINAL_MASK``)."""
         return None
 
     def validate(self) -> "FairScratchConfig":
@@ -278,8 +283,8 @@ def run_fairscratch(exp: Experiment, cfg: FairScratchConfig, seed: int, run: Run
         hooks, state = [candidates], {"val_rule_masks": candidates}
     res = exp.train_net(net, run, seed, loss_fn=fairness_loss(kind, cfg.fairness_weight, up, priors), cfg=recipe,
                         hooks=hooks, state=state, desc=f"fairscratch d={cfg.density} λ={cfg.fairness_weight} s{seed}")
-    mask, selected = val_rule_mask(cfg, res, candidates, subnet_mask(net))
+    mask, selected, final_mask = val_rule_mask(cfg, res, candidates, subnet_mask(net))
     summary = {"surrogate": kind, "layer_kept": {n: int(m.sum()) for n, m in mask.items()}, **selected}
     if priors is not None:
         summary.update(favoured_group=up, group_prior_0=float(priors[0]), group_prior_1=float(priors[1]))
-    return MethodOutput(res, mask, train_epochs=recipe.epochs, summary=summary)
+    return MethodOutput(res, mask, train_epochs=recipe.epochs, summary=summary, final_mask=final_mask)

@@ -28,8 +28,10 @@ the CPU, only epochs within ``select_eps`` of the best val accuracy so far that 
 in the training checkpoint) and stores the mask of the selected epoch -- the mask that epoch's evaluation used, a
 topology update at its last step included -- with that epoch's metrics (summary ``selected_epoch``; ``updates`` still
 records the whole training). Prune and regrow keep every layer's count, so every epoch is at the target density and
-may be selected. Such a run trains itself (no derivation from its ``select="last"`` twin, which keeps no candidate
-masks) and costs its own schedule.
+may be selected. Such a run trains itself (its ``select="last"`` twin keeps no candidate masks) and also stores
+its final mask (``final_mask.pt``), so that its ``select="last"`` twin is derived from it without training
+(:func:`~ballot_lib.methods.base.val_rule_twin`): one training serves both rules when the val-rule run comes first,
+as notebook 03 orders them.
 
 Compute: one schedule of the dense recipe from θ0, ``compute_epochs = train.epochs``. It needs only θ0, no
 trained dense network (the suite's dense run of the seed stores θ0; that training is shared and not counted).
@@ -43,7 +45,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -107,9 +109,13 @@ class SafeCompressConfig(BudgetConfig):
         if isinstance(self.candidates, list):  # from JSON / YAML parameter files
             object.__setattr__(self, "candidates", tuple(self.candidates))
 
+    #: A val-rule run stores its final mask too: the ``select="last"`` twin is derived from it.
+    VAL_RULE_FINAL_MASK: ClassVar[bool] = True
+
     def last_epoch_twin(self) -> None:
         """None: a ``select="val_rule"`` run keeps the masks of its candidate epochs while it trains (the mask
-        changes during training), which its ``select="last"`` twin does not store; it trains itself."""
+        changes during training), which its ``select="last"`` twin does not store; it trains itself (and the
+        ``last`` twin is derived from it instead: ``VAL_RULE_FINAL_MASK``)."""
         return None
 
     def validate(self) -> "SafeCompressConfig":
@@ -328,7 +334,7 @@ def run_safecompress(exp: Experiment, cfg: SafeCompressConfig, seed: int, run: R
         hooks, state = [candidates], {**state, "val_rule_masks": candidates}
     res = exp.train_net(net, run, seed, mask=start, step_hooks=[hook], hooks=hooks, state=state,
                         cfg=hook.recipe, desc=f"safecompress d={cfg.density} s{seed}")
-    mask, selected = val_rule_mask(cfg, res, candidates, res.mask)
+    mask, selected, final_mask = val_rule_mask(cfg, res, candidates, res.mask)
     # The fairness test's choices: a count per candidate kind (columns of load_results) and every update's
     # candidates with their val scores (summary "updates").
     chosen = {f"chosen_{k}": sum(u["chosen"] == k for u in hook.updates) for k in dict.fromkeys(cfg.candidates)}
@@ -337,5 +343,5 @@ def run_safecompress(exp: Experiment, cfg: SafeCompressConfig, seed: int, run: R
         "probe_examples": len(hook.updates) * len(cfg.candidates) * cfg.probe_steps * exp.train.batch_size,
         "val_evaluations": len(hook.updates) * len(cfg.candidates),
         "updates": hook.updates, **selected,
-    })
+    }, final_mask=final_mask)
 
