@@ -135,12 +135,13 @@ def comparison_variants(ballot_options: Optional[Mapping] = None, baselines: Ite
         if rewind_epoch and epochs and "budget" in BASELINE_OPTIONS.get(label, {}) \
                 and "budget" not in baseline_options.get(label, {}):
             opts["budget"] = matched_budget(BASELINE_OPTIONS[label]["budget"], rewind_epoch, epochs)
-        last = Variant(label, BASELINES[label], {**opts, "select": "last"})
+        # The same val rule as Ballot's: its select_eps unless the baseline's own options name one. The last-epoch
+        # variant carries it too, so that the two runs differ only in `select` and one training serves both.
+        eps = {"select_eps": ballot_options["select_eps"]} if "select_eps" in ballot_options else {}
+        last = Variant(label, BASELINES[label], {**eps, **opts, "select": "last"})
         if not selectable(BASELINES[label]):
             out.append(last)
             continue
-        # The same val rule as Ballot's: its select_eps unless the baseline's own options name one.
-        eps = {"select_eps": ballot_options["select_eps"]} if "select_eps" in ballot_options else {}
         val = Variant(label + SELECTED, BASELINES[label], {**eps, **opts, "select": "val_rule"})
         # One training serves both: the twin that stores what the other needs runs first (a method whose mask
         # changes during training stores its final mask with its val-rule run; others derive the val-rule run).

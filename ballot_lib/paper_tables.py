@@ -366,12 +366,21 @@ PROVENANCE_COLUMNS = ["table", "dataset", "model", "record", "notebook", "varian
 
 def provenance(picked: Sequence[tuple[Mapping[str, Any], pd.DataFrame]]) -> pd.DataFrame:
     """Which runs each table rests on: per record and (dataset, model) setting, the configuration, seeds,
-    densities and compute (a record of notebook 03 spans several settings, each with its own recipe)."""
+    densities and compute (a record of notebook 03 spans several settings, each with its own recipe).
+
+    ``compute_epochs`` and ``compute_seconds`` count each training once: a run listed under two variants once, and
+    a run derived from its twin under the other checkpoint rule (``derived_from``: it copies the twin's compute and
+    seconds) together with that twin -- once, whether the twin is in the table or not."""
     rows = []
     for rec, frame in picked:
         test = frame[frame["split"] == "test"]
         p = rec.get("parameters", {})
         for (dataset, model), part in test.groupby(["dataset", "model"], sort=True):
+            training = part["run_id"]
+            if "derived_from" in part:
+                training = part["derived_from"].where(part["derived_from"].apply(lambda v: isinstance(v, str) and
+                                                                                  bool(v)), part["run_id"])
+            trained = part[~training.duplicated()]
             rows.append({
                 "table": rec["kind"], "dataset": dataset, "model": model,
                 "record": rec["name"], "notebook": rec.get("notebook", ""),
@@ -384,9 +393,9 @@ def provenance(picked: Sequence[tuple[Mapping[str, Any], pd.DataFrame]]) -> pd.D
                 "rewind": _rewind_points(part),
                 "chosen": rec.get("chosen", ""),
                 "runs": int(part["run_id"].nunique()),
-                "compute_epochs": float(part["compute_epochs"].fillna(0).sum()) if "compute_epochs" in part
+                "compute_epochs": float(trained["compute_epochs"].fillna(0).sum()) if "compute_epochs" in part
                 else float("nan"),
-                "compute_seconds": float(part["seconds"].fillna(0).sum()) if "seconds" in part else float("nan"),
+                "compute_seconds": float(trained["seconds"].fillna(0).sum()) if "seconds" in part else float("nan"),
             })
     return pd.DataFrame(rows, columns=PROVENANCE_COLUMNS)
 

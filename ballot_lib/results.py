@@ -98,6 +98,12 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return _atomic_write(Path(path), lambda f: torch.save(obj, f))
 
 
+def atomic_copy(src: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Copy the file ``src`` to ``path`` atomically (byte for byte)."""
+    data = Path(src).read_bytes()
+    return _atomic_write(Path(path), lambda f: f.write(data))
+
+
 def _json_safe(obj: Any) -> Any:
     if isinstance(obj, Mapping):
         return {str(k): _json_safe(v) for k, v in obj.items()}

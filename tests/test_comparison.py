@@ -128,7 +128,9 @@ def test_variants_and_tables_cover_both_rules():
 def test_val_rule_baselines_take_ballots_select_eps():
     vs = {v.label: v.options for v in C.comparison_variants({"select_eps": 0.05}, baselines=["MP", "LTH"])}
     assert vs["MP +val"]["select_eps"] == vs["LTH +val"]["select_eps"] == vs["Ballot plain +val"]["select_eps"] == 0.05
-    assert "select_eps" not in vs["MP"]  # the last-epoch runs select nothing
+    # The last-epoch variant carries it too (it selects nothing): the pair differs only in `select`, so one training
+    # serves both (review: with the option on the +val variant only, both runs trained).
+    assert vs["MP"]["select_eps"] == 0.05 and vs["MP"]["select"] == "last"
     own = {v.label: v.options for v in C.comparison_variants({"select_eps": 0.05}, baselines=["MP"],
                                                              baseline_options={"MP": {"select_eps": 0.02}})}
     assert own["MP +val"]["select_eps"] == 0.02  # a baseline's own option wins

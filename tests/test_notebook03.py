@@ -36,11 +36,14 @@ def test_notebook03_papermill_with_injected_parameters(tmp_path):
     matched = t[t["method"].isin(["safecompress", "fairscratch"]) & t["method_cfg.budget"].notna()]
     assert set(matched["compute_epochs"]) == set(t.loc[t["method"] == "ballot", "compute_epochs"]) == {11.0}
     # Every selection-matched MP/LTH run reuses its last-epoch twin's training; SafeCompress and FairScratch
-    # (masks that change during training) train their val-rule runs and store the selected epoch's mask.
+    # (masks that change during training) train their val-rule runs, store the selected epoch's mask and the final
+    # one, and their last-epoch runs reuse that training: one training per pair.
     val = df[(df["split"] == "test") & (df.get("select") == "val_rule") & (df["method"] != "ballot")]
     static = val["method"].isin(["mp", "lth"])
     assert static.any() and val.loc[static, "derived_from"].notna().all()
     assert (~static).any() and val.loc[~static, "derived_from"].isna().all()
+    last = t[t["method"].isin(["safecompress", "fairscratch"]) & (t["select"] != "val_rule")]
+    assert len(last) == (~static).sum() and set(last["derived_from"]) == set(val.loc[~static, "run_id"])
     reports = list((results / "reports").glob("03_*.md"))
     assert reports and "Improvement" in reports[0].read_text() and "rewind to θ1" in reports[0].read_text()
     # Notebook 05's builder rebuilds notebook 03's tables from the store alone.

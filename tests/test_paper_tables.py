@@ -240,6 +240,22 @@ def test_provenance_has_one_row_per_setting_of_a_record():
     assert list(prov["runs"]) == [4, 4] and list(prov["compute_epochs"]) == [16.0, 80.0]
 
 
+def test_provenance_counts_the_compute_of_each_trained_run_once():
+    """A run derived from its twin under the other checkpoint rule copies the twin's compute and seconds, and a run
+    can stand under two variants (Ballot[default] and Ballot): neither is counted twice (review)."""
+    base = {"split": "test", "dataset": "digits", "model": "mlp", "seed": 0, "density_target": 0.1,
+            "train.epochs": 4, "train.batch_size": 32, "compute_epochs": 4.0, "seconds": 10.0}
+    rows = [{**base, "variant": "SafeCompress +val", "method": "safecompress", "run_id": "a", "derived_from": None},
+            {**base, "variant": "SafeCompress", "method": "safecompress", "run_id": "b", "derived_from": "a"},
+            {**base, "variant": "Ballot[default]", "method": "ballot", "run_id": "c", "derived_from": None},
+            {**base, "variant": "Ballot", "method": "ballot", "run_id": "c", "derived_from": None},
+            # derived from a run of another table: its training counts here
+            {**base, "variant": "MP +val", "method": "mp", "run_id": "d", "derived_from": "elsewhere"}]
+    prov = pt.provenance([({"kind": "baseline_comparison", "name": "03_x"}, pd.DataFrame(rows))])
+    assert prov["runs"].tolist() == [4]
+    assert prov["compute_epochs"].tolist() == [12.0] and prov["compute_seconds"].tolist() == [30.0]
+
+
 def test_the_command_refuses_a_path_that_is_not_a_store_and_writes_nothing(tmp_path, capsys):
     papers = tmp_path / "papers"
     papers.mkdir()

@@ -214,9 +214,12 @@ def test_dynamic_mask_val_rule_runs_train_themselves_and_sweep_cost_counts_them(
         assert (row["derived_from"] if isinstance(row["derived_from"], str) else "") == r.derived_from
 
 
-@pytest.mark.parametrize("method", sorted(DYNAMIC) + ["lth"])
+@pytest.mark.parametrize("method,kw", [(m, DYNAMIC[m]) for m in sorted(DYNAMIC)] + [
+    ("lth", {"density": 0.3, "select_eps": 0.05}),
+    ("lth", {"density": 0.3, "levels": 3, "select_eps": 0.05}),  # per-level files (level<l>.json, level<l>_mask.pt)
+    ("ballot", {"density": 0.3, "refined": False, "select_eps": 0.05})])
 def test_a_last_epoch_run_is_derived_from_its_val_rule_twin_and_stores_what_its_own_training_stores(
-        tmp_path, monkeypatch, method):
+        tmp_path, monkeypatch, method, kw):
     """One training serves both checkpoint rules whichever runs first: a select="last" run whose val-rule twin is
     complete takes the twin's final mask (SafeCompress and FairScratch store it as final_mask.pt; a static-mask
     method's stored mask is the final one) and the history's last epoch. Oracle: the last-epoch run trained alone
@@ -226,7 +229,6 @@ def test_a_last_epoch_run_is_derived_from_its_val_rule_twin_and_stores_what_its_
     import ballot_lib.experiment as experiment_module
     from ballot_lib.methods.base import FINAL_MASK_FILE
 
-    kw = DYNAMIC.get(method, {"density": 0.3, "select_eps": 0.05})
     last_kw = dict(kw)  # the twin under the other rule has the same options (select_eps too, as notebook 03's)
     alone = run_method(make_experiment(tmp_path / "alone", epochs=6), method, 0, **last_kw)
     exp = make_experiment(tmp_path / "results", epochs=6)
@@ -240,14 +242,49 @@ def test_a_last_epoch_run_is_derived_from_its_val_rule_twin_and_stores_what_its_
     derived = run_method(exp, method, 0, **last_kw)
     assert derived.id == alone.id and derived.summary["derived_from"] == val.id
     got, want = stored_run_bytes(derived.run.path), stored_run_bytes(alone.run.path)
+    for files in (got, want):  # wall-clock like `seconds`: Ballot's vote time (copied from the twin's training)
+        files["summary.json"].pop("vote_seconds", None)
     assert got.pop("summary.json") == {**want.pop("summary.json"), "derived_from": val.id}
-    assert got == want  # mask.pt, metrics.json, history.json, config.json: byte for byte
+    assert got == want  # mask.pt, metrics.json, history.json, config.json (LTH's level files): byte for byte
+    if kw.get("levels"):
+        assert {"level1.json", "level2_mask.pt"} <= set(got)
     assert FINAL_MASK_FILE not in got
     if method in DYNAMIC:  # setup: the val rule picked an earlier epoch whose mask differs from the final one
         assert val.summary["selected_epoch"] < 6 and (val.run.file("mask.pt").read_bytes()
                                                       != derived.run.file("mask.pt").read_bytes())
     # The stored val-rule run did not change.
     assert json.loads(val.run.file("summary.json").read_text()) == val.summary
+
+
+def test_a_run_derived_into_the_folder_of_its_interrupted_training_keeps_none_of_that_training(tmp_path, monkeypatch):
+    """An LTH run killed in its second level left level-1 files and weights; once its val-rule twin is complete the
+    re-run is derived, and its folder holds exactly what the twin's training stores (no level weights, no
+    checkpoint)."""
+    import ballot_lib.methods.lth as lth_module
+
+    kw = {"density": 0.3, "levels": 3, "select_eps": 0.05}
+    alone = run_method(make_experiment(tmp_path / "alone", epochs=4), "lth", 0, **kw)
+    exp = make_experiment(tmp_path / "results", epochs=4)
+    real, calls = lth_module.train_masked, []
+
+    def killed_in_level_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lth_module, "train_masked", killed_in_level_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_method(exp, "lth", 0, **kw)
+    monkeypatch.setattr(lth_module, "train_masked", real)
+    run = exp.store.run(exp.run_config("lth", config_dict(make_config("lth", **kw)), 0))
+    assert run.file("level1_weights.pt").is_file()  # setup: the interrupted training's files
+    run_method(exp, "lth", 0, select="val_rule", **kw)
+    derived = run_method(exp, "lth", 0, **kw)
+    assert derived.summary["derived_from"]
+    got, want = stored_run_bytes(derived.run.path), stored_run_bytes(alone.run.path)
+    got["summary.json"].pop("derived_from")
+    assert got == want
 
 
 @pytest.mark.parametrize("method", sorted(DYNAMIC))

@@ -23,7 +23,7 @@ from ..experiment import Experiment, RunResult, finish_run, load_run
 from ..maskbits import pack_bits, unpack_bits
 from ..pruning import check_density, check_mask_matches, density as mask_density, load_mask, save_mask
 from ..registry import Registry
-from ..results import Run, discard_if_unstarted
+from ..results import Run, atomic_copy, discard_if_unstarted
 from ..training import TrainConfig, TrainResult
 from ..checks import ParameterError, check_fields, check_seed, is_number
 
@@ -302,7 +302,25 @@ def _derive_selected(exp: Experiment, method: str, cfg: Any, seed: int, run: Run
     summary.pop("density", None)
     apply_selection(cfg, out)
     run.start()
+    _copy_training_files(twin, run)
     return store_output(exp, run, out, compute if compute is not None else METHODS.get(method).compute_epochs(exp, cfg))
+
+
+#: Files of a run folder that its selection or its lifecycle writes (:func:`store_output`, ``Run.start``): a derived
+#: run writes its own; every other file of a complete run (LTH's per-level ``level<l>.json``/``level<l>_mask.pt``)
+#: belongs to the training and is copied from the twin.
+RUN_OWN_FILES = ("config.json", "summary.json", "metrics.json", "history.json", "mask.pt", FINAL_MASK_FILE)
+
+
+def _copy_training_files(twin: Run, run: Run) -> None:
+    """Give a derived run the twin's training files (same training, so the same files: LTH's per-level masks and
+    metrics) after removing what an interrupted training of this run left (checkpoints, level weights)."""
+    for p in run.path.iterdir():
+        if p.is_file() and not p.name.startswith(".") and p.name != "config.json":
+            p.unlink()
+    for p in sorted(twin.path.iterdir()):
+        if p.is_file() and not p.name.startswith((".", "checkpoint")) and p.name not in RUN_OWN_FILES:
+            atomic_copy(p, run.file(p.name))
 
 
 #: Checkpoint-selection rules every sparse method offers (the fair-comparison rule: one rule for a whole table).
