@@ -16,7 +16,8 @@ import pandas as pd
 # A seed of an option set counts as collapsed when its balanced accuracy keeps less than COLLAPSE of the reference's
 # (the default's) gain over chance in the same seed: the rule of ballot_lib.analysis.collapsed_runs, with the
 # default in place of the dense run.
-from .analysis import COLLAPSE, balanced_accuracy, class_columns, collapsed_runs, paired, select_by_rule, summarize
+from .analysis import (COLLAPSE, balanced_accuracy, class_columns, collapsed_runs, paired, select_by_rule, skill_ratio,
+                       summarize)
 from .methods import ballot
 from .methods.ballot import BUDGETS, CONFLICTS, SCORES, BallotConfig, same_selection
 from .methods.grid import Variant
@@ -286,9 +287,7 @@ def seed_skills(df: pd.DataFrame, split: str = "val", reference: str = DEFAULT,
         ref = r.groupby("seed")["_score"].mean()
     else:
         ref = d[d["variant"] == reference].set_index("seed")["_score"]
-    gain = ref.reindex(d["seed"]).to_numpy() - d["_chance"].to_numpy()
-    d["skill"] = (d["_score"].to_numpy() - d["_chance"].to_numpy()) / pd.Series(gain, index=d.index).where(
-        lambda g: g > 0)
+    d["skill"] = skill_ratio(d["_score"], d["_chance"], ref.reindex(d["seed"]).to_numpy())
     return d[["variant", "seed", "skill"]].reset_index(drop=True)
 
 

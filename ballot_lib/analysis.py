@@ -197,6 +197,15 @@ def balanced_accuracy(d: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return d[cols].mean(axis=1).astype(float), (1.0 / n.where(n > 0)).astype(float)
 
 
+def skill_ratio(score: Any, chance: Any, reference: Any) -> np.ndarray:
+    """The collapse rule's skill: (score − chance) / (reference − chance), elementwise; NaN where the reference is
+    missing or not above chance (such a run is never flagged)."""
+    score, chance, reference = (np.asarray(x, dtype=float) for x in (score, chance, reference))
+    gain = reference - chance
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (score - chance) / np.where(gain > 0, gain, np.nan)
+
+
 def collapsed_runs(df: pd.DataFrame, threshold: float = COLLAPSE, split: str = "val") -> pd.DataFrame:
     """Sparse runs that keep less than ``threshold`` of their dense run's skill over chance on ``split``.
 
@@ -222,8 +231,7 @@ def collapsed_runs(df: pd.DataFrame, threshold: float = COLLAPSE, split: str = "
         return empty
     key = pd.MultiIndex.from_frame(sparse[["dataset", "model", "seed"]])
     sparse["dense_balanced_acc"] = dense.reindex(key).to_numpy()
-    gain = sparse["dense_balanced_acc"] - sparse["_chance"]
-    sparse["skill"] = (sparse["balanced_acc"] - sparse["_chance"]) / gain.where(gain > 0)
+    sparse["skill"] = skill_ratio(sparse["balanced_acc"], sparse["_chance"], sparse["dense_balanced_acc"])
     out = sparse[sparse["skill"] < threshold].drop(columns=["density"], errors="ignore").rename(
         columns={"density_target": "density"})
     out = out[cols].sort_values(["dataset", "model", "density", "variant", "seed"],

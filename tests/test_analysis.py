@@ -595,3 +595,14 @@ def test_fairness_verdicts_apply_holm_over_the_table_and_say_so():
     said = " ".join(readings.paired(adj, ("mcd",)))
     assert "Holm correction over the 12 paired tests of this table" in said
     assert "MCD of LTH vs dense: not significantly different at 0.2, 0.05" in said
+
+
+def test_skill_ratio_by_hand():
+    """The collapse rule's one formula (collapsed_runs and the ablation's seed skills both use it)."""
+    import numpy as np
+
+    from ballot_lib.analysis import skill_ratio
+
+    got = skill_ratio([0.55, 0.30, 0.9, 0.6], [0.5, 0.1, 0.5, 0.5], [0.7, 0.5, 0.5, float("nan")])
+    assert got[:2].tolist() == [pytest.approx(0.25), pytest.approx(0.5)]
+    assert np.isnan(got[2]) and np.isnan(got[3])  # reference at chance / missing: never flagged
