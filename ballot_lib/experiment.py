@@ -339,11 +339,58 @@ class DenseExtra:
 
 
 def finish_run(run: Run, res: TrainResult, **summary: Any) -> None:
-    """Store history and final metrics, then mark the run complete."""
+    """Store history and final metrics, then mark the run complete.
+
+    The summary records where the training ran (``environment``: :func:`run_environment`) unless it carries one
+    already (a run derived from its twin keeps the twin's: that is where its training ran)."""
     run.write_json("history.json", res.history)
     run.write_json("metrics.json", res.final)
     summary.setdefault("seconds", res.seconds)
+    summary.setdefault("environment", run_environment(res.net))
     run.finish(summary)
+
+
+_CODE_VERSION: Optional[str] = None
+
+
+def code_version() -> str:
+    """``ballot_lib <version>``, with the git commit of the checkout it was imported from when there is one
+    (``+dirty`` with uncommitted changes); computed once per process."""
+    global _CODE_VERSION
+    if _CODE_VERSION is None:
+        import subprocess
+
+        from . import __version__
+
+        version = f"ballot_lib {__version__}"
+        root = Path(__file__).resolve().parents[1]
+        try:
+            if (root / ".git").exists():
+                commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+                                        capture_output=True, text=True, timeout=10).stdout.strip()
+                dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                       capture_output=True, text=True, timeout=10).stdout.strip()
+                if commit:
+                    version += f" {commit}" + ("+dirty" if dirty else "")
+        except (OSError, subprocess.SubprocessError):
+            pass
+        _CODE_VERSION = version
+    return _CODE_VERSION
+
+
+def run_environment(net: Optional[nn.Module] = None) -> dict:
+    """Where a training ran, as a run's summary records it (``environment``): the device (``cpu`` or the GPU's
+    name), torch's version, the CPU threads torch used, and :func:`code_version`. Results are reproducible bit for
+    bit only within one environment: another thread count or device changes the order of floating-point
+    reductions, and with it the last digits of every weight (README, "Results store")."""
+    device = "cpu"
+    param = next(iter(net.parameters()), None) if net is not None else None
+    if param is not None and param.device.type == "cuda":
+        device = torch.cuda.get_device_name(param.device)
+    elif param is not None:
+        device = param.device.type
+    return {"device": device, "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
+            "code": code_version()}
 
 
 def load_run(run: Run, exp: Optional["Experiment"] = None) -> RunResult:

@@ -408,3 +408,30 @@ def test_candidate_masks_state_survives_a_weights_only_checkpoint_and_checks_the
     denser = {"layer.weight": torch.ones(3, 5, dtype=torch.bool)}
     with pytest.raises(RuntimeError, match="another density cannot be selected"):
         a.add(5, 0.875, 0.0, denser)
+
+
+def test_every_run_records_where_it_trained_and_a_derived_run_where_its_twin_did(tmp_path, monkeypatch):
+    """summary.json's `environment` (device, torch, CPU threads, code version): a store shared between machines
+    says which trained each run; a derived run keeps its twin's (its training ran there), or null for a twin stored
+    before environments were recorded."""
+    import json
+    import shutil
+
+    import torch
+
+    exp = make_experiment(tmp_path / "results", epochs=2)
+    last = run_method(exp, "mp", 0, density=0.3)
+    env = last.summary["environment"]
+    assert env["device"] == "cpu" and env["torch"] == torch.__version__
+    assert env["cpu_threads"] == torch.get_num_threads() and env["code"].startswith("ballot_lib ")
+    assert exp.dense(0).summary["environment"] == env
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 99)  # the derivation runs "elsewhere"
+    derived = run_method(exp, "mp", 0, density=0.3, select="val_rule")
+    assert derived.summary["derived_from"] == last.id and derived.summary["environment"] == env
+    # A twin without the record: the derived run says it does not know.
+    shutil.rmtree(derived.run.path)
+    summary = json.loads(last.run.file("summary.json").read_text())
+    del summary["environment"]
+    last.run.file("summary.json").write_text(json.dumps(summary))
+    derived = run_method(exp, "mp", 0, density=0.3, select="val_rule")
+    assert derived.summary["derived_from"] == last.id and derived.summary["environment"] is None

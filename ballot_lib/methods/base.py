@@ -289,6 +289,7 @@ def _derive_selected(exp: Experiment, method: str, cfg: Any, seed: int, run: Run
     if not history or "val_acc" not in history[0]:
         return None
     summary = {k: v for k, v in loaded.summary.items() if k not in SELECTION_SUMMARY}
+    summary.setdefault("environment", None)  # where the twin trained; unknown for a twin stored before it was recorded
     res = TrainResult(net=None, history=history, final={k: {} for k in loaded.metrics},
                       seconds=float(summary.pop("seconds", 0.0)))
     mask = loaded.mask
