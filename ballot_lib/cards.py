@@ -130,10 +130,11 @@ def card_blocks(df: pd.DataFrame, choice: pd.Series, table: pd.DataFrame, rule: 
             and not (isinstance(first[c], float) and math.isnan(first[c]))}
     opts = {k: int(v) if isinstance(v, float) and v.is_integer() and k != "density" else v for k, v in opts.items()}
     retrain = opts.get("retrain_epochs")
+    how = (f"retrain_epochs = {retrain}" if retrain is not None else
+           "the full recipe: retrain_epochs unset, notebook 04's parameter retrain_epochs = 0")
     blocks.append(("p", f"{technique}: {doc} Options: {json.dumps(opts, default=str)}. Retraining: "
-                        f"{first.get('train_epochs')} epochs from θT (retrain_epochs = {retrain}; None means the "
-                        f"full recipe); compute = {first.get('compute_epochs')} epochs in total including the dense "
-                        "training."))
+                        f"{first.get('train_epochs')} epochs from θT ({how}); compute = {first.get('compute_epochs')} "
+                        "epochs in total including the dense training."))
     # Density.
     blocks.append(("h2", "Density"))
     blocks.append(("p", f"Requested density {dens_t:g}; achieved {pruned['density'].mean():.4f} (sparsity "

@@ -551,10 +551,12 @@ def select(table: pd.DataFrame, rule: str, **params: Any) -> tuple[pd.Series, st
             bounds[2] = round(float(max_disp), 12)
         i = pareto.epsilon_constraint(pts, mx, names.index(objective), bounds)
         parts = []
+        # In the units of the tables: accuracy in %, gaps in points, CWV raw.
         if 0 in bounds:
-            parts.append(f"{split} accuracy ≥ {bounds[0]:.4f}")
+            parts.append(f"{split} accuracy ≥ {100 * bounds[0]:.2f} %")
         if 2 in bounds:
-            parts.append(f"{split} {disparity.upper()} {'≥' if dmax else '≤'} {bounds[2]:.4f}")
+            bound = f"{bounds[2]:.4f}" if disparity == "cwv" else f"{100 * bounds[2]:.2f} pts"
+            parts.append(f"{split} {disparity.upper()} {'≥' if dmax else '≤'} {bound}")
         text = (f"ε-constraint: the front point with the highest {objective}" if objective != "disparity" or dmax
                 else f"ε-constraint: the front point with the lowest {disparity.upper()}")
         text += (" subject to " + " and ".join(parts)) if parts else ""
@@ -572,7 +574,7 @@ def select(table: pd.DataFrame, rule: str, **params: Any) -> tuple[pd.Series, st
         text = ("Chebyshev: the front point nearest the ideal in the weighted max-norm (each objective scaled to "
                 "its range on the front), weights " + ", ".join(f"{n if n != 'disparity' else disparity.upper()} "
                                                                  f"{x:g}" for n, x in zip(names, w)))
-    return front.iloc[i], text + f" (on the {split} split)."
+    return front.iloc[i], text + f" (on the {split} split)"
 
 
 def selection_labels(chosen: Mapping[str, pd.Series], key: str = "method") -> dict[str, pd.Series]:
