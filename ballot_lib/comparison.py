@@ -464,21 +464,41 @@ DECOMPOSITION_VIEW_NAMES = {"diff": "Δ = A − B (unit)", "ci_low": "95 % CI lo
                             "ci_high": "95 % CI high (unit)", "n": "seeds", "wins": "seeds A better", "p": "p (paired)", "settings": "settings used"}
 
 
-def decomposition_view(decomp: pd.DataFrame) -> pd.DataFrame:
-    """The pooled rows of :func:`decomposition` as notebook 03 shows them: the values unchanged (not scaled), a
-    ``unit`` column saying what each row's difference is measured in (:data:`DIFFERENCE_UNITS`: the metric
-    decides it, so one column holds several units), and the columns named by what they hold
-    (:data:`DECOMPOSITION_VIEW_NAMES`; a part "A − B" reads as first variant minus second). The table itself keeps
-    its column names (:data:`DECOMPOSITION_COLUMNS`: the reading and notebook 05 use them)."""
-    d = decomp[decomp["dataset"] == "pooled"].drop(columns=["dataset", "model", "density"])
+#: What a difference of each metric is in once :func:`decomposition_view` shows it in points (``points=True``):
+#: accuracy-like metrics ×100, percentage points; CWV, a variance, stays as stored.
+POINT_UNITS = {"acc": "pts of accuracy", "mcd": "pts of class recall",
+               "cwv": DIFFERENCE_UNITS["cwv"], "worst_group_acc": "pts of accuracy",
+               "group_acc_gap": "pts of accuracy", "dp_gap": "pts of positive rate",
+               "eo_gap": "pts of true-positive rate"}
+
+
+def decomposition_view(decomp: pd.DataFrame, points: bool = False) -> pd.DataFrame:
+    """The pooled rows of :func:`decomposition` as notebook 03 shows them: a ``unit`` column saying what each
+    row's difference is measured in (the metric decides it, so one column holds several units), and the columns
+    named by what they hold (:data:`DECOMPOSITION_VIEW_NAMES`; a part "A − B" reads as first variant minus
+    second), numbered from 0. By default the values are unchanged (not scaled; units :data:`DIFFERENCE_UNITS`);
+    with ``points`` the differences and CIs of accuracy-like metrics are ×100, percentage points as the reading,
+    the decomposition figure and notebook 05 state them (units :data:`POINT_UNITS`; CWV stays as stored). The
+    table itself keeps its column names (:data:`DECOMPOSITION_COLUMNS`: the reading and notebook 05 use them)."""
+    from .analysis import POINT_METRICS
+
+    d = decomp[decomp["dataset"] == "pooled"].drop(columns=["dataset", "model", "density"]).reset_index(drop=True)
+    units = POINT_UNITS if points else DIFFERENCE_UNITS
+    if points:
+        pts = d["metric"].isin(POINT_METRICS)
+        for c in ("diff", "ci_low", "ci_high"):
+            d[c] = d[c].astype(float).where(~pts, d[c].astype(float) * 100)
     d.insert(d.columns.get_loc("metric") + 1, "unit",
-             [DIFFERENCE_UNITS.get(m, "the metric's own unit") for m in d["metric"]])
+             [units.get(m, "the metric's own unit") for m in d["metric"]])
+    for c in ("settings", "left out"):  # counts (NaN only on per-setting rows, which are not shown)
+        if c in d:
+            d[c] = d[c].astype("Int64")
     return d.rename(columns=DECOMPOSITION_VIEW_NAMES)
 
 
-def decomposition_caption(decomp: pd.DataFrame) -> str:
-    """The caption of :func:`decomposition_view`, from the table: what is paired and pooled, over how many seeds
-    and settings, and the unit of every metric in it."""
+def decomposition_caption(decomp: pd.DataFrame, points: bool = False) -> str:
+    """The caption of :func:`decomposition_view` (with the same ``points``), from the table: what is paired and
+    pooled, over how many seeds and settings, and the unit of every metric in it."""
     d = decomp[decomp["dataset"] == "pooled"]
     if d.empty:
         return ("No pooled decomposition: " + (f"every one of the {decomp.attrs['left_out']} settings holds "
@@ -486,10 +506,14 @@ def decomposition_caption(decomp: pd.DataFrame) -> str:
     seeds = sorted({int(x) for x in d["n"].dropna()})
     n = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
     settings, left = int(d["settings"].max()), int(d["left out"].max())
-    units = "; ".join(f"{m.upper()}: {DIFFERENCE_UNITS.get(m, 'its own unit')}" for m in dict.fromkeys(d["metric"]))
+    units = POINT_UNITS if points else DIFFERENCE_UNITS
+    units = "; ".join(f"{m.upper()}: {units.get(m, 'its own unit')}" for m in dict.fromkeys(d["metric"]))
+    scale = ("Δ and its CI are in percentage points for accuracy and MCD (×100 of the stored fractions, as in the "
+             "figure below and notebook 05); CWV, a variance of class recalls, has no points and stays as stored — "
+             if points else "Δ and its CI are in the metric's own unit, unscaled — ")
     return (f"Each row is A − B for the part named (test split), paired by seed and averaged over {settings} "
             f"setting{'s' if settings != 1 else ''} per seed" + (f" ({left} left out: collapsed runs)" if left else "")
-            + f"; mean and 95 % CI over {n} seeds. Δ and its CI are in the metric's own unit, unscaled — {units}. "
+            + f"; mean and 95 % CI over {n} seeds. {scale}{units}. "
             "Higher is better for accuracy, lower for CWV and MCD; `seeds A better` counts the seeds where A does "
             "better.")
 
@@ -574,6 +598,34 @@ def choose_on_val(df: pd.DataFrame, candidates: Sequence[str], eps: float = 0.01
                                f"{fair.upper()}")
     table["chosen"] = table["candidate"] == choice
     return str(choice), table
+
+
+def choice_view(table: pd.DataFrame, acc: str = "acc", fair: str = "mcd") -> pd.DataFrame:
+    """:func:`choose_on_val`'s table as notebook 03 shows it, in percentage points as notebook 02's ablation
+    (:func:`ballot_lib.ablation.display_table`): per candidate its pooled val accuracy and ``fair`` as
+    ``mean ± CI half-width`` in points, the differences to the reference with their 95 % CI in points, the
+    paired p-values (raw and Holm-adjusted) and the choice. The numbers are the table's, only scaled and
+    formatted: the choice is made on the table itself."""
+    A, F = acc.upper(), fair.upper()
+    out = pd.DataFrame({"candidate": table["candidate"], "seeds": table["seeds"], "settings": table["settings"]})
+    for m, M in ((acc, A), (fair, F)):
+        out[f"val {M} (pts)"] = [f"{100 * x:.1f} ± {100 * h:.1f}" for x, h in
+                                 zip(table[f"val {m}"], table[f"val {m} ci"])]
+    d_fair = next((c for c in table.columns if c.startswith(f"Δ val {fair} vs ")), None)
+    d_acc = next((c for c in table.columns if c.startswith(f"Δ val {acc} vs ")), None)
+    if d_fair is not None:
+        ref = d_fair[len(f"Δ val {fair} vs "):]
+        out[f"Δ val {F} vs {ref} (pts)"] = [
+            "" if pd.isna(x) else f"{100 * x:+.1f} [{100 * (x - h):+.1f}, {100 * (x + h):+.1f}]"
+            for x, h in zip(table[d_fair], table[f"Δ val {fair} ci"])]
+        if d_acc is not None:
+            out[f"Δ val {A} vs {ref} (pts)"] = ["" if pd.isna(x) else f"{100 * x:+.1f}" for x in table[d_acc]]
+        for c in ("p (paired)", "p (Holm)"):
+            if c in table:
+                out[c] = ["" if pd.isna(x) else f"{x:.3g}" for x in table[c]]
+    out["chosen"] = table["chosen"] if "chosen" in table else False
+    out.attrs.update(table.attrs)
+    return out.reset_index(drop=True)
 
 
 def _fmt_cell(row: Mapping, m: str) -> str:
@@ -873,18 +925,9 @@ def _fair_counts(wc: pd.DataFrame) -> tuple[int, int, int]:
     return int(fair["Ballot better"].sum()), int(fair["Ballot worse"].sum()), int(fair["settings"].sum())
 
 
-def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.DataFrame],
-            decomp: pd.DataFrame, collapsed: Optional[pd.DataFrame] = None,
-            rewind_epoch: Optional[int] = None, frame: Optional[pd.DataFrame] = None) -> str:
-    """Plain sentences generated from this run's numbers: where the paper's claim does and does not reproduce.
-
-    Where some baselines train with other compute than Ballot (:func:`compute_unmatched`), each table's
-    headline counts only the compute-matched baselines, then the counts with every baseline; improvement lines
-    against an unmatched baseline say so. With ``collapsed`` (:func:`collapsed_runs`), a closing sentence names
-    the runs that collapsed (and, with ``rewind_epoch``, how to re-run with late rewinding:
-    :func:`collapse_reading`). Improvement rows are adjusted as one family (:func:`adjust_improvements`) unless
-    they already are. With ``frame`` (the runs' tidy frame), a sentence states what the compute column leaves
-    out, with Ballot's measured vote overhead (:func:`compute_statement`)."""
+def _table_lines(tables_: Mapping[str, pd.DataFrame]) -> tuple[list[str], dict[str, tuple[float, float]]]:
+    """The reading's bullet per comparison table (:func:`reading`), and every baseline whose training compute
+    differs from Ballot's in some table (:func:`compute_unmatched`), which the improvement lines name."""
     out = []
     unmatched_all: dict[str, tuple[float, float]] = {}
     for title, t in tables_.items():
@@ -912,6 +955,21 @@ def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.D
                    f"{int(acc['Ballot better'].sum())} and worse in {int(acc['Ballot worse'].sum())} of "
                    f"{int(acc['settings'].sum())}." + _compute_note(t, wc, better) + _family_note(t)
                    + _group_note(t))
+    return out, unmatched_all
+
+
+def _unmatched_of(tables_: Optional[Mapping[str, pd.DataFrame]]) -> dict[str, tuple[float, float]]:
+    out: dict[str, tuple[float, float]] = {}
+    for t in (tables_ or {}).values():
+        out.update(compute_unmatched(t))
+    return out
+
+
+def _improvement_lines(improvements: Mapping[str, pd.DataFrame],
+                       unmatched_all: Mapping[str, tuple[float, float]]) -> list[str]:
+    """The reading's improvement-% bullets (:func:`reading`): the family they are tested in, then one sentence per
+    row (:func:`improvement_sentence`), naming the baselines whose training epochs differ from Ballot's."""
+    out = []
     if improvements and not all("padj" in t for t in improvements.values()):
         improvements = adjust_improvements(improvements)  # the rows read here are one family
     if improvements:
@@ -928,34 +986,162 @@ def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.D
                 f" Training epochs are not matched: Ballot trains {_times(*ratio)} the epochs of {r['baseline']}"
                 + (f" (its {r['baseline']}{MATCHED} row is the equal-epochs comparison)."
                    if f"{r['baseline']}{MATCHED}" in set(imp["baseline"]) else ".") if ratio else ""))
+    return out
+
+
+def _decomposition_say(parts: Mapping[str, Any], key: str) -> str:
+    """One pooled MCD part of the decomposition in words: Δ in points with its CI and whether it is significant."""
+    r = parts.get(key)
+    if r is None:
+        return "n/a"
+    s = "significant" if r["significant"] else "not significant"
+    return f"{100 * r['diff']:+.1f} pts MCD [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}], {s}"
+
+
+def _decomposition_parts(decomp: pd.DataFrame) -> dict[str, Any]:
     pooled = decomp[(decomp["dataset"] == "pooled") & (decomp["metric"] == "mcd")]
-    if pooled.empty and decomp.attrs.get("left_out") and not decomp.attrs.get("settings"):
-        out.append(f"- Decomposition: every one of the {decomp.attrs['left_out']} settings holds collapsed runs of "
-                   "the decomposition's variants, so there is nothing to decompose.")
-    if not pooled.empty:
-        parts = {r["part"]: r for _, r in pooled.iterrows()}
+    return {r["part"]: r for _, r in pooled.iterrows()}
 
-        def say(key: str) -> str:
-            r = parts.get(key)
-            if r is None:
-                return "n/a"
-            s = "significant" if r["significant"] else "not significant"
-            return f"{100 * r['diff']:+.1f} pts MCD [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}], {s}"
 
-        first = next(iter(parts.values()))
-        left = (f" ({int(first['left out'])} setting{'s' if int(first['left out']) != 1 else ''} with collapsed "
-                "runs left out)" if first.get("left out") else "")
-        out.append(f"- Decomposition, pooled over settings (seed as unit){left}: Ballot − LTH = "
-                   f"{say('total (Ballot − LTH)')}; the vote alone (Ballot plain − LTH) = "
-                   f"{say('vote (Ballot plain − LTH)')}; checkpoint selection and refined training (Ballot − "
-                   f"Ballot plain) = {say('checkpoint selection (Ballot − Ballot plain)')}. Controls: Ballot − LTH "
-                   f"with both picking their checkpoint on val = {say('selection-matched total (Ballot − LTH +val)')}"
-                   f"; the vote's fairness term (Ballot − Ballot η=0) = "
-                   f"{say('fairness term (Ballot − Ballot η=0)')}.")
+def _decomposition_lines(decomp: pd.DataFrame) -> list[str]:
+    """The reading's decomposition bullet (:func:`reading`): the pooled MCD parts in points."""
+    parts = _decomposition_parts(decomp)
+    if not parts and decomp.attrs.get("left_out") and not decomp.attrs.get("settings"):
+        return [f"- Decomposition: every one of the {decomp.attrs['left_out']} settings holds collapsed runs of "
+                "the decomposition's variants, so there is nothing to decompose."]
+    if not parts:
+        return []
+    say = lambda key: _decomposition_say(parts, key)  # noqa: E731
+    first = next(iter(parts.values()))
+    left = (f" ({int(first['left out'])} setting{'s' if int(first['left out']) != 1 else ''} with collapsed "
+            "runs left out)" if first.get("left out") else "")
+    return [f"- Decomposition, pooled over settings (seed as unit){left}: Ballot − LTH = "
+            f"{say('total (Ballot − LTH)')}; the vote alone (Ballot plain − LTH) = "
+            f"{say('vote (Ballot plain − LTH)')}; checkpoint selection and refined training (Ballot − "
+            f"Ballot plain) = {say('checkpoint selection (Ballot − Ballot plain)')}. Controls: Ballot − LTH "
+            f"with both picking their checkpoint on val = {say('selection-matched total (Ballot − LTH +val)')}"
+            f"; the vote's fairness term (Ballot − Ballot η=0) = "
+            f"{say('fairness term (Ballot − Ballot η=0)')}."]
+
+
+def _closing_lines(collapsed: Optional[pd.DataFrame], rewind_epoch: Optional[int],
+                   frame: Optional[pd.DataFrame]) -> list[str]:
+    """The reading's compute statement (with ``frame``) and collapsed-runs sentence (with ``collapsed``)."""
+    out = []
     if frame is not None:
         out.append(compute_statement(frame))
     if collapsed is not None:
         out.append(collapse_reading(collapsed, rewind_epoch=rewind_epoch))
+    return out
+
+
+def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.DataFrame],
+            decomp: pd.DataFrame, collapsed: Optional[pd.DataFrame] = None,
+            rewind_epoch: Optional[int] = None, frame: Optional[pd.DataFrame] = None) -> str:
+    """Plain sentences generated from this run's numbers: where the paper's claim does and does not reproduce.
+
+    Where some baselines train with other compute than Ballot (:func:`compute_unmatched`), each table's
+    headline counts only the compute-matched baselines, then the counts with every baseline; improvement lines
+    against an unmatched baseline say so. With ``collapsed`` (:func:`collapsed_runs`), a closing sentence names
+    the runs that collapsed (and, with ``rewind_epoch``, how to re-run with late rewinding:
+    :func:`collapse_reading`). Improvement rows are adjusted as one family (:func:`adjust_improvements`) unless
+    they already are. With ``frame`` (the runs' tidy frame), a sentence states what the compute column leaves
+    out, with Ballot's measured vote overhead (:func:`compute_statement`).
+
+    The whole reading, as the report holds it. Notebook 03 shows it in parts, each under the table it reads:
+    :func:`table_reading` (section 3), :func:`decomposition_reading` (section 4), :func:`improvement_reading`
+    (section 5), and closes with :func:`reading_summary`; the bullets are the same."""
+    out, unmatched_all = _table_lines(tables_)
+    out += _improvement_lines(improvements, unmatched_all)
+    out += _decomposition_lines(decomp)
+    out += _closing_lines(collapsed, rewind_epoch, frame)
+    return "\n".join(out)
+
+
+def table_reading(tables_: Mapping[str, pd.DataFrame], collapsed: Optional[pd.DataFrame] = None,
+                  rewind_epoch: Optional[int] = None, frame: Optional[pd.DataFrame] = None) -> str:
+    """The part of :func:`reading` that reads the comparison tables (notebook 03, section 3): one bullet per
+    table, then what the compute column counts (with ``frame``) and which runs collapsed (with ``collapsed``)."""
+    out, _ = _table_lines(tables_)
+    return "\n".join(out + _closing_lines(collapsed, rewind_epoch, frame))
+
+
+def decomposition_reading(decomp: pd.DataFrame) -> str:
+    """The part of :func:`reading` that reads the decomposition (notebook 03, section 4); empty without one."""
+    return "\n".join(_decomposition_lines(decomp))
+
+
+def improvement_reading(improvements: Mapping[str, pd.DataFrame],
+                        tables_: Optional[Mapping[str, pd.DataFrame]] = None) -> str:
+    """The part of :func:`reading` that reads the improvement-% rows (notebook 03, section 5); with ``tables_``
+    (the comparison tables) a row against a baseline that trains other epochs than Ballot says so."""
+    return "\n".join(_improvement_lines(improvements, _unmatched_of(tables_)))
+
+
+def reading_summary(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.DataFrame],
+                    decomp: pd.DataFrame, collapsed: Optional[pd.DataFrame] = None) -> str:
+    """The conclusions of :func:`reading` in a few lines (notebook 03's closing section): per comparison table the
+    class-fairness counts at equal training epochs and after the table's correction; which improvement rows are
+    significant after the family's correction and where the paper's numbers lie; Ballot − LTH and its two parts
+    (MCD, pooled); how many runs collapsed. Every number is taken from the same tables as :func:`reading`'s."""
+    out = []
+    for title, t in tables_.items():
+        wc = win_counts(t, ("acc", "cwv", "mcd"))
+        if wc.empty:
+            continue
+        unmatched = compute_unmatched(t)
+        b, w, n = _fair_counts(wc[~wc["baseline"].isin(list(unmatched))] if unmatched else wc)
+        line = (f"- **{title}**: " + ("at equal training epochs, " if unmatched else "")
+                + f"Ballot is significantly fairer in {b} and less fair in {w} of {n} class-fairness comparisons"
+                + (f" ({_verdict(b, w, n)})" if n else ""))
+        if "sigadj_mcd" in t or "sigadj_cwv" in t:
+            ab, aw, _ = _fair_counts(win_counts(t, ("acc", "cwv", "mcd"), adjusted=True))
+            name = {"holm": "Holm's", "bh": "Benjamini–Hochberg's"}.get(FAMILY_CORRECTION, FAMILY_CORRECTION)
+            line += f"; after {name} correction over the table (every baseline), fairer in {ab} and less fair in {aw}"
+        grp = [m for m in tested_metrics(t) if m in GROUP_METRICS]
+        if grp and all(f"sigadj_{m}" in t for m in grp):
+            ga = win_counts(t, grp, adjusted=True)
+            if not ga.empty:
+                line += (f"; on group metrics after it, better in {int(ga['Ballot better'].sum())} and worse in "
+                         f"{int(ga['Ballot worse'].sum())} of {int(ga['settings'].sum())}")
+        out.append(line + ".")
+    if improvements and not all("padj" in t for t in improvements.values()):
+        improvements = adjust_improvements(improvements)
+    rows = [r for imp in improvements.values() for _, r in imp.iterrows()]
+    if rows:
+        def sig(r, sign: int) -> bool:
+            q = r.get("padj")
+            q = math.nan if q is None or pd.isna(q) else float(q)
+            return q < 0.05 and (r["robust_lo"] > 0 if sign > 0 else r["robust_hi"] < 0)
+
+        def names(sign: int) -> str:
+            hit = [f"{r['baseline']} ({title})" for title, imp in improvements.items() for _, r in imp.iterrows()
+                   if sig(r, sign)]
+            return ", ".join(hit) if hit else "none"
+
+        inside = sum(1 for r in rows if not pd.isna(r["robust_lo"]) and not pd.isna(r["robust_hi"])
+                     and r["robust_lo"] <= r["paper's number"] <= r["robust_hi"])
+        fairer, less = names(1), names(-1)
+        found = ("no row is significant after the correction" if fairer == less == "none" else
+                 f"significantly fairer against {fairer}; significantly less fair against {less}")
+        out.append(f"- **Improvement-%** (class fairness: CWV, MCD; {len(rows)} rows, one family): {found}. The "
+                   f"paper's number lies inside the robust form's CI in {inside} of the {len(rows)} rows.")
+    parts = _decomposition_parts(decomp)
+    if parts:
+        out.append(f"- **Ballot − LTH** (MCD, pooled): {_decomposition_say(parts, 'total (Ballot − LTH)')}; of it "
+                   f"the vote {_decomposition_say(parts, 'vote (Ballot plain − LTH)')}, checkpoint selection "
+                   f"{_decomposition_say(parts, 'checkpoint selection (Ballot − Ballot plain)')}.")
+    else:
+        out += _decomposition_lines(decomp)
+    if collapsed is not None:
+        if collapsed.empty:
+            out.append("- **Collapsed runs**: none.")
+        else:
+            settings = collapsed.groupby(["dataset", "model", "density"], sort=False).ngroups
+            n = len(collapsed)
+            out.append(f"- **Collapsed runs**: {n} run{'s' if n != 1 else ''} (variant and seed) in {settings} "
+                       f"setting{'s' if settings != 1 else ''}, named in section 3; the decomposition and the "
+                       "improvement-% leave out the settings where their variants collapsed.")
     return "\n".join(out)
 
 

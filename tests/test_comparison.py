@@ -551,3 +551,88 @@ def test_choose_on_val_pairs_by_setting_and_needs_its_reference():
     assert math.isnan(table.set_index("candidate").loc["A", "p (paired)"])
     with pytest.raises(ValueError, match="reference candidate 'Z' has no val rows"):
         C.choose_on_val(df, ["A", "B"], reference="Z")
+
+
+def _reading_inputs():
+    vals = {**VALUES, "SafeCompress": [(0.90, 0.030, 0.40), (0.84, 0.040, 0.50)],
+            "Ballot η=0": [(0.88, 0.011, 0.22), (0.85, 0.021, 0.33)]}
+    df = frame(vals)
+    df.loc[df["variant"] == "SafeCompress", "compute_epochs"] = 10.0
+    t = C.comparison_table(df, C.Table("x", "Ballot", ("LTH", "SafeCompress"), "val_rule"),
+                           metrics=["acc", "cwv", "mcd"])
+    imp = C.adjust_improvements({"sel": C.improvement_table(df, "Ballot", {"LTH": "LTH", "SafeCompress": "SafeCompress"}),
+                                 "plain": C.improvement_table(df, "Ballot plain", {"LTH": "LTH"})})
+    gone = pd.DataFrame([{"dataset": "adult", "model": "mlp", "density": 0.1, "variant": "LTH", "seed": 2,
+                          "balanced_acc": 0.5}])
+    return df, {"matched": t}, imp, C.decomposition(df), gone
+
+
+def test_reading_parts_are_the_whole_reading_each_under_its_own_section():
+    """Notebook 03 showed the whole reading (decomposition and improvement-% included) under section 3 and again
+    at the end (review): each section now reads its own table, and the parts are exactly the report's reading."""
+    df, tabs, imp, decomp, gone = _reading_inputs()
+    whole = C.reading(tabs, imp, decomp, gone, rewind_epoch=0, frame=df)
+    section3 = C.table_reading(tabs, gone, rewind_epoch=0, frame=df)
+    section4 = C.decomposition_reading(decomp)
+    section5 = C.improvement_reading(imp, tabs)
+    assert sorted((section3 + "\n" + section4 + "\n" + section5).splitlines()) == sorted(whole.splitlines())
+    assert "Decomposition" not in section3 and "Improvement" not in section3 and "improvement" not in section3
+    assert "- **matched**" in section3 and "- **Compute**" in section3 and "- **Collapsed runs**" in section3
+    assert section4.startswith("- Decomposition, pooled over settings") and len(section4.splitlines()) == 1
+    assert section5.startswith("- Improvement-%") and "Decomposition" not in section5
+    # the improvement lines still name the baseline whose training epochs differ (from the tables)
+    assert "Training epochs are not matched: Ballot trains 2× the epochs of SafeCompress" in section5
+    assert C.decomposition_reading(decomp.iloc[:0]) == ""
+
+
+def test_reading_summary_is_short_and_generated_from_the_numbers():
+    df, tabs, imp, decomp, gone = _reading_inputs()
+    whole = C.reading(tabs, imp, decomp, gone, rewind_epoch=0, frame=df)
+    summary = C.reading_summary(tabs, imp, decomp, gone)
+    lines = summary.splitlines()
+    assert len(lines) == 4 and len(summary) < len(whole) / 2
+    assert lines[0].startswith("- **matched**: at equal training epochs, Ballot is significantly fairer in 4 and "
+                               "less fair in 0 of 4")
+    pooled = decomp[(decomp["dataset"] == "pooled") & (decomp["metric"] == "mcd")].set_index("part")
+    total = pooled.loc["total (Ballot − LTH)", "diff"]
+    assert f"{100 * total:+.1f} pts MCD" in lines[2] and lines[2].startswith("- **Ballot − LTH**")
+    assert lines[1].startswith("- **Improvement-%**") and "3 rows" in lines[1]
+    assert lines[3].startswith("- **Collapsed runs**: 1 run (variant and seed) in 1 setting")
+    assert C.reading_summary(tabs, imp, decomp, gone.iloc[:0]).endswith("- **Collapsed runs**: none.")
+    # nothing significant: the improvement line says so instead of listing "none" twice
+    flat = {k: v.assign(padj=1.0) for k, v in imp.items()}
+    assert "no row is significant after the correction" in C.reading_summary(tabs, flat, decomp)
+
+
+def test_decomposition_view_in_points_with_a_zero_based_index():
+    """Notebook 03 showed the decomposition in fractions (total -0.0107) beside a figure in points (review)."""
+    df, _, _, decomp, _ = _reading_inputs()
+    raw = C.decomposition_view(decomp)
+    pts = C.decomposition_view(decomp, points=True)
+    assert list(pts.index) == list(range(len(pts))) and list(raw.index) == list(range(len(raw)))
+    col = "Δ = A − B (unit)"
+    for m, scale in (("acc", 100), ("mcd", 100), ("cwv", 1)):
+        a, b = raw[raw["metric"] == m], pts[pts["metric"] == m]
+        assert np.allclose(b[col].to_numpy(float), scale * a[col].to_numpy(float))
+        assert np.allclose(b["95 % CI low (unit)"].to_numpy(float), scale * a["95 % CI low (unit)"].to_numpy(float))
+    assert set(pts.loc[pts["metric"] == "mcd", "unit"]) == {"pts of class recall"}
+    assert "variance" in pts.loc[pts["metric"] == "cwv", "unit"].iloc[0]
+    cap = C.decomposition_caption(decomp, points=True)
+    assert "percentage points" in cap and "MCD: pts of class recall" in cap and "unscaled" not in cap
+
+
+def test_choice_view_shows_points_and_leaves_the_choice_alone():
+    """Notebook 03's val choice table was in fractions (val acc 0.8052) while notebook 02's ablation is in points."""
+    df = frame({"A": [(0.90, 0.01, 0.30), (0.80, 0.01, 0.30)], "B": [(0.90, 0.01, 0.20), (0.80, 0.01, 0.20)]},
+               split="val")
+    choice, table = C.choose_on_val(df, ["A", "B"], eps=0.01, reference="A")
+    view = C.choice_view(table)
+    assert choice == "B" and view.loc[view["chosen"], "candidate"].tolist() == ["B"]
+    a, b = table.set_index("candidate").loc["A"], table.set_index("candidate").loc["B"]
+    v = view.set_index("candidate")
+    assert v.loc["A", "val ACC (pts)"] == f"{100 * a['val acc']:.1f} ± {100 * a['val acc ci']:.1f}"
+    assert v.loc["B", "val MCD (pts)"].startswith(f"{100 * b['val mcd']:.1f} ± ")
+    d, h = b["Δ val mcd vs A"], b["Δ val mcd ci"]
+    assert v.loc["B", "Δ val MCD vs A (pts)"] == f"{100 * d:+.1f} [{100 * (d - h):+.1f}, {100 * (d + h):+.1f}]"
+    assert v.loc["A", "Δ val MCD vs A (pts)"] == "" and v.loc["B", "p (Holm)"] == f"{b['p (Holm)']:.3g}"
+    assert view.attrs["rule"] == table.attrs["rule"]

@@ -25,6 +25,27 @@ def test_notebook03_papermill_with_injected_parameters(tmp_path):
     assert not errors
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert images, "figures must be inline"
+    # The reading is shown in parts, each once and under the section whose table it reads; the last section
+    # closes with a short summary, not the whole reading again (review).
+    def shown(c) -> str:
+        return "\n".join(o.get("data", {}).get(k, "") for o in c.get("outputs", [])
+                         for k in ("text/markdown", "text/html", "text/plain")) + "\n".join(
+            o.get("text", "") for o in c.get("outputs", []))
+
+    def cell_of(s: str) -> int:
+        hits = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and s in shown(c)]
+        assert len(hits) == 1, (s, hits)
+        return hits[0]
+
+    def section(n: int) -> int:
+        return next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and c.source.startswith(f"## {n} "))
+
+    assert (section(3) < cell_of("- **Compute**") < section(4) < cell_of("- Decomposition") < section(5)
+            < cell_of("- Improvement-% (class fairness") < section(6) < cell_of("Densities [0.1]"))
+    assert "Class-fairness (CWV, MCD) improvement over" not in shown(nb.cells[cell_of("Densities [0.1]")])
+    # tables in points: the decomposition (as its figure and notebook 05) and the val choice (as notebook 02)
+    assert "pts of class recall" in shown(nb.cells[section(5) - 1])
+    assert "val MCD (pts)" in shown(nb.cells[cell_of("chosen on pooled val: '")])
     df = load_results(results)
     assert {"dense", "mp", "lth", "ballot", "safecompress", "fairscratch"} <= set(df["method"])
     assert set(df["dataset"]) == {"digits"} and set(df.loc[df["method"] != "dense", "density_target"]) == {0.1}
@@ -46,6 +67,8 @@ def test_notebook03_papermill_with_injected_parameters(tmp_path):
     assert len(last) == (~static).sum() and set(last["derived_from"]) == set(val.loc[~static, "run_id"])
     reports = list((results / "reports").glob("03_*.md"))
     assert reports and "Improvement" in reports[0].read_text() and "rewind to θ1" in reports[0].read_text()
+    # ... and the report holds the whole reading: every section's part
+    assert all(x in reports[0].read_text() for x in ("- **Compute**", "- Decomposition", "- Improvement-% (class"))
     # Notebook 05's builder rebuilds notebook 03's tables from the store alone.
     from ballot_lib import comparison, paper_tables
 
