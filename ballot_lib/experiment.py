@@ -28,6 +28,8 @@ from .paths import results_root
 from .results import ResultsFormatError, ResultsStore, Run, check_complete, check_config_file, repair_advice
 from .checks import (ParameterError, check_arguments, check_device_name, check_env_number, check_fields, check_int,
                      check_seed)
+from .compiled import resolve_step_mode
+from .progress import style as progress_style
 from .training import TrainConfig, TrainResult, checkpoint_interval, resolve_device, state_dict_cpu, train
 
 #: Epochs after which the dense run keeps its weights as rewind points θk (other k are replayed on demand).
@@ -123,6 +125,8 @@ class Experiment:
         self.device_ = resolve_device(self.device)
         checkpoint_interval(self.device_)  # a bad $BALLOT_CHECKPOINT_EVERY_S is an error before anything runs
         mask_format()  # so is a bad $BALLOT_MASK_FORMAT
+        resolve_step_mode(None, self.device_)  # ... a bad $BALLOT_STEP_MODE (or 'graph' without CUDA)
+        progress_style()  # ... and a bad $BALLOT_PROGRESS
         root = results_root(self.results_dir)
         if root.exists() and not root.is_dir():
             raise ParameterError(f"results_dir {str(root)!r} exists and is not a folder: give the results store's "

@@ -58,7 +58,7 @@ def found(name):
     return f"{name} {getattr(mod, '__version__', '?')} ({mod.__file__})"
 print(f"python {sys.version.split()[0]} ({sys.executable}) | " + " | ".join(found(m) for m in ("pytest", "yaml")))
 PYEOF
-} | tee "$OUT/gpu.txt"
+} | if stage tests; then tee "$OUT/gpu.txt"; else tee -a "$OUT/gpu.txt"; fi  # a re-run of later stages appends
 # -o addopts= : the project's pytest options name nbval, which a bare GPU image does not have.
 # -rs lists each skip with its reason; cuda_tests.xml (JUnit) says which tests ran: decide.py requires the CUDA
 # tests to have run, not been skipped.

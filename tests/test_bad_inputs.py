@@ -1235,3 +1235,19 @@ def test_recipes_derived_by_methods_may_keep_options_they_no_longer_use(tmp_path
     exp = make_experiment(tmp_path / "results", schedule="multistep", milestones=(1,), gamma=0.5)
     assert run_method(exp, "mp", 0, density=0.5, finetune="short", finetune_epochs=1).run.complete
     assert run_method(exp, "l1_unstructured", 0, density=0.5, retrain_epochs=1).run.complete
+
+
+@pytest.mark.parametrize("var,value,message", [
+    ("BALLOT_STEP_MODE", "fast", r"\$BALLOT_STEP_MODE must be one of auto, eager, compiled, graph, got 'fast'"),
+    ("BALLOT_STEP_MODE", "graph", "step_mode 'graph' needs a CUDA device"),
+    ("BALLOT_PROGRESS", "fancy", "BALLOT_PROGRESS='fancy' is not a progress style; valid: auto, text, none"),
+])
+def test_a_bad_environment_variable_is_refused_when_the_experiment_is_made(tmp_path, monkeypatch, var, value,
+                                                                          message):
+    """They were read only when training started, after the dense run had written θ0 and its config (review)."""
+    from conftest import make_experiment
+
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ValueError, match=message):
+        make_experiment(tmp_path / "results")
+    assert not (tmp_path / "results").exists()
