@@ -584,18 +584,18 @@ def choose_on_val(df: pd.DataFrame, candidates: Sequence[str], eps: float = 0.01
         if better.empty:
             choice = reference
             table.attrs["rule"] = (f"kept {reference}: no candidate has a significantly lower pooled val "
-                                   f"{fair.upper()} (paired by seed, Holm over the others) within {eps:g} of its "
-                                   f"val accuracy")
+                                   f"{fair.upper()} (paired by seed, Holm over the others) within "
+                                   f"{100 * eps:g} pts of its val accuracy")
         else:
             choice = better.sort_values([f"val {fair}", f"val {acc}"], ascending=[True, False]).iloc[0]["candidate"]
             table.attrs["rule"] = (f"chose {choice}: pooled val {fair.upper()} significantly lower than {reference}'s "
-                                   f"(paired by seed, Holm over the others) with val accuracy within {eps:g}")
+                                   f"(paired by seed, Holm over the others) with val accuracy within {100 * eps:g} pts")
     else:
         best = table[f"val {acc}"].max()
         ok = table[table[f"val {acc}"] >= best - eps]
         choice = ok.sort_values([f"val {fair}", f"val {acc}"], ascending=[True, False]).iloc[0]["candidate"]
-        table.attrs["rule"] = (f"rank rule: within {eps:g} of the best pooled val accuracy, the lowest pooled val "
-                               f"{fair.upper()}")
+        table.attrs["rule"] = (f"rank rule: within {100 * eps:g} pts of the best pooled val accuracy, the lowest "
+                               f"pooled val {fair.upper()}")
     table["chosen"] = table["candidate"] == choice
     return str(choice), table
 
