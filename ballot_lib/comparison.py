@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from .analysis import COLLAPSE, collapsed_runs, lower_is_better  # noqa: F401 (collapse rule: re-exported)
+from .analysis import CORRECTION_NAMES
 from .checks import check_int
 from .metrics import adjust_pvalues, mean_ci, paired_difference, seed_mean_test
 from .methods import Variant
@@ -764,13 +765,18 @@ def _compute_note(table: pd.DataFrame, wc: pd.DataFrame, better: int) -> str:
             "these baselines.")
 
 
+def _correction_possessive() -> str:
+    """The tables' correction (:data:`FAMILY_CORRECTION`) as the readings name it: "Holm's"."""
+    return CORRECTION_NAMES.get(FAMILY_CORRECTION, FAMILY_CORRECTION) + "'s"
+
+
 def _family_note(table: pd.DataFrame) -> str:
     """The reading's sentence on the table's counts after the multiple-comparison correction."""
     if "sigadj_mcd" not in table and "sigadj_cwv" not in table:
         return ""
     k = family_size(table)
     better, worse, _ = _fair_counts(win_counts(table, ("acc", "cwv", "mcd"), adjusted=True))
-    name = {"holm": "Holm's", "bh": "Benjamini–Hochberg's"}.get(FAMILY_CORRECTION, FAMILY_CORRECTION)
+    name = _correction_possessive()
     grp = [m for m in tested_metrics(table) if m in GROUP_METRICS]
     held = "accuracy, CWV, MCD" + (" and the group metrics (" + ", ".join(GROUP_NAMES[m] for m in grp) + ")"
                                    if grp else "")
@@ -820,6 +826,15 @@ def _group_note(table: pd.DataFrame) -> str:
     return text + "."
 
 
+def _significant_direction(r: Mapping[str, Any]) -> int:
+    """+1 (Ballot significantly fairer) or -1 (significantly less fair) when an improvement row's Holm-adjusted
+    p-value (``padj``) is below 0.05 and its robust CI lies above or below 0; else 0."""
+    q = r.get("padj")
+    if q is None or pd.isna(q) or not float(q) < 0.05:
+        return 0
+    return 1 if r["robust_lo"] > 0 else -1 if r["robust_hi"] < 0 else 0
+
+
 def improvement_sentence(r: Mapping[str, Any], title: str) -> str:
     """One improvement row (:func:`improvement_table`) in words: its direction from the robust form's CI over
     seeds (none with fewer than 2 seeds), its significance from the Holm-adjusted p-value of
@@ -852,9 +867,10 @@ def improvement_sentence(r: Mapping[str, Any], title: str) -> str:
     fam = f" over the {int(fam)} improvement rows read" if fam is not None and not pd.isna(fam) else ""
     if "padj" in r and not math.isnan(q):
         adj = f"Holm-adjusted p = {q:.3g}{fam}"
-        if q < 0.05 and lo > 0:
+        direction = _significant_direction(r)
+        if direction > 0:
             verdict = f"Ballot is significantly fairer than {r['baseline']} by this pooled measure ({adj}), "
-        elif q < 0.05 and hi < 0:
+        elif direction < 0:
             verdict = f"Ballot is significantly less fair than {r['baseline']} by this pooled measure ({adj}), "
         elif lo > 0 or hi < 0:
             verdict = (f"The robust CI excludes 0 ({'above' if lo > 0 else 'below'} it), but not after the "
@@ -925,17 +941,14 @@ def _fair_counts(wc: pd.DataFrame) -> tuple[int, int, int]:
     return int(fair["Ballot better"].sum()), int(fair["Ballot worse"].sum()), int(fair["settings"].sum())
 
 
-def _table_lines(tables_: Mapping[str, pd.DataFrame]) -> tuple[list[str], dict[str, tuple[float, float]]]:
-    """The reading's bullet per comparison table (:func:`reading`), and every baseline whose training compute
-    differs from Ballot's in some table (:func:`compute_unmatched`), which the improvement lines name."""
+def _table_lines(tables_: Mapping[str, pd.DataFrame]) -> list[str]:
+    """The reading's bullet per comparison table (:func:`reading`)."""
     out = []
-    unmatched_all: dict[str, tuple[float, float]] = {}
     for title, t in tables_.items():
         wc = win_counts(t, ("acc", "cwv", "mcd"))
         if wc.empty:
             continue
         unmatched = compute_unmatched(t)
-        unmatched_all.update(unmatched)
         better, worse, total = _fair_counts(wc)
         acc = wc[wc["metric"] == "acc"]
         if unmatched:
@@ -955,10 +968,12 @@ def _table_lines(tables_: Mapping[str, pd.DataFrame]) -> tuple[list[str], dict[s
                    f"{int(acc['Ballot better'].sum())} and worse in {int(acc['Ballot worse'].sum())} of "
                    f"{int(acc['settings'].sum())}." + _compute_note(t, wc, better) + _family_note(t)
                    + _group_note(t))
-    return out, unmatched_all
+    return out
 
 
 def _unmatched_of(tables_: Optional[Mapping[str, pd.DataFrame]]) -> dict[str, tuple[float, float]]:
+    """Every baseline whose training compute differs from Ballot's in some table (:func:`compute_unmatched`),
+    which the improvement lines name."""
     out: dict[str, tuple[float, float]] = {}
     for t in (tables_ or {}).values():
         out.update(compute_unmatched(t))
@@ -1051,8 +1066,8 @@ def reading(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[str, pd.D
     The whole reading, as the report holds it. Notebook 03 shows it in parts, each under the table it reads:
     :func:`table_reading` (section 3), :func:`decomposition_reading` (section 4), :func:`improvement_reading`
     (section 5), and closes with :func:`reading_summary`; the bullets are the same."""
-    out, unmatched_all = _table_lines(tables_)
-    out += _improvement_lines(improvements, unmatched_all)
+    out = _table_lines(tables_)
+    out += _improvement_lines(improvements, _unmatched_of(tables_))
     out += _decomposition_lines(decomp)
     out += _closing_lines(collapsed, rewind_epoch, frame)
     return "\n".join(out)
@@ -1062,8 +1077,7 @@ def table_reading(tables_: Mapping[str, pd.DataFrame], collapsed: Optional[pd.Da
                   rewind_epoch: Optional[int] = None, frame: Optional[pd.DataFrame] = None) -> str:
     """The part of :func:`reading` that reads the comparison tables (notebook 03, section 3): one bullet per
     table, then what the compute column counts (with ``frame``) and which runs collapsed (with ``collapsed``)."""
-    out, _ = _table_lines(tables_)
-    return "\n".join(out + _closing_lines(collapsed, rewind_epoch, frame))
+    return "\n".join(_table_lines(tables_) + _closing_lines(collapsed, rewind_epoch, frame))
 
 
 def decomposition_reading(decomp: pd.DataFrame) -> str:
@@ -1096,8 +1110,7 @@ def reading_summary(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[s
                 + (f" ({_verdict(b, w, n)})" if n else ""))
         if "sigadj_mcd" in t or "sigadj_cwv" in t:
             ab, aw, _ = _fair_counts(win_counts(t, ("acc", "cwv", "mcd"), adjusted=True))
-            name = {"holm": "Holm's", "bh": "Benjamini–Hochberg's"}.get(FAMILY_CORRECTION, FAMILY_CORRECTION)
-            line += f"; after {name} correction over the table (every baseline), fairer in {ab} and less fair in {aw}"
+            line += f"; after {_correction_possessive()} correction over the table (every baseline), fairer in {ab} and less fair in {aw}"
         grp = [m for m in tested_metrics(t) if m in GROUP_METRICS]
         if grp and all(f"sigadj_{m}" in t for m in grp):
             ga = win_counts(t, grp, adjusted=True)
@@ -1109,14 +1122,9 @@ def reading_summary(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[s
         improvements = adjust_improvements(improvements)
     rows = [r for imp in improvements.values() for _, r in imp.iterrows()]
     if rows:
-        def sig(r, sign: int) -> bool:
-            q = r.get("padj")
-            q = math.nan if q is None or pd.isna(q) else float(q)
-            return q < 0.05 and (r["robust_lo"] > 0 if sign > 0 else r["robust_hi"] < 0)
-
         def names(sign: int) -> str:
             hit = [f"{r['baseline']} ({title})" for title, imp in improvements.items() for _, r in imp.iterrows()
-                   if sig(r, sign)]
+                   if _significant_direction(r) == sign]
             return ", ".join(hit) if hit else "none"
 
         inside = sum(1 for r in rows if not pd.isna(r["robust_lo"]) and not pd.isna(r["robust_hi"])
