@@ -941,14 +941,19 @@ def _fair_counts(wc: pd.DataFrame) -> tuple[int, int, int]:
     return int(fair["Ballot better"].sum()), int(fair["Ballot worse"].sum()), int(fair["settings"].sum())
 
 
+def _tables_read(tables_: Mapping[str, pd.DataFrame]):
+    """The comparison tables a reading has something to say about, with what every reading of them starts from:
+    ``(title, table, win counts on acc/CWV/MCD, baselines whose training compute differs from Ballot's)``."""
+    for title, t in tables_.items():
+        wc = win_counts(t, ("acc", "cwv", "mcd"))
+        if not wc.empty:
+            yield title, t, wc, compute_unmatched(t)
+
+
 def _table_lines(tables_: Mapping[str, pd.DataFrame]) -> list[str]:
     """The reading's bullet per comparison table (:func:`reading`)."""
     out = []
-    for title, t in tables_.items():
-        wc = win_counts(t, ("acc", "cwv", "mcd"))
-        if wc.empty:
-            continue
-        unmatched = compute_unmatched(t)
+    for title, t, wc, unmatched in _tables_read(tables_):
         better, worse, total = _fair_counts(wc)
         acc = wc[wc["metric"] == "acc"]
         if unmatched:
@@ -1099,18 +1104,15 @@ def reading_summary(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[s
     significant after the family's correction and where the paper's numbers lie; Ballot − LTH and its two parts
     (MCD, pooled); how many runs collapsed. Every number is taken from the same tables as :func:`reading`'s."""
     out = []
-    for title, t in tables_.items():
-        wc = win_counts(t, ("acc", "cwv", "mcd"))
-        if wc.empty:
-            continue
-        unmatched = compute_unmatched(t)
+    for title, t, wc, unmatched in _tables_read(tables_):
         b, w, n = _fair_counts(wc[~wc["baseline"].isin(list(unmatched))] if unmatched else wc)
         line = (f"- **{title}**: " + ("at equal training epochs, " if unmatched else "")
                 + f"Ballot is significantly fairer in {b} and less fair in {w} of {n} class-fairness comparisons"
                 + (f" ({_verdict(b, w, n)})" if n else ""))
         if "sigadj_mcd" in t or "sigadj_cwv" in t:
             ab, aw, _ = _fair_counts(win_counts(t, ("acc", "cwv", "mcd"), adjusted=True))
-            line += f"; after {_correction_possessive()} correction over the table (every baseline), fairer in {ab} and less fair in {aw}"
+            line += (f"; after {_correction_possessive()} correction over the table (every baseline), fairer in "
+                     f"{ab} and less fair in {aw}")
         grp = [m for m in tested_metrics(t) if m in GROUP_METRICS]
         if grp and all(f"sigadj_{m}" in t for m in grp):
             ga = win_counts(t, grp, adjusted=True)
