@@ -24,6 +24,20 @@ from .paths import results_root
 LOWER_IS_BETTER = {"acc": False, "cwv": True, "mcd": True, "group_acc_gap": True, "worst_group_acc": False,
                    "worst_class_acc": False, "dp_gap": True, "eo_gap": True}
 HEADLINE = ("acc", "cwv", "mcd")
+#: Values each metric can take: accuracies, recalls, gaps and MCD lie in [0, 1]; so does CWV (squared deviations
+#: of recalls in [0, 1] from the overall accuracy, averaged). Paired differences' CIs are intersected with
+#: ``[lo − hi, hi − lo]`` (:func:`ballot_lib.metrics.paired_difference`).
+METRIC_RANGE = {m: (0.0, 1.0) for m in LOWER_IS_BETTER}
+
+
+def metric_range(metric: str) -> Optional[tuple[float, float]]:
+    """The values ``metric`` can take (:data:`METRIC_RANGE`; per-class/per-group recalls ``acc_class_<c>`` and
+    ``acc_group_<g>`` lie in [0, 1]), or None when unknown (its paired differences are then left unbounded)."""
+    if metric in METRIC_RANGE:
+        return METRIC_RANGE[metric]
+    if metric.startswith(("acc_class_", "acc_group_")):
+        return (0.0, 1.0)
+    return None
 
 
 def lower_is_better(metric: str) -> bool:
@@ -92,7 +106,7 @@ def paired(df: pd.DataFrame, a: str, b: str, metrics: Sequence[str] = HEADLINE, 
         if m not in d:
             continue
         res = paired_difference(dict(zip(A["seed"], A[m])), dict(zip(B["seed"], B[m])),
-                                lower_is_better=lower_is_better(m))
+                                lower_is_better=lower_is_better(m), value_range=metric_range(m))
         rows.append({"a": a, "b": b, "metric": m, **res})
     return pd.DataFrame(rows)
 

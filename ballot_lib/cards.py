@@ -26,7 +26,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .analysis import class_columns
+from .analysis import class_columns, metric_range
 from .metrics import mean_ci, paired_difference
 from .paths import results_root
 from .population import disparity_column, front_markdown, with_derived
@@ -81,9 +81,10 @@ def _paired_rows(pruned: pd.DataFrame, dense: pd.DataFrame, columns: Sequence[tu
         pct = col != "cwv"
         a = dict(zip(pruned["seed"], pruned[col]))
         b = dict(zip(dense["seed"], dense[col]))
+        res = paired_difference(a, b, lower_is_better=lower, value_range=metric_range(col))
         row = {"metric": label, "dense": _mean_pm(dense[col], pct), "pruned": _mean_pm(pruned[col], pct),
-               "change vs dense (paired, 95% CI)": _delta(paired_difference(a, b, lower_is_better=lower), pct),
-               "seeds better": f"{paired_difference(a, b, lower_is_better=lower)['wins']}/{len(set(a) & set(b))}"}
+               "change vs dense (paired, 95% CI)": _delta(res, pct),
+               "seeds better": f"{res['wins']}/{len(set(a) & set(b))}"}
         if overall_delta_by_seed is not None:
             delta = {s: a[s] - b[s] for s in set(a) & set(b)}
             exc = {s: delta[s] - overall_delta_by_seed[s] for s in delta}

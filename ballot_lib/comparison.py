@@ -35,7 +35,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .analysis import COLLAPSE, collapsed_runs, lower_is_better  # noqa: F401 (collapse rule: re-exported)
+from .analysis import COLLAPSE, collapsed_runs, lower_is_better, metric_range  # noqa: F401 (collapse rule: re-exported)
 from .analysis import CORRECTION_NAMES
 from .checks import check_int
 from .metrics import adjust_pvalues, mean_ci, paired_difference, seed_mean_test
@@ -244,7 +244,7 @@ def comparison_table(df: pd.DataFrame, table: Table, metrics: Optional[Sequence[
                 row[m] = float(part[m].mean())
                 if method not in (table.ballot, "Dense") and not ref.empty:
                     res = paired_difference(ref[m].to_dict(), part[m].to_dict(),
-                                            lower_is_better=lower_is_better(m))
+                                            lower_is_better=lower_is_better(m), value_range=metric_range(m))
                     row.update({f"d_{m}": res["diff"], f"lo_{m}": res["ci_low"], f"hi_{m}": res["ci_high"],
                                 f"wins_{m}": res["wins"], f"n_{m}": res["n"], f"sig_{m}": res["significant"],
                                 f"p_{m}": res["p"]})
@@ -320,6 +320,11 @@ def _kept_settings(settings: Sequence[tuple], exclude: Optional[pd.DataFrame], v
                                              for g in gone)]
 
 
+def _at_most_100(x: float) -> float:
+    """A CI end of an improvement-% cut at 100 % (:func:`improvement_table`); NaN stays NaN."""
+    return 100.0 if x > 100 else x
+
+
 def improvement_table(df: pd.DataFrame, a: str, baselines: Mapping[str, str], split: str = "test",
                       metrics: Sequence[str] = ("cwv", "mcd"), exclude: Optional[pd.DataFrame] = None
                       ) -> pd.DataFrame:
@@ -330,6 +335,10 @@ def improvement_table(df: pd.DataFrame, a: str, baselines: Mapping[str, str], sp
     ``exclude``: collapsed runs (:func:`collapsed_runs`); a setting where ``a`` or the baseline collapsed under
     any seed is left out of that baseline's row (a model near chance has a small CWV, so a collapse would pass for
     a fairness gain); columns ``settings`` and ``left out`` count the settings used and dropped.
+
+    CWV and MCD are never negative, so neither form can exceed 100 % (a method with F_A = 0): the upper ends of
+    the seeds' Student-t CIs are cut there (a few seeds with one collapsed run can reach beyond it); the lower
+    ends are unbounded (a method can be many times less fair than the baseline).
     """
     d = _test(df, split)
     all_settings = _settings(d)
@@ -358,8 +367,8 @@ def improvement_table(df: pd.DataFrame, a: str, baselines: Mapping[str, str], sp
         # corrects these over the improvement rows a run reads
         rp = seed_mean_test(robust_seeds)["p"] if len(robust_seeds) > 1 else math.nan
         rows.append({"baseline": label, "paper (seed means)": 100 * float(np.mean(point_terms)) if point_terms
-                     else math.nan, "paper": pm, "paper_lo": pm - ph, "paper_hi": pm + ph, "robust": rm,
-                     "robust_lo": rm - rh, "robust_hi": rm + rh, "p": rp, "seeds": n, "settings": len(settings),
+                     else math.nan, "paper": pm, "paper_lo": pm - ph, "paper_hi": _at_most_100(pm + ph),
+                     "robust": rm, "robust_lo": rm - rh, "robust_hi": _at_most_100(rm + rh), "p": rp, "seeds": n, "settings": len(settings),
                      "left out": len(all_settings) - len(settings),
                      "paper's number": PAPER_IMPROVEMENT.get(label.replace(SELECTED, "").replace(MATCHED, ""),
                                                              math.nan)})
@@ -435,7 +444,8 @@ def decomposition(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd
                 X, Y = _pick(d, x, s), _pick(d, y, s)
                 if X.empty or Y.empty or m not in X:
                     continue
-                res = paired_difference(X[m].to_dict(), Y[m].to_dict(), lower_is_better(m))
+                res = paired_difference(X[m].to_dict(), Y[m].to_dict(), lower_is_better(m),
+                                        value_range=metric_range(m))
                 rows.append({"dataset": s[0], "model": s[1], "density": s[2], "metric": m, "part": part, **res})
                 for seed in X.index.intersection(Y.index):
                     pooled.setdefault((m, part), {}).setdefault(seed, []).append(float(X.loc[seed, m] - Y.loc[seed, m]))

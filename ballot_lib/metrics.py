@@ -242,7 +242,7 @@ def paired_t_pvalue(mean: float, sd: float, n: int) -> float:
 
 
 def paired_difference(a: Mapping[int, float], b: Mapping[int, float], lower_is_better: bool = True,
-                      alpha: float = 0.05) -> dict[str, float]:
+                      alpha: float = 0.05, value_range: Optional[tuple[float, float]] = None) -> dict[str, float]:
     """Paired comparison of method A against B over the seeds both have.
 
     Returns the mean difference A − B, its Student-t CI, the number of paired seeds, the number of seeds where
@@ -250,13 +250,25 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float], lower_is_b
     :func:`paired_t_pvalue` (what a multiple-comparison correction, :func:`adjust_pvalues`, takes) and
     ``significant`` = ``p < alpha``: the CI excludes 0, except with zero spread, where the CI has no width and
     the exact sign-flip test decides.
+
+    ``value_range=(lo, hi)``, the values a metric can take (accuracy, MCD: ``(0, 1)``), bounds the difference to
+    ``[lo − hi, hi − lo]``: the CI is intersected with it (a t-interval over a few seeds with one collapsed run can
+    reach beyond it, e.g. an accuracy difference of −144 points). The intersection keeps the CI's coverage (the
+    true difference lies inside the bounds) and never changes whether it contains 0 (a bound then reads exactly
+    ``±(hi − lo)``).
     """
     seeds = sorted(set(a) & set(b))
     diffs = [a[s] - b[s] for s in seeds if not (math.isnan(a[s]) or math.isnan(b[s]))]
     mean, half, sd, n = mean_ci(diffs, alpha)
     wins = sum((d < 0) if lower_is_better else (d > 0) for d in diffs)
     p = paired_t_pvalue(mean, sd, n)
-    return {"diff": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n, "wins": int(wins),
+    low, high = mean - half, mean + half
+    if value_range is not None and not math.isnan(half):
+        span = float(value_range[1]) - float(value_range[0])
+        if not span > 0:
+            raise ValueError(f"value_range must be (low, high) with low < high, got {value_range!r}")
+        low, high = max(low, -span), min(high, span)
+    return {"diff": mean, "ci_low": low, "ci_high": high, "n": n, "wins": int(wins),
             "significant": bool(p < alpha), "p": p}
 
 

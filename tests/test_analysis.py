@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from ballot_lib import plots  # noqa: E402
+from ballot_lib import analysis, plots  # noqa: E402
 from ballot_lib.analysis import (  # noqa: E402
     class_columns,
     layer_overlap,
@@ -181,6 +181,19 @@ def test_paired_significant_decreases_count_as_wins_for_fairness_metrics(df):
     check_row(p.loc["acc"], [-0.10, -0.12, -0.11], wins=0, significant=True)
     check_row(p.loc["cwv"], [-0.004, -0.005, -0.006], wins=3, significant=True)
     check_row(p.loc["mcd"], [-0.10, -0.11, -0.12], wins=3, significant=True)
+
+
+def test_paired_ci_stays_within_the_metrics_possible_differences(df):
+    # A collapsed seed: A's accuracy at 0.5 drops to 0.3 in seed 2 (−0.60, with +0.02 and −0.01): the t-interval
+    # reaches below −1, an impossible accuracy difference; it is cut there, the test itself is unchanged.
+    d = df.copy()
+    d.loc[(d["variant"] == "A") & (d["density"] == 0.5) & (d["seed"] == 2) & (d["split"] == "test"), "acc"] = 0.3
+    row = paired(d, "A", "dense", ["acc"], a_density=0.5).set_index("metric").loc["acc"]
+    mean, half = t_stats([0.02, -0.01, -0.60])
+    assert mean - half < -1 < 1 < mean + half + 1
+    assert row["ci_low"] == -1.0 and row["ci_high"] == pytest.approx(mean + half)
+    assert row["diff"] == pytest.approx(mean) and not row["significant"]
+    assert analysis.metric_range("acc_class_3") == (0.0, 1.0) and analysis.metric_range("unknown") is None
 
 
 def test_paired_zero_differences_are_not_significant_and_not_wins(df):

@@ -614,10 +614,12 @@ def test_faithful_mode_votes_on_the_final_layer_at_the_lth_density(during):
     exp, _ = during
     cfg = make_config("ballot", mode="faithful", density=0.3)
     assert (cfg.eta, cfg.score, cfg.conflict, cfg.rewind_epoch, cfg.budgets) == (1.0, "signed", "none", 0, "none")
+    # The authors take the vote gradients over the whole train split each epoch (the full mode samples 10 %).
+    assert cfg.vote_fraction == 1.0 and cfg.vote_config().vote_fraction == 1.0
     # An option faithful mode fixes, set to another value, is refused (it used to be replaced silently).
     # γ and the voting epochs too: the authors weight by 1/acc_c (γ = 1) and vote every epoch (they were accepted).
     for option in ({"eta": 0.5}, {"rewind_epoch": 1}, {"refined": True, "budgets": "erk"}, {"gamma": 3.0},
-                   {"vote_epochs": 2}):
+                   {"vote_epochs": 2}, {"vote_fraction": 0.5}):
         with pytest.raises(ParameterError, match="mode='faithful' is the authors' procedure and fixes"):
             make_config("ballot", mode="faithful", density=0.3, **option)
     assert make_config("ballot", mode="faithful", density=0.3, eta=1.0, score="signed") == cfg

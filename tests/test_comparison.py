@@ -66,6 +66,21 @@ def test_improvement_paper_and_robust_forms_by_hand():
     assert r["paper's number"] == 33.91
 
 
+def test_improvement_ci_ends_above_100_percent_are_cut_there():
+    # One setting, three seeds: Ballot's CWV and MCD are 0 (a 100 % improvement) in seeds 0 and 1 and three times
+    # LTH's in seed 2 (−200 %): per-seed improvements 100, 100, −200, mean 0, t-interval ±4.303·173.2/√3 = ±430.
+    rows = []
+    for seed, (fa, fb) in enumerate([(0.0, 0.1), (0.0, 0.1), (0.3, 0.1)]):
+        for variant, f in (("Ballot", fa), ("LTH", fb)):
+            rows.append({"variant": variant, "dataset": "digits", "model": "cnn", "density_target": 0.1,
+                         "seed": seed, "split": "test", "acc": 0.9, "cwv": f, "mcd": f, "compute_epochs": 20.0})
+    r = C.improvement_table(pd.DataFrame(rows), "Ballot", {"LTH": "LTH"}).iloc[0]
+    half = 4.302652729749 * 100 * math.sqrt(3) / math.sqrt(3)
+    for form in ("paper", "robust"):
+        assert r[form] == pytest.approx(0.0, abs=1e-9)
+        assert r[f"{form}_lo"] == pytest.approx(-half) and r[f"{form}_hi"] == 100.0, form
+
+
 def test_decomposition_parts_add_up_per_seed():
     df = frame(VALUES)
     rng = np.random.default_rng(0)

@@ -243,6 +243,27 @@ def test_paired_difference_significant_by_hand():
     assert M.paired_difference({0: 0.1}, {0: 0.9})["significant"] is False
 
 
+def test_paired_difference_ci_is_bounded_by_the_metrics_range_by_hand():
+    # One collapsed seed: accuracy differences 0, 0, −0.9 over three seeds. mean −0.3, sd √0.27, t_{.975,2} = 4.303:
+    # the t-interval −0.3 ± 1.291 reaches below −1, the lowest possible accuracy difference.
+    a, b = {0: 0.9, 1: 0.9, 2: 0.0}, {0: 0.9, 1: 0.9, 2: 0.9}
+    half = T975[2] * math.sqrt(0.27) / math.sqrt(3)
+    free = M.paired_difference(a, b, lower_is_better=False)
+    assert free["ci_low"] == pytest.approx(-0.3 - half) and free["ci_low"] < -1
+    out = M.paired_difference(a, b, lower_is_better=False, value_range=(0.0, 1.0))
+    assert out["ci_low"] == -1.0 and out["ci_high"] == pytest.approx(-0.3 + half)  # only the impossible part is cut
+    assert {k: out[k] for k in ("diff", "n", "wins", "significant", "p")} == \
+        {k: free[k] for k in ("diff", "n", "wins", "significant", "p")}
+    # A range of width 0.5 bounds the difference to ±0.5, on both sides; an interval inside it is left alone.
+    wide = M.paired_difference({0: 0.0, 1: 0.5, 2: 0.25}, {0: 0.25, 1: 0.0, 2: 0.25}, value_range=(0.0, 0.5))
+    assert wide["ci_low"] == -0.5 and wide["ci_high"] == 0.5
+    inside = M.paired_difference({0: 0.4, 1: 0.49, 2: 0.61}, {0: 0.5, 1: 0.6, 2: 0.7}, value_range=(0.0, 1.0))
+    plain = M.paired_difference({0: 0.4, 1: 0.49, 2: 0.61}, {0: 0.5, 1: 0.6, 2: 0.7})
+    assert (inside["ci_low"], inside["ci_high"]) == (plain["ci_low"], plain["ci_high"])
+    with pytest.raises(ValueError, match="value_range"):
+        M.paired_difference(a, b, value_range=(1.0, 1.0))
+
+
 def test_improvement_by_hand():
     a = {"cwv": [0.01, 0.02], "mcd": [0.3, 0.45]}
     b = {"cwv": [0.02, 0.04], "mcd": [0.6, 0.5]}

@@ -717,7 +717,7 @@ class BallotConfig(SparseConfig):
     #: Faithful mode is the authors' procedure: these fields are fixed to their values.
     FAITHFUL = {"eta": 1.0, "score": "signed", "conflict": "none", "scope": "global", "budgets": "none",
                 "rewind_epoch": 0, "refined": False, "fairness": "class", "weighting": "accuracy", "gamma": 1.0,
-                "vote_epochs": 0}
+                "vote_epochs": 0, "vote_fraction": 1.0}
 
     def __post_init__(self) -> None:
         super().__post_init__()
