@@ -644,9 +644,11 @@ def _fmt_cell(row: Mapping, m: str) -> str:
     d = row.get(f"d_{m}")
     if d is None or (isinstance(d, float) and math.isnan(d)):
         return ""
-    bold = "**" if row.get(f"sig_{m}") else ""
-    dagger = "†" if row.get(f"sigadj_{m}") is True else ""
-    return (f"{bold}{fmt.format(scale * d)}{bold}{dagger} [{fmt.format(scale * row[f'lo_{m}'])}, "
+    adjusted = row.get(f"sigadj_{m}")
+    held = adjusted if adjusted is not None and not (isinstance(adjusted, float) and math.isnan(adjusted)) \
+        else row.get(f"sig_{m}")
+    bold = "**" if held is True or held == True else ""  # noqa: E712 (numpy bools)
+    return (f"{bold}{fmt.format(scale * d)}{bold} [{fmt.format(scale * row[f'lo_{m}'])}, "
             f"{fmt.format(scale * row[f'hi_{m}'])}] {int(row[f'wins_{m}'])}/{int(row[f'n_{m}'])}")
 
 
@@ -675,7 +677,9 @@ def _md_block(table: pd.DataFrame, metrics: Sequence[str]) -> str:
 
 def markdown(table: pd.DataFrame, metrics: Optional[Sequence[str]] = None) -> str:
     """The paper-style table: per setting and method the means, compute, and Ballot − method (CI, Ballot wins).
-    Bold: the CI excludes 0; †: still significant after the table's multiple-comparison correction.
+    Bold: significant after the table's multiple-comparison correction (:func:`adjust_table`; a table without
+    adjusted p-values: the CI excludes 0) -- the convention of every table of the library (``paper_tables``).
+    The CIs are per test: one that excludes 0 without bold did not survive the correction.
 
     By default (``metrics`` None) every metric the table tests is shown, so the cells shown are the family the
     correction runs over: the class metrics (acc, CWV, MCD) for every setting, then, where the table holds group
@@ -792,7 +796,7 @@ def _family_note(table: pd.DataFrame) -> str:
                                    if grp else "")
     return (f" Each cell is a 5 % test and the table holds {k} of them ({held}, every one shown); with {name} "
             f"correction over all {k} (family-wise 5 %), Ballot stays significantly fairer in {better} and less "
-            f"fair in {worse} of the class-fairness (CWV, MCD) comparisons (marked † in the table).")
+            f"fair in {worse} of the class-fairness (CWV, MCD) comparisons (bold in the table).")
 
 
 def _group_note(table: pd.DataFrame) -> str:
