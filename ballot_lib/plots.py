@@ -234,6 +234,7 @@ def pareto_front(table: pd.DataFrame, split: Optional[str] = None, selected: Opt
 
     ``table`` is a :func:`ballot_lib.population.pareto_table`.
     """
+    from .analysis import metric_range
     from .population import disparity_column
 
     disp, key = table.attrs["disparity"], table.attrs.get("key", "method")
@@ -246,9 +247,14 @@ def pareto_front(table: pd.DataFrame, split: Optional[str] = None, selected: Opt
     front = table[table["on_front"]].sort_values("sparsity")
     for ax, metric, label in ((axes[0], "acc", "accuracy ↑"),
                               (axes[1], col, f"{disp_name} {'↑' if dmax else '↓'}")):
+        bounds = metric_range(metric)
         for t in techniques:
             g = table[table[key] == t]
-            ax.errorbar(g["sparsity"], g[f"{split}_{metric}"], yerr=g[f"{split}_{metric}_ci"].fillna(0), fmt="o",
+            mean, half = g[f"{split}_{metric}"], g[f"{split}_{metric}_ci"].fillna(0)
+            # A bar ends where the metric does: a few seeds' t-interval can reach past 0 or 1 (an MCD of 1.15).
+            low, high = (half, half) if bounds is None else \
+                ((mean - (mean - half).clip(lower=bounds[0])), ((mean + half).clip(upper=bounds[1]) - mean))
+            ax.errorbar(g["sparsity"], mean, yerr=[low.clip(lower=0), high.clip(lower=0)], fmt="o",
                         color=palette[t], label=t, alpha=0.8, capsize=2, ms=5)
         ax.plot(front["sparsity"], front[f"{split}_{metric}"], "-", color="k", lw=0.8, alpha=0.6)
         ax.scatter(front["sparsity"], front[f"{split}_{metric}"], s=110, facecolors="none", edgecolors="k",
@@ -256,17 +262,25 @@ def pareto_front(table: pd.DataFrame, split: Optional[str] = None, selected: Opt
         for name, row in (selected or {}).items():
             ax.scatter([row["sparsity"]], [row[f"{split}_{metric}"]], marker="*", s=260, color="gold",
                        edgecolors="k", zorder=5)
+            # Labels lean left of points in the right third (the high sparsities, where the chosen points
+            # are), so they stay inside the axes; a white box keeps them legible over error bars.
+            lo, hi = float(table["sparsity"].min()), float(table["sparsity"].max())
+            right = float(row["sparsity"]) > lo + 2 / 3 * (hi - lo)
             ax.annotate(name, (row["sparsity"], row[f"{split}_{metric}"]), textcoords="offset points",
-                        xytext=(6, 6), fontsize=8)
+                        xytext=(-9, 9) if right else (9, 9), ha="right" if right else "left", fontsize=8,
+                        zorder=6, bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+        ax.margins(y=0.1)  # room above the highest point for its label
         ax.set_xlabel("sparsity (1 − achieved density) →")
         # Two lines: in one, a long disparity name ran past the axes' top into the title.
         ax.set_ylabel(f"{split} {label}\n(mean ± 95% CI over seeds)")
     handles, labels = axes[0].get_legend_handles_labels()
-    axes[1].legend(handles, labels, fontsize=7, loc="best")
+    # One legend for both panels, below them: inside an axes it covered the high-sparsity points.
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(len(labels), 4), frameon=False)
     fig.suptitle(f"configurations on {split}; front over (accuracy ↑, sparsity ↑, "
                  f"{disp_name} {'↑' if dmax else '↓'}) "
                  f"computed on {table.attrs['select_split']}", fontsize=10)
-    fig.tight_layout()
+    rows = -(-len(labels) // min(len(labels), 4)) if labels else 0
+    fig.tight_layout(rect=(0, 0.06 * rows, 1, 1))
     save(fig, path)
     return fig
 
