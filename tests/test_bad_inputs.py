@@ -527,6 +527,7 @@ SWEEP_CASES = [
      "ablation_seeds[0]"),
     ("vote_fractions-zero", "notebook: 02_ballot_method.ipynb\nparameters: {vote_fractions: [0.0]}\n",
      "vote_fractions[0]"),
+    ("choice_eps-negative", "notebook: 02_ballot_method.ipynb\nparameters: {choice_eps: -0.5}\n", "choice_eps"),
     ("epochs-string", "notebook: 00_quickstart.ipynb\nparameters: {epochs: '3'}\n", "epochs"),
     ("density-above-one", "notebook: 00_quickstart.ipynb\ngrid: {density: [0.5, 1.5]}\n", "density"),
     ("milestones-beyond", "notebook: 01_lth_fairness_failure.ipynb\n"
