@@ -37,7 +37,7 @@ from typing import Any, Iterable, Mapping, Optional
 import torch
 
 from .maskbits import is_packed_mask, unpack_mask
-from .paths import results_root
+from .paths import new_file_mode, results_root
 
 HASH_LENGTH = 12
 SCHEMA_VERSION = 1
@@ -74,6 +74,7 @@ def _atomic_write(path: Path, write) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, new_file_mode())  # mkstemp's 0o600 would make the store unreadable to anyone else
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -263,8 +263,14 @@ def _register_probe(monkeypatch, name, returns, compute=lambda exp, cfg: 1.0, **
     return ProbeConfig
 
 
-def _good_mask(exp):
-    return {n: torch.ones(s, dtype=torch.bool) for n, s in exp.param_shapes(prunable=True).items()}
+def _good_mask(exp, density=0.5):
+    """A mask at ``density`` (the probes' runs ask for 0.5): each tensor's first round(density × n) entries."""
+    out = {}
+    for n, s in exp.param_shapes(prunable=True).items():
+        m = torch.zeros(s, dtype=torch.bool)
+        m.view(-1)[:round(density * m.numel())] = True
+        out[n] = m
+    return out
 
 
 @pytest.mark.parametrize("returns,message", [
@@ -274,6 +280,11 @@ def _good_mask(exp):
     (lambda exp, res: _out(res, {n: torch.full(m.shape, 0.25) for n, m in _good_mask(exp).items()}),
      "must hold only 0/1"),
     (lambda exp, res: _out(res, _good_mask(exp), summary={"density": 0.5}), "sets \\['density'\\], which the store"),
+    # a mask at another density than the run's (an extension review stored all-ones, 0.5 and all-zeros masks as
+    # density-0.2 runs, compared with the other methods at 0.2)
+    (lambda exp, res: _out(res, _good_mask(exp, 1.0)), r"keeps .* \(density 1\), but the run is for density=0.5"),
+    (lambda exp, res: _out(res, _good_mask(exp, 0.2)), r"but the run is for density=0.5"),
+    (lambda exp, res: _out(res, _good_mask(exp, 0.0)), "keeps none of the .* prunable weights"),
 ])
 def test_a_method_output_is_checked_before_anything_of_it_is_stored(tmp_path, monkeypatch, returns, message):
     _register_probe(monkeypatch, "probe", returns)
@@ -499,7 +510,7 @@ def test_a_method_whose_training_depends_on_select_is_not_derived_from_its_last_
         def run_probe(exp, cfg, seed, run, name=name):
             trained.append((name, cfg.select))
             res = exp.train_net(exp.model_from(exp.dense_weights(seed, 0)), run, seed, desc="probe")
-            return _out(res, _good_mask(exp))
+            return _out(res, _good_mask(exp, cfg.density))
 
     exp = make_experiment(tmp_path / "results")
     for name in ("shared", "own"):

@@ -255,3 +255,25 @@ def test_a_complete_run_missing_a_file_gets_the_fix(tmp_path):
     mp.run.file("metrics.json").unlink()
     with pytest.raises(ResultsError, match=r"metrics.json does not exist; remove the run folder .*recomputed"):
         load_results(exp.store.root)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_store_files_follow_the_umask_not_mkstemps_owner_only_mode(tmp_path, umask):
+    """A fresh-user review found every run file 0600 (tempfile.mkstemp's mode): a store shared between users
+    (a GPU batch's store read by a collaborator's notebook 05) was unreadable to everyone but its writer."""
+    import os
+    import stat
+
+    from ballot_lib.results import atomic_copy
+
+    old = os.umask(umask)
+    try:
+        exp = make_experiment(tmp_path / "results")
+        run = run_method(exp, "lth", 0, density=0.5).run
+        atomic_copy(run.file("config.json"), tmp_path / "copy.json")
+    finally:
+        os.umask(old)
+    files = [p for p in run.path.iterdir() if p.is_file() and not p.name.startswith(".")] + [tmp_path / "copy.json"]
+    assert {"mask.pt", "metrics.json", "summary.json"} <= {p.name for p in files}
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in files}
+    assert set(modes.values()) == {0o666 & ~umask}, modes

@@ -79,7 +79,7 @@ from PIL import Image
 from torchvision import datasets as tvd
 from torchvision.transforms import functional as TF
 
-from ..paths import data_root
+from ..paths import data_root, new_file_mode
 from ..progress import bar
 from .core import (
     DATASETS, DataBundle, DataConfig, DatasetError, Split, default_skew_classes, resolved_attributes, stratified_split,
@@ -599,6 +599,7 @@ def _save_cache(path: Path, x: torch.Tensor, filenames: Sequence[str]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        os.fchmod(fd, new_file_mode())  # a shared data root: readable as the umask intends, not mkstemp's 0o600
         os.close(fd)
     except OSError as e:  # a read-only data root: work without a cache
         warnings.warn(f"cannot write CelebA cache in {path.parent} ({e}); images will be decoded again next time")

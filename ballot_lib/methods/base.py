@@ -382,6 +382,8 @@ def check_output(exp: Experiment, method: str, cfg: Any, out: Any, compute: Any)
             problem = mask_mismatch(m, exp.param_shapes(prunable=True))
             if problem:
                 raise ValueError(f"{where}'s {what} does not fit the model: {problem}")
+            if sparse:
+                check_mask_density(m, cfg, f"{where}'s {what}")
     val_rule = getattr(cfg, "select", "last") == "val_rule"
     if val_rule and getattr(cfg, "VAL_RULE_FINAL_MASK", False) and out.final_mask is None:
         raise ValueError(f"{where}: its config sets VAL_RULE_FINAL_MASK, so a select='val_rule' run must return "
@@ -401,6 +403,35 @@ def check_output(exp: Experiment, method: str, cfg: Any, out: Any, compute: Any)
         raise TypeError(f"{where}: its compute(exp, cfg) must return a finite number of epochs >= 0, got "
                         f"{compute!r}")
     return compute
+
+
+#: Relative tolerance on a sparse run's kept weights (:func:`check_mask_density`) for configs that do not set their
+#: own ``DENSITY_TOLERANCE``.
+DENSITY_TOLERANCE = 0.01
+
+
+def check_mask_density(mask: Mapping[str, torch.Tensor], cfg: Any, where: str = "mask") -> None:
+    """A sparse run's mask keeps what its config asks for, before it is stored as a run at that density.
+
+    It must keep at least one weight (a mask of zeros trains a constant network), and -- unless the config's class
+    sets ``DENSITY_TOLERANCE = None`` (masks that only land near the density: structured pruning) -- its kept count
+    may differ from ``round(density × N)`` by at most ``DENSITY_TOLERANCE`` (default 1 %) of it, or by the number
+    of tensors (per-layer rounding), whichever is larger. Every built-in method is exact up to that rounding; a
+    new method's wrong mask (all ones, another density) would otherwise be compared as a run at ``density``."""
+    kept = sum(int(m.bool().sum()) for m in mask.values())
+    total = sum(m.numel() for m in mask.values())
+    if kept == 0:
+        raise ValueError(f"{where} keeps none of the {total:,} prunable weights (density={cfg.density}): a run "
+                         f"with it trains a constant network")
+    tol = getattr(cfg, "DENSITY_TOLERANCE", DENSITY_TOLERANCE)
+    if tol is None:
+        return
+    target = round(float(cfg.density) * total)
+    if abs(kept - target) > max(tol * target, len(mask)):
+        raise ValueError(f"{where} keeps {kept:,} of {total:,} prunable weights (density {kept / total:.4g}), but "
+                         f"the run is for density={cfg.density} ({target:,} weights; tolerance {tol:g} of it, or "
+                         f"one weight per tensor): return a mask at the config's density, or set "
+                         f"DENSITY_TOLERANCE = None on {type(cfg).__name__} if the method only lands near it")
 
 
 class CandidateMasks:
@@ -583,6 +614,9 @@ class SparseConfig:
     #: Why ``select="val_rule"`` is refused, or None (every built-in method offers it; a new method whose stored
     #: mask could not belong to an earlier epoch's metrics sets it, or keeps its candidate masks: CandidateMasks).
     NO_VAL_RULE: ClassVar[Optional[str]] = None
+    #: Relative tolerance of :func:`check_mask_density` on the kept weights (None: only "keeps at least one";
+    #: structured pruning, whose masks land near the density).
+    DENSITY_TOLERANCE: ClassVar[Optional[float]] = DENSITY_TOLERANCE
     #: True for a method whose mask changes during training but whose training does not depend on ``select``
     #: (SafeCompress, FairScratch): its val-rule runs store their final mask too (``MethodOutput.final_mask``),
     #: and its ``select="last"`` runs are derived from them (:func:`val_rule_twin`) -- one training for both.

@@ -74,7 +74,9 @@ def technique_config(technique: str) -> type:
     technique. Kept in this module under its name so that it pickles."""
     name = f"PopulationConfig_{technique}"
     cls = type(name, (PopulationConfig,), {"TECHNIQUE": technique, "__module__": __name__, "__qualname__": name,
-                                           "__doc__": f"{PopulationConfig.__doc__} Technique: ``{technique}``."})
+                                           "__doc__": f"{PopulationConfig.__doc__} Technique: ``{technique}``.",
+                                           # structured masks remove whole rows: they land near the density
+                                           **({"DENSITY_TOLERANCE": None} if technique in STRUCTURED else {})})
     globals()[name] = cls
     return cls
 
