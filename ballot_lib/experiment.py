@@ -171,7 +171,21 @@ class Experiment:
         }
 
     def train_net(self, net: nn.Module, run: Run, seed: int, **kwargs) -> TrainResult:
-        """Train with this experiment's data, device and progress settings (see :func:`ballot_lib.training.train`)."""
+        """Train with this experiment's data, device and progress settings (see :func:`ballot_lib.training.train`).
+
+        A ``mask`` must cover exactly ``net``'s prunable weights (:func:`ballot_lib.models.prunable_names`), checked
+        before anything trains: a stored run's mask is checked against them anyway, and a mask over more tensors
+        (a state dict's biases) trained the whole schedule only to be refused afterwards."""
+        if kwargs.get("mask") is not None:
+            from .pruning import check_mask, check_mask_matches
+
+            check_mask(kwargs["mask"], "the mask given to train_net")
+            try:
+                check_mask_matches(net, kwargs["mask"])
+            except ValueError as e:
+                raise ValueError(f"train_net: {e} (a mask covers the prunable weights only: make it from a model, "
+                                 f"e.g. make_mask(strategy, exp.model_from(weights), density), not from a state "
+                                 f"dict, whose every tensor it would mask)") from None
         kwargs.setdefault("checkpoint", run.file(kwargs.pop("checkpoint_name", "checkpoint.pt")))
         kwargs.setdefault("amp", self.amp)
         return train(net, self.bundle, kwargs.pop("cfg", self.train), seed=seed, device=self.device_,

@@ -607,3 +607,35 @@ def test_membership_of_a_plugin_name_loads_the_plugins(tmp_path, monkeypatch):
         "    return MODELS.get('mlp')(input_shape, num_classes, cfg)\n")
     monkeypatch.setenv("BALLOT_PLUGINS", str(tmp_path / "member.py"))
     assert "mlp_member" in MODELS
+
+
+def test_a_mask_over_more_than_the_prunable_weights_is_refused_before_training(tmp_path, monkeypatch):
+    """A fresh-user review made a mask from a state dict (make_mask(strategy, exp.dense_weights(seed, T), d)): it
+    covered the biases too, trained the whole schedule and was refused only when stored, leaving a checkpoint that
+    then blocked the corrected run."""
+    from dataclasses import dataclass
+
+    from ballot_lib.methods import base as B
+    from ballot_lib.pruning import make_mask
+
+    monkeypatch.setattr(B.METHODS, "_items", dict(B.METHODS._items))
+    trained = []
+
+    @dataclass(frozen=True)
+    class FromStateDict(B.SparseConfig):
+        pass
+
+    @B.register("from_state_dict", FromStateDict, compute=lambda exp, cfg: 1.0)
+    def run_probe(exp, cfg, seed, run):
+        mask = make_mask("magnitude_layer", exp.dense_weights(seed, exp.train.epochs), cfg.density)
+        res = exp.train_net(exp.model_from(exp.dense_weights(seed, 0)), run, seed, mask=mask,
+                            hooks=[lambda net, epoch, row: trained.append(epoch)], desc="probe")
+        return _out(res, mask)
+
+    exp = make_experiment(tmp_path / "results")
+    with pytest.raises(ValueError, match=r"train_net: mask does not match the model: .*extra \[.*bias.*make_mask"):
+        run_method(exp, "from_state_dict", 0, density=0.5)
+    assert trained == []
+    probe = [p for p in (tmp_path / "results" / "runs").iterdir() if '"from_state_dict"' in
+             (p / "config.json").read_text()] if (tmp_path / "results" / "runs").is_dir() else []
+    assert not any((p / "checkpoint.pt").exists() for p in probe)
