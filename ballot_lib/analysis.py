@@ -98,9 +98,14 @@ def paired(df: pd.DataFrame, a: str, b: str, metrics: Sequence[str] = HEADLINE, 
         B = B[np.isclose(B["density_target"], b_density)]
     for name, part, dens in ((a, A, a_density), (b, B, b_density)):
         if part["seed"].duplicated().any():
-            raise ValueError(f"variant {name!r} has several rows per seed (several densities: "
-                             f"{sorted(part['density_target'].unique())}); pass "
-                             f"{'a_density' if name == a else 'b_density'} to pick one")
+            densities = sorted(part["density_target"].unique())
+            if len(densities) > 1:
+                raise ValueError(f"variant {name!r} has several rows per seed (several densities: {densities}); "
+                                 f"pass {'a_density' if name == a else 'b_density'} to pick one")
+            raise ValueError(f"variant {name!r} has several runs per seed at density {densities[0]:g}: several "
+                             f"configurations of one method (load_results labels a run by its method), e.g. "
+                             f"select='last' and 'val_rule'; give them distinct 'variant' labels first, e.g. "
+                             f"df['variant'] = df['method'] + '/' + df['select']")
     rows = []
     for m in metrics:
         if m not in d:

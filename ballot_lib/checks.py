@@ -229,9 +229,10 @@ leave it at its default 0.1 or set schedule='multistep'
 def check_type(name: str, value: Any, annotation: Any, paths: bool = False) -> Any:
     """Check ``value`` against a type annotation (no coercion); ``paths`` also accepts ``os.PathLike`` for str.
 
-    Supported: ``Any``, ``int``, ``float``, ``bool``, ``str``, ``Optional``/``Union``, ``tuple[X, ...]``,
-    ``tuple``, ``list[X]``, ``list``, ``dict``/``Mapping`` and classes (``isinstance``). Lists are accepted for
-    tuple annotations (YAML and JSON have no tuples).
+    Supported: ``Any``, ``int``, ``float``, ``bool``, ``str``, ``Literal[...]``, ``Optional``/``Union``,
+    ``tuple[X, ...]``, ``tuple``, ``list[X]``, ``list``, ``dict``/``Mapping`` and classes (``isinstance``). Lists
+    are accepted for tuple annotations (YAML and JSON have no tuples). Other annotations (``Callable``) are not
+    checked.
     """
     if annotation is Any or annotation is None and value is None:
         return value
@@ -251,6 +252,11 @@ def check_type(name: str, value: Any, annotation: Any, paths: bool = False) -> A
             raise errors[0]
         names = " or ".join(_type_name(a) for a in options) + (" or None" if type(None) in args else "")
         raise ParameterError(f"{name} must be {names}, got {_show(value)}")
+    if origin is typing.Literal:
+        if not any(value == a and type(value) is type(a) for a in args):
+            raise ParameterError(f"unknown {name} {value!r}; valid choices: "
+                                 f"{', '.join(str(a) for a in args)}")
+        return value
     if annotation is int:
         return check_int(name, value)
     if annotation is float:

@@ -153,6 +153,27 @@ class Experiment:
             b = self._bundle = _cached_dataset(self.data)
         return b
 
+    def check_model_fits(self) -> None:
+        """The model takes the dataset's inputs and gives one output per class, checked once per experiment before
+        any run folder is made: an image model on feature vectors is refused, and a fresh model (built with the
+        global RNG left as it was, so no seed's θ0 changes) is run in eval mode on two training inputs, whose
+        output must be ``[2, num_classes]`` (a registered model with the wrong head trained, or failed mid-run)."""
+        if getattr(self, "_model_fits", False):
+            return
+        b = self.bundle
+        check_takes_input(self.model.name, self.data.name, len(b.input_shape) == 3)
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            net = self.new_model().eval()
+            x = b.train.x[:2]
+            x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+            out = net(x)
+        want = (len(x), b.num_classes)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"model {self.model.name!r} gives outputs of shape {got} on {self.data.name!r}, which "
+                             f"has {b.num_classes} classes: a model must give one logit per class, {list(want)}")
+        self._model_fits = True
+
     def new_model(self) -> nn.Module:
         """A model of this experiment's architecture (initialisation not yet fixed: load θ0 into it)."""
         b = self.bundle
@@ -202,9 +223,9 @@ class Experiment:
         run = self.store.run(self.run_config("dense", {}, seed))
         if run.complete and all(e.done(run) for e in self.dense_extras.values()):
             return load_run(run)
-        self.bundle  # noqa: B018  (load the data first: a missing dataset must leave no run folder behind)
-        # a model that cannot take the dataset's inputs is refused before the run folder is made
-        check_takes_input(self.model.name, self.data.name, len(self.bundle.input_shape) == 3)
+        # load the data first (a missing dataset must leave no run folder behind); a model that cannot take the
+        # dataset's inputs, or gives the wrong number of outputs, is refused before the run folder is made
+        self.check_model_fits()
         with run.lock():
             run.remove_partial_writes()  # a replay killed while writing leaves temporary files
             extras = [e for e in self.dense_extras.values() if not e.done(run)]
@@ -494,7 +515,8 @@ def experiment_from(params: Mapping[str, Any], check_device: bool = True, **over
 
     Picks the experiment parameters (:func:`experiment_params`) out of ``params`` and ignores everything else
     (seeds, densities, notebook options), so a notebook passes its namespace and a sweep runner its merged job
-    parameters. ``overrides`` replace single values. Validation is :func:`experiment_from_params`'s.
+    parameters. ``overrides`` replace single values. Validation is :func:`experiment_from_params`'s; a name of a
+    plain mapping that is close to an experiment parameter absent from it (``"epoch"``) is an error, not ignored.
 
     Example:
         >>> exp = experiment_from(globals())                      # doctest: +SKIP  (in a notebook)
@@ -508,6 +530,16 @@ def experiment_from(params: Mapping[str, Any], check_device: bool = True, **over
     unknown = set(overrides) - names
     if unknown:
         raise ValueError(f"overrides {sorted(unknown)} are not experiment parameters; valid: {sorted(names)}")
+    if "__name__" not in params:  # a dict, not a notebook's namespace (whose names the notebook checks itself)
+        import difflib
+
+        for k in sorted(set(params) - names):
+            near = difflib.get_close_matches(str(k), names, n=1, cutoff=0.8)
+            # a misspelt experiment parameter ("epoch") was ignored and the default trained; a notebook's list of
+            # a parameter ("datasets", "models") is its own
+            if near and near[0] not in params and near[0] not in overrides and k != near[0] + "s":
+                raise ValueError(f"unknown parameter {k!r}: did you mean {near[0]!r}? (experiment_from ignores "
+                                 f"names that are not experiment parameters; valid: {', '.join(sorted(names))})")
     merged = {k: v for k, v in params.items() if k in names}
     merged.update(overrides)
     return experiment_from_params(**merged, check_device=check_device)

@@ -84,7 +84,8 @@ def _require_image(name: str, input_shape: tuple[int, ...], min_size: int = 1) -
     if len(input_shape) != 3:
         raise ValueError(
             f"model {name!r} needs image inputs [C, H, W], but the dataset has feature vectors of shape "
-            f"{list(input_shape)}; use model 'mlp' for tabular data"
+            f"{list(input_shape)}; use model {' or '.join(repr(m) for m in sorted(FLAT_INPUT_MODELS))} for "
+            f"tabular data"
         )
     c, h, w = input_shape
     if min(h, w) < min_size:
@@ -186,6 +187,8 @@ def build_model(cfg: ModelConfig | str, input_shape: tuple[int, ...], num_classe
     cfg = ModelConfig(name=cfg) if isinstance(cfg, str) else cfg
     cfg.validate()
     net = MODELS.get(cfg.name)(tuple(input_shape), num_classes, cfg)
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"model builder {cfg.name!r} must return a torch.nn.Module, got {type(net).__name__}")
     ignore = list(getattr(net, "prune_ignore", []))  # a builder's own list is kept (it was overwritten)
     if not cfg.prune_first_conv and getattr(net, "first_conv", None):
         ignore.append(net.first_conv + ".weight")

@@ -622,6 +622,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if folder is not None and folder.exists() and not folder.is_dir():
             print(f"error: {flag} {folder} is a file, not a folder", file=sys.stderr)
             return 2
+    if a.papers is not None and not any(BLOCK.search(p.read_text()) for p in sorted(a.papers.glob("*.md"))):
+        # a mistyped folder used to "update nothing", exit 0 and get a tables/ folder of exports
+        print(f"error: --papers {a.papers} holds no page with table blocks (<!-- table:NAME --> ... "
+              f"<!-- /table:NAME --> in a *.md file): give the repository's papers/ folder", file=sys.stderr)
+        return 2
     try:
         if a.record:  # a name no record matches is about --record; anything else names its own file
             try:

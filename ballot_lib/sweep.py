@@ -50,7 +50,7 @@ from typing import Any, Mapping, Optional, Sequence
 from . import gpu_defaults
 from .notebook_files import NOTEBOOKS, notebook_parameters, notebooks  # noqa: F401 (re-exported)
 from .progress import ENV as PROGRESS_ENV
-from .plugins import plugin_env
+from .plugins import load_plugins, plugin_env
 from .results import LockTimeout, ResultsError, RunLock, atomic_write_json, config_hash
 
 KERNEL = "python3"
@@ -804,6 +804,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _error(f"--out {out_flag} {where}, not a folder: give the folder the outputs go to")
             return 2
     try:
+        # the plugins every job imports (their methods, datasets, models): checked by every command alike, before
+        # anything runs (`validate` passed a missing plugin file that `cost` and `grid` refused)
+        load_plugins()
         if a.cmd == "suite":
             return 1 if run_suite(a.out) else 0
         if a.cmd == "grid":

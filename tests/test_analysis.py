@@ -471,6 +471,12 @@ def test_paired_refuses_to_mix_densities(df):
     # A has two densities: without a_density the pairing per seed would be ambiguous.
     with pytest.raises(ValueError, match="several rows per seed"):
         paired(df, "A", "dense", ["acc"])
+    # Two configurations of one method at one density (load_results labels runs by method): a_density cannot
+    # tell them apart, and the error says what can.
+    twice = pd.concat([df, df[(df["variant"] == "A") & (df["density"] == 0.5)]], ignore_index=True)
+    with pytest.raises(ValueError, match="several runs per seed at density 0.5: several configurations .* "
+                                         "distinct 'variant' labels"):
+        paired(twice, "A", "dense", ["acc"], a_density=0.5)
 
 
 def test_per_group_deltas_use_the_group_columns():

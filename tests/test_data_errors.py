@@ -93,7 +93,8 @@ def test_finalize_rejects_any_empty_split(empty):
         return Split(torch.zeros(n, 2), torch.zeros(n, dtype=torch.long))
 
     sizes = {"train": 4, "val": 2, "test": 3, empty: 0}
-    bundle = DataBundle(name="toy", **{k: split(v) for k, v in sizes.items()}, num_classes=1, class_names=["a"],
+    bundle = DataBundle(name="toy", **{k: split(v) for k, v in sizes.items()}, num_classes=10,
+                        class_names=list("abcdefghij"),
                         notes={"source": "/data/toy"})
     with pytest.raises(DatasetError) as err:
         core.finalize(bundle, DataConfig("digits"))

@@ -2,6 +2,8 @@
 lifecycle with declared compute, and the params -> Experiment helper. Tiny models, answers known by hand."""
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 import torch
 from torch import nn
@@ -210,6 +212,16 @@ def test_experiment_from_picks_the_experiment_parameters(tmp_path):
         experiment_from(params, seeds=[2])
     with pytest.raises(Exception, match="epochs"):
         experiment_from({**params, "epochs": "3"})
+    # A misspelt experiment parameter in a plain dict was ignored (the default 30 epochs trained); a notebook's
+    # namespace (with __name__) and its lists of a parameter ("datasets", "models") are left alone.
+    plain = {k: v for k, v in params.items() if k != "epochs"}
+    with pytest.raises(ValueError, match="unknown parameter 'epoch': did you mean 'epochs'"):
+        experiment_from({**plain, "epoch": 3})
+    with pytest.raises(ValueError, match="unknown parameter 'weight_decy': did you mean 'weight_decay'"):
+        experiment_from({**params, "weight_decy": 0.1})
+    assert experiment_from({**params, "epoch": 3}).train.epochs == 3  # the right name is there too
+    assert experiment_from({**plain, "epoch": 3, "__name__": "__main__"}).train.epochs == 30
+    assert experiment_from({**plain, "datasets": ["digits"], "models": ["mlp"]}).data.name == "digits"
 
 
 # ------------------------------------------------------------------------------------------ models on tabular data
@@ -476,6 +488,20 @@ def test_a_plugin_that_cannot_be_imported_is_an_error_naming_the_variable(tmp_pa
         load_plugins(entry.format(broken=tmp_path / "broken.py"))
 
 
+def test_sweep_validate_loads_the_plugins_as_cost_and_grid_do(tmp_path, monkeypatch, capsys):
+    """`validate` passed a missing plugin file that `cost` and `grid` refused: a batch checked with it failed
+    on submission."""
+    from ballot_lib import sweep
+
+    params = tmp_path / "p.yaml"
+    params.write_text("notebook: 01_lth_fairness_failure.ipynb\nparameters: {epochs: 2}\n")
+    monkeypatch.setenv("BALLOT_PLUGINS", str(tmp_path / "my_methd.py"))
+    for cmd in ("validate", "cost"):
+        assert sweep.main([cmd, str(params)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: $BALLOT_PLUGINS lists") and "which is not a file" in err, (cmd, err)
+
+
 def test_plugin_entries_split_on_commas_and_the_path_separator():
     import os
 
@@ -639,3 +665,115 @@ def test_a_mask_over_more_than_the_prunable_weights_is_refused_before_training(t
     probe = [p for p in (tmp_path / "results" / "runs").iterdir() if '"from_state_dict"' in
              (p / "config.json").read_text()] if (tmp_path / "results" / "runs").is_dir() else []
     assert not any((p / "checkpoint.pt").exists() for p in probe)
+
+
+# ------------------------------------------------------------------------------------------ a registered dataset's
+# or model's mistakes are errors before any run folder (an extension review found them failing mid-run, or not)
+
+def _register_loader(monkeypatch, name, make):
+    from ballot_lib.data import core as D
+
+    monkeypatch.setattr(D.DATASETS, "_items", dict(D.DATASETS._items))
+    digits = D.DATASETS.get("digits")
+
+    @D.DATASETS.register(name)
+    def load(cfg):
+        return make(digits(D.DataConfig("digits")))
+
+    return name
+
+
+def _tree(path):
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else []
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda b: (b.train, b.val, b.test), "its loader must return a ballot_lib.data.DataBundle, got tuple"),
+    (lambda b: _replace(b, train=_relabel(b.train, 10)), r"train split has labels in \[0, 10\], outside \[0, 9\]"),
+    (lambda b: _replace(b, num_classes=9, class_names=b.class_names[:9]), r"labels in \[0, 9\], outside \[0, 8\]"),
+    (lambda b: _replace(b, class_names=b.class_names[:1]), "gives 1 class names for num_classes=10"),
+])
+def test_a_registered_loaders_output_is_checked_before_anything_runs(tmp_path, monkeypatch, make, message):
+    from ballot_lib.data.core import DataConfig, DatasetError
+    from ballot_lib.experiment import Experiment
+    from ballot_lib.models import ModelConfig
+    from conftest import TINY_TRAIN
+
+    name = _register_loader(monkeypatch, "digits_plugged", make)
+    exp = Experiment(DataConfig(name), ModelConfig("mlp", width=16), TINY_TRAIN, device="cpu",
+                     results_dir=str(tmp_path / "results"), progress=False)
+    with pytest.raises(DatasetError, match=message):
+        run_method(exp, "lth", 0, density=0.5)
+    assert _tree(tmp_path / "results") == []
+
+
+def _replace(bundle, **kw):
+    from dataclasses import replace
+
+    return replace(bundle, **kw)
+
+
+def _relabel(split, label):
+    from ballot_lib.data.core import Split
+
+    y = split.y.clone()
+    y[0] = label
+    return Split(split.x, y, split.g)
+
+
+def test_a_registered_model_with_the_wrong_head_or_input_is_refused_before_any_run_folder(tmp_path, monkeypatch):
+    from ballot_lib import models as M
+    from ballot_lib.experiment import Experiment
+    from ballot_lib.data.core import DataConfig
+    from conftest import TINY_TRAIN
+
+    monkeypatch.setattr(M.MODELS, "_items", dict(M.MODELS._items))
+
+    @M.MODELS.register("seven_logits")
+    def build(input_shape, num_classes, cfg):
+        return nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), 7))
+
+    @M.MODELS.register("forgot_return")
+    def build_none(input_shape, num_classes, cfg):
+        nn.Linear(3, 3)
+
+    def exp_of(data, model):
+        return Experiment(DataConfig(data), M.ModelConfig(model), TINY_TRAIN, device="cpu",
+                          results_dir=str(tmp_path / "results"), progress=False)
+
+    rng = torch.random.get_rng_state()
+    with pytest.raises(ValueError, match=r"model 'seven_logits' gives outputs of shape \(2, 7\) on 'digits', which "
+                                         r"has 10 classes"):
+        run_method(exp_of("digits", "seven_logits"), "dense", 0)
+    assert torch.equal(torch.random.get_rng_state(), rng)  # the check leaves every seed's θ0 alone
+    with pytest.raises(TypeError, match="model builder 'forgot_return' must return a torch.nn.Module, got NoneType"):
+        run_method(exp_of("digits", "forgot_return"), "lth", 0, density=0.5)
+    # an image model on feature vectors: refused before the store gets a folder (runs/ was made by the lock)
+    with pytest.raises(ValueError, match="model 'cnn' takes images and dataset 'adult' gives feature vectors"):
+        run_method(exp_of("adult", "cnn"), "dense", 0)
+    assert _tree(tmp_path / "results") == []
+
+
+def test_a_plain_dataclass_config_is_checked_against_its_annotations(tmp_path, monkeypatch):
+    """An extension review registered a method with a plain dataclass config: `n='1'` for an int was stored in
+    the run's identity and `density='0.2'` failed with a raw TypeError; a Literal field took any value."""
+    from dataclasses import dataclass
+
+    from ballot_lib.checks import ParameterError
+    from ballot_lib.methods import base as B
+
+    monkeypatch.setattr(B.METHODS, "_items", dict(B.METHODS._items))
+
+    @dataclass(frozen=True)
+    class Plain:  # (Literal is imported at the module's top: typing.get_type_hints resolves names there)
+        density: float = 0.2
+        n: int = 1
+        kind: Literal["a", "b"] = "a"
+
+    B.register("plain_cfg", Plain, compute=lambda exp, cfg: 1.0)(lambda exp, cfg, seed, run: None)
+    for options, message in (({"n": "1"}, "n must be an integer"), ({"density": "0.2"}, "density"),
+                             ({"kind": "c"}, "unknown kind 'c'; valid choices: a, b"),
+                             ({"density": 1.5}, "density")):
+        with pytest.raises(ParameterError, match=message):
+            B.make_config("plain_cfg", **options)
+    assert B.make_config("plain_cfg", density=1, kind="b") == Plain(density=1.0, kind="b")

@@ -269,6 +269,11 @@ def test_the_command_refuses_a_path_that_is_not_a_store_and_writes_nothing(tmp_p
     assert "holds no recorded comparison" in capsys.readouterr().err
     assert page.read_text().splitlines()[1] == "kept" and not (papers / "tables").exists()
     assert not (tmp_path / "o").exists()
+    # A mistyped --papers folder (no page with table blocks) used to "update nothing", exit 0 and get tables/.
+    for wrong in (tmp_path / "nonexist_papers", tmp_path / "empty"):
+        assert pt.main([str(tmp_path / "empty"), "--papers", str(wrong)]) == 2
+        assert "holds no page with table blocks" in capsys.readouterr().err
+    assert not (tmp_path / "nonexist_papers").exists()
 
 
 def test_records_of_different_experiments_warn_and_can_be_chosen(store, tmp_path, capsys):

@@ -7,9 +7,10 @@ augment whole batches at once (see :mod:`ballot_lib.training`).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -456,8 +457,46 @@ def cap_train(split: Split, max_train: Optional[int], seed: int) -> Split:
     return split.subset(idx)
 
 
+def check_bundle(bundle: Any, cfg: DataConfig) -> None:
+    """What a loader returned, checked before anything trains on it (a registered loader's mistakes surfaced as an
+    ``IndexError`` in the middle of a dense run, or not at all): a :class:`DataBundle` whose three splits are
+    :class:`Split` objects, ``num_classes`` an integer >= 2 (a warning when :data:`NUM_CLASSES` lists another
+    for the name), one class name per class, every label in ``[0, num_classes)`` and every group in
+    ``[0, len(group_names))``."""
+    where = f"dataset {cfg.name!r}: its loader"
+    if not isinstance(bundle, DataBundle):
+        raise DatasetError(f"{where} must return a ballot_lib.data.DataBundle, got {type(bundle).__name__}")
+    for name in ("train", "val", "test"):
+        if not isinstance(getattr(bundle, name), Split):
+            raise DatasetError(f"{where}'s {name} split must be a ballot_lib.data.Split(x, y, g), got "
+                               f"{type(getattr(bundle, name)).__name__}")
+    k = bundle.num_classes
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise DatasetError(f"{where} gives num_classes={k!r}: an integer >= 2")
+    listed = NUM_CLASSES.get(cfg.name)
+    if listed is not None and listed != k:  # a warning: a real dataset's folder may hold fewer classes (fixtures)
+        warnings.warn(f"{where} gives num_classes={k}, but ballot_lib.data.core.NUM_CLASSES[{cfg.name!r}] = {listed} "
+                      f"(used by the checks of max_train and lt_classes before loading): check the files, or make "
+                      f"the two agree")
+    if len(bundle.class_names) != k:
+        raise DatasetError(f"{where} gives {len(bundle.class_names)} class names for num_classes={k}")
+    groups = None if bundle.group_names is None else len(bundle.group_names)
+    for name in ("train", "val", "test"):
+        split = getattr(bundle, name)
+        for what, t, n in (("labels", split.y, k), ("groups", split.g, groups)):
+            if t is None or not len(t):
+                continue
+            if n is None:
+                raise DatasetError(f"{where}'s {name} split has groups but the bundle has no group_names")
+            lo, hi = int(t.min()), int(t.max())
+            if lo < 0 or hi >= n:
+                raise DatasetError(f"{where}'s {name} split has {what} in [{lo}, {hi}], outside [0, {n - 1}] "
+                                   f"({'num_classes' if what == 'labels' else 'len(group_names)'} = {n})")
+
+
 def finalize(bundle: DataBundle, cfg: DataConfig) -> DataBundle:
     """Apply the options shared by every dataset (long tail, train cap) and record them in ``notes``."""
+    check_bundle(bundle, cfg)
     # A dataset such as ``digits_lt`` has a profile of its own that applies when the config names none.
     profile = long_tail_profile(cfg)
     train = apply_long_tail(bundle.train, bundle.num_classes, cfg, profile)

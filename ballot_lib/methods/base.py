@@ -133,6 +133,10 @@ def make_config(method: str, **kwargs: Any) -> Any:
     cfg = spec.config(**kwargs)
     if hasattr(cfg, "validate"):
         cfg.validate()
+    else:  # a plain dataclass of a registered method: its fields against their annotations, as SparseConfig does
+        check_fields(cfg)
+        if getattr(cfg, "density", None) is not None:
+            check_density(cfg.density)
     return cfg
 
 
@@ -170,6 +174,8 @@ def run_method(exp: Experiment, name: str, seed: int, **kwargs: Any) -> RunResul
     check_method_args(exp, name, cfg)
     check_kept_weights(exp, cfg)
     prepare_method(exp, name, cfg)
+    if not exp.store.run(exp.run_config(name, config_dict(cfg), seed)).complete:
+        exp.check_model_fits()  # data and model agree, before the store gets a folder (a stored run loads as is)
     return locked_run(exp, name, cfg, seed)
 
 
