@@ -139,7 +139,8 @@ def measured_rates(root: str | Path) -> pd.DataFrame:
 
     The rates are those of whatever device and step mode filled the store (neither is part of a run's identity):
     measure on a store that one kind of device filled, e.g. the first jobs of a batch. Columns: model, runs,
-    Mimages, seconds, images_per_s.
+    Mimages, seconds, images_per_s, devices (where the runs trained, from their summaries' ``environment``;
+    ``unknown`` for runs stored before it was recorded).
     """
     from .data import DataConfig
     from .results import ResultsStore, check_config_file, read_json
@@ -152,14 +153,17 @@ def measured_rates(root: str | Path) -> pd.DataFrame:
         config = check_config_file(path)
         stored = {k: v for k, v in config["data"].items() if k != "fixes"}  # (identity-only: DataConfig.identity)
         data = DataConfig(**{**stored, "lt_classes": tuple(stored.get("lt_classes", ()))})
+        env = summary.get("environment") or {}
         rows.append({"model": config["model"]["name"], "seconds": summary["seconds"],
-                     "images": summary["train_epochs"] * images_per_epoch(split_sizes(data))})
-    runs = pd.DataFrame(rows, columns=["model", "seconds", "images"])
+                     "images": summary["train_epochs"] * images_per_epoch(split_sizes(data)),
+                     "device": str(env.get("device") or "unknown")})
+    runs = pd.DataFrame(rows, columns=["model", "seconds", "images", "device"])
     g = runs.groupby("model")
     out = pd.DataFrame({"runs": g["images"].count(), "Mimages": g["images"].sum() / 1e6,
-                        "seconds": g["seconds"].sum()}).reset_index()
+                        "seconds": g["seconds"].sum(),
+                        "devices": g["device"].agg(lambda d: ", ".join(sorted(set(d))))}).reset_index()
     out["images_per_s"] = out["Mimages"] * 1e6 / out["seconds"]
-    return out[["model", "runs", "Mimages", "seconds", "images_per_s"]]
+    return out[["model", "runs", "Mimages", "seconds", "images_per_s", "devices"]]
 
 
 def parse_rates(text: Optional[str], flag: str = "--ips", models: Optional[Sequence[str]] = None

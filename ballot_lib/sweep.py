@@ -740,6 +740,14 @@ def _cost(files: Sequence[Path], ips_text: str, concurrency: float, results: Opt
             print(f"images/s measured in {rates_from} (32-px equivalents; --ips overrides):\n"
                   + measured.to_string(index=False, float_format=lambda x: f"{x:,.1f}") + "\n")
         ips = {**dict(zip(measured["model"], measured["images_per_s"])), **ips}
+        devices = sorted({d for ds in measured["devices"] for d in ds.split(", ")})
+        if any(not d.startswith("cuda") for d in devices) or len(devices) > 1:
+            print(f"warning: --rates-from {rates_from}: its runs trained on {', '.join(devices) or 'nothing'}: the "
+                  f"'gpu_hours' below are hours at those rates (one kind of GPU gives GPU-hours)\n")
+    if results is not None and not (Path(results) / "runs").is_dir():
+        # a mistyped --results looks like an empty store: every run counts as still to train
+        print(f"warning: --results {results} is not a results store (no runs/ folder): every run counts as still to "
+              f"train\n")
     plan = pd.concat([plan_params_file(f, results) for f in files], ignore_index=True)
     table = summarize(plan, ips, concurrency, keys)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_rows", 500):

@@ -143,6 +143,13 @@ def test_plan_equals_the_runs_run_grid_creates(tmp_path, capsys):
     ok = _write(tmp_path / "p.yaml", "notebook: 04_prune_responsibly.ipynb\nparameters: {epochs: 2}\n")
     assert sweep.main(["cost", "--rates-from", str(tmp_path), str(ok)]) == 2
     assert "--rates-from" in capsys.readouterr().err and not (tmp_path / "outputs").exists()
+    # Where the rates come from is stated, and CPU rates are not passed off as GPU-hours; a --results that is not
+    # a store (a typo) is said to count every run as still to train.
+    assert rates.loc["mlp", "devices"] == "cpu"
+    assert sweep.main(["cost", "--rates-from", str(results), str(ok), "--results", str(tmp_path / "typo")]) == 0
+    out = capsys.readouterr().out
+    assert "its runs trained on cpu: the 'gpu_hours' below are hours at those rates" in out
+    assert f"--results {tmp_path / 'typo'} is not a results store" in out and not (tmp_path / "typo").exists()
 
 
 def test_summarize_gpu_hours_by_hand():
