@@ -302,19 +302,26 @@ def _type_name(a: Any) -> str:
     return getattr(a, "__name__", str(a))
 
 
-def check_fields(obj: Any, paths: Sequence[str] = ()) -> Any:
+def check_fields(obj: Any, paths: Sequence[str] = (), coerce: bool = True) -> Any:
     """Check every field of the dataclass instance ``obj`` against its annotation; return ``obj``.
 
     ``paths``: names of string fields that also accept ``os.PathLike`` (folders such as ``root``).
-    An integer given for a float field is stored as that float (``lr=1`` and ``lr=1.0`` are the same setting and
-    must hash to the same run id).
+    With ``coerce``, an integer given for a float field is stored as that float (``lr=1`` and ``lr=1.0`` are the
+    same setting and must hash to the same run id); ``coerce=False`` only checks (a config whose stored runs were
+    hashed with the integer keeps their ids). Annotations that cannot be resolved (names imported only under
+    ``TYPE_CHECKING``) are left unchecked with ``coerce=False``; with ``coerce`` they are an error.
     """
-    hints = typing.get_type_hints(type(obj))
+    try:
+        hints = typing.get_type_hints(type(obj))
+    except NameError:
+        if coerce:
+            raise
+        return obj
     for f in dataclasses.fields(obj):
         if f.name in hints:
             value = getattr(obj, f.name)
             checked = check_type(f.name, value, hints[f.name], paths=f.name in paths)
-            if isinstance(checked, float) and not isinstance(value, float):
+            if coerce and isinstance(checked, float) and not isinstance(value, float):
                 object.__setattr__(obj, f.name, checked)  # frozen dataclasses too
     return obj
 

@@ -453,7 +453,7 @@ def decomposition(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd
         diffs = [float(np.mean(v)) for v in by_seed.values()]
         wins = sum((x < 0) if lower_is_better(m) else (x > 0) for x in diffs)
         rows.append({"dataset": "pooled", "model": "", "density": math.nan, "metric": m, "part": part,
-                     **seed_mean_test(diffs), "wins": wins,
+                     **seed_mean_test(diffs, value_range=metric_range(m)), "wins": wins,
                      "settings": len(settings), "left out": len(all_settings) - len(settings)})
     out = pd.DataFrame(rows, columns=DECOMPOSITION_COLUMNS)
     out.attrs.update(settings=len(settings), left_out=len(all_settings) - len(settings))

@@ -262,23 +262,33 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float], lower_is_b
     mean, half, sd, n = mean_ci(diffs, alpha)
     wins = sum((d < 0) if lower_is_better else (d > 0) for d in diffs)
     p = paired_t_pvalue(mean, sd, n)
-    low, high = mean - half, mean + half
-    if value_range is not None and not math.isnan(half):
-        span = float(value_range[1]) - float(value_range[0])
-        if not span > 0:
-            raise ValueError(f"value_range must be (low, high) with low < high, got {value_range!r}")
-        low, high = max(low, -span), min(high, span)
+    low, high = _bounded(mean - half, mean + half, half, value_range)
     return {"diff": mean, "ci_low": low, "ci_high": high, "n": n, "wins": int(wins),
             "significant": bool(p < alpha), "p": p}
 
 
-def seed_mean_test(diffs: Sequence[float], alpha: float = 0.05) -> dict[str, float]:
+def seed_mean_test(diffs: Sequence[float], alpha: float = 0.05,
+                   value_range: Optional[tuple[float, float]] = None) -> dict[str, float]:
     """Mean of per-seed differences (already paired, e.g. averaged over settings) with its Student-t CI,
-    ``p`` (:func:`paired_t_pvalue`) and ``significant`` (``p < alpha``), as :func:`paired_difference` does."""
+    ``p`` (:func:`paired_t_pvalue`) and ``significant`` (``p < alpha``), as :func:`paired_difference` does;
+    ``value_range`` bounds the CI as there (a mean of differences of a metric in [lo, hi] lies in
+    [lo − hi, hi − lo] too)."""
     mean, half, sd, n = mean_ci(diffs, alpha)
     p = paired_t_pvalue(mean, sd, n)
-    return {"diff": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n, "significant": bool(p < alpha),
-            "p": p}
+    low, high = _bounded(mean - half, mean + half, half, value_range)
+    return {"diff": mean, "ci_low": low, "ci_high": high, "n": n, "significant": bool(p < alpha), "p": p}
+
+
+def _bounded(low: float, high: float, half: float, value_range: Optional[tuple[float, float]]
+             ) -> tuple[float, float]:
+    """A difference's CI ``[low, high]`` intersected with ``[lo − hi, hi − lo]`` for metric values in ``value_range``
+    (unchanged without a range or a CI)."""
+    if value_range is None or math.isnan(half):
+        return low, high
+    span = float(value_range[1]) - float(value_range[0])
+    if not span > 0:
+        raise ValueError(f"value_range must be (low, high) with low < high, got {value_range!r}")
+    return max(low, -span), min(high, span)
 
 
 #: Multiple-comparison corrections of :func:`adjust_pvalues`.

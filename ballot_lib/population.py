@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from . import pareto
-from .analysis import COLLAPSE, class_columns, collapsed_runs, markdown_table
+from .analysis import COLLAPSE, class_columns, collapsed_runs, markdown_table, metric_range
 from .metrics import CORRECTIONS, adjust_pvalues, mean_ci, paired_difference  # noqa: F401 (re-exported)
 
 #: disparity name -> (column, larger is better)
@@ -695,9 +695,9 @@ def judgements_reading(df: pd.DataFrame, table: pd.DataFrame, chosen: Mapping[st
             else:
                 lines.append(f"{change}, but {noise}")
             da = paired_difference(_per_seed(df, b, col, rep, key), _per_seed(df, a, col, rep, key),
-                                   lower_is_better=not dmax)
+                                   lower_is_better=not dmax, value_range=metric_range(col))
             acc = paired_difference(_per_seed(df, b, "acc", rep, key), _per_seed(df, a, "acc", rep, key),
-                                    lower_is_better=False)
+                                    lower_is_better=False, value_range=metric_range("acc"))
             lines.append(f"On {rep}: {D} {fmt(col, b[f'{rep}_{col}'], False)} instead of "
                          f"{fmt(col, a[f'{rep}_{col}'], False)}, accuracy {100 * b[f'{rep}_acc']:.1f} % instead of "
                          f"{100 * a[f'{rep}_acc']:.1f} % (B − A paired by seed: {D} {_paired_text(col, da)}, "

@@ -74,8 +74,9 @@ def _atomic_write(path: Path, write) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, new_file_mode())  # mkstemp's 0o600 would make the store unreadable to anyone else
         with os.fdopen(fd, "wb") as f:
+            with contextlib.suppress(OSError):  # mkstemp's 0o600 would make the store unreadable to anyone else
+                os.fchmod(f.fileno(), new_file_mode())
             write(f)
             f.flush()
             os.fsync(f.fileno())

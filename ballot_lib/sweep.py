@@ -741,7 +741,8 @@ def _cost(files: Sequence[Path], ips_text: str, concurrency: float, results: Opt
                   + measured.to_string(index=False, float_format=lambda x: f"{x:,.1f}") + "\n")
         ips = {**dict(zip(measured["model"], measured["images_per_s"])), **ips}
         devices = sorted({d for ds in measured["devices"] for d in ds.split(", ")})
-        if any(not d.startswith("cuda") for d in devices) or len(devices) > 1:
+        # a run records "cpu", another accelerator's type, or its GPU's name (run_environment)
+        if len(devices) != 1 or devices[0] in ("cpu", "mps", "unknown"):
             print(f"warning: --rates-from {rates_from}: its runs trained on {', '.join(devices) or 'nothing'}: the "
                   f"'gpu_hours' below are hours at those rates (one kind of GPU gives GPU-hours)\n")
     if results is not None and not (Path(results) / "runs").is_dir():

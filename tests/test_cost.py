@@ -150,6 +150,17 @@ def test_plan_equals_the_runs_run_grid_creates(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "its runs trained on cpu: the 'gpu_hours' below are hours at those rates" in out
     assert f"--results {tmp_path / 'typo'} is not a results store" in out and not (tmp_path / "typo").exists()
+    # A store one kind of GPU filled (a run records the GPU's name): no warning.
+    import json
+
+    for summary in (results / "runs").glob("*/summary.json"):
+        data = json.loads(summary.read_text())
+        if data.get("environment"):
+            data["environment"]["device"] = "NVIDIA H200"
+            summary.write_text(json.dumps(data))
+    assert cost.measured_rates(results).set_index("model").loc["mlp", "devices"] == "NVIDIA H200"
+    assert sweep.main(["cost", "--rates-from", str(results), str(ok)]) == 0
+    assert "warning" not in capsys.readouterr().out
 
 
 def test_summarize_gpu_hours_by_hand():

@@ -304,8 +304,42 @@ def test_a_method_output_is_checked_before_anything_of_it_is_stored(tmp_path, mo
     with pytest.raises((TypeError, ValueError), match=message):
         run_method(exp, "probe", 0, density=0.5)
     assert len(load_results(exp.store.root)) == 2  # the dense run only (val + test rows): nothing broken stored
-    assert not any((p / "mask.pt").exists() for p in (tmp_path / "results" / "runs").iterdir()
-                   if (p / "config.json").exists() and '"probe"' in (p / "config.json").read_text())
+    # nothing of the refused training is left (its checkpoint would stop the corrected method's run)
+    assert [p.name for p in (tmp_path / "results" / "runs").iterdir()] == [exp.dense(0).run.id]
+
+
+def test_a_method_corrected_after_a_refused_mask_runs_afresh(tmp_path, monkeypatch):
+    """A review found a refused mask's training checkpoint (the mask part of its identity) left in the run folder:
+    the corrected method's run then stopped with "checkpoint ... written by a training with other settings"."""
+    from ballot_lib.methods.base import MethodOutput
+
+    fraction = {"keep": 1.0}  # the first version keeps every weight for a density-0.5 run
+
+    def returns(exp, res):
+        return MethodOutput(res, _good_mask(exp, fraction["keep"]), train_epochs=2)
+
+    from dataclasses import dataclass
+
+    from ballot_lib.methods import base as B
+
+    monkeypatch.setattr(B.METHODS, "_items", dict(B.METHODS._items))
+
+    @dataclass(frozen=True)
+    class MaskedProbe(B.SparseConfig):
+        pass
+
+    @B.register("masked_probe", MaskedProbe, compute=lambda exp, cfg: 1.0)
+    def run_probe(exp, cfg, seed, run):
+        mask = _good_mask(exp, fraction["keep"])
+        res = exp.train_net(exp.model_from(exp.dense_weights(seed, 0)), run, seed, mask=mask, desc="probe")
+        return returns(exp, res)
+
+    exp = make_experiment(tmp_path / "results")
+    with pytest.raises(ValueError, match="but the run is for density=0.5"):
+        run_method(exp, "masked_probe", 0, density=0.5)
+    fraction["keep"] = 0.5  # the method corrected: same configuration, same run id
+    res = run_method(exp, "masked_probe", 0, density=0.5)
+    assert res.run.complete and res.summary["density"] == pytest.approx(0.5, abs=0.01)
 
 
 @pytest.mark.parametrize("select,final_mask,message", [
@@ -777,3 +811,6 @@ def test_a_plain_dataclass_config_is_checked_against_its_annotations(tmp_path, m
         with pytest.raises(ParameterError, match=message):
             B.make_config("plain_cfg", **options)
     assert B.make_config("plain_cfg", density=1, kind="b") == Plain(density=1.0, kind="b")
+    # Checked, not converted: an int stays an int, so the run ids of a plugin's stored runs do not change.
+    assert type(B.make_config("plain_cfg", density=1).density) is int
+    assert B.config_dict(B.make_config("plain_cfg", density=1))["density"] == 1

@@ -262,6 +262,10 @@ def test_paired_difference_ci_is_bounded_by_the_metrics_range_by_hand():
     assert (inside["ci_low"], inside["ci_high"]) == (plain["ci_low"], plain["ci_high"])
     with pytest.raises(ValueError, match="value_range"):
         M.paired_difference(a, b, value_range=(1.0, 1.0))
+    # Means of per-seed differences pooled over settings (the decomposition's pooled rows) are bounded alike.
+    pooled = M.seed_mean_test([0.0, 0.0, -0.9], value_range=(0.0, 1.0))
+    assert pooled["ci_low"] == -1.0 and pooled["ci_high"] == pytest.approx(-0.3 + half)
+    assert M.seed_mean_test([0.0, 0.0, -0.9])["ci_low"] == pytest.approx(-0.3 - half)
 
 
 def test_improvement_by_hand():

@@ -471,15 +471,18 @@ def check_bundle(bundle: Any, cfg: DataConfig) -> None:
             raise DatasetError(f"{where}'s {name} split must be a ballot_lib.data.Split(x, y, g), got "
                                f"{type(getattr(bundle, name)).__name__}")
     k = bundle.num_classes
-    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 2:
         raise DatasetError(f"{where} gives num_classes={k!r}: an integer >= 2")
-    listed = NUM_CLASSES.get(cfg.name)
+    k = int(k)
+    listed = num_classes(cfg)
     if listed is not None and listed != k:  # a warning: a real dataset's folder may hold fewer classes (fixtures)
         warnings.warn(f"{where} gives num_classes={k}, but ballot_lib.data.core.NUM_CLASSES[{cfg.name!r}] = {listed} "
                       f"(used by the checks of max_train and lt_classes before loading): check the files, or make "
                       f"the two agree")
-    if len(bundle.class_names) != k:
-        raise DatasetError(f"{where} gives {len(bundle.class_names)} class names for num_classes={k}")
+    if not isinstance(bundle.class_names, (list, tuple)) or len(bundle.class_names) != k:
+        got = (f"{len(bundle.class_names)} class names" if isinstance(bundle.class_names, (list, tuple)) else
+               f"class_names={type(bundle.class_names).__name__}")
+        raise DatasetError(f"{where} gives {got} for num_classes={k}: one name per class")
     groups = None if bundle.group_names is None else len(bundle.group_names)
     for name in ("train", "val", "test"):
         split = getattr(bundle, name)

@@ -599,8 +599,12 @@ def _save_cache(path: Path, x: torch.Tensor, filenames: Sequence[str]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.fchmod(fd, new_file_mode())  # a shared data root: readable as the umask intends, not mkstemp's 0o600
-        os.close(fd)
+        try:  # a shared data root: readable as the umask intends, not mkstemp's 0o600 (best effort)
+            os.fchmod(fd, new_file_mode())
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
     except OSError as e:  # a read-only data root: work without a cache
         warnings.warn(f"cannot write CelebA cache in {path.parent} ({e}); images will be decoded again next time")
         return

@@ -134,7 +134,7 @@ def make_config(method: str, **kwargs: Any) -> Any:
     if hasattr(cfg, "validate"):
         cfg.validate()
     else:  # a plain dataclass of a registered method: its fields against their annotations, as SparseConfig does
-        check_fields(cfg)
+        check_fields(cfg, coerce=False)  # an int stays an int: the run ids of its stored runs do not change
         if getattr(cfg, "density", None) is not None:
             check_density(cfg.density)
     return cfg
@@ -213,9 +213,22 @@ def locked_run(exp: Experiment, method: str, cfg: Any, seed: int) -> RunResult:
         run.start()
         with discard_if_unstarted(run):  # a failure before the method wrote anything leaves nothing behind
             out = spec.run(exp, cfg, seed, run)
-        compute = check_output(exp, method, cfg, out, spec.compute_epochs(exp, cfg))
+        try:
+            compute = check_output(exp, method, cfg, out, spec.compute_epochs(exp, cfg))
+        except (TypeError, ValueError):
+            _discard_refused(run)
+            raise
         apply_selection(cfg, out)
         return store_output(exp, run, out, compute)
+
+
+def _discard_refused(run: Run) -> None:
+    """Remove what a training whose output :func:`check_output` refused left in its run folder (checkpoints, level
+    files): the method has to change, and its next run must start afresh -- a checkpoint of the refused training
+    (its mask part of the checkpoint's identity) would stop the corrected run with "delete it"."""
+    for p in run.path.iterdir():
+        if p.is_file() and not p.name.startswith("."):
+            p.unlink()
 
 
 def last_epoch_twin(cfg: Any) -> Optional[Any]:
