@@ -358,6 +358,19 @@ def test_max_train_is_never_exceeded_and_the_subsample_is_unchanged_where_it_fit
             assert set(keys(capped.x, capped.y)) <= set(keys(full.subset(before).x, full.subset(before).y))
 
 
+def test_a_max_train_that_keeps_every_sample_warns_that_it_still_changes_the_run_id():
+    """A user review found max_train=10**9 and max_train=<train size> trained the same data under three run ids."""
+    n = len(get_dataset(DataConfig("digits")).train)
+    for m in (n, 10 ** 9):
+        with pytest.warns(UserWarning, match=f"max_train={m} keeps every sample of the {n}-sample train split"):
+            assert len(get_dataset(DataConfig("digits", max_train=m)).train) == n
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        get_dataset(DataConfig("digits", max_train=n - 1))  # a cap that cuts: no warning
+
+
 def test_split_sizes_count_the_capped_train_split_as_the_loader():
     from ballot_lib.data.sizes import carve, split_sizes
 

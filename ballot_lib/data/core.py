@@ -445,7 +445,13 @@ def cap_train(split: Split, max_train: Optional[int], seed: int) -> Split:
     Each class keeps ``round(max_train / len(split) * n_c)`` samples (at least one); where that rounding adds up
     to more than ``max_train``, the excess is given back (:func:`trim_counts`), so the cap is never exceeded.
     """
-    if max_train is None or len(split) <= max_train:
+    if max_train is None:
+        return split
+    if len(split) <= max_train:
+        # The same data as without the cap, but max_train is part of the run id: runs would train twice.
+        warnings.warn(f"max_train={max_train} keeps every sample of the {len(split)}-sample train split (no effect), "
+                      f"yet it is part of each run's id: leave it unset (None) so that these runs are shared with "
+                      f"the uncapped ones")
         return split
     y = split.y.numpy()
     present = len(np.unique(y))
