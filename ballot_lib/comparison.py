@@ -648,8 +648,17 @@ def _fmt_cell(row: Mapping, m: str) -> str:
     held = adjusted if adjusted is not None and not (isinstance(adjusted, float) and math.isnan(adjusted)) \
         else row.get(f"sig_{m}")
     bold = "**" if held is True or held == True else ""  # noqa: E712 (numpy bools)
-    return (f"{bold}{fmt.format(scale * d)}{bold} [{fmt.format(scale * row[f'lo_{m}'])}, "
-            f"{fmt.format(scale * row[f'hi_{m}'])}] {int(row[f'wins_{m}'])}/{int(row[f'n_{m}'])}")
+    return (f"{bold}{fmt.format(scale * d)}{bold} [{ci_end(scale * row[f'lo_{m}'], fmt)}, "
+            f"{ci_end(scale * row[f'hi_{m}'], fmt)}] {int(row[f'wins_{m}'])}/{int(row[f'n_{m}'])}")
+
+
+def ci_end(x: float, fmt: str) -> str:
+    """A CI end formatted with ``fmt``, with two significant digits instead where ``fmt`` would round a non-zero
+    end to 0 (``+0.0`` could not say on which side of 0 the interval ends: "[+0.0, +0.8]" was a per-test win)."""
+    text = fmt.format(x)
+    if x == x and x != 0 and float(text) == 0:
+        return f"{x:+.2g}"
+    return text
 
 
 def tested_metrics(table: pd.DataFrame) -> list[str]:
@@ -669,7 +678,7 @@ def _md_block(table: pd.DataFrame, metrics: Sequence[str]) -> str:
         cells = " | ".join(_fmt_cell(r, m) for m in metrics)
         gone = r.get("collapsed", 0)
         gone = "" if gone is None or (isinstance(gone, float) and math.isnan(gone)) else (
-            f"**{int(gone)}/{int(r['seeds'])}**" if gone else "0")
+            f"{int(gone)}/{int(r['seeds'])}" if gone else "0")  # not bold: bold is for significance
         lines.append(f"| {r['dataset']} | {r['model']} | {r['density']:g} | {1 - r['density']:.6g} | {r['method']} | "
                      f"{r['selection']} | {r['compute_epochs']:g} | {gone} | {means} | {cells} |")
     return "\n".join(lines)
@@ -774,9 +783,9 @@ def _compute_note(table: pd.DataFrame, wc: pd.DataFrame, better: int) -> str:
     names = "; ".join(f"{_times(lo, hi)} the epochs of {meth}" for meth, (lo, hi) in unmatched.items())
     text = f" Training epochs are not matched for every baseline: Ballot (its dense run included) trains {names}"
     if not better:  # "0 of its 0 significantly fairer results" said nothing
-        return text + "; none of Ballot's results is significantly fairer, against these baselines or others."
-    return (text + f"; {int(fair['Ballot better'].sum())} of its {better} significantly fairer results are against "
-            "these baselines.")
+        return text + "; none of Ballot's results is fairer by its own test, against these baselines or others."
+    return (text + f"; {int(fair['Ballot better'].sum())} of its {better} fairer results (each by its own test) are "
+            "against these baselines.")
 
 
 def _correction_possessive() -> str:
@@ -974,16 +983,16 @@ def _table_lines(tables_: Mapping[str, pd.DataFrame]) -> list[str]:
             mb, mw, mt = _fair_counts(wc[~wc["baseline"].isin(list(unmatched))])
             head = (f"over {mt} (baseline, setting, class-fairness metric: CWV, MCD) comparisons **at equal "
                     f"training epochs**, Ballot is "
-                    f"significantly fairer in {mb}, significantly less fair in {mw}, and not significantly different "
-                    f"in {mt - mb - mw}: {_verdict(mb, mw, mt) if mt else 'nothing to compare'}. With the baselines "
+                    f"by each comparison's own 5 % test (uncorrected) fairer in {mb}, less fair in {mw}, and not "
+                    f"significantly different in {mt - mb - mw}: {_verdict(mb, mw, mt) if mt else 'nothing to compare'}. With the baselines "
                     f"that train other epoch counts too ({total} comparisons): fairer in {better}, less fair in "
                     f"{worse}.")
         else:
             head = (f"over {total} (baseline, setting, class-fairness metric: CWV, MCD) comparisons, Ballot is "
-                    f"significantly fairer "
-                    f"in {better}, significantly less fair in {worse}, and not significantly different in "
+                    f"by each comparison's own 5 % test (uncorrected) fairer "
+                    f"in {better}, less fair in {worse}, and not significantly different in "
                     f"{total - better - worse}: {_verdict(better, worse, total)}.")
-        out.append(f"- **{title}**: {head} On accuracy it is significantly better in "
+        out.append(f"- **{title}**: {head} On accuracy, by the same per-test rule, it is better in "
                    f"{int(acc['Ballot better'].sum())} and worse in {int(acc['Ballot worse'].sum())} of "
                    f"{int(acc['settings'].sum())}." + _compute_note(t, wc, better) + _family_note(t)
                    + _group_note(t))
@@ -1121,7 +1130,8 @@ def reading_summary(tables_: Mapping[str, pd.DataFrame], improvements: Mapping[s
     for title, t, wc, unmatched in _tables_read(tables_):
         b, w, n = _fair_counts(wc[~wc["baseline"].isin(list(unmatched))] if unmatched else wc)
         line = (f"- **{title}**: " + ("at equal training epochs, " if unmatched else "")
-                + f"Ballot is significantly fairer in {b} and less fair in {w} of {n} class-fairness comparisons"
+                + f"Ballot is fairer in {b} and less fair in {w} of {n} class-fairness comparisons by each one's own "
+                  f"5 % test"
                 + (f" ({_verdict(b, w, n)})" if n else ""))
         if "sigadj_mcd" in t or "sigadj_cwv" in t:
             ab, aw, _ = _fair_counts(win_counts(t, ("acc", "cwv", "mcd"), adjusted=True))
@@ -1219,8 +1229,8 @@ def forest(table: pd.DataFrame, metric: str = "mcd", title: Optional[str] = None
     ax.set_xlabel(f"Ballot − baseline, {metric}{unit}; Ballot better to the {better}")
     ax.set_title(title or f"Ballot − baseline: {metric} (paired by seed, 95 % CI)", fontsize=10)
     handles = [Line2D([], [], marker="o", ls="", color=c, label=lab) for c, lab in
-               (("tab:green", "Ballot significantly better"), ("tab:red", "Ballot significantly worse"),
-                ("grey", "no significant difference"))]
+               (("tab:green", "Ballot better (per-test CI excludes 0)"),
+                ("tab:red", "Ballot worse (per-test CI excludes 0)"), ("grey", "CI includes 0"))]
     handles += [Line2D([], [], marker="o", ls="", markerfacecolor="white", markeredgecolor="grey",
                        label="collapsed runs in the setting"),
                 Line2D([], [], marker="o", ls="", markerfacecolor="grey", markeredgecolor="black", markeredgewidth=2,
@@ -1361,7 +1371,7 @@ def md_decomposition(table: pd.DataFrame) -> str:
     t["Δ (acc, MCD in pts; CWV raw)"] = [
         (f"{r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]" if r["metric"] == "cwv" else
          f"{100 * r['diff']:+.1f} [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]")
-        + (" **significant**" if r["significant"] else "") for _, r in t.iterrows()]
+        + (" (CI excludes 0)" if r["significant"] else "") for _, r in t.iterrows()]  # per test: no bold
     cols = ["metric", "part", "Δ (acc, MCD in pts; CWV raw)", "n", "wins"]
     for c in ("settings", "left out"):
         if c in t:

@@ -506,7 +506,9 @@ def _cell(row: Mapping[str, Any], m: str, pts: bool) -> str:
     s = 100.0 if pts else 1.0
     f = "{:+.1f}" if pts else "{:+.4f}"
     d = f.format(s * row[f"d_{m}"])
-    lo, hi = (f.format(s * row[f"d_{m}_low"]), f.format(s * row[f"d_{m}_high"])) \
+    from .comparison import ci_end
+
+    lo, hi = (ci_end(s * row[f"d_{m}_low"], f), ci_end(s * row[f"d_{m}_high"], f)) \
         if not math.isnan(row[f"d_{m}_low"]) else ("n/a", "n/a")
     sig = bool(row[f"d_{m}_sigadj"]) if _has_adjusted(row, m) else bool(row[f"d_{m}_sig"])
     return (f"**{d}**" if sig else d) + f" [{lo}, {hi}] {int(row[f'd_{m}_wins'])}/{int(row[f'd_{m}_n'])}"

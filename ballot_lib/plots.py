@@ -259,7 +259,7 @@ def pareto_front(table: pd.DataFrame, split: Optional[str] = None, selected: Opt
         ax.plot(front["sparsity"], front[f"{split}_{metric}"], "-", color="k", lw=0.8, alpha=0.6)
         ax.scatter(front["sparsity"], front[f"{split}_{metric}"], s=110, facecolors="none", edgecolors="k",
                    label=f"front (on {table.attrs['select_split']})")
-        for name, row in (selected or {}).items():
+        for i, (name, row) in enumerate((selected or {}).items()):
             ax.scatter([row["sparsity"]], [row[f"{split}_{metric}"]], marker="*", s=260, color="gold",
                        edgecolors="k", zorder=5)
             # Labels lean left of points in the right third (the high sparsities, where the chosen points
@@ -267,7 +267,8 @@ def pareto_front(table: pd.DataFrame, split: Optional[str] = None, selected: Opt
             lo, hi = float(table["sparsity"].min()), float(table["sparsity"].max())
             right = float(row["sparsity"]) > lo + 2 / 3 * (hi - lo)
             ax.annotate(name, (row["sparsity"], row[f"{split}_{metric}"]), textcoords="offset points",
-                        xytext=(-9, 9) if right else (9, 9), ha="right" if right else "left", fontsize=8,
+                        # stacked one line apart: chosen points often lie close together
+                        xytext=(-9 if right else 9, 9 + 11 * i), ha="right" if right else "left", fontsize=8,
                         zorder=6, bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
         ax.margins(y=0.1)  # room above the highest point for its label
         ax.set_xlabel("sparsity (1 − achieved density) →")
@@ -339,7 +340,8 @@ def layer_overlap_bars(table: pd.DataFrame, title: str = "kept weights shared wi
     ax.tick_params(axis="x", rotation=30)
     for lbl in ax.get_xticklabels():
         lbl.set_horizontalalignment("right")
-    ax.legend(loc="lower left", fontsize="small", title=None)
+    fig.tight_layout()  # ticks placed first: the legend goes under their labels, not over the bars
+    legend_below(ax, fontsize="small", title=None, ncol=max(1, min(3, table["vs"].nunique())), frameon=False)
     fig.tight_layout()
     save(fig, path)
     return fig

@@ -366,7 +366,13 @@ def ablation(tab: pd.DataFrame, chosen: pd.Series, dropped: Mapping[str, str], e
     if c == reference:
         text = f"Kept the library default: no option set is significantly better on val ({rule})."
         if len(eligible) and "d_mcd" in eligible:
-            best = eligible.sort_values("d_mcd", kind="stable").iloc[0]
+            ranked = eligible.sort_values("d_mcd", kind="stable")
+            # Option sets can tie on the lowest val MCD (one val image moves it by points): name them all, and
+            # speak of the one the seeds support best (smallest adjusted p), not of whichever is listed first.
+            tied = ranked[(ranked["d_mcd"] - ranked["d_mcd"].iloc[0]).abs() <= 1e-12]
+            best = tied.assign(_p=[float(padj.get(v, float("nan"))) for v in tied["variant"]],
+                               _w=tied["d_mcd_high"] - tied["d_mcd_low"]).sort_values(
+                ["_p", "_w"], kind="stable", na_position="last").iloc[0]
             d, lo, hi = float(best["d_mcd"]), float(best["d_mcd_low"]), float(best["d_mcd_high"])
             if d < 0:
                 pa = float(padj.get(best["variant"], float("nan")))
@@ -375,7 +381,12 @@ def ablation(tab: pd.DataFrame, chosen: pd.Series, dropped: Mapping[str, str], e
                        f"{100 * eps:g} pts lower" if pa < 0.05 else
                        f"within seed noise: Holm-adjusted p = {pa:.3g}" + (" (its CI includes 0)" if hi >= 0 else ""))
                 ci = "" if lo != lo else f" [95 % CI {fmt('mcd', lo)}, {fmt('mcd', hi)}]"
-                text += f" The lowest val MCD, `{best['variant']}`, is {fmt('mcd', d)}{ci} vs the default: {why}."
+                if len(tied) > 1:
+                    text += (f" The lowest val MCD, {fmt('mcd', d)} vs the default, is shared by {len(tied)} option "
+                             f"sets ({_names(list(tied['variant']))}); of them `{best['variant']}` (the smallest "
+                             f"adjusted p, then the narrowest CI){ci}: {why}.")
+                else:
+                    text += f" The lowest val MCD, `{best['variant']}`, is {fmt('mcd', d)}{ci} vs the default: {why}."
         lines.append(text)
     else:
         row = tab.loc[tab["variant"] == c].iloc[0]

@@ -102,6 +102,23 @@ def test_choice_excludes_the_reference_and_faithful_rows(abl_df):
         ablation.choose(tab, 0.01, exclude=["default", "eta=0", "LTH"])
 
 
+def test_ablation_reading_names_every_option_set_tied_on_the_lowest_val_mcd(abl_df):
+    """A reader review found the reading naming one of four option sets tied on the lowest val MCD (the first
+    listed), with a CI that was not the tie's only one."""
+    from ballot_lib import readings
+
+    # "spread" has the same mean MCD as eta=0 (−1 pt) but seeds that disagree more: eta=0 is the better supported.
+    spread = [r | {"variant": "spread"} for r in _rows("eta=0", "val", [0.88, 0.779, 0.828], [0.15, 0.35, 0.22])]
+    df = pd.concat([pd.DataFrame(spread), abl_df], ignore_index=True)
+    df = pd.concat([df, pd.DataFrame(_rows("spread", "test", [0.5, 0.6, 0.7], [0.1, 0.2, 0.3]))], ignore_index=True)
+    tab = ablation.table(df)
+    assert tab.set_index("variant").loc["spread", "d_mcd"] == pytest.approx(
+        tab.set_index("variant").loc["eta=0", "d_mcd"])
+    text = readings.ablation(tab, ablation.choose(tab, 0.03), {}, 0.03)
+    assert "The lowest val MCD, -1.0 pts vs the default, is shared by 2 option sets (`spread`; `eta=0`)" in text
+    assert "of them `eta=0` (the smallest adjusted p, then the narrowest CI) [95 % CI" in text
+
+
 def test_ablation_reading_states_significance_and_the_choice(abl_df):
     from ballot_lib import readings
 

@@ -192,12 +192,12 @@ def test_reading_is_generated_from_the_numbers():
     t = C.comparison_table(df, C.Table("x", "Ballot", ("LTH",), "val_rule"), metrics=["acc", "cwv", "mcd"])
     text = C.reading({"matched": t}, {"matched": C.improvement_table(df, "Ballot", {"LTH": "LTH"})},
                      C.decomposition(df))
-    assert "significantly fairer in 4" in text and "paper reports +33.91 %" in text
+    assert "by each comparison's own 5 % test (uncorrected) fairer in 4" in text and "paper reports +33.91 %" in text
     # Flip the numbers: the reading flips with them.
     worse = {k: [(a, c * 3, m * 3) for a, c, m in v] if k == "Ballot" else v for k, v in VALUES.items()}
     t2 = C.comparison_table(frame(worse), C.Table("x", "Ballot", ("LTH",), "val_rule"),
                             metrics=["acc", "cwv", "mcd"])
-    assert "significantly less fair in 4" in C.reading({"m": t2}, {}, C.decomposition(frame(worse)))
+    assert "(uncorrected) fairer in 0, less fair in 4" in C.reading({"m": t2}, {}, C.decomposition(frame(worse)))
 
 
 def _with_classes(df: pd.DataFrame, n_classes: int = 10) -> pd.DataFrame:
@@ -232,7 +232,7 @@ def test_collapsed_runs_are_found_by_skill_over_chance_against_the_same_seed_den
     t = C.comparison_table(df, C.Table("x", "Ballot", ("LTH", "MP"), "val_rule"), metrics=["acc", "cwv", "mcd"])
     assert dict(zip(t["method"], t["collapsed"])) == {"Ballot": 1, "LTH": 1, "MP": 0, "Dense": 0}
     md = C.markdown(t)
-    assert "| collapsed |" in md and "| **1/3** |" in md
+    assert "| collapsed |" in md and "| 1/3 |" in md and "**1/3**" not in md  # bold is for significance
     text = C.collapse_reading(gone)
     assert "val balanced accuracy" in text and "digits_lt/cnn @ 0.05" in text
     assert "Ballot (seed 2: balanced acc 0.100)" in text and "LTH (seed 1: balanced acc 0.450)" in text
@@ -324,10 +324,10 @@ def test_reading_names_baselines_whose_compute_differs():
     assert C.compute_unmatched(t) == {"SafeCompress": (2.0, 2.0)}
     text = C.reading({"matched": t}, {}, C.decomposition(df))
     assert ("Training epochs are not matched for every baseline: Ballot (its dense run included) trains 2× the epochs of "
-            "SafeCompress; 4 of its 8 significantly fairer results are against these baselines.") in text
+            "SafeCompress; 4 of its 8 fairer results (each by its own test) are against these baselines.") in text
     # The headline counts the compute-matched baseline (LTH: 4 comparisons, all fairer) before all of them.
     assert ("over 4 (baseline, setting, class-fairness metric: CWV, MCD) comparisons **at equal training epochs**, "
-            "Ballot is significantly fairer in 4, significantly less fair in 0") in text
+            "Ballot is by each comparison's own 5 % test (uncorrected) fairer in 4, less fair in 0") in text
     assert "equal compute" not in text
     assert "(8 comparisons): fairer in 8, less fair in 0." in text
     imp = C.improvement_table(df, "Ballot", {"LTH": "LTH", "SafeCompress": "SafeCompress"})
@@ -411,7 +411,8 @@ def test_forest_cuts_impossible_cis_and_explains_its_marks(tmp_path):
     ax = fig.axes[0]
     assert ax.get_xlim()[0] >= -105 and ax.get_xlim()[1] <= 105
     labels = [h.get_label() for h in ax.get_legend().legend_handles]
-    assert "no significant difference" in labels and "significant after Holm" in labels
+    assert "CI includes 0" in labels and "significant after Holm" in labels
+    assert "Ballot better (per-test CI excludes 0)" in labels
     assert (tmp_path / "f.png").stat().st_size > 0
 
 
@@ -611,8 +612,8 @@ def test_reading_summary_is_short_and_generated_from_the_numbers():
     summary = C.reading_summary(tabs, imp, decomp, gone)
     lines = summary.splitlines()
     assert len(lines) == 4 and len(summary) < len(whole) / 2
-    assert lines[0].startswith("- **matched**: at equal training epochs, Ballot is significantly fairer in 4 and "
-                               "less fair in 0 of 4")
+    assert lines[0].startswith("- **matched**: at equal training epochs, Ballot is fairer in 4 and "
+                               "less fair in 0 of 4 class-fairness comparisons by each one's own 5 % test")
     pooled = decomp[(decomp["dataset"] == "pooled") & (decomp["metric"] == "mcd")].set_index("part")
     total = pooled.loc["total (Ballot − LTH)", "diff"]
     assert f"{100 * total:+.1f} pts MCD" in lines[2] and lines[2].startswith("- **Ballot − LTH**")
@@ -656,3 +657,11 @@ def test_choice_view_shows_points_and_leaves_the_choice_alone():
     assert v.loc["B", "Δ val MCD vs A (pts)"] == f"{100 * d:+.1f} [{100 * (d - h):+.1f}, {100 * (d + h):+.1f}]"
     assert v.loc["A", "Δ val MCD vs A (pts)"] == "" and v.loc["B", "p (Holm)"] == f"{b['p (Holm)']:.3g}"
     assert view.attrs["rule"] == table.attrs["rule"]
+
+
+def test_a_ci_end_that_rounds_to_zero_keeps_its_side():
+    """A reader review could not tell "+0.4 [+0.0, +0.8]" (a per-test win) from a CI that touches 0."""
+    assert C.ci_end(0.004, "{:+.1f}") == "+0.004" and C.ci_end(-0.00049, "{:+.1f}") == "-0.00049"
+    assert C.ci_end(0.0, "{:+.1f}") == "+0.0" and C.ci_end(0.84, "{:+.1f}") == "+0.8"
+    row = {"d_acc": 0.004, "lo_acc": 0.00003, "hi_acc": 0.008, "wins_acc": 3, "n_acc": 3, "sig_acc": True}
+    assert C._fmt_cell(row, "acc") == "**+0.4** [+0.003, +0.8] 3/3"

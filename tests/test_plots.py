@@ -166,3 +166,14 @@ def test_legend_below_keeps_its_distance_in_points():
     r = boxes(fig)
     assert ax.xaxis.get_tightbbox(r).y0 - ax.get_legend().get_window_extent(r).y1 == pytest.approx(gap, abs=1.0)
     assert gap > 0
+
+
+def test_layer_overlap_legend_sits_below_the_bars():
+    """A reader review found the legend over the lower part of every bar (notebook 02, section 2)."""
+    t = pd.DataFrame([{"layer": f"net.{i}.weight", "vs": v, "overlap": o} for i in range(3)
+                      for v, o in (("LTH", 0.9), ("η = 0 vote", 0.4))])
+    fig = plots.layer_overlap_bars(t)
+    r = boxes(fig)
+    legend, ax = fig.axes[0].get_legend().get_window_extent(r), fig.axes[0].get_window_extent(r)
+    assert not legend.overlaps(ax) and fig.bbox.contains(legend.x0, legend.y0)
+    plt.close(fig)
