@@ -38,7 +38,7 @@ import pandas as pd
 
 from .analysis import (LOCATION_PARAMETERS, VERDICT_CORRECTION, adjust_family, adjust_tables, group_columns,
                        summarize, versus, with_sparsity)
-from .comparison import PAPER_TABLES as COMPARISON_TABLES
+from .comparison import PAPER_TABLES as COMPARISON_TABLES, ci_end
 from .paths import results_root
 from .results import ResultsError, ResultsFormatError, _atomic_write, load_results
 
@@ -506,8 +506,6 @@ def _cell(row: Mapping[str, Any], m: str, pts: bool) -> str:
     s = 100.0 if pts else 1.0
     f = "{:+.1f}" if pts else "{:+.4f}"
     d = f.format(s * row[f"d_{m}"])
-    from .comparison import ci_end
-
     lo, hi = (ci_end(s * row[f"d_{m}_low"], f), ci_end(s * row[f"d_{m}_high"], f)) \
         if not math.isnan(row[f"d_{m}_low"]) else ("n/a", "n/a")
     sig = bool(row[f"d_{m}_sigadj"]) if _has_adjusted(row, m) else bool(row[f"d_{m}_sig"])

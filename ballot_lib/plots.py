@@ -245,6 +245,9 @@ def pareto_front(table: pd.DataFrame, split: Optional[str] = None, selected: Opt
     techniques = sorted(table[key].unique())
     palette = dict(zip(techniques, sns.color_palette("tab10", len(techniques))))
     front = table[table["on_front"]].sort_values("sparsity")
+    # Labels of chosen points in the right third of the sparsities lean left, so they stay inside the axes.
+    lo, hi = float(table["sparsity"].min()), float(table["sparsity"].max())
+    right_of = lo + 2 / 3 * (hi - lo)
     for ax, metric, label in ((axes[0], "acc", "accuracy ↑"),
                               (axes[1], col, f"{disp_name} {'↑' if dmax else '↓'}")):
         bounds = metric_range(metric)
@@ -262,10 +265,8 @@ def pareto_front(table: pd.DataFrame, split: Optional[str] = None, selected: Opt
         for i, (name, row) in enumerate((selected or {}).items()):
             ax.scatter([row["sparsity"]], [row[f"{split}_{metric}"]], marker="*", s=260, color="gold",
                        edgecolors="k", zorder=5)
-            # Labels lean left of points in the right third (the high sparsities, where the chosen points
-            # are), so they stay inside the axes; a white box keeps them legible over error bars.
-            lo, hi = float(table["sparsity"].min()), float(table["sparsity"].max())
-            right = float(row["sparsity"]) > lo + 2 / 3 * (hi - lo)
+            # a white box keeps the label legible over error bars
+            right = float(row["sparsity"]) > right_of
             ax.annotate(name, (row["sparsity"], row[f"{split}_{metric}"]), textcoords="offset points",
                         # stacked one line apart: chosen points often lie close together
                         xytext=(-9 if right else 9, 9 + 11 * i), ha="right" if right else "left", fontsize=8,

@@ -174,8 +174,6 @@ def run_method(exp: Experiment, name: str, seed: int, **kwargs: Any) -> RunResul
     check_method_args(exp, name, cfg)
     check_kept_weights(exp, cfg)
     prepare_method(exp, name, cfg)
-    if not exp.store.run(exp.run_config(name, config_dict(cfg), seed)).complete:
-        exp.check_model_fits()  # data and model agree, before the store gets a folder (a stored run loads as is)
     return locked_run(exp, name, cfg, seed)
 
 
@@ -200,6 +198,7 @@ def locked_run(exp: Experiment, method: str, cfg: Any, seed: int) -> RunResult:
     run = exp.store.run(exp.run_config(method, config_dict(cfg), seed))
     if run.complete:
         return load_run(run, exp)
+    exp.check_model_fits()  # data and model agree, before the store gets a folder (a stored run loads as is)
     with run.lock():
         if not spec.managed:
             return spec.run(exp, cfg, seed)
@@ -226,8 +225,13 @@ def _discard_refused(run: Run) -> None:
     """Remove what a training whose output :func:`check_output` refused left in its run folder (checkpoints, level
     files): the method has to change, and its next run must start afresh -- a checkpoint of the refused training
     (its mask part of the checkpoint's identity) would stop the corrected run with "delete it"."""
+    _clear_run_files(run)
+
+
+def _clear_run_files(run: Run, keep: tuple[str, ...] = ()) -> None:
+    """Remove the files of ``run``'s folder but its housekeeping (hidden: the lock) and ``keep``."""
     for p in run.path.iterdir():
-        if p.is_file() and not p.name.startswith("."):
+        if p.is_file() and not p.name.startswith(".") and p.name not in keep:
             p.unlink()
 
 
@@ -335,9 +339,7 @@ RUN_OWN_FILES = ("config.json", "summary.json", "metrics.json", "history.json", 
 def _copy_training_files(twin: Run, run: Run) -> None:
     """Give a derived run the twin's training files (same training, so the same files: LTH's per-level masks and
     metrics) after removing what an interrupted training of this run left (checkpoints, level weights)."""
-    for p in run.path.iterdir():
-        if p.is_file() and not p.name.startswith(".") and p.name != "config.json":
-            p.unlink()
+    _clear_run_files(run, keep=("config.json",))
     for p in sorted(twin.path.iterdir()):
         if p.is_file() and not p.name.startswith((".", "checkpoint")) and p.name not in RUN_OWN_FILES:
             atomic_copy(p, run.file(p.name))
