@@ -345,7 +345,9 @@ def improvement_table(df: pd.DataFrame, a: str, baselines: Mapping[str, str], sp
     rows = []
     for label, b in baselines.items():
         settings = _kept_settings(all_settings, exclude, (a, b))
-        per_seed_paper, per_seed_robust, point_terms = {}, {}, []
+        per_seed_paper: dict = {}
+        per_seed_robust: dict = {}
+        point_terms: list = []
         for m in metrics:
             A, B = _per_seed_fairness(d, a, settings, m), _per_seed_fairness(d, b, settings, m)
             seeds = A.index.intersection(B.index)
@@ -437,7 +439,8 @@ def decomposition(df: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd
     d = _test(df, split)
     all_settings = _settings(d)
     settings = _kept_settings(all_settings, exclude, {v for pair in DECOMPOSITION_PARTS.values() for v in pair})
-    rows, pooled = [], {}
+    rows: list = []
+    pooled: dict = {}
     for s in settings:
         for m in metrics:
             for part, (x, y) in DECOMPOSITION_PARTS.items():
@@ -517,8 +520,8 @@ def decomposition_caption(decomp: pd.DataFrame, points: bool = False) -> str:
     seeds = sorted({int(x) for x in d["n"].dropna()})
     n = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
     settings, left = int(d["settings"].max()), int(d["left out"].max())
-    units = POINT_UNITS if points else DIFFERENCE_UNITS
-    units = "; ".join(f"{m.upper()}: {units.get(m, 'its own unit')}" for m in dict.fromkeys(d["metric"]))
+    unit_of = POINT_UNITS if points else DIFFERENCE_UNITS
+    units = "; ".join(f"{m.upper()}: {unit_of.get(m, 'its own unit')}" for m in dict.fromkeys(d["metric"]))
     scale = ("Δ and its CI are in percentage points for accuracy and MCD (×100 of the stored fractions, as in the "
              "figure below and notebook 05); CWV, a variance of class recalls, has no points and stays as stored — "
              if points else "Δ and its CI are in the metric's own unit, unscaled — ")
@@ -548,7 +551,7 @@ def choose_on_val(df: pd.DataFrame, candidates: Sequence[str], eps: float = 0.01
     settings = _settings(d)
     rows, per_seed_of, cells = [], {}, {}
     for c in candidates:
-        per_seed = {}
+        per_seed: dict = {}
         for s in settings:
             part = _pick(d, c, s)
             for seed, r in part.iterrows():
@@ -1286,7 +1289,7 @@ def settings_for(datasets: Sequence[str], models: Sequence[str], params: Mapping
             exp = experiment_from({**params, **overrides.get(ds, {}), **fixed}, dataset=ds, model=model)
             out.append((ds, model, exp))
     # Tabular data cannot feed an image model: load each dataset once (no writing) to know its input shape.
-    kept = []
+    kept: list[tuple[str, str, Any]] = []
     for ds, model, exp in out:
         if not takes_input(model, image=len(exp.bundle.input_shape) == 3):
             continue

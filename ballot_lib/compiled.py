@@ -334,8 +334,8 @@ class GraphStepper(Stepper):
         with torch.no_grad():
             for t, v in zip(self.net.parameters(), snap["params"]):
                 t.copy_(v)
-            for t, v in zip(self.net.buffers(), snap["buffers"]):
-                t.copy_(v)
+            for b, v in zip(self.net.buffers(), snap["buffers"]):
+                b.copy_(v)
             for p in list(self.opt.state.keys()):
                 if p not in snap["opt_keys"]:  # state created by the failed step (lazily, e.g. momentum buffers)
                     del self.opt.state[p]
@@ -366,7 +366,9 @@ class GraphStepper(Stepper):
         if check:
             snap = self._snapshot()
             try:
-                self._on_side_stream(lambda: self.sync_check(lambda: self.body(idx, crop, flip)), cuda)
+                check_fn = self.sync_check
+                assert check_fn is not None  # check=True only where a check is set
+                self._on_side_stream(lambda: check_fn(lambda: self.body(idx, crop, flip)), cuda)
                 return
             except Exception as e:  # noqa: BLE001  (anything: the eager redo below re-raises a genuine error)
                 self.stats.failed = f"host sync in the step (found before capture): {type(e).__name__}: {e}"

@@ -295,7 +295,7 @@ def _bounded(low: float, high: float, half: float, value_range: Optional[tuple[f
 CORRECTIONS = ("bh", "holm", "none")
 
 
-def adjust_pvalues(p: Sequence[float], correction: str = "bh") -> np.ndarray:
+def adjust_pvalues(p: "Sequence[float] | np.ndarray", correction: str = "bh") -> np.ndarray:
     """Multiple-comparison adjusted p-values: ``"bh"`` (Benjamini–Hochberg, false discovery rate), ``"holm"``
     (Holm–Bonferroni, family-wise error) or ``"none"``. NaN p-values stay NaN and do not count as tests."""
     if correction not in CORRECTIONS:

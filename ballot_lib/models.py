@@ -139,7 +139,7 @@ def build_mlp(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) 
 def build_cnn(input_shape: tuple[int, ...], num_classes: int, cfg: ModelConfig) -> nn.Module:
     c, _ = _require_image("cnn", input_shape, 4)
     net = ConvNet(c, num_classes, width=cfg.width or 32)
-    net.first_conv = "features.0"
+    setattr(net, "first_conv", "features.0")
     return net
 
 
@@ -153,7 +153,7 @@ def _resnet(arch: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Mod
         net.maxpool = nn.Identity()
     elif c != 3:
         net.conv1 = nn.Conv2d(c, 64, kernel_size=7, stride=2, padding=3, bias=False)
-    net.first_conv = "conv1"
+    setattr(net, "first_conv", "conv1")
     return net
 
 
@@ -178,7 +178,7 @@ def build_vgg16_bn(input_shape: tuple[int, ...], num_classes: int, cfg: ModelCon
     if size <= SMALL_IMAGE_MAX:
         net.avgpool = nn.AdaptiveAvgPool2d(1)
         net.classifier = nn.Linear(512, num_classes)
-    net.first_conv = "features.0"
+    setattr(net, "first_conv", "features.0")
     return net
 
 
@@ -191,8 +191,8 @@ def build_model(cfg: ModelConfig | str, input_shape: tuple[int, ...], num_classe
         raise TypeError(f"model builder {cfg.name!r} must return a torch.nn.Module, got {type(net).__name__}")
     ignore = list(getattr(net, "prune_ignore", []))  # a builder's own list is kept (it was overwritten)
     if not cfg.prune_first_conv and getattr(net, "first_conv", None):
-        ignore.append(net.first_conv + ".weight")
-    net.prune_ignore = ignore
+        ignore.append(getattr(net, "first_conv") + ".weight")
+    setattr(net, "prune_ignore", ignore)
     return net
 
 

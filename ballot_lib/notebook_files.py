@@ -46,7 +46,7 @@ def notebook_parameters(path: Path) -> dict[str, Any]:
     for node in ast.parse(source).body:
         target = node.target if isinstance(node, ast.AnnAssign) else (
             node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
-        if not isinstance(target, ast.Name) or node.value is None:
+        if not isinstance(node, (ast.Assign, ast.AnnAssign)) or not isinstance(target, ast.Name) or node.value is None:
             continue
         try:
             out[target.id] = ast.literal_eval(node.value)

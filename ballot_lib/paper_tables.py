@@ -431,7 +431,7 @@ def build(results_dir: Optional[str | Path] = None,
     if records:
         select_records(stored, records)  # an unknown name is an error before the store's runs are read
     rows = load_results(results_dir)
-    paths = {}
+    paths: dict = {}
     for path, rec in files:
         paths.setdefault(rec["name"], path)
     picked = pick_records(stored, rows, records, paths) if stored else []
@@ -544,7 +544,7 @@ def to_markdown(name: str, table: pd.DataFrame) -> str:
     return markdown_table(out)
 
 
-def export(tables: Mapping[str, pd.DataFrame], out_dir: str | Path, markdown: Mapping[str, str] = ()) -> list[Path]:
+def export(tables: Mapping[str, pd.DataFrame], out_dir: str | Path, markdown: Mapping[str, str] = {}) -> list[Path]:
     """Write every table as ``<name>.csv`` and ``<name>.json`` (records) and ``<name>.md`` into ``out_dir``, and each
     ready-made ``markdown`` text (name -> text: notebook 04's population tables) as ``<name>.md``."""
     out_dir = Path(out_dir)
@@ -588,7 +588,7 @@ def fill_blocks(text: str, texts: Mapping[str, str]) -> str:
     return BLOCK.sub(sub, text)
 
 
-def update_papers(tables: Mapping[str, pd.DataFrame], papers: str | Path, extra: Mapping[str, str] = ()) -> list[Path]:
+def update_papers(tables: Mapping[str, pd.DataFrame], papers: str | Path, extra: Mapping[str, str] = {}) -> list[Path]:
     """Rewrite the marked blocks of every ``papers/*.md`` from ``tables`` (and ``extra`` name -> markdown);
     blocks whose table is absent are left as they are. Returns the files changed."""
     texts = {n: to_markdown(n, t) for n, t in tables.items()}

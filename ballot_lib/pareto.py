@@ -40,7 +40,7 @@ def _check_maximize(maximize: Sequence[bool], k: int) -> np.ndarray:
         raise ParameterError(f"maximize must be a list of one True/False per objective ({k} columns), got "
                              f"{maximize!r}")
     else:
-        flags = list(maximize)
+        flags = list(maximize)  # type: ignore[arg-type]  # (numpy's stubs narrow it oddly after the bool case)
     for i, f in enumerate(flags):
         if not isinstance(f, (bool, np.bool_)):
             raise ParameterError(f"maximize[{i}] must be True or False (larger is better), got {f!r} "
@@ -133,7 +133,7 @@ def _non_dominated_blocked(p: np.ndarray, block: int = 512) -> np.ndarray:
         q = p[s:s + block, None, :]  # candidates
         le = (p[None, :, :] <= q).all(axis=2)
         lt = (p[None, :, :] < q).any(axis=2)
-        out[s:s + block] = ~(le & lt).any(axis=1)
+        out[s:s + block] = ~(le & lt).any(axis=1)  # type: ignore[call-overload]
     return out
 
 

@@ -18,7 +18,7 @@ from .methods.grid import Variant
 from .models import takes_input
 
 #: Ballot's attribution controls in notebook 03 (label suffix -> options over a candidate's).
-BALLOT_CONTROLS = {"plain": {"refined": False}, "eta0": {"eta": 0.0}}
+BALLOT_CONTROLS: dict[str, dict[str, Any]] = {"plain": {"refined": False}, "eta0": {"eta": 0.0}}
 
 
 @dataclass(frozen=True)

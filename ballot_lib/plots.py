@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -36,12 +36,12 @@ def legend_below(ax: plt.Axes, gap: float = 6.0, **kwargs):
     from matplotlib.transforms import offset_copy
 
     fig = ax.figure
-    renderer = fig.canvas.get_renderer()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]  # (Agg and inline canvases have it)
     below = ax.xaxis.get_tightbbox(renderer)
     drop = gap + (ax.get_window_extent(renderer).y0 - below.y0) * 72.0 / fig.dpi if below is not None else gap
     kwargs.setdefault("loc", "upper center")
-    return ax.legend(bbox_to_anchor=(0.5, 0.0), bbox_transform=offset_copy(ax.transAxes, fig=fig, y=-drop,
-                                                                            units="points"), **kwargs)
+    shifted = offset_copy(ax.transAxes, fig=fig, y=-drop, units="points")  # type: ignore[arg-type]
+    return ax.legend(bbox_to_anchor=(0.5, 0.0), bbox_transform=shifted, **kwargs)
 
 
 def _horizontal_row_labels(ax: plt.Axes) -> None:
@@ -316,7 +316,7 @@ def vote_histogram(votes: dict, mask: dict, path: Optional[str | Path] = None) -
     names = [n for n in votes if n in mask]
     v = torch.cat([votes[n].flatten().long() for n in names]).numpy()
     k = torch.cat([mask[n].flatten().bool() for n in names]).numpy()
-    bins = np.arange(0, int(v.max()) + 2) - 0.5 if v.size else 10
+    bins: Any = np.arange(0, int(v.max()) + 2) - 0.5 if v.size else 10
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     ax.hist([v[~k], v[k]], bins=bins, log=True, stacked=True, label=["dropped", "kept"])
     ax.set_xlabel("votes received (voting epochs where the weight was in the top-k)")

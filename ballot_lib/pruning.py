@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -34,11 +34,14 @@ from .maskbits import is_packed_mask, pack_mask, unpack_mask
 from .models import prunable_names
 from .registry import Registry, check_choice
 
+if TYPE_CHECKING:
+    import pandas
+
 Mask = dict[str, torch.Tensor]
 SCOPES = ("global", "layer")
 
 
-def check_density(density: float) -> float:
+def check_density(density: Any) -> float:
     """Return ``density`` as a float if it is a number in (0, 1], else raise ``ValueError`` naming the valid range.
 
     Strings (``"0.2"``) and bools are rejected, not converted (see :func:`ballot_lib.checks.check_density`).
@@ -85,8 +88,10 @@ def prunable_weights(model: nn.Module | Mapping[str, torch.Tensor]) -> dict[str,
     return out
 
 
-def kept_count(density: float, n: int) -> int:
-    """Number of entries a mask at ``density`` keeps out of ``n``: ``round(density * n)`` (half to even)."""
+def kept_count(density: Optional[float], n: int) -> int:
+    """Number of entries a mask at ``density`` keeps out of ``n``: ``round(density * n)`` (half to even).
+
+    ``density`` is checked (:func:`check_density`): None, as any non-number, raises ``ParameterError``."""
     return int(round(check_density(density) * n))
 
 
@@ -109,7 +114,7 @@ def top_indices(keys: Sequence[torch.Tensor], k: int) -> torch.Tensor:
 
 
 def kept_counts(names: Sequence[str], sizes: Mapping[str, int], density: Optional[float], scope: str,
-                budgets: Optional[Mapping[str, int]] = None) -> Optional[dict[str, int]]:
+                budgets: Optional[Mapping[str, Any]] = None) -> Optional[dict[str, int]]:
     """Kept count per tensor: ``budgets`` (checked), ``round(density * n_l)`` for ``scope="layer"``, or ``None``
     for one global count ``round(density * N)`` over all tensors (``scope="global"``)."""
     if budgets is not None:
@@ -593,7 +598,7 @@ def load_mask(path: str | os.PathLike, like: nn.Module | Mapping[str, Sequence[i
     return mask
 
 
-def describe(mask: Mapping[str, torch.Tensor]) -> "pandas.DataFrame":  # noqa: F821
+def describe(mask: Mapping[str, torch.Tensor]) -> "pandas.DataFrame":
     """One row per tensor: size, kept, density."""
     import pandas as pd
 

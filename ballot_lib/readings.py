@@ -37,7 +37,7 @@ def _densities(ds: Sequence[float]) -> str:
 def paired(tab: pd.DataFrame, metrics: Sequence[str] = ("acc", "cwv", "mcd")) -> list[str]:
     """One sentence per (a, b, metric) of a paired table (:func:`ballot_lib.analysis.versus`): at which densities
     ``a`` is significantly better or worse than ``b``, where the CI includes 0, and the seed wins overall."""
-    out = []
+    out: list[str] = []
     if tab.empty:
         return out
     if "significant_adj" in tab:  # a table from analysis.adjust_family: the correction decides, and is stated
@@ -297,7 +297,7 @@ def collapses(tab: pd.DataFrame, options: Optional[Mapping[str, Mapping[str, Any
         rule = (f"accuracy near chance, {fmt('acc', chance, False)}: less than half of the {reference}'s gain over "
                 f"chance in the same seed; the {reference} has {fmt('acc', ref_acc, False)}")
     lines = [f"Collapsed on val ({rule}): {names}. Their MCD and CWV measure the collapse, not fairness."]
-    scores = {}
+    scores: dict = {}
     for r in bad.itertuples():
         opt = options.get(r.variant, {})
         if opt.get("mode", "full") != "faithful" and opt.get("score") in MAGNITUDE_FREE:
@@ -444,7 +444,8 @@ def _decided(t: pd.DataFrame) -> pd.DataFrame:
 def win_loss(pair_tabs: Mapping[str, pd.DataFrame], metrics: Sequence[str] = ("acc", "cwv", "mcd")
              ) -> tuple[list[str], list[str]]:
     """Settings ("MCD vs LTH @ 0.05") where the subject is significantly better, and where significantly worse."""
-    won, lost = [], []
+    won: list = []
+    lost: list = []
     for b, t in pair_tabs.items():
         t = _decided(t)
         for r in t[t["metric"].isin(metrics) & t["significant"]].itertuples():
@@ -617,7 +618,8 @@ def metric_ties(df: pd.DataFrame, variants: Optional[Sequence[str]] = None,
     rows = []
     for i, (a, da) in enumerate(settings):
         for b, db in settings[i + 1:]:
-            if a not in keep or b not in keep or a == b or not (da == db or np.isclose(da, db)):
+            same = da == db or (da is not None and db is not None and np.isclose(da, db))
+            if a not in keep or b not in keep or a == b or not same:
                 continue
             A, B = _per_seed(df, a, split, da), _per_seed(df, b, split, db)
             seeds = A.index.intersection(B.index)

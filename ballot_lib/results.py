@@ -32,12 +32,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 
 import torch
 
 from .maskbits import is_packed_mask, unpack_mask
 from .paths import new_file_mode, results_root
+
+if TYPE_CHECKING:
+    import pandas
 
 HASH_LENGTH = 12
 SCHEMA_VERSION = 1
@@ -763,7 +766,7 @@ def run_rows(run_dir: Path) -> list[dict]:
     return rows
 
 
-def load_results(root: str | os.PathLike | None = None, on_error: str = "raise") -> "pandas.DataFrame":  # noqa: F821
+def load_results(root: str | os.PathLike | None = None, on_error: str = "raise") -> "pandas.DataFrame":
     """Every complete run as a tidy DataFrame: one row per (run, split), one column per config field or metric.
 
     Config fields are flattened with dots (``data.name``, ``train.epochs``, ``method_cfg.density``); convenience
@@ -803,7 +806,7 @@ def _existing_store(root: str | os.PathLike | None) -> "ResultsStore":
     return store
 
 
-def load_history(root: str | os.PathLike | None = None, run_ids: Optional[Iterable[str]] = None) -> "pandas.DataFrame":  # noqa: F821
+def load_history(root: str | os.PathLike | None = None, run_ids: Optional[Iterable[str]] = None) -> "pandas.DataFrame":
     """Per-epoch metrics of complete runs: one row per (run, phase, epoch)."""
     import pandas as pd
 
@@ -1039,7 +1042,7 @@ def unfinished_runs(root: str | os.PathLike | None = None) -> list[dict[str, Any
     whether a live process holds its lock (``running``, ``holder``). Read-only; a folder that only holds its lock
     (a run just starting) is left out."""
     store = ResultsStore(root)
-    out = []
+    out: list = []
     if not store.runs_dir.is_dir():
         return out
     for run_dir in sorted(p for p in store.runs_dir.iterdir() if p.is_dir()):

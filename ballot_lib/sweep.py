@@ -273,7 +273,7 @@ def run_suite(out: Path, folder: Path = NOTEBOOKS, extra: Optional[Mapping[str, 
     Each notebook runs with :func:`suite_env` (``OMP_NUM_THREADS`` = :data:`SUITE_THREADS` unless set)."""
     out = Path(out).resolve()
     results = out / "results"
-    failures, lines = 0, []
+    failures, lines = 0, list[str]()
     started = time.time()
     with _StopOnSignal():
         failures, lines = _run_suite_notebooks(out, results, folder, extra)
@@ -296,7 +296,7 @@ def run_suite(out: Path, folder: Path = NOTEBOOKS, extra: Optional[Mapping[str, 
 
 def _run_suite_notebooks(out: Path, results: Path, folder: Path, extra: Optional[Mapping[str, Any]]
                          ) -> tuple[int, list[str]]:
-    failures, lines = 0, []
+    failures, lines = 0, list[str]()
     for nb in notebooks(folder):
         params = {"results_dir": str(results), **(extra or {})}
         known = notebook_parameters(nb)
@@ -622,7 +622,7 @@ def _aggregate(nb: Path, spec: Mapping[str, Any], out: Path) -> int:
 
     Jobs that each train one seed cannot pair seeds; this last execution sees all of them and writes the report.
     """
-    params = {**aggregate_params(spec), "results_dir": str(out / "results")}
+    params = {**(aggregate_params(spec) or {}), "results_dir": str(out / "results")}
     # Named by its parameters, as the jobs are: files sharing one --out (e.g. notebook 03 on every dataset) each
     # get their own aggregate instead of overwriting one (and claiming one: the second file's was skipped).
     # (results_dir left out of the hash: it follows from --out, however --out is spelled)

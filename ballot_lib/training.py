@@ -200,7 +200,7 @@ def checkpoint_identity(cfg: TrainConfig, sched: TrainConfig, seed: int, start_e
     digest = hashlib.sha1()
     for name in sorted(mask or {}):
         digest.update(name.encode())
-        digest.update(mask[name].detach().to("cpu", torch.bool).contiguous().numpy().tobytes())
+        digest.update(mask[name].detach().to("cpu", torch.bool).contiguous().numpy().tobytes())  # type: ignore[index]
     sizes = {s: len(getattr(bundle, s)) for s in ("train", "val", "test") if getattr(bundle, s, None) is not None}
     return config_hash({"train": cfg.identity(), "schedule": sched.identity(), "seed": seed, "start": start_epoch,
                         "mask": digest.hexdigest() if mask else None, "data": sizes})
@@ -257,6 +257,8 @@ class DeviceData:
         self.g = None if split.g is None else split.g.to(device)
         # Host copies of labels and groups: metrics are computed on the host from predictions copied once.
         self.y_host, self.g_host = split.y, split.g
+        self.mean: Optional[torch.Tensor]
+        self.std: Optional[torch.Tensor]
         self.image = split.x.dim() == 4
         self.uint8 = split.x.dtype == torch.uint8
         self.channels_last = channels_last and self.image
@@ -280,7 +282,7 @@ class DeviceData:
             x = random_crop(x, crop, self.pad)
         if flip is not None:
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:
             x = (x - self.mean) / self.std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -538,7 +540,7 @@ def train(
     channels_last = dev.type == "cuda" and conv
     net.to(dev)
     if channels_last:
-        net.to(memory_format=torch.channels_last)
+        net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # (torch's stubs lack it)
     train_data = DeviceData(bundle.train, bundle, dev, channels_last)
     evals = {s: DeviceData(getattr(bundle, s), bundle, dev, channels_last) for s in eval_splits}
     for s, d in evals.items():

@@ -224,7 +224,7 @@ def _rules(params: Mapping[str, Any], epochs: int, data: Any = None) -> None:
         try:
             from . import population
         except ImportError:  # pragma: no cover  (the module ships with the library)
-            population = None
+            population = None  # type: ignore[assignment]
         if population is not None and "disparity" in params:
             check_str("disparity", params["disparity"])
             try:
@@ -289,9 +289,9 @@ def validate_notebook_params(notebook: str | os.PathLike, params: Mapping[str, A
         if unknown:  # papermill only warns about these: they would be silently ignored
             raise ParameterError(f"{name} has no parameter(s) {unknown}; valid: {sorted(declared)}")
         params = {k: v for k, v in params.items() if k in declared}
-    unknown = set(params) - set(declared)
-    if unknown:
-        raise ParameterError(f"{name} has no parameter(s) {sorted(unknown)}; valid: {sorted(declared)}")
+    undeclared = set(params) - set(declared)
+    if undeclared:
+        raise ParameterError(f"{name} has no parameter(s) {sorted(undeclared)}; valid: {sorted(declared)}")
     # 1. Types, as annotated in the notebook's parameters cell.
     for key, value in params.items():
         annotation = NOTEBOOK_TYPES.get(str(declared[key].get("inferred_type_name")))

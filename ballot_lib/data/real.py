@@ -71,7 +71,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -227,7 +227,7 @@ class CifarFormat:
         return [f for f, _ in self.train + self.test] + [self.meta[0]]
 
 
-def _cifar_format(cls: type, dataset: str, labels_key: str, num_classes: int, source: str) -> CifarFormat:
+def _cifar_format(cls: Any, dataset: str, labels_key: str, num_classes: int, source: str) -> CifarFormat:
     pairs = lambda lst: tuple((str(f), str(m)) for f, m in lst)  # noqa: E731
     return CifarFormat(dataset, cls.base_folder, pairs(cls.train_list), pairs(cls.test_list),
                        (cls.meta["filename"], cls.meta["md5"]), labels_key, cls.meta["key"], num_classes, source)
@@ -663,8 +663,9 @@ def load_celeba(cfg: DataConfig) -> DataBundle:
         rows = torch.from_numpy(idx)
         splits[split] = Split(x, attr[rows, t], None if s is None else attr[rows, s])
     return DataBundle(
-        name="celeba", **splits, num_classes=2, class_names=[f"not {target}", target],
-        group_names=None if s is None else [f"not {sensitive}", sensitive], group_attribute=sensitive,
+        name="celeba", train=splits["train"], val=splits["val"], test=splits["test"], num_classes=2,
+        class_names=[f"not {target}", target],
+        group_names=None if sensitive is None else [f"not {sensitive}", sensitive], group_attribute=sensitive,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, augment=False,
         notes={"target": target, "sensitive": sensitive, "image_size": size, "source": str(root / "celeba")},
     )
@@ -742,12 +743,13 @@ def load_utkface(cfg: DataConfig) -> DataBundle:
     x = _decode_images(paths, size, _square_resize(size), desc=f"UTKFace {size}px")
     y = torch.from_numpy(labels[target])
     g = None if sensitive is None else torch.from_numpy(labels[sensitive])
-    key = labels[target] * 10 + (0 if g is None else labels[sensitive])
+    key = labels[target] * 10 + (0 if sensitive is None else labels[sensitive])
     full = Split(x, y, g)
     train, val, test = (full.subset(i) for i in _utk_split_indices(key, cfg))
     return DataBundle(
         name="utkface", train=train, val=val, test=test, num_classes=len(UTK_ATTRIBUTES[target]),
-        class_names=list(UTK_ATTRIBUTES[target]), group_names=None if g is None else list(UTK_ATTRIBUTES[sensitive]),
+        class_names=list(UTK_ATTRIBUTES[target]),
+        group_names=None if sensitive is None else list(UTK_ATTRIBUTES[sensitive]),
         group_attribute=sensitive, mean=IMAGENET_MEAN, std=IMAGENET_STD, augment=False,
         notes={"target": target, "sensitive": sensitive, "image_size": size, "skipped_files": len(skipped),
                "skipped_examples": skipped[:10], "source": str(folder)},

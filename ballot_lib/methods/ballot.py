@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, ClassVar, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Mapping, Optional, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +73,8 @@ def score_normalized(a: torch.Tensor, f: torch.Tensor, eta: float, score: str, c
     if score == "agreement":
         s = s.abs()
     elif score == "taylor":
+        if weights is None:
+            raise ValueError("score='taylor' needs the weights")
         s = (weights.to(s.device, torch.float64) * s).abs()
     agree = torch.sign(a) == torch.sign(f) if conflict == "veto" else torch.ones_like(s, dtype=torch.bool)
     return s, (s != 0) & agree, agree
@@ -484,6 +486,10 @@ class VoteCollector(DenseExtra):
         self.cfg = cfg.validate()
         self.file = f"votes_{cfg.key()}"
         self.tallies: dict[str, TallyConfig] = {}
+        # Set by start(): the tallies this dense run fills, those that missed epochs, and the running state.
+        self._active: dict[str, VoteTally] = {}
+        self._missed: set[str] = set()
+        self._state: dict[str, Any] = {}
 
     def add(self, tally: TallyConfig) -> None:
         self.tallies.setdefault(tally.key(), tally)
@@ -537,7 +543,7 @@ class VoteCollector(DenseExtra):
         all_names = prunable_names(net0)
         todo = {k: t for k, t in self.tallies.items() if not run.file(self.tally_file(k)).exists()}
         self._active = {k: VoteTally(t, shapes, dev) for k, t in todo.items()}
-        self._missed: set[str] = set()
+        self._missed = set()
         # seconds: the whole collection (shared gradients + every tally); tally_seconds: each tally's own scoring.
         self._state = {"last_epoch": 0, "epochs": [], "weight_spread": [], "sign": [], "seconds": 0.0,
                        "tally_seconds": {k: 0.0 for k in self._active}}
@@ -586,15 +592,16 @@ class VoteCollector(DenseExtra):
                 live = {n: params[n].detach() for n in all_names}  # θ_e itself: read now, never stored
                 # Per-epoch kept counts depend only on (density, scope, budget rule): one magnitude mask per
                 # density and epoch, however many tallies share it.
-                counts: dict[tuple, Optional[dict[str, int]]] = {}
+                kept: dict[tuple, Optional[dict[str, int]]] = {}
                 flat = FlatEpoch.build(a_hat, f_hat, live, names) if self._active else None
                 for key, tally in self._active.items():
                     t1 = time.perf_counter()
                     c = tally.cfg
                     pool = (c.density, c.scope, c.budgets)
-                    if pool not in counts:
-                        counts[pool] = c.per_tensor(live, names)
-                    tally.add_flat(flat, counts[pool])
+                    if pool not in kept:
+                        kept[pool] = c.per_tensor(live, names)
+                    assert flat is not None  # built whenever a tally is active
+                    tally.add_flat(flat, kept[pool])
                     if dev.type == "cuda":  # per-tally seconds of the device's work, not of the kernel launches
                         torch.cuda.synchronize(dev)
                     state["tally_seconds"][key] += time.perf_counter() - t1
@@ -639,9 +646,9 @@ class VoteCollector(DenseExtra):
 
 def register_votes(exp: Experiment, cfg: VoteConfig, tallies: Sequence[TallyConfig] = ()) -> VoteCollector:
     """Ask the experiment's dense runs to stream votes with collection ``cfg`` into ``tallies`` while they train."""
-    collector = VoteCollector(cfg)
-    exp.add_dense_extra(collector.file, collector)
-    collector = exp.dense_extras[collector.file]
+    new = VoteCollector(cfg)
+    exp.add_dense_extra(new.file, new)
+    collector = cast(VoteCollector, exp.dense_extras[new.file])
     for t in tallies:
         collector.add(t)
     return collector
@@ -732,7 +739,7 @@ class BallotConfig(SparseConfig):
                         f"{name}={given!r}: leave {name} unset, or use mode='full' to choose it")
                 object.__setattr__(self, name, value)
 
-    def last_epoch_twin(self) -> "Optional[BallotConfig]":
+    def last_epoch_twin(self) -> "Optional[SparseConfig]":
         """Refined training selects its checkpoint whatever ``select`` says (and its schedule differs from plain
         training's), so no ``select="last"`` twin shares it: None. Plain training behaves as every method's."""
         return None if self.refined else super().last_epoch_twin()

@@ -313,7 +313,7 @@ def _derive_selected(exp: Experiment, method: str, cfg: Any, seed: int, run: Run
         return None
     summary = {k: v for k, v in loaded.summary.items() if k not in SELECTION_SUMMARY}
     summary.setdefault("environment", None)  # where the twin trained; unknown for a twin stored before it was recorded
-    res = TrainResult(net=None, history=history, final={k: {} for k in loaded.metrics},
+    res = TrainResult(net=None, history=history, final={k: {} for k in loaded.metrics},  # type: ignore[arg-type]
                       seconds=float(summary.pop("seconds", 0.0)))
     mask = loaded.mask
     if cfg.select == "last":
@@ -562,6 +562,8 @@ def val_rule_mask(cfg: Any, res: TrainResult, candidates: Optional[CandidateMask
     from ``candidates``, and the ``final`` mask as the final mask; else the ``final`` mask, and None."""
     if getattr(cfg, "select", "last") != "val_rule" or not res.history:
         return final, {}, None
+    if candidates is None:
+        raise ValueError("a select='val_rule' run of a method whose mask changes needs its candidate masks")
     epoch = int(res.history[select_checkpoint(res.history, cfg.select_eps)]["epoch"])
     return candidates.mask(epoch), {"selected_epoch": epoch, "candidate_masks_max": candidates.max_held}, final
 

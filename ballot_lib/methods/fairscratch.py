@@ -187,7 +187,7 @@ def build_subnetwork(net: nn.Module, density: float, seed: int, scale_fan: bool 
         scores.uniform_(-bound, bound, generator=gen)
         parametrize.register_parametrization(module, attr, Subnet(scores, kept_count(density, w.numel())),
                                              unsafe=True)
-        module.parametrizations[attr].original.requires_grad_(False)
+        module.parametrizations[attr].original.requires_grad_(False)  # type: ignore[union-attr,index]
     return net
 
 
@@ -245,6 +245,8 @@ def fairness_loss(kind: str, lam: float, up: int = 1, priors: Optional[torch.Ten
             return ce
         if kind == "class":
             return ce + lam * class_loss_variance(logits, y)
+        if g is None or priors is None:
+            raise ValueError(f"the {kind!r} surrogate needs the groups of the data and their priors")
         f = logits[:, 1] - logits[:, 0]
         if kind == "eo":
             pos = y == 1
@@ -270,6 +272,7 @@ def run_fairscratch(exp: Experiment, cfg: FairScratchConfig, seed: int, run: Run
     train_split = exp.bundle.train
     up, priors = 1, None
     if kind in ("dp", "eo"):
+        assert train_split.g is not None  # surrogate_kind gives "dp"/"eo" only for data with groups
         up = favoured_group(train_split.g, train_split.y)
         priors = group_priors(train_split.g, train_split.y, kind)
     recipe = cfg.recipe(exp)

@@ -101,4 +101,5 @@ def run_lth(exp: Experiment, cfg: LTHConfig, seed: int, run: Run) -> MethodOutpu
     # goes when the run finishes.
     for level in range(1, len(schedule)):
         run.file(f"level{level}_weights.pt").unlink(missing_ok=True)
+    assert res is not None and mask is not None  # the last level always trains here (it is never stored as a level)
     return MethodOutput(res, mask, train_epochs=T - k, summary={"levels": levels})

@@ -252,7 +252,9 @@ class SafeCompressHook:
             F.cross_entropy(probe(x).float(), y).backward()
             with torch.no_grad():
                 for n, m in mask.items():
-                    params[n].grad.mul_(m.to(params[n].device, params[n].dtype))
+                    grad = params[n].grad
+                    if grad is not None:
+                        grad.mul_(m.to(params[n].device, params[n].dtype))
             opt.step()
         _, val_d = self.data()
         metrics = evaluate(probe, val_d, self.exp.bundle, self.exp.train.eval_batch_size)
@@ -325,7 +327,9 @@ def run_safecompress(exp: Experiment, cfg: SafeCompressConfig, seed: int, run: R
     if cfg.init_scale == "sparse":
         scale_for_density(net, start)
     hook = SafeCompressHook(exp, cfg, seed, net)
-    hooks, state, candidates = [], {"safecompress": hook}, None
+    hooks: list = []
+    state: dict[str, Any] = {"safecompress": hook}
+    candidates: Optional[CandidateMasks] = None
     if cfg.select == "val_rule":
         # The mask changes at topology updates: keep the masks of the epochs the val rule can still select (each
         # epoch's evaluation sees the mask after that epoch's last step), so the stored mask is the selected
@@ -334,7 +338,7 @@ def run_safecompress(exp: Experiment, cfg: SafeCompressConfig, seed: int, run: R
         hooks, state = [candidates], {**state, "val_rule_masks": candidates}
     res = exp.train_net(net, run, seed, mask=start, step_hooks=[hook], hooks=hooks, state=state,
                         cfg=hook.recipe, desc=f"safecompress d={cfg.density} s{seed}")
-    mask, selected, final_mask = val_rule_mask(cfg, res, candidates, res.mask)
+    mask, selected, final_mask = val_rule_mask(cfg, res, candidates, res.mask)  # type: ignore[arg-type]
     # The fairness test's choices: a count per candidate kind (columns of load_results) and every update's
     # candidates with their val scores (summary "updates").
     chosen = {f"chosen_{k}": sum(u["chosen"] == k for u in hook.updates) for k in dict.fromkeys(cfg.candidates)}
